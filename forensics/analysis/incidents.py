@@ -1,0 +1,179 @@
+"""Find abnormal windows in a case and decide what each one is.
+
+Detectors look for the signatures of the ways a gateway is abused, each from the case's own data:
+  keyless      successful LLM calls that carry no virtual key while the proxy otherwise uses keys (open proxy)
+  stuffing     bursts of 401s with many distinct keys from the same addresses, and what those addresses did next
+  new_address  a valid key suddenly used from addresses it never used before (leaked key)
+  rate         a key spending far above its own usual rate (planned batch jobs land here)
+Each detector yields candidate request sets; sessions split at gaps; small ones are dropped; a request belongs to one
+incident at most (in the order above). Usage the provider billed that the proxy never saw comes from reconcile.py.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import duckdb
+
+from forensics.analysis.steps import Step, run_step
+
+SESSION_GAP_MINUTES = 10          # a pause this long ends a burst
+MIN_INCIDENT_REQUESTS = 20        # fewer is noise, not an incident
+STUFFING_MIN_DISTINCT_KEYS = 20   # distinct rejected keys from one address in a burst
+NEW_ADDRESS_GRACE_HOURS = 24      # addresses a key used in its first day are its own
+RATE_BUCKET_MINUTES = 10
+RATE_FACTOR = 4.0                 # a key's 10-minute bucket this many times its usual busy bucket
+
+PRIVATE_IP_SQL = """(
+    regexp_matches({col}, '^(10\\.|192\\.168\\.|127\\.|172\\.(1[6-9]|2[0-9]|3[01])\\.)')
+    OR regexp_matches(lower({col}), '^(::1$|f[cd][0-9a-f]{{2}}:|fe80:)'))"""
+
+
+def private_ip_sql(col: str) -> str:
+    return PRIVATE_IP_SQL.format(col=col)
+
+
+@dataclass
+class Incident:
+    """One abnormal window: what, when, how much, and why we think so."""
+
+    id: str
+    kind: str                       # unauthenticated_proxy | leaked_key | credential_stuffing | other | ...
+    verdict: str                    # attack | suspicious | benign
+    detector: str
+    start: object                   # datetime (UTC, naive)
+    end: object
+    requests: int
+    evidence: list[str] = field(default_factory=list)
+    table: str | None = None        # temp table of its request ids (None for provider-only incidents)
+
+
+def request_facts_step() -> Step:
+    """Per LLM request, the facts the detectors use; health checks (no model group, no client) excluded."""
+    return Step("request_facts", """
+        WITH valid_keys AS (
+            SELECT DISTINCT key_hash FROM llm_requests WHERE status = 'success' AND key_hash IS NOT NULL
+        )
+        SELECT r.request_id, r.start_time, r.end_time, r.key_hash, r.key_alias, r.client_ip, r.user_agent,
+               coalesce(nullif(r.model_group, ''), r.model) AS model, r.status,
+               coalesce(r.cost_usd, 0) AS cost_usd,
+               (r.status = 'failure' AND (r.error_code IN ('401', '403')
+                    OR r.error_class ILIKE '%auth%' OR r.error_message ILIKE '%invalid%key%')) AS auth_failure,
+               (v.key_hash IS NOT NULL) AS key_valid
+        FROM llm_requests r LEFT JOIN valid_keys v USING (key_hash)
+        WHERE r.start_time IS NOT NULL
+          AND NOT (coalesce(r.model_group, '') = '' AND r.requester_ip_raw IS NULL AND r.key_hash IS NULL)
+    """)
+
+
+def sessions_sql(candidates: str, partition: str = "1") -> str:
+    """Split candidate requests into sessions at pauses of SESSION_GAP_MINUTES, per `partition`."""
+    return f"""
+        WITH ordered AS (
+            SELECT *, {partition} AS part,
+                   CASE WHEN start_time - lag(start_time) OVER (PARTITION BY {partition} ORDER BY start_time)
+                             <= INTERVAL {SESSION_GAP_MINUTES} MINUTE THEN 0 ELSE 1 END AS starts_session
+            FROM {candidates}
+        )
+        SELECT *, sum(starts_session) OVER (PARTITION BY part ORDER BY start_time, request_id
+                                            ROWS UNBOUNDED PRECEDING) AS session_no
+        FROM ordered
+    """
+
+
+def keyless_step() -> Step:
+    """Requests without a virtual key that the proxy did not reject for auth, when keyed traffic is the norm."""
+    return Step("keyless_candidates", f"""
+        SELECT * FROM ({sessions_sql('''(SELECT * FROM __f_request_facts
+                 WHERE key_hash IS NULL AND NOT auth_failure
+                   AND (SELECT count(*) FILTER (WHERE key_valid) > count(*) / 2 FROM __f_request_facts))''')})
+    """)
+
+
+def stuffing_step() -> Step:
+    """Addresses that presented many distinct rejected keys in a burst; all their requests from the burst on."""
+    return Step("stuffing_candidates", f"""
+        WITH failures AS (
+            SELECT * FROM ({sessions_sql('(SELECT * FROM __f_request_facts WHERE auth_failure)', 'client_ip')})
+        ), bursts AS (
+            SELECT client_ip, session_no, min(start_time) AS first_failure
+            FROM failures GROUP BY ALL
+            HAVING count(DISTINCT coalesce(key_hash, request_id)) >= {STUFFING_MIN_DISTINCT_KEYS}
+        ), first_burst AS (
+            SELECT client_ip, min(first_failure) AS since FROM bursts GROUP BY client_ip
+        )
+        SELECT f.* FROM __f_request_facts f JOIN first_burst b USING (client_ip) WHERE f.start_time >= b.since
+    """)
+
+
+def new_address_step() -> Step:
+    """Requests of a valid key from addresses it first used a day or more after the key's own first use."""
+    return Step("new_address_candidates", f"""
+        WITH pairs AS (
+            SELECT key_hash, client_ip, min(start_time) AS pair_first
+            FROM __f_request_facts WHERE key_valid AND client_ip IS NOT NULL GROUP BY ALL
+        ), keys AS (
+            SELECT key_hash, min(start_time) AS key_first FROM __f_request_facts WHERE key_valid GROUP BY ALL
+        ), new_pairs AS (
+            SELECT p.key_hash, p.client_ip FROM pairs p JOIN keys k USING (key_hash)
+            WHERE p.pair_first >= k.key_first + INTERVAL {NEW_ADDRESS_GRACE_HOURS} HOUR
+        )
+        SELECT * FROM ({sessions_sql('''(SELECT f.* FROM __f_request_facts f
+                                          JOIN new_pairs USING (key_hash, client_ip))''', 'key_hash')})
+    """)
+
+
+def rate_step() -> Step:
+    """10-minute buckets where a valid key made RATE_FACTOR times its usual busy-bucket count of requests."""
+    return Step("rate_candidates", f"""
+        WITH buckets AS (
+            SELECT key_hash, time_bucket(INTERVAL {RATE_BUCKET_MINUTES} MINUTE, start_time) AS bucket,
+                   count(*) AS n
+            FROM __f_request_facts WHERE key_valid GROUP BY ALL
+        ), usual AS (
+            SELECT key_hash, quantile_cont(n, 0.9) AS p90 FROM buckets GROUP BY key_hash
+        ), hot AS (
+            SELECT b.key_hash, b.bucket FROM buckets b JOIN usual u USING (key_hash)
+            WHERE b.n >= {RATE_FACTOR} * u.p90 AND b.n >= {MIN_INCIDENT_REQUESTS} / 2
+        )
+        SELECT * FROM ({sessions_sql('''(SELECT f.* FROM __f_request_facts f JOIN hot h
+                 ON f.key_hash = h.key_hash
+                 AND time_bucket(INTERVAL {RATE_BUCKET_MINUTES} MINUTE, f.start_time) = h.bucket)''', 'key_hash')})
+    """.replace("{RATE_BUCKET_MINUTES}", str(RATE_BUCKET_MINUTES)))
+
+
+DETECTORS = [("stuffing", stuffing_step), ("keyless", keyless_step),
+             ("new_address", new_address_step), ("rate", rate_step)]
+
+
+def find_incidents(con: duckdb.DuckDBPyConnection) -> list[Incident]:
+    """Run every detector, keep significant sessions, give each request to one incident, classify."""
+    from forensics.analysis.verdicts import classify
+
+    run_step(con, request_facts_step())
+    con.execute("CREATE OR REPLACE TEMP TABLE __f_claimed (request_id VARCHAR PRIMARY KEY)")
+    incidents: list[Incident] = []
+    for detector, make_step in DETECTORS:
+        table = run_step(con, make_step())
+        if detector == "stuffing":   # one burst campaign per detector run: all stuffing addresses together
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM ({sessions_sql(table)})")
+        sessions = con.execute(f"""
+            SELECT part, session_no, count(*) AS n, min(start_time), max(start_time)
+            FROM {table} c WHERE NOT EXISTS (SELECT 1 FROM __f_claimed x WHERE x.request_id = c.request_id)
+            GROUP BY ALL HAVING count(*) >= {MIN_INCIDENT_REQUESTS} ORDER BY 4
+        """).fetchall()
+        for part, session_no, n, start, end in sessions:
+            inc_id = f"INC-{len(incidents) + 1}"
+            inc_table = f"__f_incident_{len(incidents) + 1}"
+            con.execute(f"""
+                CREATE OR REPLACE TEMP TABLE {inc_table} AS
+                SELECT DISTINCT c.request_id FROM {table} c
+                WHERE c.part IS NOT DISTINCT FROM ? AND c.session_no = ?
+                  AND NOT EXISTS (SELECT 1 FROM __f_claimed x WHERE x.request_id = c.request_id)
+            """, [part, session_no])
+            con.execute(f"INSERT INTO __f_claimed SELECT request_id FROM {inc_table}")
+            incidents.append(Incident(inc_id, "other", "suspicious", detector, start, end, n, table=inc_table))
+    incidents.sort(key=lambda i: i.start)
+    for i, inc in enumerate(incidents, start=1):
+        inc.id = f"INC-{i}"
+        classify(con, inc)
+    return incidents

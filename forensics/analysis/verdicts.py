@@ -1,0 +1,71 @@
+"""Decide what an abnormal window is (attack, suspicious, benign) and write down the evidence that decided it."""
+from __future__ import annotations
+
+import duckdb
+
+from forensics.analysis.incidents import Incident, private_ip_sql
+
+
+def _facts(con: duckdb.DuckDBPyConnection, inc: Incident) -> dict:
+    """Who and what the incident's requests were, against what the case saw before it started."""
+    row = con.execute(f"""
+        WITH mine AS (SELECT f.* FROM __f_request_facts f JOIN {inc.table} USING (request_id)),
+        before AS (SELECT * FROM __f_request_facts WHERE start_time < (SELECT min(start_time) FROM mine))
+        SELECT
+            count(*) AS n,
+            count(*) FILTER (WHERE status = 'success') AS ok,
+            count(*) FILTER (WHERE auth_failure) AS rejected,
+            count(DISTINCT key_hash) FILTER (WHERE auth_failure) AS rejected_keys,
+            count(*) FILTER (WHERE key_hash IS NULL AND NOT auth_failure) AS keyless,
+            count(DISTINCT client_ip) AS ips,
+            count(DISTINCT client_ip) FILTER (WHERE client_ip NOT IN (SELECT client_ip FROM before
+                                                                    WHERE client_ip IS NOT NULL)) AS new_ips,
+            count(DISTINCT client_ip) FILTER (WHERE NOT {private_ip_sql('client_ip')}) AS public_ips,
+            count(DISTINCT (key_hash, client_ip)) FILTER (WHERE key_valid AND (key_hash, client_ip) NOT IN
+                (SELECT (key_hash, client_ip) FROM before WHERE key_hash IS NOT NULL)) AS new_key_ip_pairs,
+            count(DISTINCT model) FILTER (WHERE key_valid AND (key_hash, model) NOT IN
+                (SELECT (key_hash, model) FROM before WHERE key_hash IS NOT NULL)) AS new_key_models,
+            count(DISTINCT user_agent) FILTER (WHERE key_valid AND (key_hash, user_agent) NOT IN
+                (SELECT (key_hash, user_agent) FROM before WHERE key_hash IS NOT NULL)) AS new_key_agents,
+            list(DISTINCT coalesce(key_alias, key_hash)) FILTER (WHERE key_valid AND status = 'success') AS keys,
+            sum(cost_usd) AS cost
+        FROM mine
+    """).fetchone()
+    names = ["n", "ok", "rejected", "rejected_keys", "keyless", "ips", "new_ips", "public_ips", "new_key_ip_pairs",
+             "new_key_models", "new_key_agents", "keys", "cost"]
+    return dict(zip(names, row))
+
+
+def classify(con: duckdb.DuckDBPyConnection, inc: Incident) -> None:
+    """Set inc.kind, inc.verdict and inc.evidence from the incident's facts."""
+    f = _facts(con, inc)
+    cost = f"${float(f['cost'] or 0):,.2f}"
+    if inc.detector == "stuffing":
+        inc.kind, inc.verdict = "credential_stuffing", "attack"
+        inc.evidence.append(f"{f['rejected']} requests rejected for authentication with {f['rejected_keys']} "
+                            f"distinct keys from {f['ips']} address(es)")
+        if f["ok"]:
+            inc.evidence.append(f"then {f['ok']} successful requests from the same addresses with key(s) "
+                                f"{', '.join(map(str, f['keys'] or []))}: {cost}")
+    elif inc.detector == "keyless":
+        inc.kind, inc.verdict = "unauthenticated_proxy", "attack"
+        inc.evidence.append(f"{f['keyless']} requests served without any virtual key, while the case's other "
+                            f"traffic carries keys: the proxy accepted unauthenticated calls")
+        inc.evidence.append(f"{f['ips']} client addresses, {f['new_ips']} never seen before the incident; {cost}")
+    elif inc.detector == "new_address":
+        public = f["public_ips"] > 0
+        inc.kind, inc.verdict = "leaked_key", ("attack" if public else "suspicious")
+        inc.evidence.append(f"key(s) {', '.join(map(str, f['keys'] or []))} used from {f['new_key_ip_pairs']} "
+                            f"address(es) they had never used ({f['public_ips']} public); {cost}")
+    else:
+        known = f["new_key_ip_pairs"] == 0 and f["new_key_models"] == 0
+        inc.kind = "other"
+        inc.verdict = "benign" if known and f["new_key_agents"] == 0 else "suspicious"
+        inc.evidence.append(f"key(s) {', '.join(map(str, f['keys'] or []))} at {RATE_TEXT} their usual rate; "
+                            + ("same addresses, models and clients as before: looks planned"
+                               if inc.verdict == "benign" else
+                               f"{f['new_key_ip_pairs']} new address(es), {f['new_key_models']} new model(s)")
+                            + f"; {cost}")
+
+
+RATE_TEXT = "several times"

@@ -1,0 +1,252 @@
+"""Command line: `python -m forensics <command>`. Thin: parse arguments, call the library, print."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+
+from forensics import __version__
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+QUARANTINE_LINES_SHOWN = 5
+
+
+class UsageError(Exception):
+    """Bad flag, missing file: exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse exits 2 itself; keep its one line, no usage dump
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="forensics", description="Investigate abuse of LLM gateways from their logs.")
+    parser.add_argument("--version", action="version", version=f"forensics {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show Python tracebacks on errors")
+
+    p = sub.add_parser("ingest", parents=[common], help="load log files into a case database",
+                       description="Detect each file's format from its content and load it into the case database. "
+                                   "INPUT: log files (plain or .gz) and folders (searched recursively).")
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("--case", required=True, metavar="CASE.duckdb", help="case database (created if absent)")
+    p.add_argument("--json", action="store_true", help="print one JSON array (an object per file) instead of a table")
+    _add_load_options(p)
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("report", parents=[common], help="run the whole investigation and write findings.json",
+                       description="Load INPUT (log files, folders, or a case database) and run the investigation: "
+                                   "incidents, attribution, reconciliation, projection, controls replay. Writes "
+                                   "DIR/findings.json (and DIR/case.duckdb when INPUT holds logs).")
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--control", action="append", default=[], metavar="ID", dest="controls",
+                   help="replay this control too, e.g. key_rpm_35, ip_rate_5rps, cost_alert_20h_5m (repeatable)")
+    _add_load_options(p)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("simulate", parents=[common], help="write a synthetic incident in the real log formats",
+                       description="Write a scenario's LiteLLM, nginx and provider logs plus truth.json.")
+    p.add_argument("--scenario", required=True, metavar="NAME")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--nginx-log-format", default="json", dest="nginx_log_format",
+                   choices=["json", "combined", "main", "timings", "ingress"], help="nginx log format to write")
+    p.set_defaults(func=cmd_simulate)
+    return parser
+
+
+def _add_load_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nginx-format", metavar="LOG_FORMAT",
+                   help="an nginx log_format string for access logs in a custom format")
+    p.add_argument("--trusted-proxy", action="append", default=[], metavar="CIDR", dest="trusted_proxies",
+                   help="address range of your own load balancers (repeatable; default: private ranges)")
+    p.add_argument("--prices", metavar="CSV", type=Path,
+                   help="price overrides for custom deployments: provider,model,input_mtok,output_mtok,...")
+
+
+def _load_options(args):
+    from forensics.sources import LoadOptions
+
+    if args.prices is not None and not args.prices.is_file():
+        raise UsageError(f"{args.prices}: no such price file")
+    for cidr in args.trusted_proxies:
+        import ipaddress
+
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise UsageError(f"--trusted-proxy {cidr!r} is not an address range") from None
+    return LoadOptions(nginx_format=args.nginx_format, trusted_proxies=tuple(args.trusted_proxies),
+                       price_overrides=args.prices)
+
+
+@contextmanager
+def _slow_file_progress(path: Path):
+    """A spinner on stderr for a file that takes more than a second (terminals only)."""
+    if not sys.stderr.isatty():
+        yield
+        return
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    progress = Progress(SpinnerColumn(), TextColumn("loading {task.description}"), TimeElapsedColumn(),
+                        console=Console(stderr=True), transient=True)
+    timer = threading.Timer(1.0, lambda: (progress.start(), progress.add_task(path.name)))
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        progress.stop()
+
+
+def cmd_ingest(args) -> int:
+    from forensics import case as case_db
+    from forensics.ingest import expand_inputs, ingest_paths
+
+    options = _load_options(args)
+    try:
+        expand_inputs(args.inputs)
+    except FileNotFoundError as e:
+        raise UsageError(str(e)) from None
+    con = case_db.connect(args.case)
+    reports = ingest_paths(con, args.inputs, options, progress=_slow_file_progress)
+    for r in reports:
+        if r.status == "failed":
+            print(f"forensics: {r.path}: {r.message}", file=sys.stderr)
+            if args.debug and getattr(r, "error", None) is not None:
+                traceback.print_exception(r.error)
+        elif r.format == "unrecognised" and not r.skipped:
+            print(f"forensics: {r.path}: {r.message}", file=sys.stderr)
+        elif r.quarantined and not r.skipped:
+            _print_quarantine(con, r)
+    if args.json:
+        print(json.dumps([r.contract() for r in reports], indent=2))
+    else:
+        _print_ingest_table(reports)
+    con.close()
+    failed = any(r.status == "failed" or (r.format == "unrecognised" and not r.skipped) for r in reports)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _print_quarantine(con, report) -> None:
+    """The first quarantined records of a file, one line each: file, line, problem."""
+    rows = con.execute(
+        "SELECT q.record_no, q.reason FROM quarantine q JOIN ingest_files f USING (file_id) "
+        "WHERE f.sha256 = ? AND f.status = 'loaded' ORDER BY q.record_no LIMIT ?",
+        [report.sha256, QUARANTINE_LINES_SHOWN],
+    ).fetchall()
+    for record_no, reason in rows:
+        print(f"{report.path} line {record_no}: {reason}", file=sys.stderr)
+    if report.quarantined > len(rows):
+        print(f"{report.path}: {report.quarantined - len(rows)} more quarantined (table quarantine)", file=sys.stderr)
+
+
+def _print_ingest_table(reports) -> None:
+    header = ("format", "records", "loaded", "quarantined", "file")
+    rows = [
+        (r.format or "-", r.records, r.loaded, r.quarantined,
+         r.path + (" (skipped: already in the case)" if r.skipped else " (FAILED)" if r.status == "failed" else ""))
+        for r in reports
+    ]
+    total = ("total", sum(r[1] for r in rows), sum(r[2] for r in rows), sum(r[3] for r in rows), f"{len(rows)} files")
+    widths = [max(len(str(x[i])) for x in [header, *rows, total]) for i in range(5)]
+    for row in [header, *rows, total]:
+        print("  ".join(str(v).ljust(w) if i in (0, 4) else str(v).rjust(w) for i, (v, w) in enumerate(zip(row, widths))))
+
+
+def open_case(inputs: list[str], out_dir: Path, options, quiet: bool = False):
+    """A case for INPUT: the one case database named, with any logs named ingested into it; else DIR/case.duckdb."""
+    from forensics import case as case_db
+    from forensics.ingest import expand_inputs, ingest_paths
+
+    cases = [i for i in inputs if str(i).endswith(".duckdb")]
+    logs = [i for i in inputs if not str(i).endswith(".duckdb")]
+    if len(cases) > 1:
+        raise UsageError("name one case database at most")
+    for c in cases:
+        if not Path(c).is_file():
+            raise UsageError(f"{c}: no such case database")
+    try:
+        expand_inputs(logs)
+    except FileNotFoundError as e:
+        raise UsageError(str(e)) from None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    con = case_db.connect(cases[0] if cases else out_dir / "case.duckdb")
+    reports = ingest_paths(con, logs, options, progress=_slow_file_progress) if logs else []
+    for r in reports:
+        if r.status == "failed" or (r.format == "unrecognised" and not r.skipped):
+            print(f"forensics: {r.path}: {r.message}", file=sys.stderr)
+    return con, reports
+
+
+def cmd_report(args) -> int:
+    from forensics.analysis.controls import DEFAULT_CONTROLS, parse_control
+    from forensics.investigate import investigate
+    from forensics.outputs import findings
+
+    try:
+        extra = [parse_control(c) for c in args.controls]
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    out = Path(args.out)
+    con, reports = open_case(args.inputs, out, _load_options(args))
+    inv = investigate(con, [*DEFAULT_CONTROLS, *extra])
+    result = findings.build(con, inv)
+    findings.write(out / "findings.json", result)
+    con.close()
+    for inc in result["incidents"]:
+        print(f"{inc['id']} {inc['verdict']} {inc['kind']}: {inc['start']} .. {inc['end']}, "
+              f"{inc['requests']} requests, ${inc['cost_usd']:,.2f}")
+    if not result["incidents"]:
+        print("no incident found")
+    print(f"wrote {out / 'findings.json'}")
+    return EXIT_FAILED if any(r.status == "failed" for r in reports) else EXIT_OK
+
+
+def cmd_simulate(args) -> int:
+    from forensics.simulate import SCENARIOS, simulate
+
+    if args.scenario not in SCENARIOS:
+        raise UsageError(f"unknown scenario {args.scenario!r}; one of: {', '.join(SCENARIOS)}")
+    truth = simulate(args.scenario, Path(args.out), seed=args.seed, nginx_format=args.nginx_log_format)
+    for inc in truth.get("incidents", []):
+        print(f"{inc['id']}: {inc['kind']} {inc['start']} .. {inc['end']}: {inc['requests']} requests, "
+              f"${float(inc['cost_usd']):,.2f}")
+    print(f"wrote {args.out}/truth.json")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        args = parser.parse_args(argv)
+        if not args.command:
+            parser.print_help()
+            return EXIT_USAGE
+        return args.func(args)
+    except UsageError as e:
+        print(f"forensics: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("forensics: interrupted", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as e:  # the one place an unexpected error becomes one line
+        if debug:
+            raise
+        from forensics.secrets import redact_text
+
+        print(f"forensics: error: {redact_text(str(e).splitlines()[0] if str(e) else type(e).__name__)} "
+              "(run with --debug for details)", file=sys.stderr)
+        return EXIT_FAILED

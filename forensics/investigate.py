@@ -1,0 +1,85 @@
+"""The whole investigation over one case: incidents, attribution, reconciliation, projection, controls, coverage.
+
+A library first: the report, the notebooks and the evidence bundle all call `investigate`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import duckdb
+import pandas as pd
+
+from forensics.analysis import attribution, controls, coverage, projection, reconcile
+from forensics.analysis.incidents import Incident, find_incidents
+from forensics.analysis.steps import Step, query_step
+
+
+@dataclass
+class IncidentFindings:
+    incident: Incident
+    cost_usd: Decimal
+    request_ids: list[str]
+    by_ip: pd.DataFrame
+    by_key: pd.DataFrame
+    by_model: pd.DataFrame
+    by_user_agent: pd.DataFrame
+    projection: projection.Projection | None
+    controls: list
+    controls_frame: pd.DataFrame | None
+
+
+@dataclass
+class Investigation:
+    coverage: coverage.Coverage
+    baseline: dict
+    incidents: list[IncidentFindings]
+    cost_total: Decimal
+    by_model: pd.DataFrame
+    by_key: pd.DataFrame
+    by_ip: pd.DataFrame
+    by_user_agent: pd.DataFrame
+    reconciliation: list[reconcile.Reconciliation]
+    extra: dict = field(default_factory=dict)
+
+
+def baseline_step() -> Step:
+    """Proxy spend and requests per hour outside every incident, over the hours the LiteLLM logs cover."""
+    return Step("baseline", """
+        SELECT coalesce(sum(cost_usd), 0) / nullif(date_diff('second', min(start_time), max(start_time)) / 3600.0, 0)
+                   AS cost_per_hour_usd,
+               count(*) / nullif(date_diff('second', min(start_time), max(start_time)) / 3600.0, 0)
+                   AS requests_per_hour,
+               min(start_time) AS start, max(start_time) AS "end"
+        FROM llm_requests r
+        WHERE NOT EXISTS (SELECT 1 FROM __f_claimed c WHERE c.request_id = r.request_id)
+    """)
+
+
+def _incident_findings(con, inc: Incident, control_set) -> IncidentFindings:
+    ids = [r for (r,) in con.execute(f"SELECT request_id FROM {inc.table} ORDER BY request_id").fetchall()]
+    (cost,) = con.execute(
+        f"SELECT coalesce(sum(cost_usd), 0) FROM llm_requests JOIN {inc.table} USING (request_id)").fetchone()
+    n = inc.id.split("-")[1]
+    frames = {d: attribution.cost_by(con, d, inc.table, f"incident_{n}_cost_by_{d}")
+              for d in ("ip", "key", "model", "user_agent")}
+    proj = projection.project(con, ids)
+    results, frame = controls.replay(con, ids, control_set)
+    return IncidentFindings(inc, Decimal(cost), ids, frames["ip"], frames["key"], frames["model"],
+                            frames["user_agent"], proj, results, frame)
+
+
+def investigate(con: duckdb.DuckDBPyConnection, control_set=None) -> Investigation:
+    """Run every analysis on the case `con`; temp tables only, the case itself is not modified."""
+    control_set = list(control_set) if control_set is not None else list(controls.DEFAULT_CONTROLS)
+    cov = coverage.coverage(con)
+    incidents = find_incidents(con)
+    found = [_incident_findings(con, inc, control_set) for inc in incidents]
+    base = query_step(con, baseline_step()).iloc[0].to_dict()
+    (total,) = con.execute("SELECT coalesce(sum(cost_usd), 0) FROM llm_requests").fetchone()
+    return Investigation(
+        coverage=cov, baseline=base, incidents=found, cost_total=Decimal(total),
+        by_model=attribution.cost_by(con, "model"), by_key=attribution.cost_by(con, "key"),
+        by_ip=attribution.cost_by(con, "ip"), by_user_agent=attribution.cost_by(con, "user_agent"),
+        reconciliation=reconcile.reconcile(con),
+    )

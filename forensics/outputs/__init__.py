@@ -1,0 +1,1 @@
+"""What leaves the tool: findings.json, the report, the evidence bundle."""

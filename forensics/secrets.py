@@ -1,0 +1,67 @@
+"""API keys never leave the tool in full: LiteLLM's sha256 key hash and the 'sk-...abcd' hint stand for them."""
+from __future__ import annotations
+
+import hashlib
+import re
+
+import duckdb
+import pandas as pd
+
+# LiteLLM virtual keys (sk- + 22 url-safe chars), OpenAI (sk-proj-..., sk-svcacct-..., sk-...), Anthropic (sk-ant-...)
+KEY_PATTERN = r"sk-[A-Za-z0-9_\-]{16,}"
+BEARER_PATTERN = r"(?i)(bearer\s+)([A-Za-z0-9_\-\.=]{16,})"
+_KEY_RE = re.compile(KEY_PATTERN)
+_BEARER_RE = re.compile(BEARER_PATTERN)
+# what an already redacted value looks like: never redacted twice
+REDACTED_PREFIX = "[redacted key "
+
+
+def key_hash(key: str) -> str:
+    """LiteLLM's stored form of a virtual key: sha256 hex of the full key string."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def key_hint(key: str) -> str:
+    """LiteLLM's key_name form: 'sk-...' and the last four characters."""
+    return f"sk-...{key[-4:]}"
+
+
+def redacted(key: str) -> str:
+    return f"{REDACTED_PREFIX}{key_hint(key)} sha256:{key_hash(key)}]"
+
+
+def redact_text(text: str | None) -> str | None:
+    """Replace every full key (and bearer token) in `text` by its hint and hash."""
+    if text is None:
+        return None
+    out = _KEY_RE.sub(lambda m: redacted(m.group(0)), text)
+    return _BEARER_RE.sub(lambda m: m.group(1) + (m.group(2) if m.group(2).startswith("[") else redacted(m.group(2))), out)
+
+
+def contains_key_sql(column: str) -> str:
+    """A SQL predicate, true where `column` holds something that looks like a full key or bearer token."""
+    return f"(regexp_matches({column}, '{KEY_PATTERN}') OR regexp_matches({column}, '{BEARER_PATTERN}'))"
+
+
+def redact_columns(con: duckdb.DuckDBPyConnection, table: str, columns: list[str], where: str = "true") -> int:
+    """Redact full keys in `columns` of `table` in place; the scan is SQL, the rewrite touches matching values only.
+
+    Returns how many distinct values were rewritten.
+    """
+    rewritten = 0
+    for col in columns:
+        values = [
+            v for (v,) in con.execute(
+                f"SELECT DISTINCT {col} FROM {table} WHERE ({where}) AND {col} IS NOT NULL AND {contains_key_sql(col)}"
+            ).fetchall()
+        ]
+        if not values:
+            continue
+        frame = pd.DataFrame({"old": values, "new": [redact_text(v) for v in values]}, dtype="object")
+        con.register("_redact_frame", frame)
+        con.execute(
+            f"UPDATE {table} SET {col} = r.new FROM _redact_frame r WHERE ({where}) AND {table}.{col} = r.old"
+        )
+        con.unregister("_redact_frame")
+        rewritten += len(values)
+    return rewritten

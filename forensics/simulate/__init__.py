@@ -1,0 +1,8 @@
+"""Synthetic LLM-gateway incidents written in the real log formats (LiteLLM, nginx, OpenAI, Anthropic) + truth.
+
+`simulate(scenario, out_dir, seed)` writes the files and returns the truth dict (also written as truth.json).
+"""
+from forensics.simulate.catalog import GENERATOR_VERSION
+from forensics.simulate.scenarios import SCENARIOS, secret_keys, simulate
+
+__all__ = ["GENERATOR_VERSION", "SCENARIOS", "secret_keys", "simulate"]

@@ -1,0 +1,51 @@
+"""What every log family implements: detect a format from a sample of the file, load a file into the case."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import duckdb
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """Per-file accounting. records == loaded + quarantined always holds; merged is a part of loaded."""
+
+    records: int
+    loaded: int
+    quarantined: int
+    merged: int = 0
+    notes: tuple[str, ...] = ()
+
+
+@dataclass
+class LoadOptions:
+    """Options the analyst can set on the command line."""
+
+    nginx_format: str | None = None            # a custom nginx log_format string
+    trusted_proxies: tuple[str, ...] = ()      # CIDRs of the operator's own balancers (private ranges by default)
+    price_overrides: Path | None = None        # CSV of prices for custom deployments (see forensics.pricing)
+
+
+@dataclass
+class LoadContext:
+    """Everything a loader needs: the open case, the file's id and its path as shown to the user."""
+
+    con: duckdb.DuckDBPyConnection
+    file_id: int
+    path: Path                 # real path on disk (may be .gz)
+    display_path: str          # as the user named it; used in messages
+    options: LoadOptions = field(default_factory=LoadOptions)
+
+
+class Source(Protocol):
+    """A log family (nginx, litellm, openai, anthropic)."""
+
+    family: str
+
+    def detect(self, sample: bytes, path: Path) -> str | None:
+        """Return a format id like 'nginx.combined' when `sample` (the first 64 KiB, decompressed) is ours."""
+
+    def load(self, ctx: LoadContext, fmt: str) -> LoadResult:
+        """Load the whole file into the case's canonical tables and the quarantine table."""

@@ -1,0 +1,208 @@
+"""Read a text log as numbered lines, losslessly and fast: pyarrow tables of (line_no, line), in bounded memory.
+
+Only '\\n' ends a line; one trailing '\\r' is stripped (CRLF files), a UTF-8 BOM at the start of the file is dropped,
+a last line without newline is kept, empty lines are yielded (as ''), and bytes that are not UTF-8 are written as
+`\\xHH` the way nginx escapes them, with the line numbers kept in `LineBatches.invalid_utf8_lines`. A gzip file (by
+magic bytes) is decompressed as a stream; a stream cut short yields what decompresses and sets `error`.
+"""
+from __future__ import annotations
+
+import codecs
+import mmap
+import threading
+import zlib
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pcsv
+
+DEFAULT_BATCH_BYTES = 32 << 20
+SCHEMA = pa.schema([("line_no", pa.int64()), ("line", pa.string())])
+_BOM = b"\xef\xbb\xbf"
+_GZIP_MAGIC = b"\x1f\x8b"
+# the CSV reader needs a field delimiter: any control byte the batch does not hold will do
+_DELIMITERS = [bytes([b]) for b in range(1, 32) if b not in (9, 10, 13)] + [b"\t"]
+_READ = pcsv.ReadOptions(column_names=["line"], block_size=4 << 20)
+_CONVERT = pcsv.ConvertOptions(column_types={"line": pa.string()}, strings_can_be_null=False,
+                               quoted_strings_can_be_null=False)
+
+_errors = threading.local()
+
+
+def _nginx_hex(err: UnicodeDecodeError) -> tuple[str, int]:
+    """Decode error handler: write the bad bytes as nginx does (\\xHH) and remember where they were."""
+    _errors.positions.append(err.start)
+    return "".join(f"\\x{b:02X}" for b in err.object[err.start:err.end]), err.end
+
+
+codecs.register_error("forensics.nginx_hex", _nginx_hex)
+
+
+def decode_nginx(raw: bytes) -> tuple[str, list[int]]:
+    """`raw` as text with invalid UTF-8 bytes written \\xHH; also the byte offsets where they were."""
+    _errors.positions = []
+    text = raw.decode("utf-8", errors="forensics.nginx_hex")
+    return text, _errors.positions
+
+
+class LineBatches:
+    """Iterable of pyarrow tables (line_no int64 1-based, line string); read counters once iteration ends."""
+
+    def __init__(self, path: str | Path, batch_bytes: int = DEFAULT_BATCH_BYTES):
+        self.path = Path(path)
+        self.batch_bytes = max(1, int(batch_bytes))
+        self.lines = 0                               # lines yielded so far
+        self.invalid_utf8_lines: list[int] = []      # lines holding bytes that are not UTF-8 (shown as \xHH)
+        self.unterminated_last_line = False          # the file does not end with a newline
+        self.error: str | None = None                # why reading stopped before the end of the data, if it did
+
+    def __iter__(self) -> Iterator[pa.Table]:
+        with open(self.path, "rb") as f:
+            gz = f.read(2) == _GZIP_MAGIC
+            f.seek(0)
+            segments = self._gzip_segments(f) if gz else self._plain_segments(f)
+            first = True
+            for seg in segments:
+                if first and seg.startswith(_BOM):
+                    seg.start += len(_BOM)
+                first = False
+                if seg.end > seg.start:
+                    yield self._table(seg)
+
+    # -- segments: byte ranges that end at a line boundary (or at the end of the data) -----------------------
+    def _plain_segments(self, f) -> Iterator[_Segment]:
+        size = self.path.stat().st_size
+        if size == 0:
+            return
+        # Python's map is searched (find is memchr-fast); pyarrow's map is handed to the CSV reader without a copy
+        data = pa.memory_map(str(self.path)).read_buffer()
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            pos = 0
+            while pos < size:
+                end = self._cut(mm, pos, size)
+                if end == size:                      # set before the last batch goes out, for its reader
+                    self.unterminated_last_line = mm[size - 1:size] != b"\n"
+                yield _Segment(mm, pos, end, data)
+                pos = end
+
+    def _cut(self, mm, pos: int, size: int) -> int:
+        """End of the segment starting at `pos`: just after the last newline within batch_bytes (or the next one)."""
+        limit = pos + self.batch_bytes
+        if limit >= size:
+            return size
+        nl = mm.rfind(b"\n", pos, limit)
+        if nl < 0:                                   # one line longer than a batch: take it whole
+            nl = mm.find(b"\n", limit)
+            return size if nl < 0 else nl + 1
+        return nl + 1
+
+    def _gzip_segments(self, f) -> Iterator[_Segment]:
+        pending = bytearray()
+        inflater = zlib.decompressobj(31)
+        out_total = 0
+        while True:
+            block = f.read(1 << 20)
+            if not block:
+                if not inflater.eof:
+                    self.error = (f"gzip stream cut short after {out_total:,} decompressed bytes: "
+                                  "the rest of the file cannot be read")
+                break
+            try:
+                data = inflater.decompress(block)
+                while inflater.eof and inflater.unused_data:
+                    rest = inflater.unused_data
+                    if not rest.startswith(_GZIP_MAGIC):
+                        if rest.strip(b"\x00"):
+                            self.error = "data after the end of the gzip stream is not gzip: it was not read"
+                        break
+                    inflater = zlib.decompressobj(31)     # the next member of a concatenated gzip file
+                    data += inflater.decompress(rest)
+            except zlib.error as e:
+                if out_total == 0 and not pending:
+                    raise ValueError(f"gzip data is corrupt at the start ({e})") from None
+                self.error = f"gzip data corrupt after {out_total:,} decompressed bytes ({e}): the rest cannot be read"
+                break
+            out_total += len(data)
+            pending += data
+            if self.error:
+                break
+            if len(pending) >= self.batch_bytes:
+                cut = pending.rfind(b"\n") + 1
+                if cut:
+                    chunk = bytes(pending[:cut])
+                    yield _Segment(chunk, 0, len(chunk), pa.py_buffer(chunk))
+                    del pending[:cut]
+        if self.error and out_total == 0:
+            raise ValueError("gzip stream cut short before any data could be decompressed")
+        if pending:
+            self.unterminated_last_line = not pending.endswith(b"\n")
+            chunk = bytes(pending)
+            yield _Segment(chunk, 0, len(chunk), pa.py_buffer(chunk))
+        elif out_total:
+            self.unterminated_last_line = False
+
+    # -- one segment into a table ----------------------------------------------------------------------------
+    def _table(self, seg: _Segment) -> pa.Table:
+        start = self.lines + 1
+        lines = seg.fast_split()
+        if lines is None:
+            lines = self._exact_split(seg.bytes(), start)
+        if isinstance(lines, pa.Array):
+            lines = pa.chunked_array([lines], pa.string())
+        n = len(lines)
+        self.lines += n
+        line_no = pa.chunked_array([np.arange(start, start + n, dtype=np.int64)], pa.int64())
+        return pa.Table.from_arrays([line_no, lines], schema=SCHEMA)
+
+    def _exact_split(self, raw: bytes, start: int) -> pa.Array:
+        """The slow, exact path: bare '\\r', no free delimiter byte, or invalid UTF-8 in the segment."""
+        text, bad = decode_nginx(raw)
+        if bad:
+            newlines = np.flatnonzero(np.frombuffer(raw, dtype=np.uint8) == 10)
+            rows = np.unique(np.searchsorted(newlines, np.asarray(bad, dtype=np.int64)))
+            self.invalid_utf8_lines.extend(int(r) + start for r in rows)
+        parts = text.split("\n")
+        if text.endswith("\n"):
+            parts.pop()
+        return pa.array([p[:-1] if p.endswith("\r") else p for p in parts], pa.string())
+
+
+class _Segment:
+    """Bytes [start, end) of a buffer (the mapped file or a decompressed block), searched without copying."""
+
+    def __init__(self, buf: mmap.mmap | bytes, start: int, end: int, arrow_buf: pa.Buffer):
+        self.buf, self.start, self.end, self.arrow_buf = buf, start, end, arrow_buf
+
+    def find(self, needle: bytes) -> bool:
+        return self.buf.find(needle, self.start, self.end) >= 0
+
+    def startswith(self, prefix: bytes) -> bool:
+        return self.buf[self.start:self.start + len(prefix)] == prefix
+
+    def bytes(self) -> bytes:
+        return self.buf[self.start:self.end]
+
+    def fast_split(self) -> pa.ChunkedArray | None:
+        """Split with pyarrow's CSV reader (about 10 M lines/s); None when the segment needs the exact path."""
+        if self.find(b"\r"):
+            raw = self.bytes()
+            if raw.count(b"\r") != raw.count(b"\r\n"):   # the CSV reader would end a line at a bare '\r'
+                return None
+        delimiter = next((d for d in _DELIMITERS if not self.find(d)), None)
+        if delimiter is None:
+            return None
+        parse = pcsv.ParseOptions(delimiter=delimiter.decode(), quote_char=False, double_quote=False,
+                                  escape_char=False, newlines_in_values=False, ignore_empty_lines=False)
+        source = pa.BufferReader(self.arrow_buf.slice(self.start, self.end - self.start))
+        try:
+            table = pcsv.read_csv(source, read_options=_READ, parse_options=parse, convert_options=_CONVERT)
+        except pa.ArrowInvalid:                          # invalid UTF-8 somewhere in the segment
+            return None
+        return table.column("line")
+
+
+def iter_line_batches(path: str | Path, batch_bytes: int = DEFAULT_BATCH_BYTES) -> LineBatches:
+    """The lines of `path` (plain or gzip) as pyarrow tables (line_no, line); see LineBatches for the counters."""
+    return LineBatches(path, batch_bytes)

@@ -1,0 +1,201 @@
+"""Type the LiteLLM field text once for every format, quarantine what cannot stand, and upsert into llm_requests.
+
+One request stays one row across files: a later file only fills columns the row still lacks (COALESCE upsert).
+"""
+from __future__ import annotations
+
+import duckdb
+
+from forensics import secrets
+from forensics.netaddr import TrustedProxies, client_ip_map
+
+# llm_requests columns a loader writes; cost_usd and price_status belong to the pricing step
+COLUMNS = (
+    "request_id", "litellm_call_id", "call_type", "start_time", "end_time", "completion_start_time",
+    "start_time_raw", "key_hash", "key_hint", "key_alias", "user_id", "team_id", "team_alias", "org_id",
+    "end_user", "requester_ip_raw", "client_ip", "user_agent", "model_group", "model", "model_id", "provider",
+    "api_base", "status", "error_class", "error_code", "error_message", "prompt_tokens", "completion_tokens",
+    "total_tokens", "cache_read_tokens", "cache_write_tokens", "max_tokens", "stream", "cache_hit", "session_id",
+    "request_tags", "spend_logged", "source_format", "file_id", "record_no",
+)
+TEXT_COLUMNS = (
+    "request_id", "litellm_call_id", "call_type", "start_time_raw", "key_hash", "key_alias", "user_id", "team_id",
+    "team_alias", "org_id", "end_user", "requester_ip_raw", "user_agent", "model_group", "model", "model_id",
+    "provider", "api_base", "status", "error_class", "error_code", "error_message", "session_id", "request_tags",
+)
+PRICE_INPUTS = (
+    "start_time", "model", "provider", "prompt_tokens", "completion_tokens", "cache_read_tokens", "cache_write_tokens",
+)
+RAW_LIMIT = 65536
+CACHE_HIT_LIKE = "LIKE '%\\_cache\\_hit%' ESCAPE '\\'"
+
+
+def timestamp_sql(text: str) -> str:
+    """A naive UTC TIMESTAMP from ISO text (offset or Z allowed) or epoch seconds / ms / us, read as decimal text."""
+    num = f"try_cast(trim({text}) AS DECIMAL(38,6))"
+    return (
+        f"CASE WHEN {text} IS NULL THEN NULL "
+        f"WHEN regexp_full_match(trim({text}), '-?[0-9]+(\\.[0-9]*)?([eE][+-]?[0-9]+)?') THEN try(make_timestamp("
+        f"CASE WHEN abs({num}) >= 1e14 THEN CAST({num} AS BIGINT) "
+        f"WHEN abs({num}) >= 1e11 THEN CAST({num} * 1000 AS BIGINT) "
+        f"ELSE CAST({num} * 1000000 AS BIGINT) END)) "
+        f"ELSE try_cast(try_cast(trim({text}) AS TIMESTAMPTZ) AS TIMESTAMP) END"
+    )
+
+
+def count_sql(text: str) -> str:
+    return f"try_cast(trim({text}) AS BIGINT)"
+
+
+def _bad_number(raw: str, typed: str, label: str) -> str:
+    return f"CASE WHEN {raw} IS NOT NULL AND {typed} IS NULL THEN format('{label} \"{{}}\" is not a number', left({raw}, 80)) END"
+
+
+def typed_sql(fields: str, fmt: str, file_id: int) -> str:
+    """Canonical columns plus `reason` (NULL when the record loads) from a FIELDS relation."""
+    ua_tag = (
+        "list_reduce(list_filter(try(json_extract_string(request_tags, '$[*]')), "
+        "lambda t: starts_with(t, 'User-Agent: ')), lambda a, b: CASE WHEN length(b) > length(a) THEN b ELSE a END, '')"
+    )
+    key = "coalesce(api_key, meta_key)"
+    hex64 = "'[0-9a-fA-F]{64}'"
+    return f"""
+WITH f AS (SELECT * FROM ({fields})),
+t AS (
+  SELECT *,
+    {timestamp_sql('start_raw')} AS start_time,
+    {timestamp_sql('end_raw')} AS end_time,
+    {timestamp_sql('completion_start_raw')} AS completion_start_time,
+    try_cast(trim(spend_raw) AS DECIMAL(38,12)) AS spend_logged,
+    {count_sql('prompt_tokens_raw')} AS prompt_tokens,
+    {count_sql('completion_tokens_raw')} AS completion_tokens,
+    {count_sql('total_tokens_raw')} AS total_tokens,
+    {key} AS key_text
+  FROM f)
+SELECT record_no,
+  coalesce(bad,
+    CASE WHEN request_id IS NULL THEN 'no request_id, id or litellm_call_id' END,
+    CASE WHEN start_raw IS NULL THEN 'no start time'
+         WHEN start_time IS NULL THEN format('start time "{{}}" is not a timestamp', left(start_raw, 80)) END,
+    {_bad_number('spend_raw', 'spend_logged', 'spend')},
+    {_bad_number('prompt_tokens_raw', 'prompt_tokens', 'prompt_tokens')},
+    {_bad_number('completion_tokens_raw', 'completion_tokens', 'completion_tokens')},
+    {_bad_number('total_tokens_raw', 'total_tokens', 'total_tokens')}) AS reason,
+  request_id, litellm_call_id, call_type, start_time, end_time, completion_start_time,
+  start_raw AS start_time_raw,
+  CASE WHEN key_text IS NULL THEN NULL
+       WHEN regexp_full_match(key_text, {hex64}) THEN lower(key_text)
+       WHEN starts_with(key_text, 'sk-') THEN sha256(key_text)
+       ELSE key_text END AS key_hash,
+  CASE WHEN starts_with(key_text, 'sk-') THEN 'sk-...' || right(key_text, 4)
+       WHEN starts_with(meta_key, 'sk-') AND (api_key IS NULL OR api_key = sha256(meta_key))
+       THEN 'sk-...' || right(meta_key, 4) END AS key_hint,
+  key_alias, user_id, team_id, team_alias, org_id, end_user, requester_ip_raw,
+  NULL::VARCHAR AS client_ip,
+  coalesce(user_agent, nullif(substr({ua_tag}, 13), '')) AS user_agent,
+  model_group, model, model_id, provider, api_base,
+  CASE WHEN lower(status_raw) IN ('success', 'failure') THEN lower(status_raw)
+       WHEN lower(meta_status) IN ('success', 'failure') THEN lower(meta_status)
+       WHEN status_raw IS NOT NULL THEN lower(status_raw)
+       WHEN coalesce(error_class, error_code, error_message) IS NOT NULL THEN 'failure'
+       ELSE 'success' END AS status,
+  error_class, error_code, error_message,
+  prompt_tokens, completion_tokens, total_tokens,
+  try_cast(cache_read_raw AS BIGINT) AS cache_read_tokens,
+  try_cast(cache_write_raw AS BIGINT) AS cache_write_tokens,
+  {count_sql('max_tokens_raw')} AS max_tokens,
+  try_cast(stream_raw AS BOOLEAN) AS stream,
+  coalesce(try_cast(cache_hit_raw AS BOOLEAN), CASE WHEN request_id {CACHE_HIT_LIKE} THEN true END) AS cache_hit,
+  session_id,
+  CASE WHEN json_valid(request_tags) THEN CAST(json(request_tags) AS VARCHAR) ELSE request_tags END AS request_tags,
+  spend_logged,
+  '{fmt}' AS source_format, {int(file_id)} AS file_id, record_no
+FROM t"""
+
+
+def stage(con: duckdb.DuckDBPyConnection, fields: str, fmt: str, file_id: int) -> None:
+    """Create temp table _ll_norm: one typed row per record, with its quarantine reason."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _ll_norm AS {typed_sql(fields, fmt, file_id)}")
+
+
+def quarantine(con: duckdb.DuckDBPyConnection, file_id: int, raw_sql: str) -> int:
+    """Move records with a reason to the quarantine table, their raw text (from `raw_sql`: record_no, raw) redacted
+    before the cut; redact keys in the text columns of the rest. Returns how many were quarantined."""
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _ll_q AS
+        SELECT n.record_no, r.raw, n.reason FROM _ll_norm n LEFT JOIN ({raw_sql}) r USING (record_no)
+        WHERE n.reason IS NOT NULL""")
+    (n,) = con.execute("SELECT count(*) FROM _ll_q").fetchone()
+    if n:
+        secrets.redact_columns(con, "_ll_q", ["raw", "reason"])
+        con.execute(
+            f"INSERT INTO quarantine (file_id, record_no, raw, reason) "
+            f"SELECT {int(file_id)}, record_no, left(raw, {RAW_LIMIT}), reason FROM _ll_q"
+        )
+    con.execute("DROP TABLE _ll_q")
+    # a cheap scan first: the full redaction pass costs one query per column
+    suspect = " OR ".join(f"{c} ILIKE '%sk-%' OR {c} ILIKE '%bearer%'" for c in TEXT_COLUMNS)
+    (hits,) = con.execute(f"SELECT count(*) FROM _ll_norm WHERE reason IS NULL AND ({suspect})").fetchone()
+    if hits:
+        secrets.redact_columns(con, "_ll_norm", list(TEXT_COLUMNS), where="reason IS NULL")
+    return int(n)
+
+
+def _match_cache_hits(con: duckdb.DuckDBPyConnection, fmt: str) -> None:
+    """A SpendLogs cache-hit id carries its logging time, which a payload cannot reproduce: match on start time.
+
+    The SpendLogs id wins whichever file comes first: a payload row adopts it, or a SpendLogs row renames the
+    payload row that was loaded before it.
+    """
+    (n,) = con.execute(f"SELECT count(*) FROM _ll_norm WHERE reason IS NULL AND request_id {CACHE_HIT_LIKE}").fetchone()
+    if not n:
+        return
+    prefix = "regexp_extract({}, '^(.*)_cache_hit', 1)"
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _ll_hits AS
+        SELECT n.request_id AS staged, m.request_id AS existing, m.source_format LIKE 'litellm.payload%' AS synthetic
+        FROM _ll_norm n JOIN (SELECT request_id, start_time, source_format FROM llm_requests
+                              WHERE request_id {CACHE_HIT_LIKE}) m
+          ON {prefix.format('n.request_id')} = {prefix.format('m.request_id')}
+         AND abs(epoch_us(n.start_time) - epoch_us(m.start_time)) <= 1000 AND n.request_id <> m.request_id
+        WHERE n.reason IS NULL AND n.request_id {CACHE_HIT_LIKE}
+        QUALIFY row_number() OVER (PARTITION BY n.request_id ORDER BY m.request_id) = 1
+            AND row_number() OVER (PARTITION BY m.request_id ORDER BY n.request_id) = 1""")
+    if fmt.startswith("litellm.payload"):
+        con.execute("UPDATE _ll_norm SET request_id = h.existing FROM _ll_hits h WHERE _ll_norm.request_id = h.staged")
+    else:
+        con.execute("""
+            UPDATE llm_requests SET request_id = h.staged FROM _ll_hits h
+            WHERE llm_requests.request_id = h.existing AND h.synthetic
+              AND NOT EXISTS (SELECT 1 FROM llm_requests x WHERE x.request_id = h.staged)""")
+    con.execute("DROP TABLE _ll_hits")
+
+
+def upsert(con: duckdb.DuckDBPyConnection, fmt: str, trusted: TrustedProxies) -> None:
+    """Insert the good records of _ll_norm; duplicates within the batch collapse first, in record order."""
+    _match_cache_hits(con, fmt)
+    client_ip_map(
+        con,
+        "SELECT requester_ip_raw AS chain, NULL::VARCHAR AS peer FROM _ll_norm "
+        "WHERE reason IS NULL AND requester_ip_raw IS NOT NULL",
+        trusted,
+        "_ll_ip",
+    )
+    rest = [c for c in COLUMNS if c != "request_id"]
+    aggregates = ",\n  ".join(
+        f"first({c} ORDER BY record_no) FILTER (WHERE {c} IS NOT NULL) AS {c}" for c in rest
+    )
+    updates = ", ".join(f"{c} = COALESCE(llm_requests.{c}, excluded.{c})" for c in rest)
+    # a merge that brings a price input the row lacked sends the row back to the pricing step
+    filled = " OR ".join(f"(llm_requests.{c} IS NULL AND excluded.{c} IS NOT NULL)" for c in PRICE_INPUTS)
+    updates += f", price_status = CASE WHEN {filled} THEN NULL ELSE llm_requests.price_status END"
+    updates += f", cost_usd = CASE WHEN {filled} THEN NULL ELSE llm_requests.cost_usd END"
+    con.execute(f"""
+        INSERT INTO llm_requests ({', '.join(COLUMNS)})
+        SELECT request_id,
+          {aggregates}
+        FROM (SELECT n.* REPLACE (ip.client_ip AS client_ip)
+              FROM _ll_norm n LEFT JOIN _ll_ip ip ON ip.chain = n.requester_ip_raw
+              WHERE n.reason IS NULL)
+        GROUP BY request_id
+        ON CONFLICT (request_id) DO UPDATE SET {updates}""")

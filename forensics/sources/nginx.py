@@ -1,0 +1,322 @@
+"""nginx access logs (combined, main, timings, ingress, JSON, custom log_format) into the http_requests table.
+
+Each batch of lines is parsed and inserted by one SQL statement per format variant (see nginx_formats); the few
+lines no variant takes go through a Python regex that also accepts Apache-style \\" escapes, and what still fails is
+quarantined with a reason. Empty lines are not records: they are counted in the notes only.
+Stored values: request_raw and time_raw are kept as logged; in the other text fields nginx's \\x22 and \\x5C are
+turned back into the quote and backslash the client sent (other \\xHH escapes stay as written, since the bytes
+they stand for need not be text).
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+
+from forensics.netaddr import TrustedProxies, client_ip_map
+from forensics.secrets import redact_columns
+from forensics.sources import nginx_json
+from forensics.sources.interface import LoadContext, LoadOptions, LoadResult
+from forensics.sources.lines import iter_line_batches
+from forensics.sources.nginx_formats import (BUILTIN_FORMATS, STAGING_FIELDS, LogFormat, builtin, escaping_of,
+                                             parse_log_format, sql_str)
+from forensics.sources.nginx_sql import INSERT_COLUMNS, convert_sql
+
+JSON_FORMATS = ("nginx.json", "nginx.json_default")
+_TEXT_COLUMNS = ["host", "remote_addr", "remote_user", "forwarded_for", "request_raw", "method", "path", "referer",
+                 "user_agent", "upstream_addr", "request_id", "litellm_call_id", "time_raw"]
+_ERROR_LOG = re.compile(r"^\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2} \[(?:emerg|alert|crit|error|warn|notice|info|debug)\]")
+_SYSLOG = re.compile(r"^(?:[A-Z][a-z]{2} [ \d]\d \d{2}:\d{2}:\d{2}|\d{4}-\d{2}-\d{2}T\S+) \S+ [\w./-]+(?:\[\d+\])?: ")
+
+
+class NginxSource:
+    family = "nginx"
+
+    def detect(self, sample: bytes, path: Path, options: LoadOptions | None = None) -> str | None:
+        """A format id when most sample lines are nginx access-log records of one format."""
+        lines = _sample_lines(sample)
+        if not lines:
+            return None
+        need = max(1, (len(lines) + 1) // 2)
+        custom = options.nginx_format if options else None
+        if custom and _custom_parser(custom).count_matches(lines) >= need:
+            return "nginx.custom"
+        if sum(ln.startswith("{") for ln in lines) >= need:
+            parsed = [nginx_json.loads(ln) for ln in lines if ln.startswith("{")]
+            objects = [o for o, _ in parsed if o is not None]
+            if len(objects) >= need and nginx_json.infer(objects, False) is not None:
+                return "nginx.json_default" if any(r for _, r in parsed) else "nginx.json"
+            return None
+        best, best_n = None, 0
+        for fmt_id in BUILTIN_FORMATS:             # most specific first: a tie keeps the earlier one
+            regexes = [f.regex(strict=True) for f in builtin(fmt_id)]
+            n = sum(any(r.match(ln) for r in regexes) for ln in lines)
+            if n > best_n:
+                best, best_n = fmt_id, n
+        return best if best_n >= need else None
+
+    def load(self, ctx: LoadContext, fmt: str) -> LoadResult:
+        return _Load(ctx, fmt).run()
+
+
+SOURCE = NginxSource()
+
+
+def _may_hold_secret(lines: pa.ChunkedArray) -> bool:
+    """A cheap scan of the batch's text for what a key or bearer token starts with; SQL then looks closer."""
+    for chunk in lines.chunks:
+        data = chunk.buffers()[2]
+        text = data.to_pybytes() if data is not None else b""
+        if b"sk-" in text or b"earer" in text or b"EARER" in text:
+            return True
+    return False
+
+
+def _sample_lines(sample: bytes, limit: int = 200) -> list[str]:
+    text = sample.decode("utf-8", errors="replace").lstrip("\ufeff")
+    lines = text.split("\n")
+    if len(lines) > 1 and not text.endswith("\n"):
+        lines.pop()                                  # the sample may end inside a line
+    return [ln.rstrip("\r") for ln in lines if ln.strip()][:limit]
+
+
+class _TextParser:
+    """A text format: ordered variants, each an SQL extractor and a Python regex for the slow path."""
+
+    def __init__(self, formats: list[LogFormat]):
+        self.formats = formats
+        self.regexes = [f.regex(strict=False) for f in formats]
+        self.hits = Counter()
+        self.time_field = next((f for f in ("time_local", "time_iso8601", "msec") if f in formats[0].fields.values()),
+                               None)
+        self.nginx_escapes = True
+
+    def variants(self) -> list[LogFormat]:
+        """The variants, the one that took most lines so far first (a file rarely mixes them)."""
+        return sorted(self.formats, key=lambda f: -self.hits[f.text])
+
+    def parse(self, line: str) -> dict[str, str | None] | None:
+        for rx in self.regexes:
+            m = rx.match(line)
+            if m:
+                return {k: _apache_unescape(v) for k, v in m.groupdict().items()}
+        return None
+
+    def count_matches(self, lines: list[str]) -> int:
+        return sum(self.parse(ln) is not None for ln in lines)
+
+
+class _JsonParser:
+    def __init__(self, fmt: nginx_json.JsonFormat):
+        self.fmt = fmt
+        self.hits = Counter()
+        self.time_field = next((f for f in ("time_local", "time_iso8601", "msec") if f in fmt.fields), None)
+        self.nginx_escapes = fmt.default_escaping
+
+    def variants(self):
+        return [self.fmt]
+
+    def parse(self, line: str):
+        return self.fmt.parse(line)
+
+    def count_matches(self, lines: list[str]) -> int:
+        return sum(self.parse(ln) is not None for ln in lines)
+
+
+def _apache_unescape(v: str | None) -> str | None:
+    # only lines in the slow path can hold \" (Apache's escaping; nginx writes \x22)
+    return v.replace('\\"', '"').replace("\\\\", "\\") if v and "\\" in v and '\\"' in v else v
+
+
+def _custom_parser(text: str):
+    template = parse_log_format(text)
+    if template.lstrip().startswith("{"):
+        return _JsonParser(nginx_json.from_template(template, default_escaping=escaping_of(text) != "json"))
+    return _TextParser([LogFormat(template)])
+
+
+class _Load:
+    """One file: batches through the SQL variants, leftovers through the slow path, then client IPs and secrets."""
+
+    def __init__(self, ctx: LoadContext, fmt: str):
+        self.ctx, self.con, self.fmt, self.fid = ctx, ctx.con, fmt, int(ctx.file_id)
+        self.parser = None if fmt in JSON_FORMATS else self._text_parser()
+        self.records = self.loaded = self.quarantined = self.empty = 0
+        self.secret_ranges: list[tuple[int, int]] = []
+        self.tmp = 0
+
+    def _text_parser(self):
+        if self.fmt == "nginx.custom":
+            if not self.ctx.options.nginx_format:
+                raise ValueError("nginx.custom needs the log_format string (option nginx_format)")
+            return _custom_parser(self.ctx.options.nginx_format)
+        if self.fmt not in BUILTIN_FORMATS:
+            raise ValueError(f"unknown nginx format {self.fmt!r}")
+        return _TextParser(builtin(self.fmt))
+
+    def run(self) -> LoadResult:
+        reader = iter_line_batches(self.ctx.path)
+        self.last_line_cut = None
+        for batch in reader:
+            if reader.unterminated_last_line:        # known once the reader has reached the end
+                self.last_line_cut = batch.column("line_no")[-1].as_py()
+            if self.parser is None:
+                self.parser = self._json_parser(batch)
+            self._batch(batch)
+        notes = []
+        self.records = reader.lines - self.empty
+        if reader.error:                             # the unreadable rest of a cut gzip file is one record
+            self._quarantine_rows([(reader.lines + 1, "", reader.error)])
+            self.records += 1
+            notes.append(reader.error)
+        if reader.invalid_utf8_lines:
+            notes.append(f"{len(reader.invalid_utf8_lines)} lines held bytes that are not UTF-8 (kept as \\xHH), "
+                         f"first at line {reader.invalid_utf8_lines[0]}")
+        if self.empty:
+            notes.append(f"{self.empty} empty lines skipped (not records)")
+        self._client_ips()
+        self._redact()
+        return LoadResult(self.records, self.loaded, self.quarantined, 0, tuple(notes))
+
+    def _json_parser(self, batch: pa.Table) -> _JsonParser:
+        sample = [ln for ln in batch.column("line").slice(0, 5000).to_pylist() if ln.startswith("{")][:1000]
+        parsed = [nginx_json.loads(ln) for ln in sample]
+        objects = [o for o, _ in parsed if o is not None]
+        fmt = nginx_json.infer(objects, self.fmt == "nginx.json_default" or any(r for _, r in parsed))
+        if fmt is None:
+            raise ValueError("the JSON objects do not look like an nginx access log (no status or request field)")
+        return _JsonParser(fmt)
+
+    # -- one batch ----------------------------------------------------------------------------------------------
+    def _batch(self, batch: pa.Table) -> None:
+        lines = batch.column("line")
+        lo, hi = batch.column("line_no")[0].as_py(), batch.column("line_no")[-1].as_py()
+        if _may_hold_secret(lines):
+            self.secret_ranges.append((lo, hi))
+        self.con.register("_nginx_batch", batch)
+        source, remaining = "_nginx_batch", batch.num_rows
+        try:
+            for variant in self.parser.variants():
+                n = self._insert(variant.extract_sql(source))
+                self.parser.hits[getattr(variant, "text", "json")] += n
+                self.loaded += n
+                if n == remaining:
+                    remaining = 0
+                    break
+                left = self._rest(source, lo, hi)
+                if source == "_nginx_batch":
+                    self.empty += remaining - n - left
+                source, remaining = self._last_rest, left
+                if not remaining:
+                    break
+            if remaining:
+                self._slow_path(source)
+        finally:
+            self.con.unregister("_nginx_batch")
+
+    def _insert(self, extract_sql: str) -> int:
+        sql = (f"INSERT INTO http_requests ({', '.join(INSERT_COLUMNS)})\n"
+               f"SELECT {', '.join(INSERT_COLUMNS)} FROM ({self._convert(f'({extract_sql}) WHERE ok')})\n"
+               f"WHERE _reason IS NULL")
+        return self.con.execute(sql).fetchone()[0]
+
+    def _convert(self, staged: str) -> str:
+        return convert_sql(staged, self.fmt, self.fid, self.parser.time_field, self.parser.nginx_escapes)
+
+    def _rest(self, source: str, lo: int, hi: int) -> int:
+        """Lines of `source` (not empty) that no variant has inserted yet, into a fresh temp table."""
+        self.tmp += 1
+        self._last_rest = f"_nginx_rest{self.tmp % 2}"
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {self._last_rest} AS SELECT line_no, line FROM {source} "
+            f"WHERE line <> '' AND line_no NOT IN (SELECT line_no FROM http_requests "
+            f"WHERE file_id = {self.fid} AND line_no BETWEEN {lo} AND {hi})"
+        )
+        return self.con.execute(f"SELECT count(*) FROM {self._last_rest}").fetchone()[0]
+
+    # -- the lines no SQL variant took ------------------------------------------------------------------------
+    def _slow_path(self, source: str) -> None:
+        rows = self.con.execute(f"SELECT line_no, line FROM {source} ORDER BY line_no").fetchall()
+        staged, failed = [], []
+        for line_no, line in rows:
+            fields = self.parser.parse(line)
+            if fields is None:
+                failed.append((line_no, line, self._why(line, line_no)))
+            else:
+                staged.append((line_no, line, fields))
+        if staged:
+            table = pa.table({
+                "line_no": pa.array([r[0] for r in staged], pa.int64()),
+                "line": pa.array([r[1] for r in staged], pa.string()),
+                **{f: pa.array([r[2].get(f) for r in staged], pa.string()) for f in STAGING_FIELDS},
+            })
+            self.con.register("_nginx_slow", table)
+            try:
+                converted = self._convert("_nginx_slow")
+                self.loaded += self._insert_converted(converted)
+                bad = self.con.execute(
+                    f"SELECT line_no, line, _reason FROM ({converted}) WHERE _reason IS NOT NULL").fetchall()
+                failed.extend(bad)
+            finally:
+                self.con.unregister("_nginx_slow")
+        self._quarantine_rows(failed)
+
+    def _insert_converted(self, converted: str) -> int:
+        sql = (f"INSERT INTO http_requests ({', '.join(INSERT_COLUMNS)}) "
+               f"SELECT {', '.join(INSERT_COLUMNS)} FROM ({converted}) WHERE _reason IS NULL")
+        return self.con.execute(sql).fetchone()[0]
+
+    def _why(self, line: str, line_no: int) -> str:
+        if line_no == self.last_line_cut:
+            return "last line cut short (no newline at the end of the file: copied while nginx was writing?)"
+        if not line.strip():
+            return "blank line"
+        if _ERROR_LOG.match(line):
+            return "an nginx error-log line, not an access-log record"
+        if _SYSLOG.match(line):
+            return "a journald/syslog prefix stands before the record"
+        if self.fmt in JSON_FORMATS or isinstance(self.parser, _JsonParser):
+            return "not a JSON object (even after repairing \\xHH escapes)"
+        if line.count('"') % 2:
+            return "unbalanced quotes: the line is cut short or was not written by nginx"
+        return f"does not match the {self.fmt} format"
+
+    def _quarantine_rows(self, rows: list[tuple[int, str, str]]) -> None:
+        if not rows:
+            return
+        table = pa.table({"record_no": pa.array([r[0] for r in rows], pa.int64()),
+                          "raw": pa.array([r[1] for r in rows], pa.string()),
+                          "reason": pa.array([r[2] for r in rows], pa.string())})
+        self.con.register("_nginx_quarantine", table)
+        try:
+            self.con.execute(f"INSERT INTO quarantine SELECT {self.fid}, record_no, left(raw, 65536), reason "
+                             f"FROM _nginx_quarantine")
+        finally:
+            self.con.unregister("_nginx_quarantine")
+        self.quarantined += len(rows)
+
+    # -- after the last batch ---------------------------------------------------------------------------------
+    def _client_ips(self) -> None:
+        """client_ip for rows the SQL could not settle (X-Forwarded-For chains, IPv6, unix: peers)."""
+        pending = (f"SELECT forwarded_for AS chain, remote_addr AS peer FROM http_requests WHERE file_id = {self.fid} "
+                   f"AND client_ip IS NULL AND (forwarded_for IS NOT NULL OR remote_addr IS NOT NULL)")
+        if not self.con.execute(f"SELECT count(*) FROM ({pending} LIMIT 1)").fetchone()[0]:
+            return
+        trusted = TrustedProxies(tuple(self.ctx.options.trusted_proxies))
+        name = client_ip_map(self.con, pending, trusted, "_nginx_client_ip")
+        self.con.execute(
+            f"UPDATE http_requests SET client_ip = m.client_ip FROM {name} m WHERE http_requests.file_id = {self.fid} "
+            f"AND http_requests.client_ip IS NULL AND http_requests.forwarded_for IS NOT DISTINCT FROM m.chain "
+            f"AND http_requests.remote_addr IS NOT DISTINCT FROM m.peer")
+        self.con.execute(f"DROP TABLE IF EXISTS {name}")
+
+    def _redact(self) -> None:
+        if self.secret_ranges:
+            ranges = " OR ".join(f"line_no BETWEEN {lo} AND {hi}" for lo, hi in self.secret_ranges)
+            redact_columns(self.con, "http_requests", _TEXT_COLUMNS, f"file_id = {self.fid} AND ({ranges})")
+        if self.quarantined:
+            redact_columns(self.con, "quarantine", ["raw"], f"file_id = {self.fid}")
+        for t in ("_nginx_rest0", "_nginx_rest1"):
+            self.con.execute(f"DROP TABLE IF EXISTS {t}")

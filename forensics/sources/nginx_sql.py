@@ -1,0 +1,92 @@
+"""Staging fields (strings as logged) -> typed http_requests columns, with the reason a row cannot be loaded."""
+from __future__ import annotations
+
+INSERT_COLUMNS = ("time", "time_raw", "host", "remote_addr", "remote_user", "forwarded_for", "client_ip",
+                  "request_raw", "method", "path", "protocol", "status", "body_bytes", "request_length", "referer",
+                  "user_agent", "request_time", "upstream_time_raw", "upstream_time", "upstream_status",
+                  "upstream_addr", "request_id", "litellm_call_id", "format", "file_id", "line_no")
+
+# naive UTC from each kind of nginx time; epoch_us of a TIMESTAMPTZ does not depend on the session time zone
+_TIME_SQL = {
+    "time_local": "make_timestamp(epoch_us(try_strptime(time_local, '%d/%b/%Y:%H:%M:%S %z')))",
+    "time_iso8601": "make_timestamp(epoch_us(TRY_CAST(time_iso8601 AS TIMESTAMPTZ)))",
+    "msec": ("make_timestamp(CAST(TRY_CAST(msec AS DECIMAL(24,6)) * CASE WHEN TRY_CAST(msec AS DOUBLE) > 1e11 "
+             "THEN 1000 ELSE 1000000 END AS BIGINT))"),
+}
+
+
+def _absent(x: str) -> str:
+    """NULL for nginx's '-' and for ''."""
+    return f"CASE WHEN {x} IN ('-', '') THEN NULL ELSE {x} END"
+
+
+def _text(x: str, nginx_escapes: bool) -> str:
+    v = _absent(x)
+    return f"replace(replace({v}, '\\x22', '\"'), '\\x5C', '\\')" if nginx_escapes else v
+
+
+def _number(x: str, sql_type: str) -> str:
+    return f"TRY_CAST({_absent(x)} AS {sql_type})"
+
+
+def _bad_number(x: str, sql_type: str, label: str) -> str:
+    return (f"WHEN {x} NOT IN ('-', '') AND TRY_CAST({x} AS {sql_type}) IS NULL "
+            f"THEN '{label} \"' || left({x}, 100) || '\" is not a number'")
+
+
+def convert_sql(staged: str, fmt: str, file_id: int, time_field: str | None, nginx_escapes: bool) -> str:
+    """SELECT line_no, line, _reason, <INSERT_COLUMNS> FROM `staged`; _reason is NULL for a loadable row."""
+    t = lambda x: _text(x, nginx_escapes)  # noqa: E731
+    time_sql = _TIME_SQL[time_field] if time_field else "NULL::TIMESTAMP"
+    time_raw = time_field or "NULL::VARCHAR"
+    time_check = ("WHEN time IS NULL THEN CASE WHEN time_raw IS NULL OR time_raw IN ('-', '') THEN 'no time' "
+                  "ELSE 'time \"' || left(time_raw, 100) || '\" is not a valid time' END" if time_field else "")
+    upstream = _absent("upstream_time")
+    xff_prefix = "ends_with(prefix, ',')"
+    return f"""
+SELECT line_no, line, _reason, {', '.join(INSERT_COLUMNS)} FROM (
+  SELECT *, CASE {time_check}
+      WHEN status_raw IS NOT NULL AND status IS NULL THEN 'status "' || left(status_raw, 100) || '" is not a number'
+      {_bad_number('bytes_raw', 'BIGINT', 'body_bytes_sent')}
+      {_bad_number('request_length_raw', 'BIGINT', 'request_length')}
+      {_bad_number('request_time_raw', 'DOUBLE', 'request_time')}
+    END AS _reason
+  FROM (
+    SELECT line_no, line, status AS status_raw, coalesce(body_bytes, bytes_sent) AS bytes_raw,
+      request_length AS request_length_raw, request_time AS request_time_raw,
+      {time_sql} AS time, {time_raw} AS time_raw,
+      coalesce({t('host')}, CASE WHEN NOT {xff_prefix} THEN prefix END) AS host,
+      {_absent('remote_addr')} AS remote_addr,
+      {t('remote_user')} AS remote_user,
+      coalesce({t('forwarded_for')}, CASE WHEN {xff_prefix} THEN rtrim(prefix, ',') END) AS forwarded_for,
+      CASE WHEN coalesce(forwarded_for IN ('-', ''), true) AND NOT coalesce({xff_prefix}, false)
+                AND remote_addr NOT IN ('', '-') AND NOT contains(remote_addr, ':')
+                AND NOT contains(remote_addr, ' ') AND NOT contains(remote_addr, '"')
+           THEN left(remote_addr, 100) END AS client_ip,
+      request AS request_raw,
+      CASE WHEN http THEN rq[1] ELSE {_absent('method')} END AS method,
+      CASE WHEN http THEN {t('rq[2]')} ELSE {t('uri')} END AS path,
+      CASE WHEN http THEN rq[3] ELSE {_absent('protocol')} END AS protocol,
+      TRY_CAST({_absent('status')} AS INTEGER) AS status,
+      {_number('coalesce(body_bytes, bytes_sent)', 'BIGINT')} AS body_bytes,
+      {_number('request_length', 'BIGINT')} AS request_length,
+      {t('referer')} AS referer,
+      {t('user_agent')} AS user_agent,
+      {_number('request_time', 'DOUBLE')} AS request_time,
+      upstream_time AS upstream_time_raw,
+      CASE WHEN contains({upstream}, ',') OR contains({upstream}, ':')
+           THEN list_sum(list_transform(regexp_split_to_array({upstream}, ',\\s*|\\s*:\\s*'),
+                                        lambda x: TRY_CAST(x AS DOUBLE)))
+           ELSE TRY_CAST({upstream} AS DOUBLE) END AS upstream_time,
+      {_absent('upstream_status')} AS upstream_status,
+      {_absent('upstream_addr')} AS upstream_addr,
+      {_absent('request_id')} AS request_id,
+      {_absent('litellm_call_id')} AS litellm_call_id,
+      '{fmt}' AS format, {int(file_id)} AS file_id
+    FROM (
+      SELECT *, coalesce((len(rq) = 3 AND starts_with(rq[3], 'HTTP/') OR len(rq) = 2 AND starts_with(rq[2], '/'))
+                         AND regexp_full_match(rq[1], '[A-Za-z][A-Za-z0-9_.-]{{0,31}}'), false) AS http
+      FROM (SELECT *, string_split(request, ' ') AS rq FROM {staged})
+    )
+  )
+)"""

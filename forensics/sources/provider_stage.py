@@ -1,0 +1,228 @@
+"""Provider rows into the case: type the staged text fields in SQL, quarantine what does not parse, merge re-exports.
+
+A frame (Arrow batch or CSV scan) holds every field as text; `*_stage_sql` types it and names the first problem of
+each record; `insert_sql` adds the good rows that are not already in the case (same bucket, dimensions and values).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+
+from forensics.secrets import redact_columns
+from forensics.sources.interface import LoadContext, LoadResult
+
+FRAME = "_provider_frame"
+STAGE = "_provider_stage"
+MAX_US = 253402300799999999  # 9999-12-31T23:59:59.999999Z in microseconds
+
+USAGE_DIMS = ("model", "api_key_id", "project_id", "user_id", "batch", "service_tier", "context_window")
+USAGE_COUNTS = ("input_tokens", "uncached_input_tokens", "cache_read_tokens", "cache_write_tokens",
+                "cache_write_5m_tokens", "cache_write_1h_tokens", "output_tokens", "requests", "web_search_requests")
+USAGE_FIELDS = USAGE_DIMS + USAGE_COUNTS
+USAGE_VALUES = tuple(c for c in USAGE_COUNTS if c != "cache_write_5m_tokens")   # 5m = cache_write - 1h
+COST_DIMS = ("project_id", "api_key_id", "line_item", "cost_type", "token_type", "model", "service_tier",
+             "context_window", "quantity_unit")
+COST_FIELDS = COST_DIMS + ("quantity", "amount_raw", "amount_in_cents", "currency_raw")
+COST_VALUES = ("quantity", "amount_usd")
+
+TABLES = {"usage": "provider_usage", "costs": "provider_costs"}
+USAGE_COLUMNS = ("provider", "bucket_start", "bucket_end", "bucket_width", *USAGE_DIMS, *USAGE_VALUES, "raw")
+COST_COLUMNS = ("provider", "bucket_start", "bucket_end", *COST_DIMS, "quantity", "amount_usd", "amount_raw",
+                "currency_raw", "raw")
+_TEXT = {"usage": ["raw", "reason", "model", "api_key_id", "project_id", "user_id", "service_tier", "context_window"],
+         "costs": ["raw", "reason", "amount_raw", "currency_raw", *(c for c in COST_DIMS)]}
+
+
+def _time_sql(col: str) -> str:
+    return f"CASE WHEN f.{col} BETWEEN 0 AND {MAX_US} THEN make_timestamp(f.{col}) END"
+
+
+def _whole_sql(col: str) -> str:
+    # counts may be written 3 or 3.0 (dashboard CSV); 3.5 is not a count, and a plain BIGINT cast would round it
+    d = f"TRY_CAST(f.{col} AS DECIMAL(38,6))"
+    return f"CASE WHEN {d} = trunc({d}) THEN TRY_CAST({d} AS BIGINT) END"
+
+
+def _quoted(col: str, width: int = 40) -> str:
+    return f"""'"' || left(coalesce({col}, ''), {width}) || '"'"""
+
+
+_TIME_CHECKS = (
+    f"CASE WHEN t_start IS NULL THEN 'bucket start ' || {_quoted('start_raw')} || ' is not a time' END",
+    f"CASE WHEN t_end IS NULL THEN 'bucket end ' || {_quoted('end_raw')} || ' is not a time' END",
+    "CASE WHEN t_end <= t_start THEN 'bucket ends before it starts' END",
+)
+
+
+def usage_stage_sql() -> str:
+    """Type a usage frame; Anthropic's input total (uncached + cache read + 5m + 1h writes) is derived here."""
+    typed = ",\n        ".join(f"{_whole_sql(c)} AS t_{c}" for c in USAGE_COUNTS)
+    checks = ",\n        ".join([
+        *_TIME_CHECKS,
+        f"CASE WHEN batch IS NOT NULL AND t_batch IS NULL THEN 'batch ' || {_quoted('batch')} || ' is not true/false' END",
+        *(f"CASE WHEN {c} IS NOT NULL AND t_{c} IS NULL THEN '{c} ' || {_quoted(c)} || ' is not a whole number' END"
+          for c in USAGE_COUNTS),
+    ])
+    return f"""
+CREATE OR REPLACE TEMP TABLE {STAGE} AS
+WITH t AS (
+    SELECT f.*, {_time_sql('start_us')} AS t_start, {_time_sql('end_us')} AS t_end,
+        TRY_CAST(f.batch AS BOOLEAN) AS t_batch,
+        {typed}
+    FROM {FRAME} f
+), w AS (
+    SELECT *, coalesce(t_cache_write_tokens,
+        CASE WHEN t_cache_write_5m_tokens IS NOT NULL OR t_cache_write_1h_tokens IS NOT NULL
+             THEN coalesce(t_cache_write_5m_tokens, 0) + coalesce(t_cache_write_1h_tokens, 0) END) AS t_cache_write
+    FROM t
+)
+SELECT record_no, provider, t_start AS bucket_start, t_end AS bucket_end,
+    CASE date_diff('second', t_start, t_end) WHEN 60 THEN '1m' WHEN 3600 THEN '1h' WHEN 86400 THEN '1d' END
+        AS bucket_width,
+    model, api_key_id, project_id, user_id, t_batch AS batch, service_tier, context_window,
+    coalesce(t_input_tokens,
+        t_uncached_input_tokens + coalesce(t_cache_read_tokens, 0) + coalesce(t_cache_write, 0)) AS input_tokens,
+    t_uncached_input_tokens AS uncached_input_tokens, t_cache_read_tokens AS cache_read_tokens,
+    t_cache_write AS cache_write_tokens, t_cache_write_1h_tokens AS cache_write_1h_tokens,
+    t_output_tokens AS output_tokens, t_requests AS requests, t_web_search_requests AS web_search_requests,
+    raw,
+    coalesce(reason,
+        {checks}) AS reason
+FROM w
+"""
+
+
+def cost_stage_sql() -> str:
+    """Type a cost frame; amounts go text -> DECIMAL, cents (Anthropic) divided by 100 exactly."""
+    return f"""
+CREATE OR REPLACE TEMP TABLE {STAGE} AS
+WITH t AS (
+    SELECT f.*, {_time_sql('start_us')} AS t_start, {_time_sql('end_us')} AS t_end,
+        TRY_CAST(f.amount_raw AS DECIMAL(36,14)) AS t_amount, TRY_CAST(f.quantity AS DOUBLE) AS t_quantity
+    FROM {FRAME} f
+)
+SELECT record_no, provider, t_start AS bucket_start, t_end AS bucket_end,
+    {", ".join(COST_DIMS)}, t_quantity AS quantity,
+    CAST(CASE WHEN amount_in_cents = 'true' THEN t_amount * 0.01 ELSE t_amount END AS DECIMAL(38,12)) AS amount_usd,
+    amount_raw, currency_raw, raw,
+    coalesce(reason,
+        {_TIME_CHECKS[0]},
+        {_TIME_CHECKS[1]},
+        {_TIME_CHECKS[2]},
+        CASE WHEN amount_raw IS NULL THEN 'result has no amount'
+             WHEN t_amount IS NULL THEN 'amount ' || {_quoted('amount_raw')} || ' is not a number' END,
+        CASE WHEN upper(trim(currency_raw)) <> 'USD'
+             THEN 'currency ' || {_quoted('currency_raw', 20)} || ' is not USD' END,
+        CASE WHEN quantity IS NOT NULL AND t_quantity IS NULL
+             THEN 'quantity ' || {_quoted('quantity')} || ' is not a number' END) AS reason
+FROM t
+"""
+
+
+def _same_row(table: str, extra_dims: tuple[str, ...], a: str, b: str, values: bool = True) -> list[str]:
+    """SQL comparisons (NULL-safe) saying rows a and b are the same bucket, dimensions (and values)."""
+    dims = USAGE_DIMS if table == "usage" else COST_DIMS
+    vals = (USAGE_VALUES if table == "usage" else COST_VALUES) if values else ()
+    key = ("provider", "bucket_start", "bucket_end", *dims, *vals)
+    return [f"{a}.{k} IS NOT DISTINCT FROM {b}.{k}" for k in key] + [
+        f"({e.format(t=a)}) IS NOT DISTINCT FROM ({e.format(t=b)})" for e in extra_dims]
+
+
+def _key(table: str, extra_dims: tuple[str, ...], t: str, values: bool = True) -> list[str]:
+    dims = USAGE_DIMS if table == "usage" else COST_DIMS
+    vals = (USAGE_VALUES if table == "usage" else COST_VALUES) if values else ()
+    return [f"{t}.{k}" for k in ("provider", "bucket_start", "bucket_end", *dims, *vals)] + [
+        e.format(t=t) for e in extra_dims]
+
+
+def insert_sql(table: str, extra_dims: tuple[str, ...], file_id: int) -> str:
+    """Insert the staged good rows; a row identical to one already in the case (or earlier in the file) is merged."""
+    target = TABLES[table]
+    cols = USAGE_COLUMNS if table == "usage" else COST_COLUMNS
+    same = "\n        AND ".join(_same_row(table, extra_dims, "p", "s"))
+    return f"""
+INSERT INTO {target} ({", ".join(cols)}, file_id, record_no)
+SELECT {", ".join(f"s.{c}" for c in cols)}, {int(file_id)}, s.record_no
+FROM {STAGE} s
+WHERE s.reason IS NULL AND NOT EXISTS (
+    SELECT 1 FROM {target} p
+    WHERE {same})
+QUALIFY row_number() OVER (PARTITION BY {", ".join(_key(table, extra_dims, "s"))} ORDER BY s.record_no) = 1
+"""
+
+
+@dataclass
+class Tally:
+    """Running accounting over a file's batches."""
+
+    records: int = 0
+    loaded: int = 0
+    quarantined: int = 0
+    merged: int = 0
+
+    def add(self, other: Tally) -> None:
+        self.records += other.records
+        self.loaded += other.loaded
+        self.quarantined += other.quarantined
+        self.merged += other.merged
+
+    def result(self, notes: list[str] | tuple[str, ...] = ()) -> LoadResult:
+        return LoadResult(self.records, self.loaded, self.quarantined, self.merged, tuple(notes))
+
+
+def commit_frame(ctx: LoadContext, table: str, extra_dims: tuple[str, ...]) -> Tally:
+    """Stage the frame registered as FRAME, redact keys, quarantine bad records, insert the rest once."""
+    con = ctx.con
+    con.execute(usage_stage_sql() if table == "usage" else cost_stage_sql())
+    try:
+        redact_columns(con, STAGE, _TEXT[table])
+        good, bad = con.execute(
+            f"SELECT count(*) FILTER (reason IS NULL), count(*) FILTER (reason IS NOT NULL) FROM {STAGE}").fetchall()[0]
+        con.execute(f"INSERT INTO quarantine SELECT ?, record_no, left(raw, 65536), reason FROM {STAGE} "
+                    "WHERE reason IS NOT NULL", [ctx.file_id])
+        inserted = con.execute(insert_sql(table, extra_dims, ctx.file_id)).fetchall()[0][0] if good else 0
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {STAGE}")
+    return Tally(good + bad, good, bad, good - inserted)
+
+
+def cursor_notes(con: duckdb.DuckDBPyConnection, provider: str, table: str, buckets: str) -> list[str]:
+    """'more pages exist' for each page with has_more whose next page (the bucket after its last) is nowhere."""
+    ok = "FILTER (WHERE start_us IS NOT NULL AND end_us > start_us)"
+    missing = [c for (c,) in con.execute(f"""
+        WITH p AS (
+            SELECT page_no, bool_or(has_more) AS has_more, any_value(next_page) AS cursor,
+                arg_min(start_us, bucket_idx) {ok} AS first_start,
+                arg_min(end_us - start_us, bucket_idx) {ok} AS first_width,
+                arg_max(end_us, bucket_idx) {ok} AS last_end,
+                arg_max(end_us - start_us, bucket_idx) {ok} AS last_width
+            FROM {buckets} WHERE is_page GROUP BY page_no
+        )
+        SELECT a.cursor FROM p a
+        WHERE a.has_more
+          AND NOT EXISTS (SELECT 1 FROM p b WHERE b.first_start = a.last_end AND b.first_width = a.last_width)
+          AND NOT EXISTS (SELECT 1 FROM {TABLES[table]} t WHERE t.provider = $p
+                          AND t.bucket_start = make_timestamp(a.last_end)
+                          AND date_diff('microseconds', t.bucket_start, t.bucket_end) = a.last_width)
+        ORDER BY a.page_no""", {"p": provider}).fetchall()]
+    notes = [f"page cursor {c}: more pages exist (has_more is true; the next page is not in the case)"
+             for c in missing[:3]]
+    if len(missing) > 3:
+        notes.append(f"{len(missing) - 3} more pages say more pages exist that are not in the case")
+    return notes
+
+
+def conflict_notes(con: duckdb.DuckDBPyConnection, file_id: int, provider: str,
+                   usage_extra: tuple[str, ...], cost_extra: tuple[str, ...]) -> list[str]:
+    """Rows of this file whose bucket and dimensions recur in the case with other values (a later re-export?)."""
+    notes = []
+    for table, extra, what in (("usage", usage_extra, "token counts"), ("costs", cost_extra, "amounts")):
+        key = ", ".join(_key(table, extra, TABLES[table], values=False))
+        n = con.execute(
+            f"SELECT count(*) FROM (SELECT bool_or(file_id = $f) AS mine FROM {TABLES[table]} WHERE provider = $p "
+            f"GROUP BY {key} HAVING count(*) > 1) WHERE mine", {"f": file_id, "p": provider}).fetchall()[0][0]
+        if n:
+            notes.append(f"{n} {TABLES[table]} buckets of this file appear in the case with other {what} "
+                         "(a re-export with updated numbers?): all rows kept; choose one export before summing")
+    return notes

@@ -1,0 +1,36 @@
+"""Shared fixtures: a fresh case database, and the sample incident loaded once per test session."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from forensics import case as case_db
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_LOGS = ROOT / "sample_logs"
+
+
+@pytest.fixture
+def con(tmp_path):
+    c = case_db.connect(tmp_path / "case.duckdb")
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="session")
+def sample_truth() -> dict:
+    return json.loads((SAMPLE_LOGS / "truth.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def sample_case(tmp_path_factory):
+    """sample_logs/ ingested into a case; returns (connection, reports)."""
+    from forensics.ingest import ingest_paths
+
+    path = tmp_path_factory.mktemp("sample") / "case.duckdb"
+    c = case_db.connect(path)
+    reports = ingest_paths(c, [SAMPLE_LOGS])
+    yield c, reports
+    c.close()

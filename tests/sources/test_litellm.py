@@ -1,0 +1,407 @@
+"""LiteLLM loaders: SpendLogs CSV/JSON/NDJSON, StandardLoggingPayload (NDJSON, arrays, one object), flat rows."""
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from forensics import case, secrets
+from forensics.sources import litellm
+from forensics.sources.interface import LoadContext, LoadResult
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets" / "litellm"
+R1 = "chatcmpl-2283081b-dc89-41f6-93e6-d4f914774027"
+REF_HASH = "88dc28d0f030c55ed4ab77ed8faf098196cb1c05df778539800c9f1243fe6b4b"
+OLD_KEY = "sk-_UKt8dy5f-8dNLIOT5bQRA"           # a raw virtual key, as very old metadata kept it
+BEARER_KEY = "sk-Fn8Ej39NkBQmUagFEoUWPQ"        # sent in an Authorization header the payload kept
+S3_OBJECT = "time-2025-06-22T18-03-20-123456_chatcmpl-s3-object-0001.json"
+
+
+@pytest.fixture
+def db():
+    con = case.connect(":memory:")
+    yield con
+    con.close()
+
+
+def load(con, path: Path, fmt: str | None = None) -> LoadResult:
+    """Detect and load one file the way the driver does (one transaction) and check the accounting invariant."""
+    path = Path(path)
+    sample = path.read_bytes()[:65536]
+    if sample[:2] == b"\x1f\x8b":
+        sample = gzip.decompress(path.read_bytes())[:65536]
+    fmt = fmt or litellm.SOURCE.detect(sample, path)
+    assert fmt, f"{path.name} not detected"
+    (file_id,) = con.execute("SELECT coalesce(max(file_id), 0) + 1 FROM ingest_files").fetchone()
+    con.execute(
+        "INSERT INTO ingest_files (file_id, path, sha256, size_bytes, format, status, started_at, tool_version) "
+        "VALUES (?, ?, 'x', 1, ?, 'loading', now(), 't')",
+        [file_id, str(path), fmt],
+    )
+    con.execute("BEGIN TRANSACTION")
+    result = litellm.SOURCE.load(LoadContext(con, file_id, path, path.name), fmt)
+    con.execute("COMMIT")
+    assert result.records == result.loaded + result.quarantined
+    (q,) = con.execute("SELECT count(*) FROM quarantine WHERE file_id = ?", [file_id]).fetchone()
+    (own,) = con.execute("SELECT count(*) FROM llm_requests WHERE file_id = ?", [file_id]).fetchone()
+    assert q == result.quarantined
+    assert own == result.loaded - result.merged
+    return result
+
+
+def row(con, request_id: str) -> dict:
+    cur = con.execute("SELECT * FROM llm_requests WHERE request_id = ?", [request_id])
+    names = [d[0] for d in cur.description]
+    found = cur.fetchall()
+    assert len(found) == 1, f"{request_id}: {len(found)} rows"
+    return dict(zip(names, found[0]))
+
+
+def reasons(con) -> dict[int, str]:
+    return dict(con.execute("SELECT record_no, reason FROM quarantine ORDER BY record_no").fetchall())
+
+
+def all_text(con) -> str:
+    """Every stored value of llm_requests and quarantine, as one string: to look for leaked keys."""
+    rows = con.execute("SELECT CAST(to_json(r) AS VARCHAR) FROM llm_requests r").fetchall()
+    rows += con.execute("SELECT CAST(to_json(q) AS VARCHAR) FROM quarantine q").fetchall()
+    return "\n".join(r for (r,) in rows)
+
+
+# ---- detection ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, fmt", [
+    ("spendlogs.csv", "litellm.spendlogs_csv"),
+    ("spendlogs_old.csv", "litellm.spendlogs_csv"),
+    ("spendlogs_api.json", "litellm.spendlogs_json"),
+    ("spendlogs.ndjson", "litellm.spendlogs_ndjson"),
+    ("payload.ndjson", "litellm.payload_ndjson"),
+    ("payload_batches.json", "litellm.payload_json_array"),
+    (S3_OBJECT, "litellm.payload_object"),
+    ("datadog.json", "litellm.payload_json_array"),
+    ("flat_spend.ndjson", "litellm.flat_spend"),
+])
+def test_detects_each_format_from_content(name, fmt):
+    data = (ASSETS / name).read_bytes()
+    assert litellm.SOURCE.detect(data[:65536], Path("renamed.log")) == fmt
+
+
+@pytest.mark.parametrize("sample", [
+    b'203.0.113.10 - - [24/Jan/2025:09:20:46 +0000] "POST /v1/chat/completions HTTP/1.1" 200 512 "-" "curl/8"\n',
+    b'{"object": "page", "data": [{"start_time": 1730419200, "end_time": 1730505600, "results": []}]}',
+    b'[{"startTime": "2025-01-24", "spend": 1.5, "users": {}, "models": {}}]',   # /spend/logs summarised by day
+    b"date,model,cost\n2025-01-24,gpt-4o,1.00\n",
+    b'{"message": "Spend Logs transactions: 0", "level": "DEBUG", "timestamp": "2025-05-26T09:48:01"}\n',
+    b"",
+])
+def test_leaves_other_files_alone(sample):
+    assert litellm.SOURCE.detect(sample, Path("x.json")) is None
+
+
+def test_detects_a_payload_larger_than_the_sample():
+    big = json.loads((ASSETS / S3_OBJECT).read_text())
+    big["messages"] = [{"role": "user", "content": "x" * 100_000}]
+    assert litellm.SOURCE.detect(json.dumps(big).encode()[:65536], Path("p")) == "litellm.payload_ndjson"
+    pretty = json.dumps(big, indent=2).encode()
+    assert litellm.SOURCE.detect(pretty[:65536], Path("p")) == "litellm.payload_object"
+    array = json.dumps([big, big]).encode()
+    assert litellm.SOURCE.detect(array[:65536], Path("p")) == "litellm.payload_json_array"
+
+
+# ---- SpendLogs CSV ------------------------------------------------------------------------------------------
+
+def test_reference_row_loads_field_by_field(db):
+    r = load(db, ASSETS / "spendlogs.csv")
+    assert (r.records, r.loaded, r.quarantined, r.merged) == (4, 4, 0, 0)
+    got = row(db, R1)
+    assert got["spend_logged"] == Decimal("0.000225")
+    assert str(got["spend_logged"].normalize()) == "0.000225"
+    assert got["start_time"] == datetime(2025, 1, 24, 9, 20, 46, 847000)
+    assert got["end_time"] == datetime(2025, 1, 24, 9, 20, 46, 851000)
+    assert got["start_time_raw"] == "2025-01-24 09:20:46.847"
+    assert (got["prompt_tokens"], got["completion_tokens"], got["total_tokens"]) == (10, 20, 30)
+    assert got["key_hash"] == REF_HASH and got["key_hint"] is None
+    assert (got["key_alias"], got["team_id"], got["user_id"], got["end_user"]) == (
+        "ci-bot", "team-a", "u-832cf511", "customer-42")
+    assert (got["requester_ip_raw"], got["client_ip"]) == ("203.0.113.10", "203.0.113.10")
+    assert (got["model"], got["model_group"], got["provider"]) == ("gpt-4o", "gpt-4o", "openai")
+    assert got["status"] == "success" and got["cache_hit"] is False
+    assert got["request_tags"] == '["prod"]'
+    assert got["session_id"] == "7c1e4c8e-0a9b-4f4e-9c57-2b1d0b3f9a11"
+    assert got["source_format"] == "litellm.spendlogs_csv" and got["record_no"] == 1
+    assert got["cost_usd"] is None and got["price_status"] is None
+
+
+def test_failure_401_row_keeps_presented_key_hash_and_real_client(db):
+    load(db, ASSETS / "spendlogs.csv")
+    got = row(db, "4f8e2d1c-3b7a-4c55-9e10-aa5b6c7d8e9f")
+    assert got["status"] == "failure"
+    assert (got["error_code"], got["error_class"]) == ("401", "ProxyException")
+    assert got["start_time"] == got["end_time"]
+    assert got["spend_logged"] == 0
+    assert got["key_hash"] == secrets.key_hash("sk-Zq4Wv0pLx9RtYb2NcDe7Fg")
+    assert got["requester_ip_raw"] == "198.51.100.7, 10.0.0.2"
+    assert got["client_ip"] == "198.51.100.7"
+    assert got["cache_hit"] is None                    # 'None' in the export
+
+
+def test_cache_hit_row_keeps_its_id_and_flag(db):
+    load(db, ASSETS / "spendlogs.csv")
+    got = row(db, R1 + "_cache_hit1737710447.86")
+    assert got["cache_hit"] is True
+    assert got["start_time"] == datetime(2025, 1, 24, 9, 20, 47, 850000)   # ISO 'T' and '+00:00' form
+
+
+def test_empty_api_key_means_no_key(db):
+    load(db, ASSETS / "spendlogs.csv")
+    got = row(db, "chatcmpl-3c1d9e7f-health")
+    assert got["key_hash"] is None and got["key_hint"] is None
+    assert got["model_group"] is None                  # '' is no value
+    assert got["start_time"] == datetime(2025, 1, 24, 9, 25)               # 'Z' form
+
+
+def test_old_export_without_later_columns_in_another_order(db):
+    r = load(db, ASSETS / "spendlogs_old.csv")
+    assert (r.records, r.loaded, r.quarantined) == (3, 3, 0)
+    first = row(db, "chatcmpl-8pOld0001")
+    assert first["start_time"] == datetime(2024, 2, 6, 10, 11, 12, 123456)
+    assert first["status"] == "success"                # no status column, no error: success
+    assert first["session_id"] is None and first["requester_ip_raw"] is None and first["team_id"] is None
+    assert first["user_id"] == "u-1"
+    second = row(db, "chatcmpl-8pOld0002")
+    assert second["status"] == "failure"               # derived from metadata.error_information
+    assert (second["error_class"], second["error_code"]) == ("RateLimitError", "429")
+    jwt = row(db, "chatcmpl-8pOld0003")
+    assert jwt["key_hash"].startswith("hashed-jwt-") and jwt["key_hint"] is None
+    assert jwt["start_time"] == datetime(2024, 2, 7, 8, 0, 0, 500000)
+
+
+def test_raw_key_is_hashed_and_never_stored(db):
+    load(db, ASSETS / "spendlogs_old.csv")
+    for request_id in ("chatcmpl-8pOld0001", "chatcmpl-8pOld0002"):   # hash in api_key / raw key in api_key
+        got = row(db, request_id)
+        assert got["key_hash"] == secrets.key_hash(OLD_KEY)
+        assert got["key_hint"] == secrets.key_hint(OLD_KEY)
+    assert OLD_KEY not in all_text(db)
+
+
+def test_gzip_export_loads_the_same(db, tmp_path):
+    gz = tmp_path / "spend_logs.csv.gz"
+    gz.write_bytes(gzip.compress((ASSETS / "spendlogs.csv").read_bytes()))
+    r = load(db, gz)
+    assert (r.records, r.loaded) == (4, 4)
+    assert row(db, R1)["spend_logged"] == Decimal("0.000225")
+
+
+def test_broken_csv_lines_are_quarantined_and_the_rest_loads(db, tmp_path):
+    lines = (ASSETS / "spendlogs.csv").read_text().splitlines()
+    bad_spend = lines[4].replace(",0.000012,", ",twelve,")
+    bad_time = lines[4].replace("chatcmpl-3c1d9e7f-health", "chatcmpl-badtime").replace(
+        "2025-01-24T09:25:00.000Z", "yesterday", 1)
+    text = "\r\n".join([lines[0], lines[1], lines[2] + ",extra", bad_spend, bad_time, lines[3][:200]]) + "\r\n"
+    f = tmp_path / "broken.csv"
+    f.write_text(text)
+    r = load(db, f, "litellm.spendlogs_csv")
+    assert (r.records, r.loaded, r.quarantined) == (5, 1, 4)
+    got = reasons(db)
+    assert any("CSV line 3" in v for v in got.values())           # too many columns
+    assert any("CSV line 6" in v for v in got.values())           # cut inside a quoted field
+    assert 'spend "twelve" is not a number' in got.values()
+    assert 'start time "yesterday" is not a timestamp' in got.values()
+    assert row(db, R1)["end_time"] == datetime(2025, 1, 24, 9, 20, 46, 851000)
+
+
+# ---- StandardLoggingPayload ---------------------------------------------------------------------------------
+
+def test_payload_ndjson_fields_and_quarantine(db):
+    r = load(db, ASSETS / "payload.ndjson")
+    assert (r.records, r.loaded, r.quarantined, r.merged) == (10, 5, 5, 0)   # the blank line is no record
+    p1 = row(db, "chatcmpl-fa9be5b7-9487-46ab-86de-6462d578fea1")
+    assert p1["start_time"] == datetime(2025, 6, 22, 17, 59, 8, 162725)    # epoch float, to the microsecond
+    assert p1["start_time_raw"] == "1750615148.162725"
+    assert p1["spend_logged"] == Decimal("0.001047")
+    assert p1["key_hash"] == REF_HASH and p1["key_alias"] == "ci-bot"
+    assert p1["litellm_call_id"] == "dbecd23a-e71a-49cf-90d4-712a8a8e29c5"
+    assert p1["session_id"] == "4c97150b-b1a3-4dec-bd7a-734786b1b3bc"      # trace_id, as SpendLogs keeps it
+    assert p1["stream"] is True and p1["cache_read_tokens"] == 0 and p1["cache_write_tokens"] == 0
+    assert p1["provider"] == "bedrock" and p1["status"] == "success" and p1["error_class"] is None
+    assert reasons(db) == {
+        7: "not valid JSON", 8: "not a JSON object", 9: "no request_id, id or litellm_call_id",
+        10: 'start time "yesterday" is not a timestamp', 11: 'spend "abc" is not a number'}
+
+
+def test_payload_string_times_cache_tokens_and_max_tokens(db):
+    load(db, ASSETS / "payload.ndjson")
+    p4 = row(db, "msg_01XYZstringtimes")
+    assert p4["start_time"] == datetime(2025, 1, 24, 9, 20, 46, 847371)
+    assert (p4["cache_read_tokens"], p4["cache_write_tokens"]) == (1000, 100)
+    assert p4["max_tokens"] == 1024                    # model_parameters.max_completion_tokens
+    assert p4["user_agent"] == "curl/8.5.0"
+    assert p4["spend_logged"] == Decimal("0.0042")     # a string response_cost
+
+
+def test_payload_failure_429_and_keys_in_text_are_redacted(db):
+    load(db, ASSETS / "payload.ndjson")
+    p3 = row(db, "e3b0c442-98fc-4c14-9afb-f4c8996fb924")
+    assert p3["status"] == "failure" and p3["litellm_call_id"] == p3["request_id"]
+    assert (p3["error_class"], p3["error_code"]) == ("RateLimitError", "429")
+    assert "sk-proj-AbCdEfGhIjKlMnOpQrSt1234" not in p3["error_message"]
+    assert secrets.REDACTED_PREFIX in p3["error_message"]
+    assert p3["client_ip"] == "198.51.100.7"
+    text = all_text(db)
+    assert BEARER_KEY not in text                      # Authorization header of a quarantined line
+    assert "sk-proj-AbCdEfGhIjKlMnOpQrSt1234" not in text
+
+
+def test_spendlogs_csv_and_payload_of_the_same_requests_stay_one_row(db):
+    load(db, ASSETS / "spendlogs.csv")
+    r = load(db, ASSETS / "payload.ndjson")
+    assert r.merged == 2                               # the reference request and its cache hit
+    got = row(db, R1)
+    assert got["source_format"] == "litellm.spendlogs_csv"                  # the first file keeps the row
+    assert got["max_tokens"] == 256 and got["user_agent"] == "AsyncOpenAI/Python 2.54.0"
+    assert got["litellm_call_id"] == "5d0b4a8e-2f6c-4e1a-9b3d-7c8e9f0a1b2c"
+    assert got["spend_logged"] == Decimal("0.000225") and got["key_hash"] == REF_HASH
+    hit = row(db, R1 + "_cache_hit1737710447.86")
+    assert hit["litellm_call_id"] == "77aa88bb-cc99-4d00-8e11-f22334455667"
+    (n,) = db.execute("SELECT count(*) FROM llm_requests WHERE request_id LIKE ?", [R1 + "%"]).fetchone()
+    assert n == 2
+
+
+def test_the_same_requests_in_the_other_order_give_the_same_rows(db):
+    load(db, ASSETS / "payload.ndjson")
+    r = load(db, ASSETS / "spendlogs.csv")
+    assert r.merged == 2
+    ids = {i for (i,) in db.execute("SELECT request_id FROM llm_requests").fetchall()}
+    assert R1 + "_cache_hit1737710447.86" in ids      # the SpendLogs id replaces the payload's
+    assert sum(1 for i in ids if i.startswith(R1)) == 2
+    assert row(db, R1)["max_tokens"] == 256
+
+
+def test_duplicates_within_a_file_collapse_and_fill(db, tmp_path):
+    lines = (ASSETS / "payload.ndjson").read_text().splitlines()
+    second = json.loads(lines[0])
+    second["model_parameters"] = {"max_tokens": 99}
+    f = tmp_path / "dup.ndjson"
+    f.write_text(lines[0] + "\n" + json.dumps(second) + "\n")
+    r = load(db, f)
+    assert (r.records, r.loaded, r.merged) == (2, 2, 1)
+    got = row(db, "chatcmpl-fa9be5b7-9487-46ab-86de-6462d578fea1")
+    assert got["max_tokens"] == 99 and got["record_no"] == 1
+
+
+def test_json_array_batches_and_record_numbers(db):
+    r = load(db, ASSETS / "payload_batches.json")
+    assert (r.records, r.loaded, r.quarantined) == (3, 3, 0)
+    nos = dict(db.execute("SELECT request_id, record_no FROM llm_requests").fetchall())
+    assert nos == {"chatcmpl-arr-0001": 1, "chatcmpl-arr-0002": 2, "chatcmpl-arr-0003": 3}
+    assert row(db, "chatcmpl-arr-0001")["start_time"] == datetime(2025, 6, 22, 18, 1, 40, 250000)  # string epoch
+    assert row(db, "chatcmpl-arr-0002")["client_ip"] == "192.0.2.44"
+    assert row(db, "chatcmpl-arr-0003")["spend_logged"] == Decimal("0.0000245")
+
+
+def test_truncated_json_array_keeps_the_good_prefix(db, tmp_path):
+    text = (ASSETS / "payload_batches.json").read_text().splitlines()[0]
+    f = tmp_path / "cut.json"
+    f.write_text(text[: len(text) - 300])
+    r = load(db, f, "litellm.payload_json_array")
+    assert (r.records, r.loaded, r.quarantined) == (2, 1, 1)
+    assert reasons(db) == {2: "not valid JSON"}
+
+
+def test_one_object_per_file(db):
+    r = load(db, ASSETS / S3_OBJECT)
+    assert (r.records, r.loaded) == (1, 1)
+    assert row(db, "chatcmpl-s3-object-0001")["start_time"] == datetime(2025, 6, 22, 18, 3, 20, 123456)
+
+
+def test_datadog_items_are_looked_through(db):
+    r = load(db, ASSETS / "datadog.json")
+    assert (r.records, r.loaded, r.quarantined) == (2, 1, 1)
+    assert row(db, "chatcmpl-dd-0001")["spend_logged"] == Decimal("0.001047")
+    assert reasons(db) == {2: "no request_id, id or litellm_call_id"}          # a proxy 401, not a payload
+
+
+def test_crlf_bom_and_invalid_utf8_lines(db, tmp_path):
+    lines = (ASSETS / "payload.ndjson").read_bytes().splitlines()
+    f = tmp_path / "crlf.ndjson"
+    f.write_bytes(b"\xef\xbb\xbf" + lines[0] + b"\r\n" + b'{"id": "x\xff"}\r\n' + lines[1] + b"\r\n")
+    r = load(db, f, "litellm.payload_ndjson")
+    assert (r.records, r.loaded, r.quarantined) == (3, 2, 1)
+    assert reasons(db)[2].startswith("not valid UTF-8")
+
+
+# ---- flat rows and SpendLogs JSON ---------------------------------------------------------------------------
+
+def test_flat_spend_rows(db):
+    r = load(db, ASSETS / "flat_spend.ndjson")
+    assert (r.records, r.loaded) == (2, 2)
+    f1 = row(db, "chatcmpl-EV0H5GUaqkJvsrLQo7nw5DU5qCdUi")
+    assert f1["start_time"] == datetime(2026, 10, 3, 20, 5, 30, 951000)    # epoch milliseconds
+    assert f1["completion_start_time"] == datetime(2026, 10, 3, 20, 5, 32, 21000)
+    assert f1["spend_logged"] == Decimal("0.0000245")
+    assert (f1["key_alias"], f1["team_alias"], f1["team_id"]) == ("vercel-app", "Vercel", "team-v")
+    assert f1["key_hash"] == "fixture-key"             # not a key LiteLLM would hash: kept as logged
+    assert f1["user_agent"].startswith("ai-sdk-openai-compatible/3.0.62")
+    assert f1["cache_hit"] is False and f1["status"] == "success" and f1["error_message"] is None
+    f2 = row(db, "chatcmpl-flat-0002")
+    assert f2["status"] == "failure" and f2["error_message"].endswith("context length exceeded")
+    assert f2["cache_write_tokens"] == 1800 and f2["client_ip"] == "203.0.113.99"
+    assert f2["start_time"] == f2["end_time"]
+
+
+def test_flat_spend_as_a_json_array(db, tmp_path):
+    f = tmp_path / "flat.json"
+    f.write_text(json.dumps([json.loads(x) for x in (ASSETS / "flat_spend.ndjson").read_text().splitlines()]))
+    r = load(db, f)
+    assert (r.records, r.loaded) == (2, 2)
+    assert row(db, "chatcmpl-flat-0002")["cache_write_tokens"] == 1800
+
+
+@pytest.mark.parametrize("name, prefix", [("spendlogs_api.json", "chatcmpl-api-"),
+                                          ("spendlogs.ndjson", "chatcmpl-nd-")])
+def test_spendlogs_json_rows(db, name, prefix):
+    r = load(db, ASSETS / name)
+    assert (r.records, r.loaded) == (2, 2)
+    ok = row(db, prefix + "0001")                      # metadata as an object
+    assert ok["start_time"] == datetime(2025, 1, 25, 10, 0, 0, 123000)
+    assert ok["user_agent"] == "OpenAI/Python 1.60.0" and ok["cache_read_tokens"] == 8
+    assert ok["max_tokens"] == 64                      # from proxy_server_request
+    assert ok["request_tags"] == '["prod"]' and ok["spend_logged"] == Decimal("0.000225")
+    failed = row(db, prefix + "0002")                  # metadata as a JSON string
+    assert failed["status"] == "failure" and failed["error_class"] == "BadRequestError"
+    assert failed["key_alias"] == "ci-bot" and failed["request_tags"] == '["prod"]'
+
+
+# ---- robustness ---------------------------------------------------------------------------------------------
+
+_VALUE = st.one_of(
+    st.none(), st.booleans(), st.integers(-10**20, 10**20), st.floats(allow_nan=False),
+    st.text(max_size=12), st.sampled_from(["", "sk-AAAAAAAAAAAAAAAAAAAAAA", "1e400", "2025-13-40", "-1", "None"]),
+)
+_KEYS = ["id", "litellm_call_id", "startTime", "endTime", "response_cost", "prompt_tokens", "cache_hit",
+         "requester_ip_address", "request_tags", "metadata", "model_parameters", "status"]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(records=st.lists(st.one_of(
+    st.dictionaries(st.sampled_from(_KEYS), _VALUE, max_size=len(_KEYS)).map(json.dumps),
+    st.text(max_size=30).filter(lambda t: "\n" not in t and "\r" not in t),
+), max_size=12))
+def test_any_lines_load_or_quarantine_never_fail(tmp_path, records):
+    f = tmp_path / "fuzz.ndjson"
+    head = (ASSETS / "payload.ndjson").read_text().splitlines()[0]
+    f.write_text("\n".join([head, *records]) + "\n")
+    con = case.connect(":memory:")
+    try:
+        r = load(con, f, "litellm.payload_ndjson")
+        assert r.records >= 1 and r.loaded >= 1
+        assert "sk-AAAAAAAAAAAAAAAAAAAAAA" not in all_text(con)
+    finally:
+        con.close()

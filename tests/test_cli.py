@@ -1,0 +1,61 @@
+"""The command line contract: commands, --help, --json fields, exit codes, one-line errors."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from forensics.cli import build_parser, main
+
+COMMANDS = ["ingest", "report", "simulate"]
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "forensics", *args], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command):
+    r = run(command, "--help")
+    assert r.returncode == 0 and "usage:" in r.stdout
+
+
+def test_commands_documented_in_readme():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name in sub.choices:
+        assert f"`{name}" in readme, f"command {name} is not documented in README.md"
+
+
+def test_missing_input_is_a_usage_error(tmp_path):
+    r = run("ingest", str(tmp_path / "nope.log"), "--case", str(tmp_path / "c.duckdb"))
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "nope.log" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bad_flag_is_a_usage_error(capsys):
+    assert main(["ingest", "--no-such-flag"]) == 2
+
+
+def test_ingest_json_has_contract_fields(tmp_path):
+    log = tmp_path / "access.log"
+    log.write_text('198.51.100.4 - - [16/Nov/2026:03:00:04 +0100] "GET / HTTP/1.1" 200 5 "-" "x"\n')
+    case = tmp_path / "c.duckdb"
+    r = run("ingest", str(log), "--case", str(case), "--json")
+    assert r.returncode == 0, r.stderr
+    [obj] = json.loads(r.stdout)
+    assert set(obj) == {"path", "sha256", "format", "records", "loaded", "quarantined", "skipped"}
+    assert obj["records"] == obj["loaded"] == 1 and obj["skipped"] is False
+    again = json.loads(run("ingest", str(log), "--case", str(case), "--json").stdout)
+    assert again[0]["skipped"] is True
+
+
+def test_failed_file_exits_1_with_one_line(tmp_path):
+    bad = tmp_path / "broken.log.gz"
+    bad.write_bytes(b"\x1f\x8b\x08\x00garbage")
+    r = run("ingest", str(bad), "--case", str(tmp_path / "c.duckdb"))
+    assert r.returncode == 1
+    errors = [line for line in r.stderr.splitlines() if "broken.log.gz" in line]
+    assert len(errors) == 1 and "Traceback" not in r.stderr
