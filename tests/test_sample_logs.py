@@ -56,7 +56,7 @@ def test_attack_comes_from_the_real_clients_not_the_balancer(sample_case, sample
     assert ips == set(incident["attacker_ips"])
     nginx_ips = {ip for (ip,) in con.execute(
         "SELECT DISTINCT h.client_ip FROM http_requests h JOIN llm_requests r USING (litellm_call_id) "
-        "JOIN truth_ids USING (request_id)").fetchall()}
+        "JOIN truth_ids t ON t.request_id = r.request_id").fetchall()}
     assert nginx_ips == set(incident["attacker_ips"])
 
 

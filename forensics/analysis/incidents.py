@@ -5,6 +5,7 @@ Detectors look for the signatures of the ways a gateway is abused, each from the
   stuffing     bursts of 401s with many distinct keys from the same addresses, and what those addresses did next
   new_address  a valid key suddenly used from addresses it never used before (leaked key)
   rate         a key spending far above its own usual rate (planned batch jobs land here)
+  cost_spike   15 minutes of proxy spend far above the usual for that time of day; its big spenders
 Each detector yields candidate request sets; sessions split at gaps; small ones are dropped; a request belongs to one
 incident at most (in the order above). Usage the provider billed that the proxy never saw comes from reconcile.py.
 """
@@ -17,11 +18,16 @@ import duckdb
 from forensics.analysis.steps import Step, run_step
 
 SESSION_GAP_MINUTES = 10          # a pause this long ends a burst
+SLOW_GAP_MINUTES = 60             # a leaked key is often used slowly, for hours: a longer pause ends its session
 MIN_INCIDENT_REQUESTS = 20        # fewer is noise, not an incident
 STUFFING_MIN_DISTINCT_KEYS = 20   # distinct rejected keys from one address in a burst
 NEW_ADDRESS_GRACE_HOURS = 24      # addresses a key used in its first day are its own
 RATE_BUCKET_MINUTES = 10
 RATE_FACTOR = 4.0                 # a key's 10-minute bucket this many times its usual busy bucket
+SPIKE_BUCKET_MINUTES = 15
+SPIKE_FACTOR = 4.0                # proxy spend in 15 minutes this many times the usual for that time of day...
+SPIKE_FLOOR_FACTOR = 10.0         # ...and this many times the median 15 minutes of the whole case
+SPIKE_ACTOR_SHARE = 0.25          # actors who made at least this share of a spike's spend are its cause
 
 PRIVATE_IP_SQL = """(
     regexp_matches({col}, '^(10\\.|192\\.168\\.|127\\.|172\\.(1[6-9]|2[0-9]|3[01])\\.)')
@@ -65,13 +71,13 @@ def request_facts_step() -> Step:
     """)
 
 
-def sessions_sql(candidates: str, partition: str = "1") -> str:
-    """Split candidate requests into sessions at pauses of SESSION_GAP_MINUTES, per `partition`."""
+def sessions_sql(candidates: str, partition: str = "1", gap_minutes: int = SESSION_GAP_MINUTES) -> str:
+    """Split candidate requests into sessions at pauses longer than `gap_minutes`, per `partition`."""
     return f"""
         WITH ordered AS (
             SELECT *, {partition} AS part,
                    CASE WHEN start_time - lag(start_time) OVER (PARTITION BY {partition} ORDER BY start_time)
-                             <= INTERVAL {SESSION_GAP_MINUTES} MINUTE THEN 0 ELSE 1 END AS starts_session
+                             <= INTERVAL {gap_minutes} MINUTE THEN 0 ELSE 1 END AS starts_session
             FROM {candidates}
         )
         SELECT *, sum(starts_session) OVER (PARTITION BY part ORDER BY start_time, request_id
@@ -118,7 +124,8 @@ def new_address_step() -> Step:
             WHERE p.pair_first >= k.key_first + INTERVAL {NEW_ADDRESS_GRACE_HOURS} HOUR
         )
         SELECT * FROM ({sessions_sql('''(SELECT f.* FROM __f_request_facts f
-                                          JOIN new_pairs USING (key_hash, client_ip))''', 'key_hash')})
+                                          JOIN new_pairs USING (key_hash, client_ip))''', 'key_hash',
+                                       SLOW_GAP_MINUTES)})
     """)
 
 
@@ -141,8 +148,39 @@ def rate_step() -> Step:
     """.replace("{RATE_BUCKET_MINUTES}", str(RATE_BUCKET_MINUTES)))
 
 
+def cost_spike_step() -> Step:
+    """15-minute buckets of proxy spend far above that slot's usual (same time of day, other days); the
+    requests of the keys (or, without a key, the addresses) that made at least a quarter of the spike's spend."""
+    m = SPIKE_BUCKET_MINUTES
+    return Step("cost_spike_candidates", f"""
+        WITH buckets AS (
+            SELECT time_bucket(INTERVAL {m} MINUTE, start_time) AS bucket, sum(cost_usd) AS cost
+            FROM __f_request_facts GROUP BY ALL
+        ), filled AS (   -- quiet buckets count as zero spend
+            SELECT g.bucket, coalesce(b.cost, 0) AS cost
+            FROM (SELECT unnest(generate_series(min(bucket), max(bucket), INTERVAL {m} MINUTE)) AS bucket
+                  FROM buckets) g LEFT JOIN buckets b USING (bucket)
+        ), usual AS (
+            SELECT CAST(bucket AS TIME) AS slot, median(cost) AS slot_median FROM filled GROUP BY ALL
+        ), hot AS (
+            SELECT f.bucket FROM filled f JOIN usual u ON CAST(f.bucket AS TIME) = u.slot
+            WHERE f.cost > {SPIKE_FACTOR} * u.slot_median
+              AND f.cost > {SPIKE_FLOOR_FACTOR} * (SELECT median(cost) FROM filled)
+        ), hot_requests AS (
+            SELECT f.*, coalesce(f.key_hash, 'ip:' || coalesce(f.client_ip, '?')) AS actor,
+                   time_bucket(INTERVAL {m} MINUTE, f.start_time) AS bucket
+            FROM __f_request_facts f JOIN hot h ON time_bucket(INTERVAL {m} MINUTE, f.start_time) = h.bucket
+        ), spenders AS (
+            SELECT actor FROM hot_requests GROUP BY actor
+            HAVING sum(cost_usd) >= {SPIKE_ACTOR_SHARE} * (SELECT sum(cost_usd) FROM hot_requests)
+        )
+        SELECT * EXCLUDE (actor, bucket) FROM ({sessions_sql(
+            '(SELECT * FROM hot_requests WHERE actor IN (SELECT actor FROM spenders))', '1', m)})
+    """)
+
+
 DETECTORS = [("stuffing", stuffing_step), ("keyless", keyless_step),
-             ("new_address", new_address_step), ("rate", rate_step)]
+             ("new_address", new_address_step), ("rate", rate_step), ("cost_spike", cost_spike_step)]
 
 
 def find_incidents(con: duckdb.DuckDBPyConnection) -> list[Incident]:

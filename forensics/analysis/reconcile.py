@@ -45,15 +45,19 @@ def provider_costs_step() -> Step:
 def daily_reconciliation_step() -> Step:
     """Per provider and billing bucket: provider cost beside the proxy's re-priced and logged cost."""
     return Step("daily_reconciliation", """
-        SELECT b.provider, b.bucket_start, b.bucket_end, b.provider_cost_usd,
-               coalesce(sum(r.cost_usd), 0) AS proxy_cost_usd,
-               coalesce(sum(r.spend_logged), 0) AS proxy_logged_usd,
-               b.provider_cost_usd - coalesce(sum(r.cost_usd), 0) AS unexplained_usd
-        FROM __f_provider_cost_buckets b
-        LEFT JOIN llm_requests r
-          ON r.provider = b.provider AND r.status = 'success'
-         AND r.start_time >= b.bucket_start AND r.start_time < b.bucket_end
-        GROUP BY ALL ORDER BY b.provider, b.bucket_start
+        WITH proxy AS (
+            SELECT b.provider, b.bucket_start, coalesce(sum(r.cost_usd), 0) AS proxy_cost_usd,
+                   coalesce(sum(r.spend_logged), 0) AS proxy_logged_usd
+            FROM __f_provider_cost_buckets b
+            LEFT JOIN llm_requests r
+              ON r.provider = b.provider AND r.status = 'success'
+             AND r.start_time >= b.bucket_start AND r.start_time < b.bucket_end
+            GROUP BY ALL
+        )
+        SELECT b.provider, b.bucket_start, b.bucket_end, b.provider_cost_usd, p.proxy_cost_usd, p.proxy_logged_usd,
+               b.provider_cost_usd - p.proxy_cost_usd AS unexplained_usd
+        FROM __f_provider_cost_buckets b JOIN proxy p USING (provider, bucket_start)
+        ORDER BY b.provider, b.bucket_start
     """)
 
 

@@ -213,11 +213,11 @@ class VirtualKey:
     valid: bool = True
     profile: Profile | None = field(default=None, compare=False)
 
-    @property
+    @functools.cached_property
     def hash(self) -> str:
         return key_hash(self.secret)
 
-    @property
+    @functools.cached_property
     def hint(self) -> str:
         return key_hint(self.secret)
 

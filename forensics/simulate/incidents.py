@@ -1,6 +1,7 @@
 """Incident generators: each returns the requests (and nginx-only lines) it adds on top of the baseline."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -25,6 +26,10 @@ class Incident:
     noise: pd.DataFrame | None = None          # nginx-only lines it caused (reconnaissance, ...)
     key_idx: int | None = None                 # the virtual key involved, None = no key
     extra: dict = field(default_factory=dict)  # copied into the truth entry
+    # keys only this incident presents; its frame's key indices continue the scenario's list (len(keys) + i)
+    new_keys: list[VirtualKey] = field(default_factory=list)
+    outside: pd.DataFrame | None = None        # provider-only calls that bypassed the proxy (see incidents_more)
+    facts: Callable[[pd.DataFrame], dict] | None = None   # kind-specific truth from its final request rows
 
 
 # the open proxy attack (incident write-up: ~1,200 gpt-4 requests, $347.23, 45 minutes, many IPs)
@@ -35,6 +40,8 @@ ATTACK_BLOCKS = (("203.0.113", 0.45), ("192.0.2", 0.35), ("198.19.77", 0.20))  #
 FORGED_XFF = ("127.0.0.1", "127.0.0.1", "10.0.0.1", "192.168.1.1")
 CURL_AGENTS = ("curl/8.5.0", "curl/8.5.0", "curl/8.5.0", "curl/8.5.0", "curl/7.81.0")
 PROMPT_RANGE = (1000, 2500)
+RAMP_MINUTES = 7
+N_WORKERS = 49                            # concurrent curl loops, spread over the attacker addresses
 
 
 def attacker_ips(rng: np.random.Generator, n: int) -> list[str]:
@@ -48,15 +55,15 @@ def attacker_ips(rng: np.random.Generator, n: int) -> list[str]:
 
 def _client_loops(rng: np.random.Generator, t0: int, stop: int, n_workers: int) -> dict[str, list]:
     """`while true; do curl ...; done` per worker: each request starts when the previous answer arrived."""
-    ramp = np.sort(rng.gamma(1.6, 55 * US, n_workers)).astype(np.int64)
-    ramp = np.minimum(ramp - ramp[0], 7 * MINUTE)
+    ramp = np.sort(rng.beta(1.4, 1.0, n_workers) * RAMP_MINUTES * MINUTE).astype(np.int64)
+    ramp -= ramp[0]                       # one loop starts at t0, the others join over the first minutes
     t429 = stop - int(rng.uniform(5.5, 7.5) * MINUTE)
     rows: dict[str, list] = {k: [] for k in ("worker", "t_start", "outcome", "completion", "ttft", "gen",
                                              "fail_first", "fail_total")}
     for w in range(n_workers):
         t = t0 + int(ramp[w])
         while t < stop:
-            p = 0.6 * min(1.0, max(0.0, (t - t429) / (stop - t429))) ** 1.3
+            p = 0.55 * min(1.0, max(0.0, (t - t429) / (stop - t429))) ** 1.3
             if rng.random() < p:
                 first, total = failure_timing(rng, "rate_limit", 1)
                 row = ("rate_limit", 0, 0, 0, int(first[0]), int(total[0]))
@@ -101,7 +108,7 @@ def open_proxy(rng: np.random.Generator, keys: list[VirtualKey]) -> Incident:
     ips = attacker_ips(rng, n_ips)
     forged = np.where(rng.random(n_ips) < 0.3, np.array(FORGED_XFF)[rng.integers(0, len(FORGED_XFF), n_ips)], "")
     agents = np.array(CURL_AGENTS)[rng.integers(0, len(CURL_AGENTS), n_ips)]
-    n_workers = 46
+    n_workers = N_WORKERS
     worker_ip = np.concatenate([np.arange(n_ips), rng.integers(0, n_ips, n_workers - n_ips)])
     loops = _client_loops(rng, t0, stop, n_workers)
     n = len(loops["t_start"])
@@ -126,7 +133,7 @@ def open_proxy(rng: np.random.Generator, keys: list[VirtualKey]) -> Incident:
     extra = {
         "description": "LiteLLM proxy reachable from the internet without authentication; curl loops sent "
                        "gpt-4 requests with random text and max_tokens 4000 until OpenAI rate-limited them.",
-        "forged_xff": sorted({f for f in forged if f}),
+        "forged_xff": sorted({str(f) for f in forged if f}),
         "precursors": [{"time": t, "client_ip": ip, "request": r} for t, ip, r in noise.attrs["precursors"]],
     }
     return Incident("INC-1", "unauthenticated_proxy", "attack", frame, noise, None, extra)
@@ -179,7 +186,7 @@ def leaked_virtual_key(rng: np.random.Generator, keys: list[VirtualKey]) -> Inci
     ips = attacker_ips(rng, 9)
     n = int(rng.poisson(4 * key.profile.rate_per_hour * hours))
     starts = np.sort(t0 + rng.integers(0, hours * HOUR, n))
-    frame = requests_for(rng, idx, key, starts, rng.integers(0, len(ips), n))
+    frame = requests_for(rng, idx, key, starts)
     frame["client_ip"] = np.array(ips)[rng.integers(0, len(ips), n)]
     frame["xff_in"] = frame["client_ip"]
     frame["remote_addr"] = NETWORK.lb_ip

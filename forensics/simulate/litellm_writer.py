@@ -12,7 +12,7 @@ import pandas as pd
 from forensics.simulate.catalog import MODELS, US, VirtualKey
 import functools
 
-from forensics.simulate.pgfmt import csv_line, float8, jsonb, prepared, timestamps3
+from forensics.simulate.pgfmt import csv_field, csv_line, float8, jsonb, jsonb_top, prepared, timestamps3
 
 SPEND_LOG_COLUMNS = (
     "request_id", "call_type", "api_key", "spend", "total_tokens", "prompt_tokens", "completion_tokens",
@@ -44,7 +44,7 @@ def error_information(r: dict, key: VirtualKey | None) -> dict:
     if out == "auth":
         msg = (f"Authentication Error, Invalid proxy server token passed. Received API Key = {key.hint}, Key Hash "
                f"(Token) ={key.hash}. Unable to find token in cache or `LiteLLM_VerificationTokenTable`")
-        return {"error_code": "401", "error_class": "ProxyException", "llm_provider": "", "traceback": "",
+        return {"traceback": "", "error_code": "401", "error_class": "ProxyException", "llm_provider": "",
                 "error_message": msg}
     if out == "rate_limit":
         used = 300_000 - int(r["request_length"]) % 4000
@@ -65,21 +65,21 @@ def error_information(r: dict, key: VirtualKey | None) -> dict:
         code, cls, mod = "408", "Timeout", "openai/openai.py"
     tb = TRACEBACK.format(mod=mod if m.provider == "openai" else "anthropic/chat/handler.py", line=812,
                           fn="acompletion", exc=cls, cls=f"litellm.exceptions.{cls}", msg=msg.split(" - ", 1)[-1])
-    return {"error_code": code, "error_class": cls, "llm_provider": m.provider, "traceback": tb, "error_message": msg}
+    return {"traceback": tb, "error_code": code, "error_class": cls, "llm_provider": m.provider, "error_message": msg}
 
 
 def usage_object(r: dict) -> dict:
-    """The provider usage block LiteLLM keeps (OpenAI or Anthropic flavour)."""
+    """The provider usage block LiteLLM keeps (OpenAI or Anthropic flavour); keys already in jsonb order."""
     p, c, cr, cw = int(r["prompt"]), int(r["completion"]), int(r["cache_read"]), int(r["cache_write"])
-    base = {"completion_tokens": c, "prompt_tokens": p, "total_tokens": p + c}
     if MODELS[r["model"]].provider == "anthropic":
-        return base | {"completion_tokens_details": None,
-                       "prompt_tokens_details": {"audio_tokens": None, "cached_tokens": cr,
-                                                 "cache_creation_tokens": cw, "text_tokens": None},
-                       "cache_creation_input_tokens": cw, "cache_read_input_tokens": cr}
-    return base | {"completion_tokens_details": {"accepted_prediction_tokens": 0, "audio_tokens": 0,
-                                                 "reasoning_tokens": 0, "rejected_prediction_tokens": 0},
-                   "prompt_tokens_details": {"audio_tokens": 0, "cached_tokens": cr}}
+        return {"total_tokens": p + c, "prompt_tokens": p, "completion_tokens": c,
+                "prompt_tokens_details": {"text_tokens": None, "audio_tokens": None, "cached_tokens": cr,
+                                          "cache_creation_tokens": cw},
+                "cache_read_input_tokens": cr, "completion_tokens_details": None, "cache_creation_input_tokens": cw}
+    return {"total_tokens": p + c, "prompt_tokens": p, "completion_tokens": c,
+            "prompt_tokens_details": {"audio_tokens": 0, "cached_tokens": cr},
+            "completion_tokens_details": {"audio_tokens": 0, "reasoning_tokens": 0, "accepted_prediction_tokens": 0,
+                                          "rejected_prediction_tokens": 0}}
 
 
 def user_agent_tags(ua: str) -> list[str]:
@@ -104,16 +104,16 @@ def _map_information(group: str) -> dict:
     return prepared({"model_map_key": model.provider_model, "model_map_value": model.map_entry()})
 
 
-@functools.cache
-def _tags_jsonb(ua: str) -> str:
-    return jsonb(user_agent_tags(ua))
-
-
 def _key(keys: list[VirtualKey], idx: int) -> VirtualKey | None:
     return keys[idx] if idx >= 0 else None
 
 
 def spend_log_metadata(r: dict, key: VirtualKey | None) -> dict:
+    """SpendLogsMetadata of one row; every nested object is built in jsonb key order."""
+    return jsonb_top(_spend_log_metadata(r, key))
+
+
+def _spend_log_metadata(r: dict, key: VirtualKey | None) -> dict:
     ok, model = r["outcome"] == "ok", MODELS[r["model"]]
     usage = usage_object(r) if ok else None
     named = key is not None and key.valid
@@ -154,16 +154,24 @@ def spend_log_line(r: dict, keys: list[VirtualKey]) -> str:
     named = key is not None and key.valid
     p, c = (int(r["prompt"]), int(r["completion"])) if ok else (0, 0)
     start_s, end_s, first_s = (r["ts_start"], r["ts_end"], r["ts_ttft"]) if ok else (r["ts_fail"],) * 3
-    values = (
-        r["request_id"], "acompletion", key.hash if key else "", float8(r["spend"]), p + c, p, c,
-        start_s, end_s, (r["t_end"] - r["t_start"]) // 1000 if ok else 0, first_s,
-        model.group if auth else model.provider_model, "" if auth else model.model_id, "" if auth else model.group,
-        "" if auth else model.provider, "" if auth else model.api_base, key.user_id if named else "",
-        jsonb(spend_log_metadata(r, key)), "False", "Cache OFF", "[]" if auth else _tags_jsonb(r["ua"]),
-        key.team_id if named else None, None, r["end_user"], r["requester_ip"], "{}", "{}", r["trace_id"],
-        "success" if ok else "failure", None, None, "{}",
-    )
-    return csv_line(values)
+    meta = jsonb(spend_log_metadata(r, key), presorted=True)
+    q = csv_field
+    head = (f'{r["request_id"]},acompletion,{q(key.hash if key else "")},{float8(r["spend"])},{p + c},{p},{c},'
+            f'{start_s},{end_s},{(r["t_end"] - r["t_start"]) // 1000 if ok else 0},{first_s},')
+    if auth:
+        deployment = f'{model.group},"","","","",'
+    else:
+        deployment = f"{model.provider_model},{model.model_id},{model.group},{model.provider},{model.api_base},"
+    tags = "[]" if auth else _tags_csv(r["ua"])
+    tail = (f'{q(key.user_id if named else "")},"{meta.replace(chr(34), chr(34) * 2)}",False,Cache OFF,{tags},'
+            f'{q(key.team_id if named else None)},,{q(r["end_user"])},{q(r["requester_ip"])},{{}},{{}},'
+            f'{r["trace_id"]},{"success" if ok else "failure"},,,{{}}\n')
+    return head + deployment + tail
+
+
+@functools.cache
+def _tags_csv(ua: str) -> str:
+    return csv_field(jsonb(user_agent_tags(ua)))
 
 
 def write_spend_logs(frame: pd.DataFrame, keys: list[VirtualKey], path: Path) -> int:
@@ -266,7 +274,7 @@ def callback_payload(r: dict, key: VirtualKey | None, rem: tuple[int, int]) -> d
 
 
 def write_callbacks(frame: pd.DataFrame, keys: list[VirtualKey], path: Path, since: int) -> int:
-    """litellm/callback_payloads.ndjson: one payload a line, in the order the callback fired.
+    """litellm/callback_payloads.ndjson.gz: one payload a line, in the order the callback fired.
 
     Only calls that reached the LLM layer: auth failures (401) never produce a StandardLoggingPayload.
     """
@@ -278,5 +286,6 @@ def write_callbacks(frame: pd.DataFrame, keys: list[VirtualKey], path: Path, sin
     recs.sort(key=lambda r: (r["t_fail"], r["request_id"]))
     lines = [json.dumps(callback_payload(r, _key(keys, r["key"]), r["rem"]), separators=(",", ":")) for r in recs]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(line + "\n" for line in lines))
+    data = "".join(line + "\n" for line in lines).encode()
+    path.write_bytes(gzip_bytes(data) if path.suffix == ".gz" else data)
     return len(lines)

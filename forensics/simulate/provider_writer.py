@@ -12,7 +12,6 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from forensics.simulate.catalog import COLLECTED_AT, HOUR, MINUTE, MODELS, NETWORK, US, WINDOW_START
@@ -30,9 +29,19 @@ def rfc3339(us: int) -> str:
     return datetime.fromtimestamp(us // US, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def billed(frame: pd.DataFrame, provider: str) -> pd.DataFrame:
-    """Successful calls of one provider with their token partitions (the provider's own counting)."""
+BILLED_COLUMNS = ["t_start", "model", "prompt", "cache_read", "cache_write", "completion", "api_key_id"]
+
+
+def billed(frame: pd.DataFrame, provider: str, outside: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Successful calls of one provider with their token partitions (the provider's own counting).
+
+    outside: calls made with a provider key directly, bypassing the proxy (they carry their own api_key_id).
+    """
     ok = frame[(frame["outcome"] == "ok") & (frame["provider"] == provider)].copy()
+    ok["api_key_id"] = NETWORK.openai_api_key_id if provider == "openai" else NETWORK.anthropic_api_key_id
+    if outside is not None and (outside["provider"] == provider).any():
+        ok = pd.concat([ok[BILLED_COLUMNS], outside.loc[outside["provider"] == provider, BILLED_COLUMNS]],
+                       ignore_index=True)
     ok["uncached"] = ok["prompt"] - ok["cache_read"] - ok["cache_write"]
     ok["snapshot"] = ok["model"].map(lambda m: MODELS[m].snapshot)
     return ok
@@ -83,7 +92,7 @@ def openai_usage_result(g: dict) -> dict:
         "input_cached_text_tokens": g["cache_read"], "input_audio_tokens": 0, "input_cached_audio_tokens": 0,
         "output_audio_tokens": 0, "input_image_tokens": 0, "input_cached_image_tokens": 0, "output_image_tokens": 0,
         "num_model_requests": g["requests"], "project_id": None, "user_id": None,
-        "api_key_id": NETWORK.openai_api_key_id, "model": g["snapshot"], "batch": None, "service_tier": None,
+        "api_key_id": g["api_key_id"], "model": g["snapshot"], "batch": None, "service_tier": None,
     }
 
 
@@ -95,7 +104,7 @@ def write_json(path: Path, obj, indent: int | None) -> None:
 
 def openai_usage(ok: pd.DataFrame, width: int, start: int, end: int, limit: int) -> list[dict]:
     """GET /v1/organization/usage/completions?bucket_width=..&group_by=api_key_id,model pages."""
-    sums = bucket_sums(ok, width, start, end, ["snapshot"])
+    sums = bucket_sums(ok, width, start, end, ["api_key_id", "snapshot"])
     buckets = [{"object": "bucket", "start_time": b // US, "end_time": (b + width) // US,
                 "results": [openai_usage_result(g) for g in sums.get(b, [])]} for b in range(start, end, width)]
     return [{"object": "page"} | p for p in pages(buckets, limit, openai_cursor)]
@@ -160,8 +169,27 @@ def anthropic_costs(ok: pd.DataFrame, start: int, end: int, limit: int = 7) -> l
     return pages(buckets, limit, anthropic_cursor)
 
 
-def write(frame: pd.DataFrame, out_dir: Path, incident_start: int | None) -> dict[str, int]:
-    """All provider exports; returns {relative path: buckets in the file}."""
+def minute_window(start: int, end: int) -> tuple[int, int]:
+    """The 1m usage export a responder pulls around an incident: from half an hour before its first hour, two
+    hours long, or to half an hour past the incident's last hour when it lasts longer."""
+    lo = start // HOUR * HOUR - 30 * MINUTE
+    hi = lo + 2 * HOUR
+    if end >= hi:
+        hi = (end // HOUR + 1) * HOUR + 30 * MINUTE
+    return lo, hi
+
+
+def minute_file(lo: int) -> str:
+    day = datetime.fromtimestamp(lo // US, tz=timezone.utc).strftime("%Y-%m-%d")
+    return f"openai/usage_completions_{day}_1m_page{{n}}.json"
+
+
+def write(frame: pd.DataFrame, out_dir: Path, incident: tuple[int, int] | None,
+          outside: pd.DataFrame | None = None) -> dict[str, int]:
+    """All provider exports; returns {relative path: buckets in the file}.
+
+    incident: (first, last) request start of the incidents, for the 1m usage export; outside: provider-only calls.
+    """
     written: dict[str, int] = {}
     day_end = (COLLECTED_AT + DAY - 1) // DAY * DAY
 
@@ -171,14 +199,13 @@ def write(frame: pd.DataFrame, out_dir: Path, incident_start: int | None) -> dic
             write_json(out_dir / name, page, indent)
             written[name] = len(page["data"])
 
-    oa = billed(frame, "openai")
+    oa = billed(frame, "openai", outside)
     emit("openai/usage_completions_2026-11-09_page{n}.json", openai_usage(oa, HOUR, WINDOW_START, COLLECTED_AT, 72), 2)
-    if incident_start is not None:
-        lo = incident_start // HOUR * HOUR - 30 * MINUTE
-        day = datetime.fromtimestamp(lo // US, tz=timezone.utc).strftime("%Y-%m-%d")
-        emit(f"openai/usage_completions_{day}_1m_page{{n}}.json", openai_usage(oa, MINUTE, lo, lo + 2 * HOUR, 60), 2)
+    if incident is not None:
+        lo, hi = minute_window(*incident)
+        emit(minute_file(lo), openai_usage(oa, MINUTE, lo, hi, 60), 2)
     emit("openai/costs_page{n}.json", openai_costs(oa, WINDOW_START, day_end), 2)
-    an = billed(frame, "anthropic")
+    an = billed(frame, "anthropic", outside)
     emit("anthropic/usage_report_messages_page{n}.json", anthropic_usage(an, WINDOW_START, COLLECTED_AT), None)
     emit("anthropic/cost_report_page{n}.json", anthropic_costs(an, WINDOW_START, day_end), None)
     return written

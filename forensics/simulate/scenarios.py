@@ -1,4 +1,9 @@
-"""Scenarios = baseline traffic + incident generators; simulate() runs one and writes every file plus truth.json."""
+"""Scenarios = baseline traffic + incident generators; simulate() runs one and writes every file plus truth.json.
+
+To add a scenario: write `def my_incident(rng, keys) -> Incident` in incidents.py or incidents_more.py (its requests
+in the request-table shape of frame.py, column incident set; provider-only calls in Incident.outside) and register
+`Scenario(name, summary, (my_incident,))` below.
+"""
 from __future__ import annotations
 
 import json
@@ -11,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from forensics.simulate import incidents, litellm_writer, nginx_writer, noise, provider_writer, traffic
+from forensics.simulate import incidents, incidents_more, litellm_writer, nginx_writer, noise, provider_writer, traffic
 from forensics.simulate.catalog import (
     BASELINE_END, COLLECTED_AT, GENERATOR_VERSION, HOUR, MODELS, NETWORK, WINDOW_START, VirtualKey, iso_z,
     make_keys,
 )
-from forensics.simulate.frame import COLUMNS, fill_latency, finalize
+from forensics.simulate.frame import COLUMNS, cost_nano, fill_latency, finalize
 
 IncidentGenerator = Callable[[np.random.Generator, list[VirtualKey]], incidents.Incident]
 INCIDENT_DAY = BASELINE_END          # the callback NDJSON covers the incident morning only
@@ -38,6 +43,13 @@ REGISTRY: dict[str, Scenario] = {
                  (incidents.benign_batch,)),
         Scenario("leaked_virtual_key", "A leaked virtual key used from new public addresses for hours.",
                  (incidents.leaked_virtual_key,)),
+        Scenario("provider_key_outside_proxy", "The proxy's own OpenAI key used directly against OpenAI on a "
+                 "Saturday night: only provider usage and costs show it.", (incidents_more.provider_key_outside_proxy,)),
+        Scenario("provider_key_outside_proxy_second_key", "A second OpenAI key of the project used directly against "
+                 "OpenAI on a Saturday night: its own api_key_id in provider usage.",
+                 (incidents_more.provider_key_outside_proxy_second_key,)),
+        Scenario("key_stuffing", "Random keys tried from a few addresses until support-bot's key works, then that "
+                 "key spent on gpt-4o.", (incidents_more.key_stuffing,)),
         Scenario("baseline", "Ordinary traffic only: no incident.", ()),
     )
 }
@@ -56,12 +68,30 @@ def _rng(seed: int, stream: int, scenario: str = "") -> np.random.Generator:
 
 
 def secret_keys(scenario: str, seed: int = 1) -> dict[str, str]:
-    """alias -> full virtual key used by the simulation (the mistyped key under 'mistyped:<alias>')."""
-    _scenario(scenario)
+    """alias -> full key used by the simulation (the mistyped key under 'mistyped:<alias>', keys an incident
+    tried under 'tried:<n>'); replays the incident generators, which are cheap next to the baseline."""
+    keys, _ = run_incidents(_scenario(scenario), _rng(seed, 3, scenario), make_keys(seed))
     out = {}
-    for k in make_keys(seed):
-        out[k.alias if k.valid else f"mistyped:{k.profile.alias}"] = k.secret
+    tried = 0
+    for k in keys:
+        if k.valid:
+            out[k.alias] = k.secret
+        elif k.profile is not None:
+            out[f"mistyped:{k.profile.alias}"] = k.secret
+        else:
+            out[f"tried:{tried}"] = k.secret
+            tried += 1
     return out
+
+
+def run_incidents(spec: Scenario, irng: np.random.Generator,
+                  keys: list[VirtualKey]) -> tuple[list[VirtualKey], list[incidents.Incident]]:
+    """The scenario's incidents in order; keys an incident presents extend the key list for the next."""
+    found = []
+    for gen in spec.incidents:
+        found.append(gen(irng, keys))
+        keys = keys + found[-1].new_keys
+    return keys, found
 
 
 def build(scenario: str, seed: int) -> tuple[list[VirtualKey], pd.DataFrame, pd.DataFrame, list[incidents.Incident]]:
@@ -70,8 +100,8 @@ def build(scenario: str, seed: int) -> tuple[list[VirtualKey], pd.DataFrame, pd.
     keys = make_keys(seed)
     base = traffic.baseline(_rng(seed, 1), keys)
     irng = _rng(seed, 3, scenario)
-    found = [gen(irng, keys) for gen in spec.incidents]
-    parts = [base] + [inc.frame[COLUMNS] for inc in found]
+    keys, found = run_incidents(spec, irng, keys)
+    parts = [base] + [inc.frame[COLUMNS] for inc in found if len(inc.frame)]
     frame = pd.concat(parts, ignore_index=True)
     fill_latency(irng, frame)
     frame = finalize(_rng(seed, 4, scenario), frame)
@@ -84,7 +114,9 @@ def _usd(nano: int) -> str:
 
 
 def incident_truth(inc: incidents.Incident, frame: pd.DataFrame, keys: list[VirtualKey]) -> dict:
-    """Figures of one incident, computed from the final request table."""
+    """Figures of one incident, computed from the final request table (or from its provider-only calls)."""
+    if inc.outside is not None:
+        return incidents_more.outside_truth(inc)
     rows = frame[frame["incident"] == inc.id]
     ok = rows["outcome"] == "ok"
     key = keys[inc.key_idx] if inc.key_idx is not None else None
@@ -110,7 +142,7 @@ def incident_truth(inc: incidents.Incident, frame: pd.DataFrame, keys: list[Virt
         "litellm_call_ids": rows["call_id"].tolist(),
         "prompt_tokens": int(rows.loc[ok, "prompt"].sum()),
         "completion_tokens": int(rows.loc[ok, "completion"].sum()),
-    } | inc.extra
+    } | (inc.facts(rows) if inc.facts else {}) | inc.extra
 
 
 def baseline_truth(frame: pd.DataFrame) -> dict:
@@ -126,16 +158,23 @@ def baseline_truth(frame: pd.DataFrame) -> dict:
     }
 
 
-def totals(frame: pd.DataFrame) -> dict:
-    """Whole-window sums the parsers can reconcile against."""
+def _provider_sums(ok: pd.DataFrame, provider: str) -> dict:
+    p = ok[ok["provider"] == provider]
+    return {"requests": int(len(p)), "input_tokens": int(p["prompt"].sum()),
+            "cache_read_tokens": int(p["cache_read"].sum()), "cache_write_tokens": int(p["cache_write"].sum()),
+            "output_tokens": int(p["completion"].sum()), "cost_usd": _usd(p["cost_nano"].sum())}
+
+
+def totals(frame: pd.DataFrame, outside: pd.DataFrame | None = None) -> dict:
+    """Whole-window sums the parsers can reconcile against; provider-only calls (no LiteLLM row) apart."""
     ok = frame[frame["outcome"] == "ok"]
     out = {"litellm_rows": int(len(frame)), "litellm_success_rows": int(len(ok)),
            "cost_usd": _usd(frame["cost_nano"].sum()), "litellm_spend_sum": float(frame["spend"].sum())}
     for prov in ("openai", "anthropic"):
-        p = ok[ok["provider"] == prov]
-        out[prov] = {"requests": int(len(p)), "input_tokens": int(p["prompt"].sum()),
-                     "cache_read_tokens": int(p["cache_read"].sum()), "cache_write_tokens": int(p["cache_write"].sum()),
-                     "output_tokens": int(p["completion"].sum()), "cost_usd": _usd(p["cost_nano"].sum())}
+        out[prov] = _provider_sums(ok, prov)
+    if outside is not None:
+        calls = outside.assign(cost_nano=cost_nano(outside))
+        out["outside_proxy"] = {prov: _provider_sums(calls, prov) for prov in sorted(calls["provider"].unique())}
     return out
 
 
@@ -145,6 +184,14 @@ def prices() -> dict:
             for m in MODELS.values()}
 
 
+def incident_span(frame: pd.DataFrame, outside: pd.DataFrame | None) -> tuple[int, int] | None:
+    """First and last request start of all incidents, through the proxy or around it."""
+    starts = frame.loc[frame["incident"] != "", "t_start"]
+    if outside is not None:
+        starts = pd.concat([starts, outside["t_start"]])
+    return (int(starts.min()), int(starts.max())) if len(starts) else None
+
+
 def simulate(scenario: str, out_dir: Path, seed: int = 1, nginx_format: str = "json") -> dict:
     """Write a synthetic incident's logs in the real formats into out_dir and return its truth (truth.json)."""
     out_dir = Path(out_dir)
@@ -152,11 +199,12 @@ def simulate(scenario: str, out_dir: Path, seed: int = 1, nginx_format: str = "j
     records: dict[str, int] = {}
     records["litellm/spend_logs.csv.gz"] = litellm_writer.write_spend_logs(
         frame, keys, out_dir / "litellm" / "spend_logs.csv.gz")
-    records["litellm/callback_payloads.ndjson"] = litellm_writer.write_callbacks(
-        frame, keys, out_dir / "litellm" / "callback_payloads.ndjson", INCIDENT_DAY)
+    records["litellm/callback_payloads.ndjson.gz"] = litellm_writer.write_callbacks(
+        frame, keys, out_dir / "litellm" / "callback_payloads.ndjson.gz", INCIDENT_DAY)
     records |= nginx_writer.write(frame, events, out_dir, nginx_format)
-    first = int(frame.loc[frame["incident"] != "", "t_start"].min()) if found else None
-    records |= provider_writer.write(frame, out_dir, first)
+    calls = [inc.outside for inc in found if inc.outside is not None]
+    outside = pd.concat(calls, ignore_index=True) if calls else None
+    records |= provider_writer.write(frame, out_dir, incident_span(frame, outside), outside)
     truth = {
         "scenario": scenario, "seed": seed, "generator_version": GENERATOR_VERSION,
         "summary": _scenario(scenario).summary,
@@ -166,11 +214,12 @@ def simulate(scenario: str, out_dir: Path, seed: int = 1, nginx_format: str = "j
         "baseline": baseline_truth(frame),
         "incidents": [incident_truth(inc, frame, keys) for inc in found],
         "keys": [k.describe() for k in keys if k.valid],
-        "invalid_key_hashes": [k.hash for k in keys if not k.valid],
+        # the baseline's mistyped key; keys only an attacker tried are counted in its incident entry
+        "invalid_key_hashes": [k.hash for k in keys if not k.valid and k.profile is not None],
         "prices_per_mtok": prices(),
         "network": NETWORK.describe(),
-        "totals": totals(frame) | {"nginx_lines": int(len(frame) + len(events)), "nginx_noise_lines": int(len(events))},
-        "conventions": CONVENTIONS,
+        "totals": totals(frame, outside) | {"nginx_lines": int(len(frame) + len(events)), "nginx_noise_lines": int(len(events))},
+        "conventions": CONVENTIONS | (OUTSIDE_CONVENTIONS if outside is not None else {}),
     }
     (out_dir / "truth.json").write_text(json.dumps(truth, indent=2, sort_keys=True) + "\n")
     return truth
@@ -187,4 +236,8 @@ CONVENTIONS = {
     "ingress_remote_addr": "ingress format: realip already applied (proxy-real-ip-cidr 10.0.0.0/8)",
     "addresses": "public addresses are documentation/benchmark ranges (RFC 5737, RFC 2544, RFC 3849)",
     "cost_usd": "exact Decimal sums of per-request token x price; LiteLLM's float spend may differ by ~1e-12",
+}
+OUTSIDE_CONVENTIONS = {
+    "outside_proxy_calls": "calls made with a provider key directly (not through the proxy) are only in the "
+                           "provider usage and costs, bucketed by request start; they have no LiteLLM row or nginx line",
 }

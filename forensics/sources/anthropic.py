@@ -13,6 +13,7 @@ from pathlib import Path
 
 from forensics.sources.interface import LoadContext, LoadResult
 from forensics.sources.provider_pages import PageFormat, field_sql, load_pages, rfc3339_us_sql
+from forensics.sources.provider_stage import json_keys
 
 USAGE_FIELD_MAP = (
     ("model", "model"), ("api_key_id", "api_key_id"), ("project_id", "workspace_id"), ("user_id", "account_id"),
@@ -29,10 +30,8 @@ COST_FIELD_MAP = (
     ("context_window", "context_window"), ("currency_raw", "currency"), ("amount_raw", "amount"),
 )
 # grouping dimensions with no canonical column: rows differing only in these are different usage, never merged
-USAGE_EXTRA_DIMS = tuple(f"json_extract_string({{t}}.raw, '$.{d}')"
-                         for d in ("inference_geo", "speed", "service_account_id"))
-COST_EXTRA_DIMS = tuple(f"json_extract_string({{t}}.raw, '$.{d}')"
-                        for d in ("inference_geo", "speed", "product", "rbac_group_id", "list_amount"))
+USAGE_EXTRA = ("inference_geo", "speed", "service_account_id")
+COST_EXTRA = ("inference_geo", "speed", "product", "rbac_group_id", "list_amount")
 FLAGS = {
     "numeric_amount": ("json_type(raw, '$.amount') IN ('BIGINT', 'UBIGINT', 'DOUBLE')",
                        "{n} cost rows have a JSON number as amount where the API writes a decimal string: read as "
@@ -92,11 +91,11 @@ def page_format(fmt: str) -> PageFormat:
         start_key="starting_at", end_key="ending_at", time_us=rfc3339_us_sql, time_kind="an RFC 3339 time",
         table_sql=f"CASE WHEN {field_sql('amount')} IS NOT NULL THEN 'costs' "
                   f"WHEN {field_sql('uncached_input_tokens')} IS NOT NULL THEN 'usage' ELSE '{default}' END",
-        paths={"usage": dict(USAGE_FIELD_MAP), "costs": dict(COST_FIELD_MAP)},
+        paths={"usage": {**dict(USAGE_FIELD_MAP), **{f"_{k}": k for k in USAGE_EXTRA}},
+               "costs": {**dict(COST_FIELD_MAP), **{f"_{k}": k for k in COST_EXTRA}}},
         constants={"costs": {"amount_in_cents": "'true'"}},
         reason_sql={"usage": usage_reason, "costs": "NULL"},
-        usage_extra_dims=USAGE_EXTRA_DIMS,
-        cost_extra_dims=COST_EXTRA_DIMS,
+        extra={"usage": json_keys(USAGE_EXTRA), "costs": json_keys(COST_EXTRA)},
         flags=FLAGS,
     )
 

@@ -141,17 +141,20 @@ class LiteLLMSource:
             nonlocal records, quarantined
             records += n
             merge.stage(con, relation_fields, fmt, ctx.file_id)
-            quarantined += merge.quarantine(con, ctx.file_id, raw_sql)
-            merge.upsert(con, fmt, trusted)
+            quarantined += merge.finish(con, ctx.file_id, fmt, raw_sql, trusted)
 
         if fmt == SPENDLOGS_CSV:
-            n, rejected, columns = read.stage_csv(con, ctx.path, fields.SPENDLOGS_COLUMNS, ctx.file_id)
+            n, rejected, columns = read.stage_csv(con, ctx.path, fields.SPENDLOGS_COLUMNS, ctx.file_id, notes)
             records += rejected
             quarantined += rejected
             run(fields.spendlogs_sql("_ll_src", columns), read.CSV_RAW_SQL, n - rejected)
         else:
             for n in self._json_batches(ctx, fmt, notes):
-                run(_fields_for(kind), read.JSON_RAW_SQL, n)
+                # looking through Datadog items costs a slower statement: only when some record may be one
+                (datadog,) = con.execute(
+                    "SELECT count(*) FROM _ll_rec WHERE bad IS NULL AND contains(raw, '\"ddsource\"')"
+                ).fetchone() if kind == "payload" else (0,)
+                run(_fields_for(kind, bool(datadog)), read.JSON_RAW_SQL, n)
         (own,) = con.execute("SELECT count(*) FROM llm_requests WHERE file_id = ?", [ctx.file_id]).fetchone()
         # after a failure the driver rolls back, which drops these too
         for table in ("_ll_rec", "_ll_src", "_ll_csv", "_ll_norm", "_ll_ip"):
@@ -163,12 +166,12 @@ class LiteLLMSource:
     def _json_batches(ctx: LoadContext, fmt: str, notes: list[str]):
         """Stage the file's JSON records into _ll_rec, one batch at a time; yields each batch's record count."""
         if fmt == PAYLOAD_OBJECT:
-            n = read.stage_object(ctx.con, ctx.path)
+            n = read.stage_object(ctx.con, ctx.path, notes)
             if n is not None:
                 yield n
                 return
         if read.first_char(ctx.path) == "[":
-            yield read.stage_json_values(ctx.con, ctx.path)
+            yield read.stage_json_values(ctx.con, ctx.path, notes)
         else:
             yield from read.line_batches(ctx.con, ctx.path, notes)
 
@@ -184,9 +187,10 @@ def _datadog_unwrapped(relation: str) -> str:
                                  AND json_type(doc, '$.message') = 'VARCHAR', false) AS dd FROM {relation})))"""
 
 
-def _fields_for(kind: str) -> str:
+def _fields_for(kind: str, datadog: bool = False) -> str:
     if kind == "payload":
-        return fields.payload_sql(_datadog_unwrapped(read.records_relation()))
+        records = read.records_relation()
+        return fields.payload_sql(_datadog_unwrapped(records) if datadog else records)
     if kind == "flat":
         return fields.flat_sql(read.records_relation())
     columns = set(fields.SPENDLOGS_COLUMNS)

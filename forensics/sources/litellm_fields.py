@@ -182,7 +182,7 @@ def fields_sql(spec: dict[str, list[str]], relation: str, docs: dict[str, str], 
         prefix, path = src.split(":", 1)
         if prefix == "col":
             return f"nullif(trim({quote_ident(path)}), '')" if path in columns else "NULL::VARCHAR"
-        return f"nullif(_v_{prefix}[{paths[prefix].index(path) + 1}], '')"
+        return f"_v_{prefix}[{paths[prefix].index(path) + 1}]"
 
     select = []
     for name in FIELDS:
@@ -196,7 +196,9 @@ def fields_sql(spec: dict[str, list[str]], relation: str, docs: dict[str, str], 
         select.append(f"{expr} AS {name}")
     parsed = ", ".join(f"{sql} AS _d_{d}" for d, sql in docs.items())
     extracts = ", ".join(
-        f"json_extract_string(_d_{d}, [{', '.join(_sql_str(p) for p in ps)}]) AS _v_{d}"
+        # '' is no value; done once on the list, as one nullif per field makes the statement slow to start
+        f"list_transform(json_extract_string(_d_{d}, [{', '.join(_sql_str(p) for p in ps)}]), "
+        f"lambda v: nullif(v, '')) AS _v_{d}"
         for d, ps in paths.items() if ps
     )
     return (

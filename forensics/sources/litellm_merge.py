@@ -32,14 +32,11 @@ CACHE_HIT_LIKE = "LIKE '%\\_cache\\_hit%' ESCAPE '\\'"
 
 def timestamp_sql(text: str) -> str:
     """A naive UTC TIMESTAMP from ISO text (offset or Z allowed) or epoch seconds / ms / us, read as decimal text."""
-    num = f"try_cast(trim({text}) AS DECIMAL(38,6))"
+    num = f"try_cast({text} AS DECIMAL(38,6))"
+    scale = f"CASE WHEN abs({num}) >= 1e14 THEN 1 WHEN abs({num}) >= 1e11 THEN 1000 ELSE 1000000 END"
     return (
-        f"CASE WHEN {text} IS NULL THEN NULL "
-        f"WHEN regexp_full_match(trim({text}), '-?[0-9]+(\\.[0-9]*)?([eE][+-]?[0-9]+)?') THEN try(make_timestamp("
-        f"CASE WHEN abs({num}) >= 1e14 THEN CAST({num} AS BIGINT) "
-        f"WHEN abs({num}) >= 1e11 THEN CAST({num} * 1000 AS BIGINT) "
-        f"ELSE CAST({num} * 1000000 AS BIGINT) END)) "
-        f"ELSE try_cast(try_cast(trim({text}) AS TIMESTAMPTZ) AS TIMESTAMP) END"
+        f"coalesce(try_cast(try_cast({text} AS TIMESTAMPTZ) AS TIMESTAMP), "
+        f"try(make_timestamp(CAST({num} * {scale} AS BIGINT))))"
     )
 
 
@@ -118,27 +115,46 @@ def stage(con: duckdb.DuckDBPyConnection, fields: str, fmt: str, file_id: int) -
     con.execute(f"CREATE OR REPLACE TEMP TABLE _ll_norm AS {typed_sql(fields, fmt, file_id)}")
 
 
-def quarantine(con: duckdb.DuckDBPyConnection, file_id: int, raw_sql: str) -> int:
-    """Move records with a reason to the quarantine table, their raw text (from `raw_sql`: record_no, raw) redacted
-    before the cut; redact keys in the text columns of the rest. Returns how many were quarantined."""
+def finish(con: duckdb.DuckDBPyConnection, file_id: int, fmt: str, raw_sql: str, trusted: TrustedProxies) -> int:
+    """Quarantine the records of _ll_norm with a reason and upsert the others; returns how many were quarantined.
+
+    One query sizes up the batch first, so that a small file (one S3 object) only pays for the steps it needs.
+    """
+    text = "concat_ws(chr(1), " + ", ".join(TEXT_COLUMNS) + ")"
+    bad, dups, hits, suspect = con.execute(f"""
+        SELECT count(*) FILTER (WHERE reason IS NOT NULL),
+          count(request_id) FILTER (WHERE reason IS NULL) - count(DISTINCT request_id) FILTER (WHERE reason IS NULL),
+          count(*) FILTER (WHERE reason IS NULL AND request_id {CACHE_HIT_LIKE}),
+          count(*) FILTER (WHERE reason IS NULL AND regexp_matches({text}, '(?i)sk-|bearer'))
+        FROM _ll_norm""").fetchone()
+    if bad:
+        _quarantine(con, file_id, raw_sql)
+    if suspect:
+        secrets.redact_columns(con, "_ll_norm", list(TEXT_COLUMNS), where="reason IS NULL")
+    if hits:
+        _match_cache_hits(con, fmt)
+    _upsert(con, trusted, collapse=bool(dups) or bool(hits))
+    return int(bad)
+
+
+def _quarantine(con: duckdb.DuckDBPyConnection, file_id: int, raw_sql: str) -> None:
+    """Records with a reason go to quarantine with their raw text (`raw_sql`: record_no, raw), redacted before the cut."""
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _ll_q AS
-        SELECT n.record_no, r.raw, n.reason FROM _ll_norm n LEFT JOIN ({raw_sql}) r USING (record_no)
-        WHERE n.reason IS NOT NULL""")
-    (n,) = con.execute("SELECT count(*) FROM _ll_q").fetchone()
-    if n:
-        secrets.redact_columns(con, "_ll_q", ["raw", "reason"])
-        con.execute(
-            f"INSERT INTO quarantine (file_id, record_no, raw, reason) "
-            f"SELECT {int(file_id)}, record_no, left(raw, {RAW_LIMIT}), reason FROM _ll_q"
-        )
-    con.execute("DROP TABLE _ll_q")
-    # a cheap scan first: the full redaction pass costs one query per column
-    suspect = " OR ".join(f"{c} ILIKE '%sk-%' OR {c} ILIKE '%bearer%'" for c in TEXT_COLUMNS)
-    (hits,) = con.execute(f"SELECT count(*) FROM _ll_norm WHERE reason IS NULL AND ({suspect})").fetchone()
-    if hits:
-        secrets.redact_columns(con, "_ll_norm", list(TEXT_COLUMNS), where="reason IS NULL")
-    return int(n)
+        SELECT n.record_no, r.raw, n.reason
+        FROM (SELECT record_no, reason FROM _ll_norm WHERE reason IS NOT NULL) n
+        LEFT JOIN ({raw_sql}) r USING (record_no)""")
+    store_quarantine(con, file_id, "_ll_q")
+
+
+def store_quarantine(con: duckdb.DuckDBPyConnection, file_id: int, table: str) -> None:
+    """Insert `table`(record_no, raw, reason) into quarantine: keys redacted first, then raw cut to 64 KiB."""
+    secrets.redact_columns(con, table, ["raw", "reason"])
+    con.execute(
+        f"INSERT INTO quarantine (file_id, record_no, raw, reason) "
+        f"SELECT {int(file_id)}, record_no, left(raw, {RAW_LIMIT}), reason FROM {table}"
+    )
+    con.execute(f"DROP TABLE {table}")
 
 
 def _match_cache_hits(con: duckdb.DuckDBPyConnection, fmt: str) -> None:
@@ -147,9 +163,6 @@ def _match_cache_hits(con: duckdb.DuckDBPyConnection, fmt: str) -> None:
     The SpendLogs id wins whichever file comes first: a payload row adopts it, or a SpendLogs row renames the
     payload row that was loaded before it.
     """
-    (n,) = con.execute(f"SELECT count(*) FROM _ll_norm WHERE reason IS NULL AND request_id {CACHE_HIT_LIKE}").fetchone()
-    if not n:
-        return
     prefix = "regexp_extract({}, '^(.*)_cache_hit', 1)"
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _ll_hits AS
@@ -171,9 +184,9 @@ def _match_cache_hits(con: duckdb.DuckDBPyConnection, fmt: str) -> None:
     con.execute("DROP TABLE _ll_hits")
 
 
-def upsert(con: duckdb.DuckDBPyConnection, fmt: str, trusted: TrustedProxies) -> None:
-    """Insert the good records of _ll_norm; duplicates within the batch collapse first, in record order."""
-    _match_cache_hits(con, fmt)
+def _upsert(con: duckdb.DuckDBPyConnection, trusted: TrustedProxies, collapse: bool) -> None:
+    """Insert the good records of _ll_norm. Duplicates within the batch collapse first, in record order (only
+    when there are some: that aggregate is slow to start); the COALESCE update runs only when a row exists."""
     client_ip_map(
         con,
         "SELECT requester_ip_raw AS chain, NULL::VARCHAR AS peer FROM _ll_norm "
@@ -182,20 +195,21 @@ def upsert(con: duckdb.DuckDBPyConnection, fmt: str, trusted: TrustedProxies) ->
         "_ll_ip",
     )
     rest = [c for c in COLUMNS if c != "request_id"]
-    aggregates = ",\n  ".join(
-        f"first({c} ORDER BY record_no) FILTER (WHERE {c} IS NOT NULL) AS {c}" for c in rest
-    )
+    rows = """(SELECT n.* REPLACE (ip.client_ip AS client_ip)
+               FROM _ll_norm n LEFT JOIN _ll_ip ip ON ip.chain = n.requester_ip_raw WHERE n.reason IS NULL)"""
+    if collapse:
+        firsts = ", ".join(f"first({c} ORDER BY record_no) FILTER (WHERE {c} IS NOT NULL) AS {c}" for c in rest)
+        rows = f"(SELECT request_id, {firsts} FROM {rows} GROUP BY request_id)"
+    select = f"SELECT {', '.join(COLUMNS)} FROM {rows}"
+    (existing,) = con.execute(
+        f"SELECT count(*) FROM _ll_norm WHERE reason IS NULL AND request_id IN (SELECT request_id FROM llm_requests)"
+    ).fetchone()
+    if not existing:
+        con.execute(f"INSERT INTO llm_requests ({', '.join(COLUMNS)}) {select}")
+        return
     updates = ", ".join(f"{c} = COALESCE(llm_requests.{c}, excluded.{c})" for c in rest)
     # a merge that brings a price input the row lacked sends the row back to the pricing step
     filled = " OR ".join(f"(llm_requests.{c} IS NULL AND excluded.{c} IS NOT NULL)" for c in PRICE_INPUTS)
     updates += f", price_status = CASE WHEN {filled} THEN NULL ELSE llm_requests.price_status END"
     updates += f", cost_usd = CASE WHEN {filled} THEN NULL ELSE llm_requests.cost_usd END"
-    con.execute(f"""
-        INSERT INTO llm_requests ({', '.join(COLUMNS)})
-        SELECT request_id,
-          {aggregates}
-        FROM (SELECT n.* REPLACE (ip.client_ip AS client_ip)
-              FROM _ll_norm n LEFT JOIN _ll_ip ip ON ip.chain = n.requester_ip_raw
-              WHERE n.reason IS NULL)
-        GROUP BY request_id
-        ON CONFLICT (request_id) DO UPDATE SET {updates}""")
+    con.execute(f"INSERT INTO llm_requests ({', '.join(COLUMNS)}) {select} ON CONFLICT (request_id) DO UPDATE SET {updates}")

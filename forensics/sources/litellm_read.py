@@ -1,14 +1,18 @@
-"""Read LiteLLM files into staging relations: numbered records with their raw text.
+"""Read LiteLLM files into staging tables: numbered records with their raw text.
 
-JSON records land in temp table _ll_rec(record_no, raw, bad); a CSV export lands in _ll_src with its own
-columns as text. `bad` is the reason a record cannot be read (not JSON, not an object, a broken CSV line).
+JSON records land in temp table _ll_rec(record_no, raw, bad); a CSV export lands in _ll_src with its own columns
+as text. `bad` is why a record cannot be read (not UTF-8, not JSON, not an object). A gzip stream cut short gives
+the records it holds, with a note. DuckDB statements that may fail run on a side connection: a failed statement
+would abort the case's transaction.
 """
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import json
+import os
+import tempfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,30 +20,73 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from forensics import secrets
 from forensics.sources.lines import iter_line_batches
 from forensics.sources.litellm_fields import quote_ident
+from forensics.sources.litellm_merge import store_quarantine
 
 LINE_BATCH_BYTES = 32 << 20
 MAX_JSON_BYTES = 1 << 30
 MAX_CSV_LINE = 256 << 20
-RAW_LIMIT = 65536
+JSON_RAW_SQL = "SELECT record_no, raw FROM _ll_rec"
+CSV_RAW_SQL = "SELECT s.record_no, CAST(to_json(c) AS VARCHAR) AS raw FROM _ll_csv c JOIN _ll_src s ON s._row = c.rowid"
 
+
+# ---- bytes --------------------------------------------------------------------------------------------------
 
 def is_gzip(path: Path) -> bool:
     with open(path, "rb") as f:
         return f.read(2) == b"\x1f\x8b"
 
 
-def open_binary(path: Path):
-    return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")
+def _blocks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while block := f.read(size):
+            yield block
+
+
+def _inflate(blocks: Iterator[bytes], notes: list[str]) -> Iterator[bytes]:
+    """Decompress a gzip stream (several members allowed); a stream cut short ends early, with a note."""
+    inflater, out, started = zlib.decompressobj(16 + zlib.MAX_WBITS), 0, False
+    for block in blocks:
+        while block:
+            started = True
+            try:
+                data = inflater.decompress(block)
+            except zlib.error as e:
+                raise ValueError(f"gzip data is corrupt after {out:,} decompressed bytes ({e})") from None
+            out += len(data)
+            if data:
+                yield data
+            block = b""
+            if inflater.eof:
+                block, started = inflater.unused_data, False
+                inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                if block and not block.startswith(b"\x1f\x8b"):
+                    if block.strip(b"\x00"):
+                        notes.append("data after the end of the gzip stream is not gzip: it was not read")
+                    return
+    if started and not inflater.eof:
+        notes.append(f"gzip stream cut short after {out:,} decompressed bytes: the rest cannot be read")
+
+
+def read_text(path: Path, notes: list[str]) -> str:
+    """The whole file as text (a one-object file, or a broken one being salvaged)."""
+    data = b"".join(_inflate(_blocks(path), notes)) if is_gzip(path) else path.read_bytes()
+    return data.decode("utf-8", "replace").lstrip("\ufeff")
+
+
+def head_text(path: Path, size: int = 1 << 20) -> str:
+    """The start of the file as text, decompressed when gzip."""
+    with open(path, "rb") as f:
+        head = f.read(size)
+    if head[:2] == b"\x1f\x8b":
+        head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, size)
+    return head.decode("utf-8", "replace").lstrip("\ufeff")
 
 
 def first_char(path: Path) -> str:
-    """The first non-blank character of the file (BOM skipped), '' for an empty file."""
-    with open_binary(path) as f:
-        head = f.read(4096).decode("utf-8", "replace").lstrip("\ufeff \t\r\n")
-    return head[:1]
+    """The first non-blank character of the file, '' for an empty one."""
+    return head_text(path, 4096).lstrip(" \t\r\n")[:1]
 
 
 # ---- JSON records -------------------------------------------------------------------------------------------
@@ -50,33 +97,36 @@ _CHECK = """
        WHEN NOT starts_with(ltrim({text}, chr(32) || chr(9)), '{{') THEN 'not a JSON object' END"""
 
 
-def _records_from_text_sql(relation: str) -> str:
-    """(record_no, raw, bad) from a relation of (record_no, text, line) rows; `line` holds the bytes of a line
-    that is not UTF-8 (text NULL), shown escaped."""
-    check = _CHECK.format(text="text")
-    return f"SELECT record_no, coalesce(text, CAST(line AS VARCHAR)) AS raw, {check} AS bad FROM {relation}"
-
-
 def records_relation() -> str:
     """_ll_rec with `doc`, the JSON text of each record that could be read."""
     return "(SELECT *, CASE WHEN bad IS NULL THEN raw END AS doc FROM _ll_rec)"
 
 
+def _stage_texts(con: duckdb.DuckDBPyConnection, texts: pa.Table) -> int:
+    """_ll_rec from an arrow table of (record_no, text)."""
+    con.register("_ll_texts", texts)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _ll_rec AS SELECT record_no, text AS raw, {_CHECK.format(text='text')} "
+                "AS bad FROM _ll_texts")
+    con.unregister("_ll_texts")
+    (n,) = con.execute("SELECT count(*) FROM _ll_rec").fetchone()
+    return int(n)
+
+
 def line_batches(con: duckdb.DuckDBPyConnection, path: Path, notes: list[str]) -> Iterator[int]:
     """Stage NDJSON lines batch by batch into _ll_rec (blank lines are not records); yields each batch's size.
 
-    Lines come from the shared reader (plain or gzip, bounded memory); why it stopped early, if it did, goes to notes.
+    Lines come from the shared line reader (plain or gzip, bounded memory); why it stopped early goes to notes.
     """
     reader = iter_line_batches(path, LINE_BATCH_BYTES)
     seen_invalid = 0
     for batch in reader:
         invalid = reader.invalid_utf8_lines[seen_invalid:]
         seen_invalid = len(reader.invalid_utf8_lines)
-        con.register("_ll_lines", batch)
         check = _CHECK.format(text="line")
-        if invalid:
-            bad_lines = ", ".join(str(int(i)) for i in invalid)
-            check = f"CASE WHEN line_no IN ({bad_lines}) THEN 'not valid UTF-8 (bytes shown as \\xHH)' ELSE {check} END"
+        if invalid:   # the reader shows the bad bytes as \xHH; the line is evidence, not a record
+            listed = ", ".join(str(int(i)) for i in invalid)
+            check = f"CASE WHEN line_no IN ({listed}) THEN 'not valid UTF-8 (bytes shown as \\\\xHH)' ELSE {check} END"
+        con.register("_ll_lines", batch)
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE _ll_rec AS
             SELECT line_no AS record_no, line AS raw, {check} AS bad FROM _ll_lines
@@ -88,17 +138,16 @@ def line_batches(con: duckdb.DuckDBPyConnection, path: Path, notes: list[str]) -
         notes.append(reader.error)
 
 
-def stage_json_values(con: duckdb.DuckDBPyConnection, path: Path) -> int:
+def stage_json_values(con: duckdb.DuckDBPyConnection, path: Path, notes: list[str]) -> int:
     """Stage the elements of a JSON array file into _ll_rec (several top-level arrays allowed). Returns records."""
     comp = "gzip" if is_gzip(path) else "none"
     p = str(path).replace("'", "''")
     opts = f"compression='{comp}', maximum_object_size={MAX_JSON_BYTES}"
-    # rowid keeps file order; a failed statement would abort the case's transaction, so this runs on the side
-    attempts = [
-        f"CREATE TABLE v AS SELECT json AS doc, 1 AS top FROM read_json_objects('{p}', format='array', {opts})",
+    attempts = [   # rowid keeps file order
+        f"CREATE TABLE v AS SELECT json AS doc FROM read_json_objects('{p}', format='array', {opts})",
         # concatenated batches ([...][...]): each top-level value, arrays unnested in place
         f"CREATE TABLE t AS SELECT json FROM read_json_objects('{p}', format='unstructured', {opts});"
-        """CREATE TABLE v AS SELECT u.doc, top FROM (
+        """CREATE TABLE v AS SELECT u.doc FROM (
               SELECT rowid AS top, CASE WHEN json_type(json) = 'ARRAY'
                 THEN CAST(json_extract(json, '$[*]') AS JSON[]) ELSE [json] END AS l FROM t),
             unnest(l) WITH ORDINALITY AS u(doc, idx) ORDER BY top, idx""",
@@ -116,22 +165,14 @@ def stage_json_values(con: duckdb.DuckDBPyConnection, path: Path) -> int:
             except duckdb.Error:
                 continue
         else:
-            values = _broken_json_values(path)
+            values = _salvage_json_values(read_text(path, notes))
     finally:
         side.close()
-    con.register("_ll_vals", values)
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE _ll_rec AS {_records_from_text_sql(
-            '(SELECT record_no, text, NULL::BLOB AS line FROM _ll_vals)')}""")
-    con.unregister("_ll_vals")
-    (n,) = con.execute("SELECT count(*) FROM _ll_rec").fetchone()
-    return int(n)
+    return _stage_texts(con, values)
 
 
-def _broken_json_values(path: Path) -> pa.Table:
-    """Recover the elements before the damage of a truncated or corrupt JSON array; the rest is one bad record."""
-    with open_binary(path) as f:
-        text = f.read().decode("utf-8", "replace")
+def _salvage_json_values(text: str) -> pa.Table:
+    """The elements before the damage of a truncated or corrupt JSON array; the rest is one bad record."""
     decoder = json.JSONDecoder()
     values: list[str] = []
     pos, end = 0, len(text)
@@ -141,8 +182,8 @@ def _broken_json_values(path: Path) -> pa.Table:
             i += 1
         return i
 
-    # a Python walk, but only for a file DuckDB could not parse: the good prefix is worth keeping
-    pos = skip(pos, "\ufeff \t\r\n")
+    # a walk in Python, but only over a file DuckDB could not parse: the good prefix is worth keeping
+    pos = skip(pos, " \t\r\n")
     while pos < end:
         if text[pos] in "[,]":
             pos = skip(pos + 1, " \t\r\n")
@@ -160,28 +201,26 @@ def _broken_json_values(path: Path) -> pa.Table:
     })
 
 
-def stage_object(con: duckdb.DuckDBPyConnection, path: Path) -> int | None:
-    """Stage a one-object file (S3/GCS logger) as one record; None when the file is not a single JSON value."""
-    with open_binary(path) as f:
-        data = f.read()
-    text = data.decode("utf-8", "replace").lstrip("\ufeff")
+def stage_object(con: duckdb.DuckDBPyConnection, path: Path, notes: list[str]) -> int | None:
+    """Stage a one-object file (S3/GCS logger) as one record, even a broken one; None when it is NDJSON after all."""
+    text = read_text(path, notes)
     try:
         json.loads(text)
     except ValueError:
-        return None
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE _ll_rec AS {_records_from_text_sql('(SELECT 1::BIGINT AS record_no, ?::VARCHAR AS text, NULL::BLOB AS line)')}",
-        [text],
-    )
-    return 1
+        try:
+            json.loads(text.lstrip().split("\n", 1)[0])
+            notes.clear()              # read again, line by line
+            return None
+        except ValueError:
+            pass
+    return _stage_texts(con, pa.table({"record_no": pa.array([1], pa.int64()), "text": pa.array([text])}))
 
 
 # ---- CSV ----------------------------------------------------------------------------------------------------
 
 def csv_header(path: Path) -> list[str]:
-    with open_binary(path) as f:
-        first = f.readline().decode("utf-8", "replace").lstrip("\ufeff")
-    names = next(csv.reader(io.StringIO(first)), [])
+    """Column names of the header line, made unique."""
+    names = next(csv.reader(io.StringIO(head_text(path).split("\n", 1)[0])), [])
     seen: dict[str, int] = {}
     out = []
     for name in names:
@@ -191,11 +230,22 @@ def csv_header(path: Path) -> list[str]:
     return out
 
 
-def stage_csv(con: duckdb.DuckDBPyConnection, path: Path, wanted: tuple[str, ...], file_id: int) -> tuple[int, int, set[str]]:
+def _plain_copy(path: Path, notes: list[str]) -> str:
+    """A gzip export decompressed to a temporary file, so that a cut stream still gives its rows to read_csv."""
+    fd, name = tempfile.mkstemp(prefix="forensics-litellm-", suffix=".csv")
+    with os.fdopen(fd, "wb") as out:
+        for data in _inflate(_blocks(path), notes):
+            out.write(data)
+    return name
+
+
+def stage_csv(con: duckdb.DuckDBPyConnection, path: Path, wanted: tuple[str, ...], file_id: int,
+              notes: list[str]) -> tuple[int, int, set[str]]:
     """Stage a SpendLogs CSV export: rows in _ll_csv as read, _ll_src with the wanted columns under their schema
     names (matched case-insensitively). Lines the CSV reader rejects go straight to quarantine.
 
-    Returns (records, quarantined, wanted columns present). CSV_RAW_SQL gives each staged row's raw text.
+    Records are numbered in file order, broken lines included (record n is on line n + 1 when no value spans
+    lines, as in psql's exports). Returns (records, quarantined, wanted columns present).
     """
     header = csv_header(path)
     if not header:
@@ -203,37 +253,36 @@ def stage_csv(con: duckdb.DuckDBPyConnection, path: Path, wanted: tuple[str, ...
     by_lower = {h.lower(): h for h in header}
     present = {w: by_lower[w.lower()] for w in wanted if w.lower() in by_lower}
     columns = "{" + ", ".join(f"'{h.replace(chr(39), chr(39) * 2)}': 'VARCHAR'" for h in header) + "}"
-    comp = "gzip" if is_gzip(path) else "none"
-    p = str(path).replace("'", "''")
-    for t in ("_ll_rej", "_ll_rej_scan"):
-        con.execute(f"DROP TABLE IF EXISTS {t}")
+    plain = _plain_copy(path, notes) if is_gzip(path) else str(path)
+    try:
+        for t in ("_ll_rej", "_ll_rej_scan"):
+            con.execute(f"DROP TABLE IF EXISTS {t}")
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE _ll_csv AS SELECT * FROM read_csv('{plain.replace("'", "''")}',
+              header=true, auto_detect=false, columns={columns}, delim=',', quote='"', escape='"', comment='',
+              max_line_size={MAX_CSV_LINE}, store_rejects=true, rejects_table='_ll_rej', rejects_scan='_ll_rej_scan')""")
+    finally:
+        if plain != str(path):
+            os.unlink(plain)
+    # a broken line keeps its line number in its reason; as a record it takes the place its line number implies
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE _ll_q AS
+        SELECT line - 1 AS record_no, ltrim(first(csv_line ORDER BY byte_position), chr(13) || chr(10)) AS raw,
+          format('CSV line {}: {}', line, first(error_message ORDER BY byte_position)) AS reason
+        FROM _ll_rej GROUP BY line""")
+    (rejected,) = con.execute("SELECT count(*) FROM _ll_q").fetchone()
+    (good,) = con.execute("SELECT count(*) FROM _ll_csv").fetchone()
+    # the good rows fill the other places, in file order
     con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE _ll_csv AS SELECT * FROM read_csv('{p}', header=true, auto_detect=false,
-          columns={columns}, delim=',', quote='"', escape='"', comment='', compression='{comp}',
-          max_line_size={MAX_CSV_LINE}, store_rejects=true, rejects_table='_ll_rej', rejects_scan='_ll_rej_scan')""")
+        CREATE OR REPLACE TEMP TABLE _ll_slots AS
+        SELECT row_number() OVER (ORDER BY range) AS k, range AS record_no
+        FROM range(1, {int(good) + int(rejected) + 1}) WHERE range NOT IN (SELECT record_no FROM _ll_q)""")
     selected = ", ".join(f"{quote_ident(h)} AS {quote_ident(w)}" for w, h in present.items())
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _ll_src AS
-        SELECT rowid - (SELECT min(rowid) FROM _ll_csv) + 1 AS record_no, NULL::VARCHAR AS bad, {selected}
-        FROM _ll_csv""")
-    # a broken line has no row number of its own: it keeps its line number, in the file as a whole
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE _ll_q AS
-        SELECT line AS record_no, first(csv_line) AS raw,
-          format('CSV line {{}}: {{}}', line, string_agg(DISTINCT error_message, '; ')) AS reason
-        FROM _ll_rej GROUP BY line""")
-    (rejected,) = con.execute("SELECT count(*) FROM _ll_q").fetchone()
-    if rejected:
-        secrets.redact_columns(con, "_ll_q", ["raw"])
-        con.execute(
-            f"INSERT INTO quarantine (file_id, record_no, raw, reason) "
-            f"SELECT {int(file_id)}, record_no, left(raw, {RAW_LIMIT}), reason FROM _ll_q"
-        )
-    for t in ("_ll_q", "_ll_rej", "_ll_rej_scan"):
+        SELECT s.record_no, c.rowid AS _row, NULL::VARCHAR AS bad, {selected}
+        FROM _ll_csv c JOIN _ll_slots s ON s.k = c.rowid - (SELECT min(rowid) FROM _ll_csv) + 1""")
+    store_quarantine(con, file_id, "_ll_q")
+    for t in ("_ll_slots", "_ll_rej", "_ll_rej_scan"):
         con.execute(f"DROP TABLE IF EXISTS {t}")
-    (n,) = con.execute("SELECT count(*) FROM _ll_src").fetchone()
-    return int(n) + int(rejected), int(rejected), set(present)
-
-
-CSV_RAW_SQL = "SELECT rowid - (SELECT min(rowid) FROM _ll_csv) + 1 AS record_no, CAST(to_json(_ll_csv) AS VARCHAR) AS raw FROM _ll_csv"
-JSON_RAW_SQL = "SELECT record_no, raw FROM _ll_rec"
+    return int(good) + int(rejected), int(rejected), set(present)

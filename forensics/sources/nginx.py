@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from forensics.netaddr import TrustedProxies, client_ip_map
+from forensics.netaddr import TrustedProxies
 from forensics.secrets import redact_columns
 from forensics.sources import nginx_json
 from forensics.sources.interface import LoadContext, LoadOptions, LoadResult
@@ -157,6 +157,8 @@ class _Load:
         return _TextParser(builtin(self.fmt))
 
     def run(self) -> LoadResult:
+        self.trusted = TrustedProxies(tuple(self.ctx.options.trusted_proxies))
+        self.con.execute("CREATE OR REPLACE TEMP TABLE _nginx_ip_map (chain VARCHAR, peer VARCHAR, client_ip VARCHAR)")
         reader = iter_line_batches(self.ctx.path)
         self.last_line_cut = None
         for batch in reader:
@@ -176,7 +178,6 @@ class _Load:
                          f"first at line {reader.invalid_utf8_lines[0]}")
         if self.empty:
             notes.append(f"{self.empty} empty lines skipped (not records)")
-        self._client_ips()
         self._redact()
         return LoadResult(self.records, self.loaded, self.quarantined, 0, tuple(notes))
 
@@ -217,10 +218,33 @@ class _Load:
             self.con.unregister("_nginx_batch")
 
     def _insert(self, extract_sql: str) -> int:
+        # the pairs query skips the shape check: extra pairs are harmless and the check costs as much as the split
+        self._extend_ip_map(self._convert(f"({extract_sql})"))
+        return self._insert_converted(self._convert(f"({extract_sql}) WHERE ok"))
+
+    def _insert_converted(self, converted: str) -> int:
+        """Insert the loadable rows of `converted`, their client_ip completed from the X-Forwarded-For walk."""
+        cols = ", ".join(f"coalesce(c.client_ip, m.client_ip)" if c == "client_ip" else f"c.{c}" for c in INSERT_COLUMNS)
         sql = (f"INSERT INTO http_requests ({', '.join(INSERT_COLUMNS)})\n"
-               f"SELECT {', '.join(INSERT_COLUMNS)} FROM ({self._convert(f'({extract_sql}) WHERE ok')})\n"
-               f"WHERE _reason IS NULL")
+               f"SELECT {cols} FROM ({converted}) c LEFT JOIN _nginx_ip_map m "
+               f"ON c.client_ip IS NULL AND m.chain = coalesce(c.forwarded_for, '') AND m.peer = coalesce(c.remote_addr, '')\n"
+               f"WHERE c._reason IS NULL")
         return self.con.execute(sql).fetchone()[0]
+
+    def _extend_ip_map(self, converted: str) -> None:
+        """Walk each new (X-Forwarded-For, peer) pair the SQL could not settle, once per file (netaddr's rule)."""
+        pairs = self.con.execute(
+            f"SELECT DISTINCT coalesce(forwarded_for, '') AS chain, coalesce(remote_addr, '') AS peer FROM ({converted}) "
+            f"WHERE client_ip IS NULL AND (forwarded_for IS NOT NULL OR remote_addr IS NOT NULL) "
+            f"EXCEPT SELECT chain, peer FROM _nginx_ip_map").fetchall()
+        if pairs:
+            walked = [self.trusted.client(chain or None, peer or None) for chain, peer in pairs]
+            table = pa.table({"chain": pa.array([c for c, _ in pairs], pa.string()),
+                              "peer": pa.array([p for _, p in pairs], pa.string()),
+                              "client_ip": pa.array(walked, pa.string())})
+            self.con.register("_nginx_new_ips", table)
+            self.con.execute("INSERT INTO _nginx_ip_map SELECT chain, peer, client_ip FROM _nginx_new_ips")
+            self.con.unregister("_nginx_new_ips")
 
     def _convert(self, staged: str) -> str:
         return convert_sql(staged, self.fmt, self.fid, self.parser.time_field, self.parser.nginx_escapes)
@@ -255,6 +279,7 @@ class _Load:
             self.con.register("_nginx_slow", table)
             try:
                 converted = self._convert("_nginx_slow")
+                self._extend_ip_map(converted)
                 self.loaded += self._insert_converted(converted)
                 bad = self.con.execute(
                     f"SELECT line_no, line, _reason FROM ({converted}) WHERE _reason IS NOT NULL").fetchall()
@@ -262,11 +287,6 @@ class _Load:
             finally:
                 self.con.unregister("_nginx_slow")
         self._quarantine_rows(failed)
-
-    def _insert_converted(self, converted: str) -> int:
-        sql = (f"INSERT INTO http_requests ({', '.join(INSERT_COLUMNS)}) "
-               f"SELECT {', '.join(INSERT_COLUMNS)} FROM ({converted}) WHERE _reason IS NULL")
-        return self.con.execute(sql).fetchone()[0]
 
     def _why(self, line: str, line_no: int) -> str:
         if line_no == self.last_line_cut:
@@ -298,25 +318,11 @@ class _Load:
         self.quarantined += len(rows)
 
     # -- after the last batch ---------------------------------------------------------------------------------
-    def _client_ips(self) -> None:
-        """client_ip for rows the SQL could not settle (X-Forwarded-For chains, IPv6, unix: peers)."""
-        pending = (f"SELECT forwarded_for AS chain, remote_addr AS peer FROM http_requests WHERE file_id = {self.fid} "
-                   f"AND client_ip IS NULL AND (forwarded_for IS NOT NULL OR remote_addr IS NOT NULL)")
-        if not self.con.execute(f"SELECT count(*) FROM ({pending} LIMIT 1)").fetchone()[0]:
-            return
-        trusted = TrustedProxies(tuple(self.ctx.options.trusted_proxies))
-        name = client_ip_map(self.con, pending, trusted, "_nginx_client_ip")
-        self.con.execute(
-            f"UPDATE http_requests SET client_ip = m.client_ip FROM {name} m WHERE http_requests.file_id = {self.fid} "
-            f"AND http_requests.client_ip IS NULL AND http_requests.forwarded_for IS NOT DISTINCT FROM m.chain "
-            f"AND http_requests.remote_addr IS NOT DISTINCT FROM m.peer")
-        self.con.execute(f"DROP TABLE IF EXISTS {name}")
-
     def _redact(self) -> None:
         if self.secret_ranges:
             ranges = " OR ".join(f"line_no BETWEEN {lo} AND {hi}" for lo, hi in self.secret_ranges)
             redact_columns(self.con, "http_requests", _TEXT_COLUMNS, f"file_id = {self.fid} AND ({ranges})")
         if self.quarantined:
             redact_columns(self.con, "quarantine", ["raw"], f"file_id = {self.fid}")
-        for t in ("_nginx_rest0", "_nginx_rest1"):
+        for t in ("_nginx_rest0", "_nginx_rest1", "_nginx_ip_map"):
             self.con.execute(f"DROP TABLE IF EXISTS {t}")

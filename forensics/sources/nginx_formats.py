@@ -199,9 +199,9 @@ class LogFormat:
         checks.append(f"len({s}) >= {n}" if prefixed else f"len({s}) = {n}")
         if prefixed:
             prefix = f"array_to_string({s}[1:len({s}) - {n}], ' ')"
-            exprs["prefix"] = f"nullif({prefix}, '')"
+            exprs["prefix"] = f"CASE WHEN len({s}) > {n} THEN {prefix} END"
             # one vhost token, or an X-Forwarded-For list whose last hop is $remote_addr
-            checks.append(f"(len({s}) = {n} OR regexp_full_match({prefix}, {sql_str(_PREFIX)}))")
+            checks.append(f"CASE WHEN len({s}) = {n} THEN true ELSE regexp_full_match({prefix}, {sql_str(_PREFIX)}) END")
         k = 0
         while k < n:
             slot = slots[k]
@@ -211,18 +211,40 @@ class LogFormat:
                 continue
             var = next(variables)
             head, _, tail = slot.partition("\x00")
-            cell = at(k)
+            first = last = at(k)
             if var == "time_local":                  # the value spans this slot and the next
-                tail = slots[k + 1].partition("\x00")[2]
-                cell, k = f"({at(k)} || ' ' || {at(k + 1)})", k + 1
+                k += 1
+                tail = slots[k].partition("\x00")[2]
+                last = at(k)
             if head:
-                checks.append(f"starts_with({cell}, {sql_str(head)})")
+                checks.append(f"starts_with({first}, {sql_str(head)})")
             if tail:
-                checks.append(f"ends_with({cell}, {sql_str(tail)})")
-            if head or tail:
-                cell = f"{cell}[{len(head) + 1}:{-len(tail) - 1 if tail else -1}]"
-            self._bind(exprs, var, cell)
+                checks.append(f"ends_with({last}, {sql_str(tail)})")
+            if var == "time_local":
+                self._bind(exprs, var, self._time_local_sql(i, part, first, last, head, tail))
+            else:
+                self._bind(exprs, var, f"{first}[{len(head) + 1}:{-len(tail) - 1}]" if head or tail else first)
             k += 1
+
+    @staticmethod
+    def _time_local_sql(i: int, part, first: str, last: str, head: str, tail: str) -> str:
+        """$time_local is 26 characters wide: cut it from the end of the part when only literals follow it."""
+        after = part[[t for _, t in part].index("time_local") + 1:]
+        if all(kind == "lit" for kind, _ in after):
+            width = len("".join(v for _, v in after))
+            return f"p[{i}][{-width - 26}:{-width - 1}]"
+        return f"({first} || ' ' || {last})[{len(head) + 1}:{-len(tail) - 1}]"
+
+    def walk_filter_sql(self) -> str | None:
+        """A cheap test on the raw line for rows whose client_ip needs the X-Forwarded-For walk; None = all may."""
+        if "forwarded_for" in self.fields.values() or self.tokens[0] != ("var", "remote_addr"):
+            return None
+        lead = self.tokens[1][1].split(" ")[0] if len(self.tokens) > 1 and self.tokens[1][0] == "lit" else None
+        if lead is None or " " not in self.tokens[1][1]:
+            return None
+        # an IPv6 or unix: peer, or an X-Forwarded-For list logged in its place: ':' or ',' before the first ' - '
+        head = f"split_part(line, {sql_str(' ' + self.tokens[1][1].split(' ')[1] + ' ')}, 1)"
+        return f"(contains({head}, ':') OR contains({head}, ','))"
 
     def _part_regex(self, part) -> tuple[str, list[str]]:
         """An RE2 pattern for one unquoted part; group _all is '' exactly when the part does not match."""

@@ -1,7 +1,7 @@
 """nginx JSON access logs: one object a line, field names chosen by the operator, mapped onto the staging fields.
 
 `escape=json` lines are valid JSON. With default escaping nginx writes \\xHH, which JSON does not allow: such a line
-is repaired (\\x22 and \\x5C become the quote and backslash they stand for, any other \\xHH stays as that text).
+is repaired by escaping the backslash, so each \\xHH survives as text and is then decoded like in the text formats.
 """
 from __future__ import annotations
 
@@ -27,12 +27,13 @@ _KEY_FIELDS = {
 _TIME_LOCAL = re.compile(r"^\d{1,2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}$")
 _NUMBER = re.compile(r"^\d{9,}(?:\.\d+)?$")
 _HEX_ESCAPE = re.compile(r"\\x([0-9A-Fa-f]{2})")
-REPAIR_SQL = ("replace(replace(replace({0}, '\\x22', '\\u0022'), '\\x5C', '\\u005C'), '\\x', '\\\\x')")
+# with default escaping every backslash nginx wrote starts a \\xHH escape (it writes '\\' itself as \\x5C)
+REPAIR_SQL = "replace({0}, '\\x', '\\\\x')"
 
 
 def repair(line: str) -> str:
-    """Default-escaped nginx JSON made valid: \\x22 -> \\u0022, \\x5C -> \\u005C, other \\xHH -> the text \\xHH."""
-    return (line.replace("\\x22", "\\u0022").replace("\\x5C", "\\u005C").replace("\\x", "\\\\x"))
+    """Default-escaped nginx JSON made valid JSON: each \\xHH becomes the JSON string text \\xHH."""
+    return line.replace("\\x", "\\\\x")
 
 
 def loads(line: str) -> tuple[dict | None, bool]:

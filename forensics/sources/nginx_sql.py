@@ -21,8 +21,11 @@ def _absent(x: str) -> str:
 
 
 def _text(x: str, nginx_escapes: bool) -> str:
+    """A text value with nginx's \\x22 and \\x5C turned back into the quote and backslash the client sent."""
     v = _absent(x)
-    return f"replace(replace({v}, '\\x22', '\"'), '\\x5C', '\\')" if nginx_escapes else v
+    if not nginx_escapes:
+        return v
+    return f"CASE WHEN contains({x}, '\\x') THEN replace(replace({v}, '\\x22', '\"'), '\\x5C', '\\') ELSE {v} END"
 
 
 def _number(x: str, sql_type: str) -> str:

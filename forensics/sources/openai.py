@@ -12,8 +12,11 @@ import csv
 import re
 from pathlib import Path
 
+import duckdb
+
 from forensics.sources import provider_stage as stage
 from forensics.sources.interface import LoadContext, LoadResult
+from forensics.sources.provider_stage import ExtraKey
 from forensics.sources.provider_pages import (PageFormat, field_sql, load_pages, rfc3339_us_sql,
                                               unix_us_sql)
 
@@ -40,7 +43,8 @@ COST_FIELD_MAP = (
 USAGE_CSV_TIMES = ("start_time", "end_time", "start_time_iso", "end_time_iso")
 COST_CSV_COLUMNS = ("start_time", "end_time", "amount_value")
 # OpenAI rows differ only in kind (completions vs embeddings...) beyond the canonical columns; CSV rows have no object
-USAGE_EXTRA_DIMS = (f"coalesce(json_extract_string({{t}}.raw, '$.object'), '{COMPLETIONS}')",)
+USAGE_EXTRA = ExtraKey(f"coalesce(_object, '{COMPLETIONS}')",
+                       f"coalesce(json_extract_string({{t}}.raw, '$.object'), '{COMPLETIONS}')")
 
 _PAGE = re.compile(r'"object"\s*:\s*"page"')
 _BUCKET = re.compile(r'"object"\s*:\s*"bucket"')
@@ -109,7 +113,7 @@ def page_format(fmt: str) -> PageFormat:
                "costs": {**dict(COST_FIELD_MAP), "amount_raw": "amount.value", "currency_raw": "amount.currency"}},
         constants={"costs": {"amount_in_cents": "'false'"}},
         reason_sql={"usage": usage_reason, "costs": cost_reason},
-        usage_extra_dims=USAGE_EXTRA_DIMS,
+        extra={"usage": USAGE_EXTRA},
     )
 
 
@@ -169,7 +173,7 @@ def csv_frame_sql(fmt: str, columns: dict[str, str]) -> str:
     return f"""
 SELECT r.rowid + 2 AS record_no, 'openai' AS provider, {start} AS start_us, {end} AS end_us,
     {start_raw} AS start_raw, {end_raw} AS end_raw, {", ".join(exprs)},
-    to_json(r)::VARCHAR AS raw, {reason} AS reason
+    to_json(r)::VARCHAR AS raw, {f"'{COMPLETIONS}'" if usage else "NULL"}::VARCHAR AS extra_key, {reason} AS reason
 FROM _openai_csv r"""
 
 
@@ -179,20 +183,23 @@ def load_csv(ctx: LoadContext, fmt: str) -> LoadResult:
     con.execute("DROP TABLE IF EXISTS _openai_csv_rejects; DROP TABLE IF EXISTS _openai_csv_scans")
     try:
         # a table keeps the file's row order in rowid (a window over a scan does not promise it)
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _openai_csv AS SELECT * FROM {_READ_CSV}",
-                    {"path": str(ctx.path)})
+        try:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE _openai_csv AS SELECT * FROM {_READ_CSV}",
+                        {"path": str(ctx.path)})
+        except duckdb.Error as e:
+            raise ValueError(f"cannot read as CSV: {str(e).splitlines()[0]}") from None
         columns = {d[0].strip().lower(): d[0] for d in con.execute("SELECT * FROM _openai_csv LIMIT 0").description}
         rejects = con.execute("SELECT count(DISTINCT line) FROM _openai_csv_rejects").fetchall()[0][0]
         frame = csv_frame_sql(fmt, columns)
         if rejects:
             frame = _with_rejects(frame, fmt)
         con.execute(f"CREATE OR REPLACE TEMP TABLE {stage.FRAME} AS {frame}")
-        tally = stage.commit_frame(ctx, "usage" if fmt == "openai.usage_csv" else "costs",
-                                   USAGE_EXTRA_DIMS if fmt == "openai.usage_csv" else ())
+        usage = fmt == "openai.usage_csv"
+        tally = stage.commit_frame(ctx, "usage" if usage else "costs", USAGE_EXTRA if usage else ExtraKey())
     finally:
         con.execute(f"DROP TABLE IF EXISTS {stage.FRAME}; DROP TABLE IF EXISTS _openai_csv; "
                     "DROP TABLE IF EXISTS _openai_csv_rejects; DROP TABLE IF EXISTS _openai_csv_scans")
-    notes = stage.conflict_notes(con, ctx.file_id, "openai", USAGE_EXTRA_DIMS, ())
+    notes = stage.conflict_notes(con, ctx.file_id, "openai", {"usage": USAGE_EXTRA})
     return tally.result(notes)
 
 

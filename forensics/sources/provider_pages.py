@@ -20,8 +20,8 @@ import pyarrow as pa
 from forensics.sources import provider_stage as stage
 from forensics.sources.interface import LoadContext, LoadResult
 
-PAGES, PAGE_LIST = "_provider_pages", "_provider_page_list"
-BUCKETS, RECORDS = "_provider_buckets", "_provider_records"
+PAGES, BUCKETS, OFFSETS = "_provider_pages", "_provider_buckets", "_provider_offsets"
+BAD, RECORDS = "_provider_bad", "_provider_records"
 MAX_EPOCH_SECONDS = 253402300799  # 9999-12-31T23:59:59Z
 
 
@@ -39,15 +39,17 @@ class PageFormat:
     paths: dict[str, dict[str, str]]            # table -> field -> dotted path ('_name' fields only feed reasons)
     constants: dict[str, dict[str, str]]        # table -> field -> SQL constant
     reason_sql: dict[str, str]                  # table -> SQL over the fields and `raw`: why a result cannot load
-    usage_extra_dims: tuple[str, ...] = ()
-    cost_extra_dims: tuple[str, ...] = ()
+    extra: dict[str, stage.ExtraKey] = field(default_factory=dict)   # table -> dimensions beyond the columns
     flags: dict[str, tuple[str, str]] = field(default_factory=dict)   # name -> (SQL over a cost record, note)
 
 
 def unix_us_sql(text: str) -> str:
-    """Unix seconds (3 or 3.0) as microseconds, NULL unless a time between 1970 and 9999."""
-    d = f"TRY_CAST({text} AS DECIMAL(20,6))"
-    return f"CASE WHEN {d} BETWEEN 0 AND {MAX_EPOCH_SECONDS} THEN CAST({d} * 1000000 AS BIGINT) END"
+    """Unix seconds (3 or 3.0) as microseconds, NULL unless a time between 1970 and 9999.
+
+    A double is exact to the microsecond over that range (< 2^53 microseconds).
+    """
+    d = f"TRY_CAST({text} AS DOUBLE)"
+    return f"CASE WHEN {d} BETWEEN 0 AND {MAX_EPOCH_SECONDS} THEN CAST(round({d} * 1000000) AS BIGINT) END"
 
 
 def rfc3339_us_sql(text: str) -> str:
@@ -72,29 +74,65 @@ def _open_binary(path: Path):
     return gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")
 
 
-def read_pages(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    """Fill PAGES (page JSON | bad_raw + bad_reason), one row per document in file order (rowid).
+def page_spec(pf: PageFormat) -> str:
+    """json_transform spec of a page (or of a bare bucket saved without its page): every scalar as text."""
+    bucket = {pf.start_key: "VARCHAR", pf.end_key: "VARCHAR", "results": "JSON[]"}
+    return json.dumps({"data": [bucket], "has_more": "VARCHAR", "next_page": "VARCHAR", **bucket})
+
+
+def _pages_select(pf: PageFormat, source: str, page: str, keep_text: bool) -> str:
+    # the text of a good page is not kept (it would double the memory): a bad bucket's text is read again
+    is_array = f"coalesce(regexp_matches({page}::VARCHAR, '^\\s*\\['), false)"   # not json_type: no second parse
+    keep = "true" if keep_text else f"{is_array} OR p.data IS NULL"
+    return (f"SELECT CASE WHEN {keep} THEN {page} END AS page, p, {is_array} AS is_array, bad_raw, bad_reason "
+            f"FROM (SELECT *, json_transform({page}, '{page_spec(pf)}') AS p FROM {source})")
+
+
+def _read_json_sql(max_object: int) -> str:
+    return ("(SELECT json, NULL::VARCHAR AS bad_raw, NULL::VARCHAR AS bad_reason FROM read_json_objects($path, "
+            f"format = 'auto', compression = $c, maximum_object_size = {max_object}))")
+
+
+def read_pages(con: duckdb.DuckDBPyConnection, path: Path, pf: PageFormat) -> int | None:
+    """Fill PAGES: one row per document in file order (rowid), parsed once into the struct `p`.
 
     DuckDB reads a page, an array of pages, NDJSON or pretty-printed pages one after another; when some text is
-    not JSON, a tolerant Python splitter takes over so the good documents still load.
+    not JSON, a tolerant Python splitter takes over so the good documents still load (bad_raw, bad_reason).
+    Returns the object size limit DuckDB read with, None after the Python splitter.
     """
-    try:
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {PAGES} AS SELECT json AS page, NULL::VARCHAR AS bad_raw, "
-            "NULL::VARCHAR AS bad_reason FROM read_json_objects($path, format = 'auto', compression = $c, "
-            "maximum_object_size = 1073741824)", {"path": str(path), "c": "gzip" if _is_gzip(path) else "none"})
-    except duckdb.Error:
-        docs, raws, reasons = [], [], []
-        for text, reason in split_documents(path):
-            docs.append(None if reason else text)
-            raws.append(text if reason else None)
-            reasons.append(reason)
-        con.register("_provider_docs", pa.table({"page": docs, "bad_raw": raws, "bad_reason": reasons}))
+    # DuckDB reserves buffers of twice the largest object it allows: grow only for files with huge pages
+    for max_object in (16 << 20, 256 << 20, 2 << 30):
         try:
             con.execute(f"CREATE OR REPLACE TEMP TABLE {PAGES} AS "
-                        "SELECT page::JSON AS page, bad_raw, bad_reason FROM _provider_docs")
-        finally:
-            con.unregister("_provider_docs")
+                        f"{_pages_select(pf, _read_json_sql(max_object), 'json', keep_text=False)}",
+                        {"path": str(path), "c": "gzip" if _is_gzip(path) else "none"})
+            return max_object
+        except duckdb.InvalidInputException as e:
+            if "maximum_object_size" not in str(e):
+                break
+    docs, raws, reasons = [], [], []
+    for text, reason in split_documents(path):
+        docs.append(None if reason else text)
+        raws.append(text if reason else None)
+        reasons.append(reason)
+    con.register("_provider_docs", pa.table({"page": docs, "bad_raw": raws, "bad_reason": reasons}))
+    try:
+        source = "(SELECT page::JSON AS page, bad_raw, bad_reason FROM _provider_docs)"
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {PAGES} AS {_pages_select(pf, source, 'page', keep_text=True)}")
+    finally:
+        con.unregister("_provider_docs")
+    return None
+
+
+def reread_bad_pages(con: duckdb.DuckDBPyConnection, path: Path, max_object: int) -> None:
+    """Put back the text of the pages holding a bad bucket (rare), so it is quarantined as written."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _provider_reread AS SELECT json FROM {_read_json_sql(max_object)}",
+                {"path": str(path), "c": "gzip" if _is_gzip(path) else "none"})
+    try:
+        con.execute(f"UPDATE {PAGES} SET page = r.json FROM _provider_reread r WHERE {PAGES}.rowid = r.rowid "
+                    f"AND r.rowid IN (SELECT doc_no FROM {BUCKETS} WHERE reason IS NOT NULL AND bad_raw IS NULL)")
+    finally:
+        con.execute("DROP TABLE _provider_reread")
 
 
 def split_documents(path: Path) -> Iterator[tuple[str, str | None]]:
@@ -189,27 +227,8 @@ def field_sql(path: str) -> str:
     return out
 
 
-def pages_sql(pf: PageFormat) -> str:
-    """One row per page (arrays of pages flattened), parsed once, numbered in file order."""
-    bucket = {pf.start_key: "VARCHAR", pf.end_key: "VARCHAR", "results": "JSON[]"}
-    spec = json.dumps({"data": [bucket], "has_more": "VARCHAR", "next_page": "VARCHAR", **bucket})
-    pages_of = "CASE WHEN json_type(doc) = 'ARRAY' THEN json_extract(doc, '$[*]') ELSE [doc] END"
-    return f"""
-CREATE OR REPLACE TEMP TABLE {PAGE_LIST} AS
-WITH docs AS (
-    SELECT rowid AS doc_no, page AS doc, bad_raw, bad_reason FROM {PAGES}
-), pages AS (
-    SELECT doc_no, bad_raw, bad_reason, unnest({pages_of}) AS page, generate_subscripts({pages_of}, 1) AS page_idx
-    FROM docs
-)
-SELECT row_number() OVER (ORDER BY doc_no, page_idx) AS page_no, page, bad_raw, bad_reason,
-    json_transform(page, '{spec}') AS p
-FROM pages
-"""
-
-
 def buckets_sql(pf: PageFormat) -> str:
-    """One row per bucket (or bad page), with its times, the first problem found, and its first record number."""
+    """One row per bucket (or bad page) with its times and the first problem found; pages keyed (doc_no, page_idx)."""
     s, e = pf.start_key, pf.end_key
     bare = f"[struct_pack({s} := p.{s}, {e} := p.{e}, results := p.results)]"   # a bucket saved without its page
 
@@ -219,21 +238,30 @@ def buckets_sql(pf: PageFormat) -> str:
 
     return f"""
 CREATE OR REPLACE TEMP TABLE {BUCKETS} AS
-WITH k AS (
-    SELECT page_no, p, bad_raw, p.data IS NOT NULL AS is_page,
+WITH pages AS (
+    SELECT rowid AS doc_no, 0 AS page_idx, p, bad_raw, bad_reason FROM {PAGES} WHERE NOT is_array
+    UNION ALL
+    -- an NDJSON line holding an array of pages (rare): its pages parsed here
+    SELECT doc_no, page_idx, json_transform(page, '{page_spec(pf)}'), NULL, NULL FROM (
+        SELECT rowid AS doc_no, unnest(json_extract(page, '$[*]')) AS page,
+            generate_subscripts(json_extract(page, '$[*]'), 1) AS page_idx
+        FROM {PAGES} WHERE is_array)
+), k AS (
+    SELECT doc_no, page_idx, p, bad_raw, p.data IS NOT NULL AS is_page,
         CASE WHEN p.data IS NOT NULL THEN p.has_more = 'true' END AS has_more,
         CASE WHEN p.data IS NOT NULL THEN p.next_page END AS next_page,
         CASE WHEN bad_reason IS NOT NULL THEN bad_reason
              WHEN p.data IS NULL AND p.results IS NULL THEN 'page has no data list' END AS page_reason
-    FROM {PAGE_LIST}
+    FROM pages
 ), b AS (
-    SELECT page_no, is_page, has_more, next_page, page_reason, bad_raw,
+    SELECT doc_no, page_idx, is_page, has_more, next_page, page_reason, bad_raw,
         unnest(CASE WHEN is_page THEN p.data ELSE {bare} END) AS bk,
         generate_subscripts(CASE WHEN is_page THEN p.data ELSE {bare} END, 1) AS bucket_idx
     FROM k
 ), t AS (
-    SELECT page_no, bucket_idx, is_page, has_more, next_page, page_reason, bad_raw, bk.results AS results,
-        bk.{s} AS start_raw, bk.{e} AS end_raw, {pf.time_us(f"bk.{s}")} AS start_us, {pf.time_us(f"bk.{e}")} AS end_us
+    SELECT doc_no, page_idx, bucket_idx, is_page, has_more, next_page, page_reason, bad_raw,
+        bk.results AS results, bk.{s} AS start_raw, bk.{e} AS end_raw,
+        {pf.time_us(f"bk.{s}")} AS start_us, {pf.time_us(f"bk.{e}")} AS end_us
     FROM b
 ), r AS (
     SELECT *, coalesce(page_reason,
@@ -244,12 +272,29 @@ WITH k AS (
         CASE WHEN end_us <= start_us THEN 'bucket ends before it starts' END,
         CASE WHEN results IS NULL THEN 'bucket has no results list' END) AS reason
     FROM t
-), n AS (
-    SELECT *, CASE WHEN reason IS NULL THEN len(results) ELSE 1 END AS n_records FROM r
 )
-SELECT *, coalesce(sum(n_records) OVER (ORDER BY page_no, bucket_idx
-                                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS records_before
-FROM n
+SELECT *, CASE WHEN reason IS NULL THEN len(results) ELSE 1 END AS n_records FROM r
+"""
+
+
+# record numbers: a running count over the (narrow) bucket index, joined back; the window never sees the results
+OFFSETS_SQL = f"""
+CREATE OR REPLACE TEMP TABLE {OFFSETS} AS
+SELECT doc_no, page_idx, bucket_idx,
+    coalesce(sum(n_records) OVER (ORDER BY doc_no, page_idx, bucket_idx
+                                  ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS records_before
+FROM {BUCKETS}
+"""
+
+# a bad page or bucket is quarantined with its own text, found again in the document it came from
+BAD_SQL = f"""
+CREATE OR REPLACE TEMP TABLE {BAD} AS
+SELECT o.records_before + 1 AS record_no, b.reason,
+    coalesce(b.bad_raw, json_extract(d.page,
+        CASE WHEN d.is_array THEN '$[' || (b.page_idx - 1) || ']' ELSE '$' END
+        || CASE WHEN b.is_page THEN '.data[' || (b.bucket_idx - 1) || ']' ELSE '' END)::VARCHAR) AS raw
+FROM {BUCKETS} b JOIN {OFFSETS} o USING (doc_no, page_idx, bucket_idx) JOIN {PAGES} d ON d.rowid = b.doc_no
+WHERE b.reason IS NOT NULL
 """
 
 
@@ -257,14 +302,12 @@ def records_sql(pf: PageFormat) -> str:
     """One row per record: results parsed once into `v`; bad pages and buckets with their own text as raw."""
     paths = sorted({p for table in pf.paths.values() for p in table.values()})
     spec = json.dumps(_spec(paths))
-    bad_bucket = (f"CASE WHEN b.is_page THEN json_extract(l.page, '$.data[' || (b.bucket_idx - 1) || ']') "
-                  "ELSE l.page END::VARCHAR")
     return f"""
 CREATE OR REPLACE TEMP TABLE {RECORDS} AS
 WITH results AS (
-    SELECT records_before, start_us, end_us, start_raw, end_raw,
-        unnest(results) AS result, generate_subscripts(results, 1) AS result_idx
-    FROM {BUCKETS} WHERE reason IS NULL
+    SELECT o.records_before, b.start_us, b.end_us, b.start_raw, b.end_raw,
+        unnest(b.results) AS result, generate_subscripts(b.results, 1) AS result_idx
+    FROM {BUCKETS} b JOIN {OFFSETS} o USING (doc_no, page_idx, bucket_idx) WHERE b.reason IS NULL
 ), parsed AS (
     SELECT records_before + result_idx AS record_no, start_us, end_us, start_raw, end_raw, result::VARCHAR AS raw,
         NULL::VARCHAR AS reason, left(result::VARCHAR, 1) = '{{' AS is_object, json_transform(result, '{spec}') AS v
@@ -272,10 +315,9 @@ WITH results AS (
 )
 SELECT *, CASE WHEN v IS NULL THEN '{pf.default_table}' ELSE {pf.table_sql} END AS tbl FROM parsed
 UNION ALL BY NAME
-SELECT b.records_before + 1 AS record_no, coalesce(b.bad_raw, {bad_bucket}) AS raw, b.reason,
-    '{pf.default_table}' AS tbl
-FROM {BUCKETS} b JOIN {PAGE_LIST} l USING (page_no) WHERE b.reason IS NOT NULL
+SELECT record_no, raw, reason, '{pf.default_table}' AS tbl FROM {BAD}
 """
+
 
 
 def frame_sql(pf: PageFormat, table: str) -> str:
@@ -293,29 +335,44 @@ WITH f AS (
     FROM {RECORDS} WHERE tbl = '{table}'
 )
 SELECT record_no, '{pf.provider}' AS provider, start_us, end_us, start_raw, end_raw, {out}, raw,
+    {pf.extra.get(table, stage.ExtraKey()).frame_sql} AS extra_key,
     coalesce(reason, CASE WHEN NOT is_object THEN 'result is not an object' END, {pf.reason_sql[table]}) AS reason
 FROM f
 """
 
 
 def load_pages(ctx: LoadContext, pf: PageFormat) -> LoadResult:
-    """Load a file of pages: records staged per table, then notes on flags, dangling cursors and conflicts."""
+    """Load a file of pages: records staged per table, then notes on flags, dangling cursors and conflicts.
+
+    Each intermediate table is dropped as soon as the next one is built, so a file is held about twice at most.
+    """
     con = ctx.con
     tally = stage.Tally()
+
+    def step(sql: str, *done: str) -> None:
+        con.execute(sql)
+        for table in done:
+            con.execute(f"DROP TABLE {table}")
+
     try:
-        read_pages(con, ctx.path)
-        for sql in (pages_sql(pf), buckets_sql(pf), records_sql(pf)):
-            con.execute(sql)
-        tables = [t for (t,) in con.execute(f"SELECT DISTINCT tbl FROM {RECORDS}").fetchall()]
-        for table in sorted(tables):
-            con.execute(frame_sql(pf, table))
-            tally.add(stage.commit_frame(ctx, table, pf.usage_extra_dims if table == "usage" else pf.cost_extra_dims))
-        notes = _flag_notes(con, pf)
-        notes += stage.cursor_notes(con, pf.provider, pf.default_table, BUCKETS)
+        max_object = read_pages(con, ctx.path, pf)
+        step(buckets_sql(pf))
+        step(OFFSETS_SQL)
+        if max_object and con.execute(f"SELECT count(*) FROM {BUCKETS} b JOIN {PAGES} d ON d.rowid = b.doc_no "
+                                      "WHERE b.reason IS NOT NULL AND d.page IS NULL").fetchall()[0][0]:
+            reread_bad_pages(con, ctx.path, max_object)
+        step(BAD_SQL, PAGES)
+        notes = stage.cursor_notes(con, pf.provider, pf.default_table, BUCKETS)
+        step(records_sql(pf), BUCKETS, BAD, OFFSETS)
+        notes = _flag_notes(con, pf) + notes
+        tables = sorted(t for (t,) in con.execute(f"SELECT DISTINCT tbl FROM {RECORDS}").fetchall())
+        for i, table in enumerate(tables):
+            step(frame_sql(pf, table), *([RECORDS] if i == len(tables) - 1 else []))
+            tally.add(stage.commit_frame(ctx, table, pf.extra.get(table, stage.ExtraKey())))
     finally:
-        for t in (stage.FRAME, RECORDS, BUCKETS, PAGE_LIST, PAGES):
+        for t in (stage.FRAME, RECORDS, BAD, OFFSETS, BUCKETS, PAGES):
             con.execute(f"DROP TABLE IF EXISTS {t}")
-    notes += stage.conflict_notes(con, ctx.file_id, pf.provider, pf.usage_extra_dims, pf.cost_extra_dims)
+    notes += stage.conflict_notes(con, ctx.file_id, pf.provider, pf.extra)
     return tally.result(notes)
 
 

@@ -1,7 +1,9 @@
 """Provider rows into the case: type the staged text fields in SQL, quarantine what does not parse, merge re-exports.
 
-A frame (Arrow batch or CSV scan) holds every field as text; `*_stage_sql` types it and names the first problem of
-each record; `insert_sql` adds the good rows that are not already in the case (same bucket, dimensions and values).
+A frame (JSON records or a CSV scan) holds every field as text; `*_stage_sql` types it and names the first problem
+of each record; `insert_sql` adds the good rows that are not already in the case. A row is already there when an
+existing row has the same provider, bucket, dimensions and values, and the same extra key: the grouping dimensions
+the canonical columns lack (result kind, Anthropic inference_geo...), read from the row's raw JSON.
 """
 from __future__ import annotations
 
@@ -30,8 +32,25 @@ TABLES = {"usage": "provider_usage", "costs": "provider_costs"}
 USAGE_COLUMNS = ("provider", "bucket_start", "bucket_end", "bucket_width", *USAGE_DIMS, *USAGE_VALUES, "raw")
 COST_COLUMNS = ("provider", "bucket_start", "bucket_end", *COST_DIMS, "quantity", "amount_usd", "amount_raw",
                 "currency_raw", "raw")
+CURSOR_NOTE = ("page cursor {}: more pages exist (has_more is true; no page continuing it was in the case when "
+               "this file was loaded)")
 _TEXT = {"usage": ["raw", "reason", "model", "api_key_id", "project_id", "user_id", "service_tier", "context_window"],
-         "costs": ["raw", "reason", "amount_raw", "currency_raw", *(c for c in COST_DIMS)]}
+         "costs": ["raw", "reason", "amount_raw", "currency_raw", *COST_DIMS]}
+
+
+@dataclass(frozen=True)
+class ExtraKey:
+    """The same key two ways: over the frame's fields (cheap, while loading) and over a stored row's raw JSON."""
+
+    frame_sql: str = "NULL"
+    raw_sql: str = "NULL"          # a template over {t}.raw
+
+
+def json_keys(keys: tuple[str, ...]) -> ExtraKey:
+    """An extra key made of top-level JSON keys; the frame must carry them as fields named _<key>."""
+    return ExtraKey(f"to_json([{', '.join(f'_{k}' for k in keys)}])::VARCHAR",
+                    f"to_json([{', '.join(f'json_extract_string({{t}}.raw, {chr(39)}$.{k}{chr(39)})' for k in keys)}])"
+                    "::VARCHAR")
 
 
 def _time_sql(col: str) -> str:
@@ -39,9 +58,11 @@ def _time_sql(col: str) -> str:
 
 
 def _whole_sql(col: str) -> str:
-    # counts may be written 3 or 3.0 (dashboard CSV); 3.5 is not a count, and a plain BIGINT cast would round it
-    d = f"TRY_CAST(f.{col} AS DECIMAL(38,6))"
-    return f"CASE WHEN {d} = trunc({d}) THEN TRY_CAST({d} AS BIGINT) END"
+    # counts may be written 3 or 3.0 (dashboard CSV); 3.5 is not a count, and a plain BIGINT cast would round it.
+    # A double holds every whole number below 2^53 exactly and casts fast; beyond that the decimal cast decides.
+    d, x = f"TRY_CAST(f.{col} AS DOUBLE)", f"TRY_CAST(f.{col} AS DECIMAL(38,6))"
+    return (f"CASE WHEN abs({d}) < 9007199254740992 THEN CASE WHEN {d} = trunc({d}) THEN CAST({d} AS BIGINT) END "
+            f"WHEN {x} = trunc({x}) THEN TRY_CAST({x} AS BIGINT) END")
 
 
 def _quoted(col: str, width: int = 40) -> str:
@@ -86,7 +107,7 @@ SELECT record_no, provider, t_start AS bucket_start, t_end AS bucket_end,
     t_uncached_input_tokens AS uncached_input_tokens, t_cache_read_tokens AS cache_read_tokens,
     t_cache_write AS cache_write_tokens, t_cache_write_1h_tokens AS cache_write_1h_tokens,
     t_output_tokens AS output_tokens, t_requests AS requests, t_web_search_requests AS web_search_requests,
-    raw,
+    raw, extra_key,
     coalesce(reason,
         {checks}) AS reason
 FROM w
@@ -105,7 +126,7 @@ WITH t AS (
 SELECT record_no, provider, t_start AS bucket_start, t_end AS bucket_end,
     {", ".join(COST_DIMS)}, t_quantity AS quantity,
     CAST(CASE WHEN amount_in_cents = 'true' THEN t_amount * 0.01 ELSE t_amount END AS DECIMAL(38,12)) AS amount_usd,
-    amount_raw, currency_raw, raw,
+    amount_raw, currency_raw, raw, extra_key,
     coalesce(reason,
         {_TIME_CHECKS[0]},
         {_TIME_CHECKS[1]},
@@ -120,41 +141,41 @@ FROM t
 """
 
 
-def _same_row(table: str, extra_dims: tuple[str, ...], a: str, b: str, values: bool = True) -> list[str]:
-    """SQL comparisons (NULL-safe) saying rows a and b are the same bucket, dimensions (and values)."""
+def _key(table: str, values: bool = True) -> tuple[str, ...]:
     dims = USAGE_DIMS if table == "usage" else COST_DIMS
     vals = (USAGE_VALUES if table == "usage" else COST_VALUES) if values else ()
-    key = ("provider", "bucket_start", "bucket_end", *dims, *vals)
-    return [f"{a}.{k} IS NOT DISTINCT FROM {b}.{k}" for k in key] + [
-        f"({e.format(t=a)}) IS NOT DISTINCT FROM ({e.format(t=b)})" for e in extra_dims]
+    return ("provider", "bucket_start", "bucket_end", *dims, *vals)
 
 
-def _key(table: str, extra_dims: tuple[str, ...], t: str, values: bool = True) -> list[str]:
-    dims = USAGE_DIMS if table == "usage" else COST_DIMS
-    vals = (USAGE_VALUES if table == "usage" else COST_VALUES) if values else ()
-    return [f"{t}.{k}" for k in ("provider", "bucket_start", "bucket_end", *dims, *vals)] + [
-        e.format(t=t) for e in extra_dims]
+def _same(table: str, a: str, b: str, values: bool = True) -> str:
+    return " AND ".join(f"{a}.{k} IS NOT DISTINCT FROM {b}.{k}" for k in _key(table, values))
 
 
-def insert_sql(table: str, extra_dims: tuple[str, ...], file_id: int) -> str:
-    """Insert the staged good rows; a row identical to one already in the case (or earlier in the file) is merged."""
+def insert_sql(table: str, extra: ExtraKey, file_id: int) -> str:
+    """Insert the staged good rows; a row identical to one already in the case (or earlier in the file) is merged.
+
+    The extra key of stored rows is read from their raw JSON only for the few rows that match on every column.
+    """
     target = TABLES[table]
     cols = USAGE_COLUMNS if table == "usage" else COST_COLUMNS
-    same = "\n        AND ".join(_same_row(table, extra_dims, "p", "s"))
     return f"""
 INSERT INTO {target} ({", ".join(cols)}, file_id, record_no)
-SELECT {", ".join(f"s.{c}" for c in cols)}, {int(file_id)}, s.record_no
-FROM {STAGE} s
-WHERE s.reason IS NULL AND NOT EXISTS (
-    SELECT 1 FROM {target} p
-    WHERE {same})
-QUALIFY row_number() OVER (PARTITION BY {", ".join(_key(table, extra_dims, "s"))} ORDER BY s.record_no) = 1
+WITH s AS MATERIALIZED (
+    SELECT * FROM {STAGE} s WHERE reason IS NULL
+    QUALIFY row_number() OVER (PARTITION BY {", ".join(_key(table))}, extra_key ORDER BY record_no) = 1
+), pairs AS MATERIALIZED (
+    SELECT s.record_no, s.extra_key, p.raw FROM s JOIN {target} p ON {_same(table, "p", "s")}
+), already AS (
+    SELECT DISTINCT record_no FROM pairs WHERE ({extra.raw_sql.format(t="pairs")}) IS NOT DISTINCT FROM extra_key
+)
+SELECT {", ".join(cols)}, {int(file_id)}, record_no
+FROM s WHERE record_no NOT IN (SELECT record_no FROM already)
 """
 
 
 @dataclass
 class Tally:
-    """Running accounting over a file's batches."""
+    """Running accounting over a file's frames."""
 
     records: int = 0
     loaded: int = 0
@@ -171,17 +192,18 @@ class Tally:
         return LoadResult(self.records, self.loaded, self.quarantined, self.merged, tuple(notes))
 
 
-def commit_frame(ctx: LoadContext, table: str, extra_dims: tuple[str, ...]) -> Tally:
-    """Stage the frame registered as FRAME, redact keys, quarantine bad records, insert the rest once."""
+def commit_frame(ctx: LoadContext, table: str, extra: ExtraKey) -> Tally:
+    """Stage FRAME, redact keys, quarantine bad records, insert the rest at once."""
     con = ctx.con
     con.execute(usage_stage_sql() if table == "usage" else cost_stage_sql())
+    con.execute(f"DROP TABLE IF EXISTS {FRAME}")
     try:
         redact_columns(con, STAGE, _TEXT[table])
         good, bad = con.execute(
             f"SELECT count(*) FILTER (reason IS NULL), count(*) FILTER (reason IS NOT NULL) FROM {STAGE}").fetchall()[0]
         con.execute(f"INSERT INTO quarantine SELECT ?, record_no, left(raw, 65536), reason FROM {STAGE} "
                     "WHERE reason IS NOT NULL", [ctx.file_id])
-        inserted = con.execute(insert_sql(table, extra_dims, ctx.file_id)).fetchall()[0][0] if good else 0
+        inserted = con.execute(insert_sql(table, extra, ctx.file_id)).fetchall()[0][0] if good else 0
     finally:
         con.execute(f"DROP TABLE IF EXISTS {STAGE}")
     return Tally(good + bad, good, bad, good - inserted)
@@ -192,12 +214,12 @@ def cursor_notes(con: duckdb.DuckDBPyConnection, provider: str, table: str, buck
     ok = "FILTER (WHERE start_us IS NOT NULL AND end_us > start_us)"
     missing = [c for (c,) in con.execute(f"""
         WITH p AS (
-            SELECT page_no, bool_or(has_more) AS has_more, any_value(next_page) AS cursor,
+            SELECT doc_no, page_idx, bool_or(has_more) AS has_more, any_value(next_page) AS cursor,
                 arg_min(start_us, bucket_idx) {ok} AS first_start,
                 arg_min(end_us - start_us, bucket_idx) {ok} AS first_width,
                 arg_max(end_us, bucket_idx) {ok} AS last_end,
                 arg_max(end_us - start_us, bucket_idx) {ok} AS last_width
-            FROM {buckets} WHERE is_page GROUP BY page_no
+            FROM {buckets} WHERE is_page GROUP BY doc_no, page_idx
         )
         SELECT a.cursor FROM p a
         WHERE a.has_more
@@ -205,24 +227,32 @@ def cursor_notes(con: duckdb.DuckDBPyConnection, provider: str, table: str, buck
           AND NOT EXISTS (SELECT 1 FROM {TABLES[table]} t WHERE t.provider = $p
                           AND t.bucket_start = make_timestamp(a.last_end)
                           AND date_diff('microseconds', t.bucket_start, t.bucket_end) = a.last_width)
-        ORDER BY a.page_no""", {"p": provider}).fetchall()]
-    notes = [f"page cursor {c}: more pages exist (has_more is true; the next page is not in the case)"
-             for c in missing[:3]]
+        ORDER BY a.doc_no, a.page_idx""", {"p": provider}).fetchall()]
+    notes = [CURSOR_NOTE.format(c) for c in missing[:3]]
     if len(missing) > 3:
         notes.append(f"{len(missing) - 3} more pages say more pages exist that are not in the case")
     return notes
 
 
 def conflict_notes(con: duckdb.DuckDBPyConnection, file_id: int, provider: str,
-                   usage_extra: tuple[str, ...], cost_extra: tuple[str, ...]) -> list[str]:
+                   extras: dict[str, ExtraKey]) -> list[str]:
     """Rows of this file whose bucket and dimensions recur in the case with other values (a later re-export?)."""
     notes = []
-    for table, extra, what in (("usage", usage_extra, "token counts"), ("costs", cost_extra, "amounts")):
-        key = ", ".join(_key(table, extra, TABLES[table], values=False))
-        n = con.execute(
-            f"SELECT count(*) FROM (SELECT bool_or(file_id = $f) AS mine FROM {TABLES[table]} WHERE provider = $p "
-            f"GROUP BY {key} HAVING count(*) > 1) WHERE mine", {"f": file_id, "p": provider}).fetchall()[0][0]
+    for table, what in (("usage", "token counts"), ("costs", "amounts")):
+        target, key = TABLES[table], ", ".join(_key(table, values=False))
+        extra = extras.get(table, ExtraKey()).raw_sql.format(t="r")
+        # groups on the columns first; the raw JSON is read only for rows in a group this file is part of
+        n = con.execute(f"""
+            WITH g AS MATERIALIZED (
+                SELECT {key} FROM {target} WHERE provider = $p
+                GROUP BY ALL HAVING count(*) > 1 AND bool_or(file_id = $f)
+            ), r AS (
+                SELECT t.* FROM {target} t SEMI JOIN g ON {_same(table, "t", "g", values=False)}
+            )
+            SELECT count(*) FROM (
+                SELECT bool_or(file_id = $f) AS mine FROM r GROUP BY {key}, {extra} HAVING count(*) > 1
+            ) WHERE mine""", {"f": file_id, "p": provider}).fetchall()[0][0]
         if n:
-            notes.append(f"{n} {TABLES[table]} buckets of this file appear in the case with other {what} "
+            notes.append(f"{n} {target} buckets of this file appear in the case with other {what} "
                          "(a re-export with updated numbers?): all rows kept; choose one export before summing")
     return notes

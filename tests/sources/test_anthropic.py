@@ -69,7 +69,8 @@ def test_usage_report_total_input_is_the_sum_of_its_parts(con):
     r = load(con, ASSETS / "usage_report.json")
     assert (r.records, r.loaded, r.quarantined) == (2, 2, 0)
     assert r.notes == ("page cursor page_MjAyNS0wNS0xNFQwMDowMDowMFo=: more pages exist "
-                       "(has_more is true; the next page is not in the case)",)
+                       "(has_more is true; no page continuing it was in the case when "
+                       "this file was loaded)",)
     example, workbench = rows(con, "provider_usage")
     assert (example["bucket_start"], example["bucket_end"], example["bucket_width"]) == (
         datetime(2025, 8, 1), datetime(2025, 8, 2), "1d")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -35,7 +36,7 @@ def load(con, path: Path, fmt: str | None = None) -> LoadResult:
     path = Path(path)
     sample = path.read_bytes()[:65536]
     if sample[:2] == b"\x1f\x8b":
-        sample = gzip.decompress(path.read_bytes())[:65536]
+        sample = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(sample, 65536)
     fmt = fmt or litellm.SOURCE.detect(sample, path)
     assert fmt, f"{path.name} not detected"
     (file_id,) = con.execute("SELECT coalesce(max(file_id), 0) + 1 FROM ingest_files").fetchone()
@@ -209,12 +210,30 @@ def test_broken_csv_lines_are_quarantined_and_the_rest_loads(db, tmp_path):
     f.write_text(text)
     r = load(db, f, "litellm.spendlogs_csv")
     assert (r.records, r.loaded, r.quarantined) == (5, 1, 4)
-    got = reasons(db)
-    assert any("CSV line 3" in v for v in got.values())           # too many columns
-    assert any("CSV line 6" in v for v in got.values())           # cut inside a quoted field
-    assert 'spend "twelve" is not a number' in got.values()
-    assert 'start time "yesterday" is not a timestamp' in got.values()
+    got = reasons(db)                                  # record n is on line n + 1
+    assert got[2].startswith("CSV line 3: Expected Number of Columns: 32 Found: 33")
+    assert got[5].startswith("CSV line 6: ")           # cut inside a quoted field
+    assert (got[3], got[4]) == ('spend "twelve" is not a number', 'start time "yesterday" is not a timestamp')
     assert row(db, R1)["end_time"] == datetime(2025, 1, 24, 9, 20, 46, 851000)
+    assert row(db, R1)["record_no"] == 1
+
+
+@pytest.mark.parametrize("name, fmt", [("spendlogs.csv", "litellm.spendlogs_csv"),
+                                       ("payload.ndjson", "litellm.payload_ndjson")])
+def test_gzip_cut_short_keeps_what_it_holds(db, tmp_path, name, fmt):
+    data = gzip.compress((ASSETS / name).read_bytes() * 20)
+    f = tmp_path / (name + ".gz")
+    f.write_bytes(data[: len(data) * 2 // 3])
+    r = load(db, f, fmt)
+    assert r.loaded > 0 and any("cut short" in n for n in r.notes)
+
+
+def test_a_cut_object_file_is_one_quarantined_record(db, tmp_path):
+    f = tmp_path / "object.json"
+    f.write_text((ASSETS / S3_OBJECT).read_text()[:-200])
+    r = load(db, f, "litellm.payload_object")
+    assert (r.records, r.quarantined) == (1, 1)
+    assert reasons(db) == {1: "not valid JSON"}
 
 
 # ---- StandardLoggingPayload ---------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 
 from forensics.sources.interface import LoadContext, LoadResult
 from forensics.sources.openai import SOURCE
+from forensics.sources.provider_stage import CURSOR_NOTE
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "openai"
 
@@ -92,7 +93,8 @@ def test_current_spec_example_loads_the_provider_totals(con):
     page = json.loads((ASSETS / "usage_completions_current.json").read_text())
     assert json.loads(row["raw"]) == page["data"][0]["results"][0]
     assert r.notes == ("page cursor page_AAAAAGdGxdEiJdKOAAAAAGcqsYA=: more pages exist "
-                       "(has_more is true; the next page is not in the case)",)
+                       "(has_more is true; no page continuing it was in the case when "
+                       "this file was loaded)",)
 
 
 def test_grouped_pages_give_one_row_per_result_and_none_for_empty_buckets(con):
@@ -263,3 +265,31 @@ def test_unreadable_json_raises_one_line(con, tmp_path):
     f.write_text((ASSETS / "usage_completions_current.json").read_text()[:300])
     with pytest.raises(ValueError, match="not valid JSON"):
         load(con, f, "openai.usage_completions")
+
+
+def test_bad_buckets_in_valid_json_are_quarantined_with_their_own_text(con, tmp_path):
+    good = {"object": "bucket", "start_time": 1730419200, "end_time": 1730419260, "results": [
+        {"object": "organization.usage.completions.result", "input_tokens": 7, "output_tokens": 1}]}
+    no_start = {"object": "bucket", "end_time": 1730419320, "results": good["results"]}
+    backwards = {"object": "bucket", "start_time": 1730419380, "end_time": 1730419320, "results": []}
+    pages = [{"object": "page", "data": [good, no_start], "has_more": True, "next_page": "page_1"},
+             {"object": "page", "data": [backwards, dict(good, start_time="soon")], "has_more": False},
+             {"object": "page", "error": {"message": "rate limited"}}]
+    f = tmp_path / "pages.ndjson"
+    f.write_text("\n".join(json.dumps(p) for p in pages) + "\n")
+    r = load(con, f, "openai.usage_completions")
+    assert (r.records, r.loaded, r.quarantined) == (5, 1, 4)
+    got = con.execute("SELECT record_no, reason, raw FROM quarantine ORDER BY record_no").fetchall()
+    assert [(n, reason) for n, reason, _ in got] == [
+        (2, "bucket has no start_time"), (3, "bucket ends before it starts"),
+        (4, 'bucket start_time "soon" is not a unix time'), (5, "page has no data list")]
+    assert json.loads(got[0][2]) == no_start and json.loads(got[3][2]) == pages[2]
+    assert r.notes == (CURSOR_NOTE.format("page_1"),)
+
+
+def test_a_page_loaded_after_its_continuation_has_no_cursor_note(con, tmp_path):
+    lines = (ASSETS / "usage_completions_grouped_1h.ndjson").read_text().splitlines()
+    (tmp_path / "page1.json").write_text(lines[0])
+    (tmp_path / "page2.json").write_text(lines[1])
+    assert load(con, tmp_path / "page2.json").notes == ()
+    assert load(con, tmp_path / "page1.json").notes == ()   # its next bucket (02:00, 1h) is already in the case

@@ -1,0 +1,185 @@
+"""Benchmark: nginx combined-format ingest vs a plain Python-regex parser vs GoAccess, on one generated file.
+
+    python bench/bench_nginx.py [--lines 2000000] [--repeat 1] [--keep]
+
+Writes the log to bench/data/ (gitignored) and prints lines/s for each contender side by side. The machine's load
+average is printed too: a busy machine slows every contender, DuckDB's writes most.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from forensics import case  # noqa: E402
+from forensics.sources.lines import iter_line_batches  # noqa: E402
+
+DATA = ROOT / "bench" / "data"
+PATHS = ["/v1/chat/completions", "/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/health",
+         "/", "/favicon.ico", "/.env", "/wp-login.php", "/key/info", "/ui/", "/v1/models?limit=%d",
+         "/static/app.js?v=%d", "/search?q=%%E2%%9C%%93+%d"]
+AGENTS = ["OpenAI/Python 1.51.0", "python-requests/2.32.3", "curl/8.5.0", "Go-http-client/1.1", "axios/1.7.2",
+          "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 "
+          "Safari/537.36", "Mozilla/5.0 (compatible; zgrab/0.x)", "litellm/1.48.0", "kube-probe/1.29", "-"]
+REFERERS = ["-"] * 6 + ["https://chat.example.org/", "https://example.com/app?x=1"]
+METHODS = ["POST"] * 5 + ["GET"] * 8 + ["HEAD", "OPTIONS"]
+STATUSES = [200] * 30 + [201, 204, 301, 304, 400, 401, 403, 404, 404, 429, 499, 500, 502, 503]
+ODD_REQUESTS = ['', '-', r'\x16\x03\x01\x02\x00\x01\x00\x01\xFC\x03\x03', 'HELP', 'CONNECT api.openai.com:443 HTTP/1.1']
+BASELINE = re.compile(r'^(\S+) \S+ (\S+) \[([^\]]+)\] "([^"]*)" (\d{3}) (\d+|-) "([^"]*)" "([^"]*)"$')
+
+
+def generate(path: Path, n: int, seed: int = 7) -> None:
+    """n combined-format lines: zipf-ish clients (5% IPv6), LLM-gateway paths, scanners, a DST-free +0000 clock."""
+    rng = np.random.default_rng(seed)
+    v4 = [f"{a}.{b}.{c}.{d}" for a, b, c, d in rng.integers([1, 0, 0, 1], [224, 256, 256, 255], (20000, 4))]
+    v6 = [f"2a02:cf40:{x:x}::{y:x}" for x, y in rng.integers(1, 65535, (1000, 2))]
+    pool = v4 + v6
+    weight = 1.0 / (np.arange(len(pool)) + 20.0)
+    ip = rng.choice(len(pool), n, p=weight / weight.sum())
+    per_second = 40
+    start = datetime(2025, 3, 17, 1, 0, 4, tzinfo=timezone.utc)
+    stamps = [(start + timedelta(seconds=s)).strftime("%d/%b/%Y:%H:%M:%S +0000") for s in range(n // per_second + 1)]
+    path_idx = rng.integers(0, len(PATHS), n)
+    requests = [
+        PATHS[p] % rng.integers(1, 10**6) if "%d" in PATHS[p] else PATHS[p] for p in path_idx[:50000]
+    ]
+    req = (pl.Series(METHODS).gather(rng.integers(0, len(METHODS), n)) + " "
+           + pl.Series(requests).gather(rng.integers(0, len(requests), n)) + " HTTP/1.1")
+    odd = rng.random(n) < 0.001
+    req = pl.select(pl.when(pl.Series(odd)).then(pl.Series(ODD_REQUESTS).gather(rng.integers(0, 5, n)))
+                    .otherwise(req)).to_series()
+    frame = pl.DataFrame({
+        "ip": pl.Series(pool).gather(ip),
+        "t": pl.Series(stamps).gather(np.arange(n) // per_second),
+        "req": req,
+        "status": pl.Series(STATUSES).gather(rng.integers(0, len(STATUSES), n)).cast(pl.Utf8),
+        "bytes": pl.Series(rng.integers(0, 60000, n)).cast(pl.Utf8),
+        "ref": pl.Series(REFERERS).gather(rng.integers(0, len(REFERERS), n)),
+        "ua": pl.Series(AGENTS).gather(rng.integers(0, len(AGENTS), n)),
+    })
+    lines = frame.select(pl.concat_str([
+        pl.col("ip"), pl.lit(" - - ["), pl.col("t"), pl.lit('] "'), pl.col("req"), pl.lit('" '), pl.col("status"),
+        pl.lit(" "), pl.col("bytes"), pl.lit(' "'), pl.col("ref"), pl.lit('" "'), pl.col("ua"), pl.lit('"'),
+    ]).alias("line"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines.write_csv(path, include_header=False, quote_style="never")
+
+
+def bench_ingest(path: Path, on_disk: bool) -> float:
+    """The project's ingest (driver if present, else the loader in a transaction) into a fresh case."""
+    with tempfile.TemporaryDirectory(dir=DATA) as tmp:
+        con = case.connect(Path(tmp) / "case.duckdb" if on_disk else ":memory:")
+        t = time.perf_counter()
+        try:
+            from forensics.ingest import ingest_paths
+        except ImportError:
+            ingest_paths = None
+        if ingest_paths is not None:
+            [report] = ingest_paths(con, [path])
+            assert report.status == "loaded" and report.format == "nginx.combined", report.message
+            assert report.loaded == report.records, (report.records, report.loaded, report.quarantined)
+        else:
+            _load_without_driver(con, path)
+        con.close()                                  # the checkpoint that makes the case durable counts too
+        return time.perf_counter() - t
+
+
+def _load_without_driver(con, path: Path) -> None:
+    from forensics.sources.interface import LoadContext
+    from forensics.sources.nginx import SOURCE
+
+    con.execute("INSERT INTO ingest_files (file_id, path, sha256, size_bytes, status, started_at, tool_version) "
+                "VALUES (1, ?, '', 0, 'loading', now(), 'bench')", [str(path)])
+    con.execute("BEGIN")
+    SOURCE.load(LoadContext(con, 1, path, str(path)), "nginx.combined")
+    con.execute("COMMIT")
+
+
+def bench_read(path: Path) -> float:
+    t = time.perf_counter()
+    sum(b.num_rows for b in iter_line_batches(path))
+    return time.perf_counter() - t
+
+
+def bench_regex(path: Path) -> float:
+    """What a reasonable person would write: one compiled regex in a loop, datetime.strptime, rows in a list."""
+    t = time.perf_counter()
+    rows, bad = [], 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            m = BASELINE.match(line.rstrip("\n"))
+            if m is None:
+                bad += 1
+                continue
+            addr, user, ts, request, status, size, referer, agent = m.groups()
+            rows.append((addr, user, datetime.strptime(ts, "%d/%b/%Y:%H:%M:%S %z"), request, int(status),
+                         None if size == "-" else int(size), referer, agent))
+            if len(rows) >= 100_000:                 # a batch would be written here; keep memory bounded
+                rows.clear()
+    assert bad == 0, f"{bad} lines the baseline regex did not match"
+    return time.perf_counter() - t
+
+
+def bench_goaccess(path: Path) -> float | None:
+    exe = shutil.which("goaccess")
+    if exe is None:
+        return None
+    with tempfile.TemporaryDirectory(dir=DATA) as tmp:
+        t = time.perf_counter()
+        subprocess.run([exe, str(path), "--log-format=COMBINED", "--no-progress", "-o", str(Path(tmp) / "out.json")],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return time.perf_counter() - t
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lines", type=int, default=2_000_000)
+    ap.add_argument("--repeat", type=int, default=1, help="best of N runs for each contender (a busy machine is noisy)")
+    ap.add_argument("--keep", action="store_true", help="keep the generated log in bench/data/")
+    args = ap.parse_args(argv)
+    DATA.mkdir(parents=True, exist_ok=True)
+    log = DATA / f"access-{args.lines}.log"
+    if not log.exists():
+        t = time.perf_counter()
+        generate(log, args.lines)
+        print(f"generated {args.lines:,} lines ({log.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - t:.1f}s")
+    contenders = [
+        ("read lines only (lines.py)", lambda: bench_read(log)),
+        ("ingest -> on-disk case", lambda: bench_ingest(log, on_disk=True)),
+        ("ingest -> in-memory case", lambda: bench_ingest(log, on_disk=False)),
+        ("Python regex + strptime", lambda: bench_regex(log)),
+        ("GoAccess --log-format=COMBINED", lambda: bench_goaccess(log)),
+    ]
+    print(f"cpus: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f}")
+    results = {}
+    for name, run in contenders:
+        times = [run() for _ in range(args.repeat)]
+        results[name] = None if times[0] is None else min(times)
+        shown = "skipped (goaccess not on PATH)" if results[name] is None else f"{results[name]:.2f}s"
+        print(f"  {name:32s} {shown}", flush=True)
+    base = results["Python regex + strptime"]
+    print(f"\n{'contender':32s} {'seconds':>8s} {'lines/s':>12s} {'vs regex':>9s}")
+    for name, secs in results.items():
+        if secs is not None:
+            print(f"{name:32s} {secs:8.2f} {args.lines / secs:12,.0f} {base / secs:8.2f}x")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    if not args.keep:
+        log.unlink()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
