@@ -203,6 +203,7 @@ def cmd_report(args) -> int:
     inv = investigate(con, [*DEFAULT_CONTROLS, *extra])
     result = findings.build(con, inv)
     findings.write(out / "findings.json", result)
+    findings.write_steps_sql(out / "steps.sql")
     con.close()
     for inc in result["incidents"]:
         print(f"{inc['id']} {inc['verdict']} {inc['kind']}: {inc['start']} .. {inc['end']}, "

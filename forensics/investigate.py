@@ -10,7 +10,7 @@ from decimal import Decimal
 import duckdb
 import pandas as pd
 
-from forensics.analysis import attribution, controls, coverage, projection, reconcile
+from forensics.analysis import attribution, controls, coverage, joins, projection, reconcile, timeline
 from forensics.analysis.incidents import Incident, find_incidents
 from forensics.analysis.steps import Step, query_step
 
@@ -27,6 +27,7 @@ class IncidentFindings:
     projection: projection.Projection | None
     controls: list
     controls_frame: pd.DataFrame | None
+    timeline: timeline.Timeline | None = None
 
 
 @dataclass
@@ -40,6 +41,8 @@ class Investigation:
     by_ip: pd.DataFrame
     by_user_agent: pd.DataFrame
     reconciliation: list[reconcile.Reconciliation]
+    nginx_match: pd.DataFrame | None = None
+    repricing: pd.DataFrame | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -66,7 +69,8 @@ def _incident_findings(con, inc: Incident, control_set) -> IncidentFindings:
     proj = projection.project(con, ids)
     results, frame = controls.replay(con, ids, control_set)
     return IncidentFindings(inc, Decimal(cost), ids, frames["ip"], frames["key"], frames["model"],
-                            frames["user_agent"], proj, results, frame)
+                            frames["user_agent"], proj, results, frame,
+                            timeline.timeline(con, inc.table, f"incident_{n}"))
 
 
 def investigate(con: duckdb.DuckDBPyConnection, control_set=None) -> Investigation:
@@ -82,4 +86,6 @@ def investigate(con: duckdb.DuckDBPyConnection, control_set=None) -> Investigati
         by_model=attribution.cost_by(con, "model"), by_key=attribution.cost_by(con, "key"),
         by_ip=attribution.cost_by(con, "ip"), by_user_agent=attribution.cost_by(con, "user_agent"),
         reconciliation=reconcile.reconcile(con),
+        nginx_match=joins.join_nginx(con),
+        repricing=query_step(con, attribution.repricing_difference_step(None)),
     )

@@ -97,7 +97,8 @@ def repriced_cost_sql(where: str) -> str:
     """Set cost_usd from tokens: uncached input + cache reads + cache writes + output, $/M tokens.
 
     prompt_tokens is inclusive of cache reads and writes (LiteLLM's convention), so the uncached part is the rest.
-    A cache price the table lacks falls back to the input price, as LiteLLM does.
+    A cache price the table lacks falls back to the input price, as LiteLLM does. Scaling is a multiplication by
+    0.000001: in DuckDB a DECIMAL divided by anything is a DOUBLE, which would lose the exact cents.
     """
     return f"""
         UPDATE llm_requests AS r SET
@@ -106,7 +107,7 @@ def repriced_cost_sql(where: str) -> str:
                            - coalesce(r.cache_write_tokens, 0), 0) * p.input_mtok
                 + coalesce(r.cache_read_tokens, 0) * coalesce(p.cache_read_mtok, p.input_mtok)
                 + coalesce(r.cache_write_tokens, 0) * coalesce(p.cache_write_mtok, p.input_mtok)
-                + coalesce(r.completion_tokens, 0) * p.output_mtok) / 1000000 AS DECIMAL(38,12)) END,
+                + coalesce(r.completion_tokens, 0) * p.output_mtok) * 0.000001 AS DECIMAL(38,12)) END,
             price_status = CASE
                 WHEN p.input_mtok IS NULL THEN 'unknown_model'
                 WHEN r.prompt_tokens IS NULL AND r.completion_tokens IS NULL THEN 'no_tokens'

@@ -66,3 +66,11 @@ def test_bad_override_file_names_line(tmp_path):
     f.write_text("provider,model,input_mtok,output_mtok\nopenai,x,abc,1\n")
     with pytest.raises(ValueError, match="line 2"):
         pricing.load_overrides(f)
+
+
+def test_costs_stay_exact_decimals(con):
+    # 7 tokens at $0.15/M and 3 at $0.60/M: 0.00000105 + 0.0000018; a DOUBLE would not give this exactly
+    _insert(con, "f", "openai", "gpt-4o-mini", 7, 3)
+    pricing.price_requests(con)
+    (cost, kind) = con.execute("SELECT cost_usd, typeof(cost_usd) FROM llm_requests WHERE request_id = 'f'").fetchone()
+    assert cost == Decimal("0.00000285") and kind == "DECIMAL(38,12)"

@@ -131,8 +131,9 @@ def outside_cost_step() -> Step:
                CAST((greatest(u.input_tokens - u.cache_read_tokens - u.cache_write_tokens, 0) * p.input_mtok
                      + u.cache_read_tokens * coalesce(p.cache_read_mtok, p.input_mtok)
                      + u.cache_write_tokens * coalesce(p.cache_write_mtok, p.input_mtok)
-                     + u.output_tokens * p.output_mtok) / 1000000
-                    * (o.outside_tokens / nullif(o.tokens, 0)) AS DECIMAL(38,12)) AS cost_usd,
+                     + u.output_tokens * p.output_mtok) * 0.000001
+                    * CASE WHEN o.outside_tokens = o.tokens THEN 1    -- a whole bucket outside: exact
+                           ELSE o.outside_tokens / nullif(o.tokens, 0) END AS DECIMAL(38,12)) AS cost_usd,
                p.input_mtok IS NULL AS unpriced
         FROM usage u JOIN __f_outside_proxy o USING (provider, api_key_id, bucket_start)
         LEFT JOIN prices p ON p.provider = u.provider AND p.model = u.model AND p.day = CAST(u.bucket_start AS DATE)

@@ -27,8 +27,9 @@ STEP_LOG: dict[str, str] = {}
 def run_step(con: duckdb.DuckDBPyConnection, step: Step, params: list | None = None) -> str:
     """Materialise `step` as a temp table and log its SQL; returns the table name."""
     sql = dedent(step.sql).strip()
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {step.table} AS {sql}", params or [])
-    STEP_LOG[step.name] = sql if not params else f"-- parameters: {params!r}\n{sql}"
+    statement = f"CREATE OR REPLACE TEMP TABLE {step.table} AS\n{sql}"
+    con.execute(statement, params or [])
+    STEP_LOG[step.name] = statement if not params else f"-- parameters: {params!r}\n{statement}"
     return step.table
 
 

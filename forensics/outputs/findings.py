@@ -112,3 +112,10 @@ def build(con: duckdb.DuckDBPyConnection, inv: Investigation, generated_at: date
 
 def write(path: Path, findings: dict) -> None:
     path.write_text(json.dumps(findings, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_steps_sql(path: Path) -> None:
+    """Every named SQL step the investigation ran, in order, so each figure can be re-run by hand."""
+    from forensics.analysis.steps import STEP_LOG
+
+    path.write_text("".join(f"-- step: {name}\n{sql};\n\n" for name, sql in STEP_LOG.items()))

@@ -8,9 +8,7 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
-from forensics.simulate.catalog import (
-    HOUR, MINUTE, MODELS, NETWORK, US, Usage, VirtualKey, iso_z, ts,
-)
+from forensics.simulate.catalog import HOUR, MINUTE, MODELS, NETWORK, US, Usage, VirtualKey, iso_z, ts
 from forensics.simulate.frame import cost_nano, new_frame
 from forensics.simulate.incidents import Incident
 from forensics.simulate.provider_writer import minute_file, minute_window
@@ -25,9 +23,9 @@ OUTSIDE_USAGE = Usage(OUTSIDE_MODEL, 1.0, 20000, 0.5, 2200, 0.5, 0, 4096, 0.7)
 SECOND_KEY_ID = "key_Hm4cTz9WbQ2rNv7J"       # a developer's key in the proxy's project, not used by the proxy
 LEAKED_KEYS = {   # same_key -> how the leaked OpenAI key is listed by /organization/projects/{id}/api_keys
     True: {"api_key_id": NETWORK.openai_api_key_id, "name": "litellm-proxy-prod", "redacted_value": "sk-proj-...R7tQ",
-           "leak": "the proxy's own OpenAI project key (from its environment) was copied and used directly"},
+           "leak": "The proxy's own OpenAI project key (from its environment) was copied and used directly"},
     False: {"api_key_id": SECOND_KEY_ID, "name": "dana-notebook", "redacted_value": "sk-proj-...w2Lc",
-            "leak": "a second OpenAI project key of the organisation, committed in a notebook, was used directly"},
+            "leak": "A second OpenAI project key of the organisation, committed in a notebook, was used directly"},
 }
 
 
@@ -148,10 +146,10 @@ def key_stuffing(rng: np.random.Generator, keys: list[VirtualKey]) -> Incident:
     t0 = STUFFING_START + int(rng.integers(0, 20 * MINUTE))
     t_hit = t0 + int(rng.uniform(20, 40) * MINUTE)
     ips = stuffing_ips(rng, int(rng.integers(3, 6)))
-    tried, tried_ip = _attempts(rng, t0, t_hit, rng.uniform(0.25, 0.5, len(ips)))
+    tried, tried_ip = _attempts(rng, t0, t_hit, rng.uniform(0.15, 0.3, len(ips)))
     t1 = t_hit + int(rng.uniform(1, 6) * MINUTE)
     t2 = t1 + int(rng.uniform(30, 60) * MINUTE)
-    spent, spent_ip = _attempts(rng, t1, t2, np.full(len(ips), rng.uniform(0.6, 1.0) / len(ips)))
+    spent, spent_ip = _attempts(rng, t1, t2, np.full(len(ips), rng.uniform(0.45, 0.75) / len(ips)))
     n_try, n_spend = tried.size, spent.size + 1
     frame = new_frame(n_try + n_spend)
     frame["t_start"] = np.concatenate([tried, [t_hit], spent])
@@ -166,8 +164,8 @@ def key_stuffing(rng: np.random.Generator, keys: list[VirtualKey]) -> Incident:
     # probes: a tiny prompt with max_tokens 8 under a fresh random key each; the hit is the same probe
     n = n_try + n_spend
     probe = np.arange(n) <= n_try
-    prompt = np.clip(np.round(9000 * np.exp(0.45 * rng.standard_normal(n))), 500, 100000)
-    completion = np.clip(np.round(1800 * np.exp(0.5 * rng.standard_normal(n))), 1, 4096)
+    prompt = np.clip(np.round(12000 * np.exp(0.45 * rng.standard_normal(n))), 500, 100000)
+    completion = np.clip(np.round(2500 * np.exp(0.5 * rng.standard_normal(n))), 1, 4096)
     frame["prompt"] = np.where(probe, rng.integers(9, 15, n), prompt).astype(np.int64)
     frame["completion"] = np.where(probe, rng.integers(2, 9, n), completion).astype(np.int64)
     frame["max_tokens"] = np.where(probe, 8, 4096)

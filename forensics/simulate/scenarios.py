@@ -44,7 +44,8 @@ REGISTRY: dict[str, Scenario] = {
         Scenario("leaked_virtual_key", "A leaked virtual key used from new public addresses for hours.",
                  (incidents.leaked_virtual_key,)),
         Scenario("provider_key_outside_proxy", "The proxy's own OpenAI key used directly against OpenAI on a "
-                 "Saturday night: only provider usage and costs show it.", (incidents_more.provider_key_outside_proxy,)),
+                 "Saturday night: only provider usage and costs show it.",
+                 (incidents_more.provider_key_outside_proxy,)),
         Scenario("provider_key_outside_proxy_second_key", "A second OpenAI key of the project used directly against "
                  "OpenAI on a Saturday night: its own api_key_id in provider usage.",
                  (incidents_more.provider_key_outside_proxy_second_key,)),
@@ -218,7 +219,8 @@ def simulate(scenario: str, out_dir: Path, seed: int = 1, nginx_format: str = "j
         "invalid_key_hashes": [k.hash for k in keys if not k.valid and k.profile is not None],
         "prices_per_mtok": prices(),
         "network": NETWORK.describe(),
-        "totals": totals(frame, outside) | {"nginx_lines": int(len(frame) + len(events)), "nginx_noise_lines": int(len(events))},
+        "totals": totals(frame, outside) | {"nginx_lines": int(len(frame) + len(events)),
+                                            "nginx_noise_lines": int(len(events))},
         "conventions": CONVENTIONS | (OUTSIDE_CONVENTIONS if outside is not None else {}),
     }
     (out_dir / "truth.json").write_text(json.dumps(truth, indent=2, sort_keys=True) + "\n")
@@ -238,6 +240,6 @@ CONVENTIONS = {
     "cost_usd": "exact Decimal sums of per-request token x price; LiteLLM's float spend may differ by ~1e-12",
 }
 OUTSIDE_CONVENTIONS = {
-    "outside_proxy_calls": "calls made with a provider key directly (not through the proxy) are only in the "
-                           "provider usage and costs, bucketed by request start; they have no LiteLLM row or nginx line",
+    "outside_proxy_calls": "calls made with a provider key directly (not through the proxy) are only in the provider "
+                           "usage and costs, bucketed by request start; no LiteLLM row or nginx line stands for them",
 }

@@ -4,7 +4,9 @@ Formats: anthropic.usage_report (pages of GET /v1/organizations/usage_report/mes
 report, which adds `requests`) and anthropic.cost_report (GET /v1/organizations/cost_report and the analytics cost
 report). Cost `amount` is a decimal string in CENTS: "123.78912" is $1.2378912. An amount written as a JSON number
 is not what the API returns (someone converted the file, maybe to dollars): it is still read as cents, as the API
-defines, and the load notes how many rows did this so the analyst checks the file.
+defines, and the load notes how many rows did this so the analyst checks the file. Usage: input_tokens is derived as
+uncached + cache read + 5m + 1h cache writes; requests stays NULL (the legacy report has no count); workspace_id goes
+to project_id (NULL = default workspace), account_id to user_id, description to line_item.
 """
 from __future__ import annotations
 

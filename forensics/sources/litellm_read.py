@@ -271,7 +271,7 @@ def stage_csv(con: duckdb.DuckDBPyConnection, path: Path, wanted: tuple[str, ...
           format('CSV line {}: {}', line, first(error_message ORDER BY byte_position)) AS reason
         FROM _ll_rej GROUP BY line""")
     (rejected,) = con.execute("SELECT count(*) FROM _ll_q").fetchone()
-    (good,) = con.execute("SELECT count(*) FROM _ll_csv").fetchone()
+    good, first_row = con.execute("SELECT count(*), coalesce(min(rowid), 0) FROM _ll_csv").fetchone()
     # the good rows fill the other places, in file order
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _ll_slots AS
@@ -281,7 +281,7 @@ def stage_csv(con: duckdb.DuckDBPyConnection, path: Path, wanted: tuple[str, ...
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _ll_src AS
         SELECT s.record_no, c.rowid AS _row, NULL::VARCHAR AS bad, {selected}
-        FROM _ll_csv c JOIN _ll_slots s ON s.k = c.rowid - (SELECT min(rowid) FROM _ll_csv) + 1""")
+        FROM _ll_csv c JOIN _ll_slots s ON s.k = c.rowid - {int(first_row)} + 1""")
     store_quarantine(con, file_id, "_ll_q")
     for t in ("_ll_slots", "_ll_rej", "_ll_rej_scan"):
         con.execute(f"DROP TABLE IF EXISTS {t}")

@@ -21,7 +21,7 @@ from forensics.sources import nginx_json
 from forensics.sources.interface import LoadContext, LoadOptions, LoadResult
 from forensics.sources.lines import iter_line_batches
 from forensics.sources.nginx_formats import (BUILTIN_FORMATS, STAGING_FIELDS, LogFormat, builtin, escaping_of,
-                                             parse_log_format, sql_str)
+                                             parse_log_format)
 from forensics.sources.nginx_sql import INSERT_COLUMNS, convert_sql
 
 JSON_FORMATS = ("nginx.json", "nginx.json_default")
@@ -58,7 +58,13 @@ class NginxSource:
         return best if best_n >= need else None
 
     def load(self, ctx: LoadContext, fmt: str) -> LoadResult:
-        return _Load(ctx, fmt).run()
+        # rows carry their line numbers, so the table need not keep insertion order: appends run in parallel
+        (before,) = ctx.con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()
+        ctx.con.execute("SET preserve_insertion_order = false")
+        try:
+            return _Load(ctx, fmt).run()
+        finally:
+            ctx.con.execute(f"SET preserve_insertion_order = {bool(before)}")
 
 
 SOURCE = NginxSource()
@@ -109,6 +115,8 @@ class _TextParser:
 
 
 class _JsonParser:
+    """A JSON format: one SQL extractor over the operator's keys, json.loads for the slow path."""
+
     def __init__(self, fmt: nginx_json.JsonFormat):
         self.fmt = fmt
         self.hits = Counter()
@@ -200,7 +208,7 @@ class _Load:
         source, remaining = "_nginx_batch", batch.num_rows
         try:
             for variant in self.parser.variants():
-                n = self._insert(variant.extract_sql(source))
+                n = self._insert(variant, source)
                 self.parser.hits[getattr(variant, "text", "json")] += n
                 self.loaded += n
                 if n == remaining:
@@ -217,14 +225,16 @@ class _Load:
         finally:
             self.con.unregister("_nginx_batch")
 
-    def _insert(self, extract_sql: str) -> int:
-        # the pairs query skips the shape check: extra pairs are harmless and the check costs as much as the split
-        self._extend_ip_map(self._convert(f"({extract_sql})"))
-        return self._insert_converted(self._convert(f"({extract_sql}) WHERE ok"))
+    def _insert(self, variant, source: str) -> int:
+        # the pairs query skips the shape check (extra pairs are harmless) and, where it can, most lines
+        walk = getattr(variant, "walk_filter_sql", lambda: None)()
+        lines = f"(SELECT * FROM {source} WHERE {walk})" if walk else source
+        self._extend_ip_map(self._convert(f"({variant.extract_sql(lines)})"))
+        return self._insert_converted(self._convert(f"({variant.extract_sql(source)}) WHERE ok"))
 
     def _insert_converted(self, converted: str) -> int:
         """Insert the loadable rows of `converted`, their client_ip completed from the X-Forwarded-For walk."""
-        cols = ", ".join(f"coalesce(c.client_ip, m.client_ip)" if c == "client_ip" else f"c.{c}" for c in INSERT_COLUMNS)
+        cols = ", ".join("coalesce(c.client_ip, m.client_ip)" if c == "client_ip" else f"c.{c}" for c in INSERT_COLUMNS)
         sql = (f"INSERT INTO http_requests ({', '.join(INSERT_COLUMNS)})\n"
                f"SELECT {cols} FROM ({converted}) c LEFT JOIN _nginx_ip_map m "
                f"ON c.client_ip IS NULL AND m.chain = coalesce(c.forwarded_for, '') AND m.peer = coalesce(c.remote_addr, '')\n"

@@ -236,14 +236,14 @@ class LogFormat:
         return f"({first} || ' ' || {last})[{len(head) + 1}:{-len(tail) - 1}]"
 
     def walk_filter_sql(self) -> str | None:
-        """A cheap test on the raw line for rows whose client_ip needs the X-Forwarded-For walk; None = all may."""
+        """A cheap test on the raw line for rows whose client_ip needs the X-Forwarded-For walk; None = any may."""
         if "forwarded_for" in self.fields.values() or self.tokens[0] != ("var", "remote_addr"):
             return None
-        lead = self.tokens[1][1].split(" ")[0] if len(self.tokens) > 1 and self.tokens[1][0] == "lit" else None
-        if lead is None or " " not in self.tokens[1][1]:
+        kind, lit = self.tokens[1] if len(self.tokens) > 1 else ("var", "")
+        if kind != "lit" or not lit.startswith(" "):
             return None
-        # an IPv6 or unix: peer, or an X-Forwarded-For list logged in its place: ':' or ',' before the first ' - '
-        head = f"split_part(line, {sql_str(' ' + self.tokens[1][1].split(' ')[1] + ' ')}, 1)"
+        # an IPv6 or unix: peer, or an X-Forwarded-For list logged in its place: ':' or ',' before that literal
+        head = f"split_part(line, {sql_str(lit)}, 1)"
         return f"(contains({head}, ':') OR contains({head}, ','))"
 
     def _part_regex(self, part) -> tuple[str, list[str]]:

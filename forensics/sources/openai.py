@@ -4,7 +4,9 @@ Formats: openai.usage_<endpoint> (pages of GET /organization/usage/<endpoint>; c
 moderations results are token usage and load; images, audio, vector stores, code interpreter, file and web search
 results have no token counts and are quarantined, the reason naming the result object), openai.costs (pages of
 GET /organization/costs, amount.value in dollars), openai.usage_csv and openai.costs_csv (dashboard exports).
-input_tokens is OpenAI's total (cached and cache writes included); breakdown fields are never summed to rebuild it.
+input_tokens is OpenAI's total (cached and cache writes included); breakdown fields are never summed to rebuild it;
+the 2025-04 result shape (no uncached / cache-write fields) leaves those columns NULL. A row already in the case
+(re-export) is merged; 1h and 1d pages of the same usage are distinct views and both kept (see provider_stage).
 """
 from __future__ import annotations
 
@@ -16,9 +18,9 @@ import duckdb
 
 from forensics.sources import provider_stage as stage
 from forensics.sources.interface import LoadContext, LoadResult
-from forensics.sources.provider_stage import ExtraKey
 from forensics.sources.provider_pages import (PageFormat, field_sql, load_pages, rfc3339_us_sql,
                                               unix_us_sql)
+from forensics.sources.provider_stage import ExtraKey
 
 COMPLETIONS = "organization.usage.completions.result"
 COSTS = "organization.costs.result"
@@ -71,7 +73,7 @@ class OpenAISource:
             return None
         if all(c in header for c in COST_CSV_COLUMNS):
             return "openai.costs_csv"
-        if header[:4] == list(USAGE_CSV_TIMES) or all(c in header for c in USAGE_CSV_TIMES):
+        if all(c in header for c in USAGE_CSV_TIMES):
             return "openai.usage_csv"
         return None
 
@@ -93,6 +95,8 @@ def _csv_header(text: str) -> list[str] | None:
 def page_format(fmt: str) -> PageFormat:
     """The OpenAI page format; a result without `object` is taken to be what the file was detected as."""
     endpoint = fmt.removeprefix("openai.usage_")
+    if fmt != "openai.costs" and not re.fullmatch(r"[a-z_]+", endpoint):
+        raise ValueError(f"unknown OpenAI format {fmt}")
     default = COSTS if fmt == "openai.costs" else f"organization.usage.{endpoint}.result"
     obj = f"coalesce(_object, '{default}')"
     kinds = ", ".join(f"'{k}'" for k in TOKEN_USAGE)
@@ -179,7 +183,7 @@ FROM _openai_csv r"""
 
 def load_csv(ctx: LoadContext, fmt: str) -> LoadResult:
     """A dashboard export: one record per data line; malformed lines are quarantined from DuckDB's reject table."""
-    con = ctx.con
+    con, usage = ctx.con, fmt == "openai.usage_csv"
     con.execute("DROP TABLE IF EXISTS _openai_csv_rejects; DROP TABLE IF EXISTS _openai_csv_scans")
     try:
         # a table keeps the file's row order in rowid (a window over a scan does not promise it)
@@ -188,18 +192,19 @@ def load_csv(ctx: LoadContext, fmt: str) -> LoadResult:
                         {"path": str(ctx.path)})
         except duckdb.Error as e:
             raise ValueError(f"cannot read as CSV: {str(e).splitlines()[0]}") from None
-        columns = {d[0].strip().lower(): d[0] for d in con.execute("SELECT * FROM _openai_csv LIMIT 0").description}
+        cur = con.execute("SELECT * FROM _openai_csv LIMIT 0")
+        columns = {d[0].strip().lower(): d[0] for d in cur.description}
+        cur.fetchall()
         rejects = con.execute("SELECT count(DISTINCT line) FROM _openai_csv_rejects").fetchall()[0][0]
         frame = csv_frame_sql(fmt, columns)
         if rejects:
             frame = _with_rejects(frame, fmt)
         con.execute(f"CREATE OR REPLACE TEMP TABLE {stage.FRAME} AS {frame}")
-        usage = fmt == "openai.usage_csv"
         tally = stage.commit_frame(ctx, "usage" if usage else "costs", USAGE_EXTRA if usage else ExtraKey())
     finally:
         con.execute(f"DROP TABLE IF EXISTS {stage.FRAME}; DROP TABLE IF EXISTS _openai_csv; "
                     "DROP TABLE IF EXISTS _openai_csv_rejects; DROP TABLE IF EXISTS _openai_csv_scans")
-    notes = stage.conflict_notes(con, ctx.file_id, "openai", {"usage": USAGE_EXTRA})
+    notes = stage.conflict_notes(con, ctx.file_id, "openai", ["usage" if usage else "costs"], {"usage": USAGE_EXTRA})
     return tally.result(notes)
 
 

@@ -319,7 +319,6 @@ SELECT record_no, raw, reason, '{pf.default_table}' AS tbl FROM {BAD}
 """
 
 
-
 def frame_sql(pf: PageFormat, table: str) -> str:
     """The staging frame of one table: every field as text, plus the first problem of each record."""
     paths = pf.paths[table]
@@ -344,10 +343,10 @@ FROM f
 def load_pages(ctx: LoadContext, pf: PageFormat) -> LoadResult:
     """Load a file of pages: records staged per table, then notes on flags, dangling cursors and conflicts.
 
-    Each intermediate table is dropped as soon as the next one is built, so a file is held about twice at most.
+    Each intermediate table is dropped as soon as the next one is built, so only two stages are held at once.
     """
     con = ctx.con
-    tally = stage.Tally()
+    tally, tables = stage.Tally(), []
 
     def step(sql: str, *done: str) -> None:
         con.execute(sql)
@@ -372,7 +371,7 @@ def load_pages(ctx: LoadContext, pf: PageFormat) -> LoadResult:
     finally:
         for t in (stage.FRAME, RECORDS, BAD, OFFSETS, BUCKETS, PAGES):
             con.execute(f"DROP TABLE IF EXISTS {t}")
-    notes += stage.conflict_notes(con, ctx.file_id, pf.provider, pf.extra)
+    notes += stage.conflict_notes(con, ctx.file_id, pf.provider, tables, pf.extra)
     return tally.result(notes)
 
 

@@ -3,7 +3,8 @@
 A frame (JSON records or a CSV scan) holds every field as text; `*_stage_sql` types it and names the first problem
 of each record; `insert_sql` adds the good rows that are not already in the case. A row is already there when an
 existing row has the same provider, bucket, dimensions and values, and the same extra key: the grouping dimensions
-the canonical columns lack (result kind, Anthropic inference_geo...), read from the row's raw JSON.
+the canonical columns lack (result kind, Anthropic inference_geo...), read from the row's raw JSON. Buckets of
+another width (1h and 1d pages of the same usage) are other views, never merged: analyses choose one width.
 """
 from __future__ import annotations
 
@@ -81,7 +82,8 @@ def usage_stage_sql() -> str:
     typed = ",\n        ".join(f"{_whole_sql(c)} AS t_{c}" for c in USAGE_COUNTS)
     checks = ",\n        ".join([
         *_TIME_CHECKS,
-        f"CASE WHEN batch IS NOT NULL AND t_batch IS NULL THEN 'batch ' || {_quoted('batch')} || ' is not true/false' END",
+        f"CASE WHEN batch IS NOT NULL AND t_batch IS NULL "
+        f"THEN 'batch ' || {_quoted('batch')} || ' is not true/false' END",
         *(f"CASE WHEN {c} IS NOT NULL AND t_{c} IS NULL THEN '{c} ' || {_quoted(c)} || ' is not a whole number' END"
           for c in USAGE_COUNTS),
     ])
@@ -234,11 +236,13 @@ def cursor_notes(con: duckdb.DuckDBPyConnection, provider: str, table: str, buck
     return notes
 
 
-def conflict_notes(con: duckdb.DuckDBPyConnection, file_id: int, provider: str,
+def conflict_notes(con: duckdb.DuckDBPyConnection, file_id: int, provider: str, tables: list[str],
                    extras: dict[str, ExtraKey]) -> list[str]:
     """Rows of this file whose bucket and dimensions recur in the case with other values (a later re-export?)."""
     notes = []
     for table, what in (("usage", "token counts"), ("costs", "amounts")):
+        if table not in tables:
+            continue
         target, key = TABLES[table], ", ".join(_key(table, values=False))
         extra = extras.get(table, ExtraKey()).raw_sql.format(t="r")
         # groups on the columns first; the raw JSON is read only for rows in a group this file is part of

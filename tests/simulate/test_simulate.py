@@ -280,7 +280,8 @@ def test_no_full_key_in_any_file(out):
 
 
 def test_scenarios_are_registered():
-    assert {"open_proxy", "benign_batch", "leaked_virtual_key"} <= set(SCENARIOS)
+    assert {"open_proxy", "benign_batch", "leaked_virtual_key", "key_stuffing", "provider_key_outside_proxy",
+            "provider_key_outside_proxy_second_key"} <= set(SCENARIOS)
     with pytest.raises(ValueError):
         simulate("no_such_scenario", Path("/nonexistent"))
     with pytest.raises(ValueError):

@@ -149,8 +149,9 @@ def test_times_with_offsets_become_naive_utc(con, tmp_path):
     row = {"uncached_input_tokens": 1, "output_tokens": 1}
     load(con, write(tmp_path, "offset.json", [row], start="2025-08-01T02:00:00+02:00", end="2025-08-01T03:00:00+02:00"))
     load(con, write(tmp_path, "naive.json", [row], start="2025-08-01T01:00:00", end="2025-08-01T02:00:00"))
-    assert con.execute("SELECT bucket_start, bucket_end, bucket_width FROM provider_usage ORDER BY file_id").fetchall(
-    ) == [(datetime(2025, 8, 1, 0), datetime(2025, 8, 1, 1), "1h"), (datetime(2025, 8, 1, 1), datetime(2025, 8, 1, 2), "1h")]
+    got = con.execute("SELECT bucket_start, bucket_end, bucket_width FROM provider_usage ORDER BY file_id").fetchall()
+    assert got == [(datetime(2025, 8, 1, 0), datetime(2025, 8, 1, 1), "1h"),
+                   (datetime(2025, 8, 1, 1), datetime(2025, 8, 1, 2), "1h")]
 
 
 def test_reexport_merges_but_other_dimensions_do_not(con, tmp_path):

@@ -158,6 +158,16 @@ def test_json_with_the_operators_own_field_names():
     assert r[2][0] == datetime(2025, 3, 17, 1, 0, 5) and r[2][3] == "2a02:cf40::4e36"
 
 
+def test_json_epoch_msec_and_request_length(tmp_path):
+    f = tmp_path / "msec.log"
+    f.write_text('{"msec":"1742173204.123","remote_addr":"203.0.113.7","request":"GET / HTTP/1.1","status":"204",'
+                 '"bytes_sent":"180","request_length":"512","upstream_status":"-"}\n')
+    got = load(f)
+    assert got.fmt == "nginx.json"
+    assert got.rows("time, time_raw, body_bytes, request_length, upstream_status")[1] == (
+        datetime(2025, 3, 17, 1, 0, 4, 123000), "1742173204.123", 180, 512, None)
+
+
 def test_json_default_escaping_is_repaired_or_quarantined():
     got = load(ASSETS / "json_default.log")
     assert got.fmt == "nginx.json_default"
