@@ -73,6 +73,31 @@ def _incident_findings(con, inc: Incident, control_set) -> IncidentFindings:
                             timeline.timeline(con, inc.table, f"incident_{n}"))
 
 
+OUTSIDE_MIN_USD = Decimal(1)     # less spend outside the proxy is reported in the reconciliation, not as an incident
+
+
+def _outside_incidents(recs: list[reconcile.Reconciliation], first_number: int, control_set) -> list[IncidentFindings]:
+    """Provider key usage the proxy never saw, one incident per key id: windows and cost from the provider's data."""
+    out = []
+    for rec in recs:
+        for k in rec.outside_proxy:
+            if k["cost_usd"] < OUTSIDE_MIN_USD:
+                continue
+            n = first_number + len(out)
+            inc = Incident(f"INC-{n}", "provider_key_outside_proxy", "attack", "reconciliation",
+                           k["start"].to_pydatetime(), k["end"].to_pydatetime(), k["requests"])
+            inc.evidence.append(
+                f"{rec.provider} key {k['api_key_id']}: {k['tokens']:,} tokens ({', '.join(k['models'])}) that no "
+                f"proxy request accounts for, ${float(k['cost_usd']):,.2f} at list prices; only the provider saw them")
+            costs = {b.to_pydatetime(): c for b, c in zip(k["buckets"]["bucket_start"], k["buckets"]["cost_usd"])}
+            proj = projection.project_buckets(costs, k["bucket_minutes"])
+            empty = pd.DataFrame()
+            unseen = [controls.ControlResult(c.id, k["cost_usd"], Decimal(0), 0)
+                      for c in control_set]   # the proxy's controls never see this traffic
+            out.append(IncidentFindings(inc, k["cost_usd"], [], empty, empty, k["by_model"], empty, proj, unseen, None))
+    return out
+
+
 def investigate(con: duckdb.DuckDBPyConnection, control_set=None) -> Investigation:
     """Run every analysis on the case `con`; temp tables only, the case itself is not modified."""
     control_set = list(control_set) if control_set is not None else list(controls.DEFAULT_CONTROLS)
@@ -80,12 +105,17 @@ def investigate(con: duckdb.DuckDBPyConnection, control_set=None) -> Investigati
     incidents = find_incidents(con)
     found = [_incident_findings(con, inc, control_set) for inc in incidents]
     base = query_step(con, baseline_step()).iloc[0].to_dict()
+    recs = reconcile.reconcile(con)
+    found += _outside_incidents(recs, len(found) + 1, control_set)
+    found.sort(key=lambda f: f.incident.start)
+    for i, f in enumerate(found, start=1):
+        f.incident.id = f"INC-{i}"
     (total,) = con.execute("SELECT coalesce(sum(cost_usd), 0) FROM llm_requests").fetchone()
     return Investigation(
         coverage=cov, baseline=base, incidents=found, cost_total=Decimal(total),
         by_model=attribution.cost_by(con, "model"), by_key=attribution.cost_by(con, "key"),
         by_ip=attribution.cost_by(con, "ip"), by_user_agent=attribution.cost_by(con, "user_agent"),
-        reconciliation=reconcile.reconcile(con),
+        reconciliation=recs,
         nginx_match=joins.join_nginx(con),
         repricing=query_step(con, attribution.repricing_difference_step(None)),
     )

@@ -6,7 +6,7 @@ minutes ending at its last request; the interval comes from a bootstrap over tha
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Iterable
 
@@ -135,3 +135,32 @@ def project(
         last_request_at=last_at, window_minutes=len(minute_costs), projected=linear_projection(rate),
         low=linear_projection(low_rate), high=linear_projection(high_rate), resamples=resamples, seed=seed,
     )
+
+
+def project_buckets(bucket_costs: dict[datetime, Decimal], bucket_minutes: int,
+                    resamples: int = RESAMPLES, seed: int = SEED) -> Projection:
+    """The same figures from provider usage buckets (spend the proxy never saw): cost per bucket start.
+
+    With 1-minute buckets this is the estimator `project` uses (the last 60 minutes, bootstrapped); coarser buckets
+    give the point rate of the last bucket only.
+    """
+    zero = Decimal(0)
+    if not bucket_costs:
+        flat = linear_projection(zero)
+        return Projection(zero, zero, zero, None, 0, flat, flat, flat, resamples, seed)
+    last = max(bucket_costs)
+    step = timedelta(minutes=bucket_minutes)
+    if bucket_minutes <= 60:
+        window = [bucket_costs.get(last - i * step, zero) for i in range(60 // bucket_minutes)]
+        rate = sum(window, zero)
+    else:
+        window = [bucket_costs[last]]
+        rate = bucket_costs[last] * 60 / bucket_minutes
+    span = max(1, 15 // bucket_minutes)
+    busiest = max(sum((bucket_costs.get(s + j * step, zero) for j in range(span)), zero) for s in bucket_costs)
+    peak = busiest * 60 / (span * bucket_minutes)
+    rates = bootstrap_hourly_rates(window, resamples, seed) if bucket_minutes == 1 else []
+    low = _percentile(rates, Decimal("0.025")) if rates else rate
+    high = _percentile(rates, Decimal("0.975")) if rates else rate
+    return Projection(rate, peak, sum(bucket_costs.values(), zero), last, len(window),
+                      linear_projection(rate), linear_projection(low), linear_projection(high), resamples, seed)

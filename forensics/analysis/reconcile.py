@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 import duckdb
+import pandas as pd
 
 from forensics.analysis.steps import Step, query_step, run_step
 
 OUTSIDE_OVERLAP = 0.5             # a key whose usage the proxy explains less than this is used outside it
-EXCESS_MIN_TOKENS = 10_000        # per bucket: less unexplained usage on a proxy key is rounding, not a leak
+EXCESS_MIN_TOKENS = 1_000         # per bucket and model: less unexplained usage is noise, not a leak
 
 
 @dataclass
@@ -61,82 +62,109 @@ def daily_reconciliation_step() -> Step:
     """)
 
 
-def usage_by_key_step() -> Step:
-    """Provider tokens per key id and bucket (finest width loaded), against the proxy's tokens in that bucket."""
-    return Step("usage_by_key", """
-        WITH width AS (
-            SELECT provider, arg_min(bucket_width, bucket_end - bucket_start) AS finest
-            FROM provider_usage WHERE api_key_id IS NOT NULL GROUP BY provider
-        ), chosen AS (
-            SELECT u.provider, u.bucket_start, u.bucket_end, max(u.file_id) AS file_id
-            FROM provider_usage u JOIN width w ON u.provider = w.provider AND u.bucket_width = w.finest
-            WHERE u.api_key_id IS NOT NULL GROUP BY ALL
+def usage_width_sql(which: str) -> str:
+    """Per provider, the usage bucket width to read: 'span' = the one covering the longest time (complete totals),
+    'finest' = the narrowest one that has data (precise windows)."""
+    order = "max(bucket_end) - min(bucket_start) DESC, min(bucket_end - bucket_start)" if which == "span" \
+        else "min(bucket_end - bucket_start), max(bucket_end) - min(bucket_start) DESC"
+    return f"""
+        SELECT provider, bucket_width FROM provider_usage WHERE bucket_width IS NOT NULL GROUP BY provider, bucket_width
+        QUALIFY row_number() OVER (PARTITION BY provider ORDER BY {order}) = 1
+    """
+
+
+def usage_vs_proxy_step(which: str) -> Step:
+    """Per provider, bucket, key id and canonical model: the provider's tokens by type beside the proxy's.
+
+    Models are compared by genai-prices' canonical id (usage reports dated snapshots, the proxy often the alias).
+    The proxy's successful requests are bucketed by start time at the same width.
+    """
+    return Step(f"usage_vs_proxy_{which}", f"""
+        WITH width AS ({usage_width_sql(which)}),
+        chosen AS (   -- one file per bucket: overlapping exports never double
+            SELECT u.provider, u.bucket_start, max(u.file_id) AS file_id
+            FROM provider_usage u JOIN width w USING (provider, bucket_width) GROUP BY ALL
         ), usage AS (
-            SELECT u.provider, u.api_key_id, u.bucket_start, u.bucket_end, u.model,
-                   sum(coalesce(u.input_tokens, 0) + coalesce(u.output_tokens, 0)) AS tokens,
+            SELECT u.provider, u.bucket_start, any_value(u.bucket_end) AS bucket_end,
+                   coalesce(u.api_key_id, '(no key id)') AS api_key_id,
+                   coalesce(p.matched_model, u.model) AS model, any_value(u.model) AS provider_model,
                    sum(coalesce(u.input_tokens, 0)) AS input_tokens, sum(coalesce(u.output_tokens, 0)) AS output_tokens,
                    sum(coalesce(u.cache_read_tokens, 0)) AS cache_read_tokens,
-                   sum(coalesce(u.cache_write_tokens, 0)) AS cache_write_tokens
-            FROM provider_usage u JOIN chosen USING (provider, bucket_start, bucket_end, file_id)
+                   sum(coalesce(u.cache_write_tokens, 0)) AS cache_write_tokens, sum(u.requests) AS requests
+            FROM provider_usage u JOIN width w USING (provider, bucket_width)
+            JOIN chosen c USING (provider, bucket_start, file_id)
+            LEFT JOIN prices p ON p.provider = u.provider AND p.model = u.model AND p.day = CAST(u.bucket_start AS DATE)
             GROUP BY ALL
-        ), proxy AS (
-            SELECT u.provider, u.bucket_start, sum(coalesce(r.prompt_tokens, 0) + coalesce(r.completion_tokens, 0))
-                   AS proxy_tokens
-            FROM (SELECT DISTINCT provider, bucket_start, bucket_end FROM usage) u
-            JOIN llm_requests r ON r.provider = u.provider AND r.status = 'success'
-             AND r.start_time >= u.bucket_start AND r.start_time < u.bucket_end
+        ), buckets AS (SELECT DISTINCT provider, bucket_start, bucket_end FROM usage),
+        proxy AS (
+            SELECT b.provider, b.bucket_start, coalesce(p.matched_model, r.model) AS model,
+                   sum(coalesce(r.prompt_tokens, 0)) AS input_tokens, sum(coalesce(r.completion_tokens, 0)) AS output_tokens,
+                   sum(coalesce(r.cache_read_tokens, 0)) AS cache_read_tokens,
+                   sum(coalesce(r.cache_write_tokens, 0)) AS cache_write_tokens, count(*) AS requests
+            FROM buckets b JOIN llm_requests r ON r.provider = b.provider AND r.status = 'success'
+             AND r.start_time >= b.bucket_start AND r.start_time < b.bucket_end
+            LEFT JOIN prices p ON p.provider = r.provider AND p.model = r.model AND p.day = CAST(r.start_time AS DATE)
             GROUP BY ALL
-        ), per_bucket AS (
-            SELECT provider, api_key_id, bucket_start, any_value(bucket_end) AS bucket_end, sum(tokens) AS tokens
-            FROM usage GROUP BY ALL
         )
-        SELECT k.*, coalesce(p.proxy_tokens, 0) AS proxy_tokens,
-               least(k.tokens, coalesce(p.proxy_tokens, 0)) AS explained_tokens
-        FROM per_bucket k LEFT JOIN proxy p USING (provider, bucket_start)
+        SELECT u.*, coalesce(x.input_tokens, 0) AS proxy_input_tokens, coalesce(x.output_tokens, 0) AS proxy_output_tokens,
+               coalesce(x.cache_read_tokens, 0) AS proxy_cache_read_tokens,
+               coalesce(x.cache_write_tokens, 0) AS proxy_cache_write_tokens, coalesce(x.requests, 0) AS proxy_requests
+        FROM usage u LEFT JOIN proxy x USING (provider, bucket_start, model)
     """)
 
 
-def outside_proxy_step() -> Step:
-    """Key ids the proxy does not explain, and on the proxy's own keys the buckets with unexplained usage."""
-    return Step("outside_proxy", f"""
-        WITH overlap AS (
-            SELECT provider, api_key_id, sum(explained_tokens) / nullif(sum(tokens), 0) AS overlap
-            FROM __f_usage_by_key GROUP BY ALL
-        ), flagged AS (
-            SELECT u.*, o.overlap,
-                   CASE WHEN o.overlap < {OUTSIDE_OVERLAP} THEN u.tokens
-                        ELSE greatest(u.tokens - u.proxy_tokens, 0) END AS outside_tokens
-            FROM __f_usage_by_key u JOIN overlap o USING (provider, api_key_id)
+def proxy_keys_step() -> Step:
+    """The provider key ids the proxy uses: those whose usage (over the widest-spanning export) the proxy's own
+    requests explain at least half of, bucket by bucket and model by model."""
+    src = "__f_usage_vs_proxy_span"
+    return Step("proxy_keys", f"""
+        WITH key_totals AS (
+            SELECT provider, api_key_id, sum(input_tokens + output_tokens) AS tokens FROM {src} GROUP BY ALL
+        ), model_bucket AS (   -- how much of each bucket and model the proxy explains, shared over key ids
+            SELECT provider, bucket_start, model, sum(input_tokens + output_tokens) AS tokens,
+                   any_value(proxy_input_tokens + proxy_output_tokens) AS proxy_tokens
+            FROM {src} GROUP BY ALL
+        ), overlap AS (
+            SELECT s.provider, s.api_key_id,
+                   sum((s.input_tokens + s.output_tokens) * least(m.proxy_tokens / nullif(m.tokens, 0), 1))
+                     / nullif(any_value(k.tokens), 0) AS explained_share
+            FROM {src} s JOIN model_bucket m USING (provider, bucket_start, model)
+            JOIN key_totals k USING (provider, api_key_id) GROUP BY ALL
         )
-        SELECT * FROM flagged
-        WHERE (overlap < {OUTSIDE_OVERLAP} AND tokens > 0) OR outside_tokens >= {EXCESS_MIN_TOKENS}
+        SELECT provider, api_key_id, explained_share FROM overlap WHERE explained_share >= {OUTSIDE_OVERLAP}
     """)
 
 
-def outside_cost_step() -> Step:
-    """Price the outside usage per key, bucket and model from the provider's own token counts."""
-    return Step("outside_proxy_cost", """
-        WITH usage AS (
-            SELECT u.provider, u.api_key_id, u.bucket_start, u.bucket_end, u.model,
-                   sum(coalesce(u.input_tokens, 0)) AS input_tokens, sum(coalesce(u.output_tokens, 0)) AS output_tokens,
-                   sum(coalesce(u.cache_read_tokens, 0)) AS cache_read_tokens,
-                   sum(coalesce(u.cache_write_tokens, 0)) AS cache_write_tokens
-            FROM provider_usage u JOIN (SELECT DISTINCT provider, api_key_id, bucket_start FROM __f_outside_proxy) f
-              USING (provider, api_key_id, bucket_start)
-            WHERE u.bucket_width = (SELECT arg_min(bucket_width, bucket_end - bucket_start) FROM provider_usage x
-                                    WHERE x.provider = u.provider AND x.api_key_id IS NOT NULL)
-            GROUP BY ALL
+def outside_usage_step(which: str) -> Step:
+    """Usage the proxy does not explain: all of a key id the proxy never used (it explains under half of its
+    tokens), and on the proxy's own key ids the tokens above the proxy's, per type, model and bucket."""
+    src = f"__f_usage_vs_proxy_{which}"
+    return Step(f"outside_usage_{which}", f"""
+        WITH proxy_keys AS (SELECT provider, api_key_id FROM __f_proxy_keys),
+        own AS (   -- the proxy's key ids summed: their usage minus the proxy's, per type
+            SELECT provider, bucket_start, any_value(bucket_end) AS bucket_end, model, any_value(provider_model) AS provider_model,
+                   string_agg(DISTINCT api_key_id, ',' ORDER BY api_key_id) AS api_key_id,
+                   greatest(sum(input_tokens) - any_value(proxy_input_tokens), 0) AS input_tokens,
+                   greatest(sum(output_tokens) - any_value(proxy_output_tokens), 0) AS output_tokens,
+                   greatest(sum(cache_read_tokens) - any_value(proxy_cache_read_tokens), 0) AS cache_read_tokens,
+                   greatest(sum(cache_write_tokens) - any_value(proxy_cache_write_tokens), 0) AS cache_write_tokens,
+                   greatest(sum(requests) - any_value(proxy_requests), 0) AS requests
+            FROM {src} JOIN proxy_keys USING (provider, api_key_id) GROUP BY provider, bucket_start, model
+        ), foreign_keys AS (
+            SELECT provider, bucket_start, bucket_end, model, provider_model, api_key_id, input_tokens, output_tokens,
+                   cache_read_tokens, cache_write_tokens, requests
+            FROM {src} WHERE (provider, api_key_id) NOT IN (SELECT (provider, api_key_id) FROM proxy_keys)
         )
-        SELECT u.*, o.outside_tokens, o.tokens AS key_tokens,
-               CAST((greatest(u.input_tokens - u.cache_read_tokens - u.cache_write_tokens, 0) * p.input_mtok
-                     + u.cache_read_tokens * coalesce(p.cache_read_mtok, p.input_mtok)
-                     + u.cache_write_tokens * coalesce(p.cache_write_mtok, p.input_mtok)
-                     + u.output_tokens * p.output_mtok) * 0.000001
-                    * CASE WHEN o.outside_tokens = o.tokens THEN 1    -- a whole bucket outside: exact
-                           ELSE o.outside_tokens / nullif(o.tokens, 0) END AS DECIMAL(38,12)) AS cost_usd,
+        SELECT o.*, date_diff('minute', o.bucket_start, o.bucket_end) AS bucket_minutes,
+               CAST((greatest(o.input_tokens - o.cache_read_tokens - o.cache_write_tokens, 0) * p.input_mtok
+                          + o.cache_read_tokens * coalesce(p.cache_read_mtok, p.input_mtok)
+                          + o.cache_write_tokens * coalesce(p.cache_write_mtok, p.input_mtok)
+                          + o.output_tokens * p.output_mtok) * 0.000001 AS DECIMAL(38,12)) AS cost_usd,
                p.input_mtok IS NULL AS unpriced
-        FROM usage u JOIN __f_outside_proxy o USING (provider, api_key_id, bucket_start)
-        LEFT JOIN prices p ON p.provider = u.provider AND p.model = u.model AND p.day = CAST(u.bucket_start AS DATE)
+        FROM (SELECT * FROM own UNION ALL BY NAME SELECT * FROM foreign_keys) o
+        LEFT JOIN prices p ON p.provider = o.provider AND p.model = o.provider_model
+                          AND p.day = CAST(o.bucket_start AS DATE)
+        WHERE o.input_tokens + o.output_tokens >= {EXCESS_MIN_TOKENS}
     """)
 
 
@@ -156,21 +184,36 @@ def reconcile(con: duckdb.DuckDBPyConnection) -> list[Reconciliation]:
     """One reconciliation per provider that has cost or usage data in the case."""
     run_step(con, provider_costs_step())
     daily = query_step(con, daily_reconciliation_step())
-    run_step(con, usage_by_key_step())
-    run_step(con, outside_proxy_step())
     _ensure_usage_prices(con)
-    outside = query_step(con, outside_cost_step())
+    for which in ("span", "finest"):
+        run_step(con, usage_vs_proxy_step(which))
+    run_step(con, proxy_keys_step())
+    outside = query_step(con, outside_usage_step("span"))
+    fine = query_step(con, outside_usage_step("finest"))
     providers = sorted(set(daily["provider"]) | set(outside["provider"]))
     out = []
     for provider in providers:
         d = daily[daily["provider"] == provider]
         o = outside[outside["provider"] == provider]
         keys = []
+        f = fine[fine["provider"] == provider]
         for key_id, g in o.groupby("api_key_id", sort=True):
+            w = f[f["api_key_id"] == key_id]
+            w = w if len(w) else g          # the finest export may not cover this key: fall back to the span
             keys.append({
-                "api_key_id": key_id, "start": g["bucket_start"].min(), "end": g["bucket_end"].max(),
+                "api_key_id": key_id, "start": w["bucket_start"].min(), "end": w["bucket_start"].max(),
                 "cost_usd": sum((Decimal(str(c)) for c in g["cost_usd"].dropna()), Decimal(0)),
-                "tokens": int(g["outside_tokens"].sum()), "unpriced_buckets": int(g["unpriced"].sum()),
+                "tokens": int(g["input_tokens"].sum() + g["output_tokens"].sum()),
+                "requests": int(g["requests"].fillna(0).sum()), "unpriced_buckets": int(g["unpriced"].sum()),
+                "models": sorted(set(g["model"].dropna())),
+                "by_model": pd.DataFrame([
+                    {"model": m, "requests": int(x["requests"].fillna(0).sum()),
+                     "cost_usd": sum((Decimal(str(v)) for v in x["cost_usd"].dropna()), Decimal(0))}
+                    for m, x in g.groupby("model", sort=True)]),
+                # cost per bucket at the finest width that has it: what the projection resamples
+                "buckets": w.groupby("bucket_start", as_index=False)["cost_usd"].agg(
+                    lambda c: sum((Decimal(str(v)) for v in c.dropna()), Decimal(0))),
+                "bucket_minutes": int(w["bucket_minutes"].iloc[0]),
             })
         provider_cost = sum((Decimal(str(v)) for v in d["provider_cost_usd"]), Decimal(0))
         proxy_cost = sum((Decimal(str(v)) for v in d["proxy_cost_usd"]), Decimal(0))

@@ -65,7 +65,8 @@ def build(con: duckdb.DuckDBPyConnection, inv: Investigation, generated_at: date
         incidents.append({
             "id": inc.id, "verdict": inc.verdict, "kind": inc.kind,
             "start": iso(inc.start), "end": iso(inc.end),
-            "requests": len(f.request_ids), "cost_usd": usd(f.cost_usd),
+            # provider-only incidents have no proxy request ids: their count is the provider's
+            "requests": len(f.request_ids) or int(inc.requests or 0), "cost_usd": usd(f.cost_usd),
             "peak_cost_per_hour_usd": usd(f.projection.peak_cost_per_hour_usd) if f.projection else 0.0,
             "ips": _rows(f.by_ip, {"ip": ("ip", _str), "requests": ("requests", _int), "cost_usd": ("cost_usd", usd),
                                   "first_seen": ("first_seen", iso), "last_seen": ("last_seen", iso)}),

@@ -16,6 +16,7 @@ from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 DEFAULT_BATCH_BYTES = 32 << 20
@@ -25,8 +26,8 @@ _GZIP_MAGIC = b"\x1f\x8b"
 # the CSV reader needs a field delimiter: any control byte the batch does not hold will do
 _DELIMITERS = [bytes([b]) for b in range(1, 32) if b not in (9, 10, 13)] + [b"\t"]
 _READ = pcsv.ReadOptions(column_names=["line"], block_size=4 << 20)
-_CONVERT = pcsv.ConvertOptions(column_types={"line": pa.string()}, strings_can_be_null=False,
-                               quoted_strings_can_be_null=False)
+_CONVERT = {t: pcsv.ConvertOptions(column_types={"line": t}, strings_can_be_null=False,
+                                   quoted_strings_can_be_null=False) for t in (pa.string(), pa.binary())}
 
 _errors = threading.local()
 
@@ -149,6 +150,8 @@ class LineBatches:
         lines = seg.fast_split()
         if lines is None:
             lines = self._exact_split(seg.bytes(), start)
+        else:
+            self.invalid_utf8_lines.extend(start + r for r in seg.invalid_rows)
         if isinstance(lines, pa.Array):
             lines = pa.chunked_array([lines], pa.string())
         n = len(lines)
@@ -157,7 +160,7 @@ class LineBatches:
         return pa.Table.from_arrays([line_no, lines], schema=SCHEMA)
 
     def _exact_split(self, raw: bytes, start: int) -> pa.Array:
-        """The slow, exact path: bare '\\r', no free delimiter byte, or invalid UTF-8 in the segment."""
+        """The slow, exact path: a bare '\\r', a BOM or no free delimiter byte in the segment."""
         text, bad = decode_nginx(raw)
         if bad:
             newlines = np.flatnonzero(np.frombuffer(raw, dtype=np.uint8) == 10)
@@ -174,6 +177,7 @@ class _Segment:
 
     def __init__(self, buf: mmap.mmap | bytes, start: int, end: int, arrow_buf: pa.Buffer):
         self.buf, self.start, self.end, self.arrow_buf = buf, start, end, arrow_buf
+        self.invalid_rows: list[int] = []            # rows (from 0) of the last split that were not UTF-8
 
     def find(self, needle: bytes) -> bool:
         return self.buf.find(needle, self.start, self.end) >= 0
@@ -186,6 +190,8 @@ class _Segment:
 
     def fast_split(self) -> pa.ChunkedArray | None:
         """Split with pyarrow's CSV reader (about 10 M lines/s); None when the segment needs the exact path."""
+        if self.startswith(_BOM):                     # the CSV reader would drop it, but only the file's first is ours
+            return None
         if self.find(b"\r"):
             raw = self.bytes()
             if raw.count(b"\r") != raw.count(b"\r\n"):   # the CSV reader would end a line at a bare '\r'
@@ -195,12 +201,40 @@ class _Segment:
             return None
         parse = pcsv.ParseOptions(delimiter=delimiter.decode(), quote_char=False, double_quote=False,
                                   escape_char=False, newlines_in_values=False, ignore_empty_lines=False)
-        source = pa.BufferReader(self.arrow_buf.slice(self.start, self.end - self.start))
+        data = self.arrow_buf.slice(self.start, self.end - self.start)
         try:
-            table = pcsv.read_csv(source, read_options=_READ, parse_options=parse, convert_options=_CONVERT)
+            table = pcsv.read_csv(pa.BufferReader(data), read_options=_READ, parse_options=parse,
+                                  convert_options=_CONVERT[pa.string()])
+            return table.column("line")
         except pa.ArrowInvalid:                          # invalid UTF-8 somewhere in the segment
-            return None
-        return table.column("line")
+            pass
+        table = pcsv.read_csv(pa.BufferReader(data), read_options=_READ, parse_options=parse,
+                              convert_options=_CONVERT[pa.binary()])
+        chunks, row = [], 0
+        for chunk in table.column("line").chunks:
+            fixed, bad = _repair_utf8(chunk)
+            chunks.append(fixed)
+            self.invalid_rows.extend(row + b for b in bad)
+            row += len(chunk)
+        return pa.chunked_array(chunks, pa.string())
+
+
+def _repair_utf8(lines: pa.BinaryArray) -> tuple[pa.StringArray, list[int]]:
+    """Lines as text, bytes that are not UTF-8 written \\xHH; only lines holding a byte >= 0x80 are looked at."""
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset:lines.offset + len(lines) + 1]
+    values = np.frombuffer(lines.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
+    high = np.flatnonzero(values >= 0x80) + offsets[0]
+    rows = np.unique(np.searchsorted(offsets, high, side="right") - 1)
+    texts, bad = [], []
+    for r in rows.tolist():
+        text, errors = decode_nginx(lines[r].as_py())
+        texts.append(text.encode())
+        if errors:
+            bad.append(r)
+    mask = np.zeros(len(lines), dtype=bool)
+    mask[rows] = True
+    fixed = pc.replace_with_mask(lines, pa.array(mask), pa.array(texts, pa.binary())) if len(rows) else lines
+    return fixed.cast(pa.string()), bad
 
 
 def iter_line_batches(path: str | Path, batch_bytes: int = DEFAULT_BATCH_BYTES) -> LineBatches:

@@ -25,6 +25,7 @@ from forensics.sources.nginx_formats import (BUILTIN_FORMATS, STAGING_FIELDS, Lo
 from forensics.sources.nginx_sql import INSERT_COLUMNS, convert_sql
 
 JSON_FORMATS = ("nginx.json", "nginx.json_default")
+TIME_FIELDS = ("msec", "time_iso8601", "time_local")      # the first a format logs is used: $msec keeps milliseconds
 _TEXT_COLUMNS = ["host", "remote_addr", "remote_user", "forwarded_for", "request_raw", "method", "path", "referer",
                  "user_agent", "upstream_addr", "request_id", "litellm_call_id", "time_raw"]
 _ERROR_LOG = re.compile(r"^\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2} \[(?:emerg|alert|crit|error|warn|notice|info|debug)\]")
@@ -95,8 +96,7 @@ class _TextParser:
         self.formats = formats
         self.regexes = [f.regex(strict=False) for f in formats]
         self.hits = Counter()
-        self.time_field = next((f for f in ("time_local", "time_iso8601", "msec") if f in formats[0].fields.values()),
-                               None)
+        self.time_field = next((f for f in TIME_FIELDS if f in formats[0].fields.values()), None)
         self.nginx_escapes = True
 
     def variants(self) -> list[LogFormat]:
@@ -120,7 +120,7 @@ class _JsonParser:
     def __init__(self, fmt: nginx_json.JsonFormat):
         self.fmt = fmt
         self.hits = Counter()
-        self.time_field = next((f for f in ("time_local", "time_iso8601", "msec") if f in fmt.fields), None)
+        self.time_field = next((f for f in TIME_FIELDS if f in fmt.fields), None)
         self.nginx_escapes = fmt.default_escaping
 
     def variants(self):

@@ -125,8 +125,8 @@ def infer(objects: list[dict], default_escaping: bool) -> JsonFormat | None:
         rank = 0 if norm in FIELD_OF_VARIABLE else 1
         if field not in chosen or rank < chosen[field][1]:
             chosen[field] = (path, rank)
-    for weaker, stronger in (("msec", "time_local"), ("time_iso8601", "time_local"), ("msec", "time_iso8601")):
-        if weaker in chosen and stronger in chosen:
+    for weaker, stronger in (("time_local", "msec"), ("time_iso8601", "msec"), ("time_local", "time_iso8601")):
+        if weaker in chosen and stronger in chosen:    # $msec keeps the milliseconds the others drop
             del chosen[weaker]
     has_request = "request" in chosen or "uri" in chosen
     has_time = any(t in chosen for t in ("time_local", "time_iso8601", "msec"))

@@ -59,6 +59,27 @@ def test_attack_found_and_measured(tmp_path_factory, scenario, seed):
     assert abs(cost - Decimal(t["cost_usd"])) <= Decimal(t["cost_usd"]) * Decimal("0.005")
 
 
+OUTSIDE = [s for s in ("provider_key_outside_proxy", "provider_key_outside_proxy_second_key") if s in SCENARIOS]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("scenario", OUTSIDE)
+def test_spend_outside_the_proxy(tmp_path_factory, scenario, seed):
+    truth, findings, _ = run(tmp_path_factory, scenario, seed)
+    [t] = truth["incidents"]
+    [inc] = [i for i in findings["incidents"] if i["verdict"] == "attack"]
+    assert inc["kind"] == "provider_key_outside_proxy" and inc["request_ids"] == []
+    assert abs((_t(inc["start"]) - _t(t["start"])).total_seconds()) <= 60
+    assert abs((_t(inc["end"]) - _t(t["end"])).total_seconds()) <= 60
+    expected = Decimal(t["cost_usd"])
+    assert abs(Decimal(str(inc["cost_usd"])) - expected) <= expected * Decimal("0.01")
+    [openai] = [r for r in findings["reconciliation"] if r["provider"] == "openai"]
+    outside = sum(Decimal(str(k["cost_usd"])) for k in openai["outside_proxy"])
+    assert abs(outside - expected) <= expected * Decimal("0.01")
+    assert abs(Decimal(str(openai["unexplained_usd"])) - expected) <= expected * Decimal("0.01")
+    assert all(c["loss_usd"] == inc["cost_usd"] for c in inc["controls"])   # invisible to the proxy's controls
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_planned_batch_is_never_an_attack(tmp_path_factory, seed):
     truth, findings, _ = run(tmp_path_factory, "benign_batch", seed)
