@@ -114,6 +114,10 @@ def cmd_ingest(args) -> int:
     from forensics.ingest import expand_inputs, ingest_paths
 
     options = _load_options(args)
+    cases = [i for i in args.inputs if str(i).endswith(".duckdb")]
+    if cases:
+        raise UsageError(f"{cases[0]} is a case database, not a log: name it with --case to add logs to it, "
+                         "or pass it to report")
     try:
         expand_inputs(args.inputs)
     except FileNotFoundError as e:

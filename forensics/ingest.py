@@ -94,9 +94,9 @@ def read_sample(path: Path) -> bytes:
     return head
 
 
-def detect_format(sample: bytes, path: Path) -> tuple[object | None, str | None]:
+def detect_format(sample: bytes, path: Path, options: LoadOptions | None = None) -> tuple[object | None, str | None]:
     for source in SOURCES:
-        fmt = source.detect(sample, path)
+        fmt = source.detect(sample, path, options)
         if fmt:
             return source, fmt
     return None, None
@@ -174,7 +174,7 @@ def ingest_file(
         if size == 0:
             source, fmt, result = None, "empty", LoadResult(0, 0, 0)
         else:
-            source, fmt = detect_format(read_sample(path), path)
+            source, fmt = detect_format(read_sample(path), path, options)
             if source is None:
                 fmt = UNRECOGNISED
                 result = _quarantine_unrecognised(ctx)

@@ -59,3 +59,22 @@ def test_failed_file_exits_1_with_one_line(tmp_path):
     assert r.returncode == 1
     errors = [line for line in r.stderr.splitlines() if "broken.log.gz" in line]
     assert len(errors) == 1 and "Traceback" not in r.stderr
+
+
+def test_a_case_database_is_not_ingested_as_a_log(tmp_path):
+    case = tmp_path / "old.duckdb"
+    case.write_bytes(b"not really a database")
+    r = run("ingest", str(case), "--case", str(tmp_path / "c.duckdb"))
+    assert r.returncode == 2 and "case database" in r.stderr
+
+
+def test_report_reads_an_existing_case(tmp_path):
+    log = tmp_path / "access.log"
+    log.write_text('198.51.100.4 - - [16/Nov/2026:03:00:04 +0100] "GET / HTTP/1.1" 200 5 "-" "x"\n')
+    case = tmp_path / "c.duckdb"
+    assert run("ingest", str(log), "--case", str(case)).returncode == 0
+    r = run("report", str(case), "--out", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    findings = json.loads((tmp_path / "out" / "findings.json").read_text())
+    assert findings["incidents"] == [] and findings["inputs"][0]["records"] == 1
+    assert "no incident found" in r.stdout

@@ -77,3 +77,14 @@ def test_folders_are_searched_recursively_and_truth_ignored(tmp_path):
     (tmp_path / ".hidden").mkdir()
     (tmp_path / ".hidden" / "x.log").write_text(COMBINED)
     assert [p.name for p in expand_inputs([tmp_path])] == ["access.log"]
+
+
+def test_custom_log_format_from_the_command_line(con, tmp_path):
+    from forensics.sources import LoadOptions
+
+    fmt = '$remote_addr [$time_local] "$request" $status "$upstream_http_x_litellm_call_id"'
+    f = tmp_path / "custom.log"
+    f.write_text('203.0.113.7 [16/Nov/2026:03:00:04 +0100] "POST /chat/completions HTTP/1.1" 200 "c-1"\n')
+    [r] = ingest_paths(con, [f], LoadOptions(nginx_format=fmt))
+    assert r.format == "nginx.custom" and r.loaded == 1
+    assert con.execute("SELECT litellm_call_id, time FROM http_requests").fetchone()[0] == "c-1"

@@ -16,7 +16,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from forensics.analysis.steps import Step, run_step
+from forensics.analysis.steps import Step, load_request_ids, run_step
 
 IDS_TABLE = "__f_controls_incident_ids"   # the caller's request ids: the input, not a computed step
 
@@ -368,12 +368,6 @@ def summary_sql(ord_: int, control_id: str, incident: str, loss_table: str) -> s
         FROM {incident} i LEFT JOIN {loss_table} l ON l.request_id = i.request_id"""
 
 
-def _load_incident_ids(con: duckdb.DuckDBPyConnection, request_ids: Iterable[str]) -> None:
-    # a list parameter, not con.register: registering fails while the caller has a result still open
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {IDS_TABLE} AS "
-                "SELECT DISTINCT unnest(CAST(? AS VARCHAR[])) AS request_id", [[str(i) for i in request_ids]])
-
-
 def replay(
     con: duckdb.DuckDBPyConnection,
     incident_request_ids: Iterable[str],
@@ -388,7 +382,7 @@ def replay(
     start time cannot be replayed and counts as loss under every control.
     """
     controls = list(controls)
-    _load_incident_ids(con, incident_request_ids)
+    load_request_ids(con, IDS_TABLE, incident_request_ids)
     incident = run_step(con, Step("controls_incident", incident_sql()))
     [(first, last)] = con.execute(f"SELECT min(start_time), max(end_time) FROM {incident}").fetchall()
     horizon = max((t for t in (last, end) if t is not None), default=None)

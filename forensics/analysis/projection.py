@@ -13,7 +13,7 @@ from typing import Iterable
 import duckdb
 import numpy as np
 
-from forensics.analysis.steps import Step, run_step
+from forensics.analysis.steps import Step, load_request_ids, run_step
 
 HORIZON_HOURS: dict[str, int] = {"1h": 1, "24h": 24, "7d": 7 * 24, "30d": 30 * 24}
 RESAMPLES = 2000
@@ -110,17 +110,11 @@ def bootstrap_hourly_rates(minute_costs: list[Decimal], resamples: int = RESAMPL
     return [Decimal(int(s)).scaleb(-_PICO) for s in sorted(units[draws].sum(axis=1))]
 
 
-def _load_incident_ids(con: duckdb.DuckDBPyConnection, request_ids: Iterable[str]) -> None:
-    # a list parameter, not con.register: registering fails while the caller has a result still open
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {IDS_TABLE} AS "
-                "SELECT DISTINCT unnest(CAST(? AS VARCHAR[])) AS request_id", [[str(i) for i in request_ids]])
-
-
 def project(
     con: duckdb.DuckDBPyConnection, incident_request_ids: Iterable[str], *, resamples: int = RESAMPLES, seed: int = SEED
 ) -> Projection:
     """The incident's burn rate, peak, linear projections and bootstrap interval (deterministic for a seed)."""
-    _load_incident_ids(con, incident_request_ids)
+    load_request_ids(con, IDS_TABLE, incident_request_ids)
     incident = run_step(con, Step("projection_incident", incident_cost_sql()))
     burn = run_step(con, Step("projection_burn_rate", burn_rate_sql(incident)))
     [(total, last_at, peak)] = con.execute(f"SELECT * FROM {burn}").fetchall()

@@ -43,3 +43,12 @@ def query_step(con: duckdb.DuckDBPyConnection, step: Step, params: list | None =
 def sql_of(name: str) -> str:
     """The SQL a named step ran, for printing."""
     return STEP_LOG[name]
+
+
+def load_request_ids(con: duckdb.DuckDBPyConnection, table: str, request_ids) -> None:
+    """An analysis's input: the request ids it works on, as temp table `table`(request_id), deduplicated.
+
+    A list parameter rather than con.register: registering fails while the caller still has a result open.
+    """
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT DISTINCT unnest(CAST(? AS VARCHAR[])) AS request_id",
+                [[str(i) for i in request_ids]])

@@ -53,7 +53,7 @@ _CURRENCY = re.compile(r'"currency"\s*:')
 class AnthropicSource:
     family = "anthropic"
 
-    def detect(self, sample: bytes, path: Path) -> str | None:
+    def detect(self, sample: bytes, path: Path, options=None) -> str | None:
         text = sample.decode("utf-8", "replace").lstrip("\ufeff \t\r\n")
         if text[:1] not in ("{", "[") or not (_STARTING_AT.search(text) and _RESULTS.search(text)):
             return None

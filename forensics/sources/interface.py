@@ -44,8 +44,10 @@ class Source(Protocol):
 
     family: str
 
-    def detect(self, sample: bytes, path: Path) -> str | None:
-        """Return a format id like 'nginx.combined' when `sample` (the first 64 KiB, decompressed) is ours."""
+    def detect(self, sample: bytes, path: Path, options: LoadOptions | None = None) -> str | None:
+        """Return a format id like 'nginx.combined' when `sample` (the first 64 KiB, decompressed) is ours.
+
+        `options` carries what the analyst told us (e.g. a custom nginx log_format to try)."""
 
     def load(self, ctx: LoadContext, fmt: str) -> LoadResult:
         """Load the whole file into the case's canonical tables and the quarantine table."""

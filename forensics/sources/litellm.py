@@ -121,7 +121,7 @@ class LiteLLMSource:
     family = "litellm"
     formats = tuple(FORMATS)
 
-    def detect(self, sample: bytes, path: Path) -> str | None:
+    def detect(self, sample: bytes, path: Path, options=None) -> str | None:
         text = sample.decode("utf-8", "replace").lstrip("\ufeff \t\r\n")
         if not text:
             return None

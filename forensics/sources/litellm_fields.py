@@ -212,7 +212,7 @@ def spendlogs_sql(relation: str, columns: set[str]) -> str:
     """Fields from SpendLogs rows: a relation whose columns are the export's columns, as text."""
     docs = {
         "meta": f"try(json({quote_ident('metadata')}))" if "metadata" in columns else "NULL::JSON",
-        "psr": f"try(json({quote_ident('proxy_server_request')}))" if "proxy_server_request" in columns else "NULL::JSON",
+        "psr": "try(json(proxy_server_request))" if "proxy_server_request" in columns else "NULL::JSON",
     }
     return fields_sql(SPENDLOGS, relation, docs, columns)
 
@@ -230,12 +230,12 @@ def spendlogs_columns_sql(relation: str) -> str:
 def payload_sql(relation: str) -> str:
     """Fields from StandardLoggingPayload objects; a cache hit gets SpendLogs' `<id>_cache_hit<time>` id form."""
     inner = fields_sql(PAYLOAD, relation, {"doc": "doc"}, set())
+    base = "coalesce(CASE WHEN request_id NOT IN ('None', 'null') THEN request_id END, litellm_call_id)"
     # the payload of a cache hit repeats the cached response's id: keep it apart from the original request
+    hit = "try_cast(cache_hit_raw AS BOOLEAN) AND request_id NOT LIKE '%\\_cache\\_hit%' ESCAPE '\\'"
     return (
-        f"SELECT * REPLACE (CASE WHEN try_cast(cache_hit_raw AS BOOLEAN) AND request_id NOT LIKE '%\\_cache\\_hit%' "
-        f"ESCAPE '\\' THEN request_id || '_cache_hit' || start_raw "
-        f"ELSE coalesce(CASE WHEN request_id NOT IN ('None', 'null') THEN request_id END, litellm_call_id) END "
-        f"AS request_id) FROM ({inner})"
+        f"SELECT * REPLACE (CASE WHEN {hit} THEN {base} || '_cache_hit' || start_raw ELSE {base} END AS request_id) "
+        f"FROM ({inner})"
     )
 
 

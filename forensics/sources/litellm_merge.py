@@ -45,7 +45,8 @@ def count_sql(text: str) -> str:
 
 
 def _bad_number(raw: str, typed: str, label: str) -> str:
-    return f"CASE WHEN {raw} IS NOT NULL AND {typed} IS NULL THEN format('{label} \"{{}}\" is not a number', left({raw}, 80)) END"
+    message = f"format('{label} \"{{}}\" is not a number', left({raw}, 80))"
+    return f"CASE WHEN {raw} IS NOT NULL AND {typed} IS NULL THEN {message} END"
 
 
 def typed_sql(fields: str, fmt: str, file_id: int) -> str:
@@ -138,7 +139,7 @@ def finish(con: duckdb.DuckDBPyConnection, file_id: int, fmt: str, raw_sql: str,
 
 
 def _quarantine(con: duckdb.DuckDBPyConnection, file_id: int, raw_sql: str) -> None:
-    """Records with a reason go to quarantine with their raw text (`raw_sql`: record_no, raw), redacted before the cut."""
+    """Records with a reason go to quarantine, with their raw text from `raw_sql` (record_no, raw)."""
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _ll_q AS
         SELECT n.record_no, r.raw, n.reason
@@ -212,4 +213,6 @@ def _upsert(con: duckdb.DuckDBPyConnection, trusted: TrustedProxies, collapse: b
     filled = " OR ".join(f"(llm_requests.{c} IS NULL AND excluded.{c} IS NOT NULL)" for c in PRICE_INPUTS)
     updates += f", price_status = CASE WHEN {filled} THEN NULL ELSE llm_requests.price_status END"
     updates += f", cost_usd = CASE WHEN {filled} THEN NULL ELSE llm_requests.cost_usd END"
-    con.execute(f"INSERT INTO llm_requests ({', '.join(COLUMNS)}) {select} ON CONFLICT (request_id) DO UPDATE SET {updates}")
+    con.execute(
+        f"INSERT INTO llm_requests ({', '.join(COLUMNS)}) {select} ON CONFLICT (request_id) DO UPDATE SET {updates}"
+    )

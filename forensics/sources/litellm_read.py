@@ -239,8 +239,9 @@ def _plain_copy(path: Path, notes: list[str]) -> str:
     return name
 
 
-def stage_csv(con: duckdb.DuckDBPyConnection, path: Path, wanted: tuple[str, ...], file_id: int,
-              notes: list[str]) -> tuple[int, int, set[str]]:
+def stage_csv(
+    con: duckdb.DuckDBPyConnection, path: Path, wanted: tuple[str, ...], file_id: int, notes: list[str]
+) -> tuple[int, int, set[str]]:
     """Stage a SpendLogs CSV export: rows in _ll_csv as read, _ll_src with the wanted columns under their schema
     names (matched case-insensitively). Lines the CSV reader rejects go straight to quarantine.
 
@@ -260,7 +261,8 @@ def stage_csv(con: duckdb.DuckDBPyConnection, path: Path, wanted: tuple[str, ...
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE _ll_csv AS SELECT * FROM read_csv('{plain.replace("'", "''")}',
               header=true, auto_detect=false, columns={columns}, delim=',', quote='"', escape='"', comment='',
-              max_line_size={MAX_CSV_LINE}, store_rejects=true, rejects_table='_ll_rej', rejects_scan='_ll_rej_scan')""")
+              max_line_size={MAX_CSV_LINE}, store_rejects=true,
+              rejects_table='_ll_rej', rejects_scan='_ll_rej_scan')""")
     finally:
         if plain != str(path):
             os.unlink(plain)

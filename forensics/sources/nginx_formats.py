@@ -243,7 +243,7 @@ class LogFormat:
         if kind != "lit" or not lit.startswith(" "):
             return None
         # an IPv6 or unix: peer, or an X-Forwarded-For list logged in its place: ':' or ',' before that literal
-        head = f"split_part(line, {sql_str(lit)}, 1)"
+        head = f"left(line, strpos(line, {sql_str(lit)}))"       # not split_part: that splits the whole line
         return f"(contains({head}, ':') OR contains({head}, ','))"
 
     def _part_regex(self, part) -> tuple[str, list[str]]:

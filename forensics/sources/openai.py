@@ -56,7 +56,7 @@ _RESULT = re.compile(r'"object"\s*:\s*"organization\.(?:usage\.([a-z_]+)|(costs)
 class OpenAISource:
     family = "openai"
 
-    def detect(self, sample: bytes, path: Path) -> str | None:
+    def detect(self, sample: bytes, path: Path, options=None) -> str | None:
         text = sample.decode("utf-8", "replace").lstrip("\ufeff \t\r\n")
         if text[:1] in ("{", "["):
             if not _PAGE.search(text):
