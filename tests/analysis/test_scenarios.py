@@ -8,6 +8,10 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
+import heapq
+from collections import defaultdict
+from datetime import timedelta
+
 import pytest
 
 from forensics import case as case_db
@@ -15,6 +19,7 @@ from forensics.ingest import ingest_paths
 from forensics.investigate import investigate
 from forensics.outputs import findings as findings_out
 from forensics.simulate import SCENARIOS, simulate
+from test_controls import Req, cost, ref_auth, ref_ip_rate, ref_key_rpm, valid_keys   # sequential references
 
 SEEDS = (1, 2, 3)
 KIND = {"open_proxy": "unauthenticated_proxy", "leaked_virtual_key": "leaked_key",
@@ -112,3 +117,60 @@ def test_control_losses_match_truth(tmp_path_factory, scenario, seed):
     losses = {c["control"]: Decimal(str(c["loss_usd"])) for c in inc["controls"]}
     assert abs(losses["auth_required"] - keyed) <= Decimal("0.000001")
     assert abs(losses["max_tokens_1000"] - capped) <= Decimal("0.000001")
+
+
+def ref_budget_fast(rows, incident, usd, per_key) -> Decimal:
+    """The budget rule one request at a time, like ref_budget, with a heap of pending ends (O(n log n))."""
+    valid, pending, spent, loss = valid_keys(rows), [], defaultdict(Decimal), Decimal(0)
+    for r in sorted(rows, key=lambda r: (r.start, r.id)):
+        while pending and pending[0][0] <= r.start:
+            end, _, who, c = heapq.heappop(pending)
+            spent[(who, end.year, end.month)] += c
+        subject = not per_key or r.key in valid
+        who = r.key if per_key else "*"
+        if subject and spent[(who, r.start.year, r.start.month)] >= usd:
+            continue
+        heapq.heappush(pending, (r.end, r.id, who, cost(r)))
+        loss += cost(r) if r.id in incident else 0
+    return loss
+
+
+def ref_alert_fast(rows, incident, threshold, window_minutes, response_minutes) -> Decimal:
+    """First end time at or after the incident start where spend in (t - window, t] exceeds the threshold."""
+    start = min(r.start for r in rows if r.id in incident)
+    ends = sorted((r.end, cost(r)) for r in rows)
+    window, total, lo, fired = timedelta(minutes=window_minutes), Decimal(0), 0, None
+    for i, (t, c) in enumerate(ends):
+        total += c
+        while ends[lo][0] <= t - window:
+            total -= ends[lo][1]
+            lo += 1
+        # all spend ending at t counts before deciding at t
+        if t >= start and (i + 1 == len(ends) or ends[i + 1][0] != t) and total > threshold:
+            fired = t
+            break
+    return sum((cost(r) for r in rows if r.id in incident
+                and (fired is None or r.start <= fired + timedelta(minutes=response_minutes))), Decimal(0))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("scenario", _attack_scenarios())
+def test_every_control_matches_a_sequential_replay_of_the_truth(tmp_path_factory, scenario, seed):
+    truth, findings, con = run(tmp_path_factory, scenario, seed)
+    [t] = truth["incidents"]
+    [inc] = [i for i in findings["incidents"] if i["verdict"] == "attack"]
+    rows = [Req(i, s, e, k, ip, st, c, ct or 0, m) for i, s, e, k, ip, st, c, ct, m in con.execute(
+        "SELECT request_id, start_time, coalesce(end_time, start_time), key_hash, client_ip, status, cost_usd, "
+        "completion_tokens, model FROM llm_requests WHERE start_time IS NOT NULL").fetchall()]
+    ids = set(t["request_ids"])
+    expected = {
+        "auth_required": ref_auth(rows, ids),
+        "key_rpm_20": ref_key_rpm(rows, ids, 20),
+        "ip_rate_10rps": ref_ip_rate(rows, ids, 10, 0),
+        "key_budget_100": ref_budget_fast(rows, ids, Decimal(100), per_key=True),
+        "global_budget_1000": ref_budget_fast(rows, ids, Decimal(1000), per_key=False),
+        "cost_alert_50h_15m": ref_alert_fast(rows, ids, Decimal(50), 60, 15),
+    }
+    losses = {c["control"]: Decimal(str(c["loss_usd"])) for c in inc["controls"]}
+    for control, loss in expected.items():
+        assert abs(losses[control] - loss) <= Decimal("0.000001"), (control, losses[control], loss)
