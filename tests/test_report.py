@@ -61,3 +61,26 @@ def test_inputs_add_up(report):
     for f in findings["inputs"]:
         assert f["records"] == f["loaded"] + f["quarantined"]
 
+
+
+def test_no_full_key_in_any_output(report):
+    """The simulator's full virtual keys appear nowhere: not in findings.json, steps.sql, nor any text in the case."""
+    import duckdb
+
+    from forensics.simulate import secret_keys
+
+    _, out = report
+    keys = [k for k in secret_keys("open_proxy", 1).values()]
+    assert keys and all(k.startswith("sk-") for k in keys)
+    for f in out.iterdir():
+        if f.suffix in (".json", ".sql", ".md", ".html", ".csv"):
+            text = f.read_text(errors="replace")
+            assert not any(k in text for k in keys), f.name
+    con = duckdb.connect(str(out / "case.duckdb"), read_only=True)
+    columns = con.execute("SELECT table_name, column_name FROM information_schema.columns "
+                          "WHERE data_type = 'VARCHAR' AND table_schema = 'main'").fetchall()
+    for table, column in columns:
+        (hits,) = con.execute(f'SELECT count(*) FROM "{table}" WHERE list_has_any([{", ".join("?" for _ in keys)}], '
+                              f'regexp_extract_all("{column}", \'sk-[A-Za-z0-9_-]+\'))', keys).fetchone()
+        assert hits == 0, f"{table}.{column} holds a full key"
+    con.close()
