@@ -39,6 +39,14 @@ def run(tmp_path_factory, scenario: str, seed: int):
     return _cache[(scenario, seed)]
 
 
+def the_attack(tmp_path_factory, scenario: str, seed: int):
+    """The truth's one incident, the one attack the findings report, and the case."""
+    truth, findings, con = run(tmp_path_factory, scenario, seed)
+    [t] = truth["incidents"]
+    [inc] = [i for i in findings["incidents"] if i["verdict"] == "attack"]
+    return t, inc, con
+
+
 def _t(s: str) -> datetime:
     return datetime.fromisoformat(s.replace("Z", "+00:00"))
 
@@ -70,9 +78,8 @@ OUTSIDE = [s for s in ("provider_key_outside_proxy", "provider_key_outside_proxy
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("scenario", OUTSIDE)
 def test_spend_outside_the_proxy(tmp_path_factory, scenario, seed):
-    truth, findings, _ = run(tmp_path_factory, scenario, seed)
-    [t] = truth["incidents"]
-    [inc] = [i for i in findings["incidents"] if i["verdict"] == "attack"]
+    t, inc, _ = the_attack(tmp_path_factory, scenario, seed)
+    findings = run(tmp_path_factory, scenario, seed)[1]
     assert inc["kind"] == "provider_key_outside_proxy" and inc["request_ids"] == []
     assert abs((_t(inc["start"]) - _t(t["start"])).total_seconds()) <= 60
     assert abs((_t(inc["end"]) - _t(t["end"])).total_seconds()) <= 60
@@ -101,9 +108,7 @@ def test_quiet_week_has_no_attack(tmp_path_factory, seed):
 @pytest.mark.parametrize("scenario", _attack_scenarios())
 def test_control_losses_match_truth(tmp_path_factory, scenario, seed):
     """auth_required and max_tokens_1000 computed directly from the truth's requests."""
-    truth, findings, con = run(tmp_path_factory, scenario, seed)
-    [t] = truth["incidents"]
-    [inc] = [i for i in findings["incidents"] if i["verdict"] == "attack"]
+    t, inc, con = the_attack(tmp_path_factory, scenario, seed)
     con.execute("CREATE OR REPLACE TEMP TABLE t_ids AS SELECT unnest(?::VARCHAR[]) AS request_id", [t["request_ids"]])
     keyed, capped = con.execute("""
         SELECT coalesce(sum(r.cost_usd) FILTER (WHERE r.key_hash IN (SELECT key_hash FROM llm_requests
@@ -156,9 +161,7 @@ def ref_alert_fast(rows, incident, threshold, window_minutes, response_minutes) 
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("scenario", _attack_scenarios())
 def test_every_control_matches_a_sequential_replay_of_the_truth(tmp_path_factory, scenario, seed):
-    truth, findings, con = run(tmp_path_factory, scenario, seed)
-    [t] = truth["incidents"]
-    [inc] = [i for i in findings["incidents"] if i["verdict"] == "attack"]
+    t, inc, con = the_attack(tmp_path_factory, scenario, seed)
     rows = [Req(i, s, e, k, ip, st, c, ct or 0, m) for i, s, e, k, ip, st, c, ct, m in con.execute(
         "SELECT request_id, start_time, coalesce(end_time, start_time), key_hash, client_ip, status, cost_usd, "
         "completion_tokens, model FROM llm_requests WHERE start_time IS NOT NULL").fetchall()]
