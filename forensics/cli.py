@@ -70,14 +70,22 @@ def _add_load_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trusted-proxy", action="append", default=[], metavar="CIDR", dest="trusted_proxies",
                    help="address range of your own load balancers (repeatable; default: private ranges)")
     p.add_argument("--prices", metavar="CSV", type=Path,
-                   help="price overrides for custom deployments: provider,model,input_mtok,output_mtok,...")
+                   help="price overrides for custom deployments: provider,model,input_mtok,output_mtok,... "
+                        "(the whole case is re-priced; the prices stay in the case for later runs)")
 
 
 def _load_options(args):
     from forensics.sources import LoadOptions
 
-    if args.prices is not None and not args.prices.is_file():
-        raise UsageError(f"{args.prices}: no such price file")
+    if args.prices is not None:
+        from forensics.pricing import load_overrides
+
+        if not args.prices.is_file():
+            raise UsageError(f"{args.prices}: no such price file")
+        try:
+            load_overrides(args.prices)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise UsageError(str(e).splitlines()[0]) from None
     for cidr in args.trusted_proxies:
         import ipaddress
 
@@ -112,6 +120,7 @@ def _slow_file_progress(path: Path):
 def cmd_ingest(args) -> int:
     from forensics import case as case_db
     from forensics.ingest import expand_inputs, ingest_paths
+    from forensics.pricing import reprice_all
 
     options = _load_options(args)
     cases = [i for i in args.inputs if str(i).endswith(".duckdb")]
@@ -122,24 +131,25 @@ def cmd_ingest(args) -> int:
         expand_inputs(args.inputs)
     except FileNotFoundError as e:
         raise UsageError(str(e)) from None
+    folder = Path(args.case).resolve().parent
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: no such folder for the case database")
     con = case_db.connect(args.case)
     reports = ingest_paths(con, args.inputs, options, progress=_slow_file_progress)
+    if options.price_overrides is not None:
+        reprice_all(con, options.price_overrides)
+    _print_file_problems(reports)
     for r in reports:
-        if r.status == "failed":
-            print(f"forensics: {r.path}: {r.message}", file=sys.stderr)
-            if args.debug and getattr(r, "error", None) is not None:
-                traceback.print_exception(r.error)
-        elif r.format == "unrecognised" and not r.skipped:
-            print(f"forensics: {r.path}: {r.message}", file=sys.stderr)
-        elif r.quarantined and not r.skipped:
+        if r.status == "failed" and args.debug and getattr(r, "error", None) is not None:
+            traceback.print_exception(r.error)
+        elif r.quarantined and not r.skipped and r.format != "unrecognised":
             _print_quarantine(con, r)
     if args.json:
         print(json.dumps([r.contract() for r in reports], indent=2))
     else:
         _print_ingest_table(reports)
     con.close()
-    failed = any(r.status == "failed" or (r.format == "unrecognised" and not r.skipped) for r in reports)
-    return EXIT_FAILED if failed else EXIT_OK
+    return EXIT_FAILED if _failed(reports) else EXIT_OK
 
 
 def _print_quarantine(con, report) -> None:
@@ -187,10 +197,27 @@ def open_case(inputs: list[str], out_dir: Path, options, quiet: bool = False):
     out_dir.mkdir(parents=True, exist_ok=True)
     con = case_db.connect(cases[0] if cases else out_dir / "case.duckdb")
     reports = ingest_paths(con, logs, options, progress=_slow_file_progress) if logs else []
-    for r in reports:
-        if r.status == "failed" or (r.format == "unrecognised" and not r.skipped):
-            print(f"forensics: {r.path}: {r.message}", file=sys.stderr)
+    if options.price_overrides is not None:
+        from forensics.pricing import reprice_all
+
+        reprice_all(con, options.price_overrides)
+    _print_file_problems(reports)
     return con, reports
+
+
+def _print_file_problems(reports) -> None:
+    """One line per file that failed, was not recognised, or loaded with a note (a cut gzip, a page missing...)."""
+    for r in reports:
+        if r.skipped:
+            continue
+        if r.status == "failed" or r.format == "unrecognised":
+            print(f"forensics: {r.path}: {r.message}", file=sys.stderr)
+        elif r.message:
+            print(f"forensics: {r.path}: note: {r.message}", file=sys.stderr)
+
+
+def _failed(reports) -> bool:
+    return any(r.status == "failed" or (r.format == "unrecognised" and not r.skipped) for r in reports)
 
 
 def cmd_report(args) -> int:
@@ -215,7 +242,7 @@ def cmd_report(args) -> int:
     if not result["incidents"]:
         print("no incident found")
     print(f"wrote {out / 'findings.json'}")
-    return EXIT_FAILED if any(r.status == "failed" for r in reports) else EXIT_OK
+    return EXIT_FAILED if _failed(reports) else EXIT_OK
 
 
 def cmd_simulate(args) -> int:

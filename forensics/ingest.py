@@ -154,8 +154,8 @@ def ingest_file(
     except OSError as e:
         return FileReport(display, "", None, 0, 0, 0, False, status="failed", message=f"cannot read: {e.strerror}")
     row = con.execute(
-        "SELECT format, records, loaded, quarantined, merged FROM ingest_files WHERE sha256 = ? AND status = 'loaded'",
-        [sha],
+        "SELECT format, records, loaded, quarantined, merged FROM ingest_files WHERE sha256 = ? AND status = 'loaded' "
+        "AND format <> ?", [sha, UNRECOGNISED],
     ).fetchone()
     if row:
         fmt, records, loaded, quarantined, merged = row
@@ -164,6 +164,10 @@ def ingest_file(
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     con.execute("BEGIN TRANSACTION")
     try:
+        # an earlier attempt that recognised nothing (e.g. before --nginx-format was given) is replaced
+        con.execute("DELETE FROM quarantine WHERE file_id IN (SELECT file_id FROM ingest_files WHERE sha256 = ? "
+                    "AND format = ?)", [sha, UNRECOGNISED])
+        con.execute("DELETE FROM ingest_files WHERE sha256 = ? AND format = ?", [sha, UNRECOGNISED])
         (file_id,) = con.execute("SELECT nextval('file_id_seq')").fetchone()
         con.execute(
             "INSERT INTO ingest_files (file_id, path, sha256, size_bytes, status, started_at, tool_version) "
@@ -198,7 +202,10 @@ def ingest_file(
         return FileReport(display, sha, fmt, result.records, result.loaded, result.quarantined, False,
                           result.merged, message=message, seconds=seconds)
     except Exception as e:  # one bad file never stops the others; the reason is kept in the case
-        con.execute("ROLLBACK")
+        try:
+            con.execute("ROLLBACK")
+        except duckdb.Error:    # a failed COMMIT has rolled back already
+            pass
         reason = _one_line(e)
         con.execute(
             "INSERT INTO ingest_files (file_id, path, sha256, size_bytes, status, message, started_at, seconds, "

@@ -47,15 +47,23 @@ class Investigation:
 
 
 def baseline_step() -> Step:
-    """Proxy spend and requests per hour outside every incident, over the hours the LiteLLM logs cover."""
+    """Proxy spend and requests per clock hour, averaged over the hours the LiteLLM logs cover that hold no
+    incident request (quiet hours count as zero)."""
     return Step("baseline", """
-        SELECT coalesce(sum(cost_usd), 0) / nullif(date_diff('second', min(start_time), max(start_time)) / 3600.0, 0)
-                   AS cost_per_hour_usd,
-               count(*) / nullif(date_diff('second', min(start_time), max(start_time)) / 3600.0, 0)
-                   AS requests_per_hour,
-               min(start_time) AS start, max(start_time) AS "end"
-        FROM llm_requests r
-        WHERE NOT EXISTS (SELECT 1 FROM __f_claimed c WHERE c.request_id = r.request_id)
+        WITH hours AS (
+            SELECT unnest(generate_series(date_trunc('hour', min(start_time)), date_trunc('hour', max(start_time)),
+                                          INTERVAL 1 HOUR)) AS hour
+            FROM llm_requests
+        ), incident_hours AS (
+            SELECT DISTINCT date_trunc('hour', r.start_time) AS hour FROM llm_requests r JOIN __f_claimed USING (request_id)
+        ), per_hour AS (
+            SELECT date_trunc('hour', start_time) AS hour, coalesce(sum(cost_usd), 0) AS cost, count(*) AS n
+            FROM llm_requests GROUP BY ALL
+        )
+        SELECT avg(coalesce(p.cost, 0)) AS cost_per_hour_usd, avg(coalesce(p.n, 0)) AS requests_per_hour,
+               count(*) AS hours, min(h.hour) AS start, max(h.hour) + INTERVAL 1 HOUR AS "end"
+        FROM hours h LEFT JOIN per_hour p USING (hour)
+        WHERE h.hour NOT IN (SELECT hour FROM incident_hours)
     """)
 
 

@@ -46,7 +46,13 @@ def load_overrides(path: Path | None) -> dict[tuple[str, str], dict]:
         return {}
     out: dict[tuple[str, str], dict] = {}
     with open(path, newline="") as f:
-        for n, row in enumerate(csv.DictReader(f), start=2):
+        reader = csv.DictReader(f)
+        missing = {"provider", "model", "input_mtok", "output_mtok"} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+        for n, row in enumerate(reader, start=2):
+            if None in row or any(row.get(c) is None for c in ("provider", "model")):
+                raise ValueError(f"{path} line {n}: wrong number of fields")
             try:
                 prices = {c: (Decimal(row[c]) if row.get(c) not in (None, "") else None) for c in PRICE_COLUMNS}
             except InvalidOperation:
@@ -147,3 +153,10 @@ def price_requests(
     # requests with neither model nor start time cannot be priced at all
     con.execute(f"UPDATE llm_requests SET price_status = 'unpriceable' WHERE ({where}) AND price_status IS NULL")
     return len(rows)
+
+
+def reprice_all(con: duckdb.DuckDBPyConnection, overrides_path: Path | None) -> int:
+    """Forget every resolved price and re-price the whole case (after the analyst gave a new override file)."""
+    con.execute("DELETE FROM prices")
+    con.execute("UPDATE llm_requests SET cost_usd = NULL, price_status = NULL")
+    return price_requests(con, "price_status IS NULL", overrides_path)

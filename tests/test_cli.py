@@ -78,3 +78,32 @@ def test_report_reads_an_existing_case(tmp_path):
     findings = json.loads((tmp_path / "out" / "findings.json").read_text())
     assert findings["incidents"] == [] and findings["inputs"][0]["records"] == 1
     assert "no incident found" in r.stdout
+
+
+def test_price_file_is_checked_once_and_reprices_the_case(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("model,input_mtok\nx,1\n")
+    log = tmp_path / "access.log"
+    log.write_text('198.51.100.4 - - [16/Nov/2026:03:00:04 +0100] "GET / HTTP/1.1" 200 5 "-" "x"\n')
+    r = run("ingest", str(log), "--case", str(tmp_path / "c.duckdb"), "--prices", str(bad))
+    assert r.returncode == 2 and "missing column" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_missing_case_folder_is_a_usage_error(tmp_path):
+    log = tmp_path / "access.log"
+    log.write_text('198.51.100.4 - - [16/Nov/2026:03:00:04 +0100] "GET / HTTP/1.1" 200 5 "-" "x"\n')
+    r = run("ingest", str(log), "--case", str(tmp_path / "no" / "such" / "c.duckdb"))
+    assert r.returncode == 2 and "no such folder" in r.stderr
+
+
+def test_unrecognised_file_is_tried_again_with_a_custom_format(tmp_path):
+    log = tmp_path / "odd.log"
+    log.write_text('203.0.113.7 <16/Nov/2026:03:00:04 +0100> "POST /chat/completions HTTP/1.1" 200\n')
+    case = tmp_path / "c.duckdb"
+    first = run("ingest", str(log), "--case", str(case), "--json")
+    assert first.returncode == 1 and json.loads(first.stdout)[0]["format"] == "unrecognised"
+    again = run("ingest", str(log), "--case", str(case), "--json",
+                "--nginx-format", '$remote_addr <$time_local> "$request" $status')
+    assert again.returncode == 0, again.stderr
+    [obj] = json.loads(again.stdout)
+    assert obj["format"] == "nginx.custom" and obj["loaded"] == 1 and not obj["skipped"]

@@ -1,7 +1,8 @@
 """Find abnormal windows in a case and decide what each one is.
 
 Detectors look for the signatures of the ways a gateway is abused, each from the case's own data:
-  keyless      successful LLM calls that carry no virtual key while the proxy otherwise uses keys (open proxy)
+  keyless      LLM calls the proxy served without a virtual key, in a proxy that uses keys (open proxy); however
+               large the attack, the keyed traffic of the case shows the proxy is meant to use keys
   stuffing     bursts of 401s with many distinct keys from the same addresses, and what those addresses did next
   new_address  a valid key suddenly used from addresses it never used before (leaked key)
   rate         a key spending far above its own usual rate (planned batch jobs land here)
@@ -20,6 +21,7 @@ from forensics.analysis.steps import Step, run_step
 SESSION_GAP_MINUTES = 10          # a pause this long ends a burst
 SLOW_GAP_MINUTES = 60             # a leaked key is often used slowly, for hours: a longer pause ends its session
 MIN_INCIDENT_REQUESTS = 20        # fewer is noise, not an incident
+MIN_KEYED_REQUESTS = 20           # a proxy that served this many keyed calls is one that uses keys
 STUFFING_MIN_DISTINCT_KEYS = 20   # distinct rejected keys from one address in a burst
 NEW_ADDRESS_GRACE_HOURS = 24      # addresses a key used in its first day are its own
 RATE_BUCKET_MINUTES = 10
@@ -89,9 +91,10 @@ def sessions_sql(candidates: str, partition: str = "1", gap_minutes: int = SESSI
 def keyless_step() -> Step:
     """Requests without a virtual key that the proxy did not reject for auth, when keyed traffic is the norm."""
     return Step("keyless_candidates", f"""
-        SELECT * FROM ({sessions_sql('''(SELECT * FROM __f_request_facts
+        SELECT * FROM ({sessions_sql(f'''(SELECT * FROM __f_request_facts
                  WHERE key_hash IS NULL AND NOT auth_failure
-                   AND (SELECT count(*) FILTER (WHERE key_valid) > count(*) / 2 FROM __f_request_facts))''')})
+                   AND (SELECT count(*) FILTER (WHERE key_valid AND status = 'success') >= {MIN_KEYED_REQUESTS}
+                        FROM __f_request_facts))''')})
     """)
 
 
@@ -103,7 +106,7 @@ def stuffing_step() -> Step:
         ), bursts AS (
             SELECT client_ip, session_no, min(start_time) AS first_failure
             FROM failures GROUP BY ALL
-            HAVING count(DISTINCT coalesce(key_hash, request_id)) >= {STUFFING_MIN_DISTINCT_KEYS}
+            HAVING count(DISTINCT key_hash) >= {STUFFING_MIN_DISTINCT_KEYS}   -- keyless 401s are not guesses
         ), first_burst AS (
             SELECT client_ip, min(first_failure) AS since FROM bursts GROUP BY client_ip
         )

@@ -29,15 +29,19 @@ def nginx_to_litellm_step() -> Step:
             QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY file_id, line_no) = 1
         ), unmatched AS (
             SELECT r.* FROM llm_requests r WHERE NOT EXISTS (SELECT 1 FROM by_id b WHERE b.request_id = r.request_id)
+        ), probes AS (   -- each unmatched request looks in the seconds around its end: an equality join, not a range
+            SELECT u.request_id, u.client_ip, coalesce(u.end_time, u.start_time) AS at,
+                   CAST(floor(epoch(coalesce(u.end_time, u.start_time))) AS BIGINT) + d AS second
+            FROM unmatched u, range(-{TIME_TOLERANCE_SECONDS}, {TIME_TOLERANCE_SECONDS} + 1) t(d)
+        ), lines AS (
+            SELECT h.*, CAST(floor(epoch(h.time)) AS BIGINT) AS second FROM http_requests h
+            WHERE {LLM_PATH_SQL}
+              AND NOT EXISTS (SELECT 1 FROM by_id b WHERE b.file_id = h.file_id AND b.line_no = h.line_no)
         ), by_time AS (
-            SELECT u.request_id, h.file_id, h.line_no, 'time' AS matched_by,
-                   abs(epoch(h.time) - epoch(coalesce(u.end_time, u.start_time))) AS seconds_apart
-            FROM unmatched u JOIN http_requests h
-              ON h.client_ip = u.client_ip AND {LLM_PATH_SQL}
-             AND h.time BETWEEN coalesce(u.end_time, u.start_time) - INTERVAL {TIME_TOLERANCE_SECONDS} SECOND
-                            AND coalesce(u.end_time, u.start_time) + INTERVAL {TIME_TOLERANCE_SECONDS} SECOND
-             AND NOT EXISTS (SELECT 1 FROM by_id b WHERE b.file_id = h.file_id AND b.line_no = h.line_no)
-            QUALIFY row_number() OVER (PARTITION BY u.request_id ORDER BY seconds_apart, h.file_id, h.line_no) = 1
+            SELECT p.request_id, h.file_id, h.line_no, 'time' AS matched_by, abs(epoch(h.time) - epoch(p.at)) AS seconds_apart
+            FROM probes p JOIN lines h ON h.client_ip = p.client_ip AND h.second = p.second
+            WHERE abs(epoch(h.time) - epoch(p.at)) <= {TIME_TOLERANCE_SECONDS}
+            QUALIFY row_number() OVER (PARTITION BY p.request_id ORDER BY seconds_apart, h.file_id, h.line_no) = 1
         )
         SELECT r.request_id, m.file_id, m.line_no, coalesce(m.matched_by, 'none') AS matched_by, m.seconds_apart
         FROM llm_requests r LEFT JOIN (SELECT * FROM by_id UNION ALL SELECT * FROM by_time) m USING (request_id)

@@ -30,12 +30,24 @@ class Reconciliation:
     daily: object = None            # pandas frame: per day provider vs proxy
 
 
+LOG_WINDOW_SQL = """(SELECT min(start_time) AS first, max(coalesce(end_time, start_time)) AS last
+                      FROM llm_requests)"""
+
+
+def inside_logs_sql(alias: str) -> str:
+    """Buckets the proxy's logs cover whole (at the bucket's own width): elsewhere silence is not evidence."""
+    width = f"({alias}.bucket_end - {alias}.bucket_start)"
+    return (f"{alias}.bucket_start >= time_bucket({width}, (SELECT first FROM {LOG_WINDOW_SQL})) "
+            f"AND {alias}.bucket_start <= (SELECT last FROM {LOG_WINDOW_SQL})")
+
+
 def provider_costs_step() -> Step:
-    """Provider-billed USD per provider and bucket, one file per bucket (the last loaded) so overlaps count once."""
-    return Step("provider_cost_buckets", """
+    """Provider-billed USD per provider and bucket inside the proxy's log window, one file per bucket (the last
+    loaded) so overlaps count once."""
+    return Step("provider_cost_buckets", f"""
         WITH chosen AS (
             SELECT provider, bucket_start, bucket_end, max(file_id) AS file_id
-            FROM provider_costs GROUP BY ALL
+            FROM provider_costs c WHERE {inside_logs_sql('c')} GROUP BY ALL
         )
         SELECT c.provider, c.bucket_start, c.bucket_end, sum(c.amount_usd) AS provider_cost_usd
         FROM provider_costs c JOIN chosen USING (provider, bucket_start, bucket_end, file_id)
@@ -81,9 +93,10 @@ def usage_vs_proxy_step(which: str) -> Step:
     """
     return Step(f"usage_vs_proxy_{which}", f"""
         WITH width AS ({usage_width_sql(which)}),
-        chosen AS (   -- one file per bucket: overlapping exports never double
+        chosen AS (   -- one file per bucket: overlapping exports never double; only where the proxy logged
             SELECT u.provider, u.bucket_start, max(u.file_id) AS file_id
-            FROM provider_usage u JOIN width w USING (provider, bucket_width) GROUP BY ALL
+            FROM provider_usage u JOIN width w USING (provider, bucket_width)
+            WHERE {inside_logs_sql('u')} GROUP BY ALL
         ), usage AS (
             SELECT u.provider, u.bucket_start, any_value(u.bucket_end) AS bucket_end,
                    coalesce(u.api_key_id, '(no key id)') AS api_key_id,

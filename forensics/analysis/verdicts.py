@@ -58,7 +58,8 @@ def classify(con: duckdb.DuckDBPyConnection, inc: Incident) -> None:
         inc.evidence.append(f"key(s) {', '.join(map(str, f['keys'] or []))} used from {f['new_key_ip_pairs']} "
                             f"address(es) they had never used ({f['public_ips']} public); {cost}")
     else:
-        known = f["new_key_ip_pairs"] == 0 and f["new_key_models"] == 0
+        # keyless calls are never a planned job by a known key
+        known = f["new_key_ip_pairs"] == 0 and f["new_key_models"] == 0 and f["keyless"] == 0
         inc.kind = "other"
         inc.verdict = "benign" if known and f["new_key_agents"] == 0 else "suspicious"
         inc.evidence.append(f"key(s) {', '.join(map(str, f['keys'] or []))} at {RATE_TEXT} their usual rate; "

@@ -30,13 +30,13 @@ def iso(t) -> str | None:
 
 def usd(v) -> float:
     """USD as a JSON number rounded to 6 decimals (rounding happens here, at display, only)."""
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    if _none(v) is None:
         return 0.0
     return float(round(Decimal(str(v)), 6))
 
 
 def _none(v):
-    return None if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NaT else v
+    return None if v is None or v is pd.NaT or (isinstance(v, float) and math.isnan(v)) else v
 
 
 def _rows(frame: pd.DataFrame, fields: dict) -> list[dict]:
@@ -90,7 +90,7 @@ def build(con: duckdb.DuckDBPyConnection, inv: Investigation, generated_at: date
         "coverage": {"start": iso(inv.coverage.start), "end": iso(inv.coverage.end),
                      "sources": inv.coverage.sources, "missing": inv.coverage.missing},
         "baseline": {"cost_per_hour_usd": usd(inv.baseline.get("cost_per_hour_usd")),
-                     "requests_per_hour": round(float(inv.baseline.get("requests_per_hour") or 0), 3)},
+                     "requests_per_hour": round(float(_none(inv.baseline.get("requests_per_hour")) or 0), 3)},
         "incidents": incidents,
         "cost": {
             "total_usd": usd(inv.cost_total),
