@@ -193,6 +193,17 @@ def _ensure_usage_prices(con: duckdb.DuckDBPyConnection) -> None:
     pricing.insert_prices(con, [pricing.resolve_price(p, m, d, {}, "") for p, m, d in keys])
 
 
+def _finest_covering(fine: pd.DataFrame, span: pd.DataFrame) -> pd.DataFrame:
+    """The finest export's buckets when they reach both ends of what the widest export shows, else the widest's:
+    a window is never narrower than the spend it carries."""
+    if fine.empty:
+        return span
+    width = pd.Timedelta(minutes=int(span["bucket_minutes"].iloc[0]))
+    first, last = span["bucket_start"].min(), span["bucket_start"].max()
+    covers = fine["bucket_start"].min() < first + width and fine["bucket_start"].max() >= last
+    return fine if covers else span
+
+
 def reconcile(con: duckdb.DuckDBPyConnection) -> list[Reconciliation]:
     """One reconciliation per provider that has cost or usage data in the case."""
     run_step(con, provider_costs_step())
@@ -211,8 +222,7 @@ def reconcile(con: duckdb.DuckDBPyConnection) -> list[Reconciliation]:
         keys = []
         f = fine[fine["provider"] == provider]
         for key_id, g in o.groupby("api_key_id", sort=True):
-            w = f[f["api_key_id"] == key_id]
-            w = w if len(w) else g          # the finest export may not cover this key: fall back to the span
+            w = _finest_covering(f[f["api_key_id"] == key_id], g)
             keys.append({
                 "api_key_id": key_id, "start": w["bucket_start"].min(), "end": w["bucket_start"].max(),
                 "cost_usd": sum((Decimal(str(c)) for c in g["cost_usd"].dropna()), Decimal(0)),

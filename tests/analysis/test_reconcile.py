@@ -1,0 +1,35 @@
+"""Reconciliation edges: windows never narrower than their spend; no verdicts without the proxy's logs."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from forensics.analysis.reconcile import _finest_covering
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _buckets(starts, minutes):
+    return pd.DataFrame({"bucket_start": pd.to_datetime(starts), "bucket_minutes": minutes})
+
+
+def test_finest_export_used_only_when_it_covers_both_ends():
+    span = _buckets(["2026-11-14 21:00", "2026-11-15 01:00"], 60)
+    whole = _buckets(["2026-11-14 21:51", "2026-11-15 01:18"], 1)
+    part = _buckets(["2026-11-14 21:51", "2026-11-14 23:10"], 1)
+    assert _finest_covering(whole, span) is whole
+    assert _finest_covering(part, span) is span
+    assert _finest_covering(whole.iloc[0:0], span) is span
+
+
+def test_provider_data_alone_accuses_nobody(tmp_path):
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "forensics", "report", str(ROOT / "sample_logs" / "openai"),
+                        "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    findings = json.loads((out / "findings.json").read_text())
+    assert findings["incidents"] == []
+    assert "litellm" in findings["coverage"]["missing"]
+    assert findings["baseline"] == {"cost_per_hour_usd": 0.0, "requests_per_hour": 0.0}
