@@ -120,7 +120,6 @@ def _slow_file_progress(path: Path):
 def cmd_ingest(args) -> int:
     from forensics import case as case_db
     from forensics.ingest import expand_inputs, ingest_paths
-    from forensics.pricing import reprice_all
 
     options = _load_options(args)
     cases = [i for i in args.inputs if str(i).endswith(".duckdb")]
@@ -136,8 +135,7 @@ def cmd_ingest(args) -> int:
         raise UsageError(f"{folder}: no such folder for the case database")
     con = case_db.connect(args.case)
     reports = ingest_paths(con, args.inputs, options, progress=_slow_file_progress)
-    if options.price_overrides is not None:
-        reprice_all(con, options.price_overrides)
+    _apply_case_options(con, options)
     _print_file_problems(reports)
     for r in reports:
         if r.status == "failed" and args.debug and getattr(r, "error", None) is not None:
@@ -197,12 +195,21 @@ def open_case(inputs: list[str], out_dir: Path, options, quiet: bool = False):
     out_dir.mkdir(parents=True, exist_ok=True)
     con = case_db.connect(cases[0] if cases else out_dir / "case.duckdb")
     reports = ingest_paths(con, logs, options, progress=_slow_file_progress) if logs else []
+    _apply_case_options(con, options)
+    _print_file_problems(reports)
+    return con, reports
+
+
+def _apply_case_options(con, options) -> None:
+    """Options that change the whole case, files loaded earlier included: prices and trusted proxies."""
     if options.price_overrides is not None:
         from forensics.pricing import reprice_all
 
         reprice_all(con, options.price_overrides)
-    _print_file_problems(reports)
-    return con, reports
+    if options.trusted_proxies:
+        from forensics.netaddr import TrustedProxies, reresolve_client_ips
+
+        reresolve_client_ips(con, TrustedProxies(options.trusted_proxies))
 
 
 def _print_file_problems(reports) -> None:

@@ -77,3 +77,16 @@ def client_ip_map(con: duckdb.DuckDBPyConnection, pairs_sql: str, trusted: Trust
     )
     con.unregister("_client_ip_frame")
     return name
+
+
+def reresolve_client_ips(con: duckdb.DuckDBPyConnection, trusted: TrustedProxies) -> None:
+    """Recompute client_ip in the whole case for a new list of trusted proxies (the analyst learnt the balancers)."""
+    for table, chain, peer in (("http_requests", "forwarded_for", "remote_addr"),
+                               ("llm_requests", "requester_ip_raw", "NULL")):
+        m = client_ip_map(con, f"SELECT {chain} AS chain, {peer}::VARCHAR AS peer FROM {table}", trusted, "_ip_remap")
+        con.execute(f"""
+            UPDATE {table} AS t SET client_ip = m.client_ip FROM {m} AS m
+            WHERE t.{chain} IS NOT DISTINCT FROM m.chain AND {peer if peer == 'NULL' else 't.' + peer}::VARCHAR
+                  IS NOT DISTINCT FROM m.peer
+              AND t.client_ip IS DISTINCT FROM m.client_ip
+        """)

@@ -107,3 +107,24 @@ def test_unrecognised_file_is_tried_again_with_a_custom_format(tmp_path):
     assert again.returncode == 0, again.stderr
     [obj] = json.loads(again.stdout)
     assert obj["format"] == "nginx.custom" and obj["loaded"] == 1 and not obj["skipped"]
+
+
+def test_trusted_proxy_given_later_recomputes_client_addresses(tmp_path):
+    log = tmp_path / "access.log"
+    log.write_text('203.0.113.50 - - [16/Nov/2026:03:00:04 +0100] "POST /chat/completions HTTP/1.1" 200 5 "-" "x" '
+                   '"198.51.100.7"\n')
+    case = tmp_path / "c.duckdb"
+    assert run("ingest", str(log), "--case", str(case)).returncode == 0
+    import duckdb
+
+    def client():
+        c = duckdb.connect(str(case), read_only=True)
+        try:
+            return c.execute("SELECT client_ip FROM http_requests").fetchone()[0]
+        finally:
+            c.close()
+
+    assert client() == "203.0.113.50"            # a public peer is not trusted by default: it is the client
+    r = run("ingest", str(log), "--case", str(case), "--trusted-proxy", "203.0.113.0/24")
+    assert r.returncode == 0, r.stderr
+    assert client() == "198.51.100.7"            # behind the balancer now named, the forwarded client
