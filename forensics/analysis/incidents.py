@@ -145,10 +145,10 @@ def rate_step() -> Step:
             SELECT b.key_hash, b.bucket FROM buckets b JOIN usual u USING (key_hash)
             WHERE b.n >= {RATE_FACTOR} * u.p90 AND b.n >= {MIN_INCIDENT_REQUESTS} / 2
         )
-        SELECT * FROM ({sessions_sql('''(SELECT f.* FROM __f_request_facts f JOIN hot h
+        SELECT * FROM ({sessions_sql(f'''(SELECT f.* FROM __f_request_facts f JOIN hot h
                  ON f.key_hash = h.key_hash
                  AND time_bucket(INTERVAL {RATE_BUCKET_MINUTES} MINUTE, f.start_time) = h.bucket)''', 'key_hash')})
-    """.replace("{RATE_BUCKET_MINUTES}", str(RATE_BUCKET_MINUTES)))
+    """)
 
 
 def cost_spike_step() -> Step:
