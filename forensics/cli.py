@@ -53,6 +53,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_load_options(p)
     p.set_defaults(func=cmd_report)
 
+    p = sub.add_parser("detect", parents=[common], help="anomaly scores for every LLM request (isolation forest)",
+                       description="Train an isolation forest on the case's quiet baseline (the time before its "
+                                   "first incident, or --train-start/--train-end), calibrated to at most "
+                                   "--alerts-per-day false alerts there, then score every LLM request. Writes "
+                                   "SCORES.csv: request_id,score,flagged,reasons (higher score = more anomalous). "
+                                   "Logs named in INPUT are loaded into case.duckdb beside SCORES.csv.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("--out", required=True, metavar="SCORES.csv")
+    p.add_argument("--model", type=Path, metavar="FILE", help="score with a saved detector instead of training")
+    p.add_argument("--save", type=Path, metavar="FILE", help="save the trained detector (FILE and FILE.json card)")
+    p.add_argument("--train-start", metavar="ISO_UTC")
+    p.add_argument("--train-end", metavar="ISO_UTC")
+    p.add_argument("--alerts-per-day", type=float, default=1.0)
+    _add_load_options(p)
+    p.set_defaults(func=cmd_detect)
+
     p = sub.add_parser("simulate", parents=[common], help="write a synthetic incident in the real log formats",
                        description="Write a scenario's LiteLLM, nginx and provider logs plus truth.json.")
     p.add_argument("--scenario", required=True, metavar="NAME")
@@ -249,6 +265,41 @@ def cmd_report(args) -> int:
     if not result["incidents"]:
         print("no incident found")
     print(f"wrote {out / 'findings.json'}")
+    return EXIT_FAILED if _failed(reports) else EXIT_OK
+
+
+def cmd_detect(args) -> int:
+    from datetime import datetime
+
+    from forensics.detect.model import ModelMismatch
+    from forensics.detect.run import detect
+
+    window = None
+    if bool(args.train_start) != bool(args.train_end):
+        raise UsageError("give both --train-start and --train-end, or neither")
+    if args.train_start:
+        try:
+            window = tuple(datetime.fromisoformat(v.replace("Z", "+00:00")).replace(tzinfo=None)
+                           for v in (args.train_start, args.train_end))
+        except ValueError as e:
+            raise UsageError(f"training window: {e}") from None
+    if args.model is not None and not Path(f"{args.model}.json").is_file():
+        raise UsageError(f"{args.model}: no such detector (its card {args.model}.json is missing)")
+    out = Path(args.out)
+    con, reports = open_case(args.inputs, out.parent if str(out.parent) else Path("."), _load_options(args))
+    try:
+        scores, det, _ = detect(con, args.model, args.save, window, args.alerts_per_day)
+    except ModelMismatch as e:
+        print(f"forensics: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except ValueError as e:
+        print(f"forensics: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        con.close()
+    scores.to_csv(out, index=False)
+    print(f"{int(scores['flagged'].sum())} of {len(scores)} requests flagged (threshold {det.card.threshold:.4f}, "
+          f"trained on {det.card.train_start} .. {det.card.train_end}); wrote {out}")
     return EXIT_FAILED if _failed(reports) else EXIT_OK
 
 

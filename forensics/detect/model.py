@@ -1,0 +1,151 @@
+"""Train an isolation forest on a quiet baseline, calibrate its threshold to a false-alert budget, score, explain,
+save and load it with a card that says what it was trained on."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from importlib.metadata import version
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import IsolationForest
+
+from forensics.detect.features import FEATURES
+
+SEED = 0
+ALERTS_PER_DAY = 1.0
+
+
+class ModelMismatch(Exception):
+    """A saved detector whose features are not the ones this version builds."""
+
+
+@dataclass
+class Card:
+    features: list[str]
+    train_start: str
+    train_end: str
+    train_requests: int
+    data_sha256: str
+    threshold: float
+    alerts_per_day: float
+    versions: dict
+    medians: dict
+    spreads: dict
+
+
+@dataclass
+class Detector:
+    forest: IsolationForest
+    card: Card
+
+    def score(self, frame: pd.DataFrame) -> np.ndarray:
+        """Higher = more anomalous."""
+        return -self.forest.score_samples(_matrix(frame, self.card.features))
+
+    def flag(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.score(frame) > self.card.threshold
+
+
+def _matrix(frame: pd.DataFrame, features) -> np.ndarray:
+    return frame[list(features)].astype("float64").fillna(0.0).to_numpy()
+
+
+def _transform(frame: pd.DataFrame) -> pd.DataFrame:
+    """Counts and sizes on a log scale so a 10x burst matters as much at 3 requests as at 300."""
+    out = frame.copy()
+    for c in FEATURES:
+        if c not in LINEAR:
+            out[c] = np.log1p(out[c].astype("float64").clip(lower=0))
+    return out
+
+
+def train(frame: pd.DataFrame, start: datetime, end: datetime, alerts_per_day: float = ALERTS_PER_DAY,
+          n_estimators: int = 200) -> Detector:
+    """Fit on requests starting in [start, end); the threshold lets through at most `alerts_per_day` there."""
+    base = frame[(frame["start_time"] >= start) & (frame["start_time"] < end)]
+    if len(base) < 100:
+        raise ValueError(f"only {len(base)} requests in the training window {start} .. {end}: too few to learn from")
+    x = _transform(base)
+    forest = IsolationForest(n_estimators=n_estimators, max_samples=min(2048, len(base)), random_state=SEED,
+                             n_jobs=-1).fit(_matrix(x, FEATURES))
+    scores = np.sort(-forest.score_samples(_matrix(x, FEATURES)))[::-1]
+    days = max((end - start).total_seconds() / 86400, 1 / 24)
+    allowed = int(np.floor(alerts_per_day * days))
+    threshold = float(scores[allowed]) if allowed < len(scores) else float(scores[-1])
+    digest = hashlib.sha256(pd.util.hash_pandas_object(base[["request_id"]], index=False).to_numpy().tobytes())
+    card = Card(list(FEATURES), start.isoformat() + "Z", end.isoformat() + "Z", len(base), digest.hexdigest(),
+                threshold, alerts_per_day,
+                {p: version(p) for p in ("scikit-learn", "numpy", "pandas", "duckdb")},
+                {c: float(x[c].median()) for c in FEATURES},
+                {c: float(max((x[c] - x[c].median()).abs().median(), 1e-3)) for c in FEATURES})
+    return Detector(forest, card)
+
+
+def score_frame(det: Detector, frame: pd.DataFrame) -> pd.DataFrame:
+    """request_id, score, flagged, and for flagged requests the features furthest from the baseline, in words."""
+    x = _transform(frame)
+    scores = det.score(x)
+    flagged = scores > det.card.threshold
+    z = pd.DataFrame({c: (x[c] - det.card.medians[c]) / det.card.spreads[c] for c in FEATURES})
+    reasons = np.full(len(frame), "", dtype=object)
+    key_features = [c for c in FEATURES if c.startswith("key_") or c == "ips_per_key"]
+    for i in np.flatnonzero(flagged):
+        row = z.iloc[i][z.iloc[i] != 0]
+        if frame["keyless"].iloc[i]:       # a request without a key has no key history to speak of
+            row = row.drop(key_features, errors="ignore")
+        top = row.abs().sort_values(ascending=False).index[:3]
+        reasons[i] = "; ".join(describe(c, frame[c].iloc[i], det.card.medians[c]) for c in top)
+    return pd.DataFrame({"request_id": frame["request_id"].to_numpy(), "score": np.round(scores, 6),
+                         "flagged": flagged, "reasons": reasons})
+
+
+WORDS = {
+    "prompt_tokens": "{v:,.0f} prompt tokens (usually {u:,.0f})",
+    "completion_tokens": "{v:,.0f} completion tokens (usually {u:,.0f})",
+    "max_tokens": "max_tokens {v:,.0f} (usually {u:,.0f})",
+    "output_price_mtok": "a model at ${v:g} per M output tokens (usually ${u:g})",
+    "key_requests_before": "the key had made {v:,.0f} requests before (usually {u:,.0f})",
+    "ip_requests_before": "the address had made {v:,.0f} requests before (usually {u:,.0f})",
+    "ip_rate_1m": "{v:,.0f} requests from this address in a minute (usually {u:,.0f})",
+    "ip_rate_15m": "{v:,.0f} requests from this address in 15 minutes (usually {u:,.0f})",
+    "key_rate_1m": "{v:,.0f} requests with this key in a minute (usually {u:,.0f})",
+    "key_rate_15m": "{v:,.0f} requests with this key in 15 minutes (usually {u:,.0f})",
+    "ip_auth_failures_15m": "{v:,.0f} rejected keys from this address in 15 minutes (usually {u:,.0f})",
+    "keys_per_ip": "{v:,.0f} keys used from this address (usually {u:,.0f})",
+    "ips_per_key": "this key seen from {v:,.0f} addresses (usually {u:,.0f})",
+    "key_age_hours": "key first seen {v:,.1f} h before (usually {u:,.0f} h)",
+    "ip_age_hours": "address first seen {v:,.1f} h before (usually {u:,.0f} h)",
+    "agent_age_hours": "client software first seen {v:,.1f} h before (usually {u:,.0f} h)",
+}
+LINEAR = {"hour_of_day", "weekday", "keyless", "ip_error_rate_15m", "completion_per_prompt"}
+
+
+def describe(feature: str, value, median) -> str:
+    """One feature in an analyst's words, against its usual (baseline median) value."""
+    v = float(value)
+    if feature == "keyless":
+        return "no virtual key on the request" if v else "a virtual key on the request"
+    if feature in LINEAR:
+        return f"{feature.replace('_', ' ')} {v:g} (usually {median:g})"
+    return WORDS[feature].format(v=v, u=float(np.expm1(median)))
+
+
+def save(det: Detector, path: Path) -> None:
+    """`path` (joblib) and `path`.json (the card)."""
+    joblib.dump(det.forest, path)
+    Path(f"{path}.json").write_text(json.dumps(asdict(det.card), indent=2, sort_keys=True) + "\n")
+
+
+def load(path: Path) -> Detector:
+    card = Card(**json.loads(Path(f"{path}.json").read_text()))
+    if list(card.features) != list(FEATURES):
+        missing = sorted(set(FEATURES) - set(card.features))
+        extra = sorted(set(card.features) - set(FEATURES))
+        raise ModelMismatch(f"{path}: trained on other features (missing {missing or 'none'}, extra {extra or 'none'});"
+                            " train it again on this version")
+    return Detector(joblib.load(path), card)
