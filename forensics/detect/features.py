@@ -16,12 +16,16 @@ FEATURES = (
     "prompt_tokens", "completion_tokens", "max_tokens", "output_price_mtok", "completion_per_prompt",
     "hour_of_day", "weekday", "keyless", "key_age_hours", "key_requests_before", "ip_age_hours",
     "ip_requests_before", "agent_age_hours", "ip_rate_1m", "ip_rate_15m", "key_rate_1m", "key_rate_15m",
-    "ip_error_rate_15m", "ip_auth_failures_15m", "keys_per_ip", "ips_per_key",
+    "ip_error_rate_15m", "ip_auth_failures_15m", "keys_per_ip", "ips_per_key", "pair_requests_before",
+    "key_agent_requests_before", "public_address",
 )
 
 
 def features_step() -> Step:
-    return Step("detector_features", """
+    from forensics.analysis.incidents import private_ip_sql
+
+    private = private_ip_sql("ip")
+    return Step("detector_features", f"""
         WITH r AS (
             SELECT r.request_id, r.start_time, r.key_hash, coalesce(r.client_ip, '?') AS ip,
                    coalesce(r.user_agent, '?') AS agent, r.status,
@@ -66,7 +70,12 @@ def features_step() -> Step:
                sum(CAST(t = pair_first AND key_hash IS NOT NULL AS INTEGER)) OVER (PARTITION BY ip ORDER BY t
                     ROWS UNBOUNDED PRECEDING) AS keys_per_ip,
                CASE WHEN key_hash IS NULL THEN 0 ELSE sum(CAST(t = pair_first AS INTEGER)) OVER (
-                    PARTITION BY key_hash ORDER BY t ROWS UNBOUNDED PRECEDING) END AS ips_per_key
+                    PARTITION BY key_hash ORDER BY t ROWS UNBOUNDED PRECEDING) END AS ips_per_key,
+               CASE WHEN key_hash IS NULL THEN 0 ELSE count(*) OVER (PARTITION BY key_hash, ip ORDER BY t
+                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) END AS pair_requests_before,
+               CASE WHEN key_hash IS NULL THEN 0 ELSE count(*) OVER (PARTITION BY key_hash, agent ORDER BY t
+                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) END AS key_agent_requests_before,
+               CAST(NOT {private} AS INTEGER) AS public_address
         FROM firsts
         ORDER BY start_time, request_id
     """)

@@ -93,7 +93,8 @@ def score_frame(det: Detector, frame: pd.DataFrame) -> pd.DataFrame:
     flagged = scores > det.card.threshold
     z = pd.DataFrame({c: (x[c] - det.card.medians[c]) / det.card.spreads[c] for c in FEATURES})
     reasons = np.full(len(frame), "", dtype=object)
-    key_features = [c for c in FEATURES if c.startswith("key_") or c == "ips_per_key"]
+    key_features = [c for c in FEATURES if c.startswith("key_") or c in ("ips_per_key", "pair_requests_before",
+                                                                          "key_agent_requests_before")]
     for i in np.flatnonzero(flagged):
         row = z.iloc[i][z.iloc[i] != 0]
         if frame["keyless"].iloc[i]:       # a request without a key has no key history to speak of
@@ -118,11 +119,14 @@ WORDS = {
     "ip_auth_failures_15m": "{v:,.0f} rejected keys from this address in 15 minutes (usually {u:,.0f})",
     "keys_per_ip": "{v:,.0f} keys used from this address (usually {u:,.0f})",
     "ips_per_key": "this key seen from {v:,.0f} addresses (usually {u:,.0f})",
+    "pair_requests_before": "the key had made {v:,.0f} requests from this address before (usually {u:,.0f})",
+    "key_agent_requests_before": "the key had made {v:,.0f} requests with this client software before "
+                                 "(usually {u:,.0f})",
     "key_age_hours": "key first seen {v:,.1f} h before (usually {u:,.0f} h)",
     "ip_age_hours": "address first seen {v:,.1f} h before (usually {u:,.0f} h)",
     "agent_age_hours": "client software first seen {v:,.1f} h before (usually {u:,.0f} h)",
 }
-LINEAR = {"hour_of_day", "weekday", "keyless", "ip_error_rate_15m", "completion_per_prompt"}
+LINEAR = {"hour_of_day", "weekday", "keyless", "public_address", "ip_error_rate_15m", "completion_per_prompt"}
 
 
 def describe(feature: str, value, median) -> str:
@@ -130,6 +134,8 @@ def describe(feature: str, value, median) -> str:
     v = float(value)
     if feature == "keyless":
         return "no virtual key on the request" if v else "a virtual key on the request"
+    if feature == "public_address":
+        return "from a public address" if v else "from a private address"
     if feature in LINEAR:
         return f"{feature.replace('_', ' ')} {v:g} (usually {median:g})"
     return WORDS[feature].format(v=v, u=float(np.expm1(median)))

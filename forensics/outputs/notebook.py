@@ -160,8 +160,8 @@ def addresses_to_block(inv, verdicts=WATCH_VERDICTS) -> pd.DataFrame:
 
 
 def keys_to_rotate(inv, verdicts=WATCH_VERDICTS) -> pd.DataFrame:
-    """Virtual keys used in attack/suspicious incidents (hash prefix, hint, alias), most costly first; a keyless
-    incident has none (there the fix is authentication, not rotation)."""
+    """Virtual keys that succeeded in attack/suspicious incidents (hash prefix, hint, alias), most costly first; keys
+    only ever rejected are left out, and a keyless incident has none (there the fix is authentication, not rotation)."""
     frames = []
     for f in inv.incidents:
         if f.incident.verdict in verdicts and f.by_key is not None and len(f.by_key):
@@ -170,7 +170,7 @@ def keys_to_rotate(inv, verdicts=WATCH_VERDICTS) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=cols)
     df = pd.concat(frames, ignore_index=True)
-    df = df[df["key"].notna()]
+    df = df[df["key"].notna() & (df["successful"] > 0)]   # keys presented and only rejected (401s) work nowhere
     if df.empty:
         return pd.DataFrame(columns=cols)
     df["cost_usd"] = df["cost_usd"].map(lambda v: Decimal(str(v)) if not isinstance(v, Decimal) else v)
