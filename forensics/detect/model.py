@@ -99,7 +99,7 @@ def score_frame(det: Detector, frame: pd.DataFrame) -> pd.DataFrame:
         row = z.iloc[i][z.iloc[i] != 0]
         if frame["keyless"].iloc[i]:       # a request without a key has no key history to speak of
             row = row.drop(key_features, errors="ignore")
-        top = row.abs().sort_values(ascending=False).index[:3]
+        top = row.abs().sort_values(ascending=False, kind="stable").index[:3]
         reasons[i] = "; ".join(describe(c, frame[c].iloc[i], det.card.medians[c]) for c in top)
     return pd.DataFrame({"request_id": frame["request_id"].to_numpy(), "score": np.round(scores, 6),
                          "flagged": flagged, "reasons": reasons})

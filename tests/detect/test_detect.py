@@ -36,7 +36,8 @@ def test_open_proxy_is_caught_with_few_false_alerts(scored, sample_truth):
 def test_flagged_requests_are_explained_in_words(scored, sample_truth):
     scores, _, _ = scored
     attack = scores[scores["request_id"].isin(sample_truth["incidents"][0]["request_ids"]) & scores["flagged"]]
-    assert (attack["reasons"].str.contains("no virtual key on the request")).all()
+    assert attack["reasons"].str.contains("max_tokens 4,000").all()
+    assert attack["reasons"].str.contains("no virtual key on the request").mean() >= 0.95
     assert (scores.loc[~scores["flagged"], "reasons"] == "").all()
 
 
