@@ -3,7 +3,7 @@
 Each feature is something an analyst would look at: how big the request was and what it asked for, when it came,
 how new its key, address and client were, how fast that address and key were going, and how often they failed.
 Rates and novelty are computed from the request's own past only (window frames end at the request), so scoring a
-request never peeks at the future.
+request never peeks at the future; requests starting at the same instant are ordered by id, so features repeat exactly.
 """
 from __future__ import annotations
 
@@ -50,10 +50,10 @@ def features_step() -> Step:
                hour(start_time) AS hour_of_day, isodow(start_time) AS weekday,
                CAST(key_hash IS NULL AS INTEGER) AS keyless,
                CASE WHEN key_hash IS NULL THEN 0 ELSE (t - key_first) / 3600 END AS key_age_hours,
-               CASE WHEN key_hash IS NULL THEN 0 ELSE count(*) OVER (PARTITION BY key_hash ORDER BY t
+               CASE WHEN key_hash IS NULL THEN 0 ELSE count(*) OVER (PARTITION BY key_hash ORDER BY t, request_id
                     ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) END AS key_requests_before,
                (t - ip_first) / 3600 AS ip_age_hours,
-               count(*) OVER (PARTITION BY ip ORDER BY t ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+               count(*) OVER (PARTITION BY ip ORDER BY t, request_id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
                    AS ip_requests_before,
                (t - agent_first) / 3600 AS agent_age_hours,
                count(*) OVER (PARTITION BY ip ORDER BY t RANGE BETWEEN 60 PRECEDING AND CURRENT ROW) AS ip_rate_1m,
@@ -67,13 +67,13 @@ def features_step() -> Step:
                sum(CAST(auth_failure AS INTEGER)) OVER (PARTITION BY ip ORDER BY t
                     RANGE BETWEEN 900 PRECEDING AND CURRENT ROW) AS ip_auth_failures_15m,
                -- distinct keys an address has used so far, and addresses a key has come from: count first sightings
-               sum(CAST(t = pair_first AND key_hash IS NOT NULL AS INTEGER)) OVER (PARTITION BY ip ORDER BY t
+               sum(CAST(t = pair_first AND key_hash IS NOT NULL AS INTEGER)) OVER (PARTITION BY ip ORDER BY t, request_id
                     ROWS UNBOUNDED PRECEDING) AS keys_per_ip,
                CASE WHEN key_hash IS NULL THEN 0 ELSE sum(CAST(t = pair_first AS INTEGER)) OVER (
-                    PARTITION BY key_hash ORDER BY t ROWS UNBOUNDED PRECEDING) END AS ips_per_key,
-               CASE WHEN key_hash IS NULL THEN 0 ELSE count(*) OVER (PARTITION BY key_hash, ip ORDER BY t
+                    PARTITION BY key_hash ORDER BY t, request_id ROWS UNBOUNDED PRECEDING) END AS ips_per_key,
+               CASE WHEN key_hash IS NULL THEN 0 ELSE count(*) OVER (PARTITION BY key_hash, ip ORDER BY t, request_id
                     ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) END AS pair_requests_before,
-               CASE WHEN key_hash IS NULL THEN 0 ELSE count(*) OVER (PARTITION BY key_hash, agent ORDER BY t
+               CASE WHEN key_hash IS NULL THEN 0 ELSE count(*) OVER (PARTITION BY key_hash, agent ORDER BY t, request_id
                     ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) END AS key_agent_requests_before,
                CAST(NOT {private} AS INTEGER) AS public_address
         FROM firsts
