@@ -5,6 +5,7 @@ import gzip
 import hashlib
 import time
 import zlib
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -113,7 +114,6 @@ def _quarantine_unrecognised(ctx: LoadContext) -> LoadResult:
         )
         ctx.con.unregister("_unrec_batch")
         n += batch.num_rows
-    _redact_quarantine(ctx)
     return LoadResult(records=n, loaded=0, quarantined=n)
 
 
@@ -184,7 +184,7 @@ def ingest_file(
                 result = _quarantine_unrecognised(ctx)
             else:
                 result = source.load(ctx, fmt)
-                _redact_quarantine(ctx)
+            _redact_quarantine(ctx)
         family = source.family if source is not None else "none"
         _check_conservation(con, file_id, family, result)
         if family == "litellm":
@@ -228,19 +228,11 @@ def ingest_paths(
     con: duckdb.DuckDBPyConnection,
     inputs: Iterable[str | Path],
     options: LoadOptions | None = None,
-    on_file: Callable[[FileReport], None] | None = None,
-    progress: Callable[[Path], object] | None = None,
+    progress: Callable[[Path], AbstractContextManager] | None = None,
 ) -> list[FileReport]:
     """Ingest every file under `inputs`; returns one report per file, in input order."""
     reports = []
     for path in expand_inputs(inputs):
-        ctx_manager = progress(path) if progress else None
-        if ctx_manager is not None:
-            with ctx_manager:
-                report = ingest_file(con, path, str(path), options)
-        else:
-            report = ingest_file(con, path, str(path), options)
-        reports.append(report)
-        if on_file:
-            on_file(report)
+        with progress(path) if progress else nullcontext():
+            reports.append(ingest_file(con, path, str(path), options))
     return reports
