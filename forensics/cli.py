@@ -45,13 +45,39 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", parents=[common], help="run the whole investigation and write findings.json",
                        description="Load INPUT (log files, folders, or a case database) and run the investigation: "
                                    "incidents, attribution, reconciliation, projection, controls replay. Writes "
-                                   "DIR/findings.json (and DIR/case.duckdb when INPUT holds logs).")
+                                   "DIR/findings.json, DIR/report.html (self-contained), DIR/report.md with "
+                                   "DIR/figures/*.png, DIR/steps.sql (and DIR/case.duckdb when INPUT holds logs).")
     p.add_argument("inputs", nargs="+", metavar="INPUT")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--control", action="append", default=[], metavar="ID", dest="controls",
                    help="replay this control too, e.g. key_rpm_35, ip_rate_5rps, cost_alert_20h_5m (repeatable)")
+    p.add_argument("--no-detector", action="store_true", help="leave the anomaly detector out of the report")
+    p.add_argument("--absolute-paths", action="store_true",
+                   help="keep the absolute paths of input files (default: relative to the input folder)")
     _add_load_options(p)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("export", parents=[common], help="write the evidence bundle for a provider refund request",
+                       description="Run the investigation on INPUT and write, for the incidents with an attack "
+                                   "verdict on one provider's bill, the bundle a billing team asks for: request.md "
+                                   "(cover letter draft), requests.csv, cost_per_minute.csv, cost_per_hour.csv, "
+                                   "baseline_vs_incident.csv, reconciliation.csv, the timeline PNG, "
+                                   "chain_of_custody.json and MANIFEST.sha256 (sha256sum format).")
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("--out", required=True, metavar="DIR", help="the bundle folder (absent or empty)")
+    p.add_argument("--provider", choices=["openai", "anthropic"],
+                   help="whose bill to dispute (default: the provider with the most attack cost)")
+    p.add_argument("--zip", action="store_true", help="also write DIR.zip")
+    p.add_argument("--absolute-paths", action="store_true",
+                   help="keep the absolute paths of input files (default: relative to the input folder)")
+    _add_load_options(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("verify", parents=[common], help="re-check an evidence bundle against its MANIFEST.sha256",
+                       description="Exit 0 when every file of DIR matches its MANIFEST.sha256 line and no file is "
+                                   "missing or extra; exit 1 otherwise, naming each offending file.")
+    p.add_argument("bundle", metavar="DIR")
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("detect", parents=[common], help="anomaly scores for every LLM request (isolation forest)",
                        description="Train an isolation forest on the case's quiet baseline (the time before its "
@@ -246,7 +272,7 @@ def _failed(reports) -> bool:
 def cmd_report(args) -> int:
     from forensics.analysis.controls import DEFAULT_CONTROLS, parse_control
     from forensics.investigate import investigate
-    from forensics.outputs import findings
+    from forensics.outputs import findings, report
 
     try:
         extra = [parse_control(c) for c in args.controls]
@@ -255,8 +281,10 @@ def cmd_report(args) -> int:
     out = Path(args.out)
     con, reports = open_case(args.inputs, out, _load_options(args))
     inv = investigate(con, [*DEFAULT_CONTROLS, *extra])
-    result = findings.build(con, inv)
+    result = findings.build(con, inv, absolute_paths=args.absolute_paths)
     findings.write(out / "findings.json", result)
+    model = report.build_model(con, inv, result, run_detector=not args.no_detector)
+    report.write(out, model)
     findings.write_steps_sql(out / "steps.sql")
     con.close()
     for inc in result["incidents"]:
@@ -264,8 +292,54 @@ def cmd_report(args) -> int:
               f"{inc['requests']} requests, ${inc['cost_usd']:,.2f}")
     if not result["incidents"]:
         print("no incident found")
-    print(f"wrote {out / 'findings.json'}")
+    print(f"wrote {out / 'findings.json'}, {out / 'report.html'}, {out / 'report.md'} and "
+          f"{len(model['figures'])} figures in {out / 'figures'}")
     return EXIT_FAILED if _failed(reports) else EXIT_OK
+
+
+def cmd_export(args) -> int:
+    import tempfile
+    from datetime import datetime, timezone
+
+    from forensics.investigate import investigate
+    from forensics.outputs import bundle, findings
+
+    started = datetime.now(timezone.utc)
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"{out}: not an empty folder; the bundle needs a folder of its own")
+    with tempfile.TemporaryDirectory(prefix="forensics-export-") as tmp:
+        con, reports = open_case(args.inputs, Path(tmp), _load_options(args))
+        try:
+            inv = investigate(con)
+            result = findings.build(con, inv, absolute_paths=args.absolute_paths)
+            written = bundle.build(con, inv, result, out, args.provider, command_line=["forensics", *sys.argv[1:]],
+                                   absolute_paths=args.absolute_paths, started=started)
+        finally:
+            con.close()
+    chosen = json.loads((out / "chain_of_custody.json").read_text())
+    print(f"{len(chosen['incidents'])} incident(s) on the {chosen['provider'] or 'no'} bill: "
+          f"{', '.join(chosen['incidents']) or 'nothing to dispute'}; wrote {len(written)} files and "
+          f"{out / bundle.MANIFEST}")
+    if args.zip:
+        print(f"wrote {bundle.zip_bundle(out)}")
+    return EXIT_FAILED if _failed(reports) else EXIT_OK
+
+
+def cmd_verify(args) -> int:
+    from forensics.outputs import bundle
+
+    folder = Path(args.bundle)
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: no such bundle folder")
+    problems = bundle.verify(folder)
+    for p in problems:
+        print(f"forensics: {folder}: {p}", file=sys.stderr)
+    if problems:
+        return EXIT_FAILED
+    n = len(bundle._bundle_files(folder))
+    print(f"{folder}: {n} files match {bundle.MANIFEST}")
+    return EXIT_OK
 
 
 def cmd_detect(args) -> int:

@@ -28,6 +28,9 @@ class IncidentFindings:
     controls: list
     controls_frame: pd.DataFrame | None
     timeline: timeline.Timeline | None = None
+    provider_buckets: pd.DataFrame | None = None   # usage outside the proxy: bucket_start, cost_usd
+    provider: str | None = None                      # usage outside the proxy: whose bill, and which key id
+    provider_key_id: str | None = None
 
 
 @dataclass
@@ -102,7 +105,9 @@ def _outside_incidents(recs: list[reconcile.Reconciliation], first_number: int, 
             empty = pd.DataFrame()
             unseen = [controls.ControlResult(c.id, k["cost_usd"], Decimal(0), 0)
                       for c in control_set]   # the proxy's controls never see this traffic
-            out.append(IncidentFindings(inc, k["cost_usd"], [], empty, empty, k["by_model"], empty, proj, unseen, None))
+            out.append(IncidentFindings(inc, k["cost_usd"], [], empty, empty, k["by_model"], empty, proj, unseen, None,
+                                        provider_buckets=k["buckets"], provider=rec.provider,
+                                        provider_key_id=k["api_key_id"]))
     return out
 
 

@@ -34,3 +34,16 @@ def sample_case(tmp_path_factory):
     reports = ingest_paths(c, [SAMPLE_LOGS])
     yield c, reports
     c.close()
+
+
+@pytest.fixture(scope="session")
+def sample_report(tmp_path_factory):
+    """`python -m forensics report sample_logs/ --out DIR` run once: (findings, DIR)."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("report")
+    r = subprocess.run([sys.executable, "-m", "forensics", "report", str(SAMPLE_LOGS), "--out", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return json.loads((out / "findings.json").read_text()), out

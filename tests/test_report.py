@@ -17,13 +17,9 @@ def _t(s: str) -> datetime:
     return datetime.fromisoformat(s.replace("Z", "+00:00"))
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory):
-    out = tmp_path_factory.mktemp("report")
-    r = subprocess.run([sys.executable, "-m", "forensics", "report", str(ROOT / "sample_logs"), "--out", str(out)],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    return json.loads((out / "findings.json").read_text()), out
+@pytest.fixture
+def report(sample_report):
+    return sample_report
 
 
 def test_findings_validate_against_the_contract(report):

@@ -55,10 +55,14 @@ def _str(v):
     return None if v is None else str(v)
 
 
-def build(con: duckdb.DuckDBPyConnection, inv: Investigation, generated_at: datetime | None = None) -> dict:
+def build(con: duckdb.DuckDBPyConnection, inv: Investigation, generated_at: datetime | None = None,
+          absolute_paths: bool = False) -> dict:
+    from forensics.outputs.bundle import shareable_paths
+
     inputs = con.execute(
         "SELECT path, sha256, format, records, loaded, quarantined FROM ingest_files "
         "WHERE status = 'loaded' ORDER BY file_id").fetchall()
+    names = shareable_paths([i[0] for i in inputs], absolute_paths)
     incidents = []
     for f in inv.incidents:
         inc = f.incident
@@ -85,7 +89,7 @@ def build(con: duckdb.DuckDBPyConnection, inv: Investigation, generated_at: date
         "schema": SCHEMA,
         "tool_version": __version__,
         "generated_at": iso((generated_at or datetime.now(timezone.utc)).replace(microsecond=0)),
-        "inputs": [{"path": p, "sha256": s, "format": fm, "records": r, "loaded": lo, "quarantined": q}
+        "inputs": [{"path": names[p], "sha256": s, "format": fm, "records": r, "loaded": lo, "quarantined": q}
                    for p, s, fm, r, lo, q in inputs],
         "coverage": {"start": iso(inv.coverage.start), "end": iso(inv.coverage.end),
                      "sources": inv.coverage.sources, "missing": inv.coverage.missing},

@@ -1,0 +1,472 @@
+"""The evidence bundle for a provider refund request (`export`) and its check (`verify`).
+
+A bundle is a folder: a cover letter draft, the incident's requests and costs as CSV, the baseline beside the
+incident, the reconciliation with the price table used, the timeline figure, a chain of custody, and
+MANIFEST.sha256 in `sha256sum` format listing every other file. Safe to share: keys only as sha256 hash and
+`sk-...abcd` hint (the case never holds more), CSV cells a spreadsheet would execute are neutralised, and paths of
+the analyst's machine are cut to the input folder unless asked for.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import platform
+import sys
+import zipfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from forensics import __version__
+from forensics.analysis.steps import Step, load_request_ids, query_step
+from forensics.outputs import figures as figs
+from forensics.outputs.findings import iso
+from forensics.outputs.report import money, printable, when
+
+MANIFEST = "MANIFEST.sha256"
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")     # OWASP CSV injection: a spreadsheet would evaluate these
+VERDICTS = ("attack",)                              # what a refund request disputes
+
+
+# --- safe CSV --------------------------------------------------------------------------------------------------------
+
+def neutralise(value):
+    """A text cell a spreadsheet would run as a formula, prefixed with ' (OWASP); control characters made visible.
+    Numbers stay numbers."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+        return value
+    text = printable(value)
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
+def money_text(v) -> str:
+    """Exact USD as text: the case's DECIMAL(38,12) without trailing zeros."""
+    if v is None or (isinstance(v, float) and pd.isna(v)):
+        return ""
+    d = v if isinstance(v, Decimal) else Decimal(str(v))
+    return format(d.quantize(Decimal("0.000000000001")).normalize(), "f")
+
+
+def write_csv(path: Path, columns: list[str], rows) -> int:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(columns)
+        n = 0
+        for row in rows:
+            w.writerow([neutralise(v) for v in row])
+            n += 1
+    return n
+
+
+# --- paths -----------------------------------------------------------------------------------------------------------
+
+def shareable_paths(paths: list[str], absolute: bool = False) -> dict[str, str]:
+    """Each path as it may leave the machine: relative paths as given; absolute ones relative to the folder the
+    inputs share, prefixed with that folder's name (/home/ana/case/logs/x.log -> logs/x.log)."""
+    if absolute:
+        return {p: p for p in paths}
+    absolute_paths = [p for p in paths if os.path.isabs(p)]
+    out = {p: p for p in paths if not os.path.isabs(p)}
+    if absolute_paths:
+        common = os.path.commonpath([os.path.dirname(p) for p in absolute_paths])
+        base = os.path.dirname(common)
+        for p in absolute_paths:
+            out[p] = os.path.relpath(p, base)
+    return out
+
+
+# --- the bundle's content --------------------------------------------------------------------------------------------
+
+def requests_step(table: str, provider: str | None) -> Step:
+    """The disputed requests: ids the provider can look up, UTC times, model, tokens, cost; keys as hash and hint."""
+    where = "WHERE r.provider = ?" if provider else ""
+    return Step("export_requests", f"""
+        SELECT i.incident, r.request_id, r.litellm_call_id, r.start_time, r.end_time, r.provider,
+               coalesce(nullif(r.model_group, ''), r.model) AS requested_model, r.model, r.status, r.error_code,
+               r.prompt_tokens, r.completion_tokens, r.cache_read_tokens, r.cache_write_tokens, r.max_tokens,
+               r.cost_usd, r.spend_logged, r.client_ip, r.key_hash, r.key_hint, r.user_agent, r.start_time_raw
+        FROM llm_requests r JOIN {table} i USING (request_id)
+        {where}
+        ORDER BY r.start_time, r.request_id
+    """)
+
+
+def minutes_step(table: str, provider: str | None) -> Step:
+    """Disputed requests and cost per UTC minute (cost counted at the request's end: when it was billed)."""
+    where = "WHERE r.provider = ?" if provider else ""
+    return Step("export_cost_per_minute", f"""
+        SELECT i.incident, date_trunc('minute', coalesce(r.end_time, r.start_time)) AS minute,
+               count(*) AS requests, count(*) FILTER (WHERE r.status = 'success') AS successful,
+               CAST(sum(coalesce(r.prompt_tokens, 0)) AS BIGINT) AS prompt_tokens,
+               CAST(sum(coalesce(r.completion_tokens, 0)) AS BIGINT) AS completion_tokens,
+               coalesce(sum(r.cost_usd) FILTER (WHERE r.status = 'success'), 0) AS cost_usd
+        FROM llm_requests r JOIN {table} i USING (request_id)
+        {where}
+        GROUP BY ALL ORDER BY i.incident, minute
+    """)
+
+
+def provider_days_step(table: str) -> Step:
+    """Per UTC day the provider billed: its own cost report (one file per bucket, as the reconciliation reads it)
+    beside the proxy's legitimate traffic that day (successful requests of that provider not disputed)."""
+    return Step("export_provider_days", f"""
+        WITH chosen AS (
+            SELECT bucket_start, bucket_end, max(file_id) AS file_id FROM provider_costs WHERE provider = ?
+            GROUP BY ALL
+        ), billed AS (
+            SELECT CAST(c.bucket_start AS DATE) AS day, sum(c.amount_usd) AS provider_cost_usd
+            FROM provider_costs c JOIN chosen USING (bucket_start, bucket_end, file_id)
+            WHERE c.provider = ? GROUP BY ALL
+        ), legit AS (
+            SELECT CAST(r.start_time AS DATE) AS day, sum(r.cost_usd) AS legitimate_usd
+            FROM llm_requests r ANTI JOIN {table} i USING (request_id)
+            WHERE r.provider = ? AND r.status = 'success' GROUP BY ALL
+        ), disputed AS (
+            SELECT CAST(r.start_time AS DATE) AS day, sum(r.cost_usd) AS disputed_usd
+            FROM llm_requests r JOIN {table} i USING (request_id)
+            WHERE r.provider = ? AND r.status = 'success' GROUP BY ALL
+        )
+        SELECT b.day, b.provider_cost_usd, coalesce(l.legitimate_usd, 0) AS legitimate_usd,
+               coalesce(d.disputed_usd, 0) AS disputed_usd,
+               b.provider_cost_usd - coalesce(l.legitimate_usd, 0) AS billed_beyond_legitimate_usd
+        FROM billed b LEFT JOIN legit l USING (day) LEFT JOIN disputed d USING (day)
+        ORDER BY b.day
+    """)
+
+
+@dataclass
+class Disputed:
+    provider: str | None
+    incidents: list                  # IncidentFindings
+    request_cost: Decimal            # the proxy's requests, re-priced at list prices
+    outside_cost: Decimal            # usage outside the proxy, priced from the provider's usage data
+    provider_days: pd.DataFrame      # the provider's cost report on the incident days, with our legitimate traffic
+
+    @property
+    def billed_beyond_legitimate(self) -> Decimal | None:
+        """The provider's own bill on the incident days minus what our legitimate traffic cost those days."""
+        if not len(self.provider_days):
+            return None
+        return sum((Decimal(v) for v in self.provider_days["billed_beyond_legitimate_usd"]), Decimal(0))
+
+
+def choose(inv, provider: str | None, con) -> tuple[str | None, list]:
+    """The incidents a refund request disputes (attack verdicts), restricted to one provider's bill."""
+    attacks = [f for f in inv.incidents if f.incident.verdict in VERDICTS]
+    per_provider: dict[str, Decimal] = {}
+    for f in attacks:
+        if f.provider:
+            per_provider[f.provider] = per_provider.get(f.provider, Decimal(0)) + f.cost_usd
+        elif f.request_ids:
+            load_request_ids(con, "__f_export_pick", f.request_ids)
+            for prov, cost in con.execute("""SELECT r.provider, coalesce(sum(r.cost_usd), 0) FROM llm_requests r
+                                             JOIN __f_export_pick USING (request_id) GROUP BY ALL""").fetchall():
+                if prov:
+                    per_provider[prov] = per_provider.get(prov, Decimal(0)) + Decimal(cost)
+    if provider is None and per_provider:
+        provider = max(sorted(per_provider), key=lambda p: per_provider[p])
+    chosen = [f for f in attacks if (f.provider == provider if f.provider else bool(f.request_ids))]
+    return provider, chosen
+
+
+def build(con: duckdb.DuckDBPyConnection, inv, findings: dict, out: Path, provider: str | None = None,
+          command_line: list[str] | None = None, absolute_paths: bool = False, started: datetime | None = None,
+          ) -> list[Path]:
+    """Write the bundle into `out` (created; must be empty or absent) and return the files written."""
+    started = started or datetime.now(timezone.utc)
+    out.mkdir(parents=True, exist_ok=True)
+    provider, chosen = choose(inv, provider, con)
+    table = "__f_export_ids"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} (request_id VARCHAR, incident VARCHAR)")
+    for f in chosen:
+        if f.request_ids:
+            con.execute(f"INSERT INTO {table} SELECT unnest(CAST(? AS VARCHAR[])), ?",
+                        [[str(i) for i in f.request_ids], f.incident.id])
+    params = [provider] if provider else []
+    written: list[Path] = []
+
+    reqs = query_step(con, requests_step(table, provider), params)
+    cols = ["incident", "request_id", "litellm_call_id", "start_time_utc", "end_time_utc", "provider",
+            "requested_model", "model", "status", "error_code", "prompt_tokens", "completion_tokens",
+            "cache_read_tokens", "cache_write_tokens", "max_tokens", "cost_usd", "litellm_logged_spend_usd",
+            "client_ip", "key_hash", "key_hint", "user_agent", "start_time_as_logged"]
+    rows = ([r.incident, r.request_id, r.litellm_call_id, iso(r.start_time), iso(r.end_time), r.provider,
+             r.requested_model, r.model, r.status, r.error_code, _int(r.prompt_tokens), _int(r.completion_tokens),
+             _int(r.cache_read_tokens), _int(r.cache_write_tokens), _int(r.max_tokens), money_text(r.cost_usd),
+             money_text(r.spend_logged), r.client_ip, r.key_hash, r.key_hint, r.user_agent, r.start_time_raw]
+            for r in reqs.itertuples())
+    write_csv(out / "requests.csv", cols, rows)
+    written.append(out / "requests.csv")
+    request_cost = sum((Decimal(str(c)) for c, s in zip(reqs["cost_usd"], reqs["status"]) if s == "success"
+                        and c is not None), Decimal(0))
+
+    minutes = query_step(con, minutes_step(table, provider), params)
+    write_csv(out / "cost_per_minute.csv", ["incident", "minute_utc", "requests", "successful", "prompt_tokens",
+                                            "completion_tokens", "cost_usd"],
+              ([r.incident, iso(r.minute), r.requests, r.successful, r.prompt_tokens, r.completion_tokens,
+                money_text(r.cost_usd)] for r in minutes.itertuples()))
+    written.append(out / "cost_per_minute.csv")
+
+    hour_rows = []
+    for f in chosen:
+        if not f.request_ids:
+            continue
+        t = f"__f_export_{f.incident.id.lower().replace('-', '_')}_ids"
+        load_request_ids(con, t, f.request_ids)
+        hours = query_step(con, figs.hourly_cost_step(f"export_{f.incident.id.lower().replace('-', '_')}", t))
+        hour_rows += [[f.incident.id, iso(h.hour), h.incident_requests, money_text(h.incident_cost_usd),
+                       h.other_requests, money_text(h.other_cost_usd)] for h in hours.itertuples()]
+    outside_rows = []
+    outside_cost = Decimal(0)
+    for f in chosen:
+        if f.provider_buckets is not None and len(f.provider_buckets):
+            outside_cost += Decimal(f.cost_usd)
+            outside_rows += [[f.incident.id, f.provider, f.provider_key_id, iso(b), money_text(c)]
+                             for b, c in zip(f.provider_buckets["bucket_start"], f.provider_buckets["cost_usd"])]
+    write_csv(out / "cost_per_hour.csv", ["incident", "hour_utc", "incident_requests", "incident_cost_usd",
+                                          "other_requests", "other_cost_usd"], hour_rows)
+    written.append(out / "cost_per_hour.csv")
+    if outside_rows:
+        write_csv(out / "usage_outside_proxy.csv", ["incident", "provider", "provider_key_id", "bucket_start_utc",
+                                                    "cost_usd_at_list_prices"], outside_rows)
+        written.append(out / "usage_outside_proxy.csv")
+
+    disputed = _disputed(con, provider, chosen, request_cost, outside_cost, table)
+    base = findings["baseline"]
+    bvi = [["baseline (hours without incident traffic)", money_text(base["cost_per_hour_usd"]),
+            f"{base['requests_per_hour']:.3f}", "", ""]]
+    for f, inc in ((f, _finding(findings, f.incident.id)) for f in chosen):
+        hours = max((f.incident.end - f.incident.start).total_seconds() / 3600, 1 / 60)
+        rate = Decimal(str(inc["cost_usd"])) / Decimal(str(hours))
+        ratio = f"{float(rate) / base['cost_per_hour_usd']:.1f}" if base["cost_per_hour_usd"] else ""
+        bvi.append([f"{f.incident.id} ({iso(f.incident.start)} .. {iso(f.incident.end)})",
+                    money_text(rate.quantize(Decimal("0.000001"))), f"{inc['requests'] / hours:.3f}",
+                    money_text(inc["peak_cost_per_hour_usd"]), ratio])
+    write_csv(out / "baseline_vs_incident.csv", ["period", "cost_usd_per_hour", "requests_per_hour",
+                                                 "peak_cost_usd_per_hour", "times_baseline"], bvi)
+    written.append(out / "baseline_vs_incident.csv")
+
+    price_tables = ", ".join(s for (s,) in con.execute("SELECT DISTINCT source FROM prices ORDER BY 1").fetchall())
+    rec_rows = []
+    for rec in inv.reconciliation:
+        if provider and rec.provider != provider or rec.daily is None:
+            continue
+        rec_rows += [[rec.provider, iso(r.bucket_start), iso(r.bucket_end), money_text(r.provider_cost_usd),
+                      money_text(r.proxy_cost_usd), money_text(r.proxy_logged_usd), money_text(r.unexplained_usd),
+                      price_tables] for r in rec.daily.itertuples()]
+    write_csv(out / "reconciliation.csv", ["provider", "bucket_start_utc", "bucket_end_utc", "provider_billed_usd",
+                                           "proxy_repriced_usd", "proxy_logged_usd", "unexplained_usd",
+                                           "price_table"], rec_rows)
+    written.append(out / "reconciliation.csv")
+
+    band = figs.baseline_band(con, inv) if any(f.request_ids for f in chosen) else None
+    for f in chosen:
+        if f.request_ids:
+            fig = figs.timeline_figure(con, f, band)
+        else:
+            fig = figs.provider_figure(f)
+        if fig is not None:
+            (out / f"{fig.name}.png").write_bytes(fig.png)
+            written.append(out / f"{fig.name}.png")
+
+    (out / "request.md").write_text(letter(findings, chosen, disputed, price_tables, con), encoding="utf-8")
+    written.append(out / "request.md")
+
+    files = con.execute("SELECT path, sha256, size_bytes, format, records, loaded, quarantined, started_at "
+                        "FROM ingest_files WHERE status = 'loaded' ORDER BY path, file_id").fetchall()
+    names = shareable_paths([f[0] for f in files], absolute_paths)
+    custody = {
+        "schema": "forensics.custody/1",
+        "tool": "forensics", "tool_version": __version__,
+        "python": platform.python_version(), "duckdb": duckdb.__version__,
+        "command_line": [printable(a) for a in _shareable_argv(command_line or sys.argv, absolute_paths)],
+        "started_at": iso(started.replace(microsecond=0)),
+        "finished_at": iso(datetime.now(timezone.utc).replace(microsecond=0)),
+        "provider": provider, "incidents": [f.incident.id for f in chosen],
+        "price_table": price_tables,
+        "inputs": [{"path": names[p], "sha256": s, "size_bytes": size, "format": fmt, "records": rec, "loaded": lo,
+                    "quarantined": q, "ingested_at": iso(at)} for p, s, size, fmt, rec, lo, q, at in files],
+        "files": [{"path": p.name, "sha256": sha256_file(p), "size_bytes": p.stat().st_size} for p in written],
+    }
+    (out / "chain_of_custody.json").write_text(json.dumps(custody, indent=2, ensure_ascii=False) + "\n",
+                                               encoding="utf-8")
+    written.append(out / "chain_of_custody.json")
+    write_manifest(out)
+    return written
+
+
+def _int(v):
+    return None if v is None or (isinstance(v, float) and pd.isna(v)) or v is pd.NA else int(v)
+
+
+def _finding(findings: dict, incident_id: str) -> dict:
+    return next(i for i in findings["incidents"] if i["id"] == incident_id)
+
+
+def _shareable_argv(argv: list[str], absolute: bool) -> list[str]:
+    if absolute:
+        return list(argv)
+    out = []
+    for a in argv:
+        out.append(os.path.relpath(a) if os.path.isabs(a) and a.startswith(os.getcwd() + os.sep)
+                   else os.path.basename(a) if os.path.isabs(a) else a)
+    return out
+
+
+def _disputed(con, provider, chosen, request_cost: Decimal, outside_cost: Decimal, table: str) -> Disputed:
+    days = pd.DataFrame()
+    if provider is not None and chosen:
+        days = query_step(con, provider_days_step(table), [provider] * 4)
+        incident_days = {d.date() for f in chosen for d in pd.date_range(f.incident.start.date(), f.incident.end.date())}
+        days = days[days["day"].map(lambda d: pd.Timestamp(d).date() in incident_days)].reset_index(drop=True)
+    return Disputed(provider, chosen, request_cost, outside_cost, days)
+
+
+PROVIDER_NAMES = {"openai": "OpenAI", "anthropic": "Anthropic"}
+
+
+def letter(findings: dict, chosen, d: Disputed, price_tables: str, con) -> str:
+    """The cover letter draft: every figure filled in from the case; what only the analyst knows is [bracketed]."""
+    name = PROVIDER_NAMES.get(d.provider or "", d.provider or "[provider]")
+    ids = con.execute("""SELECT DISTINCT 'project ' || project_id FROM provider_costs WHERE provider = ?
+                           AND project_id IS NOT NULL
+                         UNION SELECT DISTINCT 'API key id ' || api_key_id FROM provider_usage WHERE provider = ?
+                           AND api_key_id IS NOT NULL ORDER BY 1""", [d.provider, d.provider]).fetchall() \
+        if d.provider else []
+    account = ", ".join(printable(i) for (i,) in ids) or "[organization / project id]"
+    total = d.request_cost + d.outside_cost
+    lines = [f"# Refund request draft: unauthorised usage billed by {name}", "",
+             "_Draft written by forensics from the case's data. Check every [bracketed] item before sending._", "",
+             f"To: {name} billing support", f"Account: [organization id]; {account}", "",
+             "## What happened", ""]
+    if not chosen:
+        lines += ["The case holds no incident with an `attack` verdict: there is nothing to dispute on this evidence.",
+                  ""]
+    for f in chosen:
+        inc = _finding(findings, f.incident.id)
+        keys = [k for k in inc["keys"] if k["key_hash"]]
+        key_text = ("no key (the proxy accepted unauthenticated calls)" if inc["keys"] and not keys else
+                    ", ".join(f"{k['key_hint'] or ''} (sha256 {k['key_hash'][:16]}…)".strip() for k in keys)
+                    if keys else f"provider key id {printable(f.provider_key_id)}")
+        lines += [f"- **{inc['id']}** ({inc['kind'].replace('_', ' ')}): {inc['start']} to {inc['end']} UTC, "
+                  f"{inc['requests']:,} requests, {money(inc['cost_usd'])} at list prices; "
+                  f"{len(inc['ips'])} client addresses; key: {key_text}.",
+                  *[f"  - {printable(e)}" for e in inc["evidence"]]]
+    lines += ["", "## Amount disputed", "",
+              f"**{money(total)}**: " + (f"{money(d.request_cost)} for the {_n_requests(findings, chosen):,} "
+                                         "requests listed in requests.csv (successful requests only), priced at "
+                                         f"your list prices ({price_tables})" if d.request_cost else "")
+              + (f"{'; ' if d.request_cost else ''}{money(d.outside_cost)} of usage on the key(s) above that our "
+                 "proxy never made (usage_outside_proxy.csv)" if d.outside_cost else "") + "."]
+    if len(d.provider_days):
+        rows = d.provider_days
+        beyond = d.billed_beyond_legitimate
+        day_text = ", ".join(f"{r.day:%Y-%m-%d}: {money(r.provider_cost_usd)}" for r in rows.itertuples())
+        diff = beyond - d.request_cost
+        lines += ["", f"Your own cost report bills {day_text}. Our proxy's logs account for "
+                      f"{money(sum(Decimal(v) for v in rows['legitimate_usd']))} of legitimate traffic on "
+                      f"{'that day' if len(rows) == 1 else 'those days'}; the remaining {money(beyond)} is the "
+                      "usage we dispute, " + ("matching the request-level figure above to the cent" if abs(diff) < Decimal("0.005")
+                                               else f"{money(abs(diff))} {'more' if diff > 0 else 'less'} than the "
+                                                    "request-level figure above")
+                      + " (reconciliation.csv compares your bill with our logs day by day)."]
+    lines += ["", "## Evidence enclosed", "",
+              "- requests.csv: every disputed request with the id your logs hold (`request_id`, e.g. chatcmpl-...), "
+              "UTC start and end, model, tokens and cost; keys only as sha256 hash and hint",
+              "- cost_per_minute.csv, cost_per_hour.csv: the disputed cost over time",
+              "- baseline_vs_incident.csv: our normal spend beside the incident's",
+              "- reconciliation.csv: your billed cost against our proxy's logs per day, with the price table used",
+              "- *_timeline.png: requests and cost per minute, incident shaded, one lane per client address",
+              "- chain_of_custody.json: the tool, its version and command line, each input log with sha256 and size",
+              "- MANIFEST.sha256: the sha256 of every file above (`sha256sum -c MANIFEST.sha256`)", "",
+              "## Remediation taken", "",
+              "[Confirm each line; remove what was not done.]", ""]
+    kinds = {f.incident.kind for f in chosen}
+    if "unauthenticated_proxy" in kinds:
+        lines.append("- Authentication enforced on the proxy (master key and virtual keys); [date, UTC]")
+    if kinds & {"provider_key_outside_proxy", "leaked_key", "unauthenticated_proxy"}:
+        lines.append(f"- {name} API key(s) rotated and the old ones revoked; [date, UTC]")
+    lines += ["- Offending client addresses blocked at the firewall; [date, UTC]",
+              "- Rate limits, per-key budgets, a max_tokens cap and a spend alert configured; [date, UTC]", "",
+              "We ask you to credit the amount above. [Name, role, contact]", ""]
+    return "\n".join(lines)
+
+
+def _n_requests(findings, chosen) -> int:
+    return sum(len(f.request_ids) for f in chosen)
+
+
+# --- manifest and verify -----------------------------------------------------------------------------------------
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _bundle_files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and
+                  p.relative_to(folder).as_posix() != MANIFEST)
+
+
+def write_manifest(folder: Path) -> Path:
+    """MANIFEST.sha256 in `sha256sum` format (`<hex>  <relative path>`), every other file, sorted."""
+    lines = [f"{sha256_file(folder / rel)}  {rel}\n" for rel in _bundle_files(folder)]
+    (folder / MANIFEST).write_text("".join(lines), encoding="utf-8")
+    return folder / MANIFEST
+
+
+def verify(folder: Path) -> list[str]:
+    """Problems with the bundle, one line each naming the file; empty when every file matches its manifest line
+    and none is missing or extra."""
+    manifest = folder / MANIFEST
+    if not folder.is_dir():
+        return [f"{folder}: no such bundle folder"]
+    if not manifest.is_file():
+        return [f"{MANIFEST}: missing"]
+    problems, listed = [], {}
+    for n, line in enumerate(manifest.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        digest, sep, rel = line.partition("  ")
+        if not sep or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            problems.append(f"{MANIFEST} line {n}: not '<sha256>  <path>'")
+            continue
+        rel = rel.removeprefix("*")
+        if rel in listed:
+            problems.append(f"{rel}: listed twice in {MANIFEST}")
+        listed[rel] = digest
+    present = set(_bundle_files(folder))
+    for rel, digest in sorted(listed.items()):
+        p = folder / rel
+        if rel not in present:
+            problems.append(f"{rel}: missing")
+        elif sha256_file(p) != digest:
+            problems.append(f"{rel}: content changed (sha256 does not match {MANIFEST})")
+    for rel in sorted(present - set(listed)):
+        problems.append(f"{rel}: extra file, not in {MANIFEST}")
+    return problems
+
+
+def zip_bundle(folder: Path) -> Path:
+    """DIR.zip beside DIR with the bundle's files (fixed timestamps, so the same bundle gives the same zip)."""
+    target = folder.with_name(folder.name + ".zip")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for rel in [*_bundle_files(folder), MANIFEST]:
+            info = zipfile.ZipInfo(f"{folder.name}/{rel}", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            z.writestr(info, (folder / rel).read_bytes())
+    target.write_bytes(buf.getvalue())
+    return target
