@@ -17,7 +17,7 @@ FEATURES = (
     "hour_of_day", "weekday", "keyless", "key_age_hours", "key_requests_before", "ip_age_hours",
     "ip_requests_before", "agent_age_hours", "ip_rate_1m", "ip_rate_15m", "key_rate_1m", "key_rate_15m",
     "ip_error_rate_15m", "ip_auth_failures_15m", "keys_per_ip", "ips_per_key", "pair_requests_before",
-    "key_agent_requests_before", "public_address",
+    "key_agent_requests_before", "public_address", "key_price_rise", "key_prompt_rise", "key_public_shift",
 )
 
 
@@ -75,7 +75,22 @@ def features_step() -> Step:
                     ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) END AS pair_requests_before,
                CASE WHEN key_hash IS NULL THEN 0 ELSE count(*) OVER (PARTITION BY key_hash, agent ORDER BY t, request_id
                     ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) END AS key_agent_requests_before,
-               CAST(NOT {private} AS INTEGER) AS public_address
+               CAST(NOT {private} AS INTEGER) AS public_address,
+               -- the key against its own past, one-sided: what makes it cost more than it used to. A dearer model,
+               -- bigger prompts, a public address where it used private ones (a keyless request, or a key's first,
+               -- has no past: 0)
+               CASE WHEN key_hash IS NULL THEN 0 ELSE coalesce(greatest(0, log2((output_price_mtok + 0.01) / (
+                    avg(output_price_mtok) OVER (PARTITION BY key_hash ORDER BY t, request_id
+                                                 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) + 0.01))), 0) END
+                   AS key_price_rise,
+               CASE WHEN key_hash IS NULL THEN 0 ELSE coalesce(greatest(0, log2((prompt_tokens + 1.0) / (
+                    avg(prompt_tokens) OVER (PARTITION BY key_hash ORDER BY t, request_id
+                                             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) + 1.0))), 0) END
+                   AS key_prompt_rise,
+               CASE WHEN key_hash IS NULL THEN 0 ELSE coalesce(greatest(0, CAST(NOT {private} AS INTEGER) -
+                    avg(CAST(NOT {private} AS INTEGER)) OVER (PARTITION BY key_hash ORDER BY t, request_id
+                                                              ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)), 0) END
+                   AS key_public_shift
         FROM firsts
         ORDER BY start_time, request_id
     """)

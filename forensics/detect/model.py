@@ -1,5 +1,13 @@
-"""Train an isolation forest on a quiet baseline, calibrate its threshold to a false-alert budget, score, explain,
-save and load it with a card that says what it was trained on."""
+"""Train isolation forests on a quiet baseline, calibrate one threshold to a false-alert budget, score, explain,
+save and load them with a card that says what they were trained on.
+
+Two views of each request, each its own forest: `request` sees every feature (volumes, rates, sizes, novelty of
+address, key and client software); `key_drift` sees only how the request departs from its key's own past (model,
+prompt size, kind of address, the key's address and client-software history, its rate). A leaked key used from new
+places with other models is ordinary traffic to the first view and stands out in the second. Each view's score is
+divided by its baseline 99th percentile, the request's score is the larger of the two, and the threshold on that
+lets through at most `alerts_per_day` on the baseline.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -18,6 +26,9 @@ from forensics.detect.features import FEATURES
 
 SEED = 0
 ALERTS_PER_DAY = 1.0
+SCALE_QUANTILE = 0.99
+KEY_DRIFT = ["key_price_rise", "key_prompt_rise", "key_public_shift", "key_rate_15m"]
+VIEWS = {"request": list(FEATURES), "key_drift": KEY_DRIFT}
 
 
 class ModelMismatch(Exception):
@@ -36,16 +47,23 @@ class Card:
     versions: dict
     medians: dict
     spreads: dict
+    views: dict            # view name -> its features
+    scales: dict           # view name -> its baseline SCALE_QUANTILE score (the divisor)
 
 
 @dataclass
 class Detector:
-    forest: IsolationForest
+    forests: dict          # view name -> IsolationForest
     card: Card
 
+    def view_scores(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Each view's score over its baseline scale (1.0 = the baseline's 99th percentile)."""
+        return {v: -f.score_samples(_matrix(frame, self.card.views[v])) / self.card.scales[v]
+                for v, f in self.forests.items()}
+
     def score(self, frame: pd.DataFrame) -> np.ndarray:
-        """Higher = more anomalous."""
-        return -self.forest.score_samples(_matrix(frame, self.card.features))
+        """Higher = more anomalous: the larger of the views' scaled scores (`frame` already transformed)."""
+        return np.max(np.vstack(list(self.view_scores(frame).values())), axis=0)
 
     def flag(self, frame: pd.DataFrame) -> np.ndarray:
         return self.score(frame) > self.card.threshold
@@ -71,10 +89,15 @@ def train(frame: pd.DataFrame, start: datetime, end: datetime, alerts_per_day: f
     if len(base) < 100:
         raise ValueError(f"only {len(base)} requests in the training window {start} .. {end}: too few to learn from")
     x = _transform(base)
-    forest = IsolationForest(n_estimators=n_estimators, max_samples=min(2048, len(base)), random_state=SEED,
-                             n_jobs=-1).fit(_matrix(x, FEATURES))
-    scores = np.sort(-forest.score_samples(_matrix(x, FEATURES)))[::-1]
-    days = max((end - start).total_seconds() / 86400, 1 / 24)
+    forests, scales = {}, {}
+    for view, features in VIEWS.items():
+        forests[view] = IsolationForest(n_estimators=n_estimators, max_samples=min(2048, len(base)),
+                                        random_state=SEED, n_jobs=-1).fit(_matrix(x, features))
+        scales[view] = float(np.quantile(-forests[view].score_samples(_matrix(x, features)), SCALE_QUANTILE))
+    partial = Detector(forests, Card(list(FEATURES), "", "", 0, "", 0.0, 0.0, {}, {}, {}, dict(VIEWS), scales))
+    scores = np.sort(partial.score(x))[::-1]
+    # the days the training requests span (as the evaluation counts them), not the window asked for
+    days = max((base["start_time"].max() - base["start_time"].min()).total_seconds() / 86400, 1 / 24)
     allowed = int(np.floor(alerts_per_day * days))
     threshold = float(scores[allowed]) if allowed < len(scores) else float(scores[-1])
     digest = hashlib.sha256(pd.util.hash_pandas_object(base[["request_id"]], index=False).to_numpy().tobytes())
@@ -82,8 +105,9 @@ def train(frame: pd.DataFrame, start: datetime, end: datetime, alerts_per_day: f
                 threshold, alerts_per_day,
                 {p: version(p) for p in ("scikit-learn", "numpy", "pandas", "duckdb")},
                 {c: float(x[c].median()) for c in FEATURES},
-                {c: float(max((x[c] - x[c].median()).abs().median(), 1e-3)) for c in FEATURES})
-    return Detector(forest, card)
+                {c: float(max((x[c] - x[c].median()).abs().median(), 1e-3)) for c in FEATURES},
+                {v: list(f) for v, f in VIEWS.items()}, scales)
+    return Detector(forests, card)
 
 
 def score_frame(det: Detector, frame: pd.DataFrame) -> pd.DataFrame:
@@ -126,7 +150,8 @@ WORDS = {
     "ip_age_hours": "address first seen {v:,.1f} h before (usually {u:,.0f} h)",
     "agent_age_hours": "client software first seen {v:,.1f} h before (usually {u:,.0f} h)",
 }
-LINEAR = {"hour_of_day", "weekday", "keyless", "public_address", "ip_error_rate_15m", "completion_per_prompt"}
+LINEAR = {"hour_of_day", "weekday", "keyless", "public_address", "ip_error_rate_15m", "completion_per_prompt",
+          "key_price_rise", "key_prompt_rise", "key_public_shift"}
 
 
 def describe(feature: str, value, median) -> str:
@@ -136,6 +161,13 @@ def describe(feature: str, value, median) -> str:
         return "no virtual key on the request" if v else "a virtual key on the request"
     if feature == "public_address":
         return "from a public address" if v else "from a private address"
+    if feature == "key_price_rise":
+        return f"a model {2 ** v:,.1f}x dearer per output token than the key's earlier average"
+    if feature == "key_prompt_rise":
+        return f"a prompt {2 ** v:,.1f}x the key's earlier average"
+    if feature == "key_public_shift":
+        return (f"from a public address, where {1 - v:.0%} of the key's earlier requests came from public ones"
+                if v > 0 else "from the kind of address the key always used")
     if feature in LINEAR:
         return f"{feature.replace('_', ' ')} {v:g} (usually {median:g})"
     return WORDS[feature].format(v=v, u=float(np.expm1(median)))
@@ -143,12 +175,16 @@ def describe(feature: str, value, median) -> str:
 
 def save(det: Detector, path: Path) -> None:
     """`path` (joblib) and `path`.json (the card)."""
-    joblib.dump(det.forest, path)
+    joblib.dump(det.forests, path)
     Path(f"{path}.json").write_text(json.dumps(asdict(det.card), indent=2, sort_keys=True) + "\n")
 
 
 def load(path: Path) -> Detector:
-    card = Card(**json.loads(Path(f"{path}.json").read_text()))
+    fields = json.loads(Path(f"{path}.json").read_text())
+    if set(fields) != set(Card.__dataclass_fields__) or fields.get("views") != {v: list(f) for v, f in VIEWS.items()}:
+        raise ModelMismatch(f"{path}: saved by another version of the detector (other views or card fields); "
+                            "train it again on this version")
+    card = Card(**fields)
     if list(card.features) != list(FEATURES):
         missing = sorted(set(FEATURES) - set(card.features))
         extra = sorted(set(card.features) - set(FEATURES))

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -72,3 +73,24 @@ def test_detect_command_writes_the_contract_columns(tmp_path):
                           str(tmp_path / "s2.csv"), "--model", str(tmp_path / "missing.joblib")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "no such detector" in bad.stderr
+
+
+def test_a_model_from_another_detector_version_is_refused(scored, tmp_path):
+    _, det, _ = scored
+    model.save(det, tmp_path / "det.joblib")
+    card = json.loads((tmp_path / "det.joblib.json").read_text())
+    del card["views"], card["scales"]                 # a card written before the key-drift view existed
+    (tmp_path / "det.joblib.json").write_text(json.dumps(card))
+    with pytest.raises(model.ModelMismatch, match="another version"):
+        model.load(tmp_path / "det.joblib")
+
+
+def test_two_views_each_scaled_to_the_baseline(scored):
+    scores, det, frame = scored
+    assert set(det.forests) == {"request", "key_drift"} and det.card.views["key_drift"] == model.KEY_DRIFT
+    x = model._transform(frame)
+    views = det.view_scores(x)
+    base = (frame["start_time"] < pd.Timestamp(det.card.train_end.rstrip("Z"))).to_numpy()
+    for v, s in views.items():                        # 1.0 is each view's baseline 99th percentile
+        assert abs((s[base] <= 1.0).mean() - 0.99) < 0.002, v
+    assert (scores["score"].to_numpy() == np.round(np.maximum(views["request"], views["key_drift"]), 6)).all()
