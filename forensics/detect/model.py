@@ -29,6 +29,7 @@ ALERTS_PER_DAY = 1.0
 SCALE_QUANTILE = 0.99
 KEY_DRIFT = ["key_price_rise", "key_prompt_rise", "key_public_shift", "key_rate_15m"]
 VIEWS = {"request": list(FEATURES), "key_drift": KEY_DRIFT}
+KEY_HISTORY = ("ips_per_key", "pair_requests_before", "key_agent_requests_before")
 
 
 class ModelMismatch(Exception):
@@ -89,13 +90,14 @@ def train(frame: pd.DataFrame, start: datetime, end: datetime, alerts_per_day: f
     if len(base) < 100:
         raise ValueError(f"only {len(base)} requests in the training window {start} .. {end}: too few to learn from")
     x = _transform(base)
-    forests, scales = {}, {}
+    forests, scales, scaled = {}, {}, []
     for view, features in VIEWS.items():
         forests[view] = IsolationForest(n_estimators=n_estimators, max_samples=min(2048, len(base)),
                                         random_state=SEED, n_jobs=-1).fit(_matrix(x, features))
-        scales[view] = float(np.quantile(-forests[view].score_samples(_matrix(x, features)), SCALE_QUANTILE))
-    partial = Detector(forests, Card(list(FEATURES), "", "", 0, "", 0.0, 0.0, {}, {}, {}, dict(VIEWS), scales))
-    scores = np.sort(partial.score(x))[::-1]
+        raw = -forests[view].score_samples(_matrix(x, features))     # scored once: scale and threshold from it
+        scales[view] = float(np.quantile(raw, SCALE_QUANTILE))
+        scaled.append(raw / scales[view])
+    scores = np.sort(np.max(np.vstack(scaled), axis=0))[::-1]
     # the days the training requests span (as the evaluation counts them), not the window asked for
     days = max((base["start_time"].max() - base["start_time"].min()).total_seconds() / 86400, 1 / 24)
     allowed = int(np.floor(alerts_per_day * days))
@@ -115,16 +117,21 @@ def score_frame(det: Detector, frame: pd.DataFrame) -> pd.DataFrame:
     x = _transform(frame)
     scores = det.score(x)
     flagged = scores > det.card.threshold
-    z = pd.DataFrame({c: (x[c] - det.card.medians[c]) / det.card.spreads[c] for c in FEATURES})
     reasons = np.full(len(frame), "", dtype=object)
-    key_features = [c for c in FEATURES if c.startswith("key_") or c in ("ips_per_key", "pair_requests_before",
-                                                                          "key_agent_requests_before")]
-    for i in np.flatnonzero(flagged):
-        row = z.iloc[i][z.iloc[i] != 0]
-        if frame["keyless"].iloc[i]:       # a request without a key has no key history to speak of
-            row = row.drop(key_features, errors="ignore")
-        top = row.abs().sort_values(ascending=False, kind="stable").index[:3]
-        reasons[i] = "; ".join(describe(c, frame[c].iloc[i], det.card.medians[c]) for c in top)
+    rows = np.flatnonzero(flagged)
+    if len(rows):
+        features = list(FEATURES)
+        medians = np.array([det.card.medians[c] for c in features])
+        spreads = np.array([det.card.spreads[c] for c in features])
+        z = np.abs((_matrix(x.iloc[rows], features) - medians) / spreads)
+        key_cols = [i for i, c in enumerate(features) if c.startswith("key_") or c in KEY_HISTORY]
+        keyless = frame["keyless"].to_numpy()[rows].astype(bool)
+        z[np.ix_(keyless, key_cols)] = -1.0      # a request without a key has no key history to speak of
+        z[z == 0] = -1.0                         # a feature at its usual value explains nothing
+        top = np.argsort(-z, axis=1, kind="stable")[:, :3]
+        values = _matrix(frame.iloc[rows], features)
+        for j, i in enumerate(rows):
+            reasons[i] = "; ".join(describe(features[k], values[j, k], medians[k]) for k in top[j] if z[j, k] > 0)
     return pd.DataFrame({"request_id": frame["request_id"].to_numpy(), "score": np.round(scores, 6),
                          "flagged": flagged, "reasons": reasons})
 
