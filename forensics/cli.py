@@ -164,19 +164,20 @@ def cmd_ingest(args) -> int:
     from forensics.ingest import expand_inputs, ingest_paths
 
     options = _load_options(args)
-    cases = [i for i in args.inputs if str(i).endswith(".duckdb")]
-    if cases:
-        raise UsageError(f"{cases[0]} is a case database, not a log: name it with --case to add logs to it, "
-                         "or pass it to report")
+    cases, logs = _split_inputs(args.inputs)
+    for c in cases:
+        if Path(c).resolve() == Path(args.case).resolve():
+            raise UsageError(f"{c} is the case being written (--case); name other cases to merge into it")
     try:
-        expand_inputs(args.inputs)
+        expand_inputs(logs)
     except FileNotFoundError as e:
         raise UsageError(str(e)) from None
     folder = Path(args.case).resolve().parent
     if not folder.is_dir():
         raise UsageError(f"{folder}: no such folder for the case database")
     con = case_db.connect(args.case)
-    reports = ingest_paths(con, args.inputs, options, progress=_slow_file_progress)
+    reports = _merge_cases(con, cases) + (ingest_paths(con, logs, options, progress=_slow_file_progress)
+                                          if logs else [])
     _apply_case_options(con, options)
     _print_file_problems(reports)
     for r in reports:
@@ -218,25 +219,49 @@ def _print_ingest_table(reports) -> None:
         print("  ".join(str(v).ljust(w) if i in (0, 4) else str(v).rjust(w) for i, (v, w) in enumerate(zip(row, widths))))
 
 
-def open_case(inputs: list[str], out_dir: Path, options, quiet: bool = False):
-    """A case for INPUT: the one case database named, with any logs named ingested into it; else DIR/case.duckdb."""
-    from forensics import case as case_db
-    from forensics.ingest import expand_inputs, ingest_paths
-
-    cases = [i for i in inputs if str(i).endswith(".duckdb")]
-    logs = [i for i in inputs if not str(i).endswith(".duckdb")]
-    if len(cases) > 1:
-        raise UsageError("name one case database at most")
+def _split_inputs(inputs) -> tuple[list[str], list[str]]:
+    """(case databases, log files and folders) among INPUT; a named case must exist and be a DuckDB file."""
+    cases = [str(i) for i in inputs if str(i).endswith(".duckdb")]
     for c in cases:
         if not Path(c).is_file():
             raise UsageError(f"{c}: no such case database")
+    return cases, [str(i) for i in inputs if not str(i).endswith(".duckdb")]
+
+
+def _merge_cases(con, cases: list[str]) -> list:
+    """Merge each named case into `con`; a file that is no case database is a usage error."""
+    import duckdb
+
+    from forensics.merge import merge_case
+
+    reports = []
+    for c in cases:
+        try:
+            reports += merge_case(con, c)
+        except (ValueError, duckdb.Error) as e:
+            raise UsageError(f"{c}: cannot read it as a case database ({str(e).splitlines()[0]})") from None
+    return reports
+
+
+def open_case(inputs: list[str], out_dir: Path, options, quiet: bool = False):
+    """A case for INPUT. One case database and nothing else: that case. Otherwise a new DIR/case.duckdb holding
+    every named case (merged; the named ones are left untouched) and every log named (ingested)."""
+    from forensics import case as case_db
+    from forensics.ingest import expand_inputs, ingest_paths
+
+    cases, logs = _split_inputs(inputs)
     try:
         expand_inputs(logs)
     except FileNotFoundError as e:
         raise UsageError(str(e)) from None
     out_dir.mkdir(parents=True, exist_ok=True)
-    con = case_db.connect(cases[0] if cases else out_dir / "case.duckdb")
-    reports = ingest_paths(con, logs, options, progress=_slow_file_progress) if logs else []
+    if len(cases) == 1 and not logs:
+        return case_db.connect(cases[0]), []
+    target = out_dir / "case.duckdb"
+    cases = [c for c in cases if Path(c).resolve() != target.resolve()]   # DIR/case.duckdb itself: already there
+    con = case_db.connect(target)
+    reports = _merge_cases(con, cases)
+    reports += ingest_paths(con, logs, options, progress=_slow_file_progress) if logs else []
     _apply_case_options(con, options)
     _print_file_problems(reports)
     return con, reports

@@ -15,13 +15,17 @@ WATCH_VERDICTS = ("attack", "suspicious")
 
 
 def case_path_for(input_path: str | Path, case_dir: str | Path) -> Path:
-    """The case database for INPUT: INPUT itself when it is a .duckdb case, else CASE_DIR/<INPUT's name>.duckdb, so
-    two inputs never share (and mix) one case."""
+    """The case database for INPUT: INPUT itself when it is a .duckdb case, else
+    CASE_DIR/<INPUT's name>-<hash of its absolute path>.duckdb, so two inputs never share (and mix) one case, even
+    two folders both called `logs`."""
+    import hashlib
+
     p = Path(input_path)
     if p.suffix == ".duckdb":
         return p
-    name = p.resolve().name or "case"
-    return Path(case_dir) / f"{name}.duckdb"
+    resolved = p.resolve()
+    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:10]
+    return Path(case_dir) / f"{resolved.name or 'case'}-{digest}.duckdb"
 
 
 def open_case(input_path: str | Path, case_dir: str | Path):
