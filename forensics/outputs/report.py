@@ -240,26 +240,26 @@ def recommendations(con: duckdb.DuckDBPyConnection, findings: dict, coverage) ->
                                                              "leaked_key" in kinds else ""))
     s_rpm, t_rpm = _control(findings, "key_rpm_20")
     s_ip, t_ip = _control(findings, "ip_rate_10rps")
-    add("rate limits", "needed" if watch else "review",
+    add("rate limits", "needed" if s_rpm > 0 or s_ip > 0 else "recommended" if watch else "review",
         f"Busiest key (or keyless address) made {peak_rpm:,} requests in one minute. Replayed: 20 rpm per key saves "
         f"{money(s_rpm)}, nginx 10 r/s per address saves {money(s_ip)} of {money(t_ip or t_rpm)}.",
         "Set rpm/tpm per key and model (LiteLLM) and limit_req per client address at nginx; both are cheap, "
         "neither replaces authentication.")
     s_kb, t_kb = _control(findings, "key_budget_100")
     s_gb, t_gb = _control(findings, "global_budget_1000")
-    add("budgets", "needed" if watch else "review",
+    add("budgets", "needed" if s_kb > 0 or s_gb > 0 else "recommended" if watch else "review",
         f"Replayed: $100 per key per month saves {money(s_kb)}, $1,000 per month over the proxy saves {money(s_gb)} "
         f"of {money(t_gb or t_kb)}.",
         "Set max_budget with budget_duration on every key and a global max_budget; budgets bound the worst case.")
     outside = [i for i in watch if i["kind"] == "provider_key_outside_proxy"]
-    add("network exposure", "needed" if "unauthenticated_proxy" in kinds or watch else "review",
+    add("network exposure", "needed" if "unauthenticated_proxy" in kinds else "recommended" if watch else "review",
         f"{public_new:,} client addresses took part in the incidents." if watch else "No incident found.",
         "Keep the proxy on a private network (VPN, private ingress); expose only what clients need, behind "
         "authentication.")
     s_mt, t_mt = _control(findings, "max_tokens_1000")
     share = f"{big_max_tokens:,} of {with_max_tokens:,} requests that logged max_tokens asked for more than 1000" \
         if with_max_tokens else "max_tokens was not logged"
-    add("request validation", "needed" if s_mt > 0 else "review",
+    add("request validation", "needed" if s_mt > 0 else "recommended" if watch else "review",
         f"{share}; capping max_tokens at 1000 saves {money(s_mt)} of {money(t_mt)}.",
         "Cap max_tokens per model and restrict each key to the models it needs.")
     gaps = [g["what"] for g in coverage.gaps] if coverage.gaps else []
@@ -268,7 +268,7 @@ def recommendations(con: duckdb.DuckDBPyConnection, findings: dict, coverage) ->
         "Log max_tokens, the client address and the LiteLLM call id in nginx; keep spend logs and provider "
         "usage exports for at least 90 days.")
     s_al, t_al = _control(findings, "cost_alert_50h_15m")
-    add("alerts", "needed" if watch else "review",
+    add("alerts", "needed" if s_al > 0 else "recommended" if watch else "review",
         f"A $50/h spend alert with a 15-minute response saves {money(s_al)} of {money(t_al)}." if watch else
         "No incident to replay.",
         "Alert on trailing-hour spend (proxy and provider billing), on 401 bursts and on new client addresses "
