@@ -9,7 +9,7 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
-from forensics import __version__
+from forensics import __version__, pagenotes
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 QUARANTINE_LINES_SHOWN = 5
@@ -178,6 +178,7 @@ def cmd_ingest(args) -> int:
     con = case_db.connect(args.case)
     reports = _merge_cases(con, cases) + (ingest_paths(con, logs, options, progress=_slow_file_progress)
                                           if logs else [])
+    pagenotes.apply(con, reports)
     _apply_case_options(con, options)
     _print_file_problems(reports)
     for r in reports:
@@ -262,6 +263,7 @@ def open_case(inputs: list[str], out_dir: Path, options, quiet: bool = False):
     con = case_db.connect(target)
     reports = _merge_cases(con, cases)
     reports += ingest_paths(con, logs, options, progress=_slow_file_progress) if logs else []
+    pagenotes.apply(con, reports)
     _apply_case_options(con, options)
     _print_file_problems(reports)
     return con, reports
