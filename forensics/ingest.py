@@ -15,11 +15,15 @@ import duckdb
 
 from forensics import pricing
 from forensics.case import tool_version
-from forensics.secrets import redact_text
+from forensics.secrets import redact_columns, redact_text
 from forensics.sources import SOURCES, LoadContext, LoadOptions, LoadResult
 from forensics.sources.lines import iter_line_batches
 
 SAMPLE_BYTES = 64 * 1024
+UNRECOGNISED_MAX_LINE = 1 << 20      # a line of an unknown file is kept to 64 KiB anyway: longer ones are not held
+# DuckDB keeps what a transaction appends in its buffer pool up to its memory limit (80% of RAM by default): a
+# lower limit makes it write a big file's rows out as it goes, so ingest memory stays flat whatever the file size
+INGEST_MEMORY_LIMIT = "1GB"
 UNRECOGNISED = "unrecognised"
 # files a log folder holds that are not logs of ours
 _IGNORED_NAMES = {"truth.json", ".DS_Store"}
@@ -105,21 +109,35 @@ def detect_format(sample: bytes, path: Path, options: LoadOptions | None = None)
 
 def _quarantine_unrecognised(ctx: LoadContext) -> LoadResult:
     """A file in no known format is kept whole in the quarantine table, line by line, so nothing is lost."""
+    return quarantine_lines(ctx, "format not recognised")
+
+
+def quarantine_lines(ctx: LoadContext, why: str) -> LoadResult:
+    """Every line of the file into the quarantine table with reason `why` (keys redacted, each cut to 64 KiB)."""
     n = 0
-    for batch in iter_line_batches(ctx.path):
+    why_sql = "'" + why.replace("'", "''") + "'"
+    reader = iter_line_batches(ctx.path, max_line_bytes=UNRECOGNISED_MAX_LINE)
+    for batch in reader:
+        lo, hi = batch.column("line_no")[0].as_py(), batch.column("line_no")[-1].as_py()
+        reason = why_sql
+        for no in reader.oversized_in(lo, hi):
+            reason = f"CASE WHEN line_no = {no} THEN {why_sql} || '; {reader.oversized_reason(no)}' ELSE {reason} END"
         ctx.con.register("_unrec_batch", batch)
-        ctx.con.execute(
-            "INSERT INTO quarantine SELECT ?, line_no, left(line, 65536), 'format not recognised' FROM _unrec_batch",
-            [ctx.file_id],
-        )
+        # keys are redacted before the raw text is cut, so that no part of a key survives the cut
+        ctx.con.execute(f"CREATE OR REPLACE TEMP TABLE _unrec AS SELECT line_no, line AS raw, {reason} AS reason "
+                        "FROM _unrec_batch")
         ctx.con.unregister("_unrec_batch")
+        redact_columns(ctx.con, "_unrec", ["raw"])
+        ctx.con.execute("INSERT INTO quarantine SELECT ?, line_no, left(raw, 65536), reason FROM _unrec", [ctx.file_id])
+        ctx.con.execute("DROP TABLE _unrec")
         n += batch.num_rows
-    return LoadResult(records=n, loaded=0, quarantined=n)
+    if reader.error:                     # the unreadable rest of a cut gzip file is one record
+        ctx.con.execute("INSERT INTO quarantine VALUES (?, ?, '', ?)", [ctx.file_id, reader.lines + 1, reader.error])
+        n += 1
+    return LoadResult(records=n, loaded=0, quarantined=n, notes=(reader.error,) if reader.error else ())
 
 
 def _redact_quarantine(ctx: LoadContext) -> None:
-    from forensics.secrets import redact_columns
-
     redact_columns(ctx.con, "quarantine", ["raw"], f"file_id = {int(ctx.file_id)}")
 
 
@@ -175,10 +193,12 @@ def ingest_file(
             [file_id, display, sha, size, now, tool_version()],
         )
         ctx = LoadContext(con, file_id, path, display, options)
-        if size == 0:
-            source, fmt, result = None, "empty", LoadResult(0, 0, 0)
+        sample = read_sample(path) if size else b""
+        if size == 0 or (sample and not sample.strip() and size <= SAMPLE_BYTES and len(sample) == size):
+            # nothing but blanks (or nothing): no record to lose; said in the message, not quarantined
+            source, fmt, result = None, "empty", LoadResult(0, 0, 0, notes=("only blank lines",) if size else ())
         else:
-            source, fmt = detect_format(read_sample(path), path, options)
+            source, fmt = detect_format(sample, path, options)
             if source is None:
                 fmt = UNRECOGNISED
                 result = _quarantine_unrecognised(ctx)
@@ -218,6 +238,11 @@ def ingest_file(
 
 
 def _one_line(e: BaseException) -> str:
+    # a statement that failed inside the transaction makes the next ones fail too: the first error is the news
+    while isinstance(e, duckdb.TransactionException) and e.__context__ is not None:
+        e = e.__context__
+    if isinstance(e, RecursionError):
+        return "a record is nested too deeply to be read"
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     if isinstance(e, (gzip.BadGzipFile, EOFError, zlib.error)):
         text = f"gzip data is truncated or corrupt ({text})"
@@ -232,7 +257,13 @@ def ingest_paths(
 ) -> list[FileReport]:
     """Ingest every file under `inputs`; returns one report per file, in input order."""
     reports = []
-    for path in expand_inputs(inputs):
-        with progress(path) if progress else nullcontext():
-            reports.append(ingest_file(con, path, str(path), options))
+    files = expand_inputs(inputs)
+    (limit,) = con.execute("SELECT current_setting('memory_limit')").fetchone()
+    con.execute(f"SET memory_limit = '{INGEST_MEMORY_LIMIT}'")
+    try:
+        for path in files:
+            with progress(path) if progress else nullcontext():
+                reports.append(ingest_file(con, path, str(path), options))
+    finally:
+        con.execute(f"SET memory_limit = '{limit}'")
     return reports

@@ -10,7 +10,10 @@ import pandas as pd
 # LiteLLM virtual keys (sk- + 22 url-safe chars), OpenAI (sk-proj-..., sk-svcacct-..., sk-...), Anthropic (sk-ant-...)
 KEY_PATTERN = r"sk-[A-Za-z0-9_\-]{16,}"
 BEARER_PATTERN = r"(?i)(bearer\s+)([A-Za-z0-9_\-\.=]{16,})"
+# a JSON Web Token is a bearer credential wherever it stands (a query string, a referer), 'Bearer' or not
+JWT_PATTERN = r"eyJ[A-Za-z0-9_\-]{5,}\.eyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]*"
 _KEY_RE = re.compile(KEY_PATTERN)
+_JWT_RE = re.compile(JWT_PATTERN)
 _BEARER_RE = re.compile(BEARER_PATTERN)
 # what an already redacted value looks like: never redacted twice
 REDACTED_PREFIX = "[redacted key "
@@ -27,7 +30,8 @@ def key_hint(key: str) -> str:
 
 
 def redacted(key: str) -> str:
-    return f"{REDACTED_PREFIX}{key_hint(key)} sha256:{key_hash(key)}]"
+    hint = key_hint(key) if key.startswith("sk-") else f"...{key[-4:]}"     # no 'sk-' hint for a token that has none
+    return f"{REDACTED_PREFIX}{hint} sha256:{key_hash(key)}]"
 
 
 def redact_text(text: str | None) -> str | None:
@@ -35,12 +39,14 @@ def redact_text(text: str | None) -> str | None:
     if text is None:
         return None
     out = _KEY_RE.sub(lambda m: redacted(m.group(0)), text)
+    out = _JWT_RE.sub(lambda m: redacted(m.group(0)), out)
     return _BEARER_RE.sub(lambda m: m.group(1) + (m.group(2) if m.group(2).startswith("[") else redacted(m.group(2))), out)
 
 
 def contains_key_sql(column: str) -> str:
     """A SQL predicate, true where `column` holds something that looks like a full key or bearer token."""
-    return f"(regexp_matches({column}, '{KEY_PATTERN}') OR regexp_matches({column}, '{BEARER_PATTERN}'))"
+    return (f"(regexp_matches({column}, '{KEY_PATTERN}') OR regexp_matches({column}, '{BEARER_PATTERN}') "
+            f"OR regexp_matches({column}, '{JWT_PATTERN}'))")
 
 
 def redact_columns(con: duckdb.DuckDBPyConnection, table: str, columns: list[str], where: str = "true") -> int:

@@ -4,11 +4,13 @@ Only '\\n' ends a line; one trailing '\\r' is stripped (CRLF files), a UTF-8 BOM
 a last line without newline is kept, empty lines are yielded (as ''), and bytes that are not UTF-8 are written as
 `\\xHH` the way nginx escapes them, with the line numbers kept in `LineBatches.invalid_utf8_lines`. A gzip file (by
 magic bytes) is decompressed as a stream; a stream cut short yields what decompresses and sets `error`.
+
+A line longer than `max_line_bytes` is not held in memory: only its first KEPT_BYTES are yielded (as its text) and
+its line number and real length go to `LineBatches.oversized_lines`, for the loader to quarantine it as cut.
 """
 from __future__ import annotations
 
 import codecs
-import mmap
 import threading
 import zlib
 from pathlib import Path
@@ -20,6 +22,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 DEFAULT_BATCH_BYTES = 32 << 20
+DEFAULT_MAX_LINE_BYTES = 64 << 20
+_BLOCK = 4 << 20                         # bytes read (or decompressed) at a time
+KEPT_BYTES = 64 << 10                    # what is kept of a line over the limit (the quarantine keeps 64 KiB too)
 SCHEMA = pa.schema([("line_no", pa.int64()), ("line", pa.string())])
 _BOM = b"\xef\xbb\xbf"
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -51,9 +56,12 @@ def decode_nginx(raw: bytes) -> tuple[str, list[int]]:
 class LineBatches:
     """Iterable of pyarrow tables (line_no int64 1-based, line string); read counters once iteration ends."""
 
-    def __init__(self, path: str | Path, batch_bytes: int = DEFAULT_BATCH_BYTES):
+    def __init__(self, path: str | Path, batch_bytes: int = DEFAULT_BATCH_BYTES,
+                 max_line_bytes: int = DEFAULT_MAX_LINE_BYTES):
         self.path = Path(path)
         self.batch_bytes = max(1, int(batch_bytes))
+        self.max_line_bytes = max(1, int(max_line_bytes))
+        self.oversized_lines: dict[int, int] = {}    # line number -> its length in bytes, for lines over the limit
         self.lines = 0                               # lines yielded so far
         self.invalid_utf8_lines: list[int] = []      # lines holding bytes that are not UTF-8 (shown as \xHH)
         self.unterminated_last_line = False          # the file does not end with a newline
@@ -63,90 +71,97 @@ class LineBatches:
         with open(self.path, "rb") as f:
             gz = f.read(2) == _GZIP_MAGIC
             f.seek(0)
-            segments = self._gzip_segments(f) if gz else self._plain_segments(f)
+            blocks = self._inflate(f) if gz else iter(lambda: f.read(_BLOCK), b"")
             first = True
-            for seg in segments:
+            for seg in self._segments(blocks):
                 if first and seg.startswith(_BOM):
                     seg.start += len(_BOM)
                 first = False
                 if seg.end > seg.start:
                     yield self._table(seg)
 
+    def oversized_reason(self, line_no: int) -> str:
+        """Why line `line_no` is quarantined: longer than the limit for one record, and what of it was kept."""
+        return (f"line of {self.oversized_lines[line_no]:,} bytes is longer than the {_size(self.max_line_bytes)} "
+                f"limit for one record: cut, only its first {_size(KEPT_BYTES)} kept")
+
+    def oversized_in(self, lo: int, hi: int) -> list[int]:
+        """Line numbers in [lo, hi] that were over the limit (their text is the kept prefix only)."""
+        return sorted(n for n in self.oversized_lines if lo <= n <= hi)
+
     # -- segments: byte ranges that end at a line boundary (or at the end of the data) -----------------------
-    def _plain_segments(self, f) -> Iterator[_Segment]:
-        size = self.path.stat().st_size
-        if size == 0:
-            return
-        # Python's map is searched (find is memchr-fast); pyarrow's map is handed to the CSV reader without a copy
-        data = pa.memory_map(str(self.path)).read_buffer()
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            pos = 0
-            while pos < size:
-                end = self._cut(mm, pos, size)
-                if end == size:                      # set before the last batch goes out, for its reader
-                    self.unterminated_last_line = mm[size - 1:size] != b"\n"
-                yield _Segment(mm, pos, end, data)
-                pos = end
-
-    def _cut(self, mm, pos: int, size: int) -> int:
-        """End of the segment starting at `pos`: just after the last newline within batch_bytes (or the next one)."""
-        limit = pos + self.batch_bytes
-        if limit >= size:
-            return size
-        nl = mm.rfind(b"\n", pos, limit)
-        if nl < 0:                                   # one line longer than a batch: take it whole
-            nl = mm.find(b"\n", limit)
-            return size if nl < 0 else nl + 1
-        return nl + 1
-
-    def _gzip_segments(self, f) -> Iterator[_Segment]:
+    def _segments(self, blocks: Iterator[bytes]) -> Iterator[_Segment]:
+        """Blocks of data cut into segments of about batch_bytes at line ends; memory stays within a batch and a
+        block, whatever the lines: the rest of a line over max_line_bytes is counted, not kept."""
         pending = bytearray()
-        inflater = zlib.decompressobj(31)
-        out_total = 0
-        while True:
-            block = f.read(1 << 20)
-            if not block:
-                if not inflater.eof:
-                    self.error = (f"gzip stream cut short after {out_total:,} decompressed bytes: "
-                                  "the rest of the file cannot be read")
-                break
-            try:
-                data = inflater.decompress(block)
-                while inflater.eof and inflater.unused_data:
-                    rest = inflater.unused_data
-                    if not rest.startswith(_GZIP_MAGIC):
-                        if rest.strip(b"\x00"):
-                            self.error = "data after the end of the gzip stream is not gzip: it was not read"
-                        break
-                    inflater = zlib.decompressobj(31)     # the next member of a concatenated gzip file
-                    data += inflater.decompress(rest)
-            except zlib.error as e:
-                if out_total == 0 and not pending:
-                    raise ValueError(f"gzip data is corrupt at the start ({e})") from None
-                self.error = f"gzip data corrupt after {out_total:,} decompressed bytes ({e}): the rest cannot be read"
-                break
-            out_total += len(data)
+        cut_prefix: bytes | None = None              # inside a line over the limit: its start, and its length so far
+        cut_len = 0
+        for data in blocks:
+            if cut_prefix is not None:
+                nl = data.find(b"\n")
+                if nl < 0:
+                    cut_len += len(data)
+                    continue
+                yield _Segment.cut_line(cut_prefix, cut_len + nl)
+                cut_prefix, data = None, data[nl + 1:]
             pending += data
-            if self.error:
-                break
-            if len(pending) >= self.batch_bytes:
+            if len(pending) >= self.batch_bytes or len(pending) > self.max_line_bytes:
                 cut = pending.rfind(b"\n") + 1
                 if cut:
-                    chunk = bytes(pending[:cut])
-                    yield _Segment(chunk, 0, len(chunk), pa.py_buffer(chunk))
+                    yield _Segment.of(bytes(pending[:cut]))
                     del pending[:cut]
-        if self.error and out_total == 0:
-            raise ValueError("gzip stream cut short before any data could be decompressed")
-        if pending:
+                if len(pending) > self.max_line_bytes:
+                    cut_prefix, cut_len = bytes(pending[:KEPT_BYTES]), len(pending)
+                    pending.clear()
+        if cut_prefix is not None:                   # set before the last batch goes out, for its reader
+            self.unterminated_last_line = True
+            yield _Segment.cut_line(cut_prefix, cut_len)
+        elif pending:
             self.unterminated_last_line = not pending.endswith(b"\n")
-            chunk = bytes(pending)
-            yield _Segment(chunk, 0, len(chunk), pa.py_buffer(chunk))
-        elif out_total:
-            self.unterminated_last_line = False
+            yield _Segment.of(bytes(pending))
+
+    def _inflate(self, f) -> Iterator[bytes]:
+        """A gzip stream (several members allowed) in blocks of at most _BLOCK bytes, however well it compresses.
+
+        A stream cut short or corrupt ends early and sets `error`; nothing readable at all raises ValueError."""
+        inflater = zlib.decompressobj(31)
+        out_total = 0
+        while block := f.read(_BLOCK):
+            while block:
+                try:
+                    data = inflater.decompress(block, _BLOCK)
+                except zlib.error as e:
+                    if out_total == 0:
+                        raise ValueError(f"gzip data is corrupt at the start ({e})") from None
+                    self.error = (f"gzip data corrupt after {out_total:,} decompressed bytes ({e}): "
+                                  "the rest cannot be read")
+                    return
+                block = inflater.unconsumed_tail
+                out_total += len(data)
+                if data:
+                    yield data
+                if inflater.eof and inflater.unused_data:
+                    rest = inflater.unused_data
+                    if not rest.startswith(_GZIP_MAGIC[:len(rest)]):
+                        if rest.strip(b"\x00"):
+                            self.error = "data after the end of the gzip stream is not gzip: it was not read"
+                        return
+                    inflater = zlib.decompressobj(31)     # the next member of a concatenated gzip file
+                    block = rest + block
+        if not inflater.eof:
+            if out_total == 0:
+                raise ValueError("gzip stream cut short before any data could be decompressed")
+            self.error = (f"gzip stream cut short after {out_total:,} decompressed bytes: "
+                          "the rest of the file cannot be read")
 
     # -- one segment into a table ----------------------------------------------------------------------------
     def _table(self, seg: _Segment) -> pa.Table:
         start = self.lines + 1
+        if seg.cut_length is not None:
+            self.oversized_lines[start] = seg.cut_length
+            self.lines += 1
+            text, _ = decode_nginx(seg.bytes())
+            return pa.Table.from_arrays([pa.array([start], pa.int64()), pa.array([text], pa.string())], schema=SCHEMA)
         lines = seg.fast_split()
         if lines is None:
             lines = self._exact_split(seg.bytes(), start)
@@ -154,10 +169,25 @@ class LineBatches:
             self.invalid_utf8_lines.extend(start + r for r in seg.invalid_rows)
         if isinstance(lines, pa.Array):
             lines = pa.chunked_array([lines], pa.string())
+        lines = self._cut_long(lines, start)
         n = len(lines)
         self.lines += n
         line_no = pa.chunked_array([np.arange(start, start + n, dtype=np.int64)], pa.int64())
         return pa.Table.from_arrays([line_no, lines], schema=SCHEMA)
+
+    def _cut_long(self, lines: pa.ChunkedArray, start: int) -> pa.ChunkedArray:
+        """Lines over the limit (but within one batch) replaced by their first KEPT_BYTES, and remembered."""
+        if len(lines) == 0 or lines.nbytes <= self.max_line_bytes:
+            return lines
+        sizes = pc.binary_length(lines)
+        over = pc.greater(sizes, self.max_line_bytes)
+        if not pc.any(over).as_py():
+            return lines
+        rows = np.flatnonzero(over.to_numpy(zero_copy_only=False))
+        for r, size in zip(rows.tolist(), pc.take(sizes, pa.array(rows)).to_pylist()):
+            self.oversized_lines[start + r] = size
+        kept = pc.utf8_slice_codeunits(lines, 0, KEPT_BYTES // 4)
+        return pa.chunked_array([pc.if_else(over.combine_chunks(), kept.combine_chunks(), lines.combine_chunks())])
 
     def _exact_split(self, raw: bytes, start: int) -> pa.Array:
         """The slow, exact path: a bare '\\r', a BOM or no free delimiter byte in the segment."""
@@ -173,11 +203,22 @@ class LineBatches:
 
 
 class _Segment:
-    """Bytes [start, end) of a buffer (the mapped file or a decompressed block), searched without copying."""
+    """Bytes [start, end) of a block of the file's (decompressed) data, searched without copying."""
 
-    def __init__(self, buf: mmap.mmap | bytes, start: int, end: int, arrow_buf: pa.Buffer):
+    def __init__(self, buf: bytes, start: int, end: int, arrow_buf: pa.Buffer | None):
         self.buf, self.start, self.end, self.arrow_buf = buf, start, end, arrow_buf
         self.invalid_rows: list[int] = []            # rows (from 0) of the last split that were not UTF-8
+        self.cut_length: int | None = None           # set for the prefix of one line over the limit: its length
+
+    @classmethod
+    def of(cls, chunk: bytes) -> _Segment:
+        return cls(chunk, 0, len(chunk), pa.py_buffer(chunk))
+
+    @classmethod
+    def cut_line(cls, prefix: bytes, length: int) -> _Segment:
+        seg = cls(prefix, 0, len(prefix), None)
+        seg.cut_length = length
+        return seg
 
     def find(self, needle: bytes) -> bool:
         return self.buf.find(needle, self.start, self.end) >= 0
@@ -206,10 +247,14 @@ class _Segment:
             table = pcsv.read_csv(pa.BufferReader(data), read_options=_READ, parse_options=parse,
                                   convert_options=_CONVERT[pa.string()])
             return table.column("line")
-        except pa.ArrowInvalid:                          # invalid UTF-8 somewhere in the segment
-            pass
-        table = pcsv.read_csv(pa.BufferReader(data), read_options=_READ, parse_options=parse,
-                              convert_options=_CONVERT[pa.binary()])
+        except pa.ArrowInvalid as e:                     # invalid UTF-8 somewhere in the segment
+            if "straddl" in str(e):                      # a line longer than two reader blocks: the exact path
+                return None
+        try:
+            table = pcsv.read_csv(pa.BufferReader(data), read_options=_READ, parse_options=parse,
+                                  convert_options=_CONVERT[pa.binary()])
+        except pa.ArrowInvalid:
+            return None
         chunks, row = [], 0
         for chunk in table.column("line").chunks:
             fixed, bad = _repair_utf8(chunk)
@@ -237,6 +282,11 @@ def _repair_utf8(lines: pa.BinaryArray) -> tuple[pa.StringArray, list[int]]:
     return fixed.cast(pa.string()), bad
 
 
-def iter_line_batches(path: str | Path, batch_bytes: int = DEFAULT_BATCH_BYTES) -> LineBatches:
+def _size(n: int) -> str:
+    return f"{n >> 20} MiB" if n >= 1 << 20 and not n % (1 << 20) else f"{n >> 10} KiB" if not n % 1024 else f"{n} bytes"
+
+
+def iter_line_batches(path: str | Path, batch_bytes: int = DEFAULT_BATCH_BYTES,
+                      max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> LineBatches:
     """The lines of `path` (plain or gzip) as pyarrow tables (line_no, line); see LineBatches for the counters."""
-    return LineBatches(path, batch_bytes)
+    return LineBatches(path, batch_bytes, max_line_bytes)

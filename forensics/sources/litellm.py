@@ -45,7 +45,7 @@ def record_kind(d: object) -> str | None:
     if "ddsource" in d and isinstance(d.get("message"), str):
         try:
             d = json.loads(d["message"])
-        except ValueError:
+        except (ValueError, RecursionError):
             return _kind_from_text(d["message"])
         if not isinstance(d, dict):
             return None
@@ -75,7 +75,7 @@ def _kind_from_text(text: str) -> str | None:
 def _detect_json(text: str) -> str | None:
     try:
         whole = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         whole = None
     if isinstance(whole, dict):
         kind = record_kind(whole)
@@ -88,14 +88,14 @@ def _detect_json(text: str) -> str | None:
             body = text[1:].lstrip()
             try:
                 kind = record_kind(json.JSONDecoder().raw_decode(body)[0])
-            except ValueError:
+            except (ValueError, RecursionError):
                 kind = _kind_from_text(body)
         return _BY_SHAPE[(kind, "array")] if kind else None
     first_line, newline, _ = text.partition("\n")
     try:
         kind = record_kind(json.loads(first_line))
         return _BY_SHAPE[(kind, "lines")] if kind else None
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
     if not newline:  # one line longer than the sample: NDJSON and a compact object file load the same way
         kind = _kind_from_text(text)
@@ -127,7 +127,8 @@ class LiteLLMSource:
             return None
         if text[0] in "[{":
             return _detect_json(text)
-        return _detect_csv(text)
+        # a CSV loads with its header on the first line: the loader reads it there (blank lines before it: no CSV)
+        return _detect_csv(sample.decode("utf-8", "replace").lstrip("\ufeff"))
 
     def load(self, ctx: LoadContext, fmt: str) -> LoadResult:
         if fmt not in FORMATS:

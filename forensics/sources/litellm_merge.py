@@ -126,7 +126,7 @@ def finish(con: duckdb.DuckDBPyConnection, file_id: int, fmt: str, raw_sql: str,
         SELECT count(*) FILTER (WHERE reason IS NOT NULL),
           count(request_id) FILTER (WHERE reason IS NULL) - count(DISTINCT request_id) FILTER (WHERE reason IS NULL),
           count(*) FILTER (WHERE reason IS NULL AND request_id {CACHE_HIT_LIKE}),
-          count(*) FILTER (WHERE reason IS NULL AND regexp_matches({text}, '(?i)sk-|bearer'))
+          count(*) FILTER (WHERE reason IS NULL AND regexp_matches({text}, '(?i)sk-|bearer|eyJ'))
         FROM _ll_norm""").fetchone()
     if bad:
         _quarantine(con, file_id, raw_sql)

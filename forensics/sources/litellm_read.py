@@ -1,7 +1,7 @@
 """Read LiteLLM files into staging tables: numbered records with their raw text.
 
 JSON records land in temp table _ll_rec(record_no, raw, bad); a CSV export lands in _ll_src with its own columns
-as text. `bad` is why a record cannot be read (not UTF-8, not JSON, not an object). A gzip stream cut short gives
+as text. `bad` is why a record cannot be read (not UTF-8, not JSON, not an object, a key twice at the top level). A gzip stream cut short gives
 the records it holds, with a note. DuckDB statements that may fail run on a side connection: a failed statement
 would abort the case's transaction.
 """
@@ -25,6 +25,7 @@ from forensics.sources.litellm_fields import quote_ident
 from forensics.sources.litellm_merge import store_quarantine
 
 LINE_BATCH_BYTES = 32 << 20
+MAX_LINE_BYTES = 64 << 20      # one record over this (a prompt of many megabytes) is quarantined, cut
 MAX_JSON_BYTES = 1 << 30
 MAX_CSV_LINE = 256 << 20
 JSON_RAW_SQL = "SELECT record_no, raw FROM _ll_rec"
@@ -94,7 +95,11 @@ def first_char(path: Path) -> str:
 _CHECK = """
   CASE WHEN {text} IS NULL THEN 'not valid UTF-8'
        WHEN NOT json_valid({text}) THEN 'not valid JSON'
-       WHEN NOT starts_with(ltrim({text}, chr(32) || chr(9)), '{{') THEN 'not a JSON object' END"""
+       WHEN NOT starts_with(ltrim({text}, chr(32) || chr(9)), '{{') THEN 'not a JSON object'
+       WHEN len(json_keys({text})) <> len(list_distinct(json_keys({text}))) THEN format(
+         'key "{{}}" appears twice in the object: which value counts is ambiguous (readers differ), not loaded',
+         list_filter(json_keys({text}), lambda k: len(list_filter(json_keys({text}), lambda j: j = k)) > 1)[1])
+  END"""
 
 
 def records_relation() -> str:
@@ -117,7 +122,7 @@ def line_batches(con: duckdb.DuckDBPyConnection, path: Path, notes: list[str]) -
 
     Lines come from the shared line reader (plain or gzip, bounded memory); why it stopped early goes to notes.
     """
-    reader = iter_line_batches(path, LINE_BATCH_BYTES)
+    reader = iter_line_batches(path, LINE_BATCH_BYTES, MAX_LINE_BYTES)
     seen_invalid = 0
     for batch in reader:
         invalid = reader.invalid_utf8_lines[seen_invalid:]
@@ -126,6 +131,13 @@ def line_batches(con: duckdb.DuckDBPyConnection, path: Path, notes: list[str]) -
         if invalid:   # the reader shows the bad bytes as \xHH; the line is evidence, not a record
             listed = ", ".join(str(int(i)) for i in invalid)
             check = f"CASE WHEN line_no IN ({listed}) THEN 'not valid UTF-8 (bytes shown as \\\\xHH)' ELSE {check} END"
+        lo, hi = batch.column("line_no")[0].as_py(), batch.column("line_no")[-1].as_py()
+        for n in reader.oversized_in(lo, hi):   # only a prefix was read: quarantined as cut, never parsed
+            check = f"CASE WHEN line_no = {n} THEN '{reader.oversized_reason(n)}' ELSE {check} END"
+        if reader.unterminated_last_line:
+            last = batch.column("line_no")[-1].as_py()
+            check = (f"CASE WHEN line_no = {last} AND ({check}) = 'not valid JSON' THEN 'last line cut short "
+                     f"(not valid JSON, no newline at the end of the file)' ELSE {check} END")
         con.register("_ll_lines", batch)
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE _ll_rec AS
@@ -136,6 +148,10 @@ def line_batches(con: duckdb.DuckDBPyConnection, path: Path, notes: list[str]) -
         yield int(n)
     if reader.error:
         notes.append(reader.error)
+        # the unreadable rest of the file is one record, so that the loss shows in the quarantine table
+        con.execute("CREATE OR REPLACE TEMP TABLE _ll_rec AS SELECT ?::BIGINT AS record_no, '' AS raw, ? AS bad",
+                    [reader.lines + 1, reader.error])
+        yield 1
 
 
 def stage_json_values(con: duckdb.DuckDBPyConnection, path: Path, notes: list[str]) -> int:
@@ -190,7 +206,7 @@ def _salvage_json_values(text: str) -> pa.Table:
             continue
         try:
             _, nxt = decoder.raw_decode(text, pos)
-        except ValueError:
+        except (ValueError, RecursionError):
             values.append(text[pos:])
             break
         values.append(text[pos:nxt])
@@ -206,12 +222,12 @@ def stage_object(con: duckdb.DuckDBPyConnection, path: Path, notes: list[str]) -
     text = read_text(path, notes)
     try:
         json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         try:
             json.loads(text.lstrip().split("\n", 1)[0])
             notes.clear()              # read again, line by line
             return None
-        except ValueError:
+        except (ValueError, RecursionError):
             pass
     return _stage_texts(con, pa.table({"record_no": pa.array([1], pa.int64()), "text": pa.array([text])}))
 
@@ -223,8 +239,8 @@ def csv_header(path: Path) -> list[str]:
     names = next(csv.reader(io.StringIO(head_text(path).split("\n", 1)[0])), [])
     seen: dict[str, int] = {}
     out = []
-    for name in names:
-        name = name.strip()
+    for i, name in enumerate(names, start=1):
+        name = name.strip() or f"column{i}"      # an empty name (a trailing comma) cannot be a column
         seen[name] = seen.get(name, 0) + 1
         out.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
     return out

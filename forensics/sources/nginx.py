@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from forensics.netaddr import TrustedProxies
 from forensics.secrets import redact_columns
@@ -28,6 +29,10 @@ JSON_FORMATS = ("nginx.json", "nginx.json_default")
 TIME_FIELDS = ("msec", "time_iso8601", "time_local")      # the first a format logs is used: $msec keeps milliseconds
 _TEXT_COLUMNS = ["host", "remote_addr", "remote_user", "forwarded_for", "request_raw", "method", "path", "referer",
                  "user_agent", "upstream_addr", "request_id", "litellm_call_id", "time_raw"]
+# nginx's own header buffers keep a real access-log line far shorter; a longer one is quarantined, cut
+MAX_LINE_BYTES = 1 << 20
+# what a key, a bearer token or a JWT starts with (bytes, any case for 'bearer'): SQL then looks closer
+_SECRET_HINT = re.compile(rb"sk-|[Bb][Ee][Aa][Rr][Ee][Rr]|eyJ")
 _ERROR_LOG = re.compile(r"^\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2} \[(?:emerg|alert|crit|error|warn|notice|info|debug)\]")
 _SYSLOG = re.compile(r"^(?:[A-Z][a-z]{2} [ \d]\d \d{2}:\d{2}:\d{2}|\d{4}-\d{2}-\d{2}T\S+) \S+ [\w./-]+(?:\[\d+\])?: ")
 
@@ -76,7 +81,7 @@ def _may_hold_secret(lines: pa.ChunkedArray) -> bool:
     for chunk in lines.chunks:
         data = chunk.buffers()[2]
         text = data.to_pybytes() if data is not None else b""
-        if b"sk-" in text or b"earer" in text or b"EARER" in text:
+        if _SECRET_HINT.search(text):
             return True
     return False
 
@@ -167,7 +172,7 @@ class _Load:
     def run(self) -> LoadResult:
         self.trusted = TrustedProxies(tuple(self.ctx.options.trusted_proxies))
         self.con.execute("CREATE OR REPLACE TEMP TABLE _nginx_ip_map (chain VARCHAR, peer VARCHAR, client_ip VARCHAR)")
-        reader = iter_line_batches(self.ctx.path)
+        reader = self.reader = iter_line_batches(self.ctx.path, max_line_bytes=MAX_LINE_BYTES)
         self.last_line_cut = None
         for batch in reader:
             if reader.unterminated_last_line:        # known once the reader has reached the end
@@ -200,8 +205,16 @@ class _Load:
 
     # -- one batch ----------------------------------------------------------------------------------------------
     def _batch(self, batch: pa.Table) -> None:
-        lines = batch.column("line")
         lo, hi = batch.column("line_no")[0].as_py(), batch.column("line_no")[-1].as_py()
+        cut = self.reader.oversized_in(lo, hi)
+        if cut:          # only a prefix of these lines was read: never parsed, quarantined as cut
+            rows = batch.filter(pc.is_in(batch.column("line_no"), pa.array(cut, pa.int64())))
+            self._quarantine_rows([(n, line, self.reader.oversized_reason(n)) for n, line in
+                                   zip(rows.column("line_no").to_pylist(), rows.column("line").to_pylist())])
+            batch = batch.filter(pc.invert(pc.is_in(batch.column("line_no"), pa.array(cut, pa.int64()))))
+            if not batch.num_rows:
+                return
+        lines = batch.column("line")
         if _may_hold_secret(lines):
             self.secret_ranges.append((lo, hi))
         self.con.register("_nginx_batch", batch)

@@ -41,7 +41,7 @@ def loads(line: str) -> tuple[dict | None, bool]:
     for text, repaired in ((line, False), (repair(line), True)):
         try:
             obj = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):     # RecursionError: nested deeper than Python parses
             continue
         return (obj, repaired) if isinstance(obj, dict) else (None, False)
     return None, False
@@ -50,7 +50,7 @@ def loads(line: str) -> tuple[dict | None, bool]:
 def _flatten(obj: dict, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], object]:
     out: dict[tuple[str, ...], object] = {}
     for k, v in obj.items():
-        if isinstance(v, dict):
+        if isinstance(v, dict) and len(prefix) < 16:     # an access log's fields sit near the top
             out.update(_flatten(v, prefix + (k,)))
         else:
             out[prefix + (k,)] = v

@@ -68,7 +68,8 @@ class OpenAISource:
                 # only empty buckets in the sample: the file name is the tie-breaker
                 return "openai.costs" if "cost" in path.name.lower() else "openai.usage_completions"
             return None
-        header = _csv_header(text)
+        # a CSV loads with its header on the first line: the loaders read it there (blank lines before it: no CSV)
+        header = _csv_header(sample.decode("utf-8", "replace").lstrip("\ufeff"))
         if header is None:
             return None
         if all(c in header for c in COST_CSV_COLUMNS):
@@ -155,8 +156,10 @@ def _csv_time_sql(columns: dict[str, str], base: str) -> tuple[str, str]:
     return f"coalesce({', '.join(parts)})", f"coalesce({', '.join(raws)})"
 
 
-def csv_frame_sql(fmt: str, columns: dict[str, str]) -> str:
-    """SELECT of the staging frame over the CSV (aliased r, row order kept as `rowid` of the loaded table)."""
+def csv_frame_sql(fmt: str, columns: dict[str, str], first_rowid: int = 0) -> str:
+    """SELECT of the staging frame over the CSV (aliased r, row order kept as `rowid` of the loaded table).
+
+    `first_rowid` is the rowid of the first row: inside a transaction DuckDB numbers new rows from a large offset."""
     usage = fmt == "openai.usage_csv"
     mapping = CSV_USAGE_MAP if usage else CSV_COST_MAP
     fields = stage.USAGE_FIELDS if usage else stage.COST_FIELDS
@@ -175,7 +178,7 @@ def csv_frame_sql(fmt: str, columns: dict[str, str]) -> str:
     if usage and not {"input_tokens", "output_tokens"} & columns.keys():
         reason = "'this usage export has no input_tokens or output_tokens column: not token usage'"
     return f"""
-SELECT r.rowid + 2 AS record_no, 'openai' AS provider, {start} AS start_us, {end} AS end_us,
+SELECT r.rowid - {int(first_rowid)} + 2 AS record_no, 'openai' AS provider, {start} AS start_us, {end} AS end_us,
     {start_raw} AS start_raw, {end_raw} AS end_raw, {", ".join(exprs)},
     to_json(r)::VARCHAR AS raw, {f"'{COMPLETIONS}'" if usage else "NULL"}::VARCHAR AS extra_key, {reason} AS reason
 FROM _openai_csv r"""
@@ -187,16 +190,24 @@ def load_csv(ctx: LoadContext, fmt: str) -> LoadResult:
     con.execute("DROP TABLE IF EXISTS _openai_csv_rejects; DROP TABLE IF EXISTS _openai_csv_scans")
     try:
         # a table keeps the file's row order in rowid (a window over a scan does not promise it)
+        # a failed statement would abort the case's transaction: the CSV reader tries the file on a side connection
+        side = duckdb.connect()
         try:
-            con.execute(f"CREATE OR REPLACE TEMP TABLE _openai_csv AS SELECT * FROM {_READ_CSV}",
-                        {"path": str(ctx.path)})
-        except duckdb.Error as e:
-            raise ValueError(f"cannot read as CSV: {str(e).splitlines()[0]}") from None
+            side.execute(f"SELECT count(*) FROM {_READ_CSV.replace('_openai_csv_', '_side_')}",
+                         {"path": str(ctx.path)}).fetchall()
+        except duckdb.Error as e:          # not readable as CSV at all: every line kept, with the reader's reason
+            from forensics.ingest import quarantine_lines
+
+            return quarantine_lines(ctx, f"cannot read as CSV: {str(e).splitlines()[0]}"[:300])
+        finally:
+            side.close()
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _openai_csv AS SELECT * FROM {_READ_CSV}", {"path": str(ctx.path)})
         cur = con.execute("SELECT * FROM _openai_csv LIMIT 0")
         columns = {d[0].strip().lower(): d[0] for d in cur.description}
         cur.fetchall()
         rejects = con.execute("SELECT count(DISTINCT line) FROM _openai_csv_rejects").fetchall()[0][0]
-        frame = csv_frame_sql(fmt, columns)
+        (first_rowid,) = con.execute("SELECT coalesce(min(rowid), 0) FROM _openai_csv").fetchone()
+        frame = csv_frame_sql(fmt, columns, first_rowid)
         if rejects:
             frame = _with_rejects(frame, fmt)
         con.execute(f"CREATE OR REPLACE TEMP TABLE {stage.FRAME} AS {frame}")

@@ -101,11 +101,17 @@ def read_pages(con: duckdb.DuckDBPyConnection, path: Path, pf: PageFormat) -> in
     Returns the object size limit DuckDB read with, None after the Python splitter.
     """
     # DuckDB reserves buffers of twice the largest object it allows: grow only for files with huge pages
+    params = {"path": str(path), "c": "gzip" if _is_gzip(path) else "none"}
     for max_object in (16 << 20, 256 << 20, 2 << 30):
         try:
+            # a failed statement would abort the case's transaction: DuckDB tries the file on a side connection first
+            side = duckdb.connect()
+            try:
+                side.execute(f"SELECT count(*) FROM {_read_json_sql(max_object)}", params).fetchall()
+            finally:
+                side.close()
             con.execute(f"CREATE OR REPLACE TEMP TABLE {PAGES} AS "
-                        f"{_pages_select(pf, _read_json_sql(max_object), 'json', keep_text=False)}",
-                        {"path": str(path), "c": "gzip" if _is_gzip(path) else "none"})
+                        f"{_pages_select(pf, _read_json_sql(max_object), 'json', keep_text=False)}", params)
             return max_object
         except duckdb.InvalidInputException as e:
             if "maximum_object_size" not in str(e):
@@ -147,10 +153,8 @@ def split_documents(path: Path) -> Iterator[tuple[str, str | None]]:
                     yield (line, None) if _valid(line) else (line.rstrip("\n"), _why(line))
             return
         text = first + f.read()
-    if text.lstrip().startswith("["):
-        if not _valid(text):
-            raise ValueError(f"not valid JSON: {_why(text)}")
-        yield text, None
+    if text.lstrip().startswith("["):      # an array of pages: whole, or one record kept in quarantine
+        yield (text, None) if _valid(text) else (text, f"{_why(text)}: cut short or corrupt")
         return
     yield from _concatenated(text)
 
@@ -158,7 +162,7 @@ def split_documents(path: Path) -> Iterator[tuple[str, str | None]]:
 def _valid(text: str) -> bool:
     try:
         return bool(text.strip()) and json.loads(text) is not None
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return False
 
 
@@ -167,6 +171,8 @@ def _why(text: str) -> str:
         json.loads(text)
     except json.JSONDecodeError as e:
         return f"not valid JSON ({e.msg})"
+    except RecursionError:
+        return "not readable: JSON nested too deeply"
     return "not a JSON object"
 
 
@@ -185,7 +191,10 @@ def _concatenated(text: str) -> Iterator[tuple[str, str | None]]:
         try:
             if text[pos] not in "{[":
                 raise json.JSONDecodeError("Expecting a page object", text, pos)
-            _, end = decoder.raw_decode(text, pos)
+            try:
+                _, end = decoder.raw_decode(text, pos)
+            except RecursionError:
+                raise json.JSONDecodeError("nested too deeply", text, pos) from None
         except json.JSONDecodeError as e:
             # skip to the next document: in NDJSON the next line, in pretty-printed pages the next '{' at column 0
             nxt = _TOP_LEVEL.search(text, pos + 1)
@@ -199,8 +208,9 @@ def _concatenated(text: str) -> Iterator[tuple[str, str | None]]:
         pending.clear()
         yield text[pos:end], None
         pos = end
-    if not parsed and first_error is not None:
-        raise ValueError(f"not valid JSON: {first_error}")
+    if not parsed and first_error is not None:   # nothing readable (a single page cut short): one record, kept
+        yield text.strip("\n"), f"not valid JSON ({first_error.msg}): cut short or corrupt"
+        return
     yield from pending
 
 

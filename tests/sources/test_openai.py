@@ -260,11 +260,14 @@ def test_gzipped_ndjson(con, tmp_path):
     assert load(con, f).loaded == 3
 
 
-def test_unreadable_json_raises_one_line(con, tmp_path):
+def test_a_page_cut_short_is_one_quarantined_record_with_its_text(con, tmp_path):
     f = tmp_path / "cut.json"
-    f.write_text((ASSETS / "usage_completions_current.json").read_text()[:300])
-    with pytest.raises(ValueError, match="not valid JSON"):
-        load(con, f, "openai.usage_completions")
+    text = (ASSETS / "usage_completions_current.json").read_text()[:300]
+    f.write_text(text)
+    r = load(con, f, "openai.usage_completions")
+    assert (r.records, r.loaded, r.quarantined) == (1, 0, 1)
+    raw, reason = con.execute("SELECT raw, reason FROM quarantine").fetchone()
+    assert raw == text.strip("\n") and reason.startswith("not valid JSON (") and "cut short" in reason
 
 
 def test_bad_buckets_in_valid_json_are_quarantined_with_their_own_text(con, tmp_path):
