@@ -15,6 +15,7 @@ import duckdb
 
 from forensics import pricing
 from forensics.case import tool_version
+from forensics.duck import query_with
 from forensics.secrets import redact_columns, redact_text
 from forensics.sources import SOURCES, LoadContext, LoadOptions, LoadResult
 from forensics.sources.lines import iter_line_batches
@@ -122,11 +123,10 @@ def quarantine_lines(ctx: LoadContext, why: str) -> LoadResult:
         reason = why_sql
         for no in reader.oversized_in(lo, hi):
             reason = f"CASE WHEN line_no = {no} THEN {why_sql} || '; {reader.oversized_reason(no)}' ELSE {reason} END"
-        ctx.con.register("_unrec_batch", batch)
         # keys are redacted before the raw text is cut, so that no part of a key survives the cut
-        ctx.con.execute(f"CREATE OR REPLACE TEMP TABLE _unrec AS SELECT line_no, line AS raw, {reason} AS reason "
-                        "FROM _unrec_batch")
-        ctx.con.unregister("_unrec_batch")
+        query_with(ctx.con, "_unrec_batch", batch,
+                   f"CREATE OR REPLACE TEMP TABLE _unrec AS SELECT line_no, line AS raw, {reason} AS reason "
+                   "FROM _unrec_batch")
         redact_columns(ctx.con, "_unrec", ["raw"])
         ctx.con.execute("INSERT INTO quarantine SELECT ?, line_no, left(raw, 65536), reason FROM _unrec", [ctx.file_id])
         ctx.con.execute("DROP TABLE _unrec")

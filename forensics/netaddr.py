@@ -7,6 +7,8 @@ from functools import lru_cache
 import duckdb
 import pandas as pd
 
+from forensics.duck import query_with
+
 DEFAULT_TRUSTED = (
     "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8",
     "::1/128", "fc00::/7", "fe80::/10",
@@ -70,12 +72,10 @@ def client_ip_map(con: duckdb.DuckDBPyConnection, pairs_sql: str, trusted: Trust
             "client_ip": pd.Series([trusted.client(c, p) for c, p in pairs], dtype="object"),
         }
     )
-    con.register("_client_ip_frame", frame)
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE {name} AS "
-        "SELECT chain::VARCHAR AS chain, peer::VARCHAR AS peer, client_ip::VARCHAR AS client_ip FROM _client_ip_frame"
-    )
-    con.unregister("_client_ip_frame")
+    query_with(con, "_client_ip_frame", frame,
+               f"CREATE OR REPLACE TEMP TABLE {name} AS "
+               "SELECT chain::VARCHAR AS chain, peer::VARCHAR AS peer, client_ip::VARCHAR AS client_ip "
+               "FROM _client_ip_frame")
     return name
 
 

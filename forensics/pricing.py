@@ -15,6 +15,8 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from forensics.duck import query_with
+
 # LiteLLM custom_llm_provider -> genai-prices provider id
 PROVIDER_IDS = {
     "openai": "openai", "text-completion-openai": "openai", "azure": "azure", "azure_ai": "azure",
@@ -132,13 +134,10 @@ def insert_prices(con: duckdb.DuckDBPyConnection, rows: list[dict]) -> None:
     frame = pd.DataFrame(rows, columns=["provider", "model", "day", *PRICE_COLUMNS, "source", "matched_model"])
     for c in PRICE_COLUMNS:
         frame[c] = frame[c].map(lambda v: None if v is None else str(v)).astype("object")
-    con.register("_new_prices", frame)
-    con.execute(
-        "INSERT INTO prices SELECT provider, model, CAST(day AS DATE), "
-        + ", ".join(f"CAST({c} AS DECIMAL(38,12))" for c in PRICE_COLUMNS)
-        + ", source, matched_model FROM _new_prices"
-    )
-    con.unregister("_new_prices")
+    query_with(con, "_new_prices", frame,
+               "INSERT INTO prices SELECT provider, model, CAST(day AS DATE), "
+               + ", ".join(f"CAST({c} AS DECIMAL(38,12))" for c in PRICE_COLUMNS)
+               + ", source, matched_model FROM _new_prices")
 
 
 def price_requests(

@@ -7,6 +7,8 @@ import re
 import duckdb
 import pandas as pd
 
+from forensics.duck import query_with
+
 # LiteLLM virtual keys (sk- + 22 url-safe chars), OpenAI (sk-proj-..., sk-svcacct-..., sk-...), Anthropic (sk-ant-...)
 KEY_PATTERN = r"sk-[A-Za-z0-9_\-]{16,}"
 BEARER_PATTERN = r"(?i)(bearer\s+)([A-Za-z0-9_\-\.=]{16,})"
@@ -64,10 +66,7 @@ def redact_columns(con: duckdb.DuckDBPyConnection, table: str, columns: list[str
         if not values:
             continue
         frame = pd.DataFrame({"old": values, "new": [redact_text(v) for v in values]}, dtype="object")
-        con.register("_redact_frame", frame)
-        con.execute(
-            f"UPDATE {table} SET {col} = r.new FROM _redact_frame r WHERE ({where}) AND {table}.{col} = r.old"
-        )
-        con.unregister("_redact_frame")
+        query_with(con, "_redact_frame", frame,
+                   f"UPDATE {table} SET {col} = r.new FROM _redact_frame r WHERE ({where}) AND {table}.{col} = r.old")
         rewritten += len(values)
     return rewritten

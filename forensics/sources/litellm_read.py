@@ -20,6 +20,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from forensics.duck import query_with
 from forensics.sources.lines import iter_line_batches
 from forensics.sources.litellm_fields import quote_ident
 from forensics.sources.litellm_merge import store_quarantine
@@ -109,10 +110,9 @@ def records_relation() -> str:
 
 def _stage_texts(con: duckdb.DuckDBPyConnection, texts: pa.Table) -> int:
     """_ll_rec from an arrow table of (record_no, text)."""
-    con.register("_ll_texts", texts)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _ll_rec AS SELECT record_no, text AS raw, {_CHECK.format(text='text')} "
-                "AS bad FROM _ll_texts")
-    con.unregister("_ll_texts")
+    query_with(con, "_ll_texts", texts,
+               f"CREATE OR REPLACE TEMP TABLE _ll_rec AS SELECT record_no, text AS raw, {_CHECK.format(text='text')} "
+               "AS bad FROM _ll_texts")
     (n,) = con.execute("SELECT count(*) FROM _ll_rec").fetchone()
     return int(n)
 
@@ -138,12 +138,10 @@ def line_batches(con: duckdb.DuckDBPyConnection, path: Path, notes: list[str]) -
             last = batch.column("line_no")[-1].as_py()
             check = (f"CASE WHEN line_no = {last} AND ({check}) = 'not valid JSON' THEN 'last line cut short "
                      f"(not valid JSON, no newline at the end of the file)' ELSE {check} END")
-        con.register("_ll_lines", batch)
-        con.execute(f"""
+        query_with(con, "_ll_lines", batch, f"""
             CREATE OR REPLACE TEMP TABLE _ll_rec AS
             SELECT line_no AS record_no, line AS raw, {check} AS bad FROM _ll_lines
             WHERE strlen(line) > 0 AND NOT (strlen(line) < 64 AND trim(line) = '')""")
-        con.unregister("_ll_lines")
         (n,) = con.execute("SELECT count(*) FROM _ll_rec").fetchone()
         yield int(n)
     if reader.error:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from forensics.duck import query_with
 from forensics.netaddr import TrustedProxies
 from forensics.secrets import redact_columns
 from forensics.sources import nginx_json
@@ -159,6 +160,7 @@ class _Load:
         self.records = self.loaded = self.quarantined = self.empty = 0
         self.secret_ranges: list[tuple[int, int]] = []
         self.tmp = 0
+        self.scans: dict[str, pa.Table] = {}     # arrow data visible to _run's statements by name (never registered)
 
     def _text_parser(self):
         if self.fmt == "nginx.custom":
@@ -203,6 +205,15 @@ class _Load:
             raise ValueError("the JSON objects do not look like an nginx access log (no status or request field)")
         return _JsonParser(fmt)
 
+    def _run(self, sql: str) -> list[tuple]:
+        """Run `sql`, reading the arrow data of `scans` it names through query_with (never con.register: inside
+        the file's transaction a registered batch would stay in memory until COMMIT)."""
+        named = [n for n in self.scans if n in sql]
+        if not named:
+            return self.con.execute(sql).fetchall()
+        assert len(named) == 1, named
+        return query_with(self.con, named[0], self.scans[named[0]], sql)
+
     # -- one batch ----------------------------------------------------------------------------------------------
     def _batch(self, batch: pa.Table) -> None:
         lo, hi = batch.column("line_no")[0].as_py(), batch.column("line_no")[-1].as_py()
@@ -217,7 +228,7 @@ class _Load:
         lines = batch.column("line")
         if _may_hold_secret(lines):
             self.secret_ranges.append((lo, hi))
-        self.con.register("_nginx_batch", batch)
+        self.scans["_nginx_batch"] = batch
         source, remaining = "_nginx_batch", batch.num_rows
         try:
             for variant in self.parser.variants():
@@ -236,7 +247,7 @@ class _Load:
             if remaining:
                 self._slow_path(source)
         finally:
-            self.con.unregister("_nginx_batch")
+            self.scans.pop("_nginx_batch")
 
     def _insert(self, variant, source: str) -> int:
         # the pairs query skips the shape check (extra pairs are harmless) and, where it can, most lines
@@ -252,22 +263,21 @@ class _Load:
                f"SELECT {cols} FROM ({converted}) c LEFT JOIN _nginx_ip_map m "
                f"ON c.client_ip IS NULL AND m.chain = coalesce(c.forwarded_for, '') AND m.peer = coalesce(c.remote_addr, '')\n"
                f"WHERE c._reason IS NULL")
-        return self.con.execute(sql).fetchone()[0]
+        return self._run(sql)[0][0]
 
     def _extend_ip_map(self, converted: str) -> None:
         """Walk each new (X-Forwarded-For, peer) pair the SQL could not settle, once per file (netaddr's rule)."""
-        pairs = self.con.execute(
+        pairs = self._run(
             f"SELECT DISTINCT coalesce(forwarded_for, '') AS chain, coalesce(remote_addr, '') AS peer FROM ({converted}) "
             f"WHERE client_ip IS NULL AND (forwarded_for IS NOT NULL OR remote_addr IS NOT NULL) "
-            f"EXCEPT SELECT chain, peer FROM _nginx_ip_map").fetchall()
+            f"EXCEPT SELECT chain, peer FROM _nginx_ip_map")
         if pairs:
             walked = [self.trusted.client(chain or None, peer or None) for chain, peer in pairs]
             table = pa.table({"chain": pa.array([c for c, _ in pairs], pa.string()),
                               "peer": pa.array([p for _, p in pairs], pa.string()),
                               "client_ip": pa.array(walked, pa.string())})
-            self.con.register("_nginx_new_ips", table)
-            self.con.execute("INSERT INTO _nginx_ip_map SELECT chain, peer, client_ip FROM _nginx_new_ips")
-            self.con.unregister("_nginx_new_ips")
+            query_with(self.con, "_nginx_new_ips", table,
+                       "INSERT INTO _nginx_ip_map SELECT chain, peer, client_ip FROM _nginx_new_ips")
 
     def _convert(self, staged: str) -> str:
         return convert_sql(staged, self.fmt, self.fid, self.parser.time_field, self.parser.nginx_escapes)
@@ -276,7 +286,7 @@ class _Load:
         """Lines of `source` (not empty) that no variant has inserted yet, into a fresh temp table."""
         self.tmp += 1
         self._last_rest = f"_nginx_rest{self.tmp % 2}"
-        self.con.execute(
+        self._run(
             f"CREATE OR REPLACE TEMP TABLE {self._last_rest} AS SELECT line_no, line FROM {source} "
             f"WHERE line <> '' AND line_no NOT IN (SELECT line_no FROM http_requests "
             f"WHERE file_id = {self.fid} AND line_no BETWEEN {lo} AND {hi})"
@@ -285,7 +295,7 @@ class _Load:
 
     # -- the lines no SQL variant took ------------------------------------------------------------------------
     def _slow_path(self, source: str) -> None:
-        rows = self.con.execute(f"SELECT line_no, line FROM {source} ORDER BY line_no").fetchall()
+        rows = self._run(f"SELECT line_no, line FROM {source} ORDER BY line_no")
         staged, failed = [], []
         for line_no, line in rows:
             fields = self.parser.parse(line)
@@ -299,16 +309,14 @@ class _Load:
                 "line": pa.array([r[1] for r in staged], pa.string()),
                 **{f: pa.array([r[2].get(f) for r in staged], pa.string()) for f in STAGING_FIELDS},
             })
-            self.con.register("_nginx_slow", table)
+            self.scans["_nginx_slow"] = table
             try:
                 converted = self._convert("_nginx_slow")
                 self._extend_ip_map(converted)
                 self.loaded += self._insert_converted(converted)
-                bad = self.con.execute(
-                    f"SELECT line_no, line, _reason FROM ({converted}) WHERE _reason IS NOT NULL").fetchall()
-                failed.extend(bad)
+                failed.extend(self._run(f"SELECT line_no, line, _reason FROM ({converted}) WHERE _reason IS NOT NULL"))
             finally:
-                self.con.unregister("_nginx_slow")
+                self.scans.pop("_nginx_slow")
         self._quarantine_rows(failed)
 
     def _why(self, line: str, line_no: int) -> str:
@@ -332,12 +340,8 @@ class _Load:
         table = pa.table({"record_no": pa.array([r[0] for r in rows], pa.int64()),
                           "raw": pa.array([r[1] for r in rows], pa.string()),
                           "reason": pa.array([r[2] for r in rows], pa.string())})
-        self.con.register("_nginx_quarantine", table)
-        try:
-            self.con.execute(f"INSERT INTO quarantine SELECT {self.fid}, record_no, left(raw, 65536), reason "
-                             f"FROM _nginx_quarantine")
-        finally:
-            self.con.unregister("_nginx_quarantine")
+        query_with(self.con, "_nginx_quarantine", table,
+                   f"INSERT INTO quarantine SELECT {self.fid}, record_no, left(raw, 65536), reason FROM _nginx_quarantine")
         self.quarantined += len(rows)
 
     # -- after the last batch ---------------------------------------------------------------------------------

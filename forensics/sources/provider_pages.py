@@ -17,6 +17,7 @@ from typing import Callable, Iterator
 import duckdb
 import pyarrow as pa
 
+from forensics.duck import query_with
 from forensics.sources import provider_stage as stage
 from forensics.sources.interface import LoadContext, LoadResult
 
@@ -121,12 +122,9 @@ def read_pages(con: duckdb.DuckDBPyConnection, path: Path, pf: PageFormat) -> in
         docs.append(None if reason else text)
         raws.append(text if reason else None)
         reasons.append(reason)
-    con.register("_provider_docs", pa.table({"page": docs, "bad_raw": raws, "bad_reason": reasons}))
-    try:
-        source = "(SELECT page::JSON AS page, bad_raw, bad_reason FROM _provider_docs)"
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {PAGES} AS {_pages_select(pf, source, 'page', keep_text=True)}")
-    finally:
-        con.unregister("_provider_docs")
+    source = "(SELECT page::JSON AS page, bad_raw, bad_reason FROM _provider_docs)"
+    query_with(con, "_provider_docs", pa.table({"page": docs, "bad_raw": raws, "bad_reason": reasons}),
+               f"CREATE OR REPLACE TEMP TABLE {PAGES} AS {_pages_select(pf, source, 'page', keep_text=True)}")
     return None
 
 
