@@ -264,3 +264,16 @@ def test_hostile_user_agent_is_inert_in_csv_and_html(hostile):
     assert "\x1b" not in html
     md = (report_dir / "report.md").read_text()
     assert "<script>" not in md and "\\<script\\>" in md and "\x1b" not in md
+
+
+def test_no_full_key_in_any_notebook():
+    """The committed notebooks (outputs included) hold no full key the simulator used, in any scenario or seed."""
+    from forensics.simulate import SCENARIOS
+
+    keys = {k for s in SCENARIOS for seed in (1, 2, 3) for k in secret_keys(s, seed).values()}
+    assert len(keys) > 10
+    notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    assert len(notebooks) == 6
+    for nb in notebooks:
+        text = nb.read_text()
+        assert not [k for k in keys if k in text], nb.name
