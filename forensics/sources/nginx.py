@@ -123,9 +123,9 @@ class _TextParser:
 class _JsonParser:
     """A JSON format: one SQL extractor over the operator's keys, json.loads for the slow path."""
 
-    def __init__(self, fmt: nginx_json.JsonFormat):
+    def __init__(self, fmt: nginx_json.JsonFormat, hits: Counter | None = None):
         self.fmt = fmt
-        self.hits = Counter()
+        self.hits = hits if hits is not None else Counter()
         self.time_field = next((f for f in TIME_FIELDS if f in fmt.fields), None)
         self.nginx_escapes = fmt.default_escaping
 
@@ -161,6 +161,7 @@ class _Load:
         self.secret_ranges: list[tuple[int, int]] = []
         self.tmp = 0
         self.scans: dict[str, pa.Table] = {}     # arrow data visible to _run's statements by name (never registered)
+        self.json_objects: list[dict] | None = None    # the sample a JSON format was inferred from (not a template)
 
     def _text_parser(self):
         if self.fmt == "nginx.custom":
@@ -199,11 +200,31 @@ class _Load:
     def _json_parser(self, batch: pa.Table) -> _JsonParser:
         sample = [ln for ln in batch.column("line").slice(0, 5000).to_pylist() if ln.startswith("{")][:1000]
         parsed = [nginx_json.loads(ln) for ln in sample]
-        objects = [o for o, _ in parsed if o is not None]
-        fmt = nginx_json.infer(objects, self.fmt == "nginx.json_default" or any(r for _, r in parsed))
+        self.json_objects = [o for o, _ in parsed if o is not None]
+        self.json_default = self.fmt == "nginx.json_default" or any(r for _, r in parsed)
+        fmt = nginx_json.infer(self.json_objects, self.json_default)
         if fmt is None:
             raise ValueError("the JSON objects do not look like an nginx access log (no status or request field)")
+        self.json_keys = {k for o in self.json_objects for k in o}
         return _JsonParser(fmt)
+
+    def _widen_json(self) -> None:
+        """A JSON log whose keys change within the file (log_format edited, nginx reloaded): when a batch holds
+        top-level keys no earlier line had, the format is inferred again with lines holding them, so their fields
+        load too instead of being dropped by a mapping made from the first lines."""
+        keys = {k for (k,) in self._run("SELECT DISTINCT unnest(json_keys(line)) FROM _nginx_batch "
+                                        "WHERE starts_with(line, '{') AND json_valid(line)")}
+        new = keys - self.json_keys
+        if not new:
+            return
+        self.json_keys |= new
+        listed = ", ".join("'" + k.replace("'", "''") + "'" for k in sorted(new))
+        lines = [ln for (ln,) in self._run(f"SELECT line FROM _nginx_batch WHERE starts_with(line, '{{') AND "
+                                           f"json_valid(line) AND list_has_any(json_keys(line), [{listed}]) LIMIT 200")]
+        self.json_objects += [o for o in (nginx_json.loads(ln)[0] for ln in lines) if o is not None]
+        fmt = nginx_json.infer(self.json_objects, self.json_default)
+        if fmt is not None and fmt.fields > self.parser.fmt.fields:
+            self.parser = _JsonParser(fmt, self.parser.hits)
 
     def _run(self, sql: str) -> list[tuple]:
         """Run `sql`, reading the arrow data of `scans` it names through query_with (never con.register: inside
@@ -229,6 +250,8 @@ class _Load:
         if _may_hold_secret(lines):
             self.secret_ranges.append((lo, hi))
         self.scans["_nginx_batch"] = batch
+        if self.json_objects is not None:
+            self._widen_json()
         source, remaining = "_nginx_batch", batch.num_rows
         try:
             for variant in self.parser.variants():

@@ -301,3 +301,21 @@ def test_printable_values_survive_nginx_escaping(tmp_path, records):
     rows = got.rows("user_agent, client_ip, status, body_bytes")
     for i, (ua, ip, status, size) in enumerate(records, start=1):
         assert rows[i] == (ua if ua not in ("", "-") else None, ip, status, size)
+
+
+def test_json_keys_added_later_in_the_file_still_load(tmp_path):
+    """log_format edited and nginx reloaded: after 3,000 lines the objects gain http_x_forwarded_for and
+    request_time. The mapping inferred from the first lines must not drop them."""
+    f = tmp_path / "reloaded.log"
+    line = ('{{"time_iso8601":"2025-03-17T01:{m:02d}:{s:02d}+00:00","remote_addr":"10.0.0.2",'
+            '"request":"POST /v1/chat/completions HTTP/1.1","status":"200","body_bytes_sent":"512"{extra}}}\n')
+    with f.open("w") as fh:
+        for i in range(6000):
+            extra = ',"http_x_forwarded_for":"203.0.113.9","request_time":"1.250"' if i >= 3000 else ""
+            fh.write(line.format(m=i // 60 % 60, s=i % 60, extra=extra))
+    got = load(f)
+    assert got.fmt == "nginx.json" and got.result.loaded == 6000
+    rows = got.rows("forwarded_for, client_ip, request_time")
+    assert rows[1] == (None, "10.0.0.2", None)
+    assert rows[3001] == ("203.0.113.9", "203.0.113.9", pytest.approx(1.25))
+    assert sum(1 for r in rows.values() if r[0] == "203.0.113.9") == 3000
