@@ -105,12 +105,12 @@ class LineBatches:
                 yield _Segment.cut_line(cut_prefix, cut_len + nl)
                 cut_prefix, data = None, data[nl + 1:]
             pending += data
-            if len(pending) >= self.batch_bytes or len(pending) > self.max_line_bytes:
-                cut = pending.rfind(b"\n") + 1
-                if cut:
-                    yield _Segment.of(bytes(pending[:cut]))
-                    del pending[:cut]
-                if len(pending) > self.max_line_bytes:
+            last = pending.rfind(b"\n") + 1              # where the unfinished line at the end starts
+            if len(pending) >= self.batch_bytes or len(pending) - last > self.max_line_bytes:
+                if last:
+                    yield _Segment.of(bytes(pending[:last]))
+                    del pending[:last]
+                if len(pending) > self.max_line_bytes:   # what is left is one unfinished line, and it is too long
                     cut_prefix, cut_len = bytes(pending[:KEPT_BYTES]), len(pending)
                     pending.clear()
         if cut_prefix is not None:                   # set before the last batch goes out, for its reader

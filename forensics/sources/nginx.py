@@ -32,8 +32,6 @@ _TEXT_COLUMNS = ["host", "remote_addr", "remote_user", "forwarded_for", "request
                  "user_agent", "upstream_addr", "request_id", "litellm_call_id", "time_raw"]
 # nginx's own header buffers keep a real access-log line far shorter; a longer one is quarantined, cut
 MAX_LINE_BYTES = 1 << 20
-# what a key, a bearer token or a JWT starts with (bytes, any case for 'bearer'): SQL then looks closer
-_SECRET_HINT = re.compile(rb"sk-|[Bb][Ee][Aa][Rr][Ee][Rr]|eyJ")
 _ERROR_LOG = re.compile(r"^\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2} \[(?:emerg|alert|crit|error|warn|notice|info|debug)\]")
 _SYSLOG = re.compile(r"^(?:[A-Z][a-z]{2} [ \d]\d \d{2}:\d{2}:\d{2}|\d{4}-\d{2}-\d{2}T\S+) \S+ [\w./-]+(?:\[\d+\])?: ")
 
@@ -82,7 +80,8 @@ def _may_hold_secret(lines: pa.ChunkedArray) -> bool:
     for chunk in lines.chunks:
         data = chunk.buffers()[2]
         text = data.to_pybytes() if data is not None else b""
-        if _SECRET_HINT.search(text):
+        lowered = text.lower()           # plain substring scans: a regex with classes is ~20x slower here
+        if b"sk-" in lowered or b"bearer" in lowered or b"eyj" in lowered:
             return True
     return False
 
