@@ -52,9 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--control", action="append", default=[], metavar="ID", dest="controls",
                    help="replay this control too, e.g. key_rpm_35, ip_rate_5rps, cost_alert_20h_5m (repeatable)")
     p.add_argument("--no-detector", action="store_true", help="leave the anomaly detector out of the report")
-    p.add_argument("--absolute-paths", action="store_true",
-                   help="keep the absolute paths of input files (default: relative to the input folder)")
-    _add_load_options(p)
+    _add_load_options(p, shareable=True)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("export", parents=[common], help="write the evidence bundle for a provider refund request",
@@ -68,9 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--provider", choices=["openai", "anthropic"],
                    help="whose bill to dispute (default: the provider with the most attack cost)")
     p.add_argument("--zip", action="store_true", help="also write DIR.zip")
-    p.add_argument("--absolute-paths", action="store_true",
-                   help="keep the absolute paths of input files (default: relative to the input folder)")
-    _add_load_options(p)
+    _add_load_options(p, shareable=True)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("verify", parents=[common], help="re-check an evidence bundle against its MANIFEST.sha256",
@@ -106,7 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_load_options(p: argparse.ArgumentParser) -> None:
+def _add_load_options(p: argparse.ArgumentParser, shareable: bool = False) -> None:
+    if shareable:     # the command writes documents that leave the machine
+        p.add_argument("--absolute-paths", action="store_true",
+                       help="keep the absolute paths of input files (default: relative to the input folder)")
     p.add_argument("--nginx-format", metavar="LOG_FORMAT",
                    help="an nginx log_format string for access logs in a custom format")
     p.add_argument("--trusted-proxy", action="append", default=[], metavar="CIDR", dest="trusted_proxies",

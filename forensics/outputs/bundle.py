@@ -28,7 +28,7 @@ from forensics import __version__
 from forensics.analysis.steps import Step, load_request_ids, query_step
 from forensics.outputs import figures as figs
 from forensics.outputs.findings import iso
-from forensics.outputs.report import money, printable, when
+from forensics.outputs.report import money, printable
 
 MANIFEST = "MANIFEST.sha256"
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")     # OWASP CSV injection: a spreadsheet would evaluate these
@@ -146,7 +146,6 @@ def provider_days_step(table: str) -> Step:
 @dataclass
 class Disputed:
     provider: str | None
-    incidents: list                  # IncidentFindings
     request_cost: Decimal            # the proxy's requests, re-priced at list prices
     outside_cost: Decimal            # usage outside the proxy, priced from the provider's usage data
     provider_days: pd.DataFrame      # the provider's cost report on the incident days, with our legitimate traffic
@@ -216,13 +215,14 @@ def build(con: duckdb.DuckDBPyConnection, inv, findings: dict, out: Path, provid
                 money_text(r.cost_usd)] for r in minutes.itertuples()))
     written.append(out / "cost_per_minute.csv")
 
+    # the figures' band loads each incident's request ids (__f_figure_<id>_ids): the hourly table reads them too
+    band = figs.baseline_band(con, inv) if any(f.request_ids for f in chosen) else None
     hour_rows = []
     for f in chosen:
         if not f.request_ids:
             continue
-        t = f"__f_export_{f.incident.id.lower().replace('-', '_')}_ids"
-        load_request_ids(con, t, f.request_ids)
-        hours = query_step(con, figs.hourly_cost_step(f"export_{f.incident.id.lower().replace('-', '_')}", t))
+        prefix = f.incident.id.lower().replace("-", "_")
+        hours = query_step(con, figs.hourly_cost_step(f"export_{prefix}", f"__f_figure_{prefix}_ids"))
         hour_rows += [[f.incident.id, iso(h.hour), h.incident_requests, money_text(h.incident_cost_usd),
                        h.other_requests, money_text(h.other_cost_usd)] for h in hours.itertuples()]
     outside_rows = []
@@ -268,7 +268,6 @@ def build(con: duckdb.DuckDBPyConnection, inv, findings: dict, out: Path, provid
                                            "price_table"], rec_rows)
     written.append(out / "reconciliation.csv")
 
-    band = figs.baseline_band(con, inv) if any(f.request_ids for f in chosen) else None
     for f in chosen:
         if f.request_ids:
             fig = figs.timeline_figure(con, f, band)
@@ -328,7 +327,7 @@ def _disputed(con, provider, chosen, request_cost: Decimal, outside_cost: Decima
         days = query_step(con, provider_days_step(table), [provider] * 4)
         incident_days = {d.date() for f in chosen for d in pd.date_range(f.incident.start.date(), f.incident.end.date())}
         days = days[days["day"].map(lambda d: pd.Timestamp(d).date() in incident_days)].reset_index(drop=True)
-    return Disputed(provider, chosen, request_cost, outside_cost, days)
+    return Disputed(provider, request_cost, outside_cost, days)
 
 
 PROVIDER_NAMES = {"openai": "OpenAI", "anthropic": "Anthropic"}
@@ -362,7 +361,7 @@ def letter(findings: dict, chosen, d: Disputed, price_tables: str, con) -> str:
                   f"{len(inc['ips'])} client addresses; key: {key_text}.",
                   *[f"  - {printable(e)}" for e in inc["evidence"]]]
     lines += ["", "## Amount disputed", "",
-              f"**{money(total)}**: " + (f"{money(d.request_cost)} for the {_n_requests(findings, chosen):,} "
+              f"**{money(total)}**: " + (f"{money(d.request_cost)} for the {_n_requests(chosen):,} "
                                          "requests listed in requests.csv (successful requests only), priced at "
                                          f"your list prices ({price_tables})" if d.request_cost else "")
               + (f"{'; ' if d.request_cost else ''}{money(d.outside_cost)} of usage on the key(s) above that our "
@@ -401,7 +400,7 @@ def letter(findings: dict, chosen, d: Disputed, price_tables: str, con) -> str:
     return "\n".join(lines)
 
 
-def _n_requests(findings, chosen) -> int:
+def _n_requests(chosen) -> int:
     return sum(len(f.request_ids) for f in chosen)
 
 

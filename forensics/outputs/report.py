@@ -20,7 +20,6 @@ import pandas as pd
 from forensics import __version__
 from forensics.analysis.steps import STEP_LOG
 from forensics.outputs import figures as figs
-from forensics.outputs.findings import iso
 
 TOP_ROWS = 20                 # tables show the top rows; the rest are counted, and all are in findings.json
 HASH_CHARS = 12
@@ -92,7 +91,7 @@ def table(title, columns, rows, numeric=(), total=None) -> Table:
     return Table(title, columns, [[printable(c) for c in r] for r in shown], set(numeric), note)
 
 
-def _ip_rows(ips, n_total=None):
+def _ip_rows(ips):
     return [[i["ip"], count(i["requests"]), money(i["cost_usd"]), when(i.get("first_seen")), when(i.get("last_seen"))]
             for i in ips]
 
@@ -221,7 +220,7 @@ def recommendations(con: duckdb.DuckDBPyConnection, findings: dict, coverage) ->
     """).fetchone()
     (big_max_tokens, with_max_tokens) = con.execute(
         "SELECT count(*) FILTER (WHERE max_tokens > 1000), count(max_tokens) FROM llm_requests").fetchone()
-    public_new = sum(1 for i in watch for _ in i["ips"])
+    addresses = sum(len(i["ips"]) for i in watch)
     out = []
 
     def add(item, status, finding, action):
@@ -253,7 +252,7 @@ def recommendations(con: duckdb.DuckDBPyConnection, findings: dict, coverage) ->
         "Set max_budget with budget_duration on every key and a global max_budget; budgets bound the worst case.")
     outside = [i for i in watch if i["kind"] == "provider_key_outside_proxy"]
     add("network exposure", "needed" if "unauthenticated_proxy" in kinds else "recommended" if watch else "review",
-        f"{public_new:,} client addresses took part in the incidents." if watch else "No incident found.",
+        f"{addresses:,} client addresses took part in the incidents." if watch else "No incident found.",
         "Keep the proxy on a private network (VPN, private ingress); expose only what clients need, behind "
         "authentication.")
     s_mt, t_mt = _control(findings, "max_tokens_1000")
