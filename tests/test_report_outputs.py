@@ -187,7 +187,7 @@ def test_bundle_content_matches_findings(sample_bundle, sample_truth):
     assert sum(int(m["requests"]) for m in minutes) == len(rows)
     letter = (sample_bundle / "request.md").read_text()
     assert "**$347.23**" in letter and "2026-11-16T02:00:08.621Z" in letter and "OpenAI" in letter
-    assert "matching the request-level figure above to the cent" in letter     # the provider's own bill agrees
+    assert "matching the amount above to the cent" in letter     # the provider's own bill agrees
     custody = json.loads((sample_bundle / "chain_of_custody.json").read_text())
     assert custody["provider"] == "openai" and custody["incidents"] == ["INC-1"]
     assert len(custody["inputs"]) == 22 and all(len(i["sha256"]) == 64 and i["size_bytes"] > 0
@@ -277,3 +277,26 @@ def test_no_full_key_in_any_notebook():
     for nb in notebooks:
         text = nb.read_text()
         assert not [k for k in keys if k in text], nb.name
+
+
+def test_bundle_for_usage_outside_the_proxy(tmp_path):
+    """A provider key used directly: no proxy request to list; the disputed amount is the provider-side usage, and
+    the provider's own cost report, less the proxy's legitimate traffic, must come to the same figure."""
+    from decimal import Decimal
+
+    from forensics.simulate import simulate
+
+    truth = simulate("provider_key_outside_proxy", tmp_path / "logs", seed=1)
+    out = tmp_path / "bundle"
+    r = run("export", tmp_path / "logs", "--out", out, "--provider", "openai")
+    assert r.returncode == 0, r.stderr
+    usage = list(csv.DictReader((out / "usage_outside_proxy.csv").open()))
+    total = sum(Decimal(u["cost_usd_at_list_prices"]) for u in usage)
+    [t] = truth["incidents"]
+    assert abs(total - Decimal(t["cost_usd"])) <= Decimal(t["cost_usd"]) * Decimal("0.01")
+    letter = (out / "request.md").read_text()
+    assert f"**{money(total)}**" in letter and "our proxy never made" in letter
+    assert "matching the amount above to the cent" in letter and "0 client addresses" not in letter
+    assert "client addresses blocked" not in letter       # nothing reached the proxy: no address to block
+    assert list(csv.DictReader((out / "requests.csv").open())) == []      # nothing the proxy served is disputed
+    assert run("verify", out).returncode == 0

@@ -358,7 +358,7 @@ def letter(findings: dict, chosen, d: Disputed, price_tables: str, con) -> str:
                     if keys else f"provider key id {printable(f.provider_key_id)}")
         lines += [f"- **{inc['id']}** ({inc['kind'].replace('_', ' ')}): {inc['start']} to {inc['end']} UTC, "
                   f"{inc['requests']:,} requests, {money(inc['cost_usd'])} at list prices; "
-                  f"{len(inc['ips'])} client addresses; key: {key_text}.",
+                  + (f"{len(inc['ips'])} client addresses; " if inc["ips"] else "") + f"key: {key_text}.",
                   *[f"  - {printable(e)}" for e in inc["evidence"]]]
     lines += ["", "## Amount disputed", "",
               f"**{money(total)}**: " + (f"{money(d.request_cost)} for the {_n_requests(chosen):,} "
@@ -370,13 +370,13 @@ def letter(findings: dict, chosen, d: Disputed, price_tables: str, con) -> str:
         rows = d.provider_days
         beyond = d.billed_beyond_legitimate
         day_text = ", ".join(f"{r.day:%Y-%m-%d}: {money(r.provider_cost_usd)}" for r in rows.itertuples())
-        diff = beyond - d.request_cost
+        diff = beyond - (d.request_cost + d.outside_cost)
         lines += ["", f"Your own cost report bills {day_text}. Our proxy's logs account for "
                       f"{money(sum(Decimal(v) for v in rows['legitimate_usd']))} of legitimate traffic on "
                       f"{'that day' if len(rows) == 1 else 'those days'}; the remaining {money(beyond)} is the "
-                      "usage we dispute, " + ("matching the request-level figure above to the cent" if abs(diff) < Decimal("0.005")
+                      "usage we dispute, " + ("matching the amount above to the cent" if abs(diff) < Decimal("0.005")
                                                else f"{money(abs(diff))} {'more' if diff > 0 else 'less'} than the "
-                                                    "request-level figure above")
+                                                    "amount above")
                       + " (reconciliation.csv compares your bill with our logs day by day)."]
     lines += ["", "## Evidence enclosed", "",
               "- requests.csv: every disputed request with the id your logs hold (`request_id`, e.g. chatcmpl-...), "
@@ -384,7 +384,8 @@ def letter(findings: dict, chosen, d: Disputed, price_tables: str, con) -> str:
               "- cost_per_minute.csv, cost_per_hour.csv: the disputed cost over time",
               "- baseline_vs_incident.csv: our normal spend beside the incident's",
               "- reconciliation.csv: your billed cost against our proxy's logs per day, with the price table used",
-              "- *_timeline.png: requests and cost per minute, incident shaded, one lane per client address",
+              "- inc_*.png: the incident over time (requests and cost per minute with one lane per client address, or "
+              "the provider's usage buckets for use outside the proxy)",
               "- chain_of_custody.json: the tool, its version and command line, each input log with sha256 and size",
               "- MANIFEST.sha256: the sha256 of every file above (`sha256sum -c MANIFEST.sha256`)", "",
               "## Remediation taken", "",
@@ -394,8 +395,9 @@ def letter(findings: dict, chosen, d: Disputed, price_tables: str, con) -> str:
         lines.append("- Authentication enforced on the proxy (master key and virtual keys); [date, UTC]")
     if kinds & {"provider_key_outside_proxy", "leaked_key", "unauthenticated_proxy"}:
         lines.append(f"- {name} API key(s) rotated and the old ones revoked; [date, UTC]")
-    lines += ["- Offending client addresses blocked at the firewall; [date, UTC]",
-              "- Rate limits, per-key budgets, a max_tokens cap and a spend alert configured; [date, UTC]", "",
+    if any(f.request_ids for f in chosen):
+        lines.append("- Offending client addresses blocked at the firewall; [date, UTC]")
+    lines += ["- Rate limits, per-key budgets, a max_tokens cap and a spend alert configured; [date, UTC]", "",
               "We ask you to credit the amount above. [Name, role, contact]", ""]
     return "\n".join(lines)
 
