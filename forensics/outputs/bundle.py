@@ -9,7 +9,6 @@ the analyst's machine are cut to the input folder unless asked for.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -26,6 +25,7 @@ import pandas as pd
 
 from forensics import __version__
 from forensics.analysis.steps import Step, load_request_ids, query_step
+from forensics.ingest import file_sha256
 from forensics.outputs import figures as figs
 from forensics.outputs.findings import iso
 from forensics.outputs.report import money, printable
@@ -294,7 +294,8 @@ def build(con: duckdb.DuckDBPyConnection, inv, findings: dict, out: Path, provid
         "price_table": price_tables,
         "inputs": [{"path": names[p], "sha256": s, "size_bytes": size, "format": fmt, "records": rec, "loaded": lo,
                     "quarantined": q, "ingested_at": iso(at)} for p, s, size, fmt, rec, lo, q, at in files],
-        "files": [{"path": p.name, "sha256": sha256_file(p), "size_bytes": p.stat().st_size} for p in written],
+        "files": [{"path": p.name, "sha256": digest, "size_bytes": size}
+                  for p in written for digest, size in [file_sha256(p)]],
     }
     (out / "chain_of_custody.json").write_text(json.dumps(custody, indent=2, ensure_ascii=False) + "\n",
                                                encoding="utf-8")
@@ -409,11 +410,7 @@ def _n_requests(chosen) -> int:
 # --- manifest and verify -----------------------------------------------------------------------------------------
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(path)[0]
 
 
 def _bundle_files(folder: Path) -> list[str]:
