@@ -21,6 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
+from forensics.secrets import may_hold_secret
+
 DEFAULT_BATCH_BYTES = 32 << 20
 DEFAULT_MAX_LINE_BYTES = 64 << 20
 _BLOCK = 4 << 20                         # bytes read (or decompressed) at a time
@@ -53,12 +55,22 @@ def decode_nginx(raw: bytes) -> tuple[str, list[int]]:
     return text, _errors.positions
 
 
+# schema metadata of a batch: facts about its own lines, safe to read however far ahead the reader has gone
+LAST_LINE_CUT = b"last_line_cut"        # the batch ends the file, and its last line has no newline
+MAY_HOLD_SECRET = b"may_hold_secret"    # set when flag_secrets: the batch's bytes may hold a key (secrets.py)
+
+
+def batch_flag(batch: pa.Table, key: bytes) -> bool:
+    return bool(batch.schema.metadata and batch.schema.metadata.get(key) == b"1")
+
+
 class LineBatches:
     """Iterable of pyarrow tables (line_no int64 1-based, line string); read counters once iteration ends."""
 
     def __init__(self, path: str | Path, batch_bytes: int = DEFAULT_BATCH_BYTES,
-                 max_line_bytes: int = DEFAULT_MAX_LINE_BYTES):
+                 max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, flag_secrets: bool = False):
         self.path = Path(path)
+        self.flag_secrets = flag_secrets
         self.batch_bytes = max(1, int(batch_bytes))
         self.max_line_bytes = max(1, int(max_line_bytes))
         self.oversized_lines: dict[int, int] = {}    # line number -> its length in bytes, for lines over the limit
@@ -78,7 +90,15 @@ class LineBatches:
                     seg.start += len(_BOM)
                 first = False
                 if seg.end > seg.start:
-                    yield self._table(seg)
+                    yield self._flagged(self._table(seg), seg)
+
+    def _flagged(self, table: pa.Table, seg: _Segment) -> pa.Table:
+        meta = {}
+        if self.unterminated_last_line:              # set just before the last segment comes out
+            meta[LAST_LINE_CUT] = b"1"
+        if self.flag_secrets and may_hold_secret(seg.buf, seg.start, seg.end):
+            meta[MAY_HOLD_SECRET] = b"1"
+        return table.replace_schema_metadata(meta) if meta else table
 
     def oversized_reason(self, line_no: int) -> str:
         """Why line `line_no` is quarantined: longer than the limit for one record, and what of it was kept."""
@@ -87,7 +107,7 @@ class LineBatches:
 
     def oversized_in(self, lo: int, hi: int) -> list[int]:
         """Line numbers in [lo, hi] that were over the limit (their text is the kept prefix only)."""
-        return sorted(n for n in self.oversized_lines if lo <= n <= hi)
+        return sorted(n for n in list(self.oversized_lines) if lo <= n <= hi)   # a copy: a reader thread may add
 
     # -- segments: byte ranges that end at a line boundary (or at the end of the data) -----------------------
     def _segments(self, blocks: Iterator[bytes]) -> Iterator[_Segment]:
@@ -287,6 +307,6 @@ def _size(n: int) -> str:
 
 
 def iter_line_batches(path: str | Path, batch_bytes: int = DEFAULT_BATCH_BYTES,
-                      max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> LineBatches:
+                      max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, flag_secrets: bool = False) -> LineBatches:
     """The lines of `path` (plain or gzip) as pyarrow tables (line_no, line); see LineBatches for the counters."""
-    return LineBatches(path, batch_bytes, max_line_bytes)
+    return LineBatches(path, batch_bytes, max_line_bytes, flag_secrets)

@@ -1,4 +1,5 @@
-"""LiteLLM proxy logs: SpendLogs exports (CSV, JSON, NDJSON), StandardLoggingPayload callbacks, flat spend rows.
+"""LiteLLM proxy logs: SpendLogs exports (CSV, JSON, NDJSON, /spend/logs/ui pages), StandardLoggingPayload
+callbacks, flat spend rows. /spend/logs?summarize=true per-day totals are recognised and refused (no requests).
 
 Every format loads into llm_requests keyed by request_id, so one request stays one row across files.
 """
@@ -23,11 +24,18 @@ PAYLOAD_NDJSON = "litellm.payload_ndjson"
 PAYLOAD_ARRAY = "litellm.payload_json_array"
 PAYLOAD_OBJECT = "litellm.payload_object"
 FLAT = "litellm.flat_spend"
+SPENDLOGS_UI_PAGE = "litellm.spendlogs_ui_page"      # GET /spend/logs/ui: {"data": [rows], "total", "page", ...}
+SPENDLOGS_DAILY = "litellm.spendlogs_daily_totals"  # GET /spend/logs?summarize=true: recognised, refused
 
 FORMATS = {
     SPENDLOGS_CSV: "spendlogs", SPENDLOGS_JSON: "spendlogs", SPENDLOGS_NDJSON: "spendlogs",
+    SPENDLOGS_UI_PAGE: "spendlogs",
     PAYLOAD_NDJSON: "payload", PAYLOAD_ARRAY: "payload", PAYLOAD_OBJECT: "payload", FLAT: "flat",
+    SPENDLOGS_DAILY: "daily",
 }
+PAGE_KEYS = ("total", "page", "page_size", "total_pages")
+DAILY_REFUSED = ("LiteLLM /spend/logs per-day totals (summarize=true), not requests: "
+                 "export with summarize=false or use /spend/logs/ui")
 _BY_SHAPE = {  # (record kind, file shape) -> format id
     ("spendlogs", "array"): SPENDLOGS_JSON, ("spendlogs", "lines"): SPENDLOGS_NDJSON,
     ("spendlogs", "object"): SPENDLOGS_NDJSON,
@@ -60,6 +68,22 @@ def record_kind(d: object) -> str | None:
     return None
 
 
+def _ui_page(d: object) -> bool:
+    """A /spend/logs/ui page: its data list holds SpendLogs rows (an empty one: the page keys say it is a page)."""
+    if not isinstance(d, dict) or not isinstance(d.get("data"), list):
+        return False
+    first = next((v for v in d["data"] if isinstance(v, dict)), None)
+    if first is None:
+        return not d["data"] and all(k in d for k in PAGE_KEYS)
+    return record_kind(first) == "spendlogs" and all(k in d for k in PAGE_KEYS)
+
+
+def _daily_totals(d: object) -> bool:
+    """A day of /spend/logs?summarize=true: {startTime: day, spend, users: {..}, models: {..}, <key hash>: spend}."""
+    return (isinstance(d, dict) and "startTime" in d and "spend" in d and "request_id" not in d
+            and isinstance(d.get("users"), dict) and isinstance(d.get("models"), dict))
+
+
 def _kind_from_text(text: str) -> str | None:
     """Key-name evidence when the first record does not fit in the sample."""
     has = lambda key: re.search(rf'"{key}"\s*:', text) is not None  # noqa: E731
@@ -79,18 +103,26 @@ def _detect_json(text: str) -> str | None:
         whole = None
     if isinstance(whole, dict):
         kind = record_kind(whole)
-        return _BY_SHAPE[(kind, "object")] if kind else None
+        return _BY_SHAPE[(kind, "object")] if kind else SPENDLOGS_UI_PAGE if _ui_page(whole) else None
     if text[0] == "[":
         if isinstance(whole, list):
             first = next((v for v in whole if isinstance(v, dict)), None)
-            kind = record_kind(first) if first is not None else None
+            kind = record_kind(first)
         else:
             body = text[1:].lstrip()
+            if read.PAGE_DATA.match(body) and _page_start(body):   # an array of pages, the first over the sample
+                return SPENDLOGS_UI_PAGE
             try:
-                kind = record_kind(json.JSONDecoder().raw_decode(body)[0])
+                first = json.JSONDecoder().raw_decode(body)[0]
+                kind = record_kind(first)
             except (ValueError, RecursionError):
-                kind = _kind_from_text(body)
-        return _BY_SHAPE[(kind, "array")] if kind else None
+                first, kind = None, _kind_from_text(body)
+        if kind:
+            return _BY_SHAPE[(kind, "array")]
+        # an array of /spend/logs/ui pages, or of per-day totals
+        return SPENDLOGS_UI_PAGE if _ui_page(first) else SPENDLOGS_DAILY if _daily_totals(first) else None
+    if read.PAGE_DATA.match(text) and _page_start(text):
+        return SPENDLOGS_UI_PAGE
     first_line, newline, _ = text.partition("\n")
     try:
         kind = record_kind(json.loads(first_line))
@@ -102,6 +134,20 @@ def _detect_json(text: str) -> str | None:
         return _BY_SHAPE[(kind, "lines")] if kind else None
     kind = _kind_from_text(text)  # a pretty-printed object larger than the sample
     return PAYLOAD_OBJECT if kind == "payload" else None
+
+
+def _page_start(text: str) -> bool:
+    """Pages seen from their start only: a page larger than the sample (its page keys come last), or pages in a
+    row. The first record of the data list must be a SpendLogs row; an empty list, the page's keys must be there."""
+    rest = text[read.PAGE_DATA.match(text).end():].lstrip()
+    decode = json.JSONDecoder().raw_decode
+    try:
+        if rest.startswith("]"):
+            return _ui_page(decode(text.lstrip())[0])
+        kind = record_kind(decode(rest)[0])
+    except (ValueError, RecursionError):
+        kind = None if rest.startswith("]") else _kind_from_text(rest)
+    return kind == "spendlogs"
 
 
 def _detect_csv(text: str) -> str | None:
@@ -133,6 +179,8 @@ class LiteLLMSource:
     def load(self, ctx: LoadContext, fmt: str) -> LoadResult:
         if fmt not in FORMATS:
             raise ValueError(f"unknown LiteLLM format {fmt!r}")
+        if fmt == SPENDLOGS_DAILY:     # no request in it: failing says so, where a quarantine would hide it
+            raise ValueError(DAILY_REFUSED)
         con, kind = ctx.con, FORMATS[fmt]
         trusted = TrustedProxies(ctx.options.trusted_proxies)
         records = quarantined = 0
@@ -171,10 +219,57 @@ class LiteLLMSource:
             if n is not None:
                 yield n
                 return
+        if fmt == SPENDLOGS_UI_PAGE:
+            pages: list[tuple] = []
+            yield read.stage_json_values(ctx.con, ctx.path, notes, pages)
+            notes.extend(_page_notes(pages))
+            return
         if read.first_char(ctx.path) == "[":
             yield read.stage_json_values(ctx.con, ctx.path, notes)
         else:
             yield from read.line_batches(ctx.con, ctx.path, notes)
+
+
+def _page_notes(pages: list[tuple]) -> list[str]:
+    """What the pages of a /spend/logs/ui file say is missing: the other pages of the same query."""
+    numbered = [(p, t, n) for p, t, n, _ in pages if p is not None and t is not None]
+    if not numbered:
+        return []
+    here = sorted({p for p, _, _ in numbered})
+    of = max(t for _, t, _ in numbered)
+    total = max((n for _, _, n in numbered if n is not None), default=None)
+    rows = f" ({total:,} rows in all)" if total is not None else ""
+    notes = []
+    missing, last = [], 0           # the runs of pages 1..of not here (total_pages may be anything: no range())
+    for p in [x for x in here if 1 <= x <= of] + [of + 1]:
+        if p > last + 1:
+            missing.append((last + 1, p - 1))
+        last = p
+    if missing:
+        many = len(missing) > 1 or missing[0][0] != missing[0][1]
+        notes.append(f"{_pages_text(_runs(here))} of {of} of /spend/logs/ui{rows}: {_pages_text(missing)} "
+                     f"{'are' if many else 'is'} not in this file")
+    if not any(n for *_, n in pages):
+        notes.append(f"{_pages_text(_runs(here))} of /spend/logs/ui {'hold' if len(here) > 1 else 'holds'} "
+                     f"no rows{rows}")
+    return notes
+
+
+def _runs(numbers: list[int]) -> list[tuple[int, int]]:
+    """[1, 2, 3, 5] -> [(1, 3), (5, 5)] (numbers sorted)."""
+    runs: list[list[int]] = []
+    for n in numbers:
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return [(a, b) for a, b in runs]
+
+
+def _pages_text(runs: list[tuple[int, int]]) -> str:
+    """[(1, 3), (5, 5)] -> 'pages 1-3, 5'; [(2, 2)] -> 'page 2'."""
+    one = len(runs) == 1 and runs[0][0] == runs[0][1]
+    return ("page " if one else "pages ") + ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def _datadog_unwrapped(relation: str) -> str:

@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import re
 import tempfile
 import zlib
 from collections.abc import Iterator
@@ -109,10 +110,12 @@ def records_relation() -> str:
 
 
 def _stage_texts(con: duckdb.DuckDBPyConnection, texts: pa.Table) -> int:
-    """_ll_rec from an arrow table of (record_no, text)."""
+    """_ll_rec from an arrow table of (record_no, text), with `why` when the reader already knows it is bad."""
+    check = _CHECK.format(text="text")
+    if "why" in texts.column_names:
+        check = f"coalesce(why, {check})"
     query_with(con, "_ll_texts", texts,
-               f"CREATE OR REPLACE TEMP TABLE _ll_rec AS SELECT record_no, text AS raw, {_CHECK.format(text='text')} "
-               "AS bad FROM _ll_texts")
+               f"CREATE OR REPLACE TEMP TABLE _ll_rec AS SELECT record_no, text AS raw, {check} AS bad FROM _ll_texts")
     (n,) = con.execute("SELECT count(*) FROM _ll_rec").fetchone()
     return int(n)
 
@@ -152,41 +155,83 @@ def line_batches(con: duckdb.DuckDBPyConnection, path: Path, notes: list[str]) -
         yield 1
 
 
-def stage_json_values(con: duckdb.DuckDBPyConnection, path: Path, notes: list[str]) -> int:
-    """Stage the elements of a JSON array file into _ll_rec (several top-level arrays allowed). Returns records."""
+NOT_A_PAGE = 'not a page: no "data" list'
+
+
+def stage_json_values(
+    con: duckdb.DuckDBPyConnection, path: Path, notes: list[str], pages: list[tuple] | None = None
+) -> int:
+    """Stage the elements of a JSON array file into _ll_rec (several top-level arrays allowed). Returns records.
+
+    With `pages` (a list to fill), the file holds pages `{"data": [records...], "page": ...}` (one, several one
+    after another, or an array of them): the elements of each page's data are the records, numbered on across the
+    pages, and each page's (page, total_pages, total, rows) is appended to `pages`. A value that is no page is one
+    bad record.
+    """
     comp = "gzip" if is_gzip(path) else "none"
     p = str(path).replace("'", "''")
     opts = f"compression='{comp}', maximum_object_size={MAX_JSON_BYTES}"
-    attempts = [   # rowid keeps file order
-        f"CREATE TABLE v AS SELECT json AS doc FROM read_json_objects('{p}', format='array', {opts})",
-        # concatenated batches ([...][...]): each top-level value, arrays unnested in place
-        f"CREATE TABLE t AS SELECT json FROM read_json_objects('{p}', format='unstructured', {opts});"
-        """CREATE TABLE v AS SELECT u.doc FROM (
-              SELECT rowid AS top, CASE WHEN json_type(json) = 'ARRAY'
-                THEN CAST(json_extract(json, '$[*]') AS JSON[]) ELSE [json] END AS l FROM t),
-            unnest(l) WITH ORDINALITY AS u(doc, idx) ORDER BY top, idx""",
-    ]
+    # each top-level value (concatenated batches [...][...], pages one after another), arrays unnested in place
+    unstructured = (
+        f"CREATE TABLE t AS SELECT json AS doc FROM read_json_objects('{p}', format='unstructured', {opts});"
+        + _spread("t", "v" if pages is None else "pg", "json_type(doc) = 'ARRAY'", "$"))
+    if pages is None:
+        attempts = [   # rowid keeps file order
+            f"CREATE TABLE v AS SELECT json AS doc, NULL::VARCHAR AS why "
+            f"FROM read_json_objects('{p}', format='array', {opts})",
+            unstructured,
+        ]
+    else:
+        attempts = [unstructured + ";" + _spread(
+            "pg", "v", "json_type(doc, '$.data') = 'ARRAY'", "$.data", NOT_A_PAGE)]
     side = duckdb.connect()
     try:
         for sql in attempts:
             try:
-                side.execute("DROP TABLE IF EXISTS t; DROP TABLE IF EXISTS v")
+                side.execute("DROP TABLE IF EXISTS t; DROP TABLE IF EXISTS pg; DROP TABLE IF EXISTS v")
                 side.execute(sql)
                 values = side.sql(
-                    "SELECT rowid + 1 AS record_no, CAST(doc AS VARCHAR) AS text FROM v ORDER BY rowid"
+                    "SELECT rowid + 1 AS record_no, CAST(doc AS VARCHAR) AS text, why FROM v ORDER BY rowid"
                 ).to_arrow_table()
+                if pages is not None:
+                    pages.extend(side.execute("""
+                        SELECT try_cast(json_extract_string(doc, '$.page') AS BIGINT),
+                               try_cast(json_extract_string(doc, '$.total_pages') AS BIGINT),
+                               try_cast(json_extract_string(doc, '$.total') AS BIGINT),
+                               json_array_length(doc, '$.data')
+                        FROM pg WHERE json_type(doc, '$.data') = 'ARRAY' ORDER BY rowid""").fetchall())
                 break
             except duckdb.Error:
                 continue
         else:
-            values = _salvage_json_values(read_text(path, notes))
+            text = read_text(path, notes)
+            start = PAGE_DATA.match(text) if pages is not None else None
+            if start:                # the records of the first page, up to the damage
+                text = text[start.end() - 1:]
+            values = _salvage_json_values(text, one_array=start is not None)
     finally:
         side.close()
     return _stage_texts(con, values)
 
 
-def _salvage_json_values(text: str) -> pa.Table:
-    """The elements before the damage of a truncated or corrupt JSON array; the rest is one bad record."""
+def _spread(source: str, target: str, test: str, items: str, otherwise: str | None = None) -> str:
+    """CREATE TABLE target(doc, why): the docs of `source` in order, each one `test` holds for replaced by the
+    elements of its `items` list; a doc kept as it is gets `otherwise` as the reason it is bad."""
+    why = "NULL::VARCHAR" if otherwise is None else f"CASE WHEN NOT spread THEN '{otherwise}' END"
+    return f"""CREATE TABLE {target} AS SELECT u.doc, {why} AS why FROM (
+          SELECT top, spread, CASE WHEN spread THEN CAST(json_extract(doc, '{items}[*]') AS JSON[]) ELSE [doc] END AS l
+          FROM (SELECT rowid AS top, doc, coalesce({test}, false) AS spread FROM {source})),
+        unnest(l) WITH ORDINALITY AS u(doc, idx) ORDER BY top, idx"""
+
+
+# the start of a page, up to its data list (the page numbers may come first)
+PAGE_DATA = re.compile(r'\s*\{(?:\s*"(?:total|page|page_size|total_pages)"\s*:\s*-?\d+\s*,)*\s*"data"\s*:\s*\[')
+
+
+def _salvage_json_values(text: str, one_array: bool = False) -> pa.Table:
+    """The elements before the damage of a truncated or corrupt JSON array; the rest is one bad record.
+
+    one_array: the text starts with one array and what follows its end is not records (the rest of a page)."""
     decoder = json.JSONDecoder()
     values: list[str] = []
     pos, end = 0, len(text)
@@ -199,6 +244,8 @@ def _salvage_json_values(text: str) -> pa.Table:
     # a walk in Python, but only over a file DuckDB could not parse: the good prefix is worth keeping
     pos = skip(pos, " \t\r\n")
     while pos < end:
+        if text[pos] == "]" and one_array:
+            break
         if text[pos] in "[,]":
             pos = skip(pos + 1, " \t\r\n")
             continue

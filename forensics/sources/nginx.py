@@ -21,7 +21,7 @@ from forensics.netaddr import TrustedProxies
 from forensics.secrets import redact_columns
 from forensics.sources import nginx_json
 from forensics.sources.interface import LoadContext, LoadOptions, LoadResult
-from forensics.sources.lines import iter_line_batches
+from forensics.sources.lines import LAST_LINE_CUT, MAY_HOLD_SECRET, batch_flag, iter_line_batches
 from forensics.sources.nginx_formats import (BUILTIN_FORMATS, STAGING_FIELDS, LogFormat, builtin, escaping_of,
                                              parse_log_format)
 from forensics.sources.nginx_sql import INSERT_COLUMNS, convert_sql
@@ -32,6 +32,9 @@ _TEXT_COLUMNS = ["host", "remote_addr", "remote_user", "forwarded_for", "request
                  "user_agent", "upstream_addr", "request_id", "litellm_call_id", "time_raw"]
 # nginx's own header buffers keep a real access-log line far shorter; a longer one is quarantined, cut
 MAX_LINE_BYTES = 1 << 20
+# about 1 M combined-format lines: DuckDB writes fewer, fuller row groups than with 32 MiB batches, and the case
+# needs no rewrite of partial ones when it is closed; an ingest of 2 M lines took 7.0 s instead of 11.5 s (bench/)
+BATCH_BYTES = 128 << 20
 _ERROR_LOG = re.compile(r"^\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2} \[(?:emerg|alert|crit|error|warn|notice|info|debug)\]")
 _SYSLOG = re.compile(r"^(?:[A-Z][a-z]{2} [ \d]\d \d{2}:\d{2}:\d{2}|\d{4}-\d{2}-\d{2}T\S+) \S+ [\w./-]+(?:\[\d+\])?: ")
 
@@ -73,17 +76,6 @@ class NginxSource:
 
 
 SOURCE = NginxSource()
-
-
-def _may_hold_secret(lines: pa.ChunkedArray) -> bool:
-    """A cheap scan of the batch's text for what a key or bearer token starts with; SQL then looks closer."""
-    for chunk in lines.chunks:
-        data = chunk.buffers()[2]
-        text = data.to_pybytes() if data is not None else b""
-        lowered = text.lower()           # plain substring scans: a regex with classes is ~20x slower here
-        if b"sk-" in lowered or b"bearer" in lowered or b"eyj" in lowered:
-            return True
-    return False
 
 
 def _sample_lines(sample: bytes, limit: int = 200) -> list[str]:
@@ -174,10 +166,10 @@ class _Load:
     def run(self) -> LoadResult:
         self.trusted = TrustedProxies(tuple(self.ctx.options.trusted_proxies))
         self.con.execute("CREATE OR REPLACE TEMP TABLE _nginx_ip_map (chain VARCHAR, peer VARCHAR, client_ip VARCHAR)")
-        reader = self.reader = iter_line_batches(self.ctx.path, max_line_bytes=MAX_LINE_BYTES)
+        reader = self.reader = iter_line_batches(self.ctx.path, BATCH_BYTES, MAX_LINE_BYTES, flag_secrets=True)
         self.last_line_cut = None
         for batch in reader:
-            if reader.unterminated_last_line:        # known once the reader has reached the end
+            if batch_flag(batch, LAST_LINE_CUT):
                 self.last_line_cut = batch.column("line_no")[-1].as_py()
             if self.parser is None:
                 self.parser = self._json_parser(batch)
@@ -237,6 +229,8 @@ class _Load:
     # -- one batch ----------------------------------------------------------------------------------------------
     def _batch(self, batch: pa.Table) -> None:
         lo, hi = batch.column("line_no")[0].as_py(), batch.column("line_no")[-1].as_py()
+        if batch_flag(batch, MAY_HOLD_SECRET):
+            self.secret_ranges.append((lo, hi))
         cut = self.reader.oversized_in(lo, hi)
         if cut:          # only a prefix of these lines was read: never parsed, quarantined as cut
             rows = batch.filter(pc.is_in(batch.column("line_no"), pa.array(cut, pa.int64())))
@@ -245,9 +239,6 @@ class _Load:
             batch = batch.filter(pc.invert(pc.is_in(batch.column("line_no"), pa.array(cut, pa.int64()))))
             if not batch.num_rows:
                 return
-        lines = batch.column("line")
-        if _may_hold_secret(lines):
-            self.secret_ranges.append((lo, hi))
         self.scans["_nginx_batch"] = batch
         if self.json_objects is not None:
             self._widen_json()

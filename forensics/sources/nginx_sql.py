@@ -8,7 +8,10 @@ INSERT_COLUMNS = ("time", "time_raw", "host", "remote_addr", "remote_user", "for
 
 # naive UTC from each kind of nginx time; epoch_us of a TIMESTAMPTZ does not depend on the session time zone
 _TIME_SQL = {
-    "time_local": "make_timestamp(epoch_us(try_strptime(time_local, '%d/%b/%Y:%H:%M:%S %z')))",
+    # most logs are written in UTC: their times skip the %z parse (twice as slow) and the epoch round trip
+    "time_local": ("CASE WHEN length(time_local) = 26 AND ends_with(time_local, ' +0000') "
+                   "THEN try_strptime(left(time_local, 20), '%d/%b/%Y:%H:%M:%S') "
+                   "ELSE make_timestamp(epoch_us(try_strptime(time_local, '%d/%b/%Y:%H:%M:%S %z'))) END"),
     "time_iso8601": "make_timestamp(epoch_us(TRY_CAST(time_iso8601 AS TIMESTAMPTZ)))",
     "msec": ("make_timestamp(CAST(TRY_CAST(msec AS DECIMAL(24,6)) * CASE WHEN TRY_CAST(msec AS DOUBLE) > 1e11 "
              "THEN 1000 ELSE 1000000 END AS BIGINT))"),

@@ -110,3 +110,47 @@ def test_any_bytes_round_trip_like_the_reference(tmp_path, data, batch):
     for name, content in (("p.log", data), ("p.log.gz", gzip.compress(data))):
         lines, _ = read(write(tmp_path, content, name), batch_bytes=batch)
         assert lines == expected_lines(data)
+
+
+def test_batch_flags_travel_with_their_batch(tmp_path, monkeypatch):
+    """The last-line-cut and may-hold-secret facts ride on the batch they are about, whatever the reader knows."""
+    from forensics.sources import lines as lines_module
+    from forensics.sources.lines import LAST_LINE_CUT, MAY_HOLD_SECRET, batch_flag
+
+    monkeypatch.setattr(lines_module, "_BLOCK", 1024)          # many small batches from a small file
+
+    filler = b"".join(b"%05d plain line, nothing to see\n" % i for i in range(400))
+    data = filler + b"ua=curl Authorization: BeArEr abcdefghijklmnopqrstuvwxyz\n" + filler + b"cut mid-li"
+    reader = iter_line_batches(write(tmp_path, data), batch_bytes=4096, flag_secrets=True)
+    batches = list(reader)
+    assert len(batches) > 4
+    secret_line = 401
+    for b in batches:
+        numbers = b.column("line_no").to_pylist()
+        assert batch_flag(b, MAY_HOLD_SECRET) == (secret_line in numbers)
+        assert batch_flag(b, LAST_LINE_CUT) == (b is batches[-1])
+    assert not any(batch_flag(b, MAY_HOLD_SECRET) for b in iter_line_batches(write(tmp_path, filler, "g.log"), 4096))
+
+
+_SECRETISH = st.sampled_from(["sk-", "eyJ", "bearer", "BEARER", "bEaReR", "\\u0073k-", "Sk-", "eyj", "bear er",
+                              "sk_", "\xff", "\x00", "\r\n", "\n", " ", "x" * 20])
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(parts=st.lists(st.one_of(_SECRETISH, st.text(max_size=12)), max_size=12),
+       raw=st.binary(max_size=40))
+def test_secret_prescan_never_misses_what_the_redaction_patterns_find(parts, raw):
+    """may_hold_secret is only a shortcut: False must mean the key, JWT and bearer patterns find nothing in the text
+    the loaders store (the bytes decoded, bad ones as \\xHH)."""
+    import re
+
+    from forensics.secrets import BEARER_PATTERN, JWT_PATTERN, KEY_PATTERN, may_hold_secret
+
+    data = "".join(parts).encode("utf-8", "surrogatepass") + raw + b"A" * 16
+    text, _ = decode_nginx(data)
+    found = any(re.search(p, text) for p in (KEY_PATTERN, JWT_PATTERN, BEARER_PATTERN.replace("\\s+", "\\s*")))
+    if found:
+        assert may_hold_secret(data)
+    assert may_hold_secret(b"xx" + data + b"yy", 2, 2 + len(data)) == may_hold_secret(data)
+    for window in (1, 2, 5, 7):                         # needles across window edges are found all the same
+        assert may_hold_secret(b"x" + data, 1, window=window) == may_hold_secret(data)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import sys
 import zlib
 from datetime import datetime
 from decimal import Decimal
@@ -12,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from forensics import case, secrets
+from forensics import case, ingest, secrets
 from forensics.sources import litellm
 from forensics.sources.interface import LoadContext, LoadResult
 
@@ -22,6 +24,10 @@ REF_HASH = "88dc28d0f030c55ed4ab77ed8faf098196cb1c05df778539800c9f1243fe6b4b"
 OLD_KEY = "sk-_UKt8dy5f-8dNLIOT5bQRA"           # a raw virtual key, as very old metadata kept it
 BEARER_KEY = "sk-Fn8Ej39NkBQmUagFEoUWPQ"        # sent in an Authorization header the payload kept
 S3_OBJECT = "time-2025-06-22T18-03-20-123456_chatcmpl-s3-object-0001.json"
+UI_PAGE = "spendlogs_ui_page.json"               # GET /spend/logs/ui?page=1&page_size=3: rows 1-3 of 7
+UI_IDS = ["chatcmpl-9f3b2c1e-4a5d-4e6f-8a7b-0c1d2e3f4a5b", "chatcmpl-1b7e6d5c-2f3a-4b8c-9d0e-5f6a7b8c9d0e",
+          "0c9a8b7d-6e5f-4a3b-9c2d-1e0f9a8b7c6d"]
+SUPPORT_HASH = "8c85814b1b3c2ba5e8b59e83082aef71ad1db67e248bd9454889f64795bff284"
 
 
 @pytest.fixture
@@ -87,6 +93,8 @@ def all_text(con) -> str:
     (S3_OBJECT, "litellm.payload_object"),
     ("datadog.json", "litellm.payload_json_array"),
     ("flat_spend.ndjson", "litellm.flat_spend"),
+    (UI_PAGE, "litellm.spendlogs_ui_page"),
+    ("spendlogs_summarize.json", "litellm.spendlogs_daily_totals"),
 ])
 def test_detects_each_format_from_content(name, fmt):
     data = (ASSETS / name).read_bytes()
@@ -96,7 +104,9 @@ def test_detects_each_format_from_content(name, fmt):
 @pytest.mark.parametrize("sample", [
     b'203.0.113.10 - - [24/Jan/2025:09:20:46 +0000] "POST /v1/chat/completions HTTP/1.1" 200 512 "-" "curl/8"\n',
     b'{"object": "page", "data": [{"start_time": 1730419200, "end_time": 1730505600, "results": []}]}',
-    b'[{"startTime": "2025-01-24", "spend": 1.5, "users": {}, "models": {}}]',   # /spend/logs summarised by day
+    b'{"data": [{"id": 1, "name": "x"}], "total": 1, "page": 1, "page_size": 10, "total_pages": 1}',
+    b'{"data": [], "total": 0}',
+    b'{"object": "list", "data": [], "has_more": false}',
     b"date,model,cost\n2025-01-24,gpt-4o,1.00\n",
     b'{"message": "Spend Logs transactions: 0", "level": "DEBUG", "timestamp": "2025-05-26T09:48:01"}\n',
     b"",
@@ -396,6 +406,119 @@ def test_spendlogs_json_rows(db, name, prefix):
     failed = row(db, prefix + "0002")                  # metadata as a JSON string
     assert failed["status"] == "failure" and failed["error_class"] == "BadRequestError"
     assert failed["key_alias"] == "ci-bot" and failed["request_tags"] == '["prod"]'
+
+
+# ---- /spend/logs/ui pages and /spend/logs?summarize=true --------------------------------------------------------
+
+PAGE_NOTE = "page 1 of 3 of /spend/logs/ui (7 rows in all): pages 2-3 are not in this file"
+
+
+def _ui_page(**changes) -> dict:
+    page = json.loads((ASSETS / UI_PAGE).read_text())
+    page.update(changes)
+    return page
+
+
+def test_spendlogs_ui_page_rows_load_with_a_note_on_the_missing_pages(db):
+    r = load(db, ASSETS / UI_PAGE)
+    assert (r.records, r.loaded, r.quarantined, r.merged) == (3, 3, 0, 0)
+    assert r.notes == (PAGE_NOTE,)
+    nos = dict(db.execute("SELECT request_id, record_no FROM llm_requests").fetchall())
+    assert nos == {UI_IDS[0]: 1, UI_IDS[1]: 2, UI_IDS[2]: 3}           # the position in data
+    ok = row(db, UI_IDS[0])
+    assert ok["source_format"] == "litellm.spendlogs_ui_page"
+    assert ok["key_hash"] == REF_HASH and ok["key_hint"] is None and ok["key_alias"] == "ci-bot"
+    assert (ok["prompt_tokens"], ok["completion_tokens"], ok["total_tokens"]) == (10, 20, 30)
+    assert ok["spend_logged"] == Decimal("0.000225")
+    assert ok["start_time"] == datetime(2026, 11, 16, 3, 0, 4, 123000)   # ISO with Z
+    assert ok["start_time_raw"] == "2026-11-16T03:00:04.123Z"
+    assert (ok["model"], ok["model_group"], ok["provider"]) == ("gpt-4o", "gpt-4o", "openai")
+    assert (ok["client_ip"], ok["end_user"], ok["team_id"]) == ("203.0.113.10", "customer-42", "team-a")
+    assert ok["user_agent"] == "AsyncOpenAI/Python 2.54.0" and ok["request_tags"] == '["prod"]'
+    claude = row(db, UI_IDS[1])
+    assert claude["key_hash"] == SUPPORT_HASH and claude["model_group"] == "claude-sonnet"
+    assert (claude["prompt_tokens"], claude["completion_tokens"]) == (1200, 300)
+    assert claude["spend_logged"] == Decimal("0.0081")
+    failed = row(db, UI_IDS[2])                        # a 401: the presented key's hash, spend 0
+    assert failed["status"] == "failure" and (failed["error_code"], failed["error_class"]) == ("401", "ProxyException")
+    assert failed["spend_logged"] == 0 and failed["start_time"] == failed["end_time"]
+
+
+def test_ui_pages_in_a_row_gzip_and_larger_than_the_sample(db, tmp_path):
+    second = _ui_page(page=2)
+    for r in second["data"]:
+        r["request_id"] += "-p2"
+    f = tmp_path / "spend_logs_ui.json.gz"             # pages 1 and 2 saved one after the other, compressed
+    f.write_bytes(gzip.compress((json.dumps(_ui_page(), indent=2) + "\n" + json.dumps(second)).encode()))
+    r = load(db, f)
+    assert (r.records, r.loaded, r.quarantined) == (6, 6, 0)
+    assert r.notes == ("pages 1-2 of 3 of /spend/logs/ui (7 rows in all): page 3 is not in this file",)
+    assert row(db, UI_IDS[0] + "-p2")["record_no"] == 4   # numbered on across the pages
+    big = _ui_page(total=100, page_size=100, total_pages=1)
+    big["data"] = [dict(big["data"][0], request_id=f"chatcmpl-big-{i:04d}") for i in range(100)]
+    text = json.dumps(big, indent=1).encode()          # the page keys come last, after 64 KiB of rows
+    assert len(text) > 65536 and litellm.SOURCE.detect(text[:65536], Path("p")) == "litellm.spendlogs_ui_page"
+    f = tmp_path / "page_of_100.json"
+    f.write_bytes(text)
+    r = load(db, f)
+    assert (r.records, r.loaded, r.notes) == (100, 100, ())   # page 1 of 1: nothing missing
+
+
+def test_empty_ui_page_loads_nothing_and_says_so(db, tmp_path):
+    f = tmp_path / "empty_page.json"
+    f.write_text(json.dumps({"data": [], "total": 0, "page": 1, "page_size": 100, "total_pages": 0}))
+    r = load(db, f)
+    assert (r.records, r.loaded, r.quarantined) == (0, 0, 0)
+    assert r.notes == ("page 1 of /spend/logs/ui holds no rows (0 rows in all)",)
+    f = tmp_path / "past_the_end.json"
+    f.write_text(json.dumps(_ui_page(data=[], page=4)))
+    r = load(db, f)
+    assert r.records == 0
+    assert r.notes == ("page 4 of 3 of /spend/logs/ui (7 rows in all): pages 1-3 are not in this file",
+                       "page 4 of /spend/logs/ui holds no rows (7 rows in all)")
+
+
+def test_ui_page_elements_that_are_no_record_are_quarantined(db, tmp_path):
+    page = _ui_page()
+    page["data"][1:1] = [5, {"detail": "x"}]
+    f = tmp_path / "page.json"
+    f.write_text(json.dumps(page) + '\n{"detail": "Not authenticated"}\n')   # and an error body after it
+    r = load(db, f)
+    assert (r.records, r.loaded, r.quarantined) == (6, 3, 3)
+    assert reasons(db) == {
+        2: "not a JSON object", 3: "no request_id, id or litellm_call_id", 6: 'not a page: no "data" list'}
+    assert row(db, UI_IDS[1])["record_no"] == 4 and r.notes == (PAGE_NOTE,)
+
+
+def test_a_cut_ui_page_keeps_the_rows_before_the_cut(db, tmp_path):
+    f = tmp_path / "cut.json"
+    f.write_text((ASSETS / UI_PAGE).read_text()[:-900])
+    r = load(db, f)
+    assert (r.records, r.loaded, r.quarantined) == (3, 2, 1)
+    assert reasons(db) == {3: "not valid JSON"}
+
+
+def test_spend_logs_summarised_by_day_fail_alone_with_one_line(tmp_path):
+    sample = b'[{"startTime": "2025-01-24", "spend": 1.5, "users": {}, "models": {}}]'
+    assert litellm.SOURCE.detect(sample, Path("x.json")) == "litellm.spendlogs_daily_totals"
+    totals, rows = ASSETS / "spendlogs_summarize.json", ASSETS / UI_PAGE
+    con = case.connect(":memory:")
+    try:
+        by_name = {Path(r.path).name: r for r in ingest.ingest_paths(con, [totals, rows])}
+        files = con.execute("SELECT path, status, message FROM ingest_files ORDER BY file_id").fetchall()
+    finally:
+        con.close()
+    failed, loaded = by_name[totals.name], by_name[rows.name]
+    assert failed.status == "failed" and failed.message == litellm.DAILY_REFUSED
+    assert litellm.DAILY_REFUSED == ("LiteLLM /spend/logs per-day totals (summarize=true), not requests: "
+                                     "export with summarize=false or use /spend/logs/ui")
+    assert (loaded.status, loaded.records, loaded.loaded, loaded.quarantined) == ("loaded", 3, 3, 0)
+    assert [(Path(p).name, s) for p, s, _ in files] == [(totals.name, "failed"), (rows.name, "loaded")]
+    cli = subprocess.run([sys.executable, "-m", "forensics", "ingest", str(totals), str(rows),
+                          "--case", str(tmp_path / "c.duckdb")], capture_output=True, text=True)
+    assert cli.returncode == 1 and "Traceback" not in cli.stderr
+    assert [line for line in cli.stderr.splitlines() if totals.name in line] == [
+        f"forensics: {totals}: {litellm.DAILY_REFUSED}"]
 
 
 # ---- robustness ---------------------------------------------------------------------------------------------

@@ -1,7 +1,6 @@
 """nginx access logs: every format, the oddities real files hold, the real client address, secrets, accounting."""
 from __future__ import annotations
 
-import functools
 import gzip
 import zlib
 from datetime import datetime
@@ -12,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from forensics import case
+from forensics.sources import lines as lines_module
 from forensics.sources import nginx
 from forensics.sources.interface import LoadContext, LoadOptions, LoadResult
 from forensics.sources.lines import iter_line_batches
@@ -270,8 +270,13 @@ def test_many_batches_with_variants_mixed_and_odd_lines(tmp_path, monkeypatch):
     f = tmp_path / "big.log"
     f.write_text("\n".join(body) + "\n")
     whole = load(f)
-    monkeypatch.setattr(nginx, "iter_line_batches", functools.partial(iter_line_batches, batch_bytes=16384))
+    monkeypatch.setattr(nginx, "BATCH_BYTES", 16384)
+    monkeypatch.setattr(lines_module, "_BLOCK", 4096)                  # the reader cuts batches at block ends
+    seen = []
+    real_batch = nginx._Load._batch
+    monkeypatch.setattr(nginx._Load, "_batch", lambda self, batch: seen.append(batch.num_rows) or real_batch(self, batch))
     batched = load(f)
+    assert len(seen) > 5 and sum(seen) == 1200
     assert batched.result == whole.result
     assert batched.rows("request_time, upstream_time, request_id") == whole.rows("request_time, upstream_time, "
                                                                                    "request_id")
