@@ -90,7 +90,9 @@ class LineBatches:
                     seg.start += len(_BOM)
                 first = False
                 if seg.end > seg.start:
-                    yield self._flagged(self._table(seg), seg)
+                    table = self._flagged(self._table(seg), seg)
+                    seg.release()            # the raw bytes are not kept while the caller works on the batch
+                    yield table
 
     def _flagged(self, table: pa.Table, seg: _Segment) -> pa.Table:
         meta = {}
@@ -128,8 +130,10 @@ class LineBatches:
             last = pending.rfind(b"\n") + 1              # where the unfinished line at the end starts
             if len(pending) >= self.batch_bytes or len(pending) - last > self.max_line_bytes:
                 if last:
-                    yield _Segment.of(bytes(pending[:last]))
-                    del pending[:last]
+                    with memoryview(pending) as view:
+                        seg = _Segment.of(view[:last].tobytes())         # one copy, not a slice and a copy
+                    pending = pending[last:]          # a new, small buffer: the old one is freed before the yield
+                    yield seg
                 if len(pending) > self.max_line_bytes:   # what is left is one unfinished line, and it is too long
                     cut_prefix, cut_len = bytes(pending[:KEPT_BYTES]), len(pending)
                     pending.clear()
@@ -239,6 +243,11 @@ class _Segment:
         seg = cls(prefix, 0, len(prefix), None)
         seg.cut_length = length
         return seg
+
+    def release(self) -> None:
+        """Drop the bytes (the segment is done with); the generator that made it may hold it a while longer."""
+        self.buf, self.arrow_buf = b"", None
+        self.start = self.end = 0
 
     def find(self, needle: bytes) -> bool:
         return self.buf.find(needle, self.start, self.end) >= 0
