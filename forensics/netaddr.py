@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from functools import lru_cache
 
 import duckdb
@@ -9,6 +10,9 @@ import pandas as pd
 
 from forensics.duck import query_with
 
+# an IPv4 address as Python's ipaddress accepts it: four decimal octets up to 255, no leading zeros
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}"
 DEFAULT_TRUSTED = (
     "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8",
     "::1/128", "fc00::/7", "fe80::/10",
@@ -40,6 +44,26 @@ class TrustedProxies:
     def __contains__(self, ip) -> bool:
         return any(ip.version == n.version and ip in n for n in self.networks)
 
+    def walk_sql(self, chain: str, peer: str) -> str:
+        """SQL for `client(chain, peer)` when every hop is a plain IPv4 address, else NULL (Python decides those).
+
+        Logs behind a load balancer hold one X-Forwarded-For chain per client: hundreds of thousands of distinct
+        pairs, which the Python walk took ~45 us each to settle; this settles the common case vectorised.
+        """
+        hops = (f"list_filter(list_transform(string_split(coalesce({chain}, '') || ',' || "
+                f"coalesce(trim({peer}), ''), ','), lambda h: trim(h)), lambda h: h NOT IN ('', '-'))")
+        as_int = ("(CAST(split_part(h, '.', 1) AS UBIGINT) << 24) + (CAST(split_part(h, '.', 2) AS UBIGINT) << 16) "
+                  "+ (CAST(split_part(h, '.', 3) AS UBIGINT) << 8) + CAST(split_part(h, '.', 4) AS UBIGINT)")
+        v4 = [n for n in self.networks if n.version == 4]
+        trusted = " OR ".join(f"(({as_int}) >> {32 - n.prefixlen}) = {int(n.network_address) >> (32 - n.prefixlen)}"
+                              for n in v4) or "false"
+        # a peer holding a comma is one (bad) hop to Python, but would be split here: left to Python. The hop
+        # list is bound once in a scalar subquery (DuckDB decorrelates it: 1.3 s for 1 M pairs; binding it with a
+        # one-element list_transform instead took 12 s)
+        return (f"(SELECT CASE WHEN NOT contains(coalesce({peer}, ''), ',') AND len(l) > 0 AND list_bool_and("
+                f"list_transform(l, lambda h: regexp_full_match(h, '{_IPV4}'))) THEN coalesce(list_filter("
+                f"list_reverse(l), lambda h: NOT ({trusted}))[1], l[1]) END FROM (SELECT {hops} AS l))")
+
     @lru_cache(maxsize=200_000)
     def client(self, chain: str | None, peer: str | None) -> str | None:
         """Right-most address of `chain, peer` that is not trusted; the left-most one when all are trusted."""
@@ -59,24 +83,30 @@ class TrustedProxies:
         return str(first) if first is not None else hops[0][:100]
 
 
-def client_ip_map(con: duckdb.DuckDBPyConnection, pairs_sql: str, trusted: TrustedProxies, name: str) -> str:
-    """Create temp table `name`(chain, peer, client_ip) for the distinct (chain, peer) pairs `pairs_sql` selects.
-
-    The walk runs in Python over distinct pairs only (a case has few), then joins back in SQL.
-    """
-    pairs = con.execute(f"SELECT DISTINCT chain, peer FROM ({pairs_sql})").fetchall()
-    frame = pd.DataFrame(
-        {
-            "chain": pd.Series([c for c, _ in pairs], dtype="object"),
-            "peer": pd.Series([p for _, p in pairs], dtype="object"),
-            "client_ip": pd.Series([trusted.client(c, p) for c, p in pairs], dtype="object"),
-        }
-    )
-    query_with(con, "_client_ip_frame", frame,
-               f"CREATE OR REPLACE TEMP TABLE {name} AS "
-               "SELECT chain::VARCHAR AS chain, peer::VARCHAR AS peer, client_ip::VARCHAR AS client_ip "
-               "FROM _client_ip_frame")
+def walk_pairs(con: duckdb.DuckDBPyConnection, name: str, pairs_sql: str, trusted: TrustedProxies,
+               run: Callable[[str], list] | None = None) -> str:
+    """Create temp table `name`(chain, peer, client_ip) for the (chain, peer) rows `pairs_sql` selects (distinct
+    already): SQL walks the chains of plain IPv4 hops, Python the rest. `run` executes a statement that needs more
+    than `con` (e.g. arrow data in scope); by default con.execute."""
+    (run or (lambda sql: con.execute(sql).fetchall()))(
+        f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT chain::VARCHAR AS chain, peer::VARCHAR AS peer, "
+        f"{trusted.walk_sql('chain', 'peer')} AS client_ip FROM ({pairs_sql})")
+    rest = con.execute(f"SELECT chain, peer FROM {name} WHERE client_ip IS NULL").fetchall()
+    walked = [(c, p, trusted.client(c or None, p or None)) for c, p in rest]
+    walked = [w for w in walked if w[2] is not None]
+    if walked:
+        frame = pd.DataFrame(walked, columns=["chain", "peer", "client_ip"], dtype="object")
+        query_with(con, "_client_ip_frame", frame,
+                   f"UPDATE {name} SET client_ip = f.client_ip::VARCHAR FROM _client_ip_frame f "
+                   f"WHERE {name}.chain IS NOT DISTINCT FROM f.chain::VARCHAR "
+                   f"AND {name}.peer IS NOT DISTINCT FROM f.peer::VARCHAR")
     return name
+
+
+def client_ip_map(con: duckdb.DuckDBPyConnection, pairs_sql: str, trusted: TrustedProxies, name: str) -> str:
+    """Create temp table `name`(chain, peer, client_ip) for the distinct (chain, peer) pairs `pairs_sql` selects;
+    the walk runs over distinct pairs only, then joins back in SQL."""
+    return walk_pairs(con, name, f"SELECT DISTINCT chain, peer FROM ({pairs_sql})", trusted)
 
 
 def reresolve_client_ips(con: duckdb.DuckDBPyConnection, trusted: TrustedProxies) -> None:

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from forensics.duck import query_with
-from forensics.netaddr import TrustedProxies
+from forensics.netaddr import TrustedProxies, walk_pairs
 from forensics.secrets import redact_columns
 from forensics.sources import nginx_json
 from forensics.sources.interface import LoadContext, LoadOptions, LoadResult
@@ -280,17 +280,11 @@ class _Load:
 
     def _extend_ip_map(self, converted: str) -> None:
         """Walk each new (X-Forwarded-For, peer) pair the SQL could not settle, once per file (netaddr's rule)."""
-        pairs = self._run(
-            f"SELECT DISTINCT coalesce(forwarded_for, '') AS chain, coalesce(remote_addr, '') AS peer FROM ({converted}) "
-            f"WHERE client_ip IS NULL AND (forwarded_for IS NOT NULL OR remote_addr IS NOT NULL) "
-            f"EXCEPT SELECT chain, peer FROM _nginx_ip_map")
-        if pairs:
-            walked = [self.trusted.client(chain or None, peer or None) for chain, peer in pairs]
-            table = pa.table({"chain": pa.array([c for c, _ in pairs], pa.string()),
-                              "peer": pa.array([p for _, p in pairs], pa.string()),
-                              "client_ip": pa.array(walked, pa.string())})
-            query_with(self.con, "_nginx_new_ips", table,
-                       "INSERT INTO _nginx_ip_map SELECT chain, peer, client_ip FROM _nginx_new_ips")
+        walk_pairs(self.con, "_nginx_new_ips",
+                   f"SELECT DISTINCT coalesce(forwarded_for, '') AS chain, coalesce(remote_addr, '') AS peer "
+                   f"FROM ({converted}) WHERE client_ip IS NULL AND (forwarded_for IS NOT NULL OR remote_addr IS NOT NULL) "
+                   f"EXCEPT SELECT chain, peer FROM _nginx_ip_map", self.trusted, run=self._run)
+        self.con.execute("INSERT INTO _nginx_ip_map SELECT chain, peer, client_ip FROM _nginx_new_ips")
 
     def _convert(self, staged: str) -> str:
         return convert_sql(staged, self.fmt, self.fid, self.parser.time_field, self.parser.nginx_escapes)
@@ -364,5 +358,5 @@ class _Load:
             redact_columns(self.con, "http_requests", _TEXT_COLUMNS, f"file_id = {self.fid} AND ({ranges})")
         if self.quarantined:
             redact_columns(self.con, "quarantine", ["raw"], f"file_id = {self.fid}")
-        for t in ("_nginx_rest0", "_nginx_rest1", "_nginx_ip_map"):
+        for t in ("_nginx_rest0", "_nginx_rest1", "_nginx_ip_map", "_nginx_new_ips"):
             self.con.execute(f"DROP TABLE IF EXISTS {t}")
