@@ -1,11 +1,13 @@
 """Benchmark: peak memory of `ingest` on a log far larger than a record batch (the contract: bounded memory).
 
-    python bench/bench_memory.py [--gb 5] [--kind nginx|payload|both] [--keep]
+    python bench/bench_memory.py [--gb 5] [--kind nginx|payload|payload_array|both] [--keep]
 
-Writes the log under bench/data/ (gitignored): nginx `main`-format lines, or LiteLLM callback payload NDJSON
-(StandardLoggingPayload, ~1.6 KB a line), each a block of varied lines repeated with a new day / new request ids so
-that no two records are the same. Then runs `python -m forensics ingest FILE --case ...` in a subprocess and prints
-the file size, the child's peak RSS (getrusage of children), wall time and lines/s. Target: peak RSS < 2 GB at 5 GB.
+Writes the log under bench/data/ (gitignored): nginx `main`-format lines, LiteLLM callback payload NDJSON
+(StandardLoggingPayload, ~1.6 KB a line), or the same payloads as one JSON array (`payload_array`, loaded as
+litellm.payload_json_array); each a block of varied records repeated with a new day / new request ids so that no
+two records are the same, written block by block. Then runs `python -m forensics ingest FILE --case ...` in a
+subprocess and prints the file size, the child's peak RSS (getrusage of children), wall time and lines (records)/s.
+Target: peak RSS < 2 GB at 5 GB.
 """
 from __future__ import annotations
 
@@ -74,19 +76,29 @@ def payload_block(rng: np.random.Generator) -> bytes:
 
 def generate(kind: str, gb: float) -> tuple[Path, int]:
     DATA.mkdir(parents=True, exist_ok=True)
-    path = DATA / f"memory_{kind}_{gb:g}gb.{'log' if kind == 'nginx' else 'ndjson'}"
+    suffix = {"nginx": "log", "payload": "ndjson", "payload_array": "json"}[kind]
+    path = DATA / f"memory_{kind}_{gb:g}gb.{suffix}"
     target = int(gb * 1e9)
     block = (nginx_block if kind == "nginx" else payload_block)(np.random.default_rng(7))
     per_block = block.count(b"\n")
+    if kind == "payload_array":     # the same records as one JSON array: "[\n" rec ",\n" rec ... "\n]\n"
+        block = block.rstrip(b"\n").replace(b"\n", b",\n")
     reps = max(1, round(target / len(block)))
-    if path.exists() and path.stat().st_size == reps * len(block):
+    size = reps * len(block) + (2 + 2 * (reps - 1) + 3 if kind == "payload_array" else 0)
+    if path.exists() and path.stat().st_size == size:
         return path, reps * per_block
-    with open(path, "wb") as f:
+    with open(path, "wb") as f:     # block by block: the generator holds one block, whatever the size
+        if kind == "payload_array":
+            f.write(b"[\n")
         for r in range(reps):
             if kind == "nginx":
                 f.write(block.replace(b"@@/Nov", b"%02d/Nov" % (r % 28 + 1)))
             else:
+                if kind == "payload_array" and r:
+                    f.write(b",\n")
                 f.write(block.replace(b"@@@@@@", b"%06d" % r))
+        if kind == "payload_array":
+            f.write(b"\n]\n")
     return path, reps * per_block
 
 
@@ -111,7 +123,8 @@ def run(path: Path, lines: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gb", type=float, default=5.0, help="size of each generated log in GB (default 5)")
-    ap.add_argument("--kind", choices=["nginx", "payload", "both"], default="both")
+    ap.add_argument("--kind", choices=["nginx", "payload", "payload_array", "both"], default="both",
+                    help="both: nginx and payload")
     ap.add_argument("--keep", action="store_true", help="keep the generated logs for the next run")
     args = ap.parse_args()
     for kind in (["nginx", "payload"] if args.kind == "both" else [args.kind]):

@@ -5,6 +5,7 @@ Every format loads into llm_requests keyed by request_id, so one request stays o
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -198,12 +199,15 @@ class LiteLLMSource:
             quarantined += rejected
             run(fields.spendlogs_sql("_ll_src", columns), read.CSV_RAW_SQL, n - rejected)
         else:
-            for n in self._json_batches(ctx, fmt, notes):
-                # looking through Datadog items costs a slower statement: only when some record may be one
-                (datadog,) = con.execute(
-                    "SELECT count(*) FROM _ll_rec WHERE bad IS NULL AND contains(raw, '\"ddsource\"')"
-                ).fetchone() if kind == "payload" else (0,)
-                run(_fields_for(kind, bool(datadog)), read.JSON_RAW_SQL, n)
+            # batch by batch: each is converted and inserted before the next is staged (closing() ends the reader,
+            # and its side database, at once when a batch fails)
+            with contextlib.closing(self._json_batches(ctx, fmt, notes)) as batches:
+                for n in batches:
+                    # looking through Datadog items costs a slower statement: only when some record may be one
+                    (datadog,) = con.execute(
+                        "SELECT count(*) FROM _ll_rec WHERE bad IS NULL AND contains(raw, '\"ddsource\"')"
+                    ).fetchone() if kind == "payload" else (0,)
+                    run(_fields_for(kind, bool(datadog)), read.JSON_RAW_SQL, n)
         (own,) = con.execute("SELECT count(*) FROM llm_requests WHERE file_id = ?", [ctx.file_id]).fetchone()
         # after a failure the driver rolls back, which drops these too
         for table in ("_ll_rec", "_ll_src", "_ll_csv", "_ll_norm", "_ll_ip"):
@@ -221,11 +225,11 @@ class LiteLLMSource:
                 return
         if fmt == SPENDLOGS_UI_PAGE:
             pages: list[tuple] = []
-            yield read.stage_json_values(ctx.con, ctx.path, notes, pages)
+            yield from read.json_value_batches(ctx.con, ctx.path, notes, pages)
             notes.extend(_page_notes(pages))
             return
         if read.first_char(ctx.path) == "[":
-            yield read.stage_json_values(ctx.con, ctx.path, notes)
+            yield from read.json_value_batches(ctx.con, ctx.path, notes)
         else:
             yield from read.line_batches(ctx.con, ctx.path, notes)
 

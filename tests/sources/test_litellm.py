@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from forensics import case, ingest, secrets
-from forensics.sources import litellm
+from forensics.sources import litellm, litellm_read
 from forensics.sources.interface import LoadContext, LoadResult
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "litellm"
@@ -342,6 +342,104 @@ def test_truncated_json_array_keeps_the_good_prefix(db, tmp_path):
     r = load(db, f, "litellm.payload_json_array")
     assert (r.records, r.loaded, r.quarantined) == (2, 1, 1)
     assert reasons(db) == {2: "not valid JSON"}
+
+
+def _array_records() -> list:
+    """Seven payload records (the last repeats the first request) and, in the middle, two elements that are none."""
+    base = [r for line in (ASSETS / "payload_batches.json").read_text().splitlines() for r in json.loads(line)]
+    out = []
+    for i in range(6):
+        r = dict(base[i % 3], id=f"chatcmpl-many-{i:04d}", litellm_call_id=f"a0000000-0000-4000-8000-{i:012d}")
+        out.append(r)
+    again = dict(out[0], end_user="customer-again")   # a request twice, in different batches: one row
+    return out[:3] + [5, {"detail": "Not authenticated"}] + out[3:] + [again]
+
+
+def _array_file(tmp_path: Path, shape: str, prompt: str = "") -> Path:
+    """The records of _array_records (or /spend/logs/ui rows) as one array, two arrays or two pages; `prompt` goes
+    into the second record."""
+    f = tmp_path / f"{shape}.json"
+    records = _array_records()
+    if shape == "array":
+        records[1]["prompt"] = prompt
+        f.write_text(json.dumps(records, indent=1))
+    elif shape == "arrays":                            # batches written one after another: [...]\n[...]
+        records[1]["prompt"] = prompt
+        f.write_text(json.dumps(records[:4]) + "\n" + json.dumps(records[4:]) + "\n")
+    else:                                              # /spend/logs/ui pages 1-2 of 3 (SpendLogs rows)
+        rows = json.loads((ASSETS / UI_PAGE).read_text())["data"]
+        page1 = _ui_page(data=rows[:2] + [5, {"detail": "x"}] + rows[2:])
+        page1["data"][1] = dict(page1["data"][1], prompt=prompt)
+        page2 = _ui_page(page=2, data=[dict(r, request_id=r["request_id"] + "-p2") for r in rows])
+        f.write_text(json.dumps(page1) + "\n" + json.dumps(page2))
+    return f
+
+
+def _loaded(con) -> tuple[list, list]:
+    rows = con.execute("SELECT * FROM llm_requests ORDER BY request_id").fetchall()
+    quarantine = con.execute("SELECT record_no, raw, reason FROM quarantine ORDER BY record_no").fetchall()
+    return rows, quarantine
+
+
+@pytest.mark.parametrize("shape", ["array", "arrays", "pages"])
+@pytest.mark.parametrize("setting, value", [("JSON_BATCH_BYTES", 400), ("JSON_BATCH_RECORDS", 2)])
+def test_json_array_loads_the_same_in_small_batches(tmp_path, monkeypatch, shape, setting, value):
+    f = _array_file(tmp_path, shape)
+    whole = case.connect(":memory:")
+    small = case.connect(":memory:")
+    try:
+        expected = load(whole, f)
+        monkeypatch.setattr(litellm_read, setting, value)
+        batches: list[int] = []
+        stage = litellm_read._stage_texts
+
+        def counted(con, texts):
+            batches.append(stage(con, texts))
+            return batches[-1]
+
+        monkeypatch.setattr(litellm_read, "_stage_texts", counted)
+        got = load(small, f)
+        assert len(batches) > 2 and sum(batches) == got.records
+        assert got == expected and got.records == got.loaded + got.quarantined
+        assert _loaded(small) == _loaded(whole)
+        quarantined = {n: why for n, _, why in _loaded(small)[1]}
+        if shape == "pages":
+            assert (got.records, got.loaded, got.quarantined) == (8, 6, 2)
+            assert quarantined == {3: "not a JSON object", 4: "no request_id, id or litellm_call_id"}
+            assert got.notes == ("pages 1-2 of 3 of /spend/logs/ui (7 rows in all): page 3 is not in this file",)
+            assert row(small, UI_IDS[2] + "-p2")["record_no"] == 8
+        else:
+            assert (got.records, got.loaded, got.quarantined, got.merged) == (9, 7, 2, 1)
+            assert quarantined == {4: "not a JSON object", 5: "no request_id, id or litellm_call_id"}
+            assert row(small, "chatcmpl-many-0003")["record_no"] == 6
+            first = row(small, "chatcmpl-many-0000")   # the first record's values, the later one fills the gaps
+            assert first["record_no"] == 1 and first["end_user"] == row(whole, "chatcmpl-many-0000")["end_user"]
+    finally:
+        whole.close()
+        small.close()
+
+
+@pytest.mark.parametrize("shape, big", [("array", False), ("arrays", False), ("pages", False), ("array", True)])
+def test_json_array_read_again_the_old_way_when_the_first_reading_fails(tmp_path, monkeypatch, shape, big):
+    """A value over the first reading's object size (DuckDB takes at least 16 MiB), or too little memory for it:
+    parsed again with MAX_JSON_BYTES under DuckDB's default memory limit; a record too large for the memory limit
+    of the reads of the batches: read again under the default. The same records."""
+    f = _array_file(tmp_path, shape, prompt="x" * 40_000_000 if big else "")    # a 40 MB prompt in the middle
+    whole = case.connect(":memory:")
+    small = case.connect(":memory:")
+    try:
+        expected = load(whole, f)
+        if big:                                        # and too large for the limit on reading it back
+            monkeypatch.setattr(litellm_read, "READ_OBJECT_BYTES", 1 << 20)
+            monkeypatch.setattr(litellm_read, "READ_MEMORY_LIMIT", "16MB")
+        else:
+            monkeypatch.setattr(litellm_read, "PARSE_MEMORY_LIMIT", "1MB")
+        monkeypatch.setattr(litellm_read, "JSON_BATCH_RECORDS", 2)
+        assert load(small, f) == expected
+        assert _loaded(small) == _loaded(whole)
+    finally:
+        whole.close()
+        small.close()
 
 
 def test_one_object_per_file(db):
