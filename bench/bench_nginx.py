@@ -1,6 +1,6 @@
 """Benchmark: nginx combined-format ingest vs a plain Python-regex parser vs GoAccess, on one generated file.
 
-    python bench/bench_nginx.py [--lines 2000000] [--repeat 1] [--keep]
+    python bench/bench_nginx.py [--lines 2000000] [--repeat 1] [--keep] [--xff]
 
 Writes the log to bench/data/ (gitignored) and prints lines/s for each contender side by side. The machine's load
 average is printed too: a busy machine slows every contender, DuckDB's writes most.
@@ -41,11 +41,17 @@ STATUSES = [200] * 30 + [201, 204, 301, 304, 400, 401, 403, 404, 404, 429, 499, 
 ODD_REQUESTS = ['', '-', r'\x16\x03\x01\x02\x00\x01\x00\x01\xFC\x03\x03', 'HELP', 'CONNECT api.openai.com:443 HTTP/1.1']
 CHECKPOINT_SECONDS: list[float] = []
 TARGET = 1_500_000          # lines/s on 2 cores, the aim issue #2 set
-BASELINE = re.compile(r'^(\S+) \S+ (\S+) \[([^\]]+)\] "([^"]*)" (\d{3}) (\d+|-) "([^"]*)" "([^"]*)"$')
+BASELINE = re.compile(r'^(\S+) \S+ (\S+) \[([^\]]+)\] "([^"]*)" (\d{3}) (\d+|-) "([^"]*)" "([^"]*)"( "[^"]*")?$')
+# GoAccess: COMBINED, or with --xff the client from the X-Forwarded-For list at the end of the `main` format
+GOACCESS_MAIN = ['--log-format=%^ %^ %^ [%d:%t %^] "%r" %s %b "%R" "%u" ~h{," }', "--date-format=%d/%b/%Y",
+                 "--time-format=%T"]
 
 
-def generate(path: Path, n: int, seed: int = 7) -> None:
-    """n combined-format lines: zipf-ish clients (5% IPv6), LLM-gateway paths, scanners, a DST-free +0000 clock."""
+def generate(path: Path, n: int, seed: int = 7, xff: bool = False) -> None:
+    """n combined-format lines: zipf-ish clients (5% IPv6), LLM-gateway paths, scanners, a DST-free +0000 clock.
+
+    xff: nginx's `main` format behind a load balancer instead: the peer is one of four balancer addresses and the
+    client stands in "$http_x_forwarded_for" ("client, 10.0.0.1"; "-" for 5% of lines, the balancer's own probes)."""
     rng = np.random.default_rng(seed)
     v4 = [f"{a}.{b}.{c}.{d}" for a, b, c, d in rng.integers([1, 0, 0, 1], [224, 256, 256, 255], (20000, 4))]
     v6 = [f"2a02:cf40:{x:x}::{y:x}" for x, y in rng.integers(1, 65535, (1000, 2))]
@@ -73,9 +79,16 @@ def generate(path: Path, n: int, seed: int = 7) -> None:
         "ref": pl.Series(REFERERS).gather(rng.integers(0, len(REFERERS), n)),
         "ua": pl.Series(AGENTS).gather(rng.integers(0, len(AGENTS), n)),
     })
+    tail = [pl.lit('"')]
+    if xff:
+        direct = rng.random(n) < 0.05
+        frame = frame.with_columns(
+            xff=pl.when(pl.Series(direct)).then(pl.lit("-")).otherwise(pl.col("ip") + ", 10.0.0.1"),
+            ip=pl.Series([f"10.0.0.{k}" for k in range(2, 6)]).gather(rng.integers(0, 4, n)))
+        tail = [pl.lit('" "'), pl.col("xff"), pl.lit('"')]
     lines = frame.select(pl.concat_str([
         pl.col("ip"), pl.lit(" - - ["), pl.col("t"), pl.lit('] "'), pl.col("req"), pl.lit('" '), pl.col("status"),
-        pl.lit(" "), pl.col("bytes"), pl.lit(' "'), pl.col("ref"), pl.lit('" "'), pl.col("ua"), pl.lit('"'),
+        pl.lit(" "), pl.col("bytes"), pl.lit(' "'), pl.col("ref"), pl.lit('" "'), pl.col("ua"), *tail,
     ]).alias("line"))
     path.parent.mkdir(parents=True, exist_ok=True)
     lines.write_csv(path, include_header=False, quote_style="never")
@@ -124,11 +137,11 @@ def bench_write_only(path: Path) -> tuple[float, float]:
         return seconds, cpu
 
 
-def bench_duckdb_csv(path: Path) -> float:
+def bench_duckdb_csv(path: Path, xff: bool = False) -> float:
     """DuckDB's parallel CSV reader splitting each line on spaces and quotes into nine text columns of an on-disk
     table: no line numbers, no types, no checks, rejects dropped. The crudest load DuckDB itself can do."""
     columns = {c: "VARCHAR" for c in ("addr", "ident", "user", "time", "zone", "request", "status", "bytes",
-                                      "referer", "agent")}
+                                      "referer", "agent", *(["xff"] if xff else []))}
     with tempfile.TemporaryDirectory(dir=DATA) as tmp:
         con = case.connect(Path(tmp) / "case.duckdb")
         t = time.perf_counter()
@@ -155,23 +168,24 @@ def bench_regex(path: Path) -> float:
             if m is None:
                 bad += 1
                 continue
-            addr, user, ts, request, status, size, referer, agent = m.groups()
+            addr, user, ts, request, status, size, referer, agent, xff = m.groups()
             rows.append((addr, user, datetime.strptime(ts, "%d/%b/%Y:%H:%M:%S %z"), request, int(status),
-                         None if size == "-" else int(size), referer, agent))
+                         None if size == "-" else int(size), referer, agent, xff and xff[2:-1]))
             if len(rows) >= 100_000:                 # a batch would be written here; keep memory bounded
                 rows.clear()
     assert bad == 0, f"{bad} lines the baseline regex did not match"
     return time.perf_counter() - t
 
 
-def bench_goaccess(path: Path) -> float | None:
+def bench_goaccess(path: Path, xff: bool = False) -> float | None:
     exe = shutil.which("goaccess")
     if exe is None:
         return None
     with tempfile.TemporaryDirectory(dir=DATA) as tmp:
         t = time.perf_counter()
-        subprocess.run([exe, str(path), "--log-format=COMBINED", "--no-progress", "-o", str(Path(tmp) / "out.json")],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run([exe, str(path), *(GOACCESS_MAIN if xff else ["--log-format=COMBINED"]), "--no-progress",
+                        "-o", str(Path(tmp) / "out.json")], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
         return time.perf_counter() - t
 
 
@@ -196,21 +210,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lines", type=int, default=2_000_000)
     ap.add_argument("--repeat", type=int, default=1, help="best of N runs for each contender (a busy machine is noisy)")
     ap.add_argument("--keep", action="store_true", help="keep the generated log in bench/data/")
+    ap.add_argument("--xff", action="store_true",
+                    help="nginx `main` format behind a load balancer (client in X-Forwarded-For) instead of combined")
     args = ap.parse_args(argv)
     DATA.mkdir(parents=True, exist_ok=True)
-    log = DATA / f"access-{args.lines}.log"
+    log = DATA / f"access-{'main' if args.xff else 'combined'}-{args.lines}.log"
     if not log.exists():
         t = time.perf_counter()
-        generate(log, args.lines)
-        print(f"generated {args.lines:,} lines ({log.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - t:.1f}s")
+        generate(log, args.lines, xff=args.xff)
+        print(f"generated {args.lines:,} lines ({log.stat().st_size / 2**20:.0f} MiB) "
+              f"in {time.perf_counter() - t:.1f}s")
     contenders = [
         ("read lines only (lines.py)", lambda: bench_read(log)),
         ("ingest -> on-disk case", lambda: bench_ingest(log, on_disk=True)),
         ("ingest -> in-memory case", lambda: bench_ingest(log, on_disk=False)),
         ("Python regex + strptime", lambda: bench_regex(log)),
         ("ceiling: DuckDB write only", lambda: bench_write_only(log)),
-        ("ceiling: DuckDB read_csv, raw", lambda: bench_duckdb_csv(log)),
-        ("GoAccess --log-format=COMBINED", lambda: bench_goaccess(log)),
+        ("ceiling: DuckDB read_csv, raw", lambda: bench_duckdb_csv(log, args.xff)),
+        ("GoAccess " + ("(main format)" if args.xff else "--log-format=COMBINED"),
+         lambda: bench_goaccess(log, args.xff)),
     ]
     print(f"cpus: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f}")
     results: dict[str, tuple[float, float] | None] = {}
