@@ -109,7 +109,7 @@ class LineBatches:
 
     def oversized_in(self, lo: int, hi: int) -> list[int]:
         """Line numbers in [lo, hi] that were over the limit (their text is the kept prefix only)."""
-        return sorted(n for n in list(self.oversized_lines) if lo <= n <= hi)   # a copy: a reader thread may add
+        return sorted(n for n in self.oversized_lines if lo <= n <= hi)
 
     # -- segments: byte ranges that end at a line boundary (or at the end of the data) -----------------------
     def _segments(self, blocks: Iterator[bytes]) -> Iterator[_Segment]:
