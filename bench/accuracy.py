@@ -14,9 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
-from forensics import case as case_db
-from forensics.ingest import ingest_paths
-from forensics.investigate import investigate
+from forensics.api import Case
 from forensics.outputs import findings as findings_out
 from forensics.simulate import SCENARIOS, simulate
 
@@ -28,12 +26,11 @@ def _t(s: str) -> datetime:
 def evaluate(scenario: str, seed: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         truth = simulate(scenario, Path(tmp) / "logs", seed=seed)
-        con = case_db.connect(Path(tmp) / "case.duckdb")
-        ingest_paths(con, [Path(tmp) / "logs"])
-        t0 = time.perf_counter()
-        found = findings_out.build(con, investigate(con))
-        seconds = time.perf_counter() - t0
-        con.close()
+        with Case.open(Path(tmp) / "case.duckdb") as case:
+            case.ingest([Path(tmp) / "logs"])
+            t0 = time.perf_counter()
+            found = findings_out.build(case.investigate())
+            seconds = time.perf_counter() - t0
     row = {"scenario": scenario, "seed": seed, "seconds": seconds,
            "found": ", ".join(f"{i['verdict']}/{i['kind']}" for i in found["incidents"]) or "none"}
     truths = [t for t in truth.get("incidents", []) if t.get("verdict") == "attack"]

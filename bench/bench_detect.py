@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from forensics import case as case_db
+from forensics.api import Case
 from forensics.detect import model
 from forensics.detect.features import FEATURES, build_features
-from forensics.ingest import ingest_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,12 +27,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        con = case_db.connect(Path(tmp) / "case.duckdb")
-        ingest_paths(con, [ROOT / "sample_logs"])
-        t0 = time.perf_counter()
-        sample = build_features(con)
-        t_features = time.perf_counter() - t0
-        con.close()
+        with Case.open(Path(tmp) / "case.duckdb") as case:
+            case.ingest([ROOT / "sample_logs"])
+            t0 = time.perf_counter()
+            sample = build_features(case)
+            t_features = time.perf_counter() - t0
     rng = np.random.default_rng(0)
     big = sample.iloc[rng.integers(0, len(sample), args.rows)].reset_index(drop=True)
     for c in FEATURES:

@@ -13,9 +13,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from forensics import case as case_db
-from forensics.ingest import ingest_paths
-from forensics.investigate import investigate
+from forensics.analysis import postmortem
+from forensics.api import Case
 from forensics.outputs import findings, report
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,20 +23,23 @@ TARGET_SECONDS = 10.0
 
 def one_run(inputs: list[Path]) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        con = case_db.connect(Path(tmp) / "case.duckdb")
+        case = Case.open(Path(tmp) / "case.duckdb")
         t0 = time.perf_counter()
-        reports = ingest_paths(con, inputs)
+        reports = case.ingest(inputs)
         t1 = time.perf_counter()
-        inv = investigate(con)
-        result = findings.build(con, inv)
+        inv = case.investigate()
+        result = findings.build(inv)
         t2 = time.perf_counter()
-        model = report.build_model(con, inv, result, run_detector=False)
+        pm = postmortem.prepare(case, inv, result, run_detector=False)
+        model = report.build_model(inv, result, pm, case.steps)
         t3 = time.perf_counter()
-        model["detector"] = report.detector_summary(con, result)
+        from forensics.detect.summary import summarize
+
+        model["detector"] = report.detector_section(summarize(case, result))
         t4 = time.perf_counter()
         report.write(Path(tmp) / "out", model)
         t5 = time.perf_counter()
-        con.close()
+        case.close()
     per_format: dict[str, float] = defaultdict(float)
     for r in reports:
         per_format[f"  ingest {r.format}"] += r.seconds

@@ -9,7 +9,7 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
-from forensics import __version__, pagenotes
+from forensics import __version__
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 QUARANTINE_LINES_SHOWN = 5
@@ -159,43 +159,38 @@ def _slow_file_progress(path: Path):
 
 
 def cmd_ingest(args) -> int:
-    from forensics import case as case_db
-    from forensics.ingest import expand_inputs, ingest_paths
+    from forensics.api import Case
 
     options = _load_options(args)
     cases, logs = _split_inputs(args.inputs)
     for c in cases:
         if Path(c).resolve() == Path(args.case).resolve():
             raise UsageError(f"{c} is the case being written (--case); name other cases to merge into it")
-    try:
-        expand_inputs(logs)
-    except FileNotFoundError as e:
-        raise UsageError(str(e)) from None
+    _check_logs(logs)
     folder = Path(args.case).resolve().parent
     if not folder.is_dir():
         raise UsageError(f"{folder}: no such folder for the case database")
-    con = case_db.connect(args.case)
-    reports = _merge_cases(con, cases) + (ingest_paths(con, logs, options, progress=_slow_file_progress)
-                                          if logs else [])
-    pagenotes.apply(con, reports)
-    _apply_case_options(con, options)
-    _print_file_problems(reports)
-    for r in reports:
-        if r.status == "failed" and args.debug and getattr(r, "error", None) is not None:
-            traceback.print_exception(r.error)
-        elif r.quarantined and not r.skipped and r.format != "unrecognised":
-            _print_quarantine(con, r)
+    with Case.open(args.case, options=options) as case:
+        _merge_cases(case, cases)
+        if logs:
+            case.ingest(logs, progress=_slow_file_progress)
+        reports = case.reports
+        _print_file_problems(reports)
+        for r in reports:
+            if r.status == "failed" and args.debug and getattr(r, "error", None) is not None:
+                traceback.print_exception(r.error)
+            elif r.quarantined and not r.skipped and r.format != "unrecognised":
+                _print_quarantine(case, r)
     if args.json:
         print(json.dumps([r.contract() for r in reports], indent=2))
     else:
         _print_ingest_table(reports)
-    con.close()
     return EXIT_FAILED if _failed(reports) else EXIT_OK
 
 
-def _print_quarantine(con, report) -> None:
+def _print_quarantine(case, report) -> None:
     """The first quarantined records of a file, one line each: file, line, problem."""
-    rows = con.execute(
+    rows = case.execute(
         "SELECT q.record_no, q.reason FROM quarantine q JOIN ingest_files f USING (file_id) "
         "WHERE f.sha256 = ? AND f.status = 'loaded' ORDER BY q.record_no LIMIT ?",
         [report.sha256, QUARANTINE_LINES_SHOWN],
@@ -221,63 +216,47 @@ def _print_ingest_table(reports) -> None:
 
 def _split_inputs(inputs) -> tuple[list[str], list[str]]:
     """(case databases, log files and folders) among INPUT; a named case must exist and be a DuckDB file."""
-    cases = [str(i) for i in inputs if str(i).endswith(".duckdb")]
+    from forensics.api import split_inputs
+
+    cases, logs = split_inputs(inputs)
     for c in cases:
         if not Path(c).is_file():
             raise UsageError(f"{c}: no such case database")
-    return cases, [str(i) for i in inputs if not str(i).endswith(".duckdb")]
+    return cases, logs
 
 
-def _merge_cases(con, cases: list[str]) -> list:
-    """Merge each named case into `con`; a file that is no case database is a usage error."""
-    import duckdb
+def _check_logs(logs: list[str]) -> None:
+    from forensics.ingest import expand_inputs
 
-    from forensics.merge import merge_case
-
-    reports = []
-    for c in cases:
-        try:
-            reports += merge_case(con, c)
-        except (ValueError, duckdb.Error) as e:
-            raise UsageError(f"{c}: cannot read it as a case database ({str(e).splitlines()[0]})") from None
-    return reports
-
-
-def open_case(inputs: list[str], out_dir: Path, options, quiet: bool = False):
-    """A case for INPUT. One case database and nothing else: that case. Otherwise a new DIR/case.duckdb holding
-    every named case (merged; the named ones are left untouched) and every log named (ingested)."""
-    from forensics import case as case_db
-    from forensics.ingest import expand_inputs, ingest_paths
-
-    cases, logs = _split_inputs(inputs)
     try:
         expand_inputs(logs)
     except FileNotFoundError as e:
         raise UsageError(str(e)) from None
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if len(cases) == 1 and not logs:
-        return case_db.connect(cases[0]), []
-    target = out_dir / "case.duckdb"
-    cases = [c for c in cases if Path(c).resolve() != target.resolve()]   # DIR/case.duckdb itself: already there
-    con = case_db.connect(target)
-    reports = _merge_cases(con, cases)
-    reports += ingest_paths(con, logs, options, progress=_slow_file_progress) if logs else []
-    pagenotes.apply(con, reports)
-    _apply_case_options(con, options)
-    _print_file_problems(reports)
-    return con, reports
 
 
-def _apply_case_options(con, options) -> None:
-    """Options that change the whole case, files loaded earlier included: prices and trusted proxies."""
-    if options.price_overrides is not None:
-        from forensics.pricing import reprice_all
+def _merge_cases(case, cases: list[str]) -> None:
+    """Merge each named case into `case`; a file that is no case database is a usage error."""
+    from forensics.api import NotACase
 
-        reprice_all(con, options.price_overrides)
-    if options.trusted_proxies:
-        from forensics.netaddr import TrustedProxies, reresolve_client_ips
+    try:
+        case.merge(cases)
+    except NotACase as e:
+        raise UsageError(str(e)) from None
 
-        reresolve_client_ips(con, TrustedProxies(options.trusted_proxies))
+
+def open_case(inputs: list[str], out_dir: Path, options):
+    """The Case for INPUT (see api.Case.from_inputs), with one line per file that failed or has a note."""
+    from forensics.api import Case, NotACase
+
+    _split_inputs(inputs)
+    try:
+        case = Case.from_inputs(inputs, out_dir, options, progress=_slow_file_progress)
+    except FileNotFoundError as e:
+        raise UsageError(str(e)) from None
+    except NotACase as e:
+        raise UsageError(str(e)) from None
+    _print_file_problems(case.reports)
+    return case
 
 
 def _print_file_problems(reports) -> None:
@@ -297,22 +276,17 @@ def _failed(reports) -> bool:
 
 def cmd_report(args) -> int:
     from forensics.analysis.controls import DEFAULT_CONTROLS, parse_control
-    from forensics.investigate import investigate
-    from forensics.outputs import findings, report
+    from forensics.api import write_report
 
     try:
         extra = [parse_control(c) for c in args.controls]
     except ValueError as e:
         raise UsageError(str(e)) from None
     out = Path(args.out)
-    con, reports = open_case(args.inputs, out, _load_options(args))
-    inv = investigate(con, [*DEFAULT_CONTROLS, *extra])
-    result = findings.build(con, inv, absolute_paths=args.absolute_paths)
-    findings.write(out / "findings.json", result)
-    model = report.build_model(con, inv, result, run_detector=not args.no_detector)
-    report.write(out, model)
-    findings.write_steps_sql(out / "steps.sql")
-    con.close()
+    with open_case(args.inputs, out, _load_options(args)) as case:
+        result, model = write_report(case, out, [*DEFAULT_CONTROLS, *extra], run_detector=not args.no_detector,
+                                     absolute_paths=args.absolute_paths)
+        reports = case.reports
     for inc in result["incidents"]:
         print(f"{inc['id']} {inc['verdict']} {inc['kind']}: {inc['start']} .. {inc['end']}, "
               f"{inc['requests']} requests, ${inc['cost_usd']:,.2f}")
@@ -327,22 +301,18 @@ def cmd_export(args) -> int:
     import tempfile
     from datetime import datetime, timezone
 
-    from forensics.investigate import investigate
-    from forensics.outputs import bundle, findings
+    from forensics.api import write_bundle
+    from forensics.outputs import bundle
 
     started = datetime.now(timezone.utc)
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"{out}: not an empty folder; the bundle needs a folder of its own")
     with tempfile.TemporaryDirectory(prefix="forensics-export-") as tmp:
-        con, reports = open_case(args.inputs, Path(tmp), _load_options(args))
-        try:
-            inv = investigate(con)
-            result = findings.build(con, inv, absolute_paths=args.absolute_paths)
-            written = bundle.build(con, inv, result, out, args.provider, command_line=["forensics", *sys.argv[1:]],
+        with open_case(args.inputs, Path(tmp), _load_options(args)) as case:
+            written = write_bundle(case, out, args.provider, command_line=["forensics", *sys.argv[1:]],
                                    absolute_paths=args.absolute_paths, started=started)
-        finally:
-            con.close()
+            reports = case.reports
     chosen = json.loads((out / "chain_of_custody.json").read_text())
     print(f"{len(chosen['incidents'])} incident(s) on the {chosen['provider'] or 'no'} bill: "
           f"{', '.join(chosen['incidents']) or 'nothing to dispute'}; wrote {len(written)} files and "
@@ -386,17 +356,13 @@ def cmd_detect(args) -> int:
     if args.model is not None and not Path(f"{args.model}.json").is_file():
         raise UsageError(f"{args.model}: no such detector (its card {args.model}.json is missing)")
     out = Path(args.out)
-    con, reports = open_case(args.inputs, out.parent if str(out.parent) else Path("."), _load_options(args))
-    try:
-        scores, det, _ = detect(con, args.model, args.save, window, args.alerts_per_day)
-    except ModelMismatch as e:
-        print(f"forensics: {e}", file=sys.stderr)
-        return EXIT_FAILED
-    except ValueError as e:
-        print(f"forensics: {e}", file=sys.stderr)
-        return EXIT_FAILED
-    finally:
-        con.close()
+    with open_case(args.inputs, out.parent if str(out.parent) else Path("."), _load_options(args)) as case:
+        reports = case.reports
+        try:
+            scores, det, _ = detect(case, args.model, args.save, window, args.alerts_per_day)
+        except (ModelMismatch, ValueError) as e:
+            print(f"forensics: {e}", file=sys.stderr)
+            return EXIT_FAILED
     scores.to_csv(out, index=False)
     print(f"{int(scores['flagged'].sum())} of {len(scores)} requests flagged (threshold {det.card.threshold:.4f}, "
           f"trained on {det.card.train_start} .. {det.card.train_end}); wrote {out}")

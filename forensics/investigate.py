@@ -7,12 +7,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-import duckdb
+from typing import TYPE_CHECKING
+
 import pandas as pd
 
-from forensics.analysis import attribution, controls, coverage, joins, projection, reconcile, timeline
+from forensics.analysis import attribution, controls, coverage, joins, projection, reconcile, series, timeline
 from forensics.analysis.incidents import Incident, find_incidents
-from forensics.analysis.steps import Step, query_step
+from forensics.analysis.steps import Step
+
+if TYPE_CHECKING:
+    from forensics.api import Case
 
 
 @dataclass
@@ -31,6 +35,7 @@ class IncidentFindings:
     provider_buckets: pd.DataFrame | None = None   # usage outside the proxy: bucket_start, cost_usd
     provider: str | None = None                      # usage outside the proxy: whose bill, and which key id
     provider_key_id: str | None = None
+    series: series.IncidentSeries | None = None      # what its timeline figure and hourly table draw
 
 
 @dataclass
@@ -46,19 +51,23 @@ class Investigation:
     reconciliation: list[reconcile.Reconciliation]
     nginx_match: pd.DataFrame | None = None
     repricing: pd.DataFrame | None = None
+    band: pd.Series | None = None                    # the band of normal minutes (figures)
+    files: list[dict] = field(default_factory=list)  # ingest_files rows loaded, in file order
+    logs_end: object = None                          # the last LiteLLM request's end (or start)
+    quarantine: list[tuple] = field(default_factory=list)   # (sha256, reason, records, first line, path)
     extra: dict = field(default_factory=dict)
 
 
-def baseline_step() -> Step:
+def baseline_step(claimed: str) -> Step:
     """Proxy spend and requests per clock hour, averaged over the hours the LiteLLM logs cover that hold no
     incident request (quiet hours count as zero)."""
-    return Step("baseline", """
+    return Step("baseline", f"""
         WITH hours AS (
             SELECT unnest(generate_series(date_trunc('hour', min(start_time)), date_trunc('hour', max(start_time)),
                                           INTERVAL 1 HOUR)) AS hour
             FROM llm_requests
         ), incident_hours AS (
-            SELECT DISTINCT date_trunc('hour', r.start_time) AS hour FROM llm_requests r JOIN __f_claimed USING (request_id)
+            SELECT DISTINCT date_trunc('hour', r.start_time) AS hour FROM llm_requests r JOIN {claimed} USING (request_id)
         ), per_hour AS (
             SELECT date_trunc('hour', start_time) AS hour, coalesce(sum(cost_usd), 0) AS cost, count(*) AS n
             FROM llm_requests GROUP BY ALL
@@ -70,18 +79,18 @@ def baseline_step() -> Step:
     """)
 
 
-def _incident_findings(con, inc: Incident, control_set) -> IncidentFindings:
-    ids = [r for (r,) in con.execute(f"SELECT request_id FROM {inc.table} ORDER BY request_id").fetchall()]
-    (cost,) = con.execute(
+def _incident_findings(case: Case, inc: Incident, control_set) -> IncidentFindings:
+    ids = [r for (r,) in case.execute(f"SELECT request_id FROM {inc.table} ORDER BY request_id").fetchall()]
+    (cost,) = case.execute(
         f"SELECT coalesce(sum(cost_usd), 0) FROM llm_requests JOIN {inc.table} USING (request_id)").fetchone()
     n = inc.id.split("-")[1]
-    frames = {d: attribution.cost_by(con, d, inc.table, f"incident_{n}_cost_by_{d}")
+    frames = {d: attribution.cost_by(case, d, inc.table, f"incident_{n}_cost_by_{d}")
               for d in ("ip", "key", "model", "user_agent")}
-    proj = projection.project(con, ids)
-    results, frame = controls.replay(con, ids, control_set)
+    proj = projection.project(case, ids)
+    results, frame = controls.replay(case, ids, control_set)
     return IncidentFindings(inc, Decimal(cost), ids, frames["ip"], frames["key"], frames["model"],
                             frames["user_agent"], proj, results, frame,
-                            timeline.timeline(con, inc.table, f"incident_{n}"))
+                            timeline.timeline(case, inc.table, f"incident_{n}"))
 
 
 OUTSIDE_MIN_USD = Decimal(1)     # less spend outside the proxy is reported in the reconciliation, not as an incident
@@ -111,24 +120,38 @@ def _outside_incidents(recs: list[reconcile.Reconciliation], first_number: int, 
     return out
 
 
-def investigate(con: duckdb.DuckDBPyConnection, control_set=None) -> Investigation:
-    """Run every analysis on the case `con`; temp tables only, the case itself is not modified."""
+def investigate(case: Case, control_set=None) -> Investigation:
+    """Run every analysis on `case`; temp tables only (and prices for provider usage models)."""
     control_set = list(control_set) if control_set is not None else list(controls.DEFAULT_CONTROLS)
-    cov = coverage.coverage(con)
-    incidents = find_incidents(con)
-    found = [_incident_findings(con, inc, control_set) for inc in incidents]
-    base = query_step(con, baseline_step()).iloc[0].to_dict()
-    recs = reconcile.reconcile(con)
+    cov = coverage.coverage(case)
+    search = find_incidents(case)
+    found = [_incident_findings(case, inc, control_set) for inc in search.incidents]
+    base = case.query(baseline_step(search.claimed)).iloc[0].to_dict()
+    recs = reconcile.reconcile(case)
     found += _outside_incidents(recs, len(found) + 1, control_set)
     found.sort(key=lambda f: f.incident.start)
     for i, f in enumerate(found, start=1):
         f.incident.id = f"INC-{i}"
-    (total,) = con.execute("SELECT coalesce(sum(cost_usd), 0) FROM llm_requests").fetchone()
+    band, per_incident = series.series(case, found)
+    for f in found:
+        f.series = per_incident.get(f.incident.id)
+    (total, logs_end) = case.execute(
+        "SELECT coalesce(sum(cost_usd), 0), max(coalesce(end_time, start_time)) FROM llm_requests").fetchone()
+    result = case.execute("""
+        SELECT file_id, path, sha256, size_bytes, format, records, loaded, quarantined, started_at, message
+        FROM ingest_files WHERE status = 'loaded' ORDER BY file_id""")
+    columns = [d[0] for d in result.description]
+    files = [dict(zip(columns, row)) for row in result.fetchall()]
+    quarantine = case.execute("""
+        SELECT f.sha256, q.reason, count(*) AS n, min(q.record_no) AS first_line, f.path
+        FROM quarantine q JOIN ingest_files f USING (file_id) GROUP BY ALL ORDER BY f.path, n DESC, q.reason
+    """).fetchall()
     return Investigation(
         coverage=cov, baseline=base, incidents=found, cost_total=Decimal(total),
-        by_model=attribution.cost_by(con, "model"), by_key=attribution.cost_by(con, "key"),
-        by_ip=attribution.cost_by(con, "ip"), by_user_agent=attribution.cost_by(con, "user_agent"),
+        by_model=attribution.cost_by(case, "model"), by_key=attribution.cost_by(case, "key"),
+        by_ip=attribution.cost_by(case, "ip"), by_user_agent=attribution.cost_by(case, "user_agent"),
         reconciliation=recs,
-        nginx_match=joins.join_nginx(con),
-        repricing=query_step(con, attribution.repricing_difference_step(None)),
+        nginx_match=joins.join_nginx(case),
+        repricing=case.query(attribution.repricing_difference_step(None)),
+        band=band, files=files, quarantine=quarantine, logs_end=logs_end,
     )

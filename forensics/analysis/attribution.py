@@ -1,10 +1,14 @@
 """Who cost what: requests and cost per key, client address, model and user agent, for an incident or the case."""
 from __future__ import annotations
 
-import duckdb
+from typing import TYPE_CHECKING
+
 import pandas as pd
 
-from forensics.analysis.steps import Step, query_step
+from forensics.analysis.steps import Step
+
+if TYPE_CHECKING:
+    from forensics.api import Case
 
 DIMENSIONS = {
     "key": ("key_hash", "any_value(key_hint) AS key_hint, any_value(key_alias) AS key_alias"),
@@ -34,9 +38,9 @@ def cost_by_step(dimension: str, incident_table: str | None, name: str) -> Step:
     """)
 
 
-def cost_by(con: duckdb.DuckDBPyConnection, dimension: str, incident_table: str | None = None,
+def cost_by(case: Case, dimension: str, incident_table: str | None = None,
             name: str | None = None) -> pd.DataFrame:
-    return query_step(con, cost_by_step(dimension, incident_table, name or f"cost_by_{dimension}"))
+    return case.query(cost_by_step(dimension, incident_table, name or f"cost_by_{dimension}"))
 
 
 def repricing_difference_step(incident_table: str | None, name: str = "repricing_difference") -> Step:

@@ -10,15 +10,15 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Iterable, Protocol
+from typing import TYPE_CHECKING, Iterable, Protocol
 
-import duckdb
 import numpy as np
 import pandas as pd
 
-from forensics.analysis.steps import Step, load_request_ids, run_step
+from forensics.analysis.steps import Step
 
-IDS_TABLE = "__f_controls_incident_ids"   # the caller's request ids: the input, not a computed step
+if TYPE_CHECKING:
+    from forensics.api import Case
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Control(Protocol):
     @property
     def id(self) -> str: ...
 
-    def loss_table(self, con: duckdb.DuckDBPyConnection, scope: Scope) -> str: ...
+    def loss_table(self, case: Case, scope: Scope) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def _kept_sql(affected: str) -> str:
     return f"{affected} AS affected, CASE WHEN affected THEN CAST(0 AS DECIMAL(38,12)) ELSE t.cost_usd END AS loss_usd"
 
 
-def traffic_sql() -> str:
+def traffic_sql(ids: str) -> str:
     """Every request up to the incident's end, its cost if successful, whether its key is valid and in the incident.
 
     Valid key: a key_hash with at least one successful request anywhere in the case; a key seen only in failures
@@ -81,17 +81,17 @@ def traffic_sql() -> str:
                                        WHERE status = 'success' AND nullif(key_hash, '') IS NOT NULL), false)
                    AS valid_key,
                i.request_id IS NOT NULL AS in_incident
-        FROM llm_requests r LEFT JOIN {IDS_TABLE} i ON i.request_id = r.request_id
+        FROM llm_requests r LEFT JOIN {ids} i ON i.request_id = r.request_id
         WHERE r.start_time IS NOT NULL AND r.start_time <= ?
     """
 
 
-def incident_sql() -> str:
+def incident_sql(ids: str) -> str:
     """The incident's requests and their cost (only successful requests cost)."""
     return f"""
         SELECT r.request_id, r.start_time, coalesce(r.end_time, r.start_time) AS end_time,
                {PAID_SQL} AS cost_usd
-        FROM llm_requests r JOIN {IDS_TABLE} i ON i.request_id = r.request_id
+        FROM llm_requests r JOIN {ids} i ON i.request_id = r.request_id
     """
 
 
@@ -103,9 +103,9 @@ class AuthRequired:
     def id(self) -> str:
         return "auth_required"
 
-    def loss_table(self, con, scope: Scope) -> str:
+    def loss_table(self, case, scope: Scope) -> str:
         sql = f"SELECT t.request_id, {_kept_sql('NOT t.valid_key')} FROM {scope.traffic} t WHERE t.in_incident"
-        return run_step(con, Step(_step_name(self.id), sql))
+        return case.run(Step(_step_name(self.id), sql))
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ class KeyRpm:
     def id(self) -> str:
         return f"key_rpm_{self.limit}"
 
-    def loss_table(self, con, scope: Scope) -> str:
+    def loss_table(self, case, scope: Scope) -> str:
         # the (limit+1)th request of a minute is rejected and does not count, so every later one sees `limit` too:
         # rejected <=> rank in the minute > limit. Keys are independent: only the incident's keys are ranked.
         sql = f"""
@@ -129,7 +129,7 @@ class KeyRpm:
                   WHERE valid_key AND key_hash IN (SELECT key_hash FROM {scope.traffic} WHERE in_incident)) t
             WHERE t.in_incident
         """
-        return run_step(con, Step(_step_name(self.id), sql), [self.limit])
+        return case.run(Step(_step_name(self.id), sql), [self.limit])
 
 
 def limit_req_rejections(addr: np.ndarray, ms: np.ndarray, rps: int, burst: int) -> np.ndarray:
@@ -170,28 +170,29 @@ class IpRate:
     def id(self) -> str:
         return f"ip_rate_{self.rps}rps" + (f"_burst{self.burst}" if self.burst else "")
 
-    def loss_table(self, con, scope: Scope) -> str:
+    def loss_table(self, case, scope: Scope) -> str:
         name = _step_name(self.id)
         # nginx does not account requests with an empty key: no address, no limit; ms truncated like ngx_current_msec.
         # Buckets are per address, so only the incident's addresses are walked.
-        arrivals = run_step(con, Step(f"{name}_arrivals", f"""
+        arrivals = case.run(Step(f"{name}_arrivals", f"""
             SELECT request_id, dense_rank() OVER (ORDER BY client_ip) AS addr, epoch_us(start_time) // 1000 AS ms,
                    row_number() OVER (ORDER BY client_ip, start_time, request_id) AS seq
             FROM {scope.traffic}
             WHERE client_ip IN (SELECT client_ip FROM {scope.traffic} WHERE in_incident)
         """))
-        cols = con.execute(f"SELECT addr, ms FROM {arrivals} ORDER BY seq").fetchnumpy()
+        cols = case.execute(f"SELECT addr, ms FROM {arrivals} ORDER BY seq").fetchnumpy()
         rejected = limit_req_rejections(np.asarray(cols["addr"]), np.asarray(cols["ms"]), self.rps, self.burst)
         # the leaky bucket is sequential: limit_req_rejections found these arrivals (by seq) in Python
-        con.execute(f"CREATE OR REPLACE TEMP TABLE __f_{name}_rejected AS SELECT a.request_id FROM {arrivals} a "
-                    "WHERE a.seq IN (SELECT unnest(CAST(? AS BIGINT[])))", [(np.flatnonzero(rejected) + 1).tolist()])
+        rejected_ids = case.run(Step(f"{name}_rejected", f"""
+            -- the arrivals (by seq) limit_req_rejections() rejects, walked in Python from {arrivals}
+            SELECT a.request_id FROM {arrivals} a WHERE a.seq IN (SELECT unnest(CAST(? AS BIGINT[])))
+        """), [(np.flatnonzero(rejected) + 1).tolist()])
         sql = f"""
-            -- __f_{name}_rejected: the arrivals limit_req_rejections() rejects, walked in Python from {arrivals}
             SELECT t.request_id, {_kept_sql('j.request_id IS NOT NULL')}
-            FROM {scope.traffic} t LEFT JOIN __f_{name}_rejected j ON j.request_id = t.request_id
+            FROM {scope.traffic} t LEFT JOIN {rejected_ids} j ON j.request_id = t.request_id
             WHERE t.in_incident
         """
-        return run_step(con, Step(name, sql))
+        return case.run(Step(name, sql))
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,7 @@ class MaxTokensCap:
     def id(self) -> str:
         return f"max_tokens_{self.tokens}"
 
-    def loss_table(self, con, scope: Scope) -> str:
+    def loss_table(self, case, scope: Scope) -> str:
         # Take the cut output tokens off the logged cost at the price the request was priced with (pricing.py's
         # prices table); a request the table cannot price keeps its cost.
         sql = f"""
@@ -216,10 +217,10 @@ class MaxTokensCap:
                               AND p.day = CAST(t.start_time AS DATE)
             WHERE t.in_incident
         """
-        return run_step(con, Step(_step_name(self.id), sql), [self.tokens, self.tokens])
+        return case.run(Step(_step_name(self.id), sql), [self.tokens, self.tokens])
 
 
-def _budget_loss_table(con, scope: Scope, name: str, usd: Decimal, part: str, subject: str) -> str:
+def _budget_loss_table(case, scope: Scope, name: str, usd: Decimal, part: str, subject: str) -> str:
     """Reject requests starting when month-to-date spend (successful accepted requests, at their end) >= usd.
 
     Proof of the cutoff: spend only grows within a month, so with c = the first end_time at which the cumulative
@@ -229,12 +230,12 @@ def _budget_loss_table(con, scope: Scope, name: str, usd: Decimal, part: str, su
     Eligible: requests ending in the month (spend counts when recorded) that started in it, or started in an earlier
     month before that month's cutoff; months are walked in order so those cutoffs are already known.
     """
-    spend = run_step(con, Step(f"{name}_spend", f"""
+    spend = case.run(Step(f"{name}_spend", f"""
         SELECT t.request_id, {part} AS part, t.start_time, t.end_time, t.cost_usd,
                date_trunc('month', t.start_time) AS start_month, date_trunc('month', t.end_time) AS end_month
         FROM {scope.traffic} t WHERE {subject} AND t.cost_usd > 0
     """))
-    cutoffs = run_step(con, Step(f"{name}_cutoffs",
+    cutoffs = case.run(Step(f"{name}_cutoffs",
                                  f"SELECT part, end_month AS month, end_time AS cutoff FROM {spend} WHERE false"))
     month_step = Step(f"{name}_month_cutoff", f"""
         -- run for each UTC month in order, its rows appended to {cutoffs}; parameters: month, month, budget
@@ -249,16 +250,16 @@ def _budget_loss_table(con, scope: Scope, name: str, usd: Decimal, part: str, su
         )
         SELECT part, CAST(? AS TIMESTAMP) AS month, min(end_time) AS cutoff FROM running WHERE spent >= ? GROUP BY part
     """)
-    for (month,) in con.execute(f"SELECT DISTINCT end_month FROM {spend} ORDER BY 1").fetchall():
-        found = run_step(con, month_step, [month, month, usd])
-        con.execute(f"INSERT INTO {cutoffs} SELECT * FROM {found}")
+    for (month,) in case.execute(f"SELECT DISTINCT end_month FROM {spend} ORDER BY 1").fetchall():
+        found = case.run(month_step, [month, month, usd])
+        case.statement(f"{name}_cutoffs", f"INSERT INTO {cutoffs} SELECT * FROM {found}")
     sql = f"""
         SELECT t.request_id, {_kept_sql('c.cutoff IS NOT NULL AND t.start_time >= c.cutoff')}
         FROM {scope.traffic} t
         LEFT JOIN {cutoffs} c ON c.part = {part} AND c.month = date_trunc('month', t.start_time)
         WHERE t.in_incident
     """
-    return run_step(con, Step(name, sql))
+    return case.run(Step(name, sql))
 
 
 @dataclass(frozen=True)
@@ -273,10 +274,10 @@ class KeyBudget:
     def id(self) -> str:
         return f"key_budget_{_money_text(self.usd)}"
 
-    def loss_table(self, con, scope: Scope) -> str:
+    def loss_table(self, case, scope: Scope) -> str:
         # keys are independent: only the incident's valid keys need their cutoffs
         subject = f"t.valid_key AND t.key_hash IN (SELECT key_hash FROM {scope.traffic} WHERE in_incident)"
-        return _budget_loss_table(con, scope, _step_name(self.id), self.usd, "t.key_hash", subject)
+        return _budget_loss_table(case, scope, _step_name(self.id), self.usd, "t.key_hash", subject)
 
 
 @dataclass(frozen=True)
@@ -291,8 +292,8 @@ class GlobalBudget:
     def id(self) -> str:
         return f"global_budget_{_money_text(self.usd)}"
 
-    def loss_table(self, con, scope: Scope) -> str:
-        return _budget_loss_table(con, scope, _step_name(self.id), self.usd, "'all'", "true")
+    def loss_table(self, case, scope: Scope) -> str:
+        return _budget_loss_table(case, scope, _step_name(self.id), self.usd, "'all'", "true")
 
 
 @dataclass(frozen=True)
@@ -310,7 +311,7 @@ class CostAlert:
         window = "h" if self.window_minutes == 60 else f"per{self.window_minutes}m"
         return f"cost_alert_{_money_text(self.threshold_usd)}{window}_{self.response_minutes}m"
 
-    def loss_table(self, con, scope: Scope) -> str:
+    def loss_table(self, case, scope: Scope) -> str:
         # the window is (t - window, t]: RANGE frames include their start, so stop 1 us short of it
         window_us = self.window_minutes * 60_000_000 - 1
         stopped = f"coalesce(t.start_time > a.fired_at + INTERVAL {int(self.response_minutes)} MINUTES, false)"
@@ -329,7 +330,7 @@ class CostAlert:
             FROM {scope.traffic} t CROSS JOIN alert a
             WHERE t.in_incident
         """
-        return run_step(con, Step(_step_name(self.id), sql), [scope.start, scope.start, self.threshold_usd])
+        return case.run(Step(_step_name(self.id), sql), [scope.start, scope.start, self.threshold_usd])
 
 
 DEFAULT_CONTROLS: tuple[Control, ...] = (
@@ -369,7 +370,7 @@ def summary_sql(ord_: int, control_id: str, incident: str, loss_table: str) -> s
 
 
 def replay(
-    con: duckdb.DuckDBPyConnection,
+    case: Case,
     incident_request_ids: Iterable[str],
     controls: Iterable[Control] = DEFAULT_CONTROLS,
     *,
@@ -382,19 +383,19 @@ def replay(
     start time cannot be replayed and counts as loss under every control.
     """
     controls = list(controls)
-    load_request_ids(con, IDS_TABLE, incident_request_ids)
-    incident = run_step(con, Step("controls_incident", incident_sql()))
-    [(first, last)] = con.execute(f"SELECT min(start_time), max(end_time) FROM {incident}").fetchall()
+    ids = case.load_ids("controls_incident_ids", incident_request_ids)
+    incident = case.run(Step("controls_incident", incident_sql(ids)))
+    [(first, last)] = case.execute(f"SELECT min(start_time), max(end_time) FROM {incident}").fetchall()
     horizon = max((t for t in (last, end) if t is not None), default=None)
-    scope = Scope(run_step(con, Step("controls_traffic", traffic_sql()), [horizon]), start or first)
-    tables = [(c.id, c.loss_table(con, scope)) for c in controls]
+    scope = Scope(case.run(Step("controls_traffic", traffic_sql(ids)), [horizon]), start or first)
+    tables = [(c.id, c.loss_table(case, scope)) for c in controls]
     if not tables:
         return [], pd.DataFrame(columns=["control", "loss_usd", "saved_usd", "requests_affected"])
-    summary = run_step(con, Step("controls_summary", "\nUNION ALL\n".join(summary_sql(n, cid, incident, table)
+    summary = case.run(Step("controls_summary", "\nUNION ALL\n".join(summary_sql(n, cid, incident, table)
                                                                             for n, (cid, table) in enumerate(tables))))
     results = [
         ControlResult(cid, loss, cost - loss, int(affected))
-        for cid, affected, loss, cost in con.execute(
+        for cid, affected, loss, cost in case.execute(
             f"SELECT control, requests_affected, loss_usd, cost_usd FROM {summary} ORDER BY ord").fetchall()
     ]
     frame = pd.DataFrame(

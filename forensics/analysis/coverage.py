@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import duckdb
+from typing import TYPE_CHECKING
 
-from forensics.analysis.steps import Step, query_step
+from forensics.analysis.steps import Step
+
+if TYPE_CHECKING:
+    from forensics.api import Case
 
 
 @dataclass
@@ -55,8 +58,8 @@ GAPS = {
 }
 
 
-def coverage(con: duckdb.DuckDBPyConnection) -> Coverage:
-    frame = query_step(con, coverage_step())
+def coverage(case: Case) -> Coverage:
+    frame = case.query(coverage_step())
     present = {r.source: r for r in frame.itertuples() if r.rows}
     sources = sorted(present)
     missing = []

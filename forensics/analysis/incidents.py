@@ -14,9 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import duckdb
+from typing import TYPE_CHECKING
 
-from forensics.analysis.steps import Step, run_step
+from forensics.analysis.steps import Step
+
+if TYPE_CHECKING:
+    from forensics.api import Case
 
 SESSION_GAP_MINUTES = 10          # a pause this long ends a burst
 SLOW_GAP_MINUTES = 60             # a leaked key is often used slowly, for hours: a longer pause ends its session
@@ -52,7 +55,7 @@ class Incident:
     end: object
     requests: int
     evidence: list[str] = field(default_factory=list)
-    table: str | None = None        # temp table of its request ids (None for provider-only incidents)
+    table: str | None = None        # handle: temp table of its request ids (None for provider-only incidents)
 
 
 def request_facts_step() -> Step:
@@ -88,21 +91,21 @@ def sessions_sql(candidates: str, partition: str = "1", gap_minutes: int = SESSI
     """
 
 
-def keyless_step() -> Step:
+def keyless_step(facts: str) -> Step:
     """Requests without a virtual key that the proxy did not reject for auth, when keyed traffic is the norm."""
     return Step("keyless_candidates", f"""
-        SELECT * FROM ({sessions_sql(f'''(SELECT * FROM __f_request_facts
+        SELECT * FROM ({sessions_sql(f'''(SELECT * FROM {facts}
                  WHERE key_hash IS NULL AND NOT auth_failure
                    AND (SELECT count(*) FILTER (WHERE key_valid AND status = 'success') >= {MIN_KEYED_REQUESTS}
-                        FROM __f_request_facts))''')})
+                        FROM {facts}))''')})
     """)
 
 
-def stuffing_step() -> Step:
+def stuffing_step(facts: str) -> Step:
     """Addresses that presented many distinct rejected keys in a burst; all their requests from the burst on."""
     return Step("stuffing_candidates", f"""
         WITH failures AS (
-            SELECT * FROM ({sessions_sql('(SELECT * FROM __f_request_facts WHERE auth_failure)', 'client_ip')})
+            SELECT * FROM ({sessions_sql(f'(SELECT * FROM {facts} WHERE auth_failure)', 'client_ip')})
         ), bursts AS (
             SELECT client_ip, session_no, min(start_time) AS first_failure
             FROM failures GROUP BY ALL
@@ -110,55 +113,55 @@ def stuffing_step() -> Step:
         ), first_burst AS (
             SELECT client_ip, min(first_failure) AS since FROM bursts GROUP BY client_ip
         )
-        SELECT f.* FROM __f_request_facts f JOIN first_burst b USING (client_ip) WHERE f.start_time >= b.since
+        SELECT f.* FROM {facts} f JOIN first_burst b USING (client_ip) WHERE f.start_time >= b.since
     """)
 
 
-def new_address_step() -> Step:
+def new_address_step(facts: str) -> Step:
     """Requests of a valid key from addresses it first used a day or more after the key's own first use."""
     return Step("new_address_candidates", f"""
         WITH pairs AS (
             SELECT key_hash, client_ip, min(start_time) AS pair_first
-            FROM __f_request_facts WHERE key_valid AND client_ip IS NOT NULL GROUP BY ALL
+            FROM {facts} WHERE key_valid AND client_ip IS NOT NULL GROUP BY ALL
         ), keys AS (
-            SELECT key_hash, min(start_time) AS key_first FROM __f_request_facts WHERE key_valid GROUP BY ALL
+            SELECT key_hash, min(start_time) AS key_first FROM {facts} WHERE key_valid GROUP BY ALL
         ), new_pairs AS (
             SELECT p.key_hash, p.client_ip FROM pairs p JOIN keys k USING (key_hash)
             WHERE p.pair_first >= k.key_first + INTERVAL {NEW_ADDRESS_GRACE_HOURS} HOUR
         )
-        SELECT * FROM ({sessions_sql('''(SELECT f.* FROM __f_request_facts f
+        SELECT * FROM ({sessions_sql(f'''(SELECT f.* FROM {facts} f
                                           JOIN new_pairs USING (key_hash, client_ip))''', 'key_hash',
                                        SLOW_GAP_MINUTES)})
     """)
 
 
-def rate_step() -> Step:
+def rate_step(facts: str) -> Step:
     """10-minute buckets where a valid key made RATE_FACTOR times its usual busy-bucket count of requests."""
     return Step("rate_candidates", f"""
         WITH buckets AS (
             SELECT key_hash, time_bucket(INTERVAL {RATE_BUCKET_MINUTES} MINUTE, start_time) AS bucket,
                    count(*) AS n
-            FROM __f_request_facts WHERE key_valid GROUP BY ALL
+            FROM {facts} WHERE key_valid GROUP BY ALL
         ), usual AS (
             SELECT key_hash, quantile_cont(n, 0.9) AS p90 FROM buckets GROUP BY key_hash
         ), hot AS (
             SELECT b.key_hash, b.bucket FROM buckets b JOIN usual u USING (key_hash)
             WHERE b.n >= {RATE_FACTOR} * u.p90 AND b.n >= {MIN_INCIDENT_REQUESTS} / 2
         )
-        SELECT * FROM ({sessions_sql(f'''(SELECT f.* FROM __f_request_facts f JOIN hot h
+        SELECT * FROM ({sessions_sql(f'''(SELECT f.* FROM {facts} f JOIN hot h
                  ON f.key_hash = h.key_hash
                  AND time_bucket(INTERVAL {RATE_BUCKET_MINUTES} MINUTE, f.start_time) = h.bucket)''', 'key_hash')})
     """)
 
 
-def cost_spike_step() -> Step:
+def cost_spike_step(facts: str) -> Step:
     """15-minute buckets of proxy spend far above that slot's usual (same time of day, other days); the
     requests of the keys (or, without a key, the addresses) that made at least a quarter of the spike's spend."""
     m = SPIKE_BUCKET_MINUTES
     return Step("cost_spike_candidates", f"""
         WITH buckets AS (
             SELECT time_bucket(INTERVAL {m} MINUTE, start_time) AS bucket, sum(cost_usd) AS cost
-            FROM __f_request_facts GROUP BY ALL
+            FROM {facts} GROUP BY ALL
         ), filled AS (   -- quiet buckets count as zero spend
             SELECT g.bucket, coalesce(b.cost, 0) AS cost
             FROM (SELECT unnest(generate_series(min(bucket), max(bucket), INTERVAL {m} MINUTE)) AS bucket
@@ -172,7 +175,7 @@ def cost_spike_step() -> Step:
         ), hot_requests AS (
             SELECT f.*, coalesce(f.key_hash, 'ip:' || coalesce(f.client_ip, '?')) AS actor,
                    time_bucket(INTERVAL {m} MINUTE, f.start_time) AS bucket
-            FROM __f_request_facts f JOIN hot h ON time_bucket(INTERVAL {m} MINUTE, f.start_time) = h.bucket
+            FROM {facts} f JOIN hot h ON time_bucket(INTERVAL {m} MINUTE, f.start_time) = h.bucket
         ), spenders AS (
             SELECT actor FROM hot_requests GROUP BY actor
             HAVING sum(cost_usd) >= {SPIKE_ACTOR_SHARE} * (SELECT sum(cost_usd) FROM hot_requests)
@@ -186,35 +189,58 @@ DETECTORS = [("stuffing", stuffing_step), ("keyless", keyless_step),
              ("new_address", new_address_step), ("rate", rate_step), ("cost_spike", cost_spike_step)]
 
 
-def find_incidents(con: duckdb.DuckDBPyConnection) -> list[Incident]:
+def claimed_step() -> Step:
+    """The requests already given to an incident (filled as incidents are found, in detector order)."""
+    return Step("claimed", "SELECT CAST(NULL AS VARCHAR) AS request_id WHERE false")
+
+
+def unclaimed_sessions_sql(candidates: str, claimed: str) -> str:
+    """A detector's significant sessions among the requests no earlier incident claimed."""
+    return f"""
+        SELECT part, session_no, count(*) AS n, min(start_time), max(start_time)
+        FROM {candidates} c WHERE NOT EXISTS (SELECT 1 FROM {claimed} x WHERE x.request_id = c.request_id)
+        GROUP BY ALL HAVING count(*) >= {MIN_INCIDENT_REQUESTS} ORDER BY 4
+    """
+
+
+def incident_requests_step(n: int, candidates: str, claimed: str) -> Step:
+    """One session's unclaimed requests: incident n's request ids. Parameters: part, session_no."""
+    return Step(f"incident_{n}", f"""
+        SELECT DISTINCT c.request_id FROM {candidates} c
+        WHERE c.part IS NOT DISTINCT FROM ? AND c.session_no = ?
+          AND NOT EXISTS (SELECT 1 FROM {claimed} x WHERE x.request_id = c.request_id)
+    """)
+
+
+@dataclass
+class IncidentSearch:
+    """What the incident search found, and the tables later steps read: per-request facts, claimed requests."""
+
+    incidents: list[Incident]
+    facts: str
+    claimed: str
+
+
+def find_incidents(case: Case) -> IncidentSearch:
     """Run every detector, keep significant sessions, give each request to one incident, classify."""
     from forensics.analysis.verdicts import classify
 
-    run_step(con, request_facts_step())
-    con.execute("CREATE OR REPLACE TEMP TABLE __f_claimed (request_id VARCHAR PRIMARY KEY)")
+    facts = case.run(request_facts_step())
+    claimed = case.run(claimed_step())
     incidents: list[Incident] = []
     for detector, make_step in DETECTORS:
-        table = run_step(con, make_step())
+        table = case.run(make_step(facts))
         if detector == "stuffing":   # one burst campaign per detector run: all stuffing addresses together
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM ({sessions_sql(table)})")
-        sessions = con.execute(f"""
-            SELECT part, session_no, count(*) AS n, min(start_time), max(start_time)
-            FROM {table} c WHERE NOT EXISTS (SELECT 1 FROM __f_claimed x WHERE x.request_id = c.request_id)
-            GROUP BY ALL HAVING count(*) >= {MIN_INCIDENT_REQUESTS} ORDER BY 4
-        """).fetchall()
+            table = case.run(Step("stuffing_campaign", sessions_sql(table)))
+        sessions = case.execute(unclaimed_sessions_sql(table, claimed)).fetchall()
         for part, session_no, n, start, end in sessions:
-            inc_id = f"INC-{len(incidents) + 1}"
-            inc_table = f"__f_incident_{len(incidents) + 1}"
-            con.execute(f"""
-                CREATE OR REPLACE TEMP TABLE {inc_table} AS
-                SELECT DISTINCT c.request_id FROM {table} c
-                WHERE c.part IS NOT DISTINCT FROM ? AND c.session_no = ?
-                  AND NOT EXISTS (SELECT 1 FROM __f_claimed x WHERE x.request_id = c.request_id)
-            """, [part, session_no])
-            con.execute(f"INSERT INTO __f_claimed SELECT request_id FROM {inc_table}")
-            incidents.append(Incident(inc_id, "other", "suspicious", detector, start, end, n, table=inc_table))
+            number = len(incidents) + 1
+            inc_table = case.run(incident_requests_step(number, table, claimed), [part, session_no])
+            case.statement("claimed", f"INSERT INTO {claimed} SELECT request_id FROM {inc_table}")
+            incidents.append(Incident(f"INC-{number}", "other", "suspicious", detector, start, end, n,
+                                      table=inc_table))
     incidents.sort(key=lambda i: i.start)
     for i, inc in enumerate(incidents, start=1):
         inc.id = f"INC-{i}"
-        classify(con, inc)
-    return incidents
+        classify(case, inc, facts)
+    return IncidentSearch(incidents, facts, claimed)

@@ -6,10 +6,14 @@ Provider usage is joined to both through the reconciliation's buckets (reconcile
 """
 from __future__ import annotations
 
-import duckdb
+from typing import TYPE_CHECKING
+
 import pandas as pd
 
-from forensics.analysis.steps import Step, query_step, run_step
+from forensics.analysis.steps import Step
+
+if TYPE_CHECKING:
+    from forensics.api import Case
 
 TIME_TOLERANCE_SECONDS = 2
 LLM_PATH_SQL = "regexp_matches(h.path, '(chat/)?completions|/embeddings|/messages|/responses')"
@@ -48,18 +52,17 @@ def nginx_to_litellm_step() -> Step:
     """)
 
 
-def match_rate_step() -> Step:
-    return Step("nginx_match_rate", """
+def match_rate_step(join: str) -> Step:
+    return Step("nginx_match_rate", f"""
         SELECT count(*) AS llm_requests,
                count(*) FILTER (WHERE matched_by = 'call_id') AS by_call_id,
                count(*) FILTER (WHERE matched_by = 'time') AS by_time,
                count(*) FILTER (WHERE matched_by = 'none') AS unmatched,
                round(count(*) FILTER (WHERE matched_by <> 'none') / nullif(count(*), 0), 4) AS match_rate
-        FROM __f_nginx_to_litellm
+        FROM {join}
     """)
 
 
-def join_nginx(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """Build the join (temp table __f_nginx_to_litellm) and return its match-rate summary."""
-    run_step(con, nginx_to_litellm_step())
-    return query_step(con, match_rate_step())
+def join_nginx(case: Case) -> pd.DataFrame:
+    """Build the join (one row per LiteLLM request) and return its match-rate summary."""
+    return case.query(match_rate_step(case.run(nginx_to_litellm_step())))

@@ -10,15 +10,18 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Iterable
 
-import duckdb
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from forensics.analysis.steps import Step, load_request_ids, run_step
+from forensics.analysis.steps import Step
+
+if TYPE_CHECKING:
+    from forensics.api import Case
 
 HORIZON_HOURS: dict[str, int] = {"1h": 1, "24h": 24, "7d": 7 * 24, "30d": 30 * 24}
 RESAMPLES = 2000
 SEED = 20240318
-IDS_TABLE = "__f_projection_incident_ids"   # the caller's request ids: the input, not a computed step
 _PICO = 12                                  # DECIMAL(38,12): money as exact integers of 1e-12 USD
 
 
@@ -50,13 +53,13 @@ class Projection:
                 "low_24h": usd(self.low["24h"]), "high_24h": usd(self.high["24h"])}
 
 
-def incident_cost_sql() -> str:
+def incident_cost_sql(ids: str) -> str:
     """The incident's requests with the time their cost was incurred (end, else start); only successes cost."""
     return f"""
         SELECT r.request_id, coalesce(r.end_time, r.start_time) AS cost_time,
                CAST(CASE WHEN r.status = 'success' THEN coalesce(r.cost_usd, 0) ELSE 0 END
                     AS DECIMAL(38,12)) AS cost_usd
-        FROM llm_requests r JOIN {IDS_TABLE} i ON i.request_id = r.request_id
+        FROM llm_requests r JOIN {ids} i ON i.request_id = r.request_id
         WHERE coalesce(r.end_time, r.start_time) IS NOT NULL
     """
 
@@ -111,15 +114,15 @@ def bootstrap_hourly_rates(minute_costs: list[Decimal], resamples: int = RESAMPL
 
 
 def project(
-    con: duckdb.DuckDBPyConnection, incident_request_ids: Iterable[str], *, resamples: int = RESAMPLES, seed: int = SEED
+    case: Case, incident_request_ids: Iterable[str], *, resamples: int = RESAMPLES, seed: int = SEED
 ) -> Projection:
     """The incident's burn rate, peak, linear projections and bootstrap interval (deterministic for a seed)."""
-    load_request_ids(con, IDS_TABLE, incident_request_ids)
-    incident = run_step(con, Step("projection_incident", incident_cost_sql()))
-    burn = run_step(con, Step("projection_burn_rate", burn_rate_sql(incident)))
-    [(total, last_at, peak)] = con.execute(f"SELECT * FROM {burn}").fetchall()
-    minutes = run_step(con, Step("projection_rate_window", rate_window_minutes_sql(incident)))
-    minute_costs = [c for (c,) in con.execute(f"SELECT cost_usd FROM {minutes} ORDER BY minute_back").fetchall()]
+    ids = case.load_ids("projection_incident_ids", incident_request_ids)
+    incident = case.run(Step("projection_incident", incident_cost_sql(ids)))
+    burn = case.run(Step("projection_burn_rate", burn_rate_sql(incident)))
+    [(total, last_at, peak)] = case.execute(f"SELECT * FROM {burn}").fetchall()
+    minutes = case.run(Step("projection_rate_window", rate_window_minutes_sql(incident)))
+    minute_costs = [c for (c,) in case.execute(f"SELECT cost_usd FROM {minutes} ORDER BY minute_back").fetchall()]
     rate = sum(minute_costs, Decimal(0))
     rates = bootstrap_hourly_rates(minute_costs, resamples, seed)
     low_rate = _percentile(rates, Decimal("0.025")) if rates else rate

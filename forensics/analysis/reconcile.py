@@ -9,10 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-import duckdb
+from typing import TYPE_CHECKING
+
 import pandas as pd
 
-from forensics.analysis.steps import Step, query_step, run_step
+from forensics.analysis.steps import Step
+
+if TYPE_CHECKING:
+    from forensics.api import Case
 
 OUTSIDE_OVERLAP = 0.5             # a key whose usage the proxy explains less than this is used outside it
 EXCESS_MIN_TOKENS = 1_000         # per bucket and model: less unexplained usage is noise, not a leak
@@ -55,13 +59,13 @@ def provider_costs_step() -> Step:
     """)
 
 
-def daily_reconciliation_step() -> Step:
+def daily_reconciliation_step(buckets: str) -> Step:
     """Per provider and billing bucket: provider cost beside the proxy's re-priced and logged cost."""
-    return Step("daily_reconciliation", """
+    return Step("daily_reconciliation", f"""
         WITH proxy AS (
             SELECT b.provider, b.bucket_start, coalesce(sum(r.cost_usd), 0) AS proxy_cost_usd,
                    coalesce(sum(r.spend_logged), 0) AS proxy_logged_usd
-            FROM __f_provider_cost_buckets b
+            FROM {buckets} b
             LEFT JOIN llm_requests r
               ON r.provider = b.provider AND r.status = 'success'
              AND r.start_time >= b.bucket_start AND r.start_time < b.bucket_end
@@ -69,7 +73,7 @@ def daily_reconciliation_step() -> Step:
         )
         SELECT b.provider, b.bucket_start, b.bucket_end, b.provider_cost_usd, p.proxy_cost_usd, p.proxy_logged_usd,
                b.provider_cost_usd - p.proxy_cost_usd AS unexplained_usd
-        FROM __f_provider_cost_buckets b JOIN proxy p USING (provider, bucket_start)
+        FROM {buckets} b JOIN proxy p USING (provider, bucket_start)
         ORDER BY b.provider, b.bucket_start
     """)
 
@@ -126,10 +130,9 @@ def usage_vs_proxy_step(which: str) -> Step:
     """)
 
 
-def proxy_keys_step() -> Step:
+def proxy_keys_step(src: str) -> Step:
     """The provider key ids the proxy uses: those whose usage (over the widest-spanning export) the proxy's own
     requests explain at least half of, bucket by bucket and model by model."""
-    src = "__f_usage_vs_proxy_span"
     return Step("proxy_keys", f"""
         WITH key_totals AS (
             SELECT provider, api_key_id, sum(input_tokens + output_tokens) AS tokens FROM {src} GROUP BY ALL
@@ -148,12 +151,11 @@ def proxy_keys_step() -> Step:
     """)
 
 
-def outside_usage_step(which: str) -> Step:
+def outside_usage_step(which: str, src: str, proxy_keys: str) -> Step:
     """Usage the proxy does not explain: all of a key id the proxy never used (it explains under half of its
     tokens), and on the proxy's own key ids the tokens above the proxy's, per type, model and bucket."""
-    src = f"__f_usage_vs_proxy_{which}"
     return Step(f"outside_usage_{which}", f"""
-        WITH proxy_keys AS (SELECT provider, api_key_id FROM __f_proxy_keys),
+        WITH proxy_keys AS (SELECT provider, api_key_id FROM {proxy_keys}),
         own AS (   -- the proxy's key ids summed: their usage minus the proxy's, per type
             SELECT provider, bucket_start, any_value(bucket_end) AS bucket_end, model, any_value(provider_model) AS provider_model,
                    string_agg(DISTINCT api_key_id, ',' ORDER BY api_key_id) AS api_key_id,
@@ -181,7 +183,7 @@ def outside_usage_step(which: str) -> Step:
     """)
 
 
-def _ensure_usage_prices(con: duckdb.DuckDBPyConnection) -> None:
+def _ensure_usage_prices(con) -> None:
     """Provider usage models (dated snapshots) priced once per day into the same price table."""
     from forensics import pricing
 
@@ -204,16 +206,15 @@ def _finest_covering(fine: pd.DataFrame, span: pd.DataFrame) -> pd.DataFrame:
     return fine if covers else span
 
 
-def reconcile(con: duckdb.DuckDBPyConnection) -> list[Reconciliation]:
+def reconcile(case: Case) -> list[Reconciliation]:
     """One reconciliation per provider that has cost or usage data in the case."""
-    run_step(con, provider_costs_step())
-    daily = query_step(con, daily_reconciliation_step())
-    _ensure_usage_prices(con)
-    for which in ("span", "finest"):
-        run_step(con, usage_vs_proxy_step(which))
-    run_step(con, proxy_keys_step())
-    outside = query_step(con, outside_usage_step("span"))
-    fine = query_step(con, outside_usage_step("finest"))
+    buckets = case.run(provider_costs_step())
+    daily = case.query(daily_reconciliation_step(buckets))
+    _ensure_usage_prices(case.con)
+    usage = {which: case.run(usage_vs_proxy_step(which)) for which in ("span", "finest")}
+    proxy_keys = case.run(proxy_keys_step(usage["span"]))
+    outside = case.query(outside_usage_step("span", usage["span"], proxy_keys))
+    fine = case.query(outside_usage_step("finest", usage["finest"], proxy_keys))
     providers = sorted(set(daily["provider"]) | set(outside["provider"]))
     out = []
     for provider in providers:

@@ -1,54 +1,128 @@
 """Named SQL steps: every figure is a small SELECT with a name, so the SQL behind it can be printed and re-run.
 
-Functions that build SQL are named `*_sql` and execute nothing; `run_step` is the one place that executes them,
-and `STEP_LOG` keeps what ran (name -> SQL with parameters inlined) for the report's appendix.
+Functions that build SQL are named `*_sql` / `*_step` and execute nothing; a case's `StepLog` records every statement
+the investigation ran, in order, with its parameters written in as SQL literals, so `StepLog.script()` (the report's
+`steps.sql`) re-runs as printed against the case database it was written for. A step's table is a handle (its name)
+that the next step receives as an argument: no step reads another's table by a name it assumes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from textwrap import dedent
-
-import duckdb
 
 
 @dataclass(frozen=True)
 class Step:
-    name: str          # e.g. 'incident_requests', created as TEMP TABLE __f_incident_requests
+    name: str          # e.g. 'incident_requests', materialised as TEMP TABLE __f_incident_requests
     sql: str           # a SELECT
 
     @property
     def table(self) -> str:
-        return f"__f_{self.name}"
+        return table_name(self.name)
 
 
-STEP_LOG: dict[str, str] = {}
+def table_name(step_name: str) -> str:
+    """The temp table a step named `step_name` is materialised as."""
+    return f"__f_{step_name}"
 
 
-def run_step(con: duckdb.DuckDBPyConnection, step: Step, params: list | None = None) -> str:
-    """Materialise `step` as a temp table and log its SQL; returns the table name."""
-    sql = dedent(step.sql).strip()
-    statement = f"CREATE OR REPLACE TEMP TABLE {step.table} AS\n{sql}"
-    con.execute(statement, params or [])
-    STEP_LOG[step.name] = statement if not params else f"-- parameters: {params!r}\n{statement}"
-    return step.table
+def literal(value) -> str:
+    """`value` as a DuckDB SQL literal of the type a bound parameter would have had."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return f"CAST('{value}' AS DOUBLE)"
+        return f"CAST({value!r} AS DOUBLE)"
+    if isinstance(value, Decimal):
+        scale = min(max(0, -int(value.as_tuple().exponent)), 37)
+        return f"CAST('{format(value, 'f')}' AS DECIMAL(38,{scale}))"
+    if isinstance(value, datetime):
+        return f"TIMESTAMP '{value.isoformat(sep=' ')}'" if value.tzinfo is None else \
+            f"TIMESTAMPTZ '{value.isoformat(sep=' ')}'"
+    if isinstance(value, date):
+        return f"DATE '{value.isoformat()}'"
+    if isinstance(value, time):
+        return f"TIME '{value.isoformat()}'"
+    if isinstance(value, timedelta):
+        return f"INTERVAL {int(value / timedelta(microseconds=1))} MICROSECONDS"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(literal(v) for v in value) + "]"
+    if hasattr(value, "to_pydatetime"):            # pandas / numpy timestamps
+        return literal(value.to_pydatetime())
+    if hasattr(value, "item"):                     # numpy scalars
+        return literal(value.item())
+    return "'" + str(value).replace("'", "''") + "'"
 
 
-def query_step(con: duckdb.DuckDBPyConnection, step: Step, params: list | None = None):
-    """Run `step` and return its rows as a pandas frame (logged like run_step)."""
-    sql = dedent(step.sql).strip()
-    STEP_LOG[step.name] = sql if not params else f"-- parameters: {params!r}\n{sql}"
-    return con.execute(sql, params or []).df()
+def inline_params(sql: str, params) -> str:
+    """`sql` with each `?` placeholder (outside quotes and comments) replaced by its parameter as a literal."""
+    if not params:
+        return sql
+    out, values, i, n = [], iter(params), 0, len(sql)
+    while i < n:
+        c = sql[i]
+        if c in "'\"":                                  # a quoted string or identifier: copied whole
+            j = i + 1
+            while j < n:
+                if sql[j] == c:
+                    if j + 1 < n and sql[j + 1] == c:   # doubled quote inside
+                        j += 2
+                        continue
+                    break
+                j += 1
+            out.append(sql[i:j + 1])
+            i = j + 1
+        elif sql.startswith("--", i):                   # a comment, to the end of its line
+            j = sql.find("\n", i)
+            j = n if j < 0 else j
+            out.append(sql[i:j])
+            i = j
+        elif c == "?":
+            try:
+                out.append(literal(next(values)))
+            except StopIteration:
+                raise ValueError("more ? placeholders than parameters") from None
+            i += 1
+        else:
+            out.append(c)
+            i += 1
+    if next(values, _END) is not _END:
+        raise ValueError("more parameters than ? placeholders")
+    return "".join(out)
 
 
-def sql_of(name: str) -> str:
-    """The SQL a named step ran, for printing."""
-    return STEP_LOG[name]
+_END = object()
 
 
-def load_request_ids(con: duckdb.DuckDBPyConnection, table: str, request_ids) -> None:
-    """An analysis's input: the request ids it works on, as temp table `table`(request_id), deduplicated.
+@dataclass
+class StepLog:
+    """What one case's investigation ran, in order: (step name, statement runnable as printed)."""
 
-    A list parameter rather than con.register: registering fails while the caller still has a result open.
-    """
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT DISTINCT unnest(CAST(? AS VARCHAR[])) AS request_id",
-                [[str(i) for i in request_ids]])
+    entries: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, name: str, sql: str, params=None) -> str:
+        statement = inline_params(dedent(sql).strip(), params)
+        self.entries.append((name, statement))
+        return statement
+
+    def sql_of(self, name: str) -> str:
+        """The SQL the latest run of step `name` executed."""
+        for n, sql in reversed(self.entries):
+            if n == name:
+                return sql
+        raise KeyError(name)
+
+    def names(self) -> list[str]:
+        return list(dict.fromkeys(n for n, _ in self.entries))
+
+    def script(self) -> str:
+        """Every statement in the order it ran: re-runs top to bottom against the same case database."""
+        return "".join(f"-- step: {name}\n{sql};\n\n" for name, sql in self.entries)

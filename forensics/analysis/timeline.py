@@ -7,10 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import duckdb
+from typing import TYPE_CHECKING
+
 import pandas as pd
 
-from forensics.analysis.steps import Step, query_step
+from forensics.analysis.steps import Step
+
+if TYPE_CHECKING:
+    from forensics.api import Case
 
 RAMP_SHARE = 0.8          # the ramp-up ends at the first minute reaching this share of the plateau rate
 THROTTLED_SHARE = 0.1     # a minute with this share of provider 429s is in the throttled phase
@@ -97,10 +101,10 @@ def phases(minutes: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-def timeline(con: duckdb.DuckDBPyConnection, incident_table: str, prefix: str) -> Timeline:
-    minutes = query_step(con, minutes_step(incident_table, f"{prefix}_minutes"))
+def timeline(case: Case, incident_table: str, prefix: str) -> Timeline:
+    minutes = case.query(minutes_step(incident_table, f"{prefix}_minutes"))
     return Timeline(
         minutes=minutes, phases=phases(minutes),
-        campaigns=query_step(con, campaigns_step(incident_table, f"{prefix}_campaigns")),
-        first_last_by_key=query_step(con, first_last_by_key_step(incident_table, f"{prefix}_keys_first_last")),
+        campaigns=case.query(campaigns_step(incident_table, f"{prefix}_campaigns")),
+        first_last_by_key=case.query(first_last_by_key_step(incident_table, f"{prefix}_keys_first_last")),
     )

@@ -1,16 +1,19 @@
 """Decide what an abnormal window is (attack, suspicious, benign) and write down the evidence that decided it."""
 from __future__ import annotations
 
-import duckdb
+from typing import TYPE_CHECKING
 
 from forensics.analysis.incidents import Incident, private_ip_sql
 
+if TYPE_CHECKING:
+    from forensics.api import Case
 
-def _facts(con: duckdb.DuckDBPyConnection, inc: Incident) -> dict:
+
+def _facts(case: Case, inc: Incident, facts: str) -> dict:
     """Who and what the incident's requests were, against what the case saw before it started."""
-    row = con.execute(f"""
-        WITH mine AS (SELECT f.* FROM __f_request_facts f JOIN {inc.table} USING (request_id)),
-        before AS (SELECT * FROM __f_request_facts WHERE start_time < (SELECT min(start_time) FROM mine))
+    row = case.execute(f"""
+        WITH mine AS (SELECT f.* FROM {facts} f JOIN {inc.table} USING (request_id)),
+        before AS (SELECT * FROM {facts} WHERE start_time < (SELECT min(start_time) FROM mine))
         SELECT
             count(*) AS n,
             count(*) FILTER (WHERE status = 'success') AS ok,
@@ -36,9 +39,9 @@ def _facts(con: duckdb.DuckDBPyConnection, inc: Incident) -> dict:
     return dict(zip(names, row))
 
 
-def classify(con: duckdb.DuckDBPyConnection, inc: Incident) -> None:
-    """Set inc.kind, inc.verdict and inc.evidence from the incident's facts."""
-    f = _facts(con, inc)
+def classify(case: Case, inc: Incident, facts: str) -> None:
+    """Set inc.kind, inc.verdict and inc.evidence from the incident's facts (`facts`: the request-facts table)."""
+    f = _facts(case, inc, facts)
     cost = f"${float(f['cost'] or 0):,.2f}"
     if inc.detector == "stuffing":
         inc.kind, inc.verdict = "credential_stuffing", "attack"

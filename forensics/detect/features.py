@@ -7,10 +7,14 @@ request never peeks at the future; requests starting at the same instant are ord
 """
 from __future__ import annotations
 
-import duckdb
+from typing import TYPE_CHECKING
+
 import pandas as pd
 
-from forensics.analysis.steps import Step, query_step
+from forensics.analysis.steps import Step
+
+if TYPE_CHECKING:
+    from forensics.api import Case
 
 FEATURES = (
     "prompt_tokens", "completion_tokens", "max_tokens", "output_price_mtok", "completion_per_prompt",
@@ -96,7 +100,7 @@ def features_step() -> Step:
     """)
 
 
-def build_features(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+def build_features(case: Case) -> pd.DataFrame:
     """Features of every request in the case, ordered by start time (request_id, start_time, then FEATURES)."""
-    frame = query_step(con, features_step())
+    frame = case.query(features_step())
     return frame

@@ -4,21 +4,25 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import duckdb
+from typing import TYPE_CHECKING
+
 import pandas as pd
 
 from forensics.detect import model
 from forensics.detect.features import build_features
 
+if TYPE_CHECKING:
+    from forensics.api import Case
+
 BASELINE_MARGIN = timedelta(hours=1)   # stop learning an hour before the first incident
 
 
-def baseline_window(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame) -> tuple[datetime, datetime]:
+def baseline_window(case: Case, frame: pd.DataFrame) -> tuple[datetime, datetime]:
     """From the case's first request to an hour before its first incident (or its last request when quiet)."""
     from forensics.analysis.incidents import find_incidents
 
     start = frame["start_time"].min().to_pydatetime()
-    incidents = find_incidents(con)
+    incidents = find_incidents(case).incidents
     if incidents:
         end = min(i.start for i in incidents) - BASELINE_MARGIN
     else:
@@ -26,15 +30,15 @@ def baseline_window(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame) -> tupl
     return start, end
 
 
-def detect(con: duckdb.DuckDBPyConnection, model_path: Path | None = None, save_path: Path | None = None,
+def detect(case: Case, model_path: Path | None = None, save_path: Path | None = None,
            window: tuple[datetime, datetime] | None = None,
            alerts_per_day: float = model.ALERTS_PER_DAY) -> tuple[pd.DataFrame, model.Detector, pd.DataFrame]:
     """Scores for every request of the case, the detector used, and the feature frame."""
-    frame = build_features(con)
+    frame = build_features(case)
     if model_path is not None:
         det = model.load(model_path)
     else:
-        start, end = window or baseline_window(con, frame)
+        start, end = window or baseline_window(case, frame)
         det = model.train(frame, start, end, alerts_per_day)
     if save_path is not None:
         model.save(det, save_path)

@@ -24,7 +24,7 @@ import duckdb
 import pandas as pd
 
 from forensics import __version__
-from forensics.analysis.steps import Step, load_request_ids, query_step
+from forensics.analysis.evidence import Disputed, Evidence
 from forensics.ingest import file_sha256
 from forensics.outputs import figures as figs
 from forensics.outputs.findings import iso
@@ -32,7 +32,6 @@ from forensics.outputs.report import money, printable
 
 MANIFEST = "MANIFEST.sha256"
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")     # OWASP CSV injection: a spreadsheet would evaluate these
-VERDICTS = ("attack",)                              # what a refund request disputes
 
 
 # --- safe CSV --------------------------------------------------------------------------------------------------------
@@ -86,114 +85,16 @@ def shareable_paths(paths: list[str], absolute: bool = False) -> dict[str, str]:
 
 # --- the bundle's content --------------------------------------------------------------------------------------------
 
-def requests_step(table: str, provider: str | None) -> Step:
-    """The disputed requests: ids the provider can look up, UTC times, model, tokens, cost; keys as hash and hint."""
-    where = "WHERE r.provider = ?" if provider else ""
-    return Step("export_requests", f"""
-        SELECT i.incident, r.request_id, r.litellm_call_id, r.start_time, r.end_time, r.provider,
-               coalesce(nullif(r.model_group, ''), r.model) AS requested_model, r.model, r.status, r.error_code,
-               r.prompt_tokens, r.completion_tokens, r.cache_read_tokens, r.cache_write_tokens, r.max_tokens,
-               r.cost_usd, r.spend_logged, r.client_ip, r.key_hash, r.key_hint, r.user_agent, r.start_time_raw
-        FROM llm_requests r JOIN {table} i USING (request_id)
-        {where}
-        ORDER BY r.start_time, r.request_id
-    """)
-
-
-def minutes_step(table: str, provider: str | None) -> Step:
-    """Disputed requests and cost per UTC minute (cost counted at the request's end: when it was billed)."""
-    where = "WHERE r.provider = ?" if provider else ""
-    return Step("export_cost_per_minute", f"""
-        SELECT i.incident, date_trunc('minute', coalesce(r.end_time, r.start_time)) AS minute,
-               count(*) AS requests, count(*) FILTER (WHERE r.status = 'success') AS successful,
-               CAST(sum(coalesce(r.prompt_tokens, 0)) AS BIGINT) AS prompt_tokens,
-               CAST(sum(coalesce(r.completion_tokens, 0)) AS BIGINT) AS completion_tokens,
-               coalesce(sum(r.cost_usd) FILTER (WHERE r.status = 'success'), 0) AS cost_usd
-        FROM llm_requests r JOIN {table} i USING (request_id)
-        {where}
-        GROUP BY ALL ORDER BY i.incident, minute
-    """)
-
-
-def provider_days_step(table: str) -> Step:
-    """Per UTC day the provider billed: its own cost report (one file per bucket, as the reconciliation reads it)
-    beside the proxy's legitimate traffic that day (successful requests of that provider not disputed)."""
-    return Step("export_provider_days", f"""
-        WITH chosen AS (
-            SELECT bucket_start, bucket_end, max(file_id) AS file_id FROM provider_costs WHERE provider = ?
-            GROUP BY ALL
-        ), billed AS (
-            SELECT CAST(c.bucket_start AS DATE) AS day, sum(c.amount_usd) AS provider_cost_usd
-            FROM provider_costs c JOIN chosen USING (bucket_start, bucket_end, file_id)
-            WHERE c.provider = ? GROUP BY ALL
-        ), legit AS (
-            SELECT CAST(r.start_time AS DATE) AS day, sum(r.cost_usd) AS legitimate_usd
-            FROM llm_requests r ANTI JOIN {table} i USING (request_id)
-            WHERE r.provider = ? AND r.status = 'success' GROUP BY ALL
-        ), disputed AS (
-            SELECT CAST(r.start_time AS DATE) AS day, sum(r.cost_usd) AS disputed_usd
-            FROM llm_requests r JOIN {table} i USING (request_id)
-            WHERE r.provider = ? AND r.status = 'success' GROUP BY ALL
-        )
-        SELECT b.day, b.provider_cost_usd, coalesce(l.legitimate_usd, 0) AS legitimate_usd,
-               coalesce(d.disputed_usd, 0) AS disputed_usd,
-               b.provider_cost_usd - coalesce(l.legitimate_usd, 0) AS billed_beyond_legitimate_usd
-        FROM billed b LEFT JOIN legit l USING (day) LEFT JOIN disputed d USING (day)
-        ORDER BY b.day
-    """)
-
-
-@dataclass
-class Disputed:
-    provider: str | None
-    request_cost: Decimal            # the proxy's requests, re-priced at list prices
-    outside_cost: Decimal            # usage outside the proxy, priced from the provider's usage data
-    provider_days: pd.DataFrame      # the provider's cost report on the incident days, with our legitimate traffic
-
-    @property
-    def billed_beyond_legitimate(self) -> Decimal | None:
-        """The provider's own bill on the incident days minus what our legitimate traffic cost those days."""
-        if not len(self.provider_days):
-            return None
-        return sum((Decimal(v) for v in self.provider_days["billed_beyond_legitimate_usd"]), Decimal(0))
-
-
-def choose(inv, provider: str | None, con) -> tuple[str | None, list]:
-    """The incidents a refund request disputes (attack verdicts), restricted to one provider's bill."""
-    attacks = [f for f in inv.incidents if f.incident.verdict in VERDICTS]
-    per_provider: dict[str, Decimal] = {}
-    for f in attacks:
-        if f.provider:
-            per_provider[f.provider] = per_provider.get(f.provider, Decimal(0)) + f.cost_usd
-        elif f.request_ids:
-            load_request_ids(con, "__f_export_pick", f.request_ids)
-            for prov, cost in con.execute("""SELECT r.provider, coalesce(sum(r.cost_usd), 0) FROM llm_requests r
-                                             JOIN __f_export_pick USING (request_id) GROUP BY ALL""").fetchall():
-                if prov:
-                    per_provider[prov] = per_provider.get(prov, Decimal(0)) + Decimal(cost)
-    if provider is None and per_provider:
-        provider = max(sorted(per_provider), key=lambda p: per_provider[p])
-    chosen = [f for f in attacks if (f.provider == provider if f.provider else bool(f.request_ids))]
-    return provider, chosen
-
-
-def build(con: duckdb.DuckDBPyConnection, inv, findings: dict, out: Path, provider: str | None = None,
-          command_line: list[str] | None = None, absolute_paths: bool = False, started: datetime | None = None,
-          ) -> list[Path]:
-    """Write the bundle into `out` (created; must be empty or absent) and return the files written."""
+def build(ev: Evidence, inv, findings: dict, out: Path, command_line: list[str] | None = None,
+          absolute_paths: bool = False, started: datetime | None = None) -> list[Path]:
+    """Write the bundle for the evidence `ev` (analysis/evidence.py) into `out` (created; must be empty or absent)
+    and return the files written."""
     started = started or datetime.now(timezone.utc)
     out.mkdir(parents=True, exist_ok=True)
-    provider, chosen = choose(inv, provider, con)
-    table = "__f_export_ids"
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} (request_id VARCHAR, incident VARCHAR)")
-    for f in chosen:
-        if f.request_ids:
-            con.execute(f"INSERT INTO {table} SELECT unnest(CAST(? AS VARCHAR[])), ?",
-                        [[str(i) for i in f.request_ids], f.incident.id])
-    params = [provider] if provider else []
+    provider, chosen = ev.provider, ev.chosen
     written: list[Path] = []
 
-    reqs = query_step(con, requests_step(table, provider), params)
+    reqs = ev.requests
     cols = ["incident", "request_id", "litellm_call_id", "start_time_utc", "end_time_utc", "provider",
             "requested_model", "model", "status", "error_code", "prompt_tokens", "completion_tokens",
             "cache_read_tokens", "cache_write_tokens", "max_tokens", "cost_usd", "litellm_logged_spend_usd",
@@ -205,31 +106,24 @@ def build(con: duckdb.DuckDBPyConnection, inv, findings: dict, out: Path, provid
             for r in reqs.itertuples())
     write_csv(out / "requests.csv", cols, rows)
     written.append(out / "requests.csv")
-    request_cost = sum((Decimal(str(c)) for c, s in zip(reqs["cost_usd"], reqs["status"]) if s == "success"
-                        and c is not None), Decimal(0))
 
-    minutes = query_step(con, minutes_step(table, provider), params)
+    minutes = ev.minutes
     write_csv(out / "cost_per_minute.csv", ["incident", "minute_utc", "requests", "successful", "prompt_tokens",
                                             "completion_tokens", "cost_usd"],
               ([r.incident, iso(r.minute), r.requests, r.successful, r.prompt_tokens, r.completion_tokens,
                 money_text(r.cost_usd)] for r in minutes.itertuples()))
     written.append(out / "cost_per_minute.csv")
 
-    # the figures' band loads each incident's request ids (__f_figure_<id>_ids): the hourly table reads them too
-    band = figs.baseline_band(con, inv) if any(f.request_ids for f in chosen) else None
     hour_rows = []
     for f in chosen:
-        if not f.request_ids:
+        if not f.request_ids or f.series is None:
             continue
-        prefix = f.incident.id.lower().replace("-", "_")
-        hours = query_step(con, figs.hourly_cost_step(f"export_{prefix}", f"__f_figure_{prefix}_ids"))
+        hours = f.series.hourly
         hour_rows += [[f.incident.id, iso(h.hour), h.incident_requests, money_text(h.incident_cost_usd),
                        h.other_requests, money_text(h.other_cost_usd)] for h in hours.itertuples()]
     outside_rows = []
-    outside_cost = Decimal(0)
     for f in chosen:
         if f.provider_buckets is not None and len(f.provider_buckets):
-            outside_cost += Decimal(f.cost_usd)
             outside_rows += [[f.incident.id, f.provider, f.provider_key_id, iso(b), money_text(c)]
                              for b, c in zip(f.provider_buckets["bucket_start"], f.provider_buckets["cost_usd"])]
     write_csv(out / "cost_per_hour.csv", ["incident", "hour_utc", "incident_requests", "incident_cost_usd",
@@ -240,7 +134,7 @@ def build(con: duckdb.DuckDBPyConnection, inv, findings: dict, out: Path, provid
                                                     "cost_usd_at_list_prices"], outside_rows)
         written.append(out / "usage_outside_proxy.csv")
 
-    disputed = _disputed(con, provider, chosen, request_cost, outside_cost, table)
+    disputed = ev.disputed
     base = findings["baseline"]
     bvi = [["baseline (hours without incident traffic)", money_text(base["cost_per_hour_usd"]),
             f"{base['requests_per_hour']:.3f}", "", ""]]
@@ -255,7 +149,7 @@ def build(con: duckdb.DuckDBPyConnection, inv, findings: dict, out: Path, provid
                                                  "peak_cost_usd_per_hour", "times_baseline"], bvi)
     written.append(out / "baseline_vs_incident.csv")
 
-    price_tables = ", ".join(s for (s,) in con.execute("SELECT DISTINCT source FROM prices ORDER BY 1").fetchall())
+    price_tables = ev.price_tables
     rec_rows = []
     for rec in inv.reconciliation:
         if provider and rec.provider != provider or rec.daily is None:
@@ -270,18 +164,18 @@ def build(con: duckdb.DuckDBPyConnection, inv, findings: dict, out: Path, provid
 
     for f in chosen:
         if f.request_ids:
-            fig = figs.timeline_figure(con, f, band)
+            fig = figs.timeline_figure(f, inv.band)
         else:
             fig = figs.provider_figure(f)
         if fig is not None:
             (out / f"{fig.name}.png").write_bytes(fig.png)
             written.append(out / f"{fig.name}.png")
 
-    (out / "request.md").write_text(letter(findings, chosen, disputed, price_tables, con), encoding="utf-8")
+    (out / "request.md").write_text(letter(findings, chosen, disputed, price_tables, ev.accounts), encoding="utf-8")
     written.append(out / "request.md")
 
-    files = con.execute("SELECT path, sha256, size_bytes, format, records, loaded, quarantined, started_at "
-                        "FROM ingest_files WHERE status = 'loaded' ORDER BY path, file_id").fetchall()
+    files = [(f["path"], f["sha256"], f["size_bytes"], f["format"], f["records"], f["loaded"], f["quarantined"],
+              f["started_at"]) for f in ev.files]
     names = shareable_paths([f[0] for f in files], absolute_paths)
     custody = {
         "schema": "forensics.custody/1",
@@ -322,27 +216,13 @@ def _shareable_argv(argv: list[str], absolute: bool) -> list[str]:
     return out
 
 
-def _disputed(con, provider, chosen, request_cost: Decimal, outside_cost: Decimal, table: str) -> Disputed:
-    days = pd.DataFrame()
-    if provider is not None and chosen:
-        days = query_step(con, provider_days_step(table), [provider] * 4)
-        incident_days = {d.date() for f in chosen for d in pd.date_range(f.incident.start.date(), f.incident.end.date())}
-        days = days[days["day"].map(lambda d: pd.Timestamp(d).date() in incident_days)].reset_index(drop=True)
-    return Disputed(provider, request_cost, outside_cost, days)
-
-
 PROVIDER_NAMES = {"openai": "OpenAI", "anthropic": "Anthropic"}
 
 
-def letter(findings: dict, chosen, d: Disputed, price_tables: str, con) -> str:
+def letter(findings: dict, chosen, d: Disputed, price_tables: str, accounts: list[str]) -> str:
     """The cover letter draft: every figure filled in from the case; what only the analyst knows is [bracketed]."""
     name = PROVIDER_NAMES.get(d.provider or "", d.provider or "[provider]")
-    ids = con.execute("""SELECT DISTINCT 'project ' || project_id FROM provider_costs WHERE provider = ?
-                           AND project_id IS NOT NULL
-                         UNION SELECT DISTINCT 'API key id ' || api_key_id FROM provider_usage WHERE provider = ?
-                           AND api_key_id IS NOT NULL ORDER BY 1""", [d.provider, d.provider]).fetchall() \
-        if d.provider else []
-    account = ", ".join(printable(i) for (i,) in ids) or "[organization / project id]"
+    account = ", ".join(printable(i) for i in accounts) or "[organization / project id]"
     total = d.request_cost + d.outside_cost
     lines = [f"# Refund request draft: unauthorised usage billed by {name}", "",
              "_Draft written by forensics from the case's data. Check every [bracketed] item before sending._", "",

@@ -1,16 +1,14 @@
 """The figures of the report, the evidence bundle and the notebooks: matplotlib, labelled with units and UTC.
 
-Every number drawn comes from a named SQL step (so the report's appendix can print the SQL behind each figure) or
-from the investigation's own results. PNGs are written without a timestamp or software tag, so the same case gives
-the same bytes.
+Rendering only: every number drawn comes from the investigation's results (analysis/series.py computes the time
+series in named SQL steps, so the report's appendix can print the SQL behind each figure). PNGs are written without
+a timestamp or software tag, so the same case gives the same bytes.
 """
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
-from datetime import timedelta
 
-import duckdb
 import matplotlib
 
 matplotlib.use("Agg")
@@ -18,12 +16,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from forensics.analysis.steps import Step, load_request_ids, query_step  # noqa: E402
-
-CONTEXT_BEFORE = timedelta(minutes=60)     # the timeline shows the hour before the incident...
-CONTEXT_AFTER = timedelta(minutes=30)      # ... and half an hour after it
-MAX_LANES = 30                             # swimlanes: the busiest addresses, readable at a glance
-BAND = (0.05, 0.95)                        # the baseline band: 5th to 95th percentile of quiet minutes
 DPI = 100
 STYLE = {"axes.grid": True, "grid.alpha": 0.3, "font.size": 9, "axes.titlesize": 10}
 
@@ -34,7 +26,7 @@ class Figure:
     title: str
     caption: str                   # what the reader should see, in words
     png: bytes
-    steps: list[str] = field(default_factory=list)   # the SQL steps behind it (names in STEP_LOG)
+    steps: list[str] = field(default_factory=list)   # the SQL steps behind it (names in the case's step log)
 
 
 def png_bytes(fig) -> bytes:
@@ -44,103 +36,18 @@ def png_bytes(fig) -> bytes:
     return buf.getvalue()
 
 
-def baseline_band_step(incident_tables: list[str]) -> Step:
-    """Requests and cost per minute over every minute the LiteLLM logs cover outside all incidents (quiet minutes
-    count as zero): the 5th and 95th percentiles draw the band of normal."""
-    claimed = " UNION ALL ".join(f"SELECT request_id FROM {t}" for t in incident_tables) or \
-        "SELECT NULL::VARCHAR AS request_id WHERE false"
-    return Step("figure_baseline_band", f"""
-        WITH minutes AS (
-            SELECT unnest(generate_series(date_trunc('minute', min(start_time)), date_trunc('minute', max(start_time)),
-                                          INTERVAL 1 MINUTE)) AS minute
-            FROM llm_requests
-        ), incident_minutes AS (
-            SELECT DISTINCT date_trunc('minute', r.start_time) AS minute
-            FROM llm_requests r JOIN ({claimed}) c USING (request_id)
-        ), per_minute AS (
-            SELECT date_trunc('minute', start_time) AS minute, count(*) AS requests,
-                   CAST(coalesce(sum(cost_usd), 0) AS DOUBLE) AS cost_usd
-            FROM llm_requests GROUP BY ALL
-        ), quiet AS (
-            SELECT coalesce(p.requests, 0) AS requests, coalesce(p.cost_usd, 0) AS cost_usd
-            FROM minutes m LEFT JOIN per_minute p USING (minute)
-            WHERE m.minute NOT IN (SELECT minute FROM incident_minutes)
-        )
-        SELECT quantile_cont(requests, {BAND[0]}) AS requests_low, quantile_cont(requests, {BAND[1]}) AS requests_high,
-               quantile_cont(cost_usd, {BAND[0]}) AS cost_low, quantile_cont(cost_usd, {BAND[1]}) AS cost_high,
-               count(*) AS minutes
-        FROM quiet
-    """)
-
-
-def baseline_band(con: duckdb.DuckDBPyConnection, inv) -> pd.Series:
-    """The band of normal minutes, every incident of the investigation left out."""
-    tables = []
-    for f in inv.incidents:
-        if f.request_ids:
-            t = f"__f_figure_{f.incident.id.lower().replace('-', '_')}_ids"
-            load_request_ids(con, t, f.request_ids)
-            tables.append(t)
-    return query_step(con, baseline_band_step(tables)).iloc[0]
-
-
-def window_minutes_step(prefix: str, incident_table: str) -> Step:
-    """All proxy traffic per minute from an hour before the incident to half an hour after, split into the
-    incident's own requests and the rest."""
-    return Step(f"figure_{prefix}_minutes", f"""
-        WITH bounds AS (
-            SELECT date_trunc('minute', min(r.start_time)) - INTERVAL {int(CONTEXT_BEFORE.total_seconds() // 60)} MINUTE AS lo,
-                   date_trunc('minute', max(r.start_time)) + INTERVAL {int(CONTEXT_AFTER.total_seconds() // 60)} MINUTE AS hi
-            FROM llm_requests r JOIN {incident_table} USING (request_id)
-        ), minutes AS (
-            SELECT unnest(generate_series(lo, hi, INTERVAL 1 MINUTE)) AS minute FROM bounds
-        ), tagged AS (
-            SELECT date_trunc('minute', r.start_time) AS minute, i.request_id IS NOT NULL AS in_incident,
-                   r.status, coalesce(r.cost_usd, 0) AS cost_usd
-            FROM llm_requests r LEFT JOIN {incident_table} i USING (request_id), bounds
-            WHERE r.start_time >= bounds.lo AND r.start_time < bounds.hi + INTERVAL 1 MINUTE
-        )
-        SELECT m.minute,
-               count(t.minute) FILTER (WHERE t.in_incident) AS incident_requests,
-               count(t.minute) FILTER (WHERE NOT t.in_incident) AS other_requests,
-               count(t.minute) FILTER (WHERE t.in_incident AND t.status <> 'success') AS incident_failed,
-               CAST(coalesce(sum(t.cost_usd) FILTER (WHERE t.in_incident), 0) AS DOUBLE) AS incident_cost_usd,
-               CAST(coalesce(sum(t.cost_usd) FILTER (WHERE NOT t.in_incident), 0) AS DOUBLE) AS other_cost_usd
-        FROM minutes m LEFT JOIN tagged t USING (minute)
-        GROUP BY m.minute ORDER BY m.minute
-    """)
-
-
-def swimlanes_step(prefix: str, incident_table: str) -> Step:
-    """Each request of the busiest addresses of the incident (by requests, then address): time and outcome."""
-    return Step(f"figure_{prefix}_swimlanes", f"""
-        WITH reqs AS (
-            SELECT r.client_ip, r.start_time, r.status FROM llm_requests r JOIN {incident_table} USING (request_id)
-        ), top AS (
-            SELECT coalesce(client_ip, '(unknown)') AS lane, count(*) AS n, min(start_time) AS first_seen
-            FROM reqs GROUP BY ALL ORDER BY n DESC, lane LIMIT {MAX_LANES}
-        )
-        SELECT t.lane, t.first_seen, r.start_time, r.status
-        FROM reqs r JOIN top t ON coalesce(r.client_ip, '(unknown)') = t.lane
-        ORDER BY t.first_seen, t.lane, r.start_time
-    """)
-
-
 def _shade(ax, start, end):
     ax.axvspan(start, end, color="tab:red", alpha=0.08, lw=0, label="incident")
 
 
-def timeline_figure(con: duckdb.DuckDBPyConnection, finding, band: pd.Series) -> Figure | None:
+def timeline_figure(finding, band: pd.Series) -> Figure | None:
     """Requests and cost per minute around the incident with the baseline band, the incident shaded, and a swimlane
     per client address. None for an incident without proxy requests (see provider_figure)."""
-    if not finding.request_ids:
+    if not finding.request_ids or finding.series is None:
         return None
     inc = finding.incident
-    prefix = inc.id.lower().replace("-", "_")
-    table = f"__f_figure_{prefix}_ids"
-    load_request_ids(con, table, finding.request_ids)
-    minutes = query_step(con, window_minutes_step(prefix, table))
-    lanes = query_step(con, swimlanes_step(prefix, table))
+    prefix = finding.series.prefix
+    minutes, lanes = finding.series.minutes, finding.series.lanes
     n_lanes = lanes["lane"].nunique()
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(3, 1, figsize=(11, 7.5 + 0.16 * n_lanes), sharex=True,
@@ -271,29 +178,3 @@ def controls_figure(finding) -> Figure | None:
                   "or rate needs it): green is what it would have saved, red what the incident would still have "
                   "cost.", png, ["controls_incident", "controls_traffic", *[f"controls_{c.control}" for c in finding.controls],
                          "controls_summary"])
-
-
-def hourly_cost_step(prefix: str, incident_table: str) -> Step:
-    """Proxy cost per UTC hour over the incident's day(s), the incident's share apart."""
-    return Step(f"figure_{prefix}_hourly", f"""
-        WITH span AS (
-            SELECT date_trunc('day', min(r.start_time)) AS lo,
-                   date_trunc('day', max(r.start_time)) + INTERVAL 1 DAY AS hi
-            FROM llm_requests r JOIN {incident_table} USING (request_id)
-        ), hours AS (
-            SELECT unnest(generate_series(lo, hi - INTERVAL 1 HOUR, INTERVAL 1 HOUR)) AS hour FROM span
-        ), per_hour AS (
-            SELECT date_trunc('hour', r.start_time) AS hour,
-                   coalesce(sum(r.cost_usd) FILTER (WHERE i.request_id IS NOT NULL), 0) AS incident_cost_usd,
-                   coalesce(sum(r.cost_usd) FILTER (WHERE i.request_id IS NULL), 0) AS other_cost_usd,
-                   count(*) FILTER (WHERE i.request_id IS NOT NULL) AS incident_requests,
-                   count(*) FILTER (WHERE i.request_id IS NULL) AS other_requests
-            FROM llm_requests r LEFT JOIN {incident_table} i USING (request_id), span
-            WHERE r.start_time >= span.lo AND r.start_time < span.hi
-            GROUP BY ALL
-        )
-        SELECT h.hour, coalesce(p.incident_requests, 0) AS incident_requests,
-               coalesce(p.other_requests, 0) AS other_requests,
-               coalesce(p.incident_cost_usd, 0) AS incident_cost_usd, coalesce(p.other_cost_usd, 0) AS other_cost_usd
-        FROM hours h LEFT JOIN per_hour p USING (hour) ORDER BY h.hour
-    """)

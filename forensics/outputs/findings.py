@@ -7,7 +7,6 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 
 from forensics import __version__
@@ -55,13 +54,11 @@ def _str(v):
     return None if v is None else str(v)
 
 
-def build(con: duckdb.DuckDBPyConnection, inv: Investigation, generated_at: datetime | None = None,
-          absolute_paths: bool = False) -> dict:
+def build(inv: Investigation, generated_at: datetime | None = None, absolute_paths: bool = False) -> dict:
+    """findings.json's object for an investigation; input paths cut to the input folder unless `absolute_paths`."""
     from forensics.outputs.bundle import shareable_paths
 
-    inputs = con.execute(
-        "SELECT path, sha256, format, records, loaded, quarantined FROM ingest_files "
-        "WHERE status = 'loaded' ORDER BY file_id").fetchall()
+    inputs = [(f["path"], f["sha256"], f["format"], f["records"], f["loaded"], f["quarantined"]) for f in inv.files]
     names = shareable_paths([i[0] for i in inputs], absolute_paths)
     incidents = []
     for f in inv.incidents:
@@ -119,8 +116,6 @@ def write(path: Path, findings: dict) -> None:
     path.write_text(json.dumps(findings, indent=2, ensure_ascii=False) + "\n")
 
 
-def write_steps_sql(path: Path) -> None:
-    """Every named SQL step the investigation ran, in order, so each figure can be re-run by hand."""
-    from forensics.analysis.steps import STEP_LOG
-
-    path.write_text("".join(f"-- step: {name}\n{sql};\n\n" for name, sql in STEP_LOG.items()))
+def write_steps_sql(path: Path, steps) -> None:
+    """Every statement the investigation ran, in order, parameters written in: re-runs against the case database."""
+    path.write_text(steps.script())

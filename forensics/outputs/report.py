@@ -13,12 +13,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import duckdb
 import jinja2
 import pandas as pd
 
 from forensics import __version__
-from forensics.analysis.steps import STEP_LOG
 from forensics.outputs import figures as figs
 
 TOP_ROWS = 20                 # tables show the top rows; the rest are counted, and all are in findings.json
@@ -144,153 +142,38 @@ CONTROL_WORDS = {
 
 # --- the detector ------------------------------------------------------------------------------------------------
 
-def detector_summary(con: duckdb.DuckDBPyConnection, findings: dict) -> dict:
-    """Train on the quiet baseline, score every request, and say what it caught of each incident."""
-    from forensics.detect.run import detect
-
-    try:
-        scores, det, frame = detect(con)
-    except ValueError as e:
-        return {"error": printable(str(e).splitlines()[0] if str(e) else type(e).__name__)}
-    ips = con.execute("SELECT request_id, client_ip FROM llm_requests").df()
-    merged = frame[["request_id", "start_time"]].merge(scores, on="request_id").merge(ips, on="request_id", how="left")
-    card = det.card
-    train_end = datetime.fromisoformat(card.train_end.replace("Z", "+00:00")).replace(tzinfo=None)
-    base = merged[merged["start_time"] < train_end]
-    days = max((base["start_time"].max() - base["start_time"].min()).total_seconds() / 86400, 1 / 24) \
-        if len(base) else 1
+def detector_section(s) -> dict:
+    """The detector's summary (detect/summary.py) as the report prints it."""
+    if s.error is not None:
+        return {"error": printable(s.error)}
     rows = []
-    for inc in findings["incidents"]:
-        ids = set(inc["request_ids"])
-        if not ids:
-            rows.append([inc["id"], inc["kind"], "0", "-", "-", "no proxy requests to score"])
+    for r in s.incidents:
+        if not r.request_ids:
+            rows.append([r.incident, r.kind, "0", "-", "-", "no proxy requests to score"])
             continue
-        hit = merged[merged["request_id"].isin(ids)]
-        flagged = hit[hit["flagged"]]
-        first = flagged["start_time"].min() if len(flagged) else None
-        start = datetime.fromisoformat(inc["start"].replace("Z", "+00:00")).replace(tzinfo=None)
-        rows.append([inc["id"], inc["kind"], f"{len(flagged):,} of {len(hit):,}",
-                     f"{len(flagged) / len(hit):.1%}" if len(hit) else "-",
-                     when(first) if first is not None else "-",
-                     f"{(first - start).total_seconds() / 60:.1f} min after the start" if first is not None else
-                     "never flagged"])
-    top = merged[merged["flagged"]].sort_values(["score", "request_id"], ascending=[False, True]).head(10)
+        rows.append([r.incident, r.kind, f"{r.flagged:,} of {r.requests:,}",
+                     f"{r.flagged / r.requests:.1%}" if r.requests else "-",
+                     when(r.first_alert) if r.first_alert is not None else "-",
+                     f"{r.delay_minutes:.1f} min after the start" if r.first_alert is not None else "never flagged"])
     return {
-        "train": f"{when(card.train_start)} .. {when(card.train_end)}",
-        "train_requests": card.train_requests, "threshold": f"{card.threshold:.4f}",
-        "features": len(card.features), "flagged": int(merged["flagged"].sum()), "scored": len(merged),
-        "baseline_alerts_per_day": f"{base['flagged'].sum() / days:.2f}",
+        "train": f"{when(s.train_start)} .. {when(s.train_end)}",
+        "train_requests": s.train_requests, "threshold": f"{s.threshold:.4f}",
+        "features": s.features, "flagged": s.flagged, "scored": s.scored,
+        "baseline_alerts_per_day": f"{s.baseline_alerts_per_day:.2f}",
         "per_incident": Table("What the detector caught of each incident",
                               ["incident", "kind", "flagged", "recall", "first alert", "delay"], rows, {2, 3}),
         "top": Table("Highest-scoring requests", ["time", "request id", "client", "score", "why"],
                      [[when(r.start_time), printable(r.request_id), printable(r.client_ip), f"{r.score:.3f}",
-                       printable(r.reasons)] for r in top.itertuples()], {3}),
+                       printable(r.reasons)] for r in s.top.itertuples()], {3}),
     }
-
-
-# --- recommendations -----------------------------------------------------------------------------------------------
-
-CHECKLIST = ["authentication", "rate limits", "budgets", "network exposure", "request validation", "monitoring",
-             "alerts", "secret handling"]
-
-
-def _control(findings, control_id):
-    """(saved, incident cost) summed over attack/suspicious incidents for one control."""
-    saved = total = 0.0
-    for inc in findings["incidents"]:
-        if inc["verdict"] == "benign":
-            continue
-        for c in inc["controls"]:
-            if c["control"] == control_id:
-                saved += c["saved_usd"]
-                total += c["saved_usd"] + c["loss_usd"]
-    return saved, total
-
-
-def recommendations(con: duckdb.DuckDBPyConnection, findings: dict, coverage) -> list[dict]:
-    """One entry per item of the incident write-up's checklist: what the data shows, and what to do."""
-    watch = [i for i in findings["incidents"] if i["verdict"] != "benign"]
-    kinds = {i["kind"] for i in watch}
-    keyless_ok, keyless_ips = con.execute("""
-        SELECT count(*) FILTER (WHERE status = 'success'), count(DISTINCT client_ip) FILTER (WHERE status = 'success')
-        FROM llm_requests WHERE key_hash IS NULL""").fetchone()
-    (peak_rpm,) = con.execute("""
-        SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM llm_requests
-        GROUP BY coalesce(key_hash, 'no key:' || coalesce(client_ip, '?')), date_trunc('minute', start_time))
-    """).fetchone()
-    (big_max_tokens, with_max_tokens) = con.execute(
-        "SELECT count(*) FILTER (WHERE max_tokens > 1000), count(max_tokens) FROM llm_requests").fetchone()
-    addresses = sum(len(i["ips"]) for i in watch)
-    out = []
-
-    def add(item, status, finding, action):
-        out.append({"item": item, "status": status, "finding": finding, "action": action})
-
-    saved, total = _control(findings, "auth_required")
-    if keyless_ok:
-        add("authentication", "needed",
-            f"{keyless_ok:,} requests were served with no virtual key, from {keyless_ips:,} addresses; requiring a "
-            f"key would have saved {money(saved)} of {money(total)}.",
-            "Set general_settings.master_key and issue virtual keys (/key/generate); never run the proxy "
-            "without them.")
-    else:
-        add("authentication", "in place", "Every served request carried a virtual key.",
-            "Keep master_key set; review who holds keys." + (" A valid key was abused: rotate it." if
-                                                             "leaked_key" in kinds else ""))
-    s_rpm, t_rpm = _control(findings, "key_rpm_20")
-    s_ip, t_ip = _control(findings, "ip_rate_10rps")
-    add("rate limits", "needed" if s_rpm > 0 or s_ip > 0 else "recommended" if watch else "review",
-        f"Busiest key (or keyless address) made {peak_rpm:,} requests in one minute. Replayed: 20 rpm per key saves "
-        f"{money(s_rpm)}, nginx 10 r/s per address saves {money(s_ip)} of {money(t_ip or t_rpm)}.",
-        "Set rpm/tpm per key and model (LiteLLM) and limit_req per client address at nginx; both are cheap, "
-        "neither replaces authentication.")
-    s_kb, t_kb = _control(findings, "key_budget_100")
-    s_gb, t_gb = _control(findings, "global_budget_1000")
-    add("budgets", "needed" if s_kb > 0 or s_gb > 0 else "recommended" if watch else "review",
-        f"Replayed: $100 per key per month saves {money(s_kb)}, $1,000 per month over the proxy saves {money(s_gb)} "
-        f"of {money(t_gb or t_kb)}.",
-        "Set max_budget with budget_duration on every key and a global max_budget; budgets bound the worst case.")
-    outside = [i for i in watch if i["kind"] == "provider_key_outside_proxy"]
-    add("network exposure", "needed" if "unauthenticated_proxy" in kinds else "recommended" if watch else "review",
-        f"{addresses:,} client addresses took part in the incidents." if watch else "No incident found.",
-        "Keep the proxy on a private network (VPN, private ingress); expose only what clients need, behind "
-        "authentication.")
-    s_mt, t_mt = _control(findings, "max_tokens_1000")
-    share = f"{big_max_tokens:,} of {with_max_tokens:,} requests that logged max_tokens asked for more than 1000" \
-        if with_max_tokens else "max_tokens was not logged"
-    add("request validation", "needed" if s_mt > 0 else "recommended" if watch else "review",
-        f"{share}; capping max_tokens at 1000 saves {money(s_mt)} of {money(t_mt)}.",
-        "Cap max_tokens per model and restrict each key to the models it needs.")
-    gaps = [g["what"] for g in coverage.gaps] if coverage.gaps else []
-    add("monitoring", "needed" if gaps else "in place",
-        ("Logging gaps: " + "; ".join(gaps) + ".") if gaps else "LiteLLM, nginx and provider data all present.",
-        "Log max_tokens, the client address and the LiteLLM call id in nginx; keep spend logs and provider "
-        "usage exports for at least 90 days.")
-    s_al, t_al = _control(findings, "cost_alert_50h_15m")
-    add("alerts", "needed" if s_al > 0 else "recommended" if watch else "review",
-        f"A $50/h spend alert with a 15-minute response saves {money(s_al)} of {money(t_al)}." if watch else
-        "No incident to replay.",
-        "Alert on trailing-hour spend (proxy and provider billing), on 401 bursts and on new client addresses "
-        "per key; page someone who can act within 15 minutes.")
-    add("secret handling", "needed" if outside or "leaked_key" in kinds or "credential_stuffing" in kinds
-        else "review",
-        (f"{len(outside)} provider key(s) used outside the proxy: the provider key itself leaked. " if outside else "")
-        + ("A virtual key was used from new addresses. " if "leaked_key" in kinds else "")
-        + ("Many keys were tried against the proxy. " if "credential_stuffing" in kinds else "")
-        + "Keys appear here only as sha256 hash and sk-...abcd hint.",
-        "Rotate every provider key the proxy holds and any virtual key involved; keep keys in a secret "
-        "manager, never in logs (no Authorization header in access logs).")
-    order = {c: i for i, c in enumerate(CHECKLIST)}
-    return sorted(out, key=lambda r: order[r["item"]])
 
 
 # --- the model ------------------------------------------------------------------------------------------------------
 
-def _files(con, names: dict) -> Table:
-    rows = con.execute("""
-        SELECT path, format, records, loaded, quarantined, sha256, size_bytes, coalesce(message, '')
-        FROM ingest_files WHERE status = 'loaded' ORDER BY path, file_id""").fetchall()
-    rows = [(names.get(r[5], r[0]), *r[1:]) for r in rows]
+def _files(inv, names: dict) -> Table:
+    files = sorted(inv.files, key=lambda f: (f["path"], f["file_id"]))
+    rows = [(names.get(f["sha256"], f["path"]), f["format"], f["records"], f["loaded"], f["quarantined"], f["sha256"],
+             f["size_bytes"], f["message"] or "") for f in files]
     total = ["total", f"{len(rows)} files", count(sum(r[2] or 0 for r in rows)), count(sum(r[3] or 0 for r in rows)),
              count(sum(r[4] or 0 for r in rows)), "", "", ""]
     return Table("Input files", ["file", "format", "records read", "loaded", "quarantined", "sha256", "bytes", "note"],
@@ -298,12 +181,8 @@ def _files(con, names: dict) -> Table:
                  {2, 3, 4, 6})
 
 
-def _quarantine(con, names: dict) -> Table:
-    rows = con.execute("""
-        SELECT f.sha256, q.reason, count(*) AS n, min(q.record_no) AS first_line, f.path
-        FROM quarantine q JOIN ingest_files f USING (file_id) GROUP BY ALL ORDER BY f.path, n DESC, q.reason
-    """).fetchall()
-    rows = [(names.get(sha, path), r, n, line) for sha, r, n, line, path in rows]
+def _quarantine(inv, names: dict) -> Table:
+    rows = [(names.get(sha, path), r, n, line) for sha, r, n, line, path in inv.quarantine]
     return table("Quarantined records by file and reason", ["file", "reason", "records", "first line"],
                  [[p, r, count(n), count(line)] for p, r, n, line in rows], {2, 3})
 
@@ -333,7 +212,7 @@ def _reconciliation(findings, inv) -> list[Table]:
     return out
 
 
-def _summary(findings, inv, con) -> list[tuple[str, str]]:
+def _summary(findings, inv) -> list[tuple[str, str]]:
     watch = [i for i in findings["incidents"] if i["verdict"] != "benign"]
     base = findings["baseline"]
     if not watch:
@@ -361,7 +240,7 @@ def _summary(findings, inv, con) -> list[tuple[str, str]]:
          if keys else "no virtual key" if main["keys"] else "a provider key outside the proxy")
     if main["user_agents"]:
         who += "; user agents " + ", ".join(f"{u['user_agent']} ({u['requests']:,})" for u in main["user_agents"][:3])
-    (last,) = con.execute("SELECT max(coalesce(end_time, start_time)) FROM llm_requests").fetchone()
+    last = inv.logs_end
     end = datetime.fromisoformat(main["end"].replace("Z", "+00:00")).replace(tzinfo=None)
     if last is not None and (last - end).total_seconds() < 15 * 60:
         status = f"ONGOING: incident traffic until {when(main['end'])}, within 15 minutes of the end of the logs"
@@ -376,15 +255,15 @@ def _summary(findings, inv, con) -> list[tuple[str, str]]:
             ("How much", how), ("Who", who), ("Status", status)]
 
 
-def build_model(con: duckdb.DuckDBPyConnection, inv, findings: dict, run_detector: bool = True) -> dict:
-    """Everything the templates print. Numbers come from `findings` wherever findings.json has them."""
-    band = figs.baseline_band(con, inv) if any(f.request_ids for f in inv.incidents) else None
+def build_model(inv, findings: dict, postmortem, steps) -> dict:
+    """Everything the templates print. Numbers come from `findings` wherever findings.json has them, the rest from
+    the investigation and the postmortem (analysis/postmortem.py); `steps` is the case's step log."""
     incidents = []
     all_figures: list[figs.Figure] = []
     for f, inc in zip(inv.incidents, findings["incidents"]):
         section_figs = []
         if f.request_ids:
-            section_figs.append(figs.timeline_figure(con, f, band))
+            section_figs.append(figs.timeline_figure(f, inv.band))
         else:
             section_figs.append(figs.provider_figure(f))
         section_figs += [figs.projection_figure(f), figs.controls_figure(f)]
@@ -411,18 +290,19 @@ def build_model(con: duckdb.DuckDBPyConnection, inv, findings: dict, run_detecto
                 money(r.cost_usd)] for r in inv.by_user_agent.itertuples()], {1, 2}),
     ]
     names = {i["sha256"]: i["path"] for i in findings["inputs"]}
-    steps = sorted({s for fig in all_figures for s in fig.steps} | {"baseline", "coverage", "daily_reconciliation"})
+    shown = sorted({s for fig in all_figures for s in fig.steps} | {"baseline", "coverage", "daily_reconciliation"})
+    logged = set(steps.names())
     return {
         "tool_version": __version__, "generated_at": findings["generated_at"], "findings": findings,
-        "summary": _summary(findings, inv, con), "incidents": incidents, "overall": overall,
+        "summary": _summary(findings, inv), "incidents": incidents, "overall": overall,
         "reconciliation": _reconciliation(findings, inv),
-        "detector": detector_summary(con, findings) if run_detector else None,
+        "detector": detector_section(postmortem.detector) if postmortem.detector is not None else None,
         "coverage": {"start": when(findings["coverage"]["start"]), "end": when(findings["coverage"]["end"]),
                      "sources": findings["coverage"]["sources"], "gaps": inv.coverage.gaps},
-        "files": _files(con, names), "quarantine": _quarantine(con, names),
-        "recommendations": recommendations(con, findings, inv.coverage),
+        "files": _files(inv, names), "quarantine": _quarantine(inv, names),
+        "recommendations": postmortem.recommendations,
         "nginx_match": _nginx_match(inv),
-        "sql": [(name, STEP_LOG[name]) for name in steps if name in STEP_LOG],
+        "sql": [(name, steps.sql_of(name)) for name in shown if name in logged],
         "figures": all_figures, "baseline": findings["baseline"], "money": money, "count": count,
     }
 

@@ -28,23 +28,17 @@ def case_path_for(input_path: str | Path, case_dir: str | Path) -> Path:
     return Path(case_dir) / f"{resolved.name or 'case'}-{digest}.duckdb"
 
 
-def open_case(input_path: str | Path, case_dir: str | Path):
-    """(connection, case path): the case for INPUT, logs ingested into it (files already in the case are skipped by
-    content, so re-running a notebook never doubles anything)."""
-    from forensics import case as case_db
-    from forensics.ingest import ingest_paths
+def open_case(input_path: str | Path, case_dir: str | Path, options=None):
+    """(Case, case path): the case for INPUT, logs ingested into it (files already in the case are skipped by
+    content, so re-running a notebook never doubles anything); a .duckdb INPUT is that case, as it is."""
+    from forensics.api import Case
 
     path = case_path_for(input_path, case_dir)
     if Path(input_path).suffix == ".duckdb":
         if not path.is_file():
             raise FileNotFoundError(f"{input_path}: no such case database")
-        return case_db.connect(path), path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    con = case_db.connect(path)
-    from forensics import pagenotes
-
-    pagenotes.apply(con, ingest_paths(con, [input_path]))
-    return con, path
+        return Case.open(path, options=options), path
+    return Case.from_inputs([input_path], case_dir, options, case_path=path), path
 
 
 def short_hash(value) -> str | None:
@@ -78,10 +72,10 @@ def usd(value) -> str:
     return f"${float(value):,.2f}"
 
 
-def files_frame(con, input_path: str | Path | None = None) -> pd.DataFrame:
+def files_frame(case, input_path: str | Path | None = None) -> pd.DataFrame:
     """What is in the case, one row per file loaded: path (relative to INPUT when under it), format, records read,
     loaded, quarantined, sorted by path."""
-    df = con.execute("""
+    df = case.execute("""
         SELECT path, format, records, loaded, quarantined, status FROM ingest_files ORDER BY path, file_id
     """).df()
     if input_path is not None and Path(input_path).suffix != ".duckdb":
@@ -127,10 +121,10 @@ def spend_check(inv) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def last_minutes(con, minutes: int = 15) -> pd.DataFrame:
+def last_minutes(case, minutes: int = 15) -> pd.DataFrame:
     """The last `minutes` of LiteLLM traffic in the case, per UTC minute: requests, successes, keyless successes,
     401s, 429s, distinct addresses and cost (is anything still going on at the end of the logs?)."""
-    return con.execute(f"""
+    return case.execute(f"""
         WITH last AS (SELECT max(start_time) AS t FROM llm_requests)
         SELECT date_trunc('minute', r.start_time) AS minute_utc, count(*) AS requests,
                count(*) FILTER (WHERE r.status = 'success') AS successful,
@@ -189,9 +183,9 @@ def keys_to_rotate(inv, verdicts=WATCH_VERDICTS) -> pd.DataFrame:
     return out.sort_values(["_c", "key"], ascending=[False, True]).drop(columns="_c")[cols].reset_index(drop=True)
 
 
-def keyless_successes(con) -> dict:
+def keyless_successes(case) -> dict:
     """Does the proxy serve calls without a virtual key? Counts of keyless successful requests vs all successes."""
-    keyless, total, first, last = con.execute("""
+    keyless, total, first, last = case.execute("""
         SELECT count(*) FILTER (WHERE nullif(key_hash, '') IS NULL), count(*),
                min(start_time) FILTER (WHERE nullif(key_hash, '') IS NULL),
                max(start_time) FILTER (WHERE nullif(key_hash, '') IS NULL)
@@ -203,12 +197,12 @@ def keyless_successes(con) -> dict:
             "proxy_accepts_unauthenticated_calls": bool(keyless)}
 
 
-def incident_requests(con, finding) -> pd.DataFrame:
+def incident_requests(case, finding) -> pd.DataFrame:
     """An incident's requests (start time, client address, status, cost), sorted; empty for a provider-only one."""
     table = finding.incident.table
     if not table:
         return pd.DataFrame(columns=["start_time", "client_ip", "status", "cost_usd"])
-    return con.execute(f"""
+    return case.execute(f"""
         SELECT r.start_time, coalesce(nullif(r.client_ip, ''), '(none)') AS client_ip, r.status,
                CAST(coalesce(r.cost_usd, 0) AS DOUBLE) AS cost_usd
         FROM llm_requests r JOIN {table} USING (request_id) ORDER BY r.start_time, r.request_id

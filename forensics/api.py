@@ -1,0 +1,216 @@
+"""The library's front door: a `Case` is the one way to open, fill, merge and query a case database.
+
+The CLI, the notebooks and the tests all go through it:
+
+    with Case.from_inputs(["sample_logs/"], Path("out")) as case:
+        inv = case.investigate()
+
+A case carries its connection, the options it was loaded with, its own step log (every statement the investigation
+ran, re-runnable as `steps.sql`) and the tables each step made (`case.tables[step_name]`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from textwrap import dedent
+from typing import TYPE_CHECKING, Iterable
+
+import duckdb
+
+from forensics import case as case_db
+from forensics.analysis.steps import Step, StepLog, table_name
+from forensics.sources.interface import LoadOptions
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from forensics.ingest import FileReport
+    from forensics.investigate import Investigation
+
+CASE_SUFFIX = ".duckdb"
+
+
+class NotACase(ValueError):
+    """A file named as a case database that cannot be read as one."""
+
+
+def split_inputs(inputs: Iterable[str | Path]) -> tuple[list[str], list[str]]:
+    """(case databases, log files and folders) among INPUT."""
+    items = [str(i) for i in inputs]
+    return [i for i in items if i.endswith(CASE_SUFFIX)], [i for i in items if not i.endswith(CASE_SUFFIX)]
+
+
+@dataclass
+class Case:
+    con: duckdb.DuckDBPyConnection
+    path: Path | None = None
+    options: LoadOptions = field(default_factory=LoadOptions)
+    steps: StepLog = field(default_factory=StepLog)
+    tables: dict[str, str] = field(default_factory=dict)        # step name -> the temp table it made
+    reports: list = field(default_factory=list)                 # FileReports of what this session loaded
+
+    # --- opening -------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | Path, *, read_only: bool = False, options: LoadOptions | None = None) -> Case:
+        """The case database at `path` (created with its schema when absent and not read-only)."""
+        return cls(case_db.connect(path, read_only=read_only), Path(path), options or LoadOptions())
+
+    @classmethod
+    def memory(cls, options: LoadOptions | None = None) -> Case:
+        """A case that lives in memory only (tests, scratch work)."""
+        return cls(case_db.connect(":memory:"), None, options or LoadOptions())
+
+    @classmethod
+    def from_inputs(cls, inputs: Iterable[str | Path], out_dir: str | Path, options: LoadOptions | None = None,
+                    progress=None, case_path: str | Path | None = None) -> Case:
+        """A case for INPUT. One case database and nothing else: that case, as it is. Otherwise `case_path` (default
+        OUT_DIR/case.duckdb) holding every named case (merged; the named ones are left untouched) and every log
+        named (ingested; a file already in the case is skipped by content). Raises FileNotFoundError for a missing
+        input and NotACase for a named case that is no case database."""
+        from forensics.ingest import expand_inputs
+
+        cases, logs = split_inputs(inputs)
+        for c in cases:
+            if not Path(c).is_file():
+                raise FileNotFoundError(f"{c}: no such case database")
+        expand_inputs(logs)                    # fails early, before anything is created, on a missing input
+        options = options or LoadOptions()
+        if len(cases) == 1 and not logs and case_path is None:
+            return cls.open(cases[0], options=options)
+        target = Path(case_path) if case_path is not None else Path(out_dir) / "case.duckdb"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        cases = [c for c in cases if Path(c).resolve() != target.resolve()]   # the target itself: already there
+        case = cls.open(target, options=options)
+        try:
+            case.merge(cases)
+            if logs:
+                case.ingest(logs, progress=progress)
+        except BaseException:
+            case.close()
+            raise
+        return case
+
+    def __enter__(self) -> Case:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.con.close()
+
+    # --- loading -------------------------------------------------------------------------------------------------
+
+    def ingest(self, paths: Iterable[str | Path], progress=None) -> list[FileReport]:
+        """Load log files and folders; then the options that apply to the whole case (prices, trusted proxies)."""
+        from forensics import pagenotes
+        from forensics.ingest import ingest_paths
+
+        reports = ingest_paths(self.con, list(paths), self.options, progress=progress)
+        pagenotes.apply(self.con, reports)
+        self.apply_options()
+        self.reports += reports
+        return reports
+
+    def merge(self, case_paths: Iterable[str | Path]) -> list[FileReport]:
+        """Merge other case databases into this one (files by sha256; requests filled, not doubled)."""
+        from forensics import pagenotes
+        from forensics.merge import merge_case
+
+        reports = []
+        for c in case_paths:
+            try:
+                reports += merge_case(self.con, c)
+            except (ValueError, duckdb.Error) as e:
+                raise NotACase(f"{c}: cannot read it as a case database ({str(e).splitlines()[0]})") from None
+        if reports:
+            pagenotes.apply(self.con, reports)
+            self.apply_options()
+        self.reports += reports
+        return reports
+
+    def apply_options(self) -> None:
+        """Options that change the whole case, files loaded earlier included: prices and trusted proxies."""
+        if self.options.price_overrides is not None:
+            from forensics.pricing import reprice_all
+
+            reprice_all(self.con, self.options.price_overrides)
+        if self.options.trusted_proxies:
+            from forensics.netaddr import TrustedProxies, reresolve_client_ips
+
+            reresolve_client_ips(self.con, TrustedProxies(self.options.trusted_proxies))
+
+    # --- steps ---------------------------------------------------------------------------------------------------
+
+    def run(self, step: Step, params: list | None = None) -> str:
+        """Materialise `step` as a temp table, log it, and return the table's name (the handle later steps take)."""
+        statement = f"CREATE OR REPLACE TEMP TABLE {step.table} AS\n{dedent(step.sql).strip()}"
+        self.con.execute(statement, params or [])
+        self.steps.add(step.name, statement, params)
+        self.tables[step.name] = step.table
+        return step.table
+
+    def query(self, step: Step, params: list | None = None) -> pd.DataFrame:
+        """Run `step` and return its rows as a pandas frame (logged like `run`)."""
+        sql = dedent(step.sql).strip()
+        frame = self.con.execute(sql, params or []).df()
+        self.steps.add(step.name, sql, params)
+        return frame
+
+    def statement(self, name: str, sql: str, params: list | None = None) -> None:
+        """A logged statement that is not a SELECT (CREATE with columns, INSERT): part of the re-runnable script."""
+        self.con.execute(sql, params or [])
+        self.steps.add(name, sql, params)
+
+    def load_ids(self, name: str, request_ids: Iterable) -> str:
+        """An analysis's input: request ids as temp table `__f_<name>`(request_id), deduplicated; returns its name."""
+        return self.run(Step(name, "SELECT DISTINCT unnest(CAST(? AS VARCHAR[])) AS request_id"),
+                        [[str(i) for i in request_ids]])
+
+    def table(self, step_name: str) -> str:
+        """The temp table step `step_name` made in this session."""
+        return self.tables[step_name] if step_name in self.tables else table_name(step_name)
+
+    def execute(self, sql: str, params: list | None = None):
+        """A read of the case (not logged): a DuckDB result."""
+        return self.con.execute(sql, params or [])
+
+    # --- the investigation -----------------------------------------------------------------------------------------
+
+    def investigate(self, controls=None) -> Investigation:
+        from forensics.investigate import investigate
+
+        return investigate(self, controls)
+
+
+# --- documents -------------------------------------------------------------------------------------------------------
+
+def write_report(case: Case, out: Path, controls=None, run_detector: bool = True,
+                 absolute_paths: bool = False) -> tuple[dict, dict]:
+    """The investigation written out: OUT/findings.json, report.html, report.md, figures/*.png and steps.sql (the
+    case's step log, re-runnable against the case). Returns (findings, the report's model)."""
+    from forensics.analysis import postmortem
+    from forensics.outputs import findings as findings_out
+    from forensics.outputs import report
+
+    inv = case.investigate(controls)
+    result = findings_out.build(inv, absolute_paths=absolute_paths)
+    findings_out.write(out / "findings.json", result)
+    model = report.build_model(inv, result, postmortem.prepare(case, inv, result, run_detector), case.steps)
+    report.write(out, model)
+    findings_out.write_steps_sql(out / "steps.sql", case.steps)
+    return result, model
+
+
+def write_bundle(case: Case, out: Path, provider: str | None = None, command_line: list[str] | None = None,
+                 absolute_paths: bool = False, started=None) -> list[Path]:
+    """The evidence bundle for a refund request on one provider's bill (analysis/evidence.py), written into OUT."""
+    from forensics.analysis.evidence import evidence
+    from forensics.outputs import bundle
+    from forensics.outputs import findings as findings_out
+
+    inv = case.investigate()
+    result = findings_out.build(inv, absolute_paths=absolute_paths)
+    return bundle.build(evidence(case, inv, provider), inv, result, out, command_line=command_line,
+                        absolute_paths=absolute_paths, started=started)

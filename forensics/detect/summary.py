@@ -1,0 +1,73 @@
+"""What the anomaly detector says about a case, for the postmortem: trained on the quiet baseline, what it caught of
+each incident (flagged share, first alert and its delay), its alert rate on the baseline and its top alerts."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from forensics.api import Case
+
+TOP_ALERTS = 10
+
+
+@dataclass(frozen=True)
+class IncidentCatch:
+    incident: str
+    kind: str
+    request_ids: int                # the incident's proxy requests (0: usage outside the proxy only)
+    requests: int                   # of those, scored
+    flagged: int
+    first_alert: datetime | None
+    delay_minutes: float | None     # first alert after the incident's start
+
+
+@dataclass
+class DetectorSummary:
+    error: str | None = None        # why nothing could be scored (one line)
+    train_start: str | None = None
+    train_end: str | None = None
+    train_requests: int = 0
+    threshold: float = 0.0
+    features: int = 0
+    flagged: int = 0
+    scored: int = 0
+    baseline_alerts_per_day: float = 0.0
+    incidents: list[IncidentCatch] = field(default_factory=list)
+    top: pd.DataFrame = field(default_factory=pd.DataFrame)   # start_time, request_id, client_ip, score, reasons
+
+
+def _utc(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).replace(tzinfo=None)
+
+
+def summarize(case: Case, findings: dict) -> DetectorSummary:
+    """Train on the quiet baseline, score every request, and say what it caught of each incident."""
+    from forensics.detect.run import detect
+
+    try:
+        scores, det, frame = detect(case)
+    except ValueError as e:
+        return DetectorSummary(error=str(e).splitlines()[0] if str(e) else type(e).__name__)
+    ips = case.execute("SELECT request_id, client_ip FROM llm_requests").df()
+    merged = frame[["request_id", "start_time"]].merge(scores, on="request_id").merge(ips, on="request_id", how="left")
+    card = det.card
+    base = merged[merged["start_time"] < _utc(card.train_end)]
+    days = max((base["start_time"].max() - base["start_time"].min()).total_seconds() / 86400, 1 / 24) \
+        if len(base) else 1
+    caught = []
+    for inc in findings["incidents"]:
+        ids = set(inc["request_ids"])
+        hit = merged[merged["request_id"].isin(ids)] if ids else merged.iloc[0:0]
+        flagged = hit[hit["flagged"]]
+        first = flagged["start_time"].min() if len(flagged) else None
+        delay = (first - _utc(inc["start"])).total_seconds() / 60 if first is not None else None
+        caught.append(IncidentCatch(inc["id"], inc["kind"], len(ids), len(hit), len(flagged), first, delay))
+    top = merged[merged["flagged"]].sort_values(["score", "request_id"], ascending=[False, True]).head(TOP_ALERTS)
+    return DetectorSummary(
+        train_start=card.train_start, train_end=card.train_end, train_requests=card.train_requests,
+        threshold=card.threshold, features=len(card.features), flagged=int(merged["flagged"].sum()),
+        scored=len(merged), baseline_alerts_per_day=float(base["flagged"].sum() / days), incidents=caught, top=top)
