@@ -76,6 +76,7 @@ class Case:
                 raise FileNotFoundError(f"{c}: no such case database")
         expand_inputs(logs)                    # fails early, before anything is created, on a missing input
         options = options or LoadOptions()
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
         if len(cases) == 1 and not logs and case_path is None:
             return cls.open(cases[0], options=options)
         target = Path(case_path) if case_path is not None else Path(out_dir) / "case.duckdb"

@@ -26,12 +26,11 @@ def sample_truth() -> dict:
 
 @pytest.fixture(scope="session")
 def sample_case(tmp_path_factory):
-    """sample_logs/ ingested into a case; returns (connection, reports)."""
-    from forensics.ingest import ingest_paths
+    """sample_logs/ ingested into a case; returns (Case, reports)."""
+    from forensics.api import Case
 
-    path = tmp_path_factory.mktemp("sample") / "case.duckdb"
-    c = case_db.connect(path)
-    reports = ingest_paths(c, [SAMPLE_LOGS])
+    c = Case.open(tmp_path_factory.mktemp("sample") / "case.duckdb")
+    reports = c.ingest([SAMPLE_LOGS])
     yield c, reports
     c.close()
 

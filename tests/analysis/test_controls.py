@@ -10,12 +10,11 @@ from decimal import Decimal
 import pandas as pd
 import pytest
 
-from forensics import case
+from forensics.api import Case
 from forensics.analysis.controls import (
     DEFAULT_CONTROLS, AuthRequired, CostAlert, GlobalBudget, IpRate, KeyBudget, KeyRpm, MaxTokensCap, parse_control,
     replay,
 )
-from forensics.analysis.steps import sql_of
 
 EPOCH = datetime(1970, 1, 1)
 OUTPUT_MTOK = Decimal("60")
@@ -36,7 +35,8 @@ class Req:
 
 
 def make_case(rows: list[Req]):
-    con = case.connect(":memory:")
+    c = Case.memory()
+    con = c.con
     frame = pd.DataFrame({
         "request_id": [r.id for r in rows], "start_time": [r.start for r in rows], "end_time": [r.end for r in rows],
         "key_hash": [r.key for r in rows], "client_ip": [r.ip for r in rows], "status": [r.status for r in rows],
@@ -52,7 +52,7 @@ def make_case(rows: list[Req]):
     for day in sorted({r.start.date() for r in rows}):
         con.execute("INSERT INTO prices VALUES ('openai', 'gpt-4', ?, 30, ?, NULL, NULL, 'test', 'gpt-4')",
                     [day, OUTPUT_MTOK])
-    return con
+    return c
 
 
 def loss_of(con, ids, control) -> Decimal:
@@ -380,7 +380,8 @@ def test_replay_defaults_are_printable_and_leave_the_case_alone():
     results, frame = replay(con, sorted(incident))
     assert [r.control for r in results] == [c.id for c in DEFAULT_CONTROLS]
     assert con.execute("SELECT count(*), sum(cost_usd) FROM llm_requests").fetchone() == before
-    assert "UNION ALL" in sql_of("controls_summary") and "epoch_us" in sql_of("controls_ip_rate_10rps_arrivals")
+    assert "UNION ALL" in con.steps.sql_of("controls_summary")
+    assert "epoch_us" in con.steps.sql_of("controls_ip_rate_10rps_arrivals")
     assert all(0 <= r.loss_usd <= r.loss_usd + r.saved_usd for r in results)
     assert results[0].to_findings().keys() == {"control", "loss_usd", "saved_usd"}
 

@@ -9,16 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forensics import case
+from forensics.api import Case
 from forensics.analysis.projection import RESAMPLES, SEED, linear_projection, project
-from forensics.analysis.steps import sql_of
 
 T0 = datetime(2025, 3, 17, 1, 0)
 
 
 def make_case(rows: list[tuple[str, datetime, Decimal, str]]):
     """rows: (request_id, end_time, cost, status); each request starts a second before it ends."""
-    con = case.connect(":memory:")
+    c = Case.memory()
+    con = c.con
     frame = pd.DataFrame({"request_id": [r[0] for r in rows], "end_time": [r[1] for r in rows],
                           "cost": [str(r[2]) for r in rows], "status": [r[3] for r in rows]}).astype({"cost": object})
     con.register("rows_in", frame)
@@ -26,7 +26,7 @@ def make_case(rows: list[tuple[str, datetime, Decimal, str]]):
                    SELECT request_id, end_time - INTERVAL 1 SECOND, end_time, status, CAST(cost AS DECIMAL(38,12))
                    FROM rows_in""")
     con.unregister("rows_in")
-    return con
+    return c
 
 
 def writeup_incident() -> list[tuple[str, datetime, Decimal, str]]:
@@ -65,7 +65,7 @@ def test_45_minute_incident_rate_is_its_whole_cost():
     assert findings.keys() == {"rate_usd_per_hour", "24h", "7d", "30d", "low_24h", "high_24h"}
     assert findings["rate_usd_per_hour"] == 347.23 and findings["24h"] == 8333.52
     assert findings["low_24h"] <= findings["24h"] <= findings["high_24h"]
-    assert "epoch_us" in sql_of("projection_rate_window")
+    assert "epoch_us" in con.steps.sql_of("projection_rate_window")
 
 
 def direct_rate(rows) -> Decimal:

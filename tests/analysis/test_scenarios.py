@@ -14,9 +14,7 @@ from datetime import timedelta
 
 import pytest
 
-from forensics import case as case_db
-from forensics.ingest import ingest_paths
-from forensics.investigate import investigate
+from forensics.api import Case
 from forensics.outputs import findings as findings_out
 from forensics.simulate import SCENARIOS, simulate
 from test_controls import Req, cost, ref_auth, ref_ip_rate, ref_key_rpm, valid_keys   # sequential references
@@ -31,11 +29,10 @@ def run(tmp_path_factory, scenario: str, seed: int):
     if (scenario, seed) not in _cache:
         base = tmp_path_factory.mktemp(f"{scenario}-{seed}")
         truth = simulate(scenario, base / "logs", seed=seed)
-        con = case_db.connect(base / "case.duckdb")
-        reports = ingest_paths(con, [base / "logs"])
+        con = Case.open(base / "case.duckdb")
+        reports = con.ingest([base / "logs"])
         assert all(r.status == "loaded" and r.quarantined == 0 for r in reports)
-        inv = investigate(con)
-        _cache[(scenario, seed)] = (truth, findings_out.build(con, inv), con)
+        _cache[(scenario, seed)] = (truth, findings_out.build(con.investigate()), con)
     return _cache[(scenario, seed)]
 
 
