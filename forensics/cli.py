@@ -9,7 +9,8 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
-from forensics import __version__, pagenotes
+from forensics import __version__
+from forensics.sources.provider import pagenotes
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 QUARANTINE_LINES_SHOWN = 5

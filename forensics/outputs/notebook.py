@@ -41,7 +41,7 @@ def open_case(input_path: str | Path, case_dir: str | Path):
         return case_db.connect(path), path
     path.parent.mkdir(parents=True, exist_ok=True)
     con = case_db.connect(path)
-    from forensics import pagenotes
+    from forensics.sources.provider import pagenotes
 
     pagenotes.apply(con, ingest_paths(con, [input_path]))
     return con, path
