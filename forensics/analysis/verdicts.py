@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import duckdb
 
-from forensics.analysis.incidents import Incident, private_ip_sql
+from forensics.analysis.incident import Incident, private_ip_sql
 
 
 def _facts(con: duckdb.DuckDBPyConnection, inc: Incident) -> dict:

@@ -57,7 +57,7 @@ def _str(v):
 
 def build(con: duckdb.DuckDBPyConnection, inv: Investigation, generated_at: datetime | None = None,
           absolute_paths: bool = False) -> dict:
-    from forensics.outputs.bundle import shareable_paths
+    from forensics.outputs.paths import shareable_paths
 
     inputs = con.execute(
         "SELECT path, sha256, format, records, loaded, quarantined FROM ingest_files "
