@@ -105,7 +105,7 @@ class Case:
 
     def ingest(self, paths: Iterable[str | Path], progress=None) -> list[FileReport]:
         """Load log files and folders; then the options that apply to the whole case (prices, trusted proxies)."""
-        from forensics import pagenotes
+        from forensics.sources.provider import pagenotes
         from forensics.ingest import ingest_paths
 
         reports = ingest_paths(self.con, list(paths), self.options, progress=progress)
@@ -116,7 +116,7 @@ class Case:
 
     def merge(self, case_paths: Iterable[str | Path]) -> list[FileReport]:
         """Merge other case databases into this one (files by sha256; requests filled, not doubled)."""
-        from forensics import pagenotes
+        from forensics.sources.provider import pagenotes
         from forensics.merge import merge_case
 
         reports = []

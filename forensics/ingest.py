@@ -15,13 +15,11 @@ import duckdb
 
 from forensics import pricing
 from forensics.case import tool_version
-from forensics.duck import query_with
 from forensics.secrets import redact_columns, redact_text
-from forensics.sources import SOURCES, LoadContext, LoadOptions, LoadResult
-from forensics.sources.lines import iter_line_batches
+from forensics.sources import SOURCES, TABLES_OF_FAMILY, LoadContext, LoadOptions, LoadResult
+from forensics.sources.quarantine import quarantine_lines
 
 SAMPLE_BYTES = 64 * 1024
-UNRECOGNISED_MAX_LINE = 1 << 20      # a line of an unknown file is kept to 64 KiB anyway: longer ones are not held
 # DuckDB keeps what a transaction appends in its buffer pool up to its memory limit (80% of RAM by default): a
 # lower limit makes it write a big file's rows out as it goes, so ingest memory stays flat whatever the file size
 INGEST_MEMORY_LIMIT = "1GB"
@@ -113,35 +111,8 @@ def _quarantine_unrecognised(ctx: LoadContext) -> LoadResult:
     return quarantine_lines(ctx, "format not recognised")
 
 
-def quarantine_lines(ctx: LoadContext, why: str) -> LoadResult:
-    """Every line of the file into the quarantine table with reason `why` (keys redacted, each cut to 64 KiB)."""
-    n = 0
-    why_sql = "'" + why.replace("'", "''") + "'"
-    reader = iter_line_batches(ctx.path, max_line_bytes=UNRECOGNISED_MAX_LINE)
-    for batch in reader:
-        lo, hi = batch.column("line_no")[0].as_py(), batch.column("line_no")[-1].as_py()
-        reason = why_sql
-        for no in reader.oversized_in(lo, hi):
-            reason = f"CASE WHEN line_no = {no} THEN {why_sql} || '; {reader.oversized_reason(no)}' ELSE {reason} END"
-        # keys are redacted before the raw text is cut, so that no part of a key survives the cut
-        query_with(ctx.con, "_unrec_batch", batch,
-                   f"CREATE OR REPLACE TEMP TABLE _unrec AS SELECT line_no, line AS raw, {reason} AS reason "
-                   "FROM _unrec_batch")
-        redact_columns(ctx.con, "_unrec", ["raw"])
-        ctx.con.execute("INSERT INTO quarantine SELECT ?, line_no, left(raw, 65536), reason FROM _unrec", [ctx.file_id])
-        ctx.con.execute("DROP TABLE _unrec")
-        n += batch.num_rows
-    if reader.error:                     # the unreadable rest of a cut gzip file is one record
-        ctx.con.execute("INSERT INTO quarantine VALUES (?, ?, '', ?)", [ctx.file_id, reader.lines + 1, reader.error])
-        n += 1
-    return LoadResult(records=n, loaded=0, quarantined=n, notes=(reader.error,) if reader.error else ())
-
-
 def _redact_quarantine(ctx: LoadContext) -> None:
     redact_columns(ctx.con, "quarantine", ["raw"], f"file_id = {int(ctx.file_id)}")
-
-
-_TABLE_OF_FAMILY = {"nginx": "http_requests", "litellm": "llm_requests"}
 
 
 def _check_conservation(con: duckdb.DuckDBPyConnection, file_id: int, family: str, r: LoadResult) -> None:
@@ -151,8 +122,7 @@ def _check_conservation(con: duckdb.DuckDBPyConnection, file_id: int, family: st
     (q,) = con.execute("SELECT count(*) FROM quarantine WHERE file_id = ?", [file_id]).fetchone()
     if q != r.quarantined:
         raise IngestError(f"accounting error: quarantine holds {q} rows, loader reported {r.quarantined}")
-    tables = [_TABLE_OF_FAMILY[family]] if family in _TABLE_OF_FAMILY else (
-        ["provider_usage", "provider_costs"] if family in ("openai", "anthropic") else [])
+    tables = TABLES_OF_FAMILY.get(family, ())
     if tables:
         stored = sum(
             con.execute(f"SELECT count(*) FROM {t} WHERE file_id = ?", [file_id]).fetchone()[0] for t in tables

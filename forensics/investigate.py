@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from forensics.analysis import attribution, controls, coverage, joins, projection, reconcile, series, timeline
-from forensics.analysis.incidents import Incident, find_incidents
+from forensics.analysis.incident import Incident
+from forensics.analysis.incidents import find_incidents
 from forensics.analysis.steps import Step
 
 if TYPE_CHECKING:

@@ -15,8 +15,11 @@ from pathlib import Path
 import duckdb
 
 from forensics.ingest import FileReport
+from forensics.schema import CASE_TABLES
 
-DATA_TABLES = ("quarantine", "http_requests", "provider_usage", "provider_costs")
+# the tables whose rows come across as they are, under their file's new id; ingest_files, llm_requests and prices
+# are merged by merge_case itself
+DATA_TABLES = tuple(t for t in CASE_TABLES if t not in ("ingest_files", "llm_requests", "prices"))
 _ALIAS = "__merge_src"
 
 

@@ -12,10 +12,11 @@ import pytest
 
 from forensics import case as case_db
 from forensics.ingest import ingest_paths
+from forensics.schema import CASE_TABLES
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_logs"
-TABLES = ("llm_requests", "http_requests", "provider_usage", "provider_costs", "quarantine")
+TABLES = tuple(t for t in CASE_TABLES if t not in ("ingest_files", "prices"))   # the rows files brought
 
 
 def counts(path) -> dict:

@@ -12,10 +12,10 @@ incident at most (in the order above). Usage the provider billed that the proxy 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from forensics.analysis.incident import Incident
 from forensics.analysis.steps import Step
 
 if TYPE_CHECKING:
@@ -33,30 +33,6 @@ SPIKE_BUCKET_MINUTES = 15
 SPIKE_FACTOR = 4.0                # proxy spend in 15 minutes this many times the usual for that time of day...
 SPIKE_FLOOR_FACTOR = 10.0         # ...and this many times the median 15 minutes of the whole case
 SPIKE_ACTOR_SHARE = 0.25          # actors who made at least this share of a spike's spend are its cause
-
-PRIVATE_IP_SQL = """(
-    regexp_matches({col}, '^(10\\.|192\\.168\\.|127\\.|172\\.(1[6-9]|2[0-9]|3[01])\\.)')
-    OR regexp_matches(lower({col}), '^(::1$|f[cd][0-9a-f]{{2}}:|fe80:)'))"""
-
-
-def private_ip_sql(col: str) -> str:
-    return PRIVATE_IP_SQL.format(col=col)
-
-
-@dataclass
-class Incident:
-    """One abnormal window: what, when, how much, and why we think so."""
-
-    id: str
-    kind: str                       # unauthenticated_proxy | leaked_key | credential_stuffing | other | ...
-    verdict: str                    # attack | suspicious | benign
-    detector: str
-    start: object                   # datetime (UTC, naive)
-    end: object
-    requests: int
-    evidence: list[str] = field(default_factory=list)
-    table: str | None = None        # handle: temp table of its request ids (None for provider-only incidents)
-
 
 def request_facts_step() -> Step:
     """Per LLM request, the facts the detectors use; health checks (no model group, no client) excluded."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from forensics.analysis.incidents import Incident, private_ip_sql
+from forensics.analysis.incident import Incident, private_ip_sql
 
 if TYPE_CHECKING:
     from forensics.api import Case

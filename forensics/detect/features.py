@@ -26,7 +26,7 @@ FEATURES = (
 
 
 def features_step() -> Step:
-    from forensics.analysis.incidents import private_ip_sql
+    from forensics.analysis.incident import private_ip_sql
 
     private = private_ip_sql("ip")
     return Step("detector_features", f"""

@@ -28,6 +28,7 @@ from forensics.analysis.evidence import Disputed, Evidence
 from forensics.ingest import file_sha256
 from forensics.outputs import figures as figs
 from forensics.outputs.findings import iso
+from forensics.outputs.paths import shareable_paths
 from forensics.outputs.report import money, printable
 
 MANIFEST = "MANIFEST.sha256"
@@ -64,23 +65,6 @@ def write_csv(path: Path, columns: list[str], rows) -> int:
             w.writerow([neutralise(v) for v in row])
             n += 1
     return n
-
-
-# --- paths -----------------------------------------------------------------------------------------------------------
-
-def shareable_paths(paths: list[str], absolute: bool = False) -> dict[str, str]:
-    """Each path as it may leave the machine: relative paths as given; absolute ones relative to the folder the
-    inputs share, prefixed with that folder's name (/home/ana/case/logs/x.log -> logs/x.log)."""
-    if absolute:
-        return {p: p for p in paths}
-    absolute_paths = [p for p in paths if os.path.isabs(p)]
-    out = {p: p for p in paths if not os.path.isabs(p)}
-    if absolute_paths:
-        common = os.path.commonpath([os.path.dirname(p) for p in absolute_paths])
-        base = os.path.dirname(common)
-        for p in absolute_paths:
-            out[p] = os.path.relpath(p, base)
-    return out
 
 
 # --- the bundle's content --------------------------------------------------------------------------------------------

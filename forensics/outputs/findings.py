@@ -56,7 +56,7 @@ def _str(v):
 
 def build(inv: Investigation, generated_at: datetime | None = None, absolute_paths: bool = False) -> dict:
     """findings.json's object for an investigation; input paths cut to the input folder unless `absolute_paths`."""
-    from forensics.outputs.bundle import shareable_paths
+    from forensics.outputs.paths import shareable_paths
 
     inputs = [(f["path"], f["sha256"], f["format"], f["records"], f["loaded"], f["quarantined"]) for f in inv.files]
     names = shareable_paths([i[0] for i in inputs], absolute_paths)

@@ -1,9 +1,17 @@
-"""One module per log family; each exposes SOURCE (see interface.Source). Detection tries them in this order."""
+"""One package per log family; each exposes its SOURCE (SOURCES when it has several; see interface.Source) and the
+case tables it loads records into (TABLES). Detection tries the sources in the order of SOURCES."""
 from __future__ import annotations
 
-from forensics.sources import anthropic, litellm, nginx, openai
+from forensics.sources import litellm, nginx, provider
 from forensics.sources.interface import LoadContext, LoadOptions, LoadResult, Source
 
-SOURCES: list[Source] = [litellm.SOURCE, openai.SOURCE, anthropic.SOURCE, nginx.SOURCE]
+SOURCES: list[Source] = [litellm.SOURCE, *provider.SOURCES, nginx.SOURCE]   # litellm, openai, anthropic, nginx
 
-__all__ = ["SOURCES", "LoadContext", "LoadOptions", "LoadResult", "Source"]
+# Source.family -> the case tables its records are stored in (for a loaded file: rows there = loaded - merged)
+TABLES_OF_FAMILY: dict[str, tuple[str, ...]] = {
+    litellm.SOURCE.family: litellm.TABLES,
+    **{source.family: provider.TABLES for source in provider.SOURCES},
+    nginx.SOURCE.family: nginx.TABLES,
+}
+
+__all__ = ["SOURCES", "TABLES_OF_FAMILY", "LoadContext", "LoadOptions", "LoadResult", "Source"]

@@ -15,8 +15,9 @@ import pytest
 
 from forensics import case as case_db
 from forensics.ingest import ingest_file, ingest_paths
+from forensics.schema import FAMILY_TABLES
 from forensics.secrets import key_hash
-from forensics.sources import litellm_read
+from forensics.sources.litellm import litellm_read
 
 HERE = Path(__file__).resolve().parent
 CASES = HERE / "cases"
@@ -80,8 +81,7 @@ def test_case_has_its_expected_outcome(tmp_path, case):
     # the case holds exactly that: conservation per file, in the tables themselves
     (q,) = con.execute("SELECT count(*) FROM quarantine").fetchone()
     assert q == r.quarantined
-    rows = sum(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-               for t in ("http_requests", "llm_requests", "provider_usage", "provider_costs"))
+    rows = sum(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in FAMILY_TABLES)
     assert rows == r.loaded - r.merged
     reasons = dict(con.execute("SELECT record_no, reason FROM quarantine").fetchall())
     for record_no, part in case.get("reasons", []):

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from forensics import case as case_db
 from forensics.ingest import ingest_file
+from forensics.schema import FAMILY_TABLES
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 BUDGET = settings(max_examples=8, deadline=None, derandomize=True, database=None,
@@ -87,7 +88,7 @@ def check_ingest(data: bytes, name: str) -> None:
                 fid = con.execute("SELECT max(file_id) FROM ingest_files").fetchone()[0]
                 (q,) = con.execute("SELECT count(*) FROM quarantine WHERE file_id = ?", [fid]).fetchone()
                 stored = sum(con.execute(f"SELECT count(*) FROM {t} WHERE file_id = ?", [fid]).fetchone()[0]
-                             for t in ("http_requests", "llm_requests", "provider_usage", "provider_costs"))
+                             for t in FAMILY_TABLES)
                 assert q == r.quarantined and stored == r.loaded - r.merged
                 assert "sk-proj-AAAAAAAAAAAAAAAAAAAAAAAA" not in str(con.execute(
                     "SELECT list(raw) FROM quarantine").fetchone()[0])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from forensics.sources.anthropic import SOURCE
+from forensics.sources.provider.anthropic import SOURCE
 from forensics.sources.interface import LoadContext, LoadResult
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "anthropic"

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from forensics import case, ingest, secrets
-from forensics.sources import litellm, litellm_read
+from forensics.sources.litellm import litellm, litellm_read
 from forensics.sources.interface import LoadContext, LoadResult
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "litellm"

@@ -12,11 +12,10 @@ from hypothesis import strategies as st
 
 from forensics import case
 from forensics.sources import lines as lines_module
-from forensics.sources import nginx
 from forensics.sources.interface import LoadContext, LoadOptions, LoadResult
 from forensics.sources.lines import iter_line_batches
-from forensics.sources.nginx import SOURCE
-from forensics.sources.nginx_formats import COMBINED, parse_log_format
+from forensics.sources.nginx import SOURCE, nginx
+from forensics.sources.nginx.nginx_formats import COMBINED, parse_log_format
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "nginx"
 KEY1 = "sk-" + "Q7rT2vX9kL4mN8pZ1aB3cD5e"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from forensics.sources.interface import LoadContext, LoadResult
-from forensics.sources.openai import SOURCE
-from forensics.sources.provider_stage import CURSOR_NOTE
+from forensics.sources.provider.openai import SOURCE
+from forensics.sources.provider.provider_stage import CURSOR_NOTE
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "openai"
 

@@ -11,7 +11,7 @@ import re
 
 import duckdb
 
-from forensics.sources.provider_stage import CURSOR_NOTE
+from forensics.sources.provider.provider_stage import CURSOR_NOTE
 
 CURSOR_PREFIX = CURSOR_NOTE.split("{}")[0]
 SEPARATOR = "; "

@@ -18,8 +18,8 @@ import duckdb
 import pyarrow as pa
 
 from forensics.duck import query_with
-from forensics.sources import provider_stage as stage
 from forensics.sources.interface import LoadContext, LoadResult
+from forensics.sources.provider import provider_stage as stage
 
 PAGES, BUCKETS, OFFSETS = "_provider_pages", "_provider_buckets", "_provider_offsets"
 BAD, RECORDS = "_provider_bad", "_provider_records"

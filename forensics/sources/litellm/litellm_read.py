@@ -23,8 +23,8 @@ import pyarrow as pa
 
 from forensics.duck import query_with
 from forensics.sources.lines import iter_line_batches
-from forensics.sources.litellm_fields import quote_ident
-from forensics.sources.litellm_merge import store_quarantine
+from forensics.sources.litellm.litellm_fields import quote_ident
+from forensics.sources.litellm.litellm_merge import store_quarantine
 
 LINE_BATCH_BYTES = 32 << 20
 MAX_LINE_BYTES = 64 << 20      # one record over this (a prompt of many megabytes) is quarantined, cut

@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 
 from forensics.sources.interface import LoadContext, LoadResult
-from forensics.sources.provider_pages import PageFormat, field_sql, load_pages, rfc3339_us_sql
-from forensics.sources.provider_stage import json_keys
+from forensics.sources.provider.provider_pages import PageFormat, field_sql, load_pages, rfc3339_us_sql
+from forensics.sources.provider.provider_stage import json_keys
 
 USAGE_FIELD_MAP = (
     ("model", "model"), ("api_key_id", "api_key_id"), ("project_id", "workspace_id"), ("user_id", "account_id"),

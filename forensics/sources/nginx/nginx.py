@@ -19,12 +19,12 @@ import pyarrow.compute as pc
 from forensics.duck import query_with
 from forensics.netaddr import TrustedProxies, walk_pairs
 from forensics.secrets import redact_columns
-from forensics.sources import nginx_json
 from forensics.sources.interface import LoadContext, LoadOptions, LoadResult
 from forensics.sources.lines import LAST_LINE_CUT, MAY_HOLD_SECRET, batch_flag, iter_line_batches
-from forensics.sources.nginx_formats import (BUILTIN_FORMATS, STAGING_FIELDS, LogFormat, builtin, escaping_of,
-                                             parse_log_format)
-from forensics.sources.nginx_sql import INSERT_COLUMNS, convert_sql
+from forensics.sources.nginx import nginx_json
+from forensics.sources.nginx.nginx_formats import (BUILTIN_FORMATS, STAGING_FIELDS, LogFormat, builtin, escaping_of,
+                                                   parse_log_format)
+from forensics.sources.nginx.nginx_sql import INSERT_COLUMNS, convert_sql
 
 JSON_FORMATS = ("nginx.json", "nginx.json_default")
 TIME_FIELDS = ("msec", "time_iso8601", "time_local")      # the first a format logs is used: $msec keeps milliseconds

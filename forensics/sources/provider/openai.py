@@ -16,11 +16,12 @@ from pathlib import Path
 
 import duckdb
 
-from forensics.sources import provider_stage as stage
 from forensics.sources.interface import LoadContext, LoadResult
-from forensics.sources.provider_pages import (PageFormat, field_sql, load_pages, rfc3339_us_sql,
-                                              unix_us_sql)
-from forensics.sources.provider_stage import ExtraKey
+from forensics.sources.provider import provider_stage as stage
+from forensics.sources.provider.provider_pages import (PageFormat, field_sql, load_pages, rfc3339_us_sql,
+                                                       unix_us_sql)
+from forensics.sources.provider.provider_stage import ExtraKey
+from forensics.sources.quarantine import quarantine_lines
 
 COMPLETIONS = "organization.usage.completions.result"
 COSTS = "organization.costs.result"
@@ -196,8 +197,6 @@ def load_csv(ctx: LoadContext, fmt: str) -> LoadResult:
             side.execute(f"SELECT count(*) FROM {_READ_CSV.replace('_openai_csv_', '_side_')}",
                          {"path": str(ctx.path)}).fetchall()
         except duckdb.Error as e:          # not readable as CSV at all: every line kept, with the reader's reason
-            from forensics.ingest import quarantine_lines
-
             return quarantine_lines(ctx, f"cannot read as CSV: {str(e).splitlines()[0]}"[:300])
         finally:
             side.close()

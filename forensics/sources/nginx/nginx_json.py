@@ -9,7 +9,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from forensics.sources.nginx_formats import FIELD_OF_VARIABLE, STAGING_FIELDS, sql_str
+from forensics.sources.nginx.nginx_formats import FIELD_OF_VARIABLE, STAGING_FIELDS, sql_str
 
 # normalised key -> staging field; exact nginx variable names first, then the usual names operators pick
 _KEY_FIELDS = {

@@ -13,10 +13,10 @@ import re
 from pathlib import Path
 
 from forensics.netaddr import TrustedProxies
-from forensics.sources import litellm_fields as fields
-from forensics.sources import litellm_merge as merge
-from forensics.sources import litellm_read as read
 from forensics.sources.interface import LoadContext, LoadResult
+from forensics.sources.litellm import litellm_fields as fields
+from forensics.sources.litellm import litellm_merge as merge
+from forensics.sources.litellm import litellm_read as read
 
 SPENDLOGS_CSV = "litellm.spendlogs_csv"
 SPENDLOGS_JSON = "litellm.spendlogs_json"

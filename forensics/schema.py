@@ -1,0 +1,210 @@
+"""The case database's tables: the one ordered list of them (CASE_TABLES) and each one's DDL.
+
+Every time inside the case is a naive TIMESTAMP in UTC (the connection's TimeZone is pinned to UTC); the original
+string is kept beside it for evidence. Money is DECIMAL(38,12) USD.
+
+Who writes a table is declared once: the case itself (CASE_OWN_TABLES: ingest accounting, quarantine, prices) or
+one log family (its package's TABLES, see forensics.sources). The tables families load records into are
+FAMILY_TABLES; for every loaded file, the rows they hold under its file_id = its loaded - merged records.
+"""
+from __future__ import annotations
+
+MONEY = "DECIMAL(38,12)"
+
+# in creation order (SCHEMA_SQL creates them in this order)
+CASE_TABLES: tuple[str, ...] = (
+    "ingest_files",
+    "quarantine",
+    "llm_requests",
+    "http_requests",
+    "provider_usage",
+    "provider_costs",
+    "prices",
+)
+
+# written by the case itself (forensics.ingest, forensics.pricing, forensics.merge), not by a log family
+CASE_OWN_TABLES: tuple[str, ...] = ("ingest_files", "quarantine", "prices")
+
+# the tables log families load records into (each declared by exactly one family package)
+FAMILY_TABLES: tuple[str, ...] = tuple(t for t in CASE_TABLES if t not in CASE_OWN_TABLES)
+
+SEQUENCES_SQL = "CREATE SEQUENCE IF NOT EXISTS file_id_seq START 1;"
+
+TABLE_DDL: dict[str, str] = {
+    "ingest_files": """\
+-- one row per input file ever offered to the case (skipped duplicates included, with status 'skipped')
+CREATE TABLE IF NOT EXISTS ingest_files (
+    file_id       INTEGER PRIMARY KEY,
+    path          VARCHAR NOT NULL,      -- as given on the command line (relative when it was)
+    sha256        VARCHAR NOT NULL,
+    size_bytes    BIGINT NOT NULL,
+    format        VARCHAR,               -- e.g. nginx.combined, litellm.spendlogs_csv, openai.usage_completions
+    records       BIGINT,                -- records read (lines, JSON records, result rows)
+    loaded        BIGINT,                -- records represented in a canonical table
+    quarantined   BIGINT,                -- records in the quarantine table
+    merged        BIGINT DEFAULT 0,      -- of loaded: records merged into a row another record already made
+    status        VARCHAR NOT NULL,      -- loaded | skipped | failed
+    message       VARCHAR,
+    started_at    TIMESTAMP NOT NULL,
+    seconds       DOUBLE,
+    tool_version  VARCHAR NOT NULL
+);""",
+
+    "quarantine": """\
+CREATE TABLE IF NOT EXISTS quarantine (
+    file_id    INTEGER NOT NULL,
+    record_no  BIGINT,                   -- 1-based line number, or record index for JSON
+    raw        VARCHAR,                  -- the raw text (secrets redacted), cut to 64 KiB
+    reason     VARCHAR NOT NULL
+);""",
+
+    "llm_requests": f"""\
+-- one row per LiteLLM request, whatever the export it came from
+CREATE TABLE IF NOT EXISTS llm_requests (
+    request_id             VARCHAR PRIMARY KEY,   -- LiteLLM_SpendLogs.request_id (provider response id or call id)
+    litellm_call_id        VARCHAR,
+    call_type              VARCHAR,
+    start_time             TIMESTAMP,             -- UTC
+    end_time               TIMESTAMP,             -- UTC
+    completion_start_time  TIMESTAMP,
+    start_time_raw         VARCHAR,               -- the original value, for evidence
+    key_hash               VARCHAR,               -- sha256 hex of the virtual key, as LiteLLM stores it; NULL = no key
+    key_hint               VARCHAR,               -- sk-...abcd where known
+    key_alias              VARCHAR,
+    user_id                VARCHAR,               -- LiteLLM internal user owning the key
+    team_id                VARCHAR,
+    team_alias             VARCHAR,
+    org_id                 VARCHAR,
+    end_user               VARCHAR,               -- customer id from the request body 'user' field
+    requester_ip_raw       VARCHAR,               -- requester_ip_address as logged (may be a whole XFF chain)
+    client_ip              VARCHAR,               -- right-most untrusted address of that chain
+    user_agent             VARCHAR,
+    model_group            VARCHAR,               -- public name the client asked for
+    model                  VARCHAR,               -- model sent to the provider
+    model_id               VARCHAR,
+    provider               VARCHAR,               -- custom_llm_provider
+    api_base               VARCHAR,
+    status                 VARCHAR,               -- success | failure
+    error_class            VARCHAR,
+    error_code             VARCHAR,
+    error_message          VARCHAR,
+    prompt_tokens          BIGINT,                -- inclusive of cache read/write, as LiteLLM logs it
+    completion_tokens      BIGINT,
+    total_tokens           BIGINT,
+    cache_read_tokens      BIGINT,
+    cache_write_tokens     BIGINT,
+    max_tokens             BIGINT,                -- asked for, when the payload kept the request parameters
+    stream                 BOOLEAN,
+    cache_hit              BOOLEAN,
+    session_id             VARCHAR,
+    request_tags           VARCHAR,               -- JSON array text
+    spend_logged           {MONEY},               -- LiteLLM's own 'spend' / 'response_cost'
+    cost_usd               {MONEY},               -- re-priced from tokens with the case's price table
+    price_status           VARCHAR,               -- priced | unknown_model | no_tokens | override
+    source_format          VARCHAR,
+    file_id                INTEGER,
+    record_no              BIGINT
+);""",
+
+    "http_requests": """\
+-- one row per nginx access-log line that parsed
+CREATE TABLE IF NOT EXISTS http_requests (
+    time               TIMESTAMP,      -- UTC
+    time_raw           VARCHAR,        -- original $time_local / $time_iso8601 / $msec text
+    host               VARCHAR,
+    remote_addr        VARCHAR,
+    remote_user        VARCHAR,
+    forwarded_for      VARCHAR,        -- $http_x_forwarded_for chain, as logged
+    client_ip          VARCHAR,        -- right-most address of forwarded_for + remote_addr not a trusted proxy
+    request_raw        VARCHAR,        -- the request line as logged
+    method             VARCHAR,
+    path               VARCHAR,
+    protocol           VARCHAR,
+    status             INTEGER,
+    body_bytes         BIGINT,
+    request_length     BIGINT,
+    referer            VARCHAR,
+    user_agent         VARCHAR,
+    request_time       DOUBLE,         -- seconds
+    upstream_time_raw  VARCHAR,        -- may be a list or '-'
+    upstream_time      DOUBLE,         -- sum over the list, seconds
+    upstream_status    VARCHAR,
+    upstream_addr      VARCHAR,
+    request_id         VARCHAR,        -- $request_id / $req_id
+    litellm_call_id    VARCHAR,        -- $upstream_http_x_litellm_call_id when logged
+    format             VARCHAR,
+    file_id            INTEGER,
+    line_no            BIGINT
+);""",
+
+    "provider_usage": """\
+-- provider usage buckets: OpenAI /organization/usage/completions, Anthropic usage_report/messages, dashboard CSVs
+CREATE TABLE IF NOT EXISTS provider_usage (
+    provider              VARCHAR NOT NULL,    -- openai | anthropic
+    bucket_start          TIMESTAMP NOT NULL,  -- inclusive, UTC
+    bucket_end            TIMESTAMP NOT NULL,  -- exclusive, UTC
+    bucket_width          VARCHAR,             -- 1m | 1h | 1d
+    model                 VARCHAR,
+    api_key_id            VARCHAR,
+    project_id            VARCHAR,             -- OpenAI project or Anthropic workspace (NULL = default / not grouped)
+    user_id               VARCHAR,
+    batch                 BOOLEAN,
+    service_tier          VARCHAR,
+    context_window        VARCHAR,
+    input_tokens          BIGINT,              -- all input, cached and cache-write included
+    uncached_input_tokens BIGINT,
+    cache_read_tokens     BIGINT,
+    cache_write_tokens    BIGINT,              -- 5m + 1h writes
+    cache_write_1h_tokens BIGINT,
+    output_tokens         BIGINT,
+    requests              BIGINT,              -- num_model_requests (NULL where the provider does not say)
+    web_search_requests   BIGINT,
+    raw                   VARCHAR,             -- the result object as JSON text
+    file_id               INTEGER,
+    record_no             BIGINT
+);""",
+
+    "provider_costs": f"""\
+-- provider cost buckets: OpenAI /organization/costs and dashboard cost CSV, Anthropic cost_report
+CREATE TABLE IF NOT EXISTS provider_costs (
+    provider        VARCHAR NOT NULL,
+    bucket_start    TIMESTAMP NOT NULL,
+    bucket_end      TIMESTAMP NOT NULL,
+    project_id      VARCHAR,             -- OpenAI project or Anthropic workspace
+    api_key_id      VARCHAR,
+    line_item       VARCHAR,             -- OpenAI line_item, Anthropic description
+    cost_type       VARCHAR,
+    token_type      VARCHAR,
+    model           VARCHAR,
+    service_tier    VARCHAR,
+    context_window  VARCHAR,
+    quantity        DOUBLE,
+    quantity_unit   VARCHAR,
+    amount_usd      {MONEY} NOT NULL,    -- exact USD (Anthropic cents divided by 100)
+    amount_raw      VARCHAR NOT NULL,    -- the amount as the provider wrote it
+    currency_raw    VARCHAR,
+    raw             VARCHAR,
+    file_id         INTEGER,
+    record_no       BIGINT
+);""",
+
+    "prices": f"""\
+-- price per (provider, model, day), resolved once from genai-prices or the override file; $ per million tokens
+CREATE TABLE IF NOT EXISTS prices (
+    provider          VARCHAR NOT NULL,
+    model             VARCHAR NOT NULL,
+    day               DATE NOT NULL,
+    input_mtok        {MONEY},
+    output_mtok       {MONEY},
+    cache_read_mtok   {MONEY},
+    cache_write_mtok  {MONEY},
+    source            VARCHAR NOT NULL,   -- genai-prices <version> | override:<file> | unknown
+    matched_model     VARCHAR,
+    PRIMARY KEY (provider, model, day)
+);""",
+}
+
+if set(TABLE_DDL) != set(CASE_TABLES):
+    raise RuntimeError(f"case tables without DDL or DDL without a case table: {set(TABLE_DDL) ^ set(CASE_TABLES)}")
+
+SCHEMA_SQL = "\n" + "\n\n".join([SEQUENCES_SQL, *(TABLE_DDL[t] for t in CASE_TABLES)]) + "\n"
