@@ -166,7 +166,7 @@ def cmd_ingest(args) -> int:
     for c in cases:
         if Path(c).resolve() == Path(args.case).resolve():
             raise UsageError(f"{c} is the case being written (--case); name other cases to merge into it")
-    _check_logs(logs)
+    _check_logs(logs, cases)
     folder = Path(args.case).resolve().parent
     if not folder.is_dir():
         raise UsageError(f"{folder}: no such folder for the case database")
@@ -225,13 +225,16 @@ def _split_inputs(inputs) -> tuple[list[str], list[str]]:
     return cases, logs
 
 
-def _check_logs(logs: list[str]) -> None:
+def _check_logs(logs: list[str], cases: list[str] = ()) -> None:
+    """Every INPUT exists, and together they hold at least one file (an empty folder is no evidence)."""
     from forensics.ingest import expand_inputs
 
     try:
-        expand_inputs(logs)
+        files = expand_inputs(logs)
     except FileNotFoundError as e:
         raise UsageError(str(e)) from None
+    if not files and not cases:
+        raise UsageError(f"{', '.join(logs)}: no file to read (an empty folder is no evidence of anything)")
 
 
 def _merge_cases(case, cases: list[str]) -> None:
@@ -248,7 +251,7 @@ def open_case(inputs: list[str], out_dir: Path, options):
     """The Case for INPUT (see api.Case.from_inputs), with one line per file that failed or has a note."""
     from forensics.api import Case, NotACase
 
-    _split_inputs(inputs)
+    _check_logs(*reversed(_split_inputs(inputs)))
     try:
         case = Case.from_inputs(inputs, out_dir, options, progress=_slow_file_progress)
     except FileNotFoundError as e:
@@ -288,10 +291,13 @@ def cmd_report(args) -> int:
                                      absolute_paths=args.absolute_paths)
         reports = case.reports
     for inc in result["incidents"]:
+        cost = "cost unknown (nginx only)" if inc["sources"] == ["nginx"] else f"${inc['cost_usd']:,.2f}"
         print(f"{inc['id']} {inc['verdict']} {inc['kind']}: {inc['start']} .. {inc['end']}, "
-              f"{inc['requests']} requests, ${inc['cost_usd']:,.2f}")
+              f"{inc['requests']} requests, {cost}")
     if not result["incidents"]:
         print("no incident found")
+    print(f"status: {result['status']}" + (f" (missing: {', '.join(result['coverage']['missing'])})"
+                                           if result["status"] == "inconclusive" else ""))
     print(f"wrote {out / 'findings.json'}, {out / 'report.html'}, {out / 'report.md'} and "
           f"{len(model['figures'])} figures in {out / 'figures'}")
     return EXIT_FAILED if _failed(reports) else EXIT_OK

@@ -40,10 +40,17 @@ class ControlResult:
     loss_usd: Decimal           # what the incident would still have cost
     saved_usd: Decimal          # incident cost - loss
     requests_affected: int      # incident requests rejected (max_tokens: re-priced)
+    collateral_requests: int = 0                  # legitimate requests (in no incident) rejected or capped...
+    collateral_usd: Decimal = Decimal(0)          # ...the USD of service they would have lost...
+    collateral_from: datetime | None = None       # ...from this request on (up to the incident's end)
 
     def to_findings(self) -> dict:
+        from_ = None if self.collateral_from is None else self.collateral_from.isoformat(
+            timespec="milliseconds" if self.collateral_from.microsecond else "seconds") + "Z"
         return {"control": self.control, "loss_usd": float(round(self.loss_usd, 6)),
-                "saved_usd": float(round(self.saved_usd, 6))}
+                "saved_usd": float(round(self.saved_usd, 6)),
+                "collateral": {"requests": self.collateral_requests, "usd": float(round(self.collateral_usd, 6)),
+                               "from": from_}}
 
 
 PAID_SQL = "CAST(CASE WHEN r.status = 'success' THEN coalesce(r.cost_usd, 0) ELSE 0 END AS DECIMAL(38,12))"
@@ -62,15 +69,22 @@ def _step_name(control_id: str) -> str:
 
 
 def _kept_sql(affected: str) -> str:
-    """The (request_id, affected, loss_usd) columns when `affected` requests are rejected: they cost nothing."""
-    return f"{affected} AS affected, CASE WHEN affected THEN CAST(0 AS DECIMAL(38,12)) ELSE t.cost_usd END AS loss_usd"
+    """The (request_id, affected, loss_usd, ...) columns when `affected` requests are rejected: they cost nothing.
+    Every request of the traffic gets a row: the incident's give the loss, the others the collateral."""
+    return (f"{affected} AS affected, CASE WHEN affected THEN CAST(0 AS DECIMAL(38,12)) ELSE t.cost_usd END AS loss_usd, "
+            f"{_CONTEXT}")
 
 
-def traffic_sql(ids: str) -> str:
+_CONTEXT = "t.in_incident, t.legitimate, t.start_time, t.cost_usd"
+
+
+def traffic_sql(ids: str, claimed: str) -> str:
     """Every request up to the incident's end, its cost if successful, whether its key is valid and in the incident.
 
     Valid key: a key_hash with at least one successful request anywhere in the case; a key seen only in failures
     (e.g. the 401s LiteLLM logs with the presented key's hash) and a NULL key are "without a valid key".
+    Legitimate: in no incident at all (`claimed` holds every incident's requests): what a control blocks of those is
+    its collateral.
     """
     return f"""
         SELECT r.request_id, r.start_time, coalesce(r.end_time, r.start_time) AS end_time,
@@ -80,8 +94,10 @@ def traffic_sql(ids: str) -> str:
                coalesce(r.key_hash IN (SELECT key_hash FROM llm_requests
                                        WHERE status = 'success' AND nullif(key_hash, '') IS NOT NULL), false)
                    AS valid_key,
-               i.request_id IS NOT NULL AS in_incident
+               i.request_id IS NOT NULL AS in_incident,
+               i.request_id IS NULL AND o.request_id IS NULL AS legitimate
         FROM llm_requests r LEFT JOIN {ids} i ON i.request_id = r.request_id
+        LEFT JOIN {claimed} o ON o.request_id = r.request_id
         WHERE r.start_time IS NOT NULL AND r.start_time <= ?
     """
 
@@ -104,7 +120,7 @@ class AuthRequired:
         return "auth_required"
 
     def loss_table(self, case, scope: Scope) -> str:
-        sql = f"SELECT t.request_id, {_kept_sql('NOT t.valid_key')} FROM {scope.traffic} t WHERE t.in_incident"
+        sql = f"SELECT t.request_id, {_kept_sql('NOT t.valid_key')} FROM {scope.traffic} t"
         return case.run(Step(_step_name(self.id), sql))
 
 
@@ -119,15 +135,13 @@ class KeyRpm:
 
     def loss_table(self, case, scope: Scope) -> str:
         # the (limit+1)th request of a minute is rejected and does not count, so every later one sees `limit` too:
-        # rejected <=> rank in the minute > limit. Keys are independent: only the incident's keys are ranked.
+        # rejected <=> rank in the minute > limit. Every valid key is ranked: the others' rejections are collateral.
         sql = f"""
             SELECT t.request_id, {_kept_sql('t.over_limit')}
             FROM (SELECT *, row_number() OVER (
                         PARTITION BY key_hash, date_trunc('minute', start_time) ORDER BY start_time, request_id) > ?
                         AS over_limit
-                  FROM {scope.traffic}
-                  WHERE valid_key AND key_hash IN (SELECT key_hash FROM {scope.traffic} WHERE in_incident)) t
-            WHERE t.in_incident
+                  FROM {scope.traffic} WHERE valid_key) t
         """
         return case.run(Step(_step_name(self.id), sql), [self.limit])
 
@@ -173,12 +187,12 @@ class IpRate:
     def loss_table(self, case, scope: Scope) -> str:
         name = _step_name(self.id)
         # nginx does not account requests with an empty key: no address, no limit; ms truncated like ngx_current_msec.
-        # Buckets are per address, so only the incident's addresses are walked.
+        # Buckets are per address; every address is walked (what the others lose is collateral).
         arrivals = case.run(Step(f"{name}_arrivals", f"""
             SELECT request_id, dense_rank() OVER (ORDER BY client_ip) AS addr, epoch_us(start_time) // 1000 AS ms,
                    row_number() OVER (ORDER BY client_ip, start_time, request_id) AS seq
             FROM {scope.traffic}
-            WHERE client_ip IN (SELECT client_ip FROM {scope.traffic} WHERE in_incident)
+            WHERE client_ip IS NOT NULL
         """))
         cols = case.execute(f"SELECT addr, ms FROM {arrivals} ORDER BY seq").fetchnumpy()
         rejected = limit_req_rejections(np.asarray(cols["addr"]), np.asarray(cols["ms"]), self.rps, self.burst)
@@ -190,7 +204,6 @@ class IpRate:
         sql = f"""
             SELECT t.request_id, {_kept_sql('j.request_id IS NOT NULL')}
             FROM {scope.traffic} t LEFT JOIN {rejected_ids} j ON j.request_id = t.request_id
-            WHERE t.in_incident
         """
         return case.run(Step(name, sql))
 
@@ -211,11 +224,10 @@ class MaxTokensCap:
             SELECT t.request_id,
                    t.cost_usd > 0 AND t.completion_tokens > ? AND p.output_mtok IS NOT NULL AS affected,
                    CASE WHEN affected THEN greatest(t.cost_usd - CAST((t.completion_tokens - ?) * p.output_mtok
-                        * 0.000001 AS DECIMAL(38,12)), 0) ELSE t.cost_usd END AS loss_usd
+                        * 0.000001 AS DECIMAL(38,12)), 0) ELSE t.cost_usd END AS loss_usd, {_CONTEXT}
             FROM {scope.traffic} t
             LEFT JOIN prices p ON p.provider = coalesce(t.provider, '') AND p.model = t.model
                               AND p.day = CAST(t.start_time AS DATE)
-            WHERE t.in_incident
         """
         return case.run(Step(_step_name(self.id), sql), [self.tokens, self.tokens])
 
@@ -257,7 +269,6 @@ def _budget_loss_table(case, scope: Scope, name: str, usd: Decimal, part: str, s
         SELECT t.request_id, {_kept_sql('c.cutoff IS NOT NULL AND t.start_time >= c.cutoff')}
         FROM {scope.traffic} t
         LEFT JOIN {cutoffs} c ON c.part = {part} AND c.month = date_trunc('month', t.start_time)
-        WHERE t.in_incident
     """
     return case.run(Step(name, sql))
 
@@ -275,8 +286,8 @@ class KeyBudget:
         return f"key_budget_{_money_text(self.usd)}"
 
     def loss_table(self, case, scope: Scope) -> str:
-        # keys are independent: only the incident's valid keys need their cutoffs
-        subject = f"t.valid_key AND t.key_hash IN (SELECT key_hash FROM {scope.traffic} WHERE in_incident)"
+        # every valid key's cutoff: the incident's give its loss, the others' the collateral
+        subject = "t.valid_key"
         return _budget_loss_table(case, scope, _step_name(self.id), self.usd, "t.key_hash", subject)
 
 
@@ -326,9 +337,8 @@ class CostAlert:
                 SELECT min(end_time) AS fired_at FROM window_spend WHERE end_time >= ? AND spend > ?
             )
             SELECT t.request_id,
-                   {_kept_sql(stopped)}
+                   {_kept_sql(f"t.in_incident AND {stopped}")}
             FROM {scope.traffic} t CROSS JOIN alert a
-            WHERE t.in_incident
         """
         return case.run(Step(_step_name(self.id), sql), [scope.start, scope.start, self.threshold_usd])
 
@@ -362,11 +372,16 @@ def parse_control(control_id: str) -> Control:
 
 
 def summary_sql(ord_: int, control_id: str, incident: str, loss_table: str) -> str:
-    """One control's loss over the incident; a request the replay did not cover keeps its full cost."""
+    """One control's loss over the incident (a request the replay did not cover keeps its full cost), and its
+    collateral: the legitimate requests it rejects or caps, the USD they lose, and from when."""
     return f"""
         SELECT {ord_} AS ord, '{control_id}' AS control, count(*) FILTER (WHERE l.affected) AS requests_affected,
-               coalesce(sum(coalesce(l.loss_usd, i.cost_usd)), 0) AS loss_usd, coalesce(sum(i.cost_usd), 0) AS cost_usd
-        FROM {incident} i LEFT JOIN {loss_table} l ON l.request_id = i.request_id"""
+               coalesce(sum(coalesce(l.loss_usd, i.cost_usd)), 0) AS loss_usd, coalesce(sum(i.cost_usd), 0) AS cost_usd,
+               coalesce(any_value(c.n), 0) AS collateral_requests, coalesce(any_value(c.usd), 0) AS collateral_usd,
+               any_value(c.since) AS collateral_from
+        FROM {incident} i LEFT JOIN {loss_table} l ON l.request_id = i.request_id,
+             (SELECT count(*) AS n, coalesce(sum(cost_usd - loss_usd), 0) AS usd, min(start_time) AS since
+              FROM {loss_table} WHERE affected AND legitimate) c"""
 
 
 def replay(
@@ -376,31 +391,39 @@ def replay(
     *,
     start: datetime | None = None,
     end: datetime | None = None,
+    claimed: str | None = None,
 ) -> tuple[list[ControlResult], pd.DataFrame]:
-    """Each control's loss and saving for the incident, as results and a frame (money as Decimal).
+    """Each control's loss and saving for the incident, and its collateral, as results and a frame (money as
+    Decimal).
 
     start/end default to the incident's first request start and last request end; an incident request without a
-    start time cannot be replayed and counts as loss under every control.
+    start time cannot be replayed and counts as loss under every control. `claimed`: a table of every incident's
+    request ids (what is not legitimate); default: only this incident's requests.
     """
     controls = list(controls)
     ids = case.load_ids("controls_incident_ids", incident_request_ids)
+    claimed = claimed or ids
     incident = case.run(Step("controls_incident", incident_sql(ids)))
     [(first, last)] = case.execute(f"SELECT min(start_time), max(end_time) FROM {incident}").fetchall()
     horizon = max((t for t in (last, end) if t is not None), default=None)
-    scope = Scope(case.run(Step("controls_traffic", traffic_sql(ids)), [horizon]), start or first)
+    scope = Scope(case.run(Step("controls_traffic", traffic_sql(ids, claimed)), [horizon]), start or first)
     tables = [(c.id, c.loss_table(case, scope)) for c in controls]
     if not tables:
         return [], pd.DataFrame(columns=["control", "loss_usd", "saved_usd", "requests_affected"])
     summary = case.run(Step("controls_summary", "\nUNION ALL\n".join(summary_sql(n, cid, incident, table)
                                                                             for n, (cid, table) in enumerate(tables))))
     results = [
-        ControlResult(cid, loss, cost - loss, int(affected))
-        for cid, affected, loss, cost in case.execute(
-            f"SELECT control, requests_affected, loss_usd, cost_usd FROM {summary} ORDER BY ord").fetchall()
+        ControlResult(cid, loss, cost - loss, int(affected), int(n), Decimal(usd), since)
+        for cid, affected, loss, cost, n, usd, since in case.execute(
+            f"SELECT control, requests_affected, loss_usd, cost_usd, collateral_requests, collateral_usd, "
+            f"collateral_from FROM {summary} ORDER BY ord").fetchall()
     ]
     frame = pd.DataFrame(
         {"control": [r.control for r in results],
          "loss_usd": pd.Series([r.loss_usd for r in results], dtype=object),
          "saved_usd": pd.Series([r.saved_usd for r in results], dtype=object),
-         "requests_affected": [r.requests_affected for r in results]})
+         "requests_affected": [r.requests_affected for r in results],
+         "collateral_requests": [r.collateral_requests for r in results],
+         "collateral_usd": pd.Series([r.collateral_usd for r in results], dtype=object),
+         "collateral_from": [r.collateral_from for r in results]})
     return results, frame

@@ -26,3 +26,4 @@ class Incident:
     requests: int
     evidence: list[str] = field(default_factory=list)
     table: str | None = None        # handle: temp table of its request ids (None for provider-only incidents)
+    sources: list[str] = field(default_factory=lambda: ["litellm"])   # the sources it rests on

@@ -5,6 +5,8 @@ Detectors look for the signatures of the ways a gateway is abused, each from the
                large the attack, the keyed traffic of the case shows the proxy is meant to use keys
   stuffing     bursts of 401s with many distinct keys from the same addresses, and what those addresses did next
   new_address  a valid key suddenly used from addresses it never used before (leaked key)
+  surge        public addresses the case had not seen, spending (or calling) several times the whole proxy's rate of
+               the hour before: an open proxy without any keys, or any abuse after a short history (minutes suffice)
   rate         a key spending far above its own usual rate (planned batch jobs land here)
   cost_spike   15 minutes of proxy spend far above the usual for that time of day; its big spenders
 Each detector yields candidate request sets; sessions split at gaps; small ones are dropped; a request belongs to one
@@ -15,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from forensics.analysis.incident import Incident
+from forensics.analysis.incident import Incident, private_ip_sql
 from forensics.analysis.steps import Step
 
 if TYPE_CHECKING:
@@ -33,6 +35,8 @@ SPIKE_BUCKET_MINUTES = 15
 SPIKE_FACTOR = 4.0                # proxy spend in 15 minutes this many times the usual for that time of day...
 SPIKE_FLOOR_FACTOR = 10.0         # ...and this many times the median 15 minutes of the whole case
 SPIKE_ACTOR_SHARE = 0.25          # actors who made at least this share of a spike's spend are its cause
+SURGE_FACTOR = 4.0                # newcomers spending this many times the whole proxy's rate just before them
+SURGE_LOOKBACK_MINUTES = 60       # "just before": at least this long (as long as the surge itself when longer)
 
 def request_facts_step() -> Step:
     """Per LLM request, the facts the detectors use; health checks (no model group, no client) excluded."""
@@ -94,20 +98,60 @@ def stuffing_step(facts: str) -> Step:
 
 
 def new_address_step(facts: str) -> Step:
-    """Requests of a valid key from addresses it first used a day or more after the key's own first use."""
+    """Requests of a valid key from addresses it first used a day (a quarter of a shorter history) or more after the
+    key's own first use."""
     return Step("new_address_candidates", f"""
-        WITH pairs AS (
+        WITH grace AS (
+            SELECT least(INTERVAL {NEW_ADDRESS_GRACE_HOURS} HOUR, (max(start_time) - min(start_time)) / 4) AS g
+            FROM {facts}
+        ), pairs AS (
             SELECT key_hash, client_ip, min(start_time) AS pair_first
             FROM {facts} WHERE key_valid AND client_ip IS NOT NULL GROUP BY ALL
         ), keys AS (
             SELECT key_hash, min(start_time) AS key_first FROM {facts} WHERE key_valid GROUP BY ALL
         ), new_pairs AS (
             SELECT p.key_hash, p.client_ip FROM pairs p JOIN keys k USING (key_hash)
-            WHERE p.pair_first >= k.key_first + INTERVAL {NEW_ADDRESS_GRACE_HOURS} HOUR
+            WHERE p.pair_first >= k.key_first + (SELECT g FROM grace)
         )
         SELECT * FROM ({sessions_sql(f'''(SELECT f.* FROM {facts} f
                                           JOIN new_pairs USING (key_hash, client_ip))''', 'key_hash',
                                        SLOW_GAP_MINUTES)})
+    """)
+
+
+def surge_step(facts: str) -> Step:
+    """Sessions of requests from public addresses first seen after the case began (not rejected for auth) whose
+    cost (or, when nothing is priced, request) rate is SURGE_FACTOR times the whole proxy's over the lookback before
+    them; a surge with nothing before it counts. Needs no keys and no days of history."""
+    return Step("surge_candidates", f"""
+        WITH span AS (SELECT min(start_time) AS t0 FROM {facts}),
+        newcomers AS (
+            SELECT client_ip FROM {facts}, span WHERE client_ip IS NOT NULL GROUP BY client_ip, span.t0
+            HAVING min(start_time) > span.t0 AND NOT {private_ip_sql('client_ip')}
+        ), candidates AS (
+            SELECT * FROM ({sessions_sql(f"(SELECT f.* FROM {facts} f SEMI JOIN newcomers n USING (client_ip) "
+                                         "WHERE NOT f.auth_failure)")})
+        ), sessions AS (
+            SELECT session_no, min(start_time) AS s, greatest(max(start_time) - min(start_time), INTERVAL 1 MINUTE) AS d,
+                   count(*) AS n, sum(cost_usd) AS cost
+            FROM candidates GROUP BY session_no
+        ), lookback AS (
+            SELECT x.session_no, x.n, x.cost, epoch(x.d) AS seconds,
+                   greatest(x.s - greatest(x.d, INTERVAL {SURGE_LOOKBACK_MINUTES} MINUTE), span.t0) AS since, x.s
+            FROM sessions x, span
+        ), before AS (
+            SELECT l.session_no, any_value(l.n) AS n, any_value(l.cost) AS cost, any_value(l.seconds) AS seconds,
+                   epoch(any_value(l.s) - any_value(l.since)) AS before_seconds,
+                   count(f.request_id) AS n_before, coalesce(sum(f.cost_usd), 0) AS cost_before
+            FROM lookback l LEFT JOIN {facts} f ON f.start_time >= l.since AND f.start_time < l.s
+            GROUP BY l.session_no
+        ), hot AS (
+            SELECT session_no FROM before
+            WHERE before_seconds <= 0 OR (CASE WHEN cost > 0 AND cost_before > 0
+                    THEN cost / seconds >= {SURGE_FACTOR} * cost_before / before_seconds
+                    ELSE n / seconds >= {SURGE_FACTOR} * n_before / before_seconds END)
+        )
+        SELECT c.* FROM candidates c SEMI JOIN hot h USING (session_no)
     """)
 
 
@@ -161,8 +205,8 @@ def cost_spike_step(facts: str) -> Step:
     """)
 
 
-DETECTORS = [("stuffing", stuffing_step), ("keyless", keyless_step),
-             ("new_address", new_address_step), ("rate", rate_step), ("cost_spike", cost_spike_step)]
+DETECTORS = [("stuffing", stuffing_step), ("keyless", keyless_step), ("new_address", new_address_step),
+             ("surge", surge_step), ("rate", rate_step), ("cost_spike", cost_spike_step)]
 
 
 def claimed_step() -> Step:

@@ -31,6 +31,30 @@ def _control(findings, control_id):
     return saved, total
 
 
+def collateral(findings, control_id) -> dict:
+    """The most legitimate traffic the control would have blocked in any incident's replay (each replay runs to its
+    incident's end): {requests, usd, from}."""
+    worst = {"requests": 0, "usd": 0.0, "from": None}
+    for inc in findings["incidents"]:
+        for c in inc["controls"]:
+            if c["control"] == control_id and c.get("collateral", worst)["requests"] > worst["requests"]:
+                worst = c["collateral"]
+    return worst
+
+
+def collateral_text(findings, *control_ids) -> str:
+    """What the controls would have cost legitimate users, in words ('' when nothing)."""
+    parts = []
+    for cid in control_ids:
+        c = collateral(findings, cid)
+        if c["requests"]:
+            since = f" from {c['from'][:16].replace('T', ' ')} UTC" if c["from"] else ""
+            parts.append(f"{cid} would also have blocked {c['requests']:,} legitimate requests ({money(c['usd'])} of "
+                         f"service){since}")
+    return (" But " + "; ".join(parts) + ": set it above what legitimate traffic needs.") if parts else \
+        " No legitimate request would have been blocked."
+
+
 def traffic_facts_step() -> Step:
     """What the checklist rows cite about the whole case: keyless successes and their addresses, the busiest minute
     of one key (or keyless address), and how many requests asked for more than 1000 max_tokens."""
@@ -64,7 +88,9 @@ def recommendations(case: Case, findings: dict, coverage) -> list[dict]:
     if keyless_ok:
         add("authentication", "needed",
             f"{keyless_ok:,} requests were served with no virtual key, from {keyless_ips:,} addresses; requiring a "
-            f"key would have saved {money(saved)} of {money(total)}.",
+            f"key would have saved {money(saved)} of {money(total)}."
+            + (collateral_text(findings, "auth_required").replace(": set it above what legitimate traffic needs.",
+                                                                    ": issue keys to those clients first.")),
             "Set general_settings.master_key and issue virtual keys (/key/generate); never run the proxy "
             "without them.")
     else:
@@ -75,14 +101,15 @@ def recommendations(case: Case, findings: dict, coverage) -> list[dict]:
     s_ip, t_ip = _control(findings, "ip_rate_10rps")
     add("rate limits", "needed" if s_rpm > 0 or s_ip > 0 else "recommended" if watch else "review",
         f"Busiest key (or keyless address) made {peak_rpm:,} requests in one minute. Replayed: 20 rpm per key saves "
-        f"{money(s_rpm)}, nginx 10 r/s per address saves {money(s_ip)} of {money(t_ip or t_rpm)}.",
+        f"{money(s_rpm)}, nginx 10 r/s per address saves {money(s_ip)} of {money(t_ip or t_rpm)}."
+        + collateral_text(findings, "key_rpm_20", "ip_rate_10rps"),
         "Set rpm/tpm per key and model (LiteLLM) and limit_req per client address at nginx; both are cheap, "
         "neither replaces authentication.")
     s_kb, t_kb = _control(findings, "key_budget_100")
     s_gb, t_gb = _control(findings, "global_budget_1000")
     add("budgets", "needed" if s_kb > 0 or s_gb > 0 else "recommended" if watch else "review",
         f"Replayed: $100 per key per month saves {money(s_kb)}, $1,000 per month over the proxy saves {money(s_gb)} "
-        f"of {money(t_gb or t_kb)}.",
+        f"of {money(t_gb or t_kb)}." + collateral_text(findings, "key_budget_100", "global_budget_1000"),
         "Set max_budget with budget_duration on every key and a global max_budget; budgets bound the worst case.")
     outside = [i for i in watch if i["kind"] == "provider_key_outside_proxy"]
     add("network exposure", "needed" if "unauthenticated_proxy" in kinds else "recommended" if watch else "review",
@@ -93,7 +120,8 @@ def recommendations(case: Case, findings: dict, coverage) -> list[dict]:
     share = f"{big_max_tokens:,} of {with_max_tokens:,} requests that logged max_tokens asked for more than 1000" \
         if with_max_tokens else "max_tokens was not logged"
     add("request validation", "needed" if s_mt > 0 else "recommended" if watch else "review",
-        f"{share}; capping max_tokens at 1000 saves {money(s_mt)} of {money(t_mt)}.",
+        f"{share}; capping max_tokens at 1000 saves {money(s_mt)} of {money(t_mt)}."
+        + collateral_text(findings, "max_tokens_1000").replace("blocked", "cut short"),
         "Cap max_tokens per model and restrict each key to the models it needs.")
     gaps = [g["what"] for g in coverage.gaps] if coverage.gaps else []
     add("monitoring", "needed" if gaps else "in place",

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 OUTSIDE_OVERLAP = 0.5             # a key whose usage the proxy explains less than this is used outside it
 EXCESS_MIN_TOKENS = 1_000         # per bucket and model: less unexplained usage is noise, not a leak
+FIRST_BUCKET_SLACK = 20           # logs beginning within 1/20 of a bucket's width still cover that bucket
 
 
 @dataclass
@@ -39,9 +40,11 @@ LOG_WINDOW_SQL = """(SELECT min(start_time) AS first, max(coalesce(end_time, sta
 
 
 def inside_logs_sql(alias: str) -> str:
-    """Buckets the proxy's logs cover whole (at the bucket's own width): elsewhere silence is not evidence."""
+    """Buckets the proxy's logs cover (at the bucket's own width): elsewhere silence is not evidence. A bucket the
+    logs begin in counts only when they begin in its first twentieth (a log that starts at 01:50 says nothing of
+    01:00-01:50); the last bucket is cut where both sources end, at collection time."""
     width = f"({alias}.bucket_end - {alias}.bucket_start)"
-    return (f"{alias}.bucket_start >= time_bucket({width}, (SELECT first FROM {LOG_WINDOW_SQL})) "
+    return (f"{alias}.bucket_start >= (SELECT first FROM {LOG_WINDOW_SQL}) - {width} / {FIRST_BUCKET_SLACK} "
             f"AND {alias}.bucket_start <= (SELECT last FROM {LOG_WINDOW_SQL})")
 
 

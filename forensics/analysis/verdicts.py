@@ -55,6 +55,17 @@ def classify(case: Case, inc: Incident, facts: str) -> None:
         inc.evidence.append(f"{f['keyless']} requests served without any virtual key, while the case's other "
                             f"traffic carries keys: the proxy accepted unauthenticated calls")
         inc.evidence.append(f"{f['ips']} client addresses, {f['new_ips']} never seen before the incident; {cost}")
+    elif inc.detector == "surge":
+        keyless = f["keyless"] >= f["n"] / 2
+        inc.kind = "unauthenticated_proxy" if keyless else "leaked_key"
+        inc.verdict = "attack" if f["public_ips"] else "suspicious"
+        if keyless:
+            inc.evidence.append(f"{f['keyless']} requests served without any virtual key from {f['new_ips']} "
+                                f"public address(es) never seen before: the proxy accepts unauthenticated calls")
+        else:
+            inc.evidence.append(f"key(s) {', '.join(map(str, f['keys'] or []))} used from {f['new_ips']} "
+                                "public address(es) never seen before")
+        inc.evidence.append(f"{f['n']} requests at {SURGE_TEXT} the whole proxy's rate of the hour before; {cost}")
     elif inc.detector == "new_address":
         public = f["public_ips"] > 0
         inc.kind, inc.verdict = "leaked_key", ("attack" if public else "suspicious")
@@ -73,3 +84,4 @@ def classify(case: Case, inc: Incident, facts: str) -> None:
 
 
 RATE_TEXT = "several times"
+SURGE_TEXT = "several times"

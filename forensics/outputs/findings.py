@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from forensics import __version__
+from forensics.analysis.status import status
 from forensics.investigate import Investigation
 
 SCHEMA = "forensics.findings/1"
@@ -81,11 +82,14 @@ def build(inv: Investigation, generated_at: datetime | None = None, absolute_pat
             "projection": f.projection.to_findings() if f.projection else None,
             "controls": [c.to_findings() for c in f.controls],
             "evidence": inc.evidence,
+            "sources": list(inc.sources),
         })
+    state, _ = status(incidents, inv.coverage.missing)
     return {
         "schema": SCHEMA,
         "tool_version": __version__,
         "generated_at": iso((generated_at or datetime.now(timezone.utc)).replace(microsecond=0)),
+        "status": state,
         "inputs": [{"path": names[p], "sha256": s, "format": fm, "records": r, "loaded": lo, "quarantined": q}
                    for p, s, fm, r, lo, q in inputs],
         "coverage": {"start": iso(inv.coverage.start), "end": iso(inv.coverage.end),

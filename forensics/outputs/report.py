@@ -17,6 +17,7 @@ import jinja2
 import pandas as pd
 
 from forensics import __version__
+from forensics.analysis.status import status as status_of
 from forensics.outputs import figures as figs
 
 TOP_ROWS = 20                 # tables show the top rows; the rest are counted, and all are in findings.json
@@ -125,9 +126,17 @@ def controls_table(inc: dict, results) -> Table | None:
         return None
     affected = {c.control: c.requests_affected for c in results}
     rows = [[c["control"], CONTROL_WORDS.get(c["control"].split("_")[0] + "_", ""), money(c["loss_usd"]),
-             money(c["saved_usd"]), count(affected.get(c["control"]))] for c in inc["controls"]]
+             money(c["saved_usd"]), count(affected.get(c["control"])), _collateral(c.get("collateral"))]
+            for c in inc["controls"]]
     return Table("Controls replayed on this incident", ["control", "what it does", "loss it would have allowed",
-                                                        "saved", "requests rejected or capped"], rows, {2, 3, 4})
+                                                        "saved", "requests rejected or capped",
+                                                        "legitimate requests blocked (collateral)"], rows, {2, 3, 4})
+
+
+def _collateral(c) -> str:
+    if not c or not c["requests"]:
+        return "none"
+    return f"{count(c['requests'])} ({money(c['usd'])}) from {when(c['from'])}"
 
 
 CONTROL_WORDS = {
@@ -215,13 +224,17 @@ def _reconciliation(findings, inv) -> list[Table]:
 def _summary(findings, inv) -> list[tuple[str, str]]:
     watch = [i for i in findings["incidents"] if i["verdict"] != "benign"]
     base = findings["baseline"]
+    _, unseen = status_of(findings["incidents"], inv.coverage.missing)
+    open_text = ("; cannot be ruled out on this evidence: " + "; ".join(unseen)) if unseen else ""
     if not watch:
+        state = ("clear: no action needed on this evidence" if findings["status"] == "clear" else
+                 "INCONCLUSIVE: nothing abnormal in the data there is" + open_text)
         return [("What", "No incident: nothing abnormal found in the case."),
                 ("When", f"{when(findings['coverage']['start'])} .. {when(findings['coverage']['end'])}"),
                 ("How much", f"{money(findings['cost']['total_usd'])} in all; baseline "
                              f"{money(base['cost_per_hour_usd'])}/h"),
                 ("Who", f"{len(findings['cost']['by_key'])} keys, {len(findings['cost']['by_ip'])} addresses"),
-                ("Status", "no action needed on this evidence")]
+                ("Status", state)]
     main = max(watch, key=lambda i: i["cost_usd"])
     others = len(watch) - 1
     what = f"{main['id']} {main['verdict']}: {main['kind'].replace('_', ' ')}" + \
@@ -229,8 +242,13 @@ def _summary(findings, inv) -> list[tuple[str, str]]:
     if main.get("evidence"):
         what += f". {main['evidence'][0]}"
     p = main.get("projection") or {}
-    how = (f"{money(main['cost_usd'])} over {count(main['requests'])} requests (peak "
-           f"{money(main['peak_cost_per_hour_usd'])}/h against a baseline of {money(base['cost_per_hour_usd'])}/h)")
+    if main.get("sources") == ["nginx"]:
+        how = (f"cost unknown (nginx only: no LiteLLM or provider data) over {count(main['requests'])} requests "
+               "to the LLM endpoints")
+    else:
+        how = (f"{money(main['cost_usd'])} over {count(main['requests'])} requests (peak "
+               f"{money(main['peak_cost_per_hour_usd'])}/h against a baseline of "
+               f"{money(base['cost_per_hour_usd'])}/h)")
     if p:
         how += (f"; unchecked it would have cost {money(p['24h'])} a day (95% interval {money(p['low_24h'])} – "
                 f"{money(p['high_24h'])})")
@@ -240,7 +258,7 @@ def _summary(findings, inv) -> list[tuple[str, str]]:
          if keys else "no virtual key" if main["keys"] else "a provider key outside the proxy")
     if main["user_agents"]:
         who += "; user agents " + ", ".join(f"{u['user_agent']} ({u['requests']:,})" for u in main["user_agents"][:3])
-    last = inv.logs_end
+    last = inv.logs_end or inv.coverage.end
     end = datetime.fromisoformat(main["end"].replace("Z", "+00:00")).replace(tzinfo=None)
     if last is not None and (last - end).total_seconds() < 15 * 60:
         status = f"ONGOING: incident traffic until {when(main['end'])}, within 15 minutes of the end of the logs"
@@ -250,6 +268,7 @@ def _summary(findings, inv) -> list[tuple[str, str]]:
     unexplained = sum(r["unexplained_usd"] for r in findings["reconciliation"])
     if unexplained > 1:
         status += f"; {money(unexplained)} billed by the provider that the proxy never logged"
+    status += open_text
     return [("What", what), ("When", f"{when(main['start'])} .. {when(main['end'])} "
                                       f"({duration(main['start'], main['end'])})"),
             ("How much", how), ("Who", who), ("Status", status)]

@@ -217,7 +217,8 @@ def test_replay_matches_sequential_reference(random_cases, seed, control, refere
 
 def test_random_traffic_exercises_every_control(random_cases):
     for _, _, _, frame in random_cases.values():
-        assert list(frame.columns) == ["control", "loss_usd", "saved_usd", "requests_affected"]
+        assert list(frame.columns) == ["control", "loss_usd", "saved_usd", "requests_affected", "collateral_requests",
+                                       "collateral_usd", "collateral_from"]
         assert all(isinstance(v, Decimal) for v in frame["loss_usd"])
     # a control that never rejects anything in the random cases would be compared against nothing
     for control, _ in REFERENCES:
@@ -383,10 +384,45 @@ def test_replay_defaults_are_printable_and_leave_the_case_alone():
     assert "UNION ALL" in con.steps.sql_of("controls_summary")
     assert "epoch_us" in con.steps.sql_of("controls_ip_rate_10rps_arrivals")
     assert all(0 <= r.loss_usd <= r.loss_usd + r.saved_usd for r in results)
-    assert results[0].to_findings().keys() == {"control", "loss_usd", "saved_usd"}
+    assert results[0].to_findings().keys() == {"control", "loss_usd", "saved_usd", "collateral"}
 
 
 def test_empty_incident():
     con = make_case([Req("a", at(0), at(1))])
     results, _ = replay(con, [])
     assert all(r.loss_usd == 0 and r.saved_usd == 0 for r in results)
+
+
+# ---- collateral: what each control would have cost the legitimate traffic ----
+
+def test_collateral_counts_the_legitimate_requests_a_budget_blocks_and_from_when():
+    # a legitimate key spends $90, the incident's $20 crosses the $100 global budget, legitimate traffic after the
+    # cutoff is blocked too: that is the budget's collateral (the issue: "would have blocked 8,606 legitimate
+    # requests ($1,331)")
+    rows = [Req("legit-1", at(0), at(1), key="k2", cost=Decimal(90)),
+            Req("attack-1", at(2), at(3), key=None, cost=Decimal(20)),       # ends at 02:03: $110 >= $100
+            Req("legit-2", at(4), at(5), key="k2", cost=Decimal(7)),
+            Req("attack-2", at(6), at(7), key=None, cost=Decimal(20)),
+            Req("legit-3", at(6, 30), at(6, 40), key="k2", cost=Decimal(3), status="failure"),
+            Req("after", at(8), at(9), key="k2", cost=Decimal(3))]        # after the incident: not replayed
+    con = make_case(rows)
+    (budget,), _ = replay(con, ["attack-1", "attack-2"], [GlobalBudget(100)])
+    assert (budget.loss_usd, budget.saved_usd) == (20, 20)
+    assert (budget.collateral_requests, budget.collateral_usd) == (2, 7)       # a failed request costs nothing
+    assert budget.collateral_from == at(4)
+    f = budget.to_findings()["collateral"]
+    assert f == {"requests": 2, "usd": 7.0, "from": "2025-03-17T02:04:00Z"}
+
+
+def test_collateral_of_auth_is_the_keyless_legitimate_traffic_and_other_incidents_are_not_collateral():
+    rows = [Req("app", at(0), at(1), key=None, cost=Decimal(2)),         # a proxy without keys: every app is keyless
+            Req("keyed", at(1), at(2), key="k1", cost=Decimal(1)),
+            Req("attack", at(3), at(4), key=None, cost=Decimal(50)),
+            Req("other-incident", at(3), at(4), key=None, cost=Decimal(9))]
+    con = make_case(rows)
+    claimed = con.load_ids("all_incidents", ["attack", "other-incident"])
+    (auth,), _ = replay(con, ["attack"], [AuthRequired()], claimed=claimed)
+    assert auth.saved_usd == 50
+    assert (auth.collateral_requests, auth.collateral_usd, auth.collateral_from) == (1, 2, at(0))
+    (rpm,), _ = replay(con, ["attack"], [KeyRpm(20)], claimed=claimed)
+    assert (rpm.collateral_requests, rpm.collateral_usd, rpm.collateral_from) == (0, 0, None)

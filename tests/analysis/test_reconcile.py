@@ -24,12 +24,14 @@ def test_finest_export_used_only_when_it_covers_both_ends():
     assert _finest_covering(whole.iloc[0:0], span) is span
 
 
-def test_provider_data_alone_accuses_nobody(tmp_path):
+def test_provider_data_alone_shows_the_spike_but_accuses_nobody(tmp_path):
+    """Without proxy logs the spike is `suspicious` (a planned batch looks the same), never an `attack` (#12)."""
     out = tmp_path / "out"
     r = subprocess.run([sys.executable, "-m", "forensics", "report", str(ROOT / "sample_logs" / "openai"),
                         "--out", str(out)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     findings = json.loads((out / "findings.json").read_text())
-    assert findings["incidents"] == []
+    assert [(i["verdict"], i["sources"]) for i in findings["incidents"]] == [("suspicious", ["openai"])]
+    assert findings["status"] == "suspicious"
     assert "litellm" in findings["coverage"]["missing"]
     assert findings["baseline"] == {"cost_per_hour_usd": 0.0, "requests_per_hour": 0.0}

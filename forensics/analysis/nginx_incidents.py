@@ -1,0 +1,162 @@
+"""Incidents nginx alone can show, for the time LiteLLM's logs do not cover (or when there are none).
+
+At 3 a.m. the analyst often has nginx before anyone can reach LiteLLM's database. From access-log lines on the LLM
+endpoints it finds:
+  surge      public addresses the case had not seen calling the LLM endpoints at several times the whole
+             gateway's rate of the hour before (an open proxy being drained; cost unknown without LiteLLM or
+             provider data, response bytes and request time stand in for tokens)
+  auth_burst bursts of 401/403 answers on the LLM endpoints from few addresses (keys being guessed), and what those
+             addresses did next
+Each incident says it rests on nginx alone; cost is unknown there.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from forensics.analysis.incident import Incident, private_ip_sql
+from forensics.analysis.incidents import (
+    MIN_INCIDENT_REQUESTS, SESSION_GAP_MINUTES, SURGE_FACTOR, SURGE_LOOKBACK_MINUTES, sessions_sql,
+)
+from forensics.analysis.steps import Step
+
+if TYPE_CHECKING:
+    from forensics.api import Case
+
+LLM_ENDPOINT_SQL = ("regexp_matches(coalesce(path, ''), "
+                    "'^(/openai)?(/v1)?/(chat/completions|completions|embeddings|messages|responses|"
+                    "engines/[^/]+/(chat/)?completions|openai/deployments/[^/]+/(chat/)?completions)')")
+AUTH_BURST_MIN = 20               # 401/403 answers from one address in one burst
+
+
+@dataclass
+class NginxIncident:
+    incident: Incident
+    lines: str                    # temp table of its lines (file_id, line_no)
+    by_ip: pd.DataFrame           # ip, requests, cost_usd (0: unknown), first_seen, last_seen
+    by_user_agent: pd.DataFrame   # user_agent, requests
+
+
+def llm_lines_step() -> Step:
+    """nginx lines on the LLM endpoints at times no LiteLLM request covers (all of them when LiteLLM is absent)."""
+    return Step("nginx_llm_lines", f"""
+        WITH covered AS (SELECT min(start_time) AS lo, max(coalesce(end_time, start_time)) AS hi FROM llm_requests)
+        -- nginx logs a line when the response ends: the request began $request_time before (when logged)
+        SELECT h.file_id, h.line_no,
+               h.time - to_microseconds(CAST(round(coalesce(h.request_time, 0) * 1e6) AS BIGINT)) AS start_time,
+               h.time AS end_time, h.client_ip, h.status, h.method, h.path, h.user_agent,
+               h.body_bytes, h.request_time,
+               h.status IN (401, 403) AS auth_failure,
+               h.file_id || ':' || h.line_no AS request_id
+        FROM http_requests h, covered c
+        WHERE h.time IS NOT NULL AND {LLM_ENDPOINT_SQL}
+          AND (c.lo IS NULL OR h.time < c.lo OR h.time > c.hi)
+    """)
+
+
+def nginx_surge_step(lines: str) -> Step:
+    """The surge rule of incidents.surge_step on nginx lines: request rates (nginx has no cost)."""
+    return Step("nginx_surge_candidates", f"""
+        WITH span AS (SELECT min(start_time) AS t0 FROM {lines}),
+        newcomers AS (
+            SELECT client_ip FROM {lines}, span WHERE client_ip IS NOT NULL GROUP BY client_ip, span.t0
+            HAVING min(start_time) > span.t0 AND NOT {private_ip_sql('client_ip')}
+        ), candidates AS (
+            SELECT * FROM ({sessions_sql(f"(SELECT l.* FROM {lines} l SEMI JOIN newcomers n USING (client_ip) "
+                                         "WHERE NOT l.auth_failure)")})
+        ), sessions AS (
+            SELECT session_no, min(start_time) AS s, greatest(max(start_time) - min(start_time), INTERVAL 1 MINUTE) AS d,
+                   count(*) AS n
+            FROM candidates GROUP BY session_no
+        ), before AS (
+            SELECT x.session_no, any_value(x.n) AS n, epoch(any_value(x.d)) AS seconds,
+                   epoch(any_value(x.s) - greatest(any_value(x.s) - greatest(any_value(x.d),
+                         INTERVAL {SURGE_LOOKBACK_MINUTES} MINUTE), any_value(span.t0))) AS before_seconds,
+                   count(l.request_id) AS n_before
+            FROM sessions x CROSS JOIN span
+            LEFT JOIN {lines} l ON l.start_time < x.s
+                 AND l.start_time >= greatest(x.s - greatest(x.d, INTERVAL {SURGE_LOOKBACK_MINUTES} MINUTE), span.t0)
+            GROUP BY x.session_no
+        ), hot AS (
+            SELECT session_no FROM before
+            WHERE before_seconds <= 0 OR n / seconds >= {SURGE_FACTOR} * n_before / before_seconds
+        )
+        SELECT c.* FROM candidates c SEMI JOIN hot h USING (session_no)
+    """)
+
+
+def nginx_auth_burst_step(lines: str) -> Step:
+    """Addresses answered 401/403 at least AUTH_BURST_MIN times in a burst on the LLM endpoints; all their lines
+    from the burst on (what they did next), one campaign."""
+    return Step("nginx_auth_burst_candidates", f"""
+        WITH failures AS (
+            SELECT * FROM ({sessions_sql(f'(SELECT * FROM {lines} WHERE auth_failure)', 'client_ip')})
+        ), bursts AS (
+            SELECT client_ip, min(start_time) AS since FROM failures GROUP BY client_ip, session_no
+            HAVING count(*) >= {AUTH_BURST_MIN}
+        ), first_burst AS (SELECT client_ip, min(since) AS since FROM bursts GROUP BY client_ip)
+        SELECT * FROM ({sessions_sql(f'''(SELECT l.* FROM {lines} l JOIN first_burst b USING (client_ip)
+                                         WHERE l.start_time >= b.since)''')})
+    """)
+
+
+def by_ip_step(table: str, name: str) -> Step:
+    return Step(name, f"""
+        SELECT client_ip AS ip, count(*) AS requests, 0::DECIMAL(38,12) AS cost_usd, min(start_time) AS first_seen,
+               max(start_time) AS last_seen
+        FROM {table} GROUP BY ALL ORDER BY requests DESC, ip NULLS FIRST
+    """)
+
+
+def by_user_agent_step(table: str, name: str) -> Step:
+    return Step(name, f"""
+        SELECT user_agent, count(*) AS requests, 0::DECIMAL(38,12) AS cost_usd
+        FROM {table} GROUP BY ALL ORDER BY requests DESC, user_agent NULLS FIRST
+    """)
+
+
+def find_nginx_incidents(case: Case) -> list[NginxIncident]:
+    """Surges and 401 bursts in nginx lines LiteLLM does not cover; a line belongs to one incident at most."""
+    lines = case.run(llm_lines_step())
+    (n,) = case.execute(f"SELECT count(*) FROM {lines}").fetchone()
+    if not n:
+        return []
+    claimed = case.run(Step("nginx_claimed", "SELECT CAST(NULL AS VARCHAR) AS request_id WHERE false"))
+    found: list[NginxIncident] = []
+    for detector, make in (("auth_burst", nginx_auth_burst_step), ("surge", nginx_surge_step)):
+        table = case.run(make(lines))
+        sessions = case.execute(f"""
+            SELECT session_no, count(*), min(start_time), max(start_time),
+                   count(*) FILTER (WHERE auth_failure), count(DISTINCT client_ip),
+                   count(DISTINCT client_ip) FILTER (WHERE NOT {private_ip_sql('client_ip')}),
+                   count(*) FILTER (WHERE status < 400), coalesce(sum(body_bytes), 0)
+            FROM {table} c WHERE NOT EXISTS (SELECT 1 FROM {claimed} x WHERE x.request_id = c.request_id)
+            GROUP BY session_no HAVING count(*) >= {MIN_INCIDENT_REQUESTS} ORDER BY 3
+        """).fetchall()
+        for session_no, count, start, end, rejected, ips, public, served, body in sessions:
+            k = len(found) + 1
+            mine = case.run(Step(f"nginx_incident_{k}", f"""
+                SELECT c.* FROM {table} c WHERE c.session_no = ?
+                  AND NOT EXISTS (SELECT 1 FROM {claimed} x WHERE x.request_id = c.request_id)"""), [session_no])
+            case.statement("nginx_claimed", f"INSERT INTO {claimed} SELECT request_id FROM {mine}")
+            inc = Incident(f"N-{k}", "other", "suspicious", f"nginx_{detector}", start, end, count,
+                           sources=["nginx"])
+            if detector == "auth_burst":
+                inc.kind, inc.verdict = "credential_stuffing", "attack"
+                inc.evidence.append(f"{rejected} requests to the LLM endpoints answered 401/403 from {ips} "
+                                    f"address(es) in bursts of {AUTH_BURST_MIN} or more: keys being guessed")
+                if served:
+                    inc.evidence.append(f"then {served} requests from the same addresses were served")
+            else:
+                inc.kind = "unauthenticated_proxy"
+                inc.verdict = "attack" if public else "suspicious"
+                inc.evidence.append(f"{count} requests to the LLM endpoints from {ips} address(es) never seen "
+                                    f"before ({public} public), at several times the gateway's rate of the hour "
+                                    f"before; {served} served, {body:,} response bytes")
+            inc.evidence.append("seen in nginx only: who held which key and what it cost is unknown without "
+                                "LiteLLM or provider data")
+            found.append(NginxIncident(inc, mine, case.query(by_ip_step(mine, f"nginx_incident_{k}_by_ip")),
+                                       case.query(by_user_agent_step(mine, f"nginx_incident_{k}_by_user_agent"))))
+    return found

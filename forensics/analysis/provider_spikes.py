@@ -1,0 +1,153 @@
+"""Spend spikes the provider's own export shows, when there are no proxy logs to compare it with.
+
+The provider's usage page is often the first thing an analyst has. Per provider key id (usage report, priced at
+list prices, at the bucket width covering the longest time) or, without usage, per project (cost report), a bucket
+spending SPIKE_FACTOR times its usual (the same time of day on other days) is part of a spike; consecutive spike
+buckets make one incident whose cost is what they spent above their usual. With provider data alone a planned batch
+and abuse look alike, so a spike is `suspicious`: the evidence says what would tell them apart."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from forensics.analysis.incident import Incident
+from forensics.analysis.steps import Step
+
+if TYPE_CHECKING:
+    from forensics.api import Case
+
+SPIKE_FACTOR = 2.0
+SPIKE_FLOOR_USD = 5
+
+
+@dataclass
+class ProviderSpike:
+    incident: Incident
+    provider: str
+    key_id: str                  # api key id, or "project <id>" when only the cost report exists
+    cost_usd: Decimal            # above the series' median, over the spike's buckets
+    buckets: pd.DataFrame        # bucket_start, cost_usd: the series around the spike (what the figure draws)
+    bucket_minutes: int
+    by_model: pd.DataFrame       # model, requests, cost_usd within the spike
+
+
+def usage_series_step() -> Step:
+    """Per provider, key id, model and bucket of the width covering the longest time (the longest baseline):
+    requests and cost at list prices."""
+    return Step("provider_usage_series", """
+        WITH width AS (
+            SELECT provider, bucket_width FROM provider_usage WHERE bucket_width IS NOT NULL
+            GROUP BY provider, bucket_width
+            QUALIFY row_number() OVER (PARTITION BY provider ORDER BY max(bucket_end) - min(bucket_start) DESC,
+                                                                      min(bucket_end - bucket_start)) = 1
+        ), chosen AS (   -- one file per bucket: overlapping exports never double
+            SELECT u.provider, u.bucket_start, max(u.file_id) AS file_id
+            FROM provider_usage u JOIN width w USING (provider, bucket_width) GROUP BY ALL
+        )
+        SELECT u.provider, coalesce(u.api_key_id, '(no key id)') AS series, u.bucket_start, u.bucket_end,
+               coalesce(p.matched_model, u.model) AS model, coalesce(u.requests, 0) AS requests,
+               CAST((greatest(coalesce(u.input_tokens, 0) - coalesce(u.cache_read_tokens, 0)
+                              - coalesce(u.cache_write_tokens, 0), 0) * p.input_mtok
+                     + coalesce(u.cache_read_tokens, 0) * coalesce(p.cache_read_mtok, p.input_mtok)
+                     + coalesce(u.cache_write_tokens, 0) * coalesce(p.cache_write_mtok, p.input_mtok)
+                     + coalesce(u.output_tokens, 0) * p.output_mtok) * 0.000001 AS DECIMAL(38,12)) AS cost_usd
+        FROM provider_usage u JOIN width w USING (provider, bucket_width)
+        JOIN chosen c USING (provider, bucket_start, file_id)
+        LEFT JOIN prices p ON p.provider = u.provider AND p.model = u.model AND p.day = CAST(u.bucket_start AS DATE)
+    """)
+
+
+def cost_series_step() -> Step:
+    """Per provider, project and bucket of the cost report (one file per bucket): what the provider billed."""
+    return Step("provider_cost_series", """
+        WITH chosen AS (
+            SELECT provider, bucket_start, bucket_end, max(file_id) AS file_id FROM provider_costs GROUP BY ALL
+        )
+        SELECT c.provider, 'project ' || coalesce(c.project_id, '(default)') AS series, c.bucket_start, c.bucket_end,
+               coalesce(c.model, c.line_item) AS model, 0 AS requests, c.amount_usd AS cost_usd
+        FROM provider_costs c JOIN chosen USING (provider, bucket_start, bucket_end, file_id)
+    """)
+
+
+def _median(values: list[Decimal]) -> Decimal:
+    v = sorted(values)
+    if not v:
+        return Decimal(0)
+    return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
+
+
+def _spikes(frame: pd.DataFrame) -> list[tuple]:
+    """(provider, series, bucket_minutes, filled series, usual cost per bucket, [spike bucket starts]) per series.
+
+    A bucket's usual cost is the median of the same time of day on the other days (sub-daily buckets), else the
+    series' median busy bucket; a spike bucket spends SPIKE_FACTOR times its usual and more than
+    max(SPIKE_FLOOR_USD, the median busy bucket) above it, so a nightly batch or office hours are not spikes."""
+    out = []
+    for (provider, series), g in frame.groupby(["provider", "series"], sort=True):
+        per = g.groupby("bucket_start", as_index=False).agg(
+            cost_usd=("cost_usd", lambda c: sum((Decimal(str(v)) for v in c.dropna()), Decimal(0))),
+            bucket_end=("bucket_end", "max"))
+        width = per["bucket_end"].iloc[0] - per["bucket_start"].iloc[0]
+        span = pd.date_range(per["bucket_start"].min(), per["bucket_start"].max(), freq=width)
+        costs = {t: Decimal(0) for t in span} | dict(zip(per["bucket_start"], per["cost_usd"]))
+        busy = _median([c for c in costs.values() if c])      # quiet nights are not the baseline
+        by_slot: dict = {}
+        if width < pd.Timedelta(days=1):
+            for t, c in costs.items():
+                by_slot.setdefault(t - t.normalize(), []).append((t, c))
+        usual, hot = {}, []
+        for t, c in sorted(costs.items()):
+            others = [x for u, x in by_slot.get(t - t.normalize(), []) if u.normalize() != t.normalize()]
+            usual[t] = _median(others) if others else busy
+            if c > usual[t] * Decimal(SPIKE_FACTOR) and c - usual[t] > max(Decimal(SPIKE_FLOOR_USD), busy):
+                hot.append(t)
+        if hot:
+            out.append((provider, series, int(width / timedelta(minutes=1)), costs, usual, hot))
+    return out
+
+
+def find_provider_spikes(case: Case) -> list[ProviderSpike]:
+    """Spikes per provider key id (or project) when the case holds no proxy requests to reconcile with."""
+    (proxy,) = case.execute("SELECT count(*) FROM llm_requests").fetchone()
+    if proxy:
+        return []
+    frame = case.query(usage_series_step())
+    if frame.empty:
+        frame = case.query(cost_series_step())
+    if frame.empty:
+        return []
+    found = []
+    for provider, series, minutes, costs, usual, hot in _spikes(frame):
+        step = timedelta(minutes=minutes)
+        runs: list[list] = []
+        for t in hot:                      # consecutive spike buckets make one spike
+            if runs and t - runs[-1][-1] <= step:
+                runs[-1].append(t)
+            else:
+                runs.append([t])
+        for run in runs:
+            start, end = run[0], run[-1] + step
+            excess = sum((costs[t] - usual[t] for t in run), Decimal(0))
+            mine = frame[(frame["provider"] == provider) & (frame["series"] == series)
+                         & (frame["bucket_start"] >= start) & (frame["bucket_start"] < end)]
+            requests = int(mine["requests"].sum())
+            by_model = pd.DataFrame([{"model": m, "requests": int(x["requests"].sum()),
+                                      "cost_usd": sum((Decimal(str(v)) for v in x["cost_usd"].dropna()), Decimal(0))}
+                                     for m, x in mine.groupby("model", sort=True)])
+            inc = Incident(f"P-{len(found) + 1}", "other", "suspicious", "provider_spike", start.to_pydatetime(),
+                           end.to_pydatetime(), requests, sources=[provider])
+            inc.evidence.append(
+                f"{provider} {series}: {len(run)} bucket(s) of {minutes} min spending more than {SPIKE_FACTOR:g}x "
+                f"the usual for that time (${float(usual[run[0]]):,.2f}); ${float(excess):,.2f} above it at list "
+                "prices")
+            inc.evidence.append("provider data only: no proxy logs say who made these calls; a planned batch and "
+                                "abuse look alike here (compare with the proxy's spend logs and nginx)")
+            around = pd.DataFrame({"bucket_start": list(costs), "cost_usd": list(costs.values())})
+            found.append(ProviderSpike(inc, provider, series, excess,
+                                       around[(around["bucket_start"] >= start) & (around["bucket_start"] < end)]
+                                       .reset_index(drop=True), minutes, by_model))
+    return found
