@@ -119,17 +119,17 @@ def new_address_step(facts: str) -> Step:
     """)
 
 
-def surge_step(facts: str) -> Step:
-    """Sessions of requests from public addresses first seen after the case began (not rejected for auth) whose
-    cost (or, when nothing is priced, request) rate is SURGE_FACTOR times the whole proxy's over the lookback before
-    them; a surge with nothing before it counts. Needs no keys and no days of history."""
-    return Step("surge_candidates", f"""
-        WITH span AS (SELECT min(start_time) AS t0 FROM {facts}),
+def surge_sql(rows: str) -> str:
+    """Sessions of `rows` (request_id, start_time, client_ip, auth_failure, cost_usd) from public addresses first seen
+    after the rows begin (not rejected for auth) whose cost (or, when nothing is priced, request) rate is SURGE_FACTOR
+    times that of all rows over the lookback before them; a surge with nothing before it counts."""
+    return f"""
+        WITH span AS (SELECT min(start_time) AS t0 FROM {rows}),
         newcomers AS (
-            SELECT client_ip FROM {facts}, span WHERE client_ip IS NOT NULL GROUP BY client_ip, span.t0
+            SELECT client_ip FROM {rows}, span WHERE client_ip IS NOT NULL GROUP BY client_ip, span.t0
             HAVING min(start_time) > span.t0 AND NOT {private_ip_sql('client_ip')}
         ), candidates AS (
-            SELECT * FROM ({sessions_sql(f"(SELECT f.* FROM {facts} f SEMI JOIN newcomers n USING (client_ip) "
+            SELECT * FROM ({sessions_sql(f"(SELECT f.* FROM {rows} f SEMI JOIN newcomers n USING (client_ip) "
                                          "WHERE NOT f.auth_failure)")})
         ), sessions AS (
             SELECT session_no, min(start_time) AS s, greatest(max(start_time) - min(start_time), INTERVAL 1 MINUTE) AS d,
@@ -143,7 +143,7 @@ def surge_step(facts: str) -> Step:
             SELECT l.session_no, any_value(l.n) AS n, any_value(l.cost) AS cost, any_value(l.seconds) AS seconds,
                    epoch(any_value(l.s) - any_value(l.since)) AS before_seconds,
                    count(f.request_id) AS n_before, coalesce(sum(f.cost_usd), 0) AS cost_before
-            FROM lookback l LEFT JOIN {facts} f ON f.start_time >= l.since AND f.start_time < l.s
+            FROM lookback l LEFT JOIN {rows} f ON f.start_time >= l.since AND f.start_time < l.s
             GROUP BY l.session_no
         ), hot AS (
             SELECT session_no FROM before
@@ -152,7 +152,12 @@ def surge_step(facts: str) -> Step:
                     ELSE n / seconds >= {SURGE_FACTOR} * n_before / before_seconds END)
         )
         SELECT c.* FROM candidates c SEMI JOIN hot h USING (session_no)
-    """)
+    """
+
+
+def surge_step(facts: str) -> Step:
+    """Public addresses the case had not seen, spending several times the whole proxy's rate just before them."""
+    return Step("surge_candidates", surge_sql(facts))
 
 
 def rate_step(facts: str) -> Step:

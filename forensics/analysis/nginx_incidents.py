@@ -17,9 +17,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from forensics.analysis.incident import Incident, private_ip_sql
-from forensics.analysis.incidents import (
-    MIN_INCIDENT_REQUESTS, SESSION_GAP_MINUTES, SURGE_FACTOR, SURGE_LOOKBACK_MINUTES, sessions_sql,
-)
+from forensics.analysis.incidents import MIN_INCIDENT_REQUESTS, sessions_sql, surge_sql
 from forensics.analysis.steps import Step
 
 if TYPE_CHECKING:
@@ -48,7 +46,7 @@ def llm_lines_step() -> Step:
                h.time - to_microseconds(CAST(round(coalesce(h.request_time, 0) * 1e6) AS BIGINT)) AS start_time,
                h.time AS end_time, h.client_ip, h.status, h.method, h.path, h.user_agent,
                h.body_bytes, h.request_time,
-               h.status IN (401, 403) AS auth_failure,
+               h.status IN (401, 403) AS auth_failure, CAST(0 AS DECIMAL(38,12)) AS cost_usd,
                h.file_id || ':' || h.line_no AS request_id
         FROM http_requests h, covered c
         WHERE h.time IS NOT NULL AND {LLM_ENDPOINT_SQL}
@@ -57,34 +55,8 @@ def llm_lines_step() -> Step:
 
 
 def nginx_surge_step(lines: str) -> Step:
-    """The surge rule of incidents.surge_step on nginx lines: request rates (nginx has no cost)."""
-    return Step("nginx_surge_candidates", f"""
-        WITH span AS (SELECT min(start_time) AS t0 FROM {lines}),
-        newcomers AS (
-            SELECT client_ip FROM {lines}, span WHERE client_ip IS NOT NULL GROUP BY client_ip, span.t0
-            HAVING min(start_time) > span.t0 AND NOT {private_ip_sql('client_ip')}
-        ), candidates AS (
-            SELECT * FROM ({sessions_sql(f"(SELECT l.* FROM {lines} l SEMI JOIN newcomers n USING (client_ip) "
-                                         "WHERE NOT l.auth_failure)")})
-        ), sessions AS (
-            SELECT session_no, min(start_time) AS s, greatest(max(start_time) - min(start_time), INTERVAL 1 MINUTE) AS d,
-                   count(*) AS n
-            FROM candidates GROUP BY session_no
-        ), before AS (
-            SELECT x.session_no, any_value(x.n) AS n, epoch(any_value(x.d)) AS seconds,
-                   epoch(any_value(x.s) - greatest(any_value(x.s) - greatest(any_value(x.d),
-                         INTERVAL {SURGE_LOOKBACK_MINUTES} MINUTE), any_value(span.t0))) AS before_seconds,
-                   count(l.request_id) AS n_before
-            FROM sessions x CROSS JOIN span
-            LEFT JOIN {lines} l ON l.start_time < x.s
-                 AND l.start_time >= greatest(x.s - greatest(x.d, INTERVAL {SURGE_LOOKBACK_MINUTES} MINUTE), span.t0)
-            GROUP BY x.session_no
-        ), hot AS (
-            SELECT session_no FROM before
-            WHERE before_seconds <= 0 OR n / seconds >= {SURGE_FACTOR} * n_before / before_seconds
-        )
-        SELECT c.* FROM candidates c SEMI JOIN hot h USING (session_no)
-    """)
+    """The surge rule of incidents.surge_sql on nginx lines: request rates (nginx has no cost)."""
+    return Step("nginx_surge_candidates", surge_sql(lines))
 
 
 def nginx_auth_burst_step(lines: str) -> Step:
