@@ -339,10 +339,13 @@ def _nginx_match(inv) -> str:
     m = inv.nginx_match
     if m is None or not len(m):
         return ""
-    r = m.iloc[0].to_dict()
-    parts = [f"{k.replace('_', ' ')}: {v:,}" if isinstance(v, int) else f"{k.replace('_', ' ')}: {v}"
-             for k, v in r.items()]
-    return "; ".join(parts)
+    r = m.iloc[0]
+    if not r["llm_requests"]:
+        return ""
+    rate = "-" if pd.isna(r["match_rate"]) else f"{float(r['match_rate']):.1%}"
+    return (f"{count(r['llm_requests'])} LiteLLM requests: {count(r['by_call_id'])} matched to their nginx line by "
+            f"LiteLLM call id, {count(r['by_time'])} by client address and time, {count(r['unmatched'])} unmatched "
+            f"(match rate {rate})")
 
 
 # --- rendering -----------------------------------------------------------------------------------------------------
