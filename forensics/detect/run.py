@@ -24,7 +24,8 @@ def baseline_window(case: Case, frame: pd.DataFrame) -> tuple[datetime, datetime
     start = frame["start_time"].min().to_pydatetime()
     incidents = find_incidents(case).incidents
     if incidents:
-        end = min(i.start for i in incidents) - BASELINE_MARGIN
+        first = min(i.start for i in incidents)
+        end = first - BASELINE_MARGIN if first - BASELINE_MARGIN > start else first   # never an inverted window
     else:
         end = frame["start_time"].max().to_pydatetime() + timedelta(microseconds=1)
     return start, end
