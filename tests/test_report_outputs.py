@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from chromium_cdp import Chromium, find_chromium
 from conftest import run_cli as run
 from forensics.outputs.report import count, money
 from forensics.simulate import secret_keys
@@ -132,31 +133,45 @@ def test_report_sections_and_summary(sample_report):
 @pytest.mark.integration
 def test_html_in_headless_chromium_loads_every_figure_and_nothing_else(sample_report):
     _, out = sample_report
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    chromium = find_chromium()
     if chromium is None:
         if os.environ.get("CI"):
             pytest.fail("chromium is not installed: .ci/run installs the Debian package")
         pytest.skip("chromium not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
     html = out / "report.html"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        page = browser.new_page()
-        requests, console = [], []
-        page.on("request", lambda r: requests.append(r.url))
-        page.on("console", lambda m: console.append(m.text))
+    with Chromium(chromium) as page:                # Debian's chromium over the DevTools protocol, on a pipe
         page.goto(html.as_uri())
-        page.wait_for_load_state("load")
         images = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.src.slice(0, 21)])")
         scripts = page.evaluate("document.scripts.length")
-        text = page.inner_text("body")
-        browser.close()
+        text = page.evaluate("document.body.innerText")
+        requests, console = page.requests(), page.console()
     assert len(images) == len(list((out / "figures").glob("*.png"))) == 3
     assert all(ok and width > 0 and src == "data:image/png;base64" for ok, width, src in images), images
     assert requests == [html.as_uri()], requests        # no request left the page
     assert not console and scripts == 0
     assert "$347.23" in text and "INC-1" in text
+
+
+@pytest.mark.integration
+def test_the_browser_harness_sees_requests_scripts_and_console(tmp_path):
+    """The checks above can fail: a page that loads a file, runs a script that logs, and has an inline script its
+    Content-Security-Policy refuses is seen doing all of it."""
+    chromium = find_chromium()
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed: .ci/run installs the Debian package")
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    (tmp_path / "open.html").write_text('<body><p>open</p><img src="missing.png"><script>console.log("hi", 3)</script>')
+    (tmp_path / "csp.html").write_text('<head><meta http-equiv="Content-Security-Policy" content="default-src \'none\'">'
+                                       '</head><body><script>console.log("blocked")</script></body>')
+    with Chromium(chromium) as page:
+        page.goto((tmp_path / "open.html").as_uri())
+        assert page.requests() == [(tmp_path / "open.html").as_uri(), (tmp_path / "missing.png").as_uri()]
+        assert "hi 3" in page.console() and page.evaluate("document.scripts.length") == 1
+        assert page.evaluate("document.body.innerText") == "open"
+        page.goto((tmp_path / "csp.html").as_uri())
+        [refused] = page.console()
+        assert "Content Security Policy" in refused
 
 
 # --- export / verify -------------------------------------------------------------------------------------------
