@@ -1,17 +1,12 @@
 """The command line contract: commands, --help, --json fields, exit codes, one-line errors."""
 import json
-import subprocess
-import sys
 
 import pytest
 
+from conftest import run_cli as run, run_process
 from forensics.cli import build_parser, main
 
 COMMANDS = ["ingest", "report", "simulate"]
-
-
-def run(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "forensics", *args], capture_output=True, text=True, cwd=cwd)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -30,7 +25,8 @@ def test_commands_documented_in_readme():
 
 
 def test_missing_input_is_a_usage_error(tmp_path):
-    r = run("ingest", str(tmp_path / "nope.log"), "--case", str(tmp_path / "c.duckdb"))
+    # a real `python -m forensics` process: the entry point works and nothing but the one line reaches stderr
+    r = run_process("ingest", str(tmp_path / "nope.log"), "--case", str(tmp_path / "c.duckdb"))
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and "nope.log" in r.stderr and "Traceback" not in r.stderr
 

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
 import pytest
 
+from conftest import run_cli
 from forensics import case as case_db
 from forensics.ingest import ingest_paths
 from forensics.schema import CASE_TABLES
@@ -48,8 +47,7 @@ def _sha(path: Path) -> str:
 def test_merged_case_equals_ingesting_everything(two_cases, sample_case):
     base, a, b = two_cases
     before = _sha(a), _sha(b)
-    r = subprocess.run([sys.executable, "-m", "forensics", "ingest", str(a), str(b), "--case", str(base / "c.duckdb"),
-                        "--json"], capture_output=True, text=True)
+    r = run_cli("ingest", str(a), str(b), "--case", str(base / "c.duckdb"), "--json")
     assert r.returncode == 0, r.stderr
     files = json.loads(r.stdout)
     assert sum(f["skipped"] for f in files) == 7            # the OpenAI pages came with both cases
@@ -81,8 +79,7 @@ def test_every_merged_file_still_adds_up(two_cases):
 def test_merging_again_doubles_nothing(two_cases):
     base, a, _ = two_cases
     before = counts(base / "c.duckdb")
-    r = subprocess.run([sys.executable, "-m", "forensics", "ingest", str(a), "--case", str(base / "c.duckdb"),
-                        "--json"], capture_output=True, text=True)
+    r = run_cli("ingest", str(a), "--case", str(base / "c.duckdb"), "--json")
     assert r.returncode == 0 and all(f["skipped"] for f in json.loads(r.stdout))
     assert counts(base / "c.duckdb") == before
 
@@ -90,8 +87,7 @@ def test_merging_again_doubles_nothing(two_cases):
 def test_report_on_two_cases_finds_the_attack(two_cases, sample_report):
     base, a, b = two_cases
     out = base / "report"
-    r = subprocess.run([sys.executable, "-m", "forensics", "report", str(a), str(b), "--out", str(out),
-                        "--no-detector"], capture_output=True, text=True)
+    r = run_cli("report", str(a), str(b), "--out", str(out), "--no-detector")
     assert r.returncode == 0, r.stderr
     found = json.loads((out / "findings.json").read_text())
     expected, _ = sample_report
@@ -102,11 +98,9 @@ def test_report_on_two_cases_finds_the_attack(two_cases, sample_report):
 def test_a_file_that_is_no_case_is_a_usage_error(tmp_path):
     bogus = tmp_path / "notes.duckdb"
     bogus.write_text("not a database\n")
-    r = subprocess.run([sys.executable, "-m", "forensics", "ingest", str(bogus), "--case", str(tmp_path / "c.duckdb")],
-                       capture_output=True, text=True)
+    r = run_cli("ingest", str(bogus), "--case", str(tmp_path / "c.duckdb"))
     assert r.returncode == 2 and "cannot read it as a case database" in r.stderr and "Traceback" not in r.stderr
-    r = subprocess.run([sys.executable, "-m", "forensics", "ingest", str(tmp_path / "c.duckdb"), "--case",
-                        str(tmp_path / "c.duckdb")], capture_output=True, text=True)
+    r = run_cli("ingest", str(tmp_path / "c.duckdb"), "--case", str(tmp_path / "c.duckdb"))
     assert r.returncode == 2
 
 

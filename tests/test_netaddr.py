@@ -16,8 +16,11 @@ CIDRS = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "::1/12
          "198.51.100.7/32", "0.0.0.0/0", "203.0.113.0/24", "8.0.0.0/7"]
 
 
+_CON = duckdb.connect()        # one in-memory database for every walk: a connection costs more than the query
+
+
 def walk_sql(trusted: TrustedProxies, chain, peer):
-    con = duckdb.connect()
+    con = _CON.cursor()
     return con.execute(f"SELECT {trusted.walk_sql('c', 'p')} FROM (SELECT ?::VARCHAR AS c, ?::VARCHAR AS p)",
                        [chain, peer]).fetchone()[0]
 

@@ -10,15 +10,15 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from forensics.simulate import simulate
-
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
 @pytest.fixture(scope="module")
-def leaked_case(tmp_path_factory):
+def leaked_case(tmp_path_factory, simulated):
+    """A folder with the notebooks' own outputs (cases/, bundle/) and logs/: the session's simulated leaked-key logs
+    (seed 2, shared with the scenario tests)."""
     base = tmp_path_factory.mktemp("other_case")
-    simulate("leaked_virtual_key", base / "logs", seed=2)
+    (base / "logs").symlink_to(simulated("leaked_virtual_key", 2).logs, target_is_directory=True)
     return base
 
 

@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
+
+from conftest import run_cli
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_logs"
 
 
 def ingest(case, *paths):
-    r = subprocess.run([sys.executable, "-m", "forensics", "ingest", *map(str, paths), "--case", str(case)],
-                       capture_output=True, text=True)
+    r = run_cli("ingest", *paths, "--case", case)
     assert r.returncode == 0, r.stderr
     return r.stderr
 

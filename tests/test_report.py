@@ -1,7 +1,5 @@
 """`report` on sample_logs/: findings.json validates against the contract and matches the simulator's truth."""
 import json
-import subprocess
-import sys
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path

@@ -9,11 +9,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from chromium_cdp import Chromium, find_chromium
+from conftest import run_cli as run
 from forensics.outputs.report import count, money
 from forensics.simulate import secret_keys
 
@@ -22,15 +23,12 @@ SAMPLE = ROOT / "sample_logs"
 HOSTILE_IP = "198.51.100.66"
 
 
-def run(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "forensics", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd)
-
-
 @pytest.fixture(scope="module")
-def sample_bundle(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bundle") / "evidence"
-    r = run("export", SAMPLE, "--out", out, "--zip")
+def sample_bundle(tmp_path_factory, sample_case_file):
+    """`export` of sample_logs/, from a copy of the session's sample case (the bundle is the same as from the logs)."""
+    base = tmp_path_factory.mktemp("bundle")
+    out = base / "evidence"
+    r = run("export", sample_case_file.copy(base / "sample.duckdb"), "--out", out, "--zip")
     assert r.returncode == 0, r.stderr
     return out
 
@@ -40,9 +38,10 @@ def hostile_user_agent(key: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def hostile(tmp_path_factory):
+def hostile(tmp_path_factory, sample_case_file):
     """sample_logs/ plus three more unauthenticated gpt-4 calls in the attack, from a new address, whose user agent
-    holds a spreadsheet formula, a script tag, ANSI escapes, a newline and a full virtual key."""
+    holds a spreadsheet formula, a script tag, ANSI escapes, a newline and a full virtual key: ingested into a copy of
+    the session's sample case, then reported and exported from it."""
     tmp = tmp_path_factory.mktemp("hostile")
     key = next(iter(secret_keys("open_proxy", 1).values()))
     with gzip.open(SAMPLE / "litellm" / "callback_payloads.ndjson.gz", "rt") as fh:
@@ -63,9 +62,12 @@ def hostile(tmp_path_factory):
     extra.mkdir()
     (extra / "payloads.ndjson").write_text("\n".join(lines) + "\n")
     report_dir, bundle_dir = tmp / "report", tmp / "bundle"
-    r = run("report", SAMPLE, extra, "--out", report_dir)
+    case = sample_case_file.copy(tmp / "case.duckdb")
+    r = run("ingest", extra, "--case", case)
     assert r.returncode == 0, r.stderr
-    r = run("export", SAMPLE, extra, "--out", bundle_dir)
+    r = run("report", case, "--out", report_dir)
+    assert r.returncode == 0, r.stderr
+    r = run("export", case, "--out", bundle_dir)
     assert r.returncode == 0, r.stderr
     return report_dir, bundle_dir, key
 
@@ -128,33 +130,48 @@ def test_report_sections_and_summary(sample_report):
         assert f"#### {step}" in md
 
 
+@pytest.mark.integration
 def test_html_in_headless_chromium_loads_every_figure_and_nothing_else(sample_report):
     _, out = sample_report
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    chromium = find_chromium()
     if chromium is None:
         if os.environ.get("CI"):
             pytest.fail("chromium is not installed: .ci/run installs the Debian package")
         pytest.skip("chromium not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
     html = out / "report.html"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        page = browser.new_page()
-        requests, console = [], []
-        page.on("request", lambda r: requests.append(r.url))
-        page.on("console", lambda m: console.append(m.text))
+    with Chromium(chromium) as page:                # Debian's chromium over the DevTools protocol, on a pipe
         page.goto(html.as_uri())
-        page.wait_for_load_state("load")
         images = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.src.slice(0, 21)])")
         scripts = page.evaluate("document.scripts.length")
-        text = page.inner_text("body")
-        browser.close()
+        text = page.evaluate("document.body.innerText")
+        requests, console = page.requests(), page.console()
     assert len(images) == len(list((out / "figures").glob("*.png"))) == 3
     assert all(ok and width > 0 and src == "data:image/png;base64" for ok, width, src in images), images
     assert requests == [html.as_uri()], requests        # no request left the page
     assert not console and scripts == 0
     assert "$347.23" in text and "INC-1" in text
+
+
+@pytest.mark.integration
+def test_the_browser_harness_sees_requests_scripts_and_console(tmp_path):
+    """The checks above can fail: a page that loads a file, runs a script that logs, and has an inline script its
+    Content-Security-Policy refuses is seen doing all of it."""
+    chromium = find_chromium()
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed: .ci/run installs the Debian package")
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    (tmp_path / "open.html").write_text('<body><p>open</p><img src="missing.png"><script>console.log("hi", 3)</script>')
+    (tmp_path / "csp.html").write_text('<head><meta http-equiv="Content-Security-Policy" content="default-src \'none\'">'
+                                       '</head><body><script>console.log("blocked")</script></body>')
+    with Chromium(chromium) as page:
+        page.goto((tmp_path / "open.html").as_uri())
+        assert page.requests() == [(tmp_path / "open.html").as_uri(), (tmp_path / "missing.png").as_uri()]
+        assert "hi 3" in page.console() and page.evaluate("document.scripts.length") == 1
+        assert page.evaluate("document.body.innerText") == "open"
+        page.goto((tmp_path / "csp.html").as_uri())
+        [refused] = page.console()
+        assert "Content Security Policy" in refused
 
 
 # --- export / verify -------------------------------------------------------------------------------------------
@@ -279,16 +296,18 @@ def test_no_full_key_in_any_notebook():
         assert not [k for k in keys if k in text], nb.name
 
 
-def test_bundle_for_usage_outside_the_proxy(tmp_path):
+@pytest.mark.parametrize("given", ["case", pytest.param("logs", marks=pytest.mark.slow)])
+def test_bundle_for_usage_outside_the_proxy(tmp_path, scenario_case, given):
     """A provider key used directly: no proxy request to list; the disputed amount is the provider-side usage, and
-    the provider's own cost report, less the proxy's legitimate traffic, must come to the same figure."""
+    the provider's own cost report, less the proxy's legitimate traffic, must come to the same figure. From a copy
+    of the session's case of that scenario (default tier), and from its log files (slow: one more ingest)."""
     from decimal import Decimal
 
-    from forensics.simulate import simulate
-
-    truth = simulate("provider_key_outside_proxy", tmp_path / "logs", seed=1)
+    case = scenario_case("provider_key_outside_proxy", 1)
+    truth = case.truth
     out = tmp_path / "bundle"
-    r = run("export", tmp_path / "logs", "--out", out, "--provider", "openai")
+    source = case.copy(tmp_path / "case.duckdb") if given == "case" else case.logs
+    r = run("export", source, "--out", out, "--provider", "openai")
     assert r.returncode == 0, r.stderr
     usage = list(csv.DictReader((out / "usage_outside_proxy.csv").open()))
     total = sum(Decimal(u["cost_usd_at_list_prices"]) for u in usage)

@@ -1,11 +1,10 @@
 """Reconciliation edges: windows never narrower than their spend; no verdicts without the proxy's logs."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 
+from conftest import run_cli
 from forensics.analysis.reconcile import _finest_covering
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,8 +26,7 @@ def test_finest_export_used_only_when_it_covers_both_ends():
 def test_provider_data_alone_shows_the_spike_but_accuses_nobody(tmp_path):
     """Without proxy logs the spike is `suspicious` (a planned batch looks the same), never an `attack` (#12)."""
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-m", "forensics", "report", str(ROOT / "sample_logs" / "openai"),
-                        "--out", str(out)], capture_output=True, text=True)
+    r = run_cli("report", str(ROOT / "sample_logs" / "openai"), "--out", str(out))
     assert r.returncode == 0, r.stderr
     findings = json.loads((out / "findings.json").read_text())
     assert [(i["verdict"], i["sources"]) for i in findings["incidents"]] == [("suspicious", ["openai"])]

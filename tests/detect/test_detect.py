@@ -1,13 +1,12 @@
 """Isolation-forest detector on sample_logs/: evaluation on a fixed seed, save/load round trip, mismatched models."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import run_cli
 from forensics.detect import model
 from forensics.detect.evaluate import evaluate
 from forensics.detect.run import detect
@@ -16,9 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def scored(sample_case):
-    con, _ = sample_case
-    scores, det, frame = detect(con)
+def scored(sample_detection):
+    """detect(con) on the sample case (once per session, shared with the scenario tests)."""
+    scores, det, frame = sample_detection
     return scores, det, frame
 
 
@@ -61,17 +60,18 @@ def test_a_model_with_other_features_is_refused(scored, tmp_path):
         model.load(tmp_path / "det.joblib")
 
 
-def test_detect_command_writes_the_contract_columns(tmp_path):
+@pytest.mark.parametrize("given", ["case", pytest.param("logs", marks=pytest.mark.slow)])
+def test_detect_command_writes_the_contract_columns(tmp_path, given, request):
+    """On a copy of the session's sample case (default tier), and on the log files themselves (slow: one more
+    ingest of sample_logs/, into case.duckdb beside SCORES.csv)."""
+    source = request.getfixturevalue("sample_case_copy") if given == "case" else ROOT / "sample_logs"
     out = tmp_path / "scores.csv"
-    r = subprocess.run([sys.executable, "-m", "forensics", "detect", str(ROOT / "sample_logs"), "--out", str(out),
-                        "--save", str(tmp_path / "det.joblib")], capture_output=True, text=True)
+    r = run_cli("detect", str(source), "--out", str(out), "--save", str(tmp_path / "det.joblib"))
     assert r.returncode == 0, r.stderr
     frame = pd.read_csv(out)
     assert list(frame.columns[:3]) == ["request_id", "score", "flagged"]
     assert (tmp_path / "det.joblib.json").is_file()
-    bad = subprocess.run([sys.executable, "-m", "forensics", "detect", str(ROOT / "sample_logs"), "--out",
-                          str(tmp_path / "s2.csv"), "--model", str(tmp_path / "missing.joblib")],
-                         capture_output=True, text=True)
+    bad = run_cli("detect", str(source), "--out", str(tmp_path / "s2.csv"), "--model", str(tmp_path / "missing.joblib"))
     assert bad.returncode == 2 and "no such detector" in bad.stderr
 
 

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import gzip
 import json
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 
+from conftest import run_cli, run_process
 from forensics import case as case_db
 from forensics.ingest import ingest_file, ingest_paths
 from forensics.schema import FAMILY_TABLES
@@ -106,8 +105,7 @@ def _as_text(rows) -> list:
 @pytest.mark.parametrize("case", [c for c in MANIFEST["case"] if c.get("cli")], ids=lambda c: c["file"])
 def test_cli_exit_code_and_one_line_errors(tmp_path, case):
     path = CASES / case["file"]
-    proc = subprocess.run([sys.executable, "-m", "forensics", "ingest", str(path), "--case", str(tmp_path / "c.duckdb"),
-                           "--json"], capture_output=True, text=True, cwd=ROOT)
+    proc = run_cli("ingest", str(path), "--case", str(tmp_path / "c.duckdb"), "--json", cwd=ROOT)
     assert proc.returncode == case["exit"], proc.stderr
     assert "Traceback" not in proc.stderr
     report = json.loads(proc.stdout)
@@ -122,11 +120,13 @@ def test_cli_exit_code_and_one_line_errors(tmp_path, case):
         assert lines and len(lines) <= 6
 
 
+@pytest.mark.integration
 def test_debug_shows_the_traceback_of_a_failed_file(tmp_path):
+    # real processes: what reaches the terminal of `python -m forensics`, with and without --debug
     path = CASES / "nginx_gzip_corrupt_start.log.gz"
-    args = [sys.executable, "-m", "forensics", "ingest", str(path), "--case", str(tmp_path / "c.duckdb")]
-    quiet = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
-    loud = subprocess.run([*args, "--debug"], capture_output=True, text=True, cwd=ROOT)
+    args = ["ingest", str(path), "--case", str(tmp_path / "c.duckdb")]
+    quiet = run_process(*args, cwd=ROOT)
+    loud = run_process(*args, "--debug", cwd=ROOT)
     assert quiet.returncode == loud.returncode == 1
     assert "Traceback" not in quiet.stderr and "Traceback" in loud.stderr
 

@@ -6,16 +6,15 @@ import csv
 import gzip
 import io
 import json
-import multiprocessing
 import re
 import struct
-from concurrent.futures import ProcessPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from conftest import SAMPLE_LOGS
 from forensics.netaddr import TrustedProxies
 from forensics.secrets import KEY_PATTERN
 from forensics.simulate import SCENARIOS, secret_keys, simulate
@@ -38,11 +37,10 @@ def read(path: Path) -> bytes:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Two independent runs with the same seed (in two processes, to keep the suite fast)."""
-    a, b = tmp_path_factory.mktemp("a"), tmp_path_factory.mktemp("b")
-    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
-        ta, tb = pool.map(simulate, ["open_proxy"] * 2, [a, b], [1, 1])
-    return (a, ta), (b, tb)
+    """Two independent runs with the same seed, in two processes: `sample_logs/` (written by `simulate --scenario
+    open_proxy --seed 1`, as test_sample_logs_is_what_the_simulator_writes checks) and a fresh one, here."""
+    b = tmp_path_factory.mktemp("b")
+    return (SAMPLE_LOGS, json.loads((SAMPLE_LOGS / "truth.json").read_text())), (b, simulate("open_proxy", b, 1))
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +62,18 @@ def attack(truth):
 def spend_rows(out):
     text = read(out / "litellm" / "spend_logs.csv.gz").decode()
     return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_sample_logs_is_what_the_simulator_writes(runs):
+    """sample_logs/ is `simulate --scenario open_proxy --seed 1`, byte for byte (the tests take its case for that
+    scenario's: conftest's scenario_case)."""
+    (a, ta), (b, tb) = runs
+    assert a == SAMPLE_LOGS
+    files = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    for rel in files:
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+    assert ta == tb
 
 
 def test_same_seed_gives_identical_bytes(runs):

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import subprocess
-import sys
 import zlib
 from datetime import datetime
 from decimal import Decimal
@@ -14,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import run_cli
 from forensics import case, ingest, secrets
 from forensics.sources.litellm import litellm, litellm_read
 from forensics.sources.interface import LoadContext, LoadResult
@@ -612,8 +611,7 @@ def test_spend_logs_summarised_by_day_fail_alone_with_one_line(tmp_path):
                                      "export with summarize=false or use /spend/logs/ui")
     assert (loaded.status, loaded.records, loaded.loaded, loaded.quarantined) == ("loaded", 3, 3, 0)
     assert [(Path(p).name, s) for p, s, _ in files] == [(totals.name, "failed"), (rows.name, "loaded")]
-    cli = subprocess.run([sys.executable, "-m", "forensics", "ingest", str(totals), str(rows),
-                          "--case", str(tmp_path / "c.duckdb")], capture_output=True, text=True)
+    cli = run_cli("ingest", str(totals), str(rows), "--case", str(tmp_path / "c.duckdb"))
     assert cli.returncode == 1 and "Traceback" not in cli.stderr
     assert [line for line in cli.stderr.splitlines() if totals.name in line] == [
         f"forensics: {totals}: {litellm.DAILY_REFUSED}"]
