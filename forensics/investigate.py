@@ -122,7 +122,7 @@ def _outside_incidents(recs: list[reconcile.Reconciliation], first_number: int, 
 
 
 def investigate(case: Case, control_set=None) -> Investigation:
-    """Run every analysis on `case`; temp tables only (and prices for provider usage models)."""
+    """Run every analysis on `case`; temp tables only: the case itself is never written (it may be read-only)."""
     control_set = list(control_set) if control_set is not None else list(controls.DEFAULT_CONTROLS)
     cov = coverage.coverage(case)
     search = find_incidents(case)
