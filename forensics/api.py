@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Iterable
 import duckdb
 
 from forensics import case as case_db
+from forensics.case import NotACase  # noqa: F401  (part of the API: raised by open, from_inputs, merge)
 from forensics.analysis.steps import Step, StepLog, table_name
 from forensics.sources.interface import LoadOptions
 
@@ -28,10 +29,6 @@ if TYPE_CHECKING:
     from forensics.investigate import Investigation
 
 CASE_SUFFIX = ".duckdb"
-
-
-class NotACase(ValueError):
-    """A file named as a case database that cannot be read as one."""
 
 
 def split_inputs(inputs: Iterable[str | Path]) -> tuple[list[str], list[str]]:
@@ -53,7 +50,8 @@ class Case:
 
     @classmethod
     def open(cls, path: str | Path, *, read_only: bool = False, options: LoadOptions | None = None) -> Case:
-        """The case database at `path` (created with its schema when absent and not read-only)."""
+        """The case database at `path` (created with its schema when absent and not read-only). Read-only, the case
+        is never written (the investigation needs temp tables only). NotACase when `path` is not a case."""
         return cls(case_db.connect(path, read_only=read_only), Path(path), options or LoadOptions())
 
     @classmethod
@@ -64,10 +62,11 @@ class Case:
     @classmethod
     def from_inputs(cls, inputs: Iterable[str | Path], out_dir: str | Path, options: LoadOptions | None = None,
                     progress=None, case_path: str | Path | None = None) -> Case:
-        """A case for INPUT. One case database and nothing else: that case, as it is. Otherwise `case_path` (default
-        OUT_DIR/case.duckdb) holding every named case (merged; the named ones are left untouched) and every log
-        named (ingested; a file already in the case is skipped by content). Raises FileNotFoundError for a missing
-        input and NotACase for a named case that is no case database."""
+        """A case for INPUT. One case database and nothing else: that case, as it is, opened read-only (not one byte
+        of it changes). Otherwise `case_path` (default OUT_DIR/case.duckdb) holding every named case (merged; the
+        named ones are left untouched) and every log named (ingested; a file already in the case is skipped by
+        content). Raises FileNotFoundError for a missing input and NotACase for a named case that is no case
+        database (or a case_path that is some other DuckDB database)."""
         from forensics.ingest import expand_inputs
 
         cases, logs = split_inputs(inputs)
@@ -76,9 +75,11 @@ class Case:
                 raise FileNotFoundError(f"{c}: no such case database")
         expand_inputs(logs)                    # fails early, before anything is created, on a missing input
         options = options or LoadOptions()
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
         if len(cases) == 1 and not logs and case_path is None:
-            return cls.open(cases[0], options=options)
+            case = cls.open(cases[0], read_only=True, options=options)
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            return case
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
         target = Path(case_path) if case_path is not None else Path(out_dir) / "case.duckdb"
         target.parent.mkdir(parents=True, exist_ok=True)
         cases = [c for c in cases if Path(c).resolve() != target.resolve()]   # the target itself: already there
@@ -101,6 +102,11 @@ class Case:
     def close(self) -> None:
         self.con.close()
 
+    @property
+    def schema_version(self) -> int:
+        """The case's schema version (forensics.schema.SCHEMA_VERSION; 1 for a case made before case_meta)."""
+        return case_db.check_case(self.con, self.path or ":memory:")
+
     # --- loading -------------------------------------------------------------------------------------------------
 
     def ingest(self, paths: Iterable[str | Path], progress=None) -> list[FileReport]:
@@ -115,7 +121,8 @@ class Case:
         return reports
 
     def merge(self, case_paths: Iterable[str | Path]) -> list[FileReport]:
-        """Merge other case databases into this one (files by sha256; requests filled, not doubled)."""
+        """Merge other case databases into this one (files by sha256; requests filled, not doubled). NotACase, and
+        nothing merged, when one is no case, of a newer schema version, or its per-file counts do not add up."""
         from forensics.sources.provider import pagenotes
         from forensics.merge import merge_case
 
@@ -123,6 +130,8 @@ class Case:
         for c in case_paths:
             try:
                 reports += merge_case(self.con, c)
+            except NotACase:
+                raise
             except (ValueError, duckdb.Error) as e:
                 raise NotACase(f"{c}: cannot read it as a case database ({str(e).splitlines()[0]})") from None
         if reports:
@@ -190,18 +199,28 @@ class Case:
 def write_report(case: Case, out: Path, controls=None, run_detector: bool = True,
                  absolute_paths: bool = False) -> tuple[dict, dict]:
     """The investigation written out: OUT/findings.json, report.html, report.md, figures/*.png and steps.sql (the
-    case's step log, re-runnable against the case). Returns (findings, the report's model)."""
+    case's step log, re-runnable against the case). Returns (findings, the report's model).
+
+    All or nothing (outputs/atomic.py): every file is written into a staging folder inside OUT, then renamed into
+    OUT in this order: figures/*.png, report.md, report.html, steps.sql, findings.json LAST. A new findings.json
+    means every file beside it is new; a failure before the renames leaves OUT as it was."""
     from forensics.analysis import postmortem
     from forensics.outputs import findings as findings_out
     from forensics.outputs import report
+    from forensics.outputs.atomic import staged
 
     inv = case.investigate(controls)
     result = findings_out.build(inv, absolute_paths=absolute_paths)
-    findings_out.write(out / "findings.json", result)
     model = report.build_model(inv, result, postmortem.prepare(case, inv, result, run_detector), case.steps)
-    report.write(out, model)
-    findings_out.write_steps_sql(out / "steps.sql", case.steps)
+    with staged(out, last=REPORT_LAST) as tmp:
+        report.write(tmp, model)
+        findings_out.write_steps_sql(tmp / "steps.sql", case.steps)
+        findings_out.write(tmp / "findings.json", result)
     return result, model
+
+
+# the report's files renamed into place last, in this order (figures before them): findings.json is the commit mark
+REPORT_LAST = ("report.md", "report.html", "steps.sql", "findings.json")
 
 
 def write_bundle(case: Case, out: Path, provider: str | None = None, command_line: list[str] | None = None,

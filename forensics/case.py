@@ -2,6 +2,10 @@
 
 Every time inside the case is a naive TIMESTAMP in UTC (the connection's TimeZone is pinned to UTC); the original
 string is kept beside it for evidence. Money is DECIMAL(38,12) USD.
+
+A case is recognised by its tables (forensics.schema) and its schema version (table case_meta; a case made before
+case_meta is version 1). A DuckDB file that is not a case is refused, never turned into one: opening a named case
+to read it (report, export, detect) changes nothing in it, not one byte.
 """
 from __future__ import annotations
 
@@ -10,16 +14,85 @@ from pathlib import Path
 import duckdb
 
 from forensics import __version__
-from forensics.schema import MONEY, SCHEMA_SQL  # noqa: F401  (MONEY: re-exported)
+from forensics.schema import MONEY, SCHEMA_SQL, SCHEMA_VERSION, META_TABLE, tables_of_version  # noqa: F401
+
+
+class NotACase(ValueError):
+    """A file named as a case database that cannot be read as one: not DuckDB, not a forensics case, a schema
+    version this forensics does not know, counts that do not add up. A usage error on the command line."""
 
 
 def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open (creating if needed) a case database with its schema, UTC session time zone."""
-    con = duckdb.connect(str(path), read_only=read_only)
-    con.execute("SET TimeZone = 'UTC'")
-    if not read_only:
-        con.execute(SCHEMA_SQL)
+    """Open a case database with the UTC session time zone.
+
+    read_only: an existing case, checked (check_case) and never written: it may sit on read-only media, or be open
+    read-only in another process. Otherwise: created with its schema when the file is new (or an empty DuckDB
+    database); an existing database must be a case (check_case), and gains the tables a newer schema adds.
+    Raises NotACase for a folder, a file DuckDB cannot open as a database, or a database that is no case."""
+    memory = str(path) == ":memory:"
+    if not memory and Path(path).is_dir():
+        raise NotACase(f"{path}: a folder, not a case database file")
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.Error as e:
+        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "lock" in message.lower():         # a case in use by another program: the run fails, no usage error
+            raise
+        raise NotACase(f"{path}: cannot open it as a DuckDB case database ({message})") from None
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        if not memory and (read_only or _tables(con, _catalog(con))):
+            check_case(con, path)
+        if not read_only:
+            con.execute(SCHEMA_SQL)
+    except BaseException:
+        con.close()
+        raise
     return con
+
+
+def _catalog(con: duckdb.DuckDBPyConnection) -> str:
+    return con.execute("SELECT current_database()").fetchone()[0]
+
+
+def _tables(con: duckdb.DuckDBPyConnection, catalog: str) -> set[str]:
+    return {t for (t,) in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_catalog = ? AND table_schema = 'main'",
+        [catalog]).fetchall()}
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def schema_version(con: duckdb.DuckDBPyConnection, catalog: str | None = None) -> int | None:
+    """The schema version case_meta holds (1 for a case without case_meta); None when case_meta holds none."""
+    catalog = catalog or _catalog(con)
+    if META_TABLE not in _tables(con, catalog):
+        return 1
+    rows = con.execute(f"SELECT value FROM {_quoted(catalog)}.main.{META_TABLE} WHERE key = 'schema_version'"
+                       ).fetchall()
+    try:
+        return int(rows[0][0])
+    except (IndexError, TypeError, ValueError):
+        return None
+
+
+def check_case(con: duckdb.DuckDBPyConnection, label: str | Path, catalog: str | None = None) -> int:
+    """The schema version of the case in `catalog` (default: the connection's database), or NotACase naming
+    `label` when it is not a forensics case: tables missing, or a schema version this forensics cannot read."""
+    catalog = catalog or _catalog(con)
+    version = schema_version(con, catalog)
+    if version is None or version < 1:
+        raise NotACase(f"{label}: not a forensics case ({META_TABLE} holds no valid schema version)")
+    if version > SCHEMA_VERSION:
+        raise NotACase(f"{label}: case schema version {version} is newer than this forensics reads (up to "
+                       f"{SCHEMA_VERSION}); open it with a newer forensics")
+    present = _tables(con, catalog)
+    missing = [t for t in tables_of_version(version) if t not in present]
+    if missing:
+        raise NotACase(f"{label}: not a forensics case (missing tables: {', '.join(missing)})")
+    return version
 
 
 def tool_version() -> str:

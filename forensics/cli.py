@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import threading
 import traceback
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 from forensics import __version__
@@ -85,9 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="SCORES.csv")
     p.add_argument("--model", type=Path, metavar="FILE", help="score with a saved detector instead of training")
     p.add_argument("--save", type=Path, metavar="FILE", help="save the trained detector (FILE and FILE.json card)")
-    p.add_argument("--train-start", metavar="ISO_UTC")
-    p.add_argument("--train-end", metavar="ISO_UTC")
-    p.add_argument("--alerts-per-day", type=float, default=1.0)
+    p.add_argument("--train-start", metavar="ISO_UTC", type=_iso_utc,
+                   help="start of the training window (with --train-end; before it)")
+    p.add_argument("--train-end", metavar="ISO_UTC", type=_iso_utc)
+    p.add_argument("--alerts-per-day", type=_alerts_per_day, default=1.0, metavar="N",
+                   help="false alerts a day the threshold allows on the baseline: a number >= 0 (default 1)")
     _add_load_options(p)
     p.set_defaults(func=cmd_detect)
 
@@ -100,6 +104,27 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["json", "combined", "main", "timings", "ingress"], help="nginx log format to write")
     p.set_defaults(func=cmd_simulate)
     return parser
+
+
+def _alerts_per_day(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of alerts a day (a finite number >= 0)")
+    return value
+
+
+def _iso_utc(text: str):
+    """An ISO 8601 time as naive UTC (Z or an offset converted; no offset is UTC)."""
+    from datetime import timezone
+
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time (e.g. 2026-11-16T02:00:00Z)") from None
+    return t.astimezone(timezone.utc).replace(tzinfo=None) if t.tzinfo is not None else t
 
 
 def _add_load_options(p: argparse.ArgumentParser, shareable: bool = False) -> None:
@@ -159,9 +184,12 @@ def _slow_file_progress(path: Path):
 
 
 def cmd_ingest(args) -> int:
-    from forensics.api import Case
+    from forensics.api import Case, NotACase
 
     options = _load_options(args)
+    if Path(args.case).is_dir():
+        raise UsageError(f"--case {args.case}: a folder; name the case database file "
+                         f"(e.g. {Path(args.case) / 'case.duckdb'})")
     cases, logs = _split_inputs(args.inputs)
     for c in cases:
         if Path(c).resolve() == Path(args.case).resolve():
@@ -170,7 +198,11 @@ def cmd_ingest(args) -> int:
     folder = Path(args.case).resolve().parent
     if not folder.is_dir():
         raise UsageError(f"{folder}: no such folder for the case database")
-    with Case.open(args.case, options=options) as case:
+    try:
+        case = Case.open(args.case, options=options)
+    except NotACase as e:
+        raise UsageError(str(e)) from None
+    with case:
         _merge_cases(case, cases)
         if logs:
             case.ingest(logs, progress=_slow_file_progress)
@@ -286,6 +318,8 @@ def cmd_report(args) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: not a folder")
     with open_case(args.inputs, out, _load_options(args)) as case:
         result, model = write_report(case, out, [*DEFAULT_CONTROLS, *extra], run_detector=not args.no_detector,
                                      absolute_paths=args.absolute_paths)
@@ -305,7 +339,7 @@ def cmd_report(args) -> int:
 
 def cmd_export(args) -> int:
     import tempfile
-    from datetime import datetime, timezone
+    from datetime import timezone
 
     from forensics.api import write_bundle
     from forensics.outputs import bundle
@@ -314,6 +348,11 @@ def cmd_export(args) -> int:
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"{out}: not an empty folder; the bundle needs a folder of its own")
+    if args.zip:
+        try:
+            bundle.zip_path(out)               # DIR.zip goes beside DIR: DIR must have a name
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     with tempfile.TemporaryDirectory(prefix="forensics-export-") as tmp:
         with open_case(args.inputs, Path(tmp), _load_options(args)) as case:
             written = write_bundle(case, out, args.provider, command_line=["forensics", *sys.argv[1:]],
@@ -345,23 +384,23 @@ def cmd_verify(args) -> int:
 
 
 def cmd_detect(args) -> int:
-    from datetime import datetime
-
     from forensics.detect.model import ModelMismatch
     from forensics.detect.run import detect
+    from forensics.outputs.safe import write_csv
 
     window = None
-    if bool(args.train_start) != bool(args.train_end):
+    if (args.train_start is None) != (args.train_end is None):
         raise UsageError("give both --train-start and --train-end, or neither")
-    if args.train_start:
-        try:
-            window = tuple(datetime.fromisoformat(v.replace("Z", "+00:00")).replace(tzinfo=None)
-                           for v in (args.train_start, args.train_end))
-        except ValueError as e:
-            raise UsageError(f"training window: {e}") from None
+    if args.train_start is not None:
+        if args.train_start >= args.train_end:
+            raise UsageError(f"--train-start {args.train_start.isoformat()}Z is not before --train-end "
+                             f"{args.train_end.isoformat()}Z: the training window is empty")
+        window = (args.train_start, args.train_end)
     if args.model is not None and not Path(f"{args.model}.json").is_file():
         raise UsageError(f"{args.model}: no such detector (its card {args.model}.json is missing)")
     out = Path(args.out)
+    if out.is_dir():
+        raise UsageError(f"--out {out}: a folder; name the scores CSV file")
     with open_case(args.inputs, out.parent if str(out.parent) else Path("."), _load_options(args)) as case:
         reports = case.reports
         try:
@@ -369,7 +408,8 @@ def cmd_detect(args) -> int:
         except (ModelMismatch, ValueError) as e:
             print(f"forensics: {e}", file=sys.stderr)
             return EXIT_FAILED
-    scores.to_csv(out, index=False)
+    # the bundle's CSV rule (outputs/safe.py): formula cells neutralised, hidden characters visible; atomic
+    write_csv(out, list(scores.columns), scores.itertuples(index=False, name=None))
     print(f"{int(scores['flagged'].sum())} of {len(scores)} requests flagged (threshold {det.card.threshold:.4f}, "
           f"trained on {det.card.train_start} .. {det.card.train_end}); wrote {out}")
     return EXIT_FAILED if _failed(reports) else EXIT_OK

@@ -194,7 +194,7 @@ def _sources_of(case: Case, found: list[IncidentFindings], join: str) -> None:
 
 
 def investigate(case: Case, control_set=None) -> Investigation:
-    """Run every analysis on `case`; temp tables only (and prices for provider usage models)."""
+    """Run every analysis on `case`; temp tables only: the case itself is never written (it may be read-only)."""
     control_set = list(control_set) if control_set is not None else list(controls.DEFAULT_CONTROLS)
     cov = coverage.coverage(case)
     search = find_incidents(case)

@@ -5,7 +5,8 @@ id, unless a file with the same sha256 is already in the target (then it is skip
 A LiteLLM request already in the target stays the target's row, filling only the columns it lacks (as a later file
 does at ingest); the file it came with counts it as merged, so for
 every file records = loaded + quarantined and the rows stored under its id = loaded - merged still hold. Everything
-is SQL over an ATTACHed read-only source, in one transaction.
+is SQL over an ATTACHed read-only source, in one transaction, after checking the source: a forensics case
+(its tables, a schema version this forensics reads) whose per-file counts add up (NotACase otherwise).
 """
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ from pathlib import Path
 
 import duckdb
 
+from forensics.case import NotACase, check_case
 from forensics.ingest import FileReport
-from forensics.schema import CASE_TABLES
+from forensics.outputs.safe import printable
+from forensics.schema import CASE_TABLES, FAMILY_TABLES
 
 # the tables whose rows come across as they are, under their file's new id; ingest_files, llm_requests and prices
-# are merged by merge_case itself
-DATA_TABLES = tuple(t for t in CASE_TABLES if t not in ("ingest_files", "llm_requests", "prices"))
+# are merged by merge_case itself, case_meta is the target's own
+DATA_TABLES = tuple(t for t in CASE_TABLES if t not in ("ingest_files", "llm_requests", "prices", "case_meta"))
 _ALIAS = "__merge_src"
 
 
@@ -42,6 +45,31 @@ def _select_list(target: list[str], source: list[str], replace: dict[str, str]) 
     return ", ".join(out)
 
 
+def check_counts(con: duckdb.DuckDBPyConnection, label: str | Path, catalog: str) -> None:
+    """NotACase naming `label` unless, for every loaded file of the case in `catalog`, records = loaded +
+    quarantined, its quarantine rows = quarantined, and the rows the family tables hold under its id = loaded -
+    merged (what ingest checks for every file it loads)."""
+    db = f'"{catalog}".main'
+    merged = "coalesce(f.merged, 0)" if "merged" in _columns(con, catalog, "ingest_files") else "0"
+    rows = " UNION ALL ".join(f"SELECT file_id FROM {db}.{t}" for t in FAMILY_TABLES)
+    bad = con.execute(f"""
+        WITH q AS (SELECT file_id, count(*) AS n FROM {db}.quarantine GROUP BY ALL),
+             r AS (SELECT file_id, count(*) AS n FROM ({rows}) GROUP BY ALL)
+        SELECT f.path, f.records, f.loaded, f.quarantined, {merged}, coalesce(r.n, 0), coalesce(q.n, 0)
+        FROM {db}.ingest_files f LEFT JOIN q USING (file_id) LEFT JOIN r USING (file_id)
+        WHERE f.status = 'loaded' AND (f.records IS NULL OR f.loaded IS NULL OR f.quarantined IS NULL
+              OR f.records <> f.loaded + f.quarantined OR coalesce(q.n, 0) <> f.quarantined
+              OR coalesce(r.n, 0) <> f.loaded - {merged})
+        ORDER BY f.file_id
+    """).fetchall()
+    if bad:
+        path, records, loaded, quarantined, n_merged, n_rows, n_quarantine = bad[0]
+        more = f"; and {len(bad) - 1} more file(s)" if len(bad) > 1 else ""
+        raise NotACase(f"{label}: its per-file counts do not add up, refused: {printable(path)} has records "
+                       f"{records}, loaded {loaded}, quarantined {quarantined}, merged {n_merged}, but "
+                       f"{n_rows} rows (expected loaded - merged) and {n_quarantine} quarantine rows{more}")
+
+
 def merge_case(con: duckdb.DuckDBPyConnection, source: str | Path) -> list[FileReport]:
     """Copy the loaded files of case `source` into the case `con`; one report per source file."""
     source = Path(source)
@@ -50,9 +78,9 @@ def merge_case(con: duckdb.DuckDBPyConnection, source: str | Path) -> list[FileR
     quoted = str(source).replace("'", "''")
     con.execute(f"ATTACH '{quoted}' AS {_ALIAS} (READ_ONLY)")
     try:
+        check_case(con, source, _ALIAS)
+        check_counts(con, source, _ALIAS)
         src_files = _columns(con, _ALIAS, "ingest_files")
-        if not src_files:
-            raise ValueError(f"{source}: not a forensics case database (no ingest_files table)")
         con.execute("BEGIN")
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE __merge_map AS

@@ -3,9 +3,10 @@
 Every time inside the case is a naive TIMESTAMP in UTC (the connection's TimeZone is pinned to UTC); the original
 string is kept beside it for evidence. Money is DECIMAL(38,12) USD.
 
-Who writes a table is declared once: the case itself (CASE_OWN_TABLES: ingest accounting, quarantine, prices) or
-one log family (its package's TABLES, see forensics.sources). The tables families load records into are
-FAMILY_TABLES; for every loaded file, the rows they hold under its file_id = its loaded - merged records.
+Who writes a table is declared once: the case itself (CASE_OWN_TABLES: ingest accounting, quarantine, prices, its
+schema version in case_meta) or one log family (its package's TABLES, see forensics.sources). The tables families
+load records into are FAMILY_TABLES; for every loaded file, the rows they hold under its file_id = its loaded -
+merged records.
 """
 from __future__ import annotations
 
@@ -20,10 +21,16 @@ CASE_TABLES: tuple[str, ...] = (
     "provider_usage",
     "provider_costs",
     "prices",
+    "case_meta",
 )
 
-# written by the case itself (forensics.ingest, forensics.pricing, forensics.merge), not by a log family
-CASE_OWN_TABLES: tuple[str, ...] = ("ingest_files", "quarantine", "prices")
+# written by the case itself (forensics.ingest, forensics.pricing, forensics.merge, forensics.case), not by a family
+CASE_OWN_TABLES: tuple[str, ...] = ("ingest_files", "quarantine", "prices", "case_meta")
+
+# The case's schema version, in case_meta ('schema_version'). 1: the tables before case_meta (a case without it is
+# version 1 when its other tables are there); 2: case_meta added. A case of a later version is refused.
+SCHEMA_VERSION = 2
+META_TABLE = "case_meta"
 
 # the tables log families load records into (each declared by exactly one family package)
 FAMILY_TABLES: tuple[str, ...] = tuple(t for t in CASE_TABLES if t not in CASE_OWN_TABLES)
@@ -202,7 +209,20 @@ CREATE TABLE IF NOT EXISTS prices (
     matched_model     VARCHAR,
     PRIMARY KEY (provider, model, day)
 );""",
+
+    "case_meta": f"""\
+-- what the case is: its schema version (forensics.schema.SCHEMA_VERSION)
+CREATE TABLE IF NOT EXISTS case_meta (
+    key    VARCHAR PRIMARY KEY,      -- schema_version
+    value  VARCHAR NOT NULL
+);
+INSERT OR IGNORE INTO case_meta VALUES ('schema_version', '{SCHEMA_VERSION}');""",
 }
+
+
+def tables_of_version(version: int) -> tuple[str, ...]:
+    """The tables a case of schema `version` holds."""
+    return CASE_TABLES if version >= 2 else tuple(t for t in CASE_TABLES if t != META_TABLE)
 
 if set(TABLE_DDL) != set(CASE_TABLES):
     raise RuntimeError(f"case tables without DDL or DDL without a case table: {set(TABLE_DDL) ^ set(CASE_TABLES)}")

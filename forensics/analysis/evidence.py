@@ -140,7 +140,10 @@ def evidence(case: Case, inv, provider: str | None = None) -> Evidence:
                         and c is not None), Decimal(0))
     outside_cost = sum((Decimal(f.cost_usd) for f in chosen
                         if f.provider_buckets is not None and len(f.provider_buckets)), Decimal(0))
-    price_tables = ", ".join(s for (s,) in case.execute("SELECT DISTINCT source FROM prices ORDER BY 1").fetchall())
+    # the price table the investigation used: the case's, with the provider usage models' (analysis/reconcile.py)
+    prices = case.tables.get("usage_prices", "prices")
+    price_tables = ", ".join(s for (s,) in case.execute(f"SELECT DISTINCT source FROM {prices} ORDER BY 1"
+                                                         ).fetchall())
     accounts = [i for (i,) in case.execute("""
         SELECT DISTINCT 'project ' || project_id FROM provider_costs WHERE provider = ? AND project_id IS NOT NULL
         UNION SELECT DISTINCT 'API key id ' || api_key_id FROM provider_usage WHERE provider = ?

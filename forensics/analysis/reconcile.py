@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from forensics.analysis.steps import Step
+from forensics.schema import MONEY
 
 if TYPE_CHECKING:
     from forensics.api import Case
@@ -92,11 +93,47 @@ def usage_width_sql(which: str) -> str:
     """
 
 
-def usage_vs_proxy_step(which: str) -> Step:
+PRICE_FIELDS = ("provider", "model", "day", "input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok",
+                "source", "matched_model")
+
+
+def usage_prices_step() -> Step:
+    """The case's price table plus the prices of provider usage models it lacks (dated snapshots), resolved in
+    Python and given as one parameter: rows of text, in PRICE_FIELDS order. A temp table: the case is not written."""
+    cast = {"day": "DATE", "input_mtok": MONEY, "output_mtok": MONEY, "cache_read_mtok": MONEY,
+            "cache_write_mtok": MONEY}
+    columns = ", ".join(f"CAST(r[{i}] AS {cast[c]}) AS {c}" if c in cast else f"r[{i}] AS {c}"
+                        for i, c in enumerate(PRICE_FIELDS, start=1))
+    return Step("usage_prices", f"""
+        SELECT {", ".join(PRICE_FIELDS)} FROM prices
+        UNION ALL
+        SELECT {columns} FROM (SELECT unnest(CAST(? AS VARCHAR[][])) AS r)
+    """)
+
+
+def usage_price_rows(case: Case) -> list[list[str | None]]:
+    """Prices for the provider usage models the case's price table lacks (per provider, model, day), as text."""
+    from forensics import pricing
+
+    keys = case.execute("""
+        SELECT DISTINCT provider, model, CAST(bucket_start AS DATE) FROM provider_usage u
+        WHERE model IS NOT NULL AND NOT EXISTS (SELECT 1 FROM prices p WHERE p.provider = u.provider
+              AND p.model = u.model AND p.day = CAST(u.bucket_start AS DATE))
+        ORDER BY ALL
+    """).fetchall()
+    rows = []
+    for p, m, d in keys:
+        price = pricing.resolve_price(p, m, d, {}, "")
+        rows.append([None if price[c] is None else format(price[c], "f") if isinstance(price[c], Decimal)
+                     else str(price[c]) for c in PRICE_FIELDS])
+    return rows
+
+
+def usage_vs_proxy_step(which: str, prices: str) -> Step:
     """Per provider, bucket, key id and canonical model: the provider's tokens by type beside the proxy's.
 
     Models are compared by genai-prices' canonical id (usage reports dated snapshots, the proxy often the alias).
-    The proxy's successful requests are bucketed by start time at the same width.
+    The proxy's successful requests are bucketed by start time at the same width. `prices`: usage_prices_step's.
     """
     return Step(f"usage_vs_proxy_{which}", f"""
         WITH width AS ({usage_width_sql(which)}),
@@ -113,7 +150,8 @@ def usage_vs_proxy_step(which: str) -> Step:
                    sum(coalesce(u.cache_write_tokens, 0)) AS cache_write_tokens, sum(u.requests) AS requests
             FROM provider_usage u JOIN width w USING (provider, bucket_width)
             JOIN chosen c USING (provider, bucket_start, file_id)
-            LEFT JOIN prices p ON p.provider = u.provider AND p.model = u.model AND p.day = CAST(u.bucket_start AS DATE)
+            LEFT JOIN {prices} p
+              ON p.provider = u.provider AND p.model = u.model AND p.day = CAST(u.bucket_start AS DATE)
             GROUP BY ALL
         ), buckets AS (SELECT DISTINCT provider, bucket_start, bucket_end FROM usage),
         proxy AS (
@@ -123,7 +161,7 @@ def usage_vs_proxy_step(which: str) -> Step:
                    sum(coalesce(r.cache_write_tokens, 0)) AS cache_write_tokens, count(*) AS requests
             FROM buckets b JOIN llm_requests r ON r.provider = b.provider AND r.status = 'success'
              AND r.start_time >= b.bucket_start AND r.start_time < b.bucket_end
-            LEFT JOIN prices p ON p.provider = r.provider AND p.model = r.model AND p.day = CAST(r.start_time AS DATE)
+            LEFT JOIN {prices} p ON p.provider = r.provider AND p.model = r.model AND p.day = CAST(r.start_time AS DATE)
             GROUP BY ALL
         )
         SELECT u.*, coalesce(x.input_tokens, 0) AS proxy_input_tokens, coalesce(x.output_tokens, 0) AS proxy_output_tokens,
@@ -154,7 +192,7 @@ def proxy_keys_step(src: str) -> Step:
     """)
 
 
-def outside_usage_step(which: str, src: str, proxy_keys: str) -> Step:
+def outside_usage_step(which: str, src: str, proxy_keys: str, prices: str) -> Step:
     """Usage the proxy does not explain: all of a key id the proxy never used (it explains under half of its
     tokens), and on the proxy's own key ids the tokens above the proxy's, per type, model and bucket."""
     return Step(f"outside_usage_{which}", f"""
@@ -180,22 +218,10 @@ def outside_usage_step(which: str, src: str, proxy_keys: str) -> Step:
                           + o.output_tokens * p.output_mtok) * 0.000001 AS DECIMAL(38,12)) AS cost_usd,
                p.input_mtok IS NULL AS unpriced
         FROM (SELECT * FROM own UNION ALL BY NAME SELECT * FROM foreign_keys) o
-        LEFT JOIN prices p ON p.provider = o.provider AND p.model = o.provider_model
+        LEFT JOIN {prices} p ON p.provider = o.provider AND p.model = o.provider_model
                           AND p.day = CAST(o.bucket_start AS DATE)
         WHERE o.input_tokens + o.output_tokens >= {EXCESS_MIN_TOKENS}
     """)
-
-
-def _ensure_usage_prices(con) -> None:
-    """Provider usage models (dated snapshots) priced once per day into the same price table."""
-    from forensics import pricing
-
-    keys = con.execute("""
-        SELECT DISTINCT provider, model, CAST(bucket_start AS DATE) FROM provider_usage u
-        WHERE model IS NOT NULL AND NOT EXISTS (SELECT 1 FROM prices p WHERE p.provider = u.provider
-              AND p.model = u.model AND p.day = CAST(u.bucket_start AS DATE))
-    """).fetchall()
-    pricing.insert_prices(con, [pricing.resolve_price(p, m, d, {}, "") for p, m, d in keys])
 
 
 def _finest_covering(fine: pd.DataFrame, span: pd.DataFrame) -> pd.DataFrame:
@@ -213,11 +239,11 @@ def reconcile(case: Case) -> list[Reconciliation]:
     """One reconciliation per provider that has cost or usage data in the case."""
     buckets = case.run(provider_costs_step())
     daily = case.query(daily_reconciliation_step(buckets))
-    _ensure_usage_prices(case.con)
-    usage = {which: case.run(usage_vs_proxy_step(which)) for which in ("span", "finest")}
+    prices = case.run(usage_prices_step(), [usage_price_rows(case)])
+    usage = {which: case.run(usage_vs_proxy_step(which, prices)) for which in ("span", "finest")}
     proxy_keys = case.run(proxy_keys_step(usage["span"]))
-    outside = case.query(outside_usage_step("span", usage["span"], proxy_keys))
-    fine = case.query(outside_usage_step("finest", usage["finest"], proxy_keys))
+    outside = case.query(outside_usage_step("span", usage["span"], proxy_keys, prices))
+    fine = case.query(outside_usage_step("finest", usage["finest"], proxy_keys, prices))
     providers = sorted(set(daily["provider"]) | set(outside["provider"]))
     out = []
     for provider in providers:

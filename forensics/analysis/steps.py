@@ -8,10 +8,15 @@ that the next step receives as an argument: no step reads another's table by a n
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from textwrap import dedent
+
+from forensics.outputs.safe import hidden
+
+_PLAIN = re.compile(r"[\x20-\x7e]*")
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,26 @@ def literal(value) -> str:
         return literal(value.to_pydatetime())
     if hasattr(value, "item"):                     # numpy scalars
         return literal(value.item())
-    return "'" + str(value).replace("'", "''") + "'"
+    return string_literal(str(value))
+
+
+def string_literal(text: str) -> str:
+    """A VARCHAR literal; a character that could hide or reorder the script's text (controls, bidi, zero-width:
+    outputs/safe.py's rule) is written as chr(N), so steps.sql shows no such character and still means the same."""
+    if _PLAIN.fullmatch(text):
+        return "'" + text.replace("'", "''") + "'"
+    parts, run = [], []
+    for ch in text:
+        if hidden(ch):
+            if run:
+                parts.append("'" + "".join(run).replace("'", "''") + "'")
+                run = []
+            parts.append(f"chr({ord(ch)})")
+        else:
+            run.append(ch)
+    if run or not parts:
+        parts.append("'" + "".join(run).replace("'", "''") + "'")
+    return parts[0] if len(parts) == 1 else "(" + " || ".join(parts) + ")"
 
 
 def inline_params(sql: str, params) -> str:

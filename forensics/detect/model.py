@@ -197,9 +197,12 @@ def describe(feature: str, value, median) -> str:
 
 
 def save(det: Detector, path: Path) -> None:
-    """`path` (joblib) and `path`.json (the card)."""
-    joblib.dump(det.forests, path)
-    Path(f"{path}.json").write_text(json.dumps(asdict(det.card), indent=2, sort_keys=True) + "\n")
+    """`path` (joblib) and `path`.json (the card), each written whole or not at all (the card last)."""
+    from forensics.outputs.atomic import atomic_write, write_text
+
+    with atomic_write(path, "wb") as fh:
+        joblib.dump(det.forests, fh)
+    write_text(f"{path}.json", json.dumps(asdict(det.card), indent=2, sort_keys=True) + "\n")
 
 
 def load(path: Path) -> Detector:

@@ -8,9 +8,7 @@ the analyst's machine are cut to the input folder unless asked for.
 """
 from __future__ import annotations
 
-import csv
 import io
-import json
 import os
 import platform
 import sys
@@ -27,25 +25,16 @@ from forensics import __version__
 from forensics.analysis.evidence import Disputed, Evidence
 from forensics.ingest import file_sha256
 from forensics.outputs import figures as figs
+from forensics.outputs.atomic import staged, write_bytes
 from forensics.outputs.findings import iso
 from forensics.outputs.paths import shareable_paths
-from forensics.outputs.report import money, printable
+from forensics.outputs.report import money
+from forensics.outputs.safe import FORMULA_START, json_text, neutralise, printable, write_csv  # noqa: F401
 
 MANIFEST = "MANIFEST.sha256"
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")     # OWASP CSV injection: a spreadsheet would evaluate these
-
-
-# --- safe CSV --------------------------------------------------------------------------------------------------------
-
-def neutralise(value):
-    """A text cell a spreadsheet would run as a formula, prefixed with ' (OWASP); control characters made visible.
-    Numbers stay numbers."""
-    if value is None or (isinstance(value, float) and pd.isna(value)):
-        return ""
-    if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
-        return value
-    text = printable(value)
-    return "'" + text if text.startswith(FORMULA_START) else text
+# the files every bundle holds, whatever the case (the timeline PNG and usage_outside_proxy.csv depend on it)
+ALWAYS = ("request.md", "requests.csv", "cost_per_minute.csv", "cost_per_hour.csv", "baseline_vs_incident.csv",
+          "reconciliation.csv", "chain_of_custody.json")
 
 
 def money_text(v) -> str:
@@ -56,25 +45,22 @@ def money_text(v) -> str:
     return format(d.quantize(Decimal("0.000000000001")).normalize(), "f")
 
 
-def write_csv(path: Path, columns: list[str], rows) -> int:
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(columns)
-        n = 0
-        for row in rows:
-            w.writerow([neutralise(v) for v in row])
-            n += 1
-    return n
-
-
 # --- the bundle's content --------------------------------------------------------------------------------------------
 
 def build(ev: Evidence, inv, findings: dict, out: Path, command_line: list[str] | None = None,
           absolute_paths: bool = False, started: datetime | None = None) -> list[Path]:
     """Write the bundle for the evidence `ev` (analysis/evidence.py) into `out` (created; must be empty or absent)
-    and return the files written."""
+    and return the files written. All or nothing: every file is written into a staging folder inside `out`, then
+    renamed into it, chain_of_custody.json and MANIFEST.sha256 last (outputs/atomic.py): a bundle with its manifest
+    is whole, and a failure leaves `out` as it was."""
+    with staged(out, last=("chain_of_custody.json", MANIFEST)) as tmp:
+        written = _write(ev, inv, findings, tmp, command_line, absolute_paths, started)
+    return [out / p.relative_to(tmp) for p in written]
+
+
+def _write(ev: Evidence, inv, findings: dict, out: Path, command_line: list[str] | None, absolute_paths: bool,
+           started: datetime | None) -> list[Path]:
     started = started or datetime.now(timezone.utc)
-    out.mkdir(parents=True, exist_ok=True)
     provider, chosen = ev.provider, ev.chosen
     written: list[Path] = []
 
@@ -175,8 +161,7 @@ def build(ev: Evidence, inv, findings: dict, out: Path, command_line: list[str] 
         "files": [{"path": p.name, "sha256": digest, "size_bytes": size}
                   for p in written for digest, size in [file_sha256(p)]],
     }
-    (out / "chain_of_custody.json").write_text(json.dumps(custody, indent=2, ensure_ascii=False) + "\n",
-                                               encoding="utf-8")
+    (out / "chain_of_custody.json").write_text(json_text(custody, indent=2) + "\n", encoding="utf-8")
     written.append(out / "chain_of_custody.json")
     write_manifest(out)
     return written
@@ -205,7 +190,7 @@ PROVIDER_NAMES = {"openai": "OpenAI", "anthropic": "Anthropic"}
 
 def letter(findings: dict, chosen, d: Disputed, price_tables: str, accounts: list[str]) -> str:
     """The cover letter draft: every figure filled in from the case; what only the analyst knows is [bracketed]."""
-    name = PROVIDER_NAMES.get(d.provider or "", d.provider or "[provider]")
+    name = PROVIDER_NAMES.get(d.provider or "", printable(d.provider) or "[provider]")
     account = ", ".join(printable(i) for i in accounts) or "[organization / project id]"
     total = d.request_cost + d.outside_cost
     lines = [f"# Refund request draft: unauthorised usage billed by {name}", "",
@@ -277,9 +262,25 @@ def sha256_file(path: Path) -> str:
     return file_sha256(path)[0]
 
 
+def _scan(folder: Path) -> tuple[list[str], list[str], list[str]]:
+    """(regular files, symbolic links, anything else) under `folder` as sorted relative paths; links to folders are
+    not followed."""
+    files, links, others = [], [], []
+    for root, dirs, names in os.walk(folder, followlinks=False):
+        base = Path(root)
+        for name in [*dirs, *names]:
+            p = base / name
+            rel = p.relative_to(folder).as_posix()
+            if p.is_symlink():
+                links.append(rel)
+            elif name in names:
+                (files if p.is_file() else others).append(rel)
+    return sorted(files), sorted(links), sorted(others)
+
+
 def _bundle_files(folder: Path) -> list[str]:
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and
-                  p.relative_to(folder).as_posix() != MANIFEST)
+    """The bundle's regular files but the manifest, sorted."""
+    return [rel for rel in _scan(folder)[0] if rel != MANIFEST]
 
 
 def write_manifest(folder: Path) -> Path:
@@ -290,15 +291,19 @@ def write_manifest(folder: Path) -> Path:
 
 
 def verify(folder: Path) -> list[str]:
-    """Problems with the bundle, one line each naming the file; empty when every file matches its manifest line
-    and none is missing or extra."""
-    manifest = folder / MANIFEST
+    """Problems with the bundle, one line each naming the file; empty when every file matches its manifest line,
+    none is missing or extra, the manifest lists something, the files every bundle has (ALWAYS) are there, and
+    nothing in the folder is a symbolic link (to a file or a folder) or other than a regular file or folder."""
     if not folder.is_dir():
         return [f"{folder}: no such bundle folder"]
-    if not manifest.is_file():
-        return [f"{MANIFEST}: missing"]
-    problems, listed = [], {}
-    for n, line in enumerate(manifest.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+    files, links, others = _scan(folder)
+    problems = [f"{printable(rel)}: symbolic link, refused (a bundle holds its files themselves)" for rel in links]
+    problems += [f"{printable(rel)}: not a regular file" for rel in others]
+    if MANIFEST not in files:
+        return problems if MANIFEST in links else [*problems, f"{MANIFEST}: missing"]
+    listed: dict[str, str] = {}
+    for n, line in enumerate((folder / MANIFEST).read_text(encoding="utf-8", errors="replace").splitlines(),
+                             start=1):
         if not line.strip():
             continue
         digest, sep, rel = line.partition("  ")
@@ -307,28 +312,46 @@ def verify(folder: Path) -> list[str]:
             continue
         rel = rel.removeprefix("*")
         if rel in listed:
-            problems.append(f"{rel}: listed twice in {MANIFEST}")
+            problems.append(f"{printable(rel)}: listed twice in {MANIFEST}")
         listed[rel] = digest
-    present = set(_bundle_files(folder))
+    if not listed:
+        problems.append(f"{MANIFEST}: lists no file")
+    present = set(files) - {MANIFEST}
     for rel, digest in sorted(listed.items()):
-        p = folder / rel
+        if rel in links:
+            continue                                        # refused above
         if rel not in present:
-            problems.append(f"{rel}: missing")
-        elif sha256_file(p) != digest:
-            problems.append(f"{rel}: content changed (sha256 does not match {MANIFEST})")
+            problems.append(f"{printable(rel)}: missing")
+        elif sha256_file(folder / rel) != digest:
+            problems.append(f"{printable(rel)}: content changed (sha256 does not match {MANIFEST})")
+    for rel in ALWAYS:
+        if rel not in listed and rel not in present and rel not in links:
+            problems.append(f"{rel}: missing (every bundle has it)")
     for rel in sorted(present - set(listed)):
-        problems.append(f"{rel}: extra file, not in {MANIFEST}")
+        problems.append(f"{printable(rel)}: extra file, not in {MANIFEST}")
     return problems
 
 
+def zip_path(folder: Path) -> Path:
+    """Where `export --zip` writes DIR.zip: beside DIR, never inside it, named after DIR as an absolute path with
+    `.` and `..` worked out (not following links): for `--out .` it is ../NAME.zip, NAME the current folder's
+    name. ValueError for a folder without a name (the root)."""
+    absolute = Path(os.path.abspath(folder))
+    if not absolute.name:
+        raise ValueError(f"{folder}: a folder without a name; DIR.zip is written beside DIR")
+    return absolute.with_name(absolute.name + ".zip")
+
+
 def zip_bundle(folder: Path) -> Path:
-    """DIR.zip beside DIR with the bundle's files (fixed timestamps, so the same bundle gives the same zip)."""
-    target = folder.with_name(folder.name + ".zip")
+    """DIR.zip beside DIR (zip_path) with the bundle's files under DIR's name (fixed timestamps, so the same bundle
+    gives the same zip), written whole or not at all."""
+    target = zip_path(folder)
+    name = target.name.removesuffix(".zip")
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for rel in [*_bundle_files(folder), MANIFEST]:
-            info = zipfile.ZipInfo(f"{folder.name}/{rel}", date_time=(1980, 1, 1, 0, 0, 0))
+            info = zipfile.ZipInfo(f"{name}/{rel}", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             z.writestr(info, (folder / rel).read_bytes())
-    target.write_bytes(buf.getvalue())
+    write_bytes(target, buf.getvalue())
     return target

@@ -1,7 +1,6 @@
 """findings.json, exactly as the contract (schema forensics.findings/1) specifies."""
 from __future__ import annotations
 
-import json
 import math
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -117,9 +116,13 @@ def build(inv: Investigation, generated_at: datetime | None = None, absolute_pat
 
 
 def write(path: Path, findings: dict) -> None:
-    path.write_text(json.dumps(findings, indent=2, ensure_ascii=False) + "\n")
+    """findings.json; characters that could hide or reorder text (bidi controls, zero-width...) as \\u escapes
+    (outputs/safe.py): the values read back are exact."""
+    from forensics.outputs.safe import json_text
+
+    path.write_text(json_text(findings, indent=2) + "\n", encoding="utf-8")
 
 
 def write_steps_sql(path: Path, steps) -> None:
     """Every statement the investigation ran, in order, parameters written in: re-runs against the case database."""
-    path.write_text(steps.script())
+    path.write_text(steps.script(), encoding="utf-8")

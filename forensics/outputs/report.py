@@ -3,12 +3,12 @@
 Both are rendered from one model built here from findings.json's own numbers (so the documents and the JSON never
 disagree) plus the investigation's tables, the detector's results and the figures. Every value that came from a log
 is text to the templates: jinja2 escapes it in HTML, `md` escapes it in Markdown, and control characters (ANSI
-escapes, newlines in a user agent) are shown as \\xHH, never interpreted.
+escapes, newlines in a user agent), bidi controls and invisible characters are shown as \\xHH / \\uHHHH, never
+interpreted (outputs/safe.py).
 """
 from __future__ import annotations
 
 import base64
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -19,24 +19,11 @@ import pandas as pd
 from forensics import __version__
 from forensics.analysis.status import status as status_of
 from forensics.outputs import figures as figs
+from forensics.outputs.safe import md, printable, visible
 
 TOP_ROWS = 20                 # tables show the top rows; the rest are counted, and all are in findings.json
 HASH_CHARS = 12
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\n\t]")
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|~])")
-
-
-def printable(value) -> str:
-    """A log value as inert text: control characters (ANSI escapes, CR/LF, NUL) become visible \\xHH."""
-    if value is None:
-        return ""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
-
-
-def md(value) -> str:
-    """Text for a Markdown table cell: printable, and every character Markdown or HTML would act on escaped."""
-    return _MD_SPECIAL.sub(r"\\\1", printable(value)).replace("&", "&amp;")
 
 
 def money(v) -> str:
@@ -350,10 +337,18 @@ def _nginx_match(inv) -> str:
 
 # --- rendering -----------------------------------------------------------------------------------------------------
 
+def _finalize(value):
+    """Every value a template prints: hidden characters (bidi, zero-width, controls but line breaks and tabs) shown
+    as escapes, whatever the value and its filters; markup stays markup."""
+    if hasattr(value, "__html__"):                 # jinja2's Markup (a macro's output): rebuilt as Markup
+        return type(value)(visible(str(value)))
+    return visible(value) if isinstance(value, str) else value
+
+
 def _env() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape(
         enabled_extensions=("html", "html.j2"), default_for_string=True), undefined=jinja2.StrictUndefined,
-        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, finalize=_finalize)
     env.filters["md"] = md
     env.filters["printable"] = printable
     env.filters["b64"] = lambda b: base64.b64encode(b).decode("ascii")
