@@ -7,6 +7,8 @@ from typing import Protocol
 
 import duckdb
 
+from forensics.sources.plausible import TimeWindow
+
 
 @dataclass(frozen=True)
 class LoadResult:
@@ -37,6 +39,7 @@ class LoadContext:
     path: Path                 # real path on disk (may be .gz)
     display_path: str          # as the user named it; used in messages
     options: LoadOptions = field(default_factory=LoadOptions)
+    window: TimeWindow = field(default_factory=TimeWindow.at)   # times a record may carry (ingest clock + 1 day)
 
 
 class Source(Protocol):

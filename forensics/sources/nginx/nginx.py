@@ -287,7 +287,8 @@ class _Load:
         self.con.execute("INSERT INTO _nginx_ip_map SELECT chain, peer, client_ip FROM _nginx_new_ips")
 
     def _convert(self, staged: str) -> str:
-        return convert_sql(staged, self.fmt, self.fid, self.parser.time_field, self.parser.nginx_escapes)
+        return convert_sql(staged, self.fmt, self.fid, self.parser.time_field, self.parser.nginx_escapes,
+                           self.ctx.window)
 
     def _rest(self, source: str, lo: int, hi: int) -> int:
         """Lines of `source` (not empty) that no variant has inserted yet, into a fresh temp table."""
