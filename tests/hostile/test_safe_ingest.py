@@ -150,3 +150,204 @@ def test_implausible_times_are_quarantined_and_the_report_stays_small(tmp_path, 
     assert any('msec "253402250399.000"' in r for r in reasons), reasons
     assert any('bucket starting_at "9999-12-30T00:00:00+14:00"' in r for r in reasons), reasons
     assert any('bucket start_time "0"' in r for r in reasons), reasons
+
+
+# ---- 5. a log that grew ---------------------------------------------------------------------------------------
+
+def test_a_grown_log_loads_only_its_new_lines(tmp_path):
+    log = tmp_path / "access.log"
+    log.write_text("".join(combined(i) for i in range(1000)))
+    con = case_db.connect(tmp_path / "case.duckdb")
+    (first,) = ingest_paths(con, [log])
+    assert (first.records, first.loaded) == (1000, 1000)
+    with open(log, "a") as f:
+        f.write("".join(combined(i) for i in range(1000, 1010)))
+    (grown,) = ingest_paths(con, [log])
+    assert (grown.status, grown.skipped, grown.records, grown.loaded, grown.quarantined) == ("loaded", False, 10, 10, 0)
+    assert f"extends {log}: lines 1001..1010 loaded" in grown.message
+    assert grown.sha256 == hashlib.sha256(log.read_bytes()).hexdigest()
+    assert con.execute("SELECT count(*) FROM http_requests").fetchone()[0] == 1010
+    fid, size = con.execute("SELECT file_id, size_bytes FROM ingest_files WHERE sha256 = ?", [grown.sha256]).fetchone()
+    assert size == log.stat().st_size
+    assert con.execute("SELECT min(line_no), max(line_no), count(*) FROM http_requests WHERE file_id = ?",
+                       [fid]).fetchone() == (1001, 1010, 10)
+    assert con.execute("SELECT list(path ORDER BY line_no) FROM http_requests WHERE file_id = ?", [fid]).fetchone()[0] \
+        == [f"/v1/models?n={i}" for i in range(1000, 1010)]
+    conserved(con, fid)
+    # rotated: the grown file copied to access.log.1 and grown again
+    rotated = tmp_path / "access.log.1"
+    rotated.write_bytes(log.read_bytes() + combined(1010).encode())
+    (third,) = ingest_paths(con, [rotated])
+    assert (third.records, third.loaded) == (1, 1)
+    assert f"extends {log}: lines 1011..1011 loaded" in third.message
+    assert con.execute("SELECT count(*) FROM http_requests").fetchone()[0] == 1011
+    con.close()
+
+
+def test_a_grown_log_whose_last_line_was_cut_loads_it_whole(tmp_path):
+    """The first copy was taken while nginx wrote: its last line was cut (quarantined). The grown file finishes that
+    line: it loads from that line on, under its own line number."""
+    log = tmp_path / "access.log"
+    whole = "".join(combined(i) for i in range(20))
+    log.write_text(whole[:-30])
+    con = case_db.connect(tmp_path / "case.duckdb")
+    (first,) = ingest_paths(con, [log])
+    assert (first.records, first.loaded, first.quarantined) == (20, 19, 1)
+    log.write_text(whole + combined(20))
+    (grown,) = ingest_paths(con, [log])
+    assert (grown.records, grown.loaded, grown.quarantined) == (2, 2, 0)
+    assert "lines 20..21 loaded" in grown.message
+    assert con.execute("SELECT count(*) FROM http_requests").fetchone()[0] == 21
+    con.close()
+
+
+def test_a_grown_callback_log_and_a_grown_gzip(tmp_path):
+    nd_log = tmp_path / "callbacks.ndjson"
+    nd_log.write_text(nd(*(payload(i) for i in range(5))))
+    gz_log = tmp_path / "access.log.gz"
+    gz_log.write_bytes(gzip.compress("".join(combined(i) for i in range(30)).encode(), mtime=0))
+    con = case_db.connect(tmp_path / "case.duckdb")
+    ingest_paths(con, [nd_log, gz_log])
+    with open(nd_log, "a") as f:
+        f.write(nd(payload(5), payload(6)))
+    with open(gz_log, "ab") as f:     # another gzip member appended, as some loggers do
+        f.write(gzip.compress("".join(combined(i) for i in range(30, 33)).encode(), mtime=0))
+    a, b = ingest_paths(con, [nd_log, gz_log])
+    assert (a.format, a.records, a.loaded, a.merged) == ("litellm.payload_ndjson", 2, 2, 0)
+    assert "lines 6..7 loaded" in a.message
+    assert (b.format, b.records, b.loaded) == ("nginx.combined", 3, 3)
+    assert "lines 31..33 loaded" in b.message
+    assert con.execute("SELECT count(*) FROM llm_requests").fetchone()[0] == 7
+    assert con.execute("SELECT count(*) FROM http_requests").fetchone()[0] == 33
+    con.close()
+
+
+def test_a_grown_file_of_a_format_not_read_by_lines_loads_whole_and_says_so(tmp_path):
+    """Concatenated JSON arrays (a generic_api log) and a SpendLogs CSV grow by appending too; they are loaded whole
+    again, as before (the requests merge by id), and the note says why."""
+    arrays = tmp_path / "batches.json"
+    arrays.write_text(json.dumps([payload(1), payload(2)]))
+    con = case_db.connect(tmp_path / "case.duckdb")
+    ingest_paths(con, [arrays])
+    with open(arrays, "a") as f:
+        f.write(json.dumps([payload(3)]))
+    (again,) = ingest_paths(con, [arrays])
+    assert (again.format, again.records, again.loaded, again.merged) == ("litellm.payload_json_array", 3, 3, 2)
+    assert f"extends {arrays}" in again.message and "loaded whole" in again.message
+    fid = con.execute("SELECT max(file_id) FROM ingest_files").fetchone()[0]
+    conserved(con, fid)
+    assert con.execute("SELECT count(*) FROM llm_requests").fetchone()[0] == 3
+    con.close()
+
+
+# ---- 6. a file appended to while it is read -----------------------------------------------------------------------
+
+def test_a_file_appended_to_during_ingest_records_what_was_read(tmp_path):
+    log = tmp_path / "access.log"
+    log.write_text("".join(combined(i, ip=f"203.0.113.{i % 200}") for i in range(300_000)))
+    stop = threading.Event()
+    appended = []
+
+    def writer():
+        with open(log, "a") as f:
+            while not stop.is_set():
+                f.write("".join(combined(i) for i in range(50)))
+                f.flush()
+                appended.append(50)
+                time.sleep(0.002)
+
+    con = case_db.connect(tmp_path / "case.duckdb")
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        r = ingest_file(con, log, str(log))
+    finally:
+        stop.set()
+        t.join()
+    assert r.status == "loaded", r.message
+    sha, size, records = con.execute("SELECT sha256, size_bytes, records FROM ingest_files").fetchone()
+    data = log.read_bytes()
+    assert len(data) > size, "the writer appended nothing after the file was hashed: the test proves nothing"
+    assert hashlib.sha256(data[:size]).hexdigest() == sha
+    assert records == data[:size].count(b"\n")
+    assert con.execute("SELECT count(*) FROM http_requests").fetchone()[0] == records
+    con.close()
+
+
+def test_a_file_rewritten_while_it_is_read_fails_and_loads_nothing(tmp_path, monkeypatch):
+    """copytruncate and rewrite between the hash and the read: the bytes read are checked against the sha256."""
+    from forensics.sources.nginx import nginx
+
+    log = tmp_path / "access.log"
+    log.write_text("".join(combined(i) for i in range(100)))
+    load = nginx.NginxSource.load
+
+    def rewritten_first(self, ctx, fmt):
+        log.write_text("".join(combined(i, ip="198.51.100.9") for i in range(100)))     # same size, other bytes
+        return load(self, ctx, fmt)
+
+    monkeypatch.setattr(nginx.NginxSource, "load", rewritten_first)
+    con = case_db.connect(tmp_path / "case.duckdb")
+    r = ingest_file(con, log, str(log))
+    assert r.status == "failed" and "changed while it was read" in r.message, r.message
+    assert con.execute("SELECT count(*) FROM http_requests").fetchone()[0] == 0
+    con.close()
+
+
+def test_a_file_not_read_by_lines_that_grows_while_it_is_read_fails(tmp_path, monkeypatch):
+    """A JSON array is read by DuckDB, which reads to the end: a file that changed meanwhile is not recorded with
+    the sha256 of what it was."""
+    from forensics.sources.litellm import litellm_read
+
+    path = tmp_path / "batch.json"
+    path.write_text(json.dumps([payload(1), payload(2)]))
+    batches = litellm_read.json_value_batches
+
+    def grown_first(con, p, notes, pages=None):
+        with open(path, "a") as f:
+            f.write(json.dumps([payload(3)]))
+        yield from batches(con, p, notes, pages)
+
+    monkeypatch.setattr(litellm_read, "json_value_batches", grown_first)
+    con = case_db.connect(tmp_path / "case.duckdb")
+    r = ingest_file(con, path, str(path))
+    assert r.status == "failed" and "changed while it was read" in r.message, r.message
+    assert con.execute("SELECT count(*) FROM llm_requests").fetchone()[0] == 0
+    con.close()
+
+
+# ---- 8. a file of blank lines -------------------------------------------------------------------------------------
+
+def test_blank_lines_are_no_records(tmp_path):
+    blank = tmp_path / "blank.log"
+    blank.write_bytes(b"\n" * 100_000)
+    then_log = tmp_path / "then.log"
+    then_log.write_bytes(b"\n" * 100_000 + "".join(combined(i) for i in range(3)).encode() + b"\n\n")
+    con = case_db.connect(tmp_path / "case.duckdb")
+    a, b = ingest_paths(con, [blank, then_log])
+    assert (a.format, a.records, a.loaded, a.quarantined) == ("empty", 0, 0, 0)
+    assert "100,000 blank lines skipped" in a.message
+    assert (b.format, b.records, b.loaded, b.quarantined) == ("nginx.combined", 3, 3, 0)
+    assert "100,002 blank lines skipped" in b.message
+    assert con.execute("SELECT list(line_no ORDER BY line_no) FROM http_requests").fetchone()[0] == [
+        100_001, 100_002, 100_003]
+    con.close()
+
+
+def test_a_64_mib_gzip_of_newlines_is_quick_and_small(tmp_path):
+    newlines = tmp_path / "blank.log.gz"
+    newlines.write_bytes(gzip.compress(b"\n" * (64 << 20), compresslevel=1))
+    then_one = tmp_path / "blank_then_one.log.gz"
+    then_one.write_bytes(gzip.compress(b"\n" * (64 << 20) + combined(1).encode(), compresslevel=1))
+    case = tmp_path / "case.duckdb"
+    r = run_bounded([sys.executable, "-m", "forensics", "ingest", str(newlines), str(then_one), "--case", str(case),
+                     "--json"], rss_limit=GB, timeout=120)
+    assert r["killed"] is None, r["killed"]
+    assert r["code"] == 0, r["stderr"]
+    assert r["seconds"] < 30, r["seconds"]       # 52 s (and 2.4 GB) before; a few seconds on an idle machine
+    assert r["peak_rss"] < 700_000_000, r["peak_rss"]
+    a, b = json.loads(r["stdout"])
+    assert (a["format"], a["records"], a["loaded"], a["quarantined"]) == ("empty", 0, 0, 0)
+    assert (b["format"], b["records"], b["loaded"], b["quarantined"]) == ("nginx.combined", 1, 1, 0)
+    assert f"{64 << 20:,} blank lines skipped" in r["stderr"]
+    assert not Path(f"{case}.tmp").exists()

@@ -231,7 +231,7 @@ class LiteLLMSource:
         if read.first_char(ctx.path) == "[":
             yield from read.json_value_batches(ctx.con, ctx.path, notes)
         else:
-            yield from read.line_batches(ctx.con, ctx.path, notes)
+            yield from read.line_batches(ctx.con, ctx.path, notes, ctx.read)
 
 
 def _page_notes(pages: list[tuple]) -> list[str]:
