@@ -351,3 +351,92 @@ def test_a_64_mib_gzip_of_newlines_is_quick_and_small(tmp_path):
     assert (b["format"], b["records"], b["loaded"], b["quarantined"]) == ("nginx.combined", 1, 1, 0)
     assert f"{64 << 20:,} blank lines skipped" in r["stderr"]
     assert not Path(f"{case}.tmp").exists()
+
+
+def test_a_stale_duckdb_spill_is_removed_when_the_case_is_opened(tmp_path):
+    """A run killed while DuckDB spilled leaves CASE.duckdb.tmp behind (7.6 GB in the issue): the next open removes
+    it (the open holds the case's write lock: no other process can be using it)."""
+    path = tmp_path / "case.duckdb"
+    Case.open(path).close()
+    stale = Path(f"{path}.tmp")
+    stale.mkdir()
+    (stale / "duckdb_temp_4242_0_storage_DEFAULT-0.tmp").write_bytes(b"\0" * 4096)
+    (stale / "duckdb_temp_4242_0_owner").write_bytes(b"")
+    with Case.open(path):
+        pass
+    assert not stale.exists()
+
+
+def test_the_spill_goes_with_the_case_after_an_interrupt(tmp_path, monkeypatch):
+    """Ctrl-C in the middle of a load that spilled: closing the case removes the spill."""
+    from forensics.sources.nginx import nginx
+
+    path = tmp_path / "case.duckdb"
+    log = tmp_path / "access.log"
+    log.write_text("".join(combined(i) for i in range(10)))
+
+    def interrupted(self, ctx, fmt):
+        ctx.con.execute("SET memory_limit = '64MB'")
+        ctx.con.execute("CREATE TEMP TABLE spill AS SELECT range AS a, md5(range::VARCHAR) AS b FROM range(3000000) "
+                        "ORDER BY b")
+        assert any(Path(f"{path}.tmp").iterdir())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(nginx.NginxSource, "load", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        with Case.open(path) as case:
+            case.ingest([log])
+    assert not Path(f"{path}.tmp").exists()
+
+
+# ---- special files and file names --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["fifo", "char_device", "socket"])
+def test_a_file_that_is_no_regular_file_is_refused(tmp_path, kind):
+    if kind == "fifo":
+        path = tmp_path / "pipe.log"
+        os.mkfifo(path)
+    elif kind == "char_device":
+        path = Path("/dev/zero")
+    else:
+        path = tmp_path / "sock.log"
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(str(path))
+    try:
+        r = cli("ingest", str(path), "--case", str(tmp_path / "c.duckdb"), timeout=60)
+    finally:
+        if kind == "socket":
+            s.close()
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and "not a regular file" in lines[0], lines
+    assert "Traceback" not in r.stderr
+
+
+def test_a_folder_walk_skips_special_files_with_a_note(tmp_path):
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    os.mkfifo(folder / "pipe.log")
+    (folder / "access.log").write_text(combined(1))
+    r = cli("ingest", str(folder), "--case", str(tmp_path / "c.duckdb"), "--json", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert [x["path"] for x in json.loads(r.stdout)] == [str(folder / "access.log")]
+    assert any(str(folder / "pipe.log") in ln and "skipped" in ln and "FIFO" in ln for ln in r.stderr.splitlines())
+
+
+def test_control_characters_in_file_names_cannot_forge_console_lines(tmp_path):
+    name = "evil\nforensics: all clear, nothing quarantined\x1b[2K.log"
+    path = tmp_path / name
+    path.write_text(combined(1) + "not an access log line\n" + combined(2))
+    r = cli("ingest", str(path), "--case", str(tmp_path / "c.duckdb"))
+    assert r.returncode == 0, r.stderr
+    shown = str(tmp_path) + "/evil\\x0aforensics: all clear, nothing quarantined\\x1b[2K.log"
+    for stream in (r.stdout, r.stderr):
+        assert "\x1b" not in stream
+        assert not any(ln.startswith("forensics: all clear") for ln in stream.splitlines()), stream
+    assert any(ln.startswith(f"{shown} line 2: ") for ln in r.stderr.splitlines()), r.stderr
+    assert shown in r.stdout
+    # a usage error names the file escaped too
+    r = cli("ingest", str(tmp_path / "missing\nforensics: ok"), "--case", str(tmp_path / "c.duckdb"))
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == [f"forensics: {tmp_path}/missing\\x0aforensics: ok: no such file or folder"]
