@@ -47,7 +47,10 @@ def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnect
     be written into the output). Opened read-write, the spill a killed run left behind is removed."""
     con = duckdb.connect(str(path), read_only=read_only)
     con.execute("SET TimeZone = 'UTC'")
-    con.execute("SET enable_progress_bar = false")
+    try:
+        con.execute("SET enable_progress_bar = false")
+    except duckdb.Error:      # in Jupyter without ipywidgets DuckDB refuses to change it (and draws no bar there)
+        pass
     if not read_only:
         remove_stale_spill(path)
         con.execute(SCHEMA_SQL)
