@@ -45,6 +45,7 @@ class Case:
     steps: StepLog = field(default_factory=StepLog)
     tables: dict[str, str] = field(default_factory=dict)        # step name -> the temp table it made
     reports: list = field(default_factory=list)                 # FileReports of what this session loaded
+    read_only: bool = False
 
     # --- opening -------------------------------------------------------------------------------------------------
 
@@ -52,7 +53,8 @@ class Case:
     def open(cls, path: str | Path, *, read_only: bool = False, options: LoadOptions | None = None) -> Case:
         """The case database at `path` (created with its schema when absent and not read-only). Read-only, the case
         is never written (the investigation needs temp tables only). NotACase when `path` is not a case."""
-        return cls(case_db.connect(path, read_only=read_only), Path(path), options or LoadOptions())
+        return cls(case_db.connect(path, read_only=read_only), Path(path), options or LoadOptions(),
+                   read_only=read_only)
 
     @classmethod
     def memory(cls, options: LoadOptions | None = None) -> Case:
@@ -100,7 +102,13 @@ class Case:
         self.close()
 
     def close(self) -> None:
-        self.con.close()
+        """Close the connection (also after an error or Ctrl-C: callers close in `with` / `finally`); DuckDB removes
+        its spill then, and what a killed run left is removed by the next read-write open (case.connect)."""
+        try:
+            self.con.close()
+        finally:
+            if self.path is not None and not self.read_only:
+                case_db.remove_stale_spill(self.path)
 
     @property
     def schema_version(self) -> int:

@@ -9,6 +9,8 @@ to read it (report, export, detect) changes nothing in it, not one byte.
 """
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import duckdb
@@ -20,6 +22,33 @@ from forensics.schema import MONEY, SCHEMA_SQL, SCHEMA_VERSION, META_TABLE, tabl
 class NotACase(ValueError):
     """A file named as a case database that cannot be read as one: not DuckDB, not a forensics case, a schema
     version this forensics does not know, counts that do not add up. A usage error on the command line."""
+
+
+def spill_dir(path: str | Path) -> Path | None:
+    """Where DuckDB spills what does not fit in memory for the case at `path` (its default temp_directory)."""
+    return None if str(path) == ":memory:" else Path(f"{path}.tmp")
+
+
+def remove_stale_spill(path: str | Path) -> None:
+    """Remove what other processes left in the case's spill folder (a run killed while DuckDB spilled left 7.6 GB
+    there), and the folder when nothing is left. Called with the case open read-write: DuckDB's write lock says no
+    other process uses the case. DuckDB names its spill files duckdb_temp_<pid>_...: this process's own are kept
+    (another connection of this process may share the database and be spilling)."""
+    spill = spill_dir(path)
+    if spill is None or not spill.is_dir():
+        return
+    mine = f"duckdb_temp_{os.getpid()}_"
+    for entry in spill.iterdir():
+        if entry.name.startswith(mine):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    try:
+        spill.rmdir()                 # only when empty
+    except OSError:
+        pass
 
 
 def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
@@ -41,9 +70,15 @@ def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnect
         raise NotACase(f"{path}: cannot open it as a DuckDB case database ({message})") from None
     try:
         con.execute("SET TimeZone = 'UTC'")
+        try:
+            con.execute("SET enable_progress_bar = false")   # it would be written into the output
+        except duckdb.Error:      # in Jupyter without ipywidgets DuckDB refuses to change it (and draws no bar there)
+            pass
         if not memory and (read_only or _tables(con, _catalog(con))):
             check_case(con, path)
         if not read_only:
+            if not memory:
+                remove_stale_spill(path)       # the spill a killed run left behind
             con.execute(SCHEMA_SQL)
     except BaseException:
         con.close()

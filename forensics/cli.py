@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import threading
 import traceback
@@ -15,6 +16,18 @@ from forensics import __version__
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 QUARANTINE_LINES_SHOWN = 5
+# control characters (C0, DEL, C1): in a file name or a logged value they would forge or hide console lines
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text) -> str:
+    """`text` with every control character written \\xHH (a newline in a file name shows as \\x0a)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
+
+def _say(text, file=None) -> None:
+    """Print one line of the console output; whatever it holds (file names, logged values) stays on that line."""
+    print(printable(text), file=file if file is not None else sys.stdout)
 
 
 class UsageError(Exception):
@@ -174,7 +187,9 @@ def _slow_file_progress(path: Path):
 
     progress = Progress(SpinnerColumn(), TextColumn("loading {task.description}"), TimeElapsedColumn(),
                         console=Console(stderr=True), transient=True)
-    timer = threading.Timer(1.0, lambda: (progress.start(), progress.add_task(path.name)))
+    from rich.markup import escape
+
+    timer = threading.Timer(1.0, lambda: (progress.start(), progress.add_task(escape(printable(path.name)))))
     timer.start()
     try:
         yield
@@ -228,9 +243,9 @@ def _print_quarantine(case, report) -> None:
         [report.sha256, QUARANTINE_LINES_SHOWN],
     ).fetchall()
     for record_no, reason in rows:
-        print(f"{report.path} line {record_no}: {reason}", file=sys.stderr)
+        _say(f"{report.path} line {record_no}: {reason}", file=sys.stderr)
     if report.quarantined > len(rows):
-        print(f"{report.path}: {report.quarantined - len(rows)} more quarantined (table quarantine)", file=sys.stderr)
+        _say(f"{report.path}: {report.quarantined - len(rows)} more quarantined (table quarantine)", file=sys.stderr)
 
 
 def _print_ingest_table(reports) -> None:
@@ -243,7 +258,7 @@ def _print_ingest_table(reports) -> None:
     total = ("total", sum(r[1] for r in rows), sum(r[2] for r in rows), sum(r[3] for r in rows), f"{len(rows)} files")
     widths = [max(len(str(x[i])) for x in [header, *rows, total]) for i in range(5)]
     for row in [header, *rows, total]:
-        print("  ".join(str(v).ljust(w) if i in (0, 4) else str(v).rjust(w) for i, (v, w) in enumerate(zip(row, widths))))
+        _say("  ".join(str(v).ljust(w) if i in (0, 4) else str(v).rjust(w) for i, (v, w) in enumerate(zip(row, widths))))
 
 
 def _split_inputs(inputs) -> tuple[list[str], list[str]]:
@@ -258,13 +273,18 @@ def _split_inputs(inputs) -> tuple[list[str], list[str]]:
 
 
 def _check_logs(logs: list[str], cases: list[str] = ()) -> None:
-    """Every INPUT exists, and together they hold at least one file (an empty folder is no evidence)."""
-    from forensics.ingest import expand_inputs
+    """Every log input exists and is a file or a folder (a FIFO or a device is a usage error: reading it would hang),
+    and together the inputs hold at least one file (an empty folder is no evidence); a note for each special file a
+    folder holds, which ingest leaves out."""
+    from forensics.ingest import NotAFile, expand_inputs
 
+    skipped: list = []
     try:
-        files = expand_inputs(logs)
-    except FileNotFoundError as e:
+        files = expand_inputs(logs, skipped)
+    except (FileNotFoundError, NotAFile) as e:
         raise UsageError(str(e)) from None
+    for path, kind in skipped:
+        _say(f"forensics: {path}: note: skipped, {kind} is not a regular file", file=sys.stderr)
     if not files and not cases:
         raise UsageError(f"{', '.join(logs)}: no file to read (an empty folder is no evidence of anything)")
 
@@ -300,9 +320,9 @@ def _print_file_problems(reports) -> None:
         if r.skipped:
             continue
         if r.status == "failed" or r.format == "unrecognised":
-            print(f"forensics: {r.path}: {r.message}", file=sys.stderr)
+            _say(f"forensics: {r.path}: {r.message}", file=sys.stderr)
         elif r.message:
-            print(f"forensics: {r.path}: note: {r.message}", file=sys.stderr)
+            _say(f"forensics: {r.path}: note: {r.message}", file=sys.stderr)
 
 
 def _failed(reports) -> bool:
@@ -326,13 +346,13 @@ def cmd_report(args) -> int:
         reports = case.reports
     for inc in result["incidents"]:
         cost = "cost unknown (nginx only)" if inc["sources"] == ["nginx"] else f"${inc['cost_usd']:,.2f}"
-        print(f"{inc['id']} {inc['verdict']} {inc['kind']}: {inc['start']} .. {inc['end']}, "
+        _say(f"{inc['id']} {inc['verdict']} {inc['kind']}: {inc['start']} .. {inc['end']}, "
               f"{inc['requests']} requests, {cost}")
     if not result["incidents"]:
-        print("no incident found")
-    print(f"status: {result['status']}" + (f" (missing: {', '.join(result['coverage']['missing'])})"
+        _say("no incident found")
+    _say(f"status: {result['status']}" + (f" (missing: {', '.join(result['coverage']['missing'])})"
                                            if result["status"] == "inconclusive" else ""))
-    print(f"wrote {out / 'findings.json'}, {out / 'report.html'}, {out / 'report.md'} and "
+    _say(f"wrote {out / 'findings.json'}, {out / 'report.html'}, {out / 'report.md'} and "
           f"{len(model['figures'])} figures in {out / 'figures'}")
     return EXIT_FAILED if _failed(reports) else EXIT_OK
 
@@ -359,11 +379,11 @@ def cmd_export(args) -> int:
                                    absolute_paths=args.absolute_paths, started=started)
             reports = case.reports
     chosen = json.loads((out / "chain_of_custody.json").read_text())
-    print(f"{len(chosen['incidents'])} incident(s) on the {chosen['provider'] or 'no'} bill: "
-          f"{', '.join(chosen['incidents']) or 'nothing to dispute'}; wrote {len(written)} files and "
-          f"{out / bundle.MANIFEST}")
+    _say(f"{len(chosen['incidents'])} incident(s) on the {chosen['provider'] or 'no'} bill: "
+         f"{', '.join(chosen['incidents']) or 'nothing to dispute'}; wrote {len(written)} files and "
+         f"{out / bundle.MANIFEST}")
     if args.zip:
-        print(f"wrote {bundle.zip_bundle(out)}")
+        _say(f"wrote {bundle.zip_bundle(out)}")
     return EXIT_FAILED if _failed(reports) else EXIT_OK
 
 
@@ -375,11 +395,11 @@ def cmd_verify(args) -> int:
         raise UsageError(f"{folder}: no such bundle folder")
     problems = bundle.verify(folder)
     for p in problems:
-        print(f"forensics: {folder}: {p}", file=sys.stderr)
+        _say(f"forensics: {folder}: {p}", file=sys.stderr)
     if problems:
         return EXIT_FAILED
     n = len(bundle._bundle_files(folder))
-    print(f"{folder}: {n} files match {bundle.MANIFEST}")
+    _say(f"{folder}: {n} files match {bundle.MANIFEST}")
     return EXIT_OK
 
 
@@ -406,11 +426,11 @@ def cmd_detect(args) -> int:
         try:
             scores, det, _ = detect(case, args.model, args.save, window, args.alerts_per_day)
         except (ModelMismatch, ValueError) as e:
-            print(f"forensics: {e}", file=sys.stderr)
+            _say(f"forensics: {e}", file=sys.stderr)
             return EXIT_FAILED
     # the bundle's CSV rule (outputs/safe.py): formula cells neutralised, hidden characters visible; atomic
     write_csv(out, list(scores.columns), scores.itertuples(index=False, name=None))
-    print(f"{int(scores['flagged'].sum())} of {len(scores)} requests flagged (threshold {det.card.threshold:.4f}, "
+    _say(f"{int(scores['flagged'].sum())} of {len(scores)} requests flagged (threshold {det.card.threshold:.4f}, "
           f"trained on {det.card.train_start} .. {det.card.train_end}); wrote {out}")
     return EXIT_FAILED if _failed(reports) else EXIT_OK
 
@@ -422,9 +442,9 @@ def cmd_simulate(args) -> int:
         raise UsageError(f"unknown scenario {args.scenario!r}; one of: {', '.join(SCENARIOS)}")
     truth = simulate(args.scenario, Path(args.out), seed=args.seed, nginx_format=args.nginx_log_format)
     for inc in truth.get("incidents", []):
-        print(f"{inc['id']}: {inc['kind']} {inc['start']} .. {inc['end']}: {inc['requests']} requests, "
-              f"${float(inc['cost_usd']):,.2f}")
-    print(f"wrote {args.out}/truth.json")
+        _say(f"{inc['id']}: {inc['kind']} {inc['start']} .. {inc['end']}: {inc['requests']} requests, "
+             f"${float(inc['cost_usd']):,.2f}")
+    _say(f"wrote {args.out}/truth.json")
     return EXIT_OK
 
 
@@ -439,16 +459,16 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
         return args.func(args)
     except UsageError as e:
-        print(f"forensics: {e}", file=sys.stderr)
+        _say(f"forensics: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("forensics: interrupted", file=sys.stderr)
+        _say("forensics: interrupted", file=sys.stderr)
         return EXIT_FAILED
     except Exception as e:  # the one place an unexpected error becomes one line
         if debug:
             raise
         from forensics.secrets import redact_text
 
-        print(f"forensics: error: {redact_text(str(e).splitlines()[0] if str(e) else type(e).__name__)} "
-              "(run with --debug for details)", file=sys.stderr)
+        _say(f"forensics: error: {redact_text(str(e).splitlines()[0] if str(e) else type(e).__name__)} "
+             "(run with --debug for details)", file=sys.stderr)
         return EXIT_FAILED

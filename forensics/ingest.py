@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
+import stat
 import time
 import zlib
 from contextlib import AbstractContextManager, nullcontext
@@ -17,13 +19,17 @@ from forensics import pricing
 from forensics.case import tool_version
 from forensics.secrets import redact_columns, redact_text
 from forensics.sources import SOURCES, TABLES_OF_FAMILY, LoadContext, LoadOptions, LoadResult
+from forensics.sources.lines import ReadSpec
+from forensics.sources.plausible import TimeWindow
 from forensics.sources.quarantine import quarantine_lines
 
 SAMPLE_BYTES = 64 * 1024
+_GZIP_MAGIC = b"\x1f\x8b"
 # DuckDB keeps what a transaction appends in its buffer pool up to its memory limit (80% of RAM by default): a
 # lower limit makes it write a big file's rows out as it goes, so ingest memory stays flat whatever the file size
 INGEST_MEMORY_LIMIT = "1GB"
 UNRECOGNISED = "unrecognised"
+EMPTY = "empty"
 # files a log folder holds that are not logs of ours
 _IGNORED_NAMES = {"truth.json", ".DS_Store"}
 _IGNORED_SUFFIXES = {".duckdb", ".wal", ".md", ".png", ".html", ".zip", ".sha256", ".ipynb", ".py"}
@@ -31,6 +37,23 @@ _IGNORED_SUFFIXES = {".duckdb", ".wal", ".md", ".png", ".html", ".zip", ".sha256
 
 class IngestError(Exception):
     """A file could not be ingested at all; the message is one line for the analyst."""
+
+
+class NotAFile(ValueError):
+    """An input that is neither a regular file nor a folder (a FIFO, a device, a socket): reading it would hang or
+    never end."""
+
+
+def special_kind(path: Path) -> str | None:
+    """What `path` is when it exists and is neither a regular file nor a folder ('a FIFO', ...), else None."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return ("a FIFO" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+            else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "a special file")
 
 
 @dataclass
@@ -54,17 +77,27 @@ class FileReport:
         return {k: d[k] for k in ("path", "sha256", "format", "records", "loaded", "quarantined", "skipped")}
 
 
-def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
-    """Files named and every file under the folders named (recursively, sorted), case databases excluded."""
+def expand_inputs(inputs: Iterable[str | Path], skipped: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """Files named and every file under the folders named (recursively, sorted), case databases excluded.
+
+    A named input that is no regular file (a FIFO, /dev/zero, a socket) raises NotAFile; one found in a folder is
+    left out, and appended to `skipped` as (path, what it is)."""
     files: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files.extend(
-                f for f in sorted(p.rglob("*"))
-                if f.is_file() and not _ignored(f) and not any(part.startswith(".") for part in f.relative_to(p).parts)
-            )
+            for f in sorted(p.rglob("*")):
+                if any(part.startswith(".") for part in f.relative_to(p).parts):
+                    continue
+                if f.is_file():
+                    if not _ignored(f):
+                        files.append(f)
+                elif skipped is not None and (kind := special_kind(f)):
+                    skipped.append((f, kind))
         elif p.exists():
+            kind = special_kind(p)
+            if kind:
+                raise NotAFile(f"{p}: not a regular file ({kind}): name log files or folders")
             files.append(p)
         else:
             raise FileNotFoundError(f"{p}: no such file or folder")
@@ -85,17 +118,138 @@ def file_sha256(path: Path) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
-def read_sample(path: Path) -> bytes:
-    """The first 64 KiB of the file's content, decompressed when it is gzip (by magic bytes, not by name)."""
+class _Scan:
+    """One read of a file, exactly the bytes it held when opened: their sha256, and at each `mark` (the size of a
+    file already in the case) the sha256 of the bytes before it, their newline count and where their last line
+    starts (to recognise a file that grew from that one)."""
+
+    def __init__(self, path: Path, marks: Iterable[int] = ()):
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)      # a FIFO swapped in would not block the open
+        with os.fdopen(fd, "rb") as f:
+            self.stat = os.fstat(f.fileno())
+            if not stat.S_ISREG(self.stat.st_mode):
+                raise NotAFile(f"{path}: not a regular file")
+            size = self.stat.st_size
+            todo = sorted({m for m in marks if 0 < m < size})
+            h, pos, newlines, line_start = hashlib.sha256(), 0, 0, 0
+            self.prefixes: dict[int, tuple[str, int, int]] = {}
+            while pos < size:
+                want = min(1 << 20, size - pos, (todo[0] - pos) if todo else size)
+                chunk = f.read(want)
+                if not chunk:                # cut meanwhile: what is there
+                    break
+                h.update(chunk)
+                if todo:                     # lines are counted only as far as a mark needs
+                    newlines += chunk.count(b"\n")
+                    r = chunk.rfind(b"\n")
+                    if r >= 0:
+                        line_start = pos + r + 1
+                pos += len(chunk)
+                while todo and pos == todo[0]:
+                    self.prefixes[todo.pop(0)] = (h.copy().hexdigest(), newlines, line_start)
+        self.sha256, self.size = h.hexdigest(), pos
+
+    def unchanged(self, path: Path) -> bool:
+        try:
+            now = os.stat(path)
+        except OSError:
+            return False
+        return (now.st_size, now.st_mtime_ns, now.st_ino) == (self.stat.st_size, self.stat.st_mtime_ns,
+                                                              self.stat.st_ino)
+
+
+def read_sample(path: Path, size: int | None = None) -> bytes:
+    """The first 64 KiB of the file's content, decompressed when it is gzip (by magic bytes, not by name); see
+    sample_and_blanks for a file that starts with blank lines."""
+    return sample_and_blanks(path, size)[0]
+
+
+def sample_and_blanks(path: Path, size: int | None = None) -> tuple[bytes, int | None]:
+    """(sample, blank lines): the first 64 KiB of the file's content, decompressed when it is gzip, and None.
+
+    When those are all blank, the file is read on in bounded blocks: the sample is then the content from the first
+    line that is not blank (after one newline standing for the blank lines before it, as a CSV detector must see
+    them), so that blank lines then records are still recognised; a file of nothing but blank lines (a whole gzip
+    stream, when gzip) gives (b'', how many)."""
     with open(path, "rb") as f:
         head = f.read(SAMPLE_BYTES)
-    if head[:2] == b"\x1f\x8b":
+    gz = head[:2] == _GZIP_MAGIC
+    if gz:
         d = zlib.decompressobj(16 + zlib.MAX_WBITS)
         try:
-            return d.decompress(head, SAMPLE_BYTES)
+            head = d.decompress(head, SAMPLE_BYTES)
         except zlib.error as e:
             raise IngestError(f"gzip data is corrupt at the start ({e})") from None
-    return head
+    if head.strip() or not head:
+        return head, None
+    limit = size if size is not None else path.stat().st_size
+    kept, lines, last = b"", 0, b"\n"
+    try:
+        for block in _gzip_blocks(path, limit, strict=True) if gz else _plain_blocks(path, limit):
+            if not kept:
+                content = block.lstrip()
+                if not content:
+                    lines += block.count(b"\n")
+                    last = block[-1:]
+                    continue
+                block = block[block.rfind(b"\n", 0, len(block) - len(content)) + 1:]
+            kept += block
+            if len(kept) >= SAMPLE_BYTES:
+                break
+    except (zlib.error, EOFError):     # a cut stream: the loader reads what there is, and says what is missing
+        return (b"\n" + kept[:SAMPLE_BYTES - 1] if kept else head), None
+    if kept:
+        return b"\n" + kept[:SAMPLE_BYTES - 1], None
+    return b"", lines + (last != b"\n")
+
+
+def _plain_blocks(path: Path, limit: int) -> Iterable[bytes]:
+    with open(path, "rb") as f:
+        while limit > 0 and (block := f.read(min(4 << 20, limit))):
+            limit -= len(block)
+            yield block
+
+
+def _gzip_blocks(path: Path, limit: int, strict: bool = False) -> Iterable[bytes]:
+    """The decompressed content of a gzip file's first `limit` bytes (several members allowed), in bounded blocks.
+    Where the stream is cut or followed by what is not gzip it ends, or with `strict` raises EOFError."""
+    with open(path, "rb") as f:
+        inflater, fed = zlib.decompressobj(16 + zlib.MAX_WBITS), False
+        while limit > 0 and (block := f.read(min(1 << 20, limit))):
+            limit -= len(block)
+            while block:
+                fed = True
+                data = inflater.decompress(block, 4 << 20)
+                if data:
+                    yield data
+                block = inflater.unconsumed_tail
+                if inflater.eof:
+                    rest = inflater.unused_data + block
+                    if rest and not _GZIP_MAGIC.startswith(rest[:2]):
+                        if strict:
+                            raise EOFError("data after the end of the gzip stream")
+                        return
+                    inflater, fed, block = zlib.decompressobj(16 + zlib.MAX_WBITS), False, rest
+        if strict and fed and not inflater.eof:
+            raise EOFError("gzip stream cut short")
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == _GZIP_MAGIC
+
+
+def gzip_lines(path: Path, size: int) -> tuple[int, bool] | None:
+    """(newlines, ends with a newline) of the content of a gzip file's first `size` bytes; None when those bytes are
+    no whole gzip stream (cut inside a member)."""
+    lines, last = 0, b"\n"
+    try:
+        for block in _gzip_blocks(path, size, strict=True):
+            lines += block.count(b"\n")
+            last = block[-1:]
+    except (zlib.error, EOFError):
+        return None
+    return lines, last == b"\n"
 
 
 def detect_format(sample: bytes, path: Path, options: LoadOptions | None = None) -> tuple[object | None, str | None]:
@@ -131,16 +285,68 @@ def _check_conservation(con: duckdb.DuckDBPyConnection, file_id: int, family: st
             raise IngestError(f"accounting error: {stored} rows stored, loader reported {r.loaded - r.merged} new")
 
 
+# formats whose loaders read the file line by line (lines.LineBatches): a grown file of these loads its new lines only
+LINE_FORMATS = ("nginx.", "litellm.payload_ndjson", "litellm.spendlogs_ndjson", "litellm.flat_spend")
+
+
+@dataclass
+class _Grown:
+    """The file extends one already in the case: its first `size` bytes are that file's."""
+
+    path: str
+    format: str
+    size: int
+    start: int | None = None          # byte where the lines to load begin; None: the new part cannot be read alone
+    first_line: int = 1
+
+
+def _grown_from(con: duckdb.DuckDBPyConnection, path: Path, size: int) -> tuple[list[int], list[tuple]]:
+    """The sizes of the loaded files of the case smaller than this one (the marks a scan hashes at), and those files
+    as (size, sha256, path, format), largest first."""
+    rows = con.execute(
+        "SELECT size_bytes, sha256, path, format FROM ingest_files WHERE status = 'loaded' AND size_bytes > 0 "
+        "AND size_bytes < ? AND format NOT IN (?, ?) ORDER BY size_bytes DESC, file_id", [size, UNRECOGNISED, EMPTY],
+    ).fetchall()
+    return sorted({r[0] for r in rows}), rows
+
+
+def _extends(scan: _Scan, path: Path, earlier: list[tuple]) -> _Grown | None:
+    """The largest file of the case this one extends (same bytes as its whole content), with where to resume."""
+    for size, sha, shown, fmt in earlier:
+        prefix = scan.prefixes.get(size)
+        if prefix is None or prefix[0] != sha:
+            continue
+        grown = _Grown(shown, fmt, size)
+        if _is_gzip(path):
+            counted = gzip_lines(path, size)
+            if counted is not None and counted[1]:        # whole members ending with a whole line
+                grown.start, grown.first_line = size, counted[0] + 1
+        else:                                              # from the line the earlier copy ended in (cut, maybe)
+            _, newlines, line_start = prefix
+            grown.start, grown.first_line = line_start, newlines + 1
+        return grown
+    return None
+
+
 def ingest_file(
     con: duckdb.DuckDBPyConnection, path: Path, display: str, options: LoadOptions | None = None
 ) -> FileReport:
-    """Load one file into the case, in one transaction; never raises for a bad file, reports instead."""
+    """Load one file into the case, in one transaction; never raises for a bad file, reports instead.
+
+    The file is read as it was when ingest began: its size then bounds every read and its sha256 is checked again
+    as its lines are read (a file appended to meanwhile loads what was hashed; one rewritten fails). A file that
+    extends one already in the case (a log that grew) loads only its new lines when its format is read by lines."""
     options = options or LoadOptions()
     started = time.perf_counter()
     try:
-        sha, size = file_sha256(path)
+        size_now = os.stat(path).st_size
+        marks, earlier = _grown_from(con, path, size_now)
+        scan = _Scan(path, marks)
+    except NotAFile as e:
+        return FileReport(display, "", None, 0, 0, 0, False, status="failed", message=str(e).split(": ", 1)[-1])
     except OSError as e:
         return FileReport(display, "", None, 0, 0, 0, False, status="failed", message=f"cannot read: {e.strerror}")
+    sha, size = scan.sha256, scan.size
     row = con.execute(
         "SELECT format, records, loaded, quarantined, merged FROM ingest_files WHERE sha256 = ? AND status = 'loaded' "
         "AND format <> ?", [sha, UNRECOGNISED],
@@ -149,6 +355,7 @@ def ingest_file(
         fmt, records, loaded, quarantined, merged = row
         return FileReport(display, sha, fmt, records, loaded, quarantined, True, merged, status="skipped",
                           message="same content already in the case")
+    grown = _extends(scan, path, earlier) if earlier else None
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     con.execute("BEGIN TRANSACTION")
     try:
@@ -162,27 +369,42 @@ def ingest_file(
             "VALUES (?, ?, ?, ?, 'loading', ?, ?)",
             [file_id, display, sha, size, now, tool_version()],
         )
-        ctx = LoadContext(con, file_id, path, display, options)
-        sample = read_sample(path) if size else b""
-        if size == 0 or (sample and not sample.strip() and size <= SAMPLE_BYTES and len(sample) == size):
-            # nothing but blanks (or nothing): no record to lose; said in the message, not quarantined
-            source, fmt, result = None, "empty", LoadResult(0, 0, 0, notes=("only blank lines",) if size else ())
+        spec = ReadSpec(size, sha)
+        ctx = LoadContext(con, file_id, path, display, options, TimeWindow.at(now), spec)
+        notes: list[str] = []
+        resumed = False
+        sample, blank = sample_and_blanks(path, size) if size else (b"", None)
+        if size == 0 or blank is not None:
+            # nothing but blank lines (or nothing): no record to lose; said in the message, not quarantined
+            source, fmt, result = None, EMPTY, LoadResult(0, 0, 0)
+            if blank:
+                notes.append(f"only blank lines: {blank:,} blank lines skipped")
         else:
             source, fmt = detect_format(sample, path, options)
+            resumed = (grown is not None and grown.start is not None and fmt == grown.format
+                       and fmt.startswith(LINE_FORMATS))
+            if resumed:
+                spec.start, spec.first_line = grown.start, grown.first_line
             if source is None:
                 fmt = UNRECOGNISED
                 result = _quarantine_unrecognised(ctx)
             else:
                 result = source.load(ctx, fmt)
             _redact_quarantine(ctx)
+        if not spec.read_by_lines and not scan.unchanged(path):
+            raise IngestError(f"the file changed while it was read ({size:,} bytes when ingest began): its records "
+                              "and its sha256 would not match; ingest it again once nothing writes to it")
+        if grown is not None:
+            notes.insert(0, _grown_note(grown, spec, fmt, resumed))
         family = source.family if source is not None else "none"
         _check_conservation(con, file_id, family, result)
         if family == "litellm":
             pricing.price_requests(con, "price_status IS NULL", options.price_overrides)
         seconds = time.perf_counter() - started
-        message = "; ".join(result.notes) or None
+        message = "; ".join([*notes, *result.notes]) or None
         if fmt == UNRECOGNISED:
-            message = "format not recognised: every line kept in quarantine"
+            message = "; ".join(["format not recognised: every line kept in quarantine",
+                                 *(n for n in result.notes if n.endswith("blank lines skipped"))])
         con.execute(
             "UPDATE ingest_files SET format = ?, records = ?, loaded = ?, quarantined = ?, merged = ?, "
             "status = 'loaded', message = ?, seconds = ? WHERE file_id = ?",
@@ -205,6 +427,22 @@ def ingest_file(
         report = FileReport(display, sha, None, 0, 0, 0, False, status="failed", message=reason)
         report.error = e  # kept for --debug
         return report
+
+
+def _grown_note(grown: _Grown, spec: ReadSpec, fmt: str, resumed: bool) -> str:
+    """What the note says of a file that extends one already in the case."""
+    if resumed and spec.read_by_lines:
+        if spec.last_line < spec.first_line:
+            return f"extends {grown.path}: no new line"
+        return f"extends {grown.path}: lines {spec.first_line}..{spec.last_line} loaded"
+    if fmt != grown.format:
+        why = f"read as {fmt}, not {grown.format} as that file was"
+    elif not fmt.startswith(LINE_FORMATS) or not spec.read_by_lines:
+        why = f"{fmt} is not read line by line"
+    else:
+        why = "that file ends inside a gzip member or a line"
+    return (f"extends {grown.path} (its first {grown.size:,} bytes are that file): {why}, so it was loaded whole "
+            "(requests already in the case merge by id)")
 
 
 def _one_line(e: BaseException) -> str:

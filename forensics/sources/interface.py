@@ -7,6 +7,9 @@ from typing import Protocol
 
 import duckdb
 
+from forensics.sources.lines import ReadSpec
+from forensics.sources.plausible import TimeWindow
+
 
 @dataclass(frozen=True)
 class LoadResult:
@@ -37,6 +40,10 @@ class LoadContext:
     path: Path                 # real path on disk (may be .gz)
     display_path: str          # as the user named it; used in messages
     options: LoadOptions = field(default_factory=LoadOptions)
+    window: TimeWindow = field(default_factory=TimeWindow.at)   # times a record may carry (ingest clock + 1 day)
+    # what of the file to read (set by ingest: the bytes hashed, where a grown file's new lines start); the line
+    # reader honours it and checks the bytes it reads against the recorded sha256
+    read: ReadSpec | None = None
 
 
 class Source(Protocol):

@@ -7,12 +7,21 @@ magic bytes) is decompressed as a stream; a stream cut short yields what decompr
 
 A line longer than `max_line_bytes` is not held in memory: only its first KEPT_BYTES are yielded (as its text) and
 its line number and real length go to `LineBatches.oversized_lines`, for the loader to quarantine it as cut.
+
+With `skip_empty`, empty lines are not yielded (they are no records): they are counted in `empty_lines`, and a run of
+them costs no table at all. A batch holds at most MAX_BATCH_LINES lines, however short they are.
+
+With a ReadSpec (set by ingest), only the bytes ingest hashed are read (what is appended meanwhile waits for the next
+ingest), they are hashed again as they are read and checked against the recorded sha256 (FileChangedError when the
+file was rewritten), and reading may begin at a line of the file (a grown file whose start the case already holds).
 """
 from __future__ import annotations
 
 import codecs
+import hashlib
 import threading
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -25,6 +34,7 @@ from forensics.secrets import may_hold_secret
 
 DEFAULT_BATCH_BYTES = 32 << 20
 DEFAULT_MAX_LINE_BYTES = 64 << 20
+MAX_BATCH_LINES = 4_000_000              # rows per batch: 128 MiB of empty lines would otherwise be 134 M rows
 _BLOCK = 4 << 20                         # bytes read (or decompressed) at a time
 KEPT_BYTES = 64 << 10                    # what is kept of a line over the limit (the quarantine keeps 64 KiB too)
 SCHEMA = pa.schema([("line_no", pa.int64()), ("line", pa.string())])
@@ -64,35 +74,96 @@ def batch_flag(batch: pa.Table, key: bytes) -> bool:
     return bool(batch.schema.metadata and batch.schema.metadata.get(key) == b"1")
 
 
+class FileChangedError(Exception):
+    """The bytes read are not those ingest hashed: the file was rewritten or cut while it was read."""
+
+
+@dataclass
+class ReadSpec:
+    """What of a file to read, set by ingest for the file being loaded."""
+
+    size: int                    # bytes to read: the size ingest hashed (bytes appended later are not read)
+    sha256: str                  # of those bytes, checked as they are read
+    start: int = 0               # byte offset where the lines to load begin (a grown file: after the earlier lines)
+    first_line: int = 1          # the number of the line that starts there
+    read_by_lines: bool = False  # set by the reader once it has read the file (the start honoured, the bytes checked)
+    last_line: int = 0           # set by the reader: the number of the last line it read
+
+
+class _CheckedFile:
+    """A binary file read up to `spec.size` bytes, every byte read hashed."""
+
+    def __init__(self, f, spec: ReadSpec):
+        self.f, self.spec, self.left, self.hash = f, spec, spec.size, hashlib.sha256()
+
+    def read(self, n: int) -> bytes:
+        data = self.f.read(min(n, self.left)) if self.left > 0 else b""
+        self.left -= len(data)
+        self.hash.update(data)
+        return data
+
+    def skip(self, n: int) -> None:
+        while n > 0 and (data := self.read(min(n, _BLOCK))):
+            n -= len(data)
+
+    def verify(self) -> None:
+        """Hash what was not read yet (a gzip stream that ended early) and compare with the recorded sha256."""
+        self.skip(self.left)
+        if self.left > 0 or self.hash.hexdigest() != self.spec.sha256:
+            raise FileChangedError(
+                f"the file changed while it was read (its first {self.spec.size:,} bytes no longer have the sha256 "
+                "they had when ingest began: rewritten or cut meanwhile?): nothing of it was loaded; ingest it again")
+
+
 class LineBatches:
     """Iterable of pyarrow tables (line_no int64 1-based, line string); read counters once iteration ends."""
 
     def __init__(self, path: str | Path, batch_bytes: int = DEFAULT_BATCH_BYTES,
-                 max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, flag_secrets: bool = False):
+                 max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, flag_secrets: bool = False,
+                 skip_empty: bool = False, spec: ReadSpec | None = None):
         self.path = Path(path)
         self.flag_secrets = flag_secrets
+        self.skip_empty = skip_empty
+        self.spec = spec
         self.batch_bytes = max(1, int(batch_bytes))
         self.max_line_bytes = max(1, int(max_line_bytes))
         self.oversized_lines: dict[int, int] = {}    # line number -> its length in bytes, for lines over the limit
-        self.lines = 0                               # lines yielded so far
+        self.first_line = spec.first_line if spec else 1
+        self.lines = self.first_line - 1             # the number of the last line read so far
+        self.empty_lines = 0                         # empty lines not yielded (skip_empty)
         self.invalid_utf8_lines: list[int] = []      # lines holding bytes that are not UTF-8 (shown as \xHH)
         self.unterminated_last_line = False          # the file does not end with a newline
         self.error: str | None = None                # why reading stopped before the end of the data, if it did
 
+    @property
+    def lines_read(self) -> int:
+        """Lines read by this reader (from its first line on), empty ones included."""
+        return self.lines - self.first_line + 1
+
     def __iter__(self) -> Iterator[pa.Table]:
-        with open(self.path, "rb") as f:
-            gz = f.read(2) == _GZIP_MAGIC
-            f.seek(0)
+        with open(self.path, "rb") as raw:
+            gz = raw.read(2) == _GZIP_MAGIC
+            raw.seek(0)
+            f = raw
+            if self.spec is not None:
+                f = _CheckedFile(raw, self.spec)
+                f.skip(self.spec.start)          # hashed, not parsed: the lines an earlier file of the case holds
             blocks = self._inflate(f) if gz else iter(lambda: f.read(_BLOCK), b"")
-            first = True
+            first = self.spec is None or self.spec.start == 0
             for seg in self._segments(blocks):
                 if first and seg.startswith(_BOM):
                     seg.start += len(_BOM)
                 first = False
                 if seg.end > seg.start:
-                    table = self._flagged(self._table(seg), seg)
+                    table = self._table(seg)
+                    if table is not None:
+                        table = self._flagged(table, seg)
                     seg.release()            # the raw bytes are not kept while the caller works on the batch
-                    yield table
+                    if table is not None and table.num_rows:
+                        yield table
+            if self.spec is not None:
+                f.verify()
+                self.spec.read_by_lines, self.spec.last_line = True, self.lines
 
     def _flagged(self, table: pa.Table, seg: _Segment) -> pa.Table:
         meta = {}
@@ -116,6 +187,7 @@ class LineBatches:
         """Blocks of data cut into segments of about batch_bytes at line ends; memory stays within a batch and a
         block, whatever the lines: the rest of a line over max_line_bytes is counted, not kept."""
         pending = bytearray()
+        pending_lines = 0                            # newlines in pending (a batch of tiny lines is many rows)
         cut_prefix: bytes | None = None              # inside a line over the limit: its start, and its length so far
         cut_len = 0
         for data in blocks:
@@ -127,12 +199,15 @@ class LineBatches:
                 yield _Segment.cut_line(cut_prefix, cut_len + nl)
                 cut_prefix, data = None, data[nl + 1:]
             pending += data
+            pending_lines += data.count(b"\n")
             last = pending.rfind(b"\n") + 1              # where the unfinished line at the end starts
-            if len(pending) >= self.batch_bytes or len(pending) - last > self.max_line_bytes:
+            if (len(pending) >= self.batch_bytes or pending_lines >= MAX_BATCH_LINES
+                    or len(pending) - last > self.max_line_bytes):
                 if last:
                     with memoryview(pending) as view:
                         seg = _Segment.of(view[:last].tobytes())         # one copy, not a slice and a copy
                     pending = pending[last:]          # a new, small buffer: the old one is freed before the yield
+                    pending_lines = 0
                     yield seg
                 if len(pending) > self.max_line_bytes:   # what is left is one unfinished line, and it is too long
                     cut_prefix, cut_len = bytes(pending[:KEPT_BYTES]), len(pending)
@@ -179,8 +254,14 @@ class LineBatches:
                           "the rest of the file cannot be read")
 
     # -- one segment into a table ----------------------------------------------------------------------------
-    def _table(self, seg: _Segment) -> pa.Table:
+    def _table(self, seg: _Segment) -> pa.Table | None:
+        """The segment's lines as a table; None when skip_empty and it holds nothing but newlines."""
         start = self.lines + 1
+        if self.skip_empty and seg.cut_length is None and seg.all_newlines():
+            n = seg.end - seg.start
+            self.lines += n
+            self.empty_lines += n
+            return None
         if seg.cut_length is not None:
             self.oversized_lines[start] = seg.cut_length
             self.lines += 1
@@ -197,7 +278,14 @@ class LineBatches:
         n = len(lines)
         self.lines += n
         line_no = pa.chunked_array([np.arange(start, start + n, dtype=np.int64)], pa.int64())
-        return pa.Table.from_arrays([line_no, lines], schema=SCHEMA)
+        table = pa.Table.from_arrays([line_no, lines], schema=SCHEMA)
+        if self.skip_empty and n:
+            lengths = pc.binary_length(lines)
+            if pc.min(lengths).as_py() == 0:          # one pass over the offsets, not over the bytes
+                filled = pc.greater(lengths, 0)
+                self.empty_lines += n - (pc.sum(filled).as_py() or 0)
+                table = table.filter(filled)
+        return table
 
     def _cut_long(self, lines: pa.ChunkedArray, start: int) -> pa.ChunkedArray:
         """Lines over the limit (but within one batch) replaced by their first KEPT_BYTES, and remembered."""
@@ -251,6 +339,9 @@ class _Segment:
 
     def find(self, needle: bytes) -> bool:
         return self.buf.find(needle, self.start, self.end) >= 0
+
+    def all_newlines(self) -> bool:
+        return self.startswith(b"\n") and self.buf.count(b"\n", self.start, self.end) == self.end - self.start
 
     def startswith(self, prefix: bytes) -> bool:
         return self.buf[self.start:self.start + len(prefix)] == prefix
@@ -316,6 +407,7 @@ def _size(n: int) -> str:
 
 
 def iter_line_batches(path: str | Path, batch_bytes: int = DEFAULT_BATCH_BYTES,
-                      max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, flag_secrets: bool = False) -> LineBatches:
+                      max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, flag_secrets: bool = False,
+                      skip_empty: bool = False, spec: ReadSpec | None = None) -> LineBatches:
     """The lines of `path` (plain or gzip) as pyarrow tables (line_no, line); see LineBatches for the counters."""
-    return LineBatches(path, batch_bytes, max_line_bytes, flag_secrets)
+    return LineBatches(path, batch_bytes, max_line_bytes, flag_secrets, skip_empty, spec)

@@ -13,7 +13,7 @@ def quarantine_lines(ctx: LoadContext, why: str) -> LoadResult:
     """Every line of the file into the quarantine table with reason `why` (keys redacted, each cut to 64 KiB)."""
     n = 0
     why_sql = "'" + why.replace("'", "''") + "'"
-    reader = iter_line_batches(ctx.path, max_line_bytes=UNRECOGNISED_MAX_LINE)
+    reader = iter_line_batches(ctx.path, max_line_bytes=UNRECOGNISED_MAX_LINE, skip_empty=True, spec=ctx.read)
     for batch in reader:
         lo, hi = batch.column("line_no")[0].as_py(), batch.column("line_no")[-1].as_py()
         reason = why_sql
@@ -27,7 +27,9 @@ def quarantine_lines(ctx: LoadContext, why: str) -> LoadResult:
         ctx.con.execute("INSERT INTO quarantine SELECT ?, line_no, left(raw, 65536), reason FROM _unrec", [ctx.file_id])
         ctx.con.execute("DROP TABLE _unrec")
         n += batch.num_rows
+    notes = [f"{reader.empty_lines:,} blank lines skipped"] if reader.empty_lines else []
     if reader.error:                     # the unreadable rest of a cut gzip file is one record
         ctx.con.execute("INSERT INTO quarantine VALUES (?, ?, '', ?)", [ctx.file_id, reader.lines + 1, reader.error])
         n += 1
-    return LoadResult(records=n, loaded=0, quarantined=n, notes=(reader.error,) if reader.error else ())
+        notes.append(reader.error)
+    return LoadResult(records=n, loaded=0, quarantined=n, notes=tuple(notes))

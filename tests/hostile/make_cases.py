@@ -161,6 +161,14 @@ def build() -> None:
         combined(t="01/Jan/2099:00:00:00 +0000"), combined(t="31/Dec/1999:23:59:59 +0000"),
         combined(t="01/Jan/1970:00:00:00 +0000"), combined(t="29/Feb/2024:12:00:00 +0000"),
     ))
+    # issue #15: $msec of the epoch, of year 1 and of year 9999 (seconds: the old rule read that as milliseconds)
+    write("nginx_json_times_far.log", nd(*(
+        {"msec": msec, "time_iso8601": iso, "remote_addr": "203.0.113.7", "request": "GET / HTTP/1.1",
+         "status": "200", "body_bytes_sent": "5"}
+        for msec, iso in (("1742173204.123", "2025-03-17T01:00:04+00:00"), ("0.000", "1970-01-01T00:00:00+00:00"),
+                          ("-62135596800.000", "0001-01-01T00:00:00+00:00"),
+                          ("253402300799.000", "9999-12-31T23:59:59+00:00"),
+                          ("1742173205.456", "2025-03-17T01:00:05+00:00")))))
     write("nginx_odd_offsets.log", lines(
         combined(t="17/Mar/2025:12:00:00 +0545"), combined(t="17/Mar/2025:12:00:00 -0930"),
         combined(t="17/Mar/2025:12:00:00 +1400"), combined(t="17/Mar/2025:12:00:00 -1200"),
@@ -298,6 +306,29 @@ def build() -> None:
         payload(8, startTime="2025-02-30T00:00:00Z"),
         payload(9, startTime=1e300),
     ))
+    # issue #15: times no log of ours can hold (Go's zero time, the epoch, year 9999; epoch seconds of year 9999
+    # that the old unit rule took for milliseconds) are quarantined, whatever the unit; plausible units all load
+    write("payload_implausible_times.ndjson", nd(
+        payload(1, startTime=-62135596800.0, endTime=-62135596799.0),      # 0001-01-01: Go's zero time
+        payload(2, startTime=0, endTime=0),                                 # the epoch
+        payload(3, startTime="9999-12-31T23:59:59+14:00", endTime="9999-12-31T23:59:59+14:00"),
+        payload(4, startTime=253402300799, endTime=253402300800),          # year 9999 in epoch seconds
+        payload(5, startTime=253402300799000, endTime=253402300800000),    # ... and in milliseconds
+        payload(6, startTime=1742173204.5, endTime=4102444800.0),          # a good start, an end in 2100
+        payload(7, completionStartTime=-62135596800.0),                     # a good start and end
+        payload(8, startTime=1742173204123, endTime=1742173205123),        # epoch milliseconds
+        payload(9, startTime=1742173204123456, endTime=1742173205123456),  # epoch microseconds
+        payload(10, startTime="2025-03-17T01:00:04Z", endTime="2025-03-17T01:00:05Z"),
+    ))
+    # issue #15: negative counts and spend are no usage: quarantined, the reason naming the field
+    write("payload_negative.ndjson", nd(
+        payload(1),
+        payload(2, response_cost=-347.23),
+        payload(3, prompt_tokens=-10),
+        payload(4, completion_tokens=-20, total_tokens=-10),
+        payload(5, metadata={**payload(5)["metadata"], "usage_object": {"cache_read_input_tokens": -400}}),
+        payload(6, response_cost=0.0, prompt_tokens=0, completion_tokens=0, total_tokens=0),
+    ))
     write("payload_keys_everywhere.ndjson", nd(
         payload(1, metadata={**payload(1)["metadata"], "user_api_key_hash": None, "user_api_key": VIRTUAL,
                              "requester_custom_headers": {"authorization": f"Bearer {VIRTUAL}"},
@@ -353,6 +384,26 @@ def build() -> None:
          "results": [oa_usage(input_tokens="12", output_tokens=None)]},
         {"object": "bucket", "start_time": 1730592000, "end_time": 1730678400, "results": []},
     ], "has_more": False, "next_page": None}))
+    # issue #15: bucket times at the epoch, in year 1 or in year 9999 are quarantined with their bucket
+    write("openai_usage_far_buckets.json", json.dumps({"object": "page", "data": [
+        {"object": "bucket", "start_time": 1730419200, "end_time": 1730505600, "results": [oa_usage()]},
+        {"object": "bucket", "start_time": 0, "end_time": 86400, "results": [oa_usage(), oa_usage(model="x")]},
+        {"object": "bucket", "start_time": 253370764800, "end_time": 253370851200, "results": [oa_usage()]},  # 9999
+        {"object": "bucket", "start_time": 1730505600, "end_time": 253370764800, "results": [oa_usage()]},
+    ], "has_more": False, "next_page": None}))
+    write("anthropic_cost_far_buckets.json", json.dumps({"data": [
+        {"starting_at": "2025-08-01T00:00:00Z", "ending_at": "2025-08-02T00:00:00Z", "results": [an_cost("100")]},
+        {"starting_at": "0001-01-01T00:00:00Z", "ending_at": "0001-01-02T00:00:00Z", "results": [an_cost("100")]},
+        {"starting_at": "1970-01-01T00:00:00Z", "ending_at": "1970-01-02T00:00:00Z", "results": [an_cost("100")]},
+        {"starting_at": "9999-12-30T00:00:00+14:00", "ending_at": "9999-12-31T00:00:00+14:00",
+         "results": [an_cost("100")]},
+    ], "has_more": False, "next_page": None}))
+    write("openai_costs_far_times.csv", lines(
+        "start_time,end_time,amount_value,amount_currency,line_item,project_id",
+        '1730419200,1730505600,0.06,usd,"gpt-4o-2024-08-06, input",proj_abc',
+        '0,86400,0.06,usd,"gpt-4o-2024-08-06, input",proj_abc',
+        '253370764800,253370851200,0.06,usd,"gpt-4o-2024-08-06, input",proj_abc',
+    ))
     write("openai_usage_wrong_shape.json", json.dumps({"object": "page", "data": {"start_time": 1}, "has_more": False}))
     write("openai_costs_bom_crlf.csv", b"\xef\xbb\xbf" + lines(
         "start_time,end_time,amount_value,amount_currency,line_item,project_id,organization_id,project_name,organization_name",

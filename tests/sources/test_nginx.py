@@ -68,7 +68,7 @@ def test_combined_with_the_oddities_of_real_files():
     got = load(ASSETS / "combined.log")
     assert got.fmt == "nginx.combined"
     assert (got.result.records, got.result.loaded, got.result.quarantined) == (23, 17, 6)
-    assert any("1 empty lines" in n for n in got.result.notes)
+    assert any("1 blank lines skipped" in n for n in got.result.notes)
     req = got.rows("request_raw, method, path, protocol, status")
     assert req[4][0].startswith("\\x16\\x03\\x01") and req[4][1:4] == (None, None, None)        # TLS handshake
     assert req[5][0].startswith("\\x03\\x00\\x00/*") and req[5][1] is None                      # RDP probe

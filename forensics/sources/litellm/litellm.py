@@ -190,7 +190,7 @@ class LiteLLMSource:
         def run(relation_fields: str, raw_sql: str, n: int) -> None:
             nonlocal records, quarantined
             records += n
-            merge.stage(con, relation_fields, fmt, ctx.file_id)
+            merge.stage(con, relation_fields, fmt, ctx.file_id, ctx.window)
             quarantined += merge.finish(con, ctx.file_id, fmt, raw_sql, trusted)
 
         if fmt == SPENDLOGS_CSV:
@@ -231,7 +231,7 @@ class LiteLLMSource:
         if read.first_char(ctx.path) == "[":
             yield from read.json_value_batches(ctx.con, ctx.path, notes)
         else:
-            yield from read.line_batches(ctx.con, ctx.path, notes)
+            yield from read.line_batches(ctx.con, ctx.path, notes, ctx.read)
 
 
 def _page_notes(pages: list[tuple]) -> list[str]:

@@ -8,6 +8,7 @@ import duckdb
 
 from forensics import secrets
 from forensics.netaddr import TrustedProxies, client_ip_map
+from forensics.sources.plausible import TimeWindow
 
 # llm_requests columns a loader writes; cost_usd and price_status belong to the pricing step
 COLUMNS = (
@@ -30,14 +31,28 @@ RAW_LIMIT = 65536
 CACHE_HIT_LIKE = "LIKE '%\\_cache\\_hit%' ESCAPE '\\'"
 
 
-def timestamp_sql(text: str) -> str:
-    """A naive UTC TIMESTAMP from ISO text (offset or Z allowed) or epoch seconds / ms / us, read as decimal text."""
+# the names each format gives its times, for the reasons: (start, end, completion start)
+TIME_FIELDS = {"litellm.flat_spend": ("start_time", "end_time", "completion_start_time")}
+PAYLOAD_TIME_FIELDS = ("startTime", "endTime", "completionStartTime")
+# usage that cannot be below zero: a negative one is a broken or forged record (cost -$347), not usage
+NON_NEGATIVE = (("spend_raw", "spend_logged", "spend"), ("prompt_tokens_raw", "prompt_tokens", "prompt_tokens"),
+                ("completion_tokens_raw", "completion_tokens", "completion_tokens"),
+                ("total_tokens_raw", "total_tokens", "total_tokens"),
+                ("cache_read_raw", "cache_read_tokens", "cache_read_tokens"),
+                ("cache_write_raw", "cache_write_tokens", "cache_write_tokens"))  # (raw, typed column, name)
+
+
+def epoch_number_sql(text: str) -> str:
+    """The text as an epoch number (DECIMAL), NULL when it is an ISO time or no number."""
+    return f"CASE WHEN try_cast({text} AS TIMESTAMPTZ) IS NULL THEN try_cast({text} AS DECIMAL(38,6)) END"
+
+
+def timestamp_sql(text: str, window: TimeWindow | None = None) -> str:
+    """A naive UTC TIMESTAMP from ISO text (offset or Z allowed) or an epoch number, read as decimal text in the
+    unit (s, ms, us, ns) that makes it a plausible time (plausible.TimeWindow; else as seconds, for the reason)."""
+    window = window or TimeWindow.at()
     num = f"try_cast({text} AS DECIMAL(38,6))"
-    scale = f"CASE WHEN abs({num}) >= 1e14 THEN 1 WHEN abs({num}) >= 1e11 THEN 1000 ELSE 1000000 END"
-    return (
-        f"coalesce(try_cast(try_cast({text} AS TIMESTAMPTZ) AS TIMESTAMP), "
-        f"try(make_timestamp(CAST({num} * {scale} AS BIGINT))))"
-    )
+    return f"coalesce(try_cast(try_cast({text} AS TIMESTAMPTZ) AS TIMESTAMP), {window.epoch_sql(num)})"
 
 
 def count_sql(text: str) -> str:
@@ -49,8 +64,19 @@ def _bad_number(raw: str, typed: str, label: str) -> str:
     return f"CASE WHEN {raw} IS NOT NULL AND {typed} IS NULL THEN {message} END"
 
 
-def typed_sql(fields: str, fmt: str, file_id: int) -> str:
-    """Canonical columns plus `reason` (NULL when the record loads) from a FIELDS relation."""
+def _negative(raw: str, typed: str, label: str) -> str:
+    return f"CASE WHEN {typed} < 0 THEN format('{label} \"{{}}\" is negative', left({raw}, 80)) END"
+
+
+def typed_sql(fields: str, fmt: str, file_id: int, window: TimeWindow | None = None) -> str:
+    """Canonical columns plus `reason` (NULL when the record loads) from a FIELDS relation; `window`: the times a
+    record may carry (a start, end or completion start outside it is quarantined)."""
+    window = window or TimeWindow.at()
+    names = TIME_FIELDS.get(fmt, PAYLOAD_TIME_FIELDS)
+    implausible = [window.reason_sql(name, raw, typed, f"{epoch_number_sql(raw)} IS NOT NULL")
+                   for name, raw, typed in zip(names, ("start_raw", "end_raw", "completion_start_raw"),
+                                               ("start_time", "end_time", "completion_start_time"))]
+    negative = [_negative(raw, typed, name) for raw, typed, name in NON_NEGATIVE]
     ua_tag = (
         "list_reduce(list_filter(try(json_extract_string(request_tags, '$[*]')), "
         "lambda t: starts_with(t, 'User-Agent: ')), lambda a, b: CASE WHEN length(b) > length(a) THEN b ELSE a END, '')"
@@ -61,24 +87,30 @@ def typed_sql(fields: str, fmt: str, file_id: int) -> str:
 WITH f AS (SELECT * FROM ({fields})),
 t AS (
   SELECT *,
-    {timestamp_sql('start_raw')} AS start_time,
-    {timestamp_sql('end_raw')} AS end_time,
-    {timestamp_sql('completion_start_raw')} AS completion_start_time,
+    {timestamp_sql('start_raw', window)} AS start_time,
+    {timestamp_sql('end_raw', window)} AS end_time,
+    {timestamp_sql('completion_start_raw', window)} AS completion_start_time,
     try_cast(trim(spend_raw) AS DECIMAL(38,12)) AS spend_logged,
     {count_sql('prompt_tokens_raw')} AS prompt_tokens,
     {count_sql('completion_tokens_raw')} AS completion_tokens,
     {count_sql('total_tokens_raw')} AS total_tokens,
+    try_cast(cache_read_raw AS BIGINT) AS cache_read_tokens,
+    try_cast(cache_write_raw AS BIGINT) AS cache_write_tokens,
     {key} AS key_text
   FROM f)
 SELECT record_no,
   coalesce(bad,
     CASE WHEN request_id IS NULL THEN 'no request_id, id or litellm_call_id' END,
-    CASE WHEN start_raw IS NULL THEN 'no start time'
-         WHEN start_time IS NULL THEN format('start time "{{}}" is not a timestamp', left(start_raw, 80)) END,
+    CASE WHEN start_raw IS NULL THEN 'no start time' END,
+    {implausible[0]},
+    CASE WHEN start_time IS NULL THEN format('start time "{{}}" is not a timestamp', left(start_raw, 80)) END,
+    {implausible[1]},
+    {implausible[2]},
     {_bad_number('spend_raw', 'spend_logged', 'spend')},
     {_bad_number('prompt_tokens_raw', 'prompt_tokens', 'prompt_tokens')},
     {_bad_number('completion_tokens_raw', 'completion_tokens', 'completion_tokens')},
-    {_bad_number('total_tokens_raw', 'total_tokens', 'total_tokens')}) AS reason,
+    {_bad_number('total_tokens_raw', 'total_tokens', 'total_tokens')},
+    {", ".join(negative)}) AS reason,
   request_id, litellm_call_id, call_type, start_time, end_time, completion_start_time,
   start_raw AS start_time_raw,
   CASE WHEN key_text IS NULL THEN NULL
@@ -99,8 +131,7 @@ SELECT record_no,
        ELSE 'success' END AS status,
   error_class, error_code, error_message,
   prompt_tokens, completion_tokens, total_tokens,
-  try_cast(cache_read_raw AS BIGINT) AS cache_read_tokens,
-  try_cast(cache_write_raw AS BIGINT) AS cache_write_tokens,
+  cache_read_tokens, cache_write_tokens,
   {count_sql('max_tokens_raw')} AS max_tokens,
   try_cast(stream_raw AS BOOLEAN) AS stream,
   coalesce(try_cast(cache_hit_raw AS BOOLEAN), CASE WHEN request_id {CACHE_HIT_LIKE} THEN true END) AS cache_hit,
@@ -111,9 +142,10 @@ SELECT record_no,
 FROM t"""
 
 
-def stage(con: duckdb.DuckDBPyConnection, fields: str, fmt: str, file_id: int) -> None:
+def stage(con: duckdb.DuckDBPyConnection, fields: str, fmt: str, file_id: int,
+          window: TimeWindow | None = None) -> None:
     """Create temp table _ll_norm: one typed row per record, with its quarantine reason."""
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _ll_norm AS {typed_sql(fields, fmt, file_id)}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _ll_norm AS {typed_sql(fields, fmt, file_id, window)}")
 
 
 def finish(con: duckdb.DuckDBPyConnection, file_id: int, fmt: str, raw_sql: str, trusted: TrustedProxies) -> int:

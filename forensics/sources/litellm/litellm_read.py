@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from forensics.duck import query_with
-from forensics.sources.lines import iter_line_batches
+from forensics.sources.lines import ReadSpec, iter_line_batches
 from forensics.sources.litellm.litellm_fields import quote_ident
 from forensics.sources.litellm.litellm_merge import store_quarantine
 
@@ -126,13 +126,15 @@ def _stage_texts(con: duckdb.DuckDBPyConnection, texts: pa.Table) -> int:
     return int(n)
 
 
-def line_batches(con: duckdb.DuckDBPyConnection, path: Path, notes: list[str]) -> Iterator[int]:
+def line_batches(con: duckdb.DuckDBPyConnection, path: Path, notes: list[str],
+                 spec: ReadSpec | None = None) -> Iterator[int]:
     """Stage NDJSON lines batch by batch into _ll_rec (blank lines are not records); yields each batch's size.
 
-    Lines come from the shared line reader (plain or gzip, bounded memory); why it stopped early goes to notes.
+    Lines come from the shared line reader (plain or gzip, bounded memory; `spec`: what ingest hashed, where a grown
+    file's new lines start); why it stopped early goes to notes, and how many blank lines there were.
     """
-    reader = iter_line_batches(path, LINE_BATCH_BYTES, MAX_LINE_BYTES)
-    seen_invalid = 0
+    reader = iter_line_batches(path, LINE_BATCH_BYTES, MAX_LINE_BYTES, skip_empty=True, spec=spec)
+    seen_invalid = blank = 0
     for batch in reader:
         invalid = reader.invalid_utf8_lines[seen_invalid:]
         seen_invalid = len(reader.invalid_utf8_lines)
@@ -152,7 +154,10 @@ def line_batches(con: duckdb.DuckDBPyConnection, path: Path, notes: list[str]) -
             SELECT line_no AS record_no, line AS raw, {check} AS bad FROM _ll_lines
             WHERE strlen(line) > 0 AND NOT (strlen(line) < 64 AND trim(line) = '')""")
         (n,) = con.execute("SELECT count(*) FROM _ll_rec").fetchone()
+        blank += batch.num_rows - int(n)
         yield int(n)
+    if blank + reader.empty_lines:
+        notes.append(f"{blank + reader.empty_lines:,} blank lines skipped")
     if reader.error:
         notes.append(reader.error)
         # the unreadable rest of the file is one record, so that the loss shows in the quarantine table

@@ -166,7 +166,8 @@ class _Load:
     def run(self) -> LoadResult:
         self.trusted = TrustedProxies(tuple(self.ctx.options.trusted_proxies))
         self.con.execute("CREATE OR REPLACE TEMP TABLE _nginx_ip_map (chain VARCHAR, peer VARCHAR, client_ip VARCHAR)")
-        reader = self.reader = iter_line_batches(self.ctx.path, BATCH_BYTES, MAX_LINE_BYTES, flag_secrets=True)
+        reader = self.reader = iter_line_batches(self.ctx.path, BATCH_BYTES, MAX_LINE_BYTES, flag_secrets=True,
+                                                 skip_empty=True, spec=self.ctx.read)
         self.last_line_cut = None
         for batch in reader:
             if batch_flag(batch, LAST_LINE_CUT):
@@ -175,7 +176,8 @@ class _Load:
                 self.parser = self._json_parser(batch)
             self._batch(batch)
         notes = []
-        self.records = reader.lines - self.empty
+        self.empty += reader.empty_lines
+        self.records = reader.lines_read - self.empty
         if reader.error:                             # the unreadable rest of a cut gzip file is one record
             self._quarantine_rows([(reader.lines + 1, "", reader.error)])
             self.records += 1
@@ -184,7 +186,7 @@ class _Load:
             notes.append(f"{len(reader.invalid_utf8_lines)} lines held bytes that are not UTF-8 (kept as \\xHH), "
                          f"first at line {reader.invalid_utf8_lines[0]}")
         if self.empty:
-            notes.append(f"{self.empty} empty lines skipped (not records)")
+            notes.append(f"{self.empty:,} blank lines skipped (not records)")
         self._redact()
         return LoadResult(self.records, self.loaded, self.quarantined, 0, tuple(notes))
 
@@ -287,7 +289,8 @@ class _Load:
         self.con.execute("INSERT INTO _nginx_ip_map SELECT chain, peer, client_ip FROM _nginx_new_ips")
 
     def _convert(self, staged: str) -> str:
-        return convert_sql(staged, self.fmt, self.fid, self.parser.time_field, self.parser.nginx_escapes)
+        return convert_sql(staged, self.fmt, self.fid, self.parser.time_field, self.parser.nginx_escapes,
+                           self.ctx.window)
 
     def _rest(self, source: str, lo: int, hi: int) -> int:
         """Lines of `source` (not empty) that no variant has inserted yet, into a fresh temp table."""

@@ -1,6 +1,8 @@
 """Staging fields (strings as logged) -> typed http_requests columns, with the reason a row cannot be loaded."""
 from __future__ import annotations
 
+from forensics.sources.plausible import TimeWindow
+
 INSERT_COLUMNS = ("time", "time_raw", "host", "remote_addr", "remote_user", "forwarded_for", "client_ip",
                   "request_raw", "method", "path", "protocol", "status", "body_bytes", "request_length", "referer",
                   "user_agent", "request_time", "upstream_time_raw", "upstream_time", "upstream_status",
@@ -13,9 +15,13 @@ _TIME_SQL = {
                    "THEN try_strptime(left(time_local, 20), '%d/%b/%Y:%H:%M:%S') "
                    "ELSE make_timestamp(epoch_us(try_strptime(time_local, '%d/%b/%Y:%H:%M:%S %z'))) END"),
     "time_iso8601": "make_timestamp(epoch_us(TRY_CAST(time_iso8601 AS TIMESTAMPTZ)))",
-    "msec": ("make_timestamp(CAST(TRY_CAST(msec AS DECIMAL(24,6)) * CASE WHEN TRY_CAST(msec AS DOUBLE) > 1e11 "
-             "THEN 1000 ELSE 1000000 END AS BIGINT))"),
 }
+_MSEC = "TRY_CAST(msec AS DECIMAL(24,6))"     # seconds.milliseconds ($msec), or milliseconds where a log says so
+
+
+def time_sql(time_field: str, window: TimeWindow) -> str:
+    """The naive UTC time of a line from its time field; $msec in the unit that makes it a plausible time."""
+    return window.epoch_sql(_MSEC) if time_field == "msec" else _TIME_SQL[time_field]
 
 
 def _absent(x: str) -> str:
@@ -40,12 +46,18 @@ def _bad_number(x: str, sql_type: str, label: str) -> str:
             f"THEN '{label} \"' || left({x}, 100) || '\" is not a number'")
 
 
-def convert_sql(staged: str, fmt: str, file_id: int, time_field: str | None, nginx_escapes: bool) -> str:
-    """SELECT line_no, line, _reason, <INSERT_COLUMNS> FROM `staged`; _reason is NULL for a loadable row."""
+def convert_sql(staged: str, fmt: str, file_id: int, time_field: str | None, nginx_escapes: bool,
+                window: TimeWindow | None = None) -> str:
+    """SELECT line_no, line, _reason, <INSERT_COLUMNS> FROM `staged`; _reason is NULL for a loadable row. A time
+    outside `window` (plausible.TimeWindow: before 2015, after the ingest clock + 1 day) is a reason too."""
     t = lambda x: _text(x, nginx_escapes)  # noqa: E731
-    time_sql = _TIME_SQL[time_field] if time_field else "NULL::TIMESTAMP"
+    window = window or TimeWindow.at()
+    time_expr = time_sql(time_field, window) if time_field else "NULL::TIMESTAMP"
     time_raw = time_field or "NULL::VARCHAR"
-    time_check = ("WHEN time IS NULL THEN CASE WHEN time_raw IS NULL OR time_raw IN ('-', '') THEN 'no time' "
+    implausible = window.reason_sql(time_field, "time_raw", "time",
+                                    "TRY_CAST(time_raw AS DECIMAL(24,6)) IS NOT NULL" if time_field == "msec" else "false") if time_field else ""
+    time_check = (f"WHEN {implausible} IS NOT NULL THEN {implausible} "
+                  "WHEN time IS NULL THEN CASE WHEN time_raw IS NULL OR time_raw IN ('-', '') THEN 'no time' "
                   "ELSE 'time \"' || left(time_raw, 100) || '\" is not a valid time' END" if time_field else "")
     upstream = _absent("upstream_time")
     xff_prefix = "ends_with(prefix, ',')"
@@ -60,7 +72,7 @@ SELECT line_no, line, _reason, {', '.join(INSERT_COLUMNS)} FROM (
   FROM (
     SELECT line_no, line, status AS status_raw, coalesce(body_bytes, bytes_sent) AS bytes_raw,
       request_length AS request_length_raw, request_time AS request_time_raw,
-      {time_sql} AS time, {time_raw} AS time_raw,
+      {time_expr} AS time, {time_raw} AS time_raw,
       coalesce({t('host')}, CASE WHEN NOT {xff_prefix} THEN prefix END) AS host,
       {_absent('remote_addr')} AS remote_addr,
       {t('remote_user')} AS remote_user,

@@ -19,11 +19,13 @@ import pyarrow as pa
 
 from forensics.duck import query_with
 from forensics.sources.interface import LoadContext, LoadResult
+from forensics.sources.plausible import TimeWindow
 from forensics.sources.provider import provider_stage as stage
 
 PAGES, BUCKETS, OFFSETS = "_provider_pages", "_provider_buckets", "_provider_offsets"
 BAD, RECORDS = "_provider_bad", "_provider_records"
 MAX_EPOCH_SECONDS = 253402300799  # 9999-12-31T23:59:59Z
+MIN_EPOCH_SECONDS = -62135596800  # 0001-01-01T00:00:00Z (times outside plausible.TimeWindow are quarantined)
 
 
 @dataclass(frozen=True)
@@ -45,18 +47,18 @@ class PageFormat:
 
 
 def unix_us_sql(text: str) -> str:
-    """Unix seconds (3 or 3.0) as microseconds, NULL unless a time between 1970 and 9999.
+    """Unix seconds (3 or 3.0) as microseconds, NULL unless a time between year 1 and 9999.
 
     A double is exact to the microsecond over that range (< 2^53 microseconds).
     """
     d = f"TRY_CAST({text} AS DOUBLE)"
-    return f"CASE WHEN {d} BETWEEN 0 AND {MAX_EPOCH_SECONDS} THEN CAST(round({d} * 1000000) AS BIGINT) END"
+    return (f"CASE WHEN {d} BETWEEN {MIN_EPOCH_SECONDS} AND {MAX_EPOCH_SECONDS} "
+            f"THEN CAST(round({d} * 1000000) AS BIGINT) END")
 
 
 def rfc3339_us_sql(text: str) -> str:
     """An RFC 3339 time (any offset; none = UTC, the session zone) as microseconds since the epoch."""
-    us = f"epoch_us(TRY_CAST({text} AS TIMESTAMPTZ))"
-    return f"CASE WHEN {us} >= 0 THEN {us} END"
+    return f"epoch_us(TRY_CAST({text} AS TIMESTAMPTZ))"
 
 
 # --- reading the file into one row per JSON document --------------------------------------------------------------
@@ -235,14 +237,17 @@ def field_sql(path: str) -> str:
     return out
 
 
-def buckets_sql(pf: PageFormat) -> str:
-    """One row per bucket (or bad page) with its times and the first problem found; pages keyed (doc_no, page_idx)."""
+def buckets_sql(pf: PageFormat, window: TimeWindow | None = None) -> str:
+    """One row per bucket (or bad page) with its times and the first problem found; pages keyed (doc_no, page_idx).
+    A bucket starting or ending outside `window` (plausible.TimeWindow) is quarantined whole, with its text."""
     s, e = pf.start_key, pf.end_key
     bare = f"[struct_pack({s} := p.{s}, {e} := p.{e}, results := p.results)]"   # a bucket saved without its page
+    window = window or TimeWindow.at()
 
     def time_reason(key: str, raw: str, us: str) -> str:
         return (f"CASE WHEN {raw} IS NULL THEN 'bucket has no {key}' WHEN {us} IS NULL "
-                f"""THEN 'bucket {key} "' || left({raw}, 40) || '" is not {pf.time_kind}' END""")
+                f"""THEN 'bucket {key} "' || left({raw}, 40) || '" is not {pf.time_kind}' """
+                f"ELSE {window.reason_sql(f'bucket {key}', raw, f'make_timestamp({us})', 'false')} END")
 
     return f"""
 CREATE OR REPLACE TEMP TABLE {BUCKETS} AS
@@ -363,7 +368,7 @@ def load_pages(ctx: LoadContext, pf: PageFormat) -> LoadResult:
 
     try:
         max_object = read_pages(con, ctx.path, pf)
-        step(buckets_sql(pf))
+        step(buckets_sql(pf, ctx.window))
         step(OFFSETS_SQL)
         if max_object and con.execute(f"SELECT count(*) FROM {BUCKETS} b JOIN {PAGES} d ON d.rowid = b.doc_no "
                                       "WHERE b.reason IS NOT NULL AND d.page IS NULL").fetchall()[0][0]:

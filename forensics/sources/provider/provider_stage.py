@@ -14,10 +14,12 @@ import duckdb
 
 from forensics.secrets import redact_columns
 from forensics.sources.interface import LoadContext, LoadResult
+from forensics.sources.plausible import TimeWindow
 
 FRAME = "_provider_frame"
 STAGE = "_provider_stage"
 MAX_US = 253402300799999999  # 9999-12-31T23:59:59.999999Z in microseconds
+MIN_US = -62135596800000000  # 0001-01-01T00:00:00Z
 
 USAGE_DIMS = ("model", "api_key_id", "project_id", "user_id", "batch", "service_tier", "context_window")
 USAGE_COUNTS = ("input_tokens", "uncached_input_tokens", "cache_read_tokens", "cache_write_tokens",
@@ -55,7 +57,7 @@ def json_keys(keys: tuple[str, ...]) -> ExtraKey:
 
 
 def _time_sql(col: str) -> str:
-    return f"CASE WHEN f.{col} BETWEEN 0 AND {MAX_US} THEN make_timestamp(f.{col}) END"
+    return f"CASE WHEN f.{col} BETWEEN {MIN_US} AND {MAX_US} THEN make_timestamp(f.{col}) END"
 
 
 def _whole_sql(col: str) -> str:
@@ -70,22 +72,37 @@ def _quoted(col: str, width: int = 40) -> str:
     return f"""'"' || left(coalesce({col}, ''), {width}) || '"'"""
 
 
-_TIME_CHECKS = (
-    f"CASE WHEN t_start IS NULL THEN 'bucket start ' || {_quoted('start_raw')} || ' is not a time' END",
-    f"CASE WHEN t_end IS NULL THEN 'bucket end ' || {_quoted('end_raw')} || ' is not a time' END",
-    "CASE WHEN t_end <= t_start THEN 'bucket ends before it starts' END",
-)
+# the bucket time keys of each provider, for the reasons
+_TIME_KEYS = {"anthropic": ("starting_at", "ending_at")}
+_DEFAULT_TIME_KEYS = ("start_time", "end_time")
 
 
-def usage_stage_sql() -> str:
+def _time_checks(window: TimeWindow) -> tuple[str, ...]:
+    """Why a row's bucket times cannot load: no time, outside `window` (plausible.TimeWindow), ends before it starts."""
+    def outside(i: int, raw: str, ts: str) -> str:
+        named = [(p, window.reason_sql(keys[i], raw, ts, "false")) for p, keys in _TIME_KEYS.items()]
+        other = window.reason_sql(_DEFAULT_TIME_KEYS[i], raw, ts, "false")
+        return "CASE " + " ".join(f"WHEN provider = '{p}' THEN {r}" for p, r in named) + f" ELSE {other} END"
+
+    return (
+        f"CASE WHEN t_start IS NULL THEN 'bucket start ' || {_quoted('start_raw')} || ' is not a time' END",
+        f"CASE WHEN t_end IS NULL THEN 'bucket end ' || {_quoted('end_raw')} || ' is not a time' END",
+        outside(0, "start_raw", "t_start"),
+        outside(1, "end_raw", "t_end"),
+        "CASE WHEN t_end <= t_start THEN 'bucket ends before it starts' END",
+    )
+
+
+def usage_stage_sql(window: TimeWindow | None = None) -> str:
     """Type a usage frame; Anthropic's input total (uncached + cache read + 5m + 1h writes) is derived here."""
     typed = ",\n        ".join(f"{_whole_sql(c)} AS t_{c}" for c in USAGE_COUNTS)
     checks = ",\n        ".join([
-        *_TIME_CHECKS,
+        *_time_checks(window or TimeWindow.at()),
         f"CASE WHEN batch IS NOT NULL AND t_batch IS NULL "
         f"THEN 'batch ' || {_quoted('batch')} || ' is not true/false' END",
         *(f"CASE WHEN {c} IS NOT NULL AND t_{c} IS NULL THEN '{c} ' || {_quoted(c)} || ' is not a whole number' END"
           for c in USAGE_COUNTS),
+        *(f"CASE WHEN t_{c} < 0 THEN '{c} ' || {_quoted(c)} || ' is negative' END" for c in USAGE_COUNTS),
     ])
     return f"""
 CREATE OR REPLACE TEMP TABLE {STAGE} AS
@@ -116,8 +133,10 @@ FROM w
 """
 
 
-def cost_stage_sql() -> str:
-    """Type a cost frame; amounts go text -> DECIMAL, cents (Anthropic) divided by 100 exactly."""
+def cost_stage_sql(window: TimeWindow | None = None) -> str:
+    """Type a cost frame; amounts go text -> DECIMAL, cents (Anthropic) divided by 100 exactly. (An amount may be
+    negative: a credit or refund line.)"""
+    time_checks = ",\n        ".join(_time_checks(window or TimeWindow.at()))
     return f"""
 CREATE OR REPLACE TEMP TABLE {STAGE} AS
 WITH t AS (
@@ -130,9 +149,7 @@ SELECT record_no, provider, t_start AS bucket_start, t_end AS bucket_end,
     CAST(CASE WHEN amount_in_cents = 'true' THEN t_amount * 0.01 ELSE t_amount END AS DECIMAL(38,12)) AS amount_usd,
     amount_raw, currency_raw, raw, extra_key,
     coalesce(reason,
-        {_TIME_CHECKS[0]},
-        {_TIME_CHECKS[1]},
-        {_TIME_CHECKS[2]},
+        {time_checks},
         CASE WHEN amount_raw IS NULL THEN 'result has no amount'
              WHEN t_amount IS NULL THEN 'amount ' || {_quoted('amount_raw')} || ' is not a number' END,
         CASE WHEN upper(trim(currency_raw)) <> 'USD'
@@ -197,7 +214,7 @@ class Tally:
 def commit_frame(ctx: LoadContext, table: str, extra: ExtraKey) -> Tally:
     """Stage FRAME, redact keys, quarantine bad records, insert the rest at once."""
     con = ctx.con
-    con.execute(usage_stage_sql() if table == "usage" else cost_stage_sql())
+    con.execute(usage_stage_sql(ctx.window) if table == "usage" else cost_stage_sql(ctx.window))
     con.execute(f"DROP TABLE IF EXISTS {FRAME}")
     try:
         redact_columns(con, STAGE, _TEXT[table])
