@@ -19,6 +19,14 @@ class UsageError(Exception):
     """Bad flag, missing file: exit code 2."""
 
 
+def _say(text: str, file=None) -> None:
+    """Print one message: every line the command line prints goes through here, keys redacted (a path, a reason or
+    an error may name one; forensics.secrets)."""
+    from forensics.secrets import redact_text
+
+    print(redact_text(text), file=file or sys.stdout)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse exits 2 itself; keep its one line, no usage dump
         raise UsageError(message)
@@ -138,6 +146,12 @@ def _load_options(args):
                        price_overrides=args.prices)
 
 
+def _redacted(text: str) -> str:
+    from forensics.secrets import redact_text
+
+    return redact_text(text)
+
+
 @contextmanager
 def _slow_file_progress(path: Path):
     """A spinner on stderr for a file that takes more than a second (terminals only)."""
@@ -149,7 +163,7 @@ def _slow_file_progress(path: Path):
 
     progress = Progress(SpinnerColumn(), TextColumn("loading {task.description}"), TimeElapsedColumn(),
                         console=Console(stderr=True), transient=True)
-    timer = threading.Timer(1.0, lambda: (progress.start(), progress.add_task(path.name)))
+    timer = threading.Timer(1.0, lambda: (progress.start(), progress.add_task(_redacted(path.name))))
     timer.start()
     try:
         yield
@@ -182,7 +196,7 @@ def cmd_ingest(args) -> int:
             elif r.quarantined and not r.skipped and r.format != "unrecognised":
                 _print_quarantine(case, r)
     if args.json:
-        print(json.dumps([r.contract() for r in reports], indent=2))
+        _say(json.dumps([r.contract() for r in reports], indent=2))
     else:
         _print_ingest_table(reports)
     return EXIT_FAILED if _failed(reports) else EXIT_OK
@@ -196,9 +210,9 @@ def _print_quarantine(case, report) -> None:
         [report.sha256, QUARANTINE_LINES_SHOWN],
     ).fetchall()
     for record_no, reason in rows:
-        print(f"{report.path} line {record_no}: {reason}", file=sys.stderr)
+        _say(f"{report.path} line {record_no}: {reason}", file=sys.stderr)
     if report.quarantined > len(rows):
-        print(f"{report.path}: {report.quarantined - len(rows)} more quarantined (table quarantine)", file=sys.stderr)
+        _say(f"{report.path}: {report.quarantined - len(rows)} more quarantined (table quarantine)", file=sys.stderr)
 
 
 def _print_ingest_table(reports) -> None:
@@ -211,7 +225,7 @@ def _print_ingest_table(reports) -> None:
     total = ("total", sum(r[1] for r in rows), sum(r[2] for r in rows), sum(r[3] for r in rows), f"{len(rows)} files")
     widths = [max(len(str(x[i])) for x in [header, *rows, total]) for i in range(5)]
     for row in [header, *rows, total]:
-        print("  ".join(str(v).ljust(w) if i in (0, 4) else str(v).rjust(w) for i, (v, w) in enumerate(zip(row, widths))))
+        _say("  ".join(str(v).ljust(w) if i in (0, 4) else str(v).rjust(w) for i, (v, w) in enumerate(zip(row, widths))))
 
 
 def _split_inputs(inputs) -> tuple[list[str], list[str]]:
@@ -265,9 +279,9 @@ def _print_file_problems(reports) -> None:
         if r.skipped:
             continue
         if r.status == "failed" or r.format == "unrecognised":
-            print(f"forensics: {r.path}: {r.message}", file=sys.stderr)
+            _say(f"forensics: {r.path}: {r.message}", file=sys.stderr)
         elif r.message:
-            print(f"forensics: {r.path}: note: {r.message}", file=sys.stderr)
+            _say(f"forensics: {r.path}: note: {r.message}", file=sys.stderr)
 
 
 def _failed(reports) -> bool:
@@ -288,12 +302,12 @@ def cmd_report(args) -> int:
                                      absolute_paths=args.absolute_paths)
         reports = case.reports
     for inc in result["incidents"]:
-        print(f"{inc['id']} {inc['verdict']} {inc['kind']}: {inc['start']} .. {inc['end']}, "
-              f"{inc['requests']} requests, ${inc['cost_usd']:,.2f}")
+        _say(f"{inc['id']} {inc['verdict']} {inc['kind']}: {inc['start']} .. {inc['end']}, "
+             f"{inc['requests']} requests, ${inc['cost_usd']:,.2f}")
     if not result["incidents"]:
-        print("no incident found")
-    print(f"wrote {out / 'findings.json'}, {out / 'report.html'}, {out / 'report.md'} and "
-          f"{len(model['figures'])} figures in {out / 'figures'}")
+        _say("no incident found")
+    _say(f"wrote {out / 'findings.json'}, {out / 'report.html'}, {out / 'report.md'} and "
+         f"{len(model['figures'])} figures in {out / 'figures'}")
     return EXIT_FAILED if _failed(reports) else EXIT_OK
 
 
@@ -314,11 +328,11 @@ def cmd_export(args) -> int:
                                    absolute_paths=args.absolute_paths, started=started)
             reports = case.reports
     chosen = json.loads((out / "chain_of_custody.json").read_text())
-    print(f"{len(chosen['incidents'])} incident(s) on the {chosen['provider'] or 'no'} bill: "
-          f"{', '.join(chosen['incidents']) or 'nothing to dispute'}; wrote {len(written)} files and "
+    _say(f"{len(chosen['incidents'])} incident(s) on the {chosen['provider'] or 'no'} bill: "
+         f"{', '.join(chosen['incidents']) or 'nothing to dispute'}; wrote {len(written)} files and "
           f"{out / bundle.MANIFEST}")
     if args.zip:
-        print(f"wrote {bundle.zip_bundle(out)}")
+        _say(f"wrote {bundle.zip_bundle(out)}")
     return EXIT_FAILED if _failed(reports) else EXIT_OK
 
 
@@ -330,11 +344,11 @@ def cmd_verify(args) -> int:
         raise UsageError(f"{folder}: no such bundle folder")
     problems = bundle.verify(folder)
     for p in problems:
-        print(f"forensics: {folder}: {p}", file=sys.stderr)
+        _say(f"forensics: {folder}: {p}", file=sys.stderr)
     if problems:
         return EXIT_FAILED
     n = len(bundle._bundle_files(folder))
-    print(f"{folder}: {n} files match {bundle.MANIFEST}")
+    _say(f"{folder}: {n} files match {bundle.MANIFEST}")
     return EXIT_OK
 
 
@@ -361,11 +375,11 @@ def cmd_detect(args) -> int:
         try:
             scores, det, _ = detect(case, args.model, args.save, window, args.alerts_per_day)
         except (ModelMismatch, ValueError) as e:
-            print(f"forensics: {e}", file=sys.stderr)
+            _say(f"forensics: {e}", file=sys.stderr)
             return EXIT_FAILED
     scores.to_csv(out, index=False)
-    print(f"{int(scores['flagged'].sum())} of {len(scores)} requests flagged (threshold {det.card.threshold:.4f}, "
-          f"trained on {det.card.train_start} .. {det.card.train_end}); wrote {out}")
+    _say(f"{int(scores['flagged'].sum())} of {len(scores)} requests flagged (threshold {det.card.threshold:.4f}, "
+         f"trained on {det.card.train_start} .. {det.card.train_end}); wrote {out}")
     return EXIT_FAILED if _failed(reports) else EXIT_OK
 
 
@@ -376,9 +390,9 @@ def cmd_simulate(args) -> int:
         raise UsageError(f"unknown scenario {args.scenario!r}; one of: {', '.join(SCENARIOS)}")
     truth = simulate(args.scenario, Path(args.out), seed=args.seed, nginx_format=args.nginx_log_format)
     for inc in truth.get("incidents", []):
-        print(f"{inc['id']}: {inc['kind']} {inc['start']} .. {inc['end']}: {inc['requests']} requests, "
-              f"${float(inc['cost_usd']):,.2f}")
-    print(f"wrote {args.out}/truth.json")
+        _say(f"{inc['id']}: {inc['kind']} {inc['start']} .. {inc['end']}: {inc['requests']} requests, "
+             f"${float(inc['cost_usd']):,.2f}")
+    _say(f"wrote {args.out}/truth.json")
     return EXIT_OK
 
 
@@ -393,16 +407,14 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
         return args.func(args)
     except UsageError as e:
-        print(f"forensics: {e}", file=sys.stderr)
+        _say(f"forensics: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("forensics: interrupted", file=sys.stderr)
+        _say("forensics: interrupted", file=sys.stderr)
         return EXIT_FAILED
     except Exception as e:  # the one place an unexpected error becomes one line
         if debug:
             raise
-        from forensics.secrets import redact_text
-
-        print(f"forensics: error: {redact_text(str(e).splitlines()[0] if str(e) else type(e).__name__)} "
-              "(run with --debug for details)", file=sys.stderr)
+        _say(f"forensics: error: {str(e).splitlines()[0] if str(e) else type(e).__name__} "
+             "(run with --debug for details)", file=sys.stderr)
         return EXIT_FAILED

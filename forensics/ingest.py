@@ -15,7 +15,7 @@ import duckdb
 
 from forensics import pricing
 from forensics.case import tool_version
-from forensics.secrets import redact_columns, redact_text
+from forensics.secrets import redact_text
 from forensics.sources import SOURCES, TABLES_OF_FAMILY, LoadContext, LoadOptions, LoadResult
 from forensics.sources.quarantine import quarantine_lines
 
@@ -111,10 +111,6 @@ def _quarantine_unrecognised(ctx: LoadContext) -> LoadResult:
     return quarantine_lines(ctx, "format not recognised")
 
 
-def _redact_quarantine(ctx: LoadContext) -> None:
-    redact_columns(ctx.con, "quarantine", ["raw"], f"file_id = {int(ctx.file_id)}")
-
-
 def _check_conservation(con: duckdb.DuckDBPyConnection, file_id: int, family: str, r: LoadResult) -> None:
     """The invariant every file must meet: read = loaded + quarantined, and the tables hold exactly that."""
     if r.records != r.loaded + r.quarantined:
@@ -134,8 +130,13 @@ def _check_conservation(con: duckdb.DuckDBPyConnection, file_id: int, family: st
 def ingest_file(
     con: duckdb.DuckDBPyConnection, path: Path, display: str, options: LoadOptions | None = None
 ) -> FileReport:
-    """Load one file into the case, in one transaction; never raises for a bad file, reports instead."""
+    """Load one file into the case, in one transaction; never raises for a bad file, reports instead.
+
+    Nothing unredacted reaches the case: each loader redacts keys in the statements that store its rows (never an
+    UPDATE after: the old values would stay in the file's free blocks), and the path and message stored and
+    reported here are redacted too (a key may stand in a file name, and a note may quote a record)."""
     options = options or LoadOptions()
+    display = redact_text(display)
     started = time.perf_counter()
     try:
         sha, size = file_sha256(path)
@@ -174,13 +175,12 @@ def ingest_file(
                 result = _quarantine_unrecognised(ctx)
             else:
                 result = source.load(ctx, fmt)
-            _redact_quarantine(ctx)
         family = source.family if source is not None else "none"
         _check_conservation(con, file_id, family, result)
         if family == "litellm":
             pricing.price_requests(con, "price_status IS NULL", options.price_overrides)
         seconds = time.perf_counter() - started
-        message = "; ".join(result.notes) or None
+        message = redact_text("; ".join(result.notes)) or None
         if fmt == UNRECOGNISED:
             message = "format not recognised: every line kept in quarantine"
         con.execute(
