@@ -61,11 +61,13 @@ BEARER_RE = f"({BEARER_PREFIX_RE})({KEY_RE}|{JWT_RE}|{_TOKEN_CHAR}{{16,}})"
 SECRET_PATTERN = f"{BEARER_RE}|({KEY_RE}|{JWT_RE})"
 _SECRET = re.compile(SECRET_PATTERN)
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})|\\x([0-9A-Fa-f]{2})|\\u00([0-9A-Fa-f]{2})")
-# the pre-test's needles in a copy of the bytes with every byte OR 0x20 (ASCII letters lowered, '\\' become '|'):
-# an escape (%HH, \\xHH) of a character of 'sk-', 'eyJ' or 'bearer' (either case); see may_hold_secret. Two
-# expressions that each start with a literal are searched 8x faster than one that starts with a choice
+# the pre-test's needles (see may_hold_secret): in the bytes as they are, and in a copy with every byte OR 0x20 (ASCII
+# letters lowered, '\\' become '|'): 'bearer', and an escape (%HH, \\xHH) of a character of 'sk-', 'eyJ' or
+# 'bearer' (either case). re finds a literal twice as fast as bytes.find, and expressions that each start with a
+# literal 8x faster than one that starts with a choice
 _ESCAPED_CODES = rb"(?:73|6b|2d|65|79|4a|62|61|72|42|45|41|52)"
-_ESCAPED_NEEDLES = (re.compile(rb"%" + _ESCAPED_CODES), re.compile(rb"\|x" + _ESCAPED_CODES))
+_RAW_NEEDLES = (re.compile(rb"sk-"), re.compile(rb"eyJ"), re.compile(rb"\\u"))
+_LOWERED_NEEDLES = (re.compile(rb"bearer"), re.compile(rb"%" + _ESCAPED_CODES), re.compile(rb"\|x" + _ESCAPED_CODES))
 
 
 def key_hash(key: str) -> str:
@@ -175,10 +177,10 @@ def may_hold_secret(data: bytes, start: int = 0, end: int | None = None, window:
     for lo in range(0, len(view), window):
         hi = min(lo + window + 5, len(view))        # 5 bytes of overlap: a needle across two windows is seen
         a, b = start + lo, start + hi
-        if data.find(b"sk-", a, b) >= 0 or data.find(b"eyJ", a, b) >= 0 or data.find(b"\\u", a, b) >= 0:
+        if any(needle.search(data, a, b) for needle in _RAW_NEEDLES):
             return True
         low = np.bitwise_or(view[lo:hi], 0x20, out=lowered[:hi - lo]).tobytes()
-        if b"bearer" in low or any(needle.search(low) for needle in _ESCAPED_NEEDLES):
+        if any(needle.search(low) for needle in _LOWERED_NEEDLES):
             return True
     return False
 
