@@ -126,6 +126,10 @@ def _redacted_sql(key: str) -> str:
 
 
 _SECRET_SQL = _sql_str(SECRET_PATTERN)
+# the same without capture groups, to mark matches with: RE2 finds a match 4x faster when it need not say where the
+# groups of it are. 'Bearer ' is told from its token afterwards, by the anchored prefix alone
+_MATCH_SQL = _sql_str(f"(?:{BEARER_PREFIX_RE})(?:{KEY_RE}|{JWT_RE}|{_TOKEN_CHAR}{{16,}})|{KEY_RE}|{JWT_RE}")
+_BEARER_PREFIX_SQL = _sql_str(f"^({BEARER_PREFIX_RE})")
 
 
 def may_hold_secret_sql(x: str) -> str:
@@ -144,19 +148,20 @@ def contains_secret_sql(x: str) -> str:
 def redact_sql(x: str) -> str:
     """SQL for redact_text(`x`), NULL kept NULL; `x` should be a column (it is named several times).
 
-    Each secret is replaced where it stands and the text around it kept: regexp_replace writes 'Bearer ' (group 1)
-    then the secret (group 2 or 3) between two NUL bytes, so that the text split on NUL has a secret at every even
-    place. A NUL (or \\x01) of the text itself is escaped as \\x01 '0' (\\x01 '1') first and restored after: no
+    Each secret is replaced where it stands and the text around it kept: regexp_replace writes every match between
+    two NUL bytes, so that the text split on NUL has a match at every even place ('Bearer ' and its token, or a key
+    or JWT). A NUL (or \\x01) of the text itself is escaped as \\x01 '0' (\\x01 '1') first and restored after: no
     secret holds either byte, and no secret can start with the digit that follows. Only a text that passes the
     pre-test is taken apart (which makes a text that holds a key 1.4x slower to redact, one that does not 5x faster)."""
     src = (f"CASE WHEN contains({x}, chr(0)) OR contains({x}, chr(1)) "
            f"THEN replace(replace({x}, chr(1), chr(1) || '1'), chr(0), chr(1) || '0') ELSE {x} END")
-    marked = (f"string_split(regexp_replace({src}, {_SECRET_SQL}, '\\1' || chr(0) || '\\2\\3' || chr(0), 'g'), "
-              f"chr(0))")
+    marked = f"string_split(regexp_replace({src}, {_MATCH_SQL}, chr(0) || '\\0' || chr(0), 'g'), chr(0))"
     text = ("CASE WHEN contains(s, chr(1)) THEN replace(replace(s, chr(1) || '0', chr(0)), chr(1) || '1', chr(1)) "
             "ELSE s END")
+    prefix = f"regexp_extract(s, {_BEARER_PREFIX_SQL}, 1)"
+    secret = f"list_transform([{prefix}], lambda b: b || {_redacted_sql('substr(s, length(b) + 1)')})[1]"
     return (f"CASE WHEN {may_hold_secret_sql(x)} THEN array_to_string(list_transform({marked}, "
-            f"lambda s, i: CASE WHEN i % 2 = 0 THEN {_redacted_sql('s')} ELSE {text} END), '') ELSE {x} END")
+            f"lambda s, i: CASE WHEN i % 2 = 0 THEN {secret} ELSE {text} END), '') ELSE {x} END")
 
 
 def may_hold_secret(data: bytes, start: int = 0, end: int | None = None, window: int = 1 << 20) -> bool:
