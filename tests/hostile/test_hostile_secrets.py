@@ -16,8 +16,6 @@ import tempfile
 import tomllib
 from pathlib import Path
 
-import pytest
-
 from forensics.api import Case
 from keyscan import leaked_keys, leaks_in_bytes, leaks_in_files, pct, uesc, xesc  # tests/hostile/keyscan.py
 
@@ -41,8 +39,8 @@ def _env(tmp: Path) -> dict:
 
 
 def _main_line(i: int) -> str:
-    """nginx `main` behind a balancer, a key in the query string, the referer, the user agent and X-Forwarded-For
-    (each key as written on most lines, escaped on some)."""
+    """nginx `main` behind a balancer, a key in the query string (as written, %-escaped, \\x-escaped or its 'sk-'
+    percent-encoded, a line in four each), the referer, the user agent and X-Forwarded-For."""
     k = (OPENAI, pct(OPENAI, "-"), xesc(OPENAI, "-"), pct(OPENAI[:3], lower=True) + OPENAI[3:])[i % 4]
     return (f'10.0.0.5 - - [17/Mar/2025:02:{i // 60 % 60:02d}:{i % 60:02d} +0000] "GET /v1/models?api_key={k}&i={i} '
             f'HTTP/1.1" 200 5 "https://app.example/?t={BEARER}" "curl/8 {ANTHROPIC}" '
