@@ -26,8 +26,11 @@ def printable(text) -> str:
 
 
 def _say(text, file=None) -> None:
-    """Print one line of the console output; whatever it holds (file names, logged values) stays on that line."""
-    print(printable(text), file=file if file is not None else sys.stdout)
+    """Print one line of the console output: every line the command line prints goes through here. Whatever it holds
+    (file names, logged values) stays on that line, keys redacted (a path, a reason or an error may name one)."""
+    from forensics.secrets import redact_text
+
+    print(printable(redact_text(str(text))), file=file if file is not None else sys.stdout)
 
 
 class UsageError(Exception):
@@ -176,6 +179,12 @@ def _load_options(args):
                        price_overrides=args.prices)
 
 
+def _redacted(text: str) -> str:
+    from forensics.secrets import redact_text
+
+    return redact_text(text)
+
+
 @contextmanager
 def _slow_file_progress(path: Path):
     """A spinner on stderr for a file that takes more than a second (terminals only)."""
@@ -189,7 +198,7 @@ def _slow_file_progress(path: Path):
                         console=Console(stderr=True), transient=True)
     from rich.markup import escape
 
-    timer = threading.Timer(1.0, lambda: (progress.start(), progress.add_task(escape(printable(path.name)))))
+    timer = threading.Timer(1.0, lambda: (progress.start(), progress.add_task(escape(printable(_redacted(path.name))))))
     timer.start()
     try:
         yield
@@ -229,7 +238,9 @@ def cmd_ingest(args) -> int:
             elif r.quarantined and not r.skipped and r.format != "unrecognised":
                 _print_quarantine(case, r)
     if args.json:
-        print(json.dumps([r.contract() for r in reports], indent=2))
+        from forensics.secrets import redact_text
+
+        print(redact_text(json.dumps([r.contract() for r in reports], indent=2)))   # JSON escapes control characters
     else:
         _print_ingest_table(reports)
     return EXIT_FAILED if _failed(reports) else EXIT_OK

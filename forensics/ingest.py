@@ -17,7 +17,7 @@ import duckdb
 
 from forensics import pricing
 from forensics.case import tool_version
-from forensics.secrets import redact_columns, redact_text
+from forensics.secrets import redact_text
 from forensics.sources import SOURCES, TABLES_OF_FAMILY, LoadContext, LoadOptions, LoadResult
 from forensics.sources.lines import ReadSpec
 from forensics.sources.plausible import TimeWindow
@@ -265,10 +265,6 @@ def _quarantine_unrecognised(ctx: LoadContext) -> LoadResult:
     return quarantine_lines(ctx, "format not recognised")
 
 
-def _redact_quarantine(ctx: LoadContext) -> None:
-    redact_columns(ctx.con, "quarantine", ["raw"], f"file_id = {int(ctx.file_id)}")
-
-
 def _check_conservation(con: duckdb.DuckDBPyConnection, file_id: int, family: str, r: LoadResult) -> None:
     """The invariant every file must meet: read = loaded + quarantined, and the tables hold exactly that."""
     if r.records != r.loaded + r.quarantined:
@@ -335,8 +331,12 @@ def ingest_file(
 
     The file is read as it was when ingest began: its size then bounds every read and its sha256 is checked again
     as its lines are read (a file appended to meanwhile loads what was hashed; one rewritten fails). A file that
-    extends one already in the case (a log that grew) loads only its new lines when its format is read by lines."""
+    extends one already in the case (a log that grew) loads only its new lines when its format is read by lines.
+    Nothing unredacted reaches the case: each loader redacts keys in the statements that store its rows (never an
+    UPDATE after: the old values would stay in the file's free blocks), and the path and message stored and
+    reported here are redacted too (a key may stand in a file name, and a note may quote a record)."""
     options = options or LoadOptions()
+    display = redact_text(display)
     started = time.perf_counter()
     try:
         size_now = os.stat(path).st_size
@@ -390,7 +390,6 @@ def ingest_file(
                 result = _quarantine_unrecognised(ctx)
             else:
                 result = source.load(ctx, fmt)
-            _redact_quarantine(ctx)
         if not spec.read_by_lines and not scan.unchanged(path):
             raise IngestError(f"the file changed while it was read ({size:,} bytes when ingest began): its records "
                               "and its sha256 would not match; ingest it again once nothing writes to it")
@@ -401,7 +400,7 @@ def ingest_file(
         if family == "litellm":
             pricing.price_requests(con, "price_status IS NULL", options.price_overrides)
         seconds = time.perf_counter() - started
-        message = "; ".join([*notes, *result.notes]) or None
+        message = redact_text("; ".join([*notes, *result.notes])) or None
         if fmt == UNRECOGNISED:
             message = "; ".join(["format not recognised: every line kept in quarantine",
                                  *(n for n in result.notes if n.endswith("blank lines skipped"))])

@@ -7,6 +7,8 @@ does at ingest); the file it came with counts it as merged, so for
 every file records = loaded + quarantined and the rows stored under its id = loaded - merged still hold. Everything
 is SQL over an ATTACHed read-only source, in one transaction, after checking the source: a forensics case
 (its tables, a schema version this forensics reads) whose per-file counts add up (NotACase otherwise).
+Every text value comes across redacted
+(forensics.secrets): a case written by an older version may hold keys this one finds (escaped ones, in a path).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from forensics.case import NotACase, check_case
 from forensics.ingest import FileReport
 from forensics.outputs.safe import printable
 from forensics.schema import CASE_TABLES, FAMILY_TABLES
+from forensics.secrets import redact_sql, redact_text
 
 # the tables whose rows come across as they are, under their file's new id; ingest_files, llm_requests and prices
 # are merged by merge_case itself, case_meta is the target's own
@@ -32,14 +35,27 @@ def _columns(con: duckdb.DuckDBPyConnection, catalog: str, table: str) -> list[s
         "AND table_schema = 'main' ORDER BY ordinal_position", [catalog, table]).fetchall()]
 
 
-def _select_list(target: list[str], source: list[str], replace: dict[str, str]) -> str:
-    """The target's columns from the source: renamed where `replace` says, NULL where the source lacks them."""
+def _text_columns(con: duckdb.DuckDBPyConnection, catalog: str, table: str) -> set[str]:
+    return {c for (c,) in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_catalog = ? AND table_name = ? "
+        "AND table_schema = 'main' AND data_type = 'VARCHAR'", [catalog, table]).fetchall()}
+
+
+def _value(column: str, text: set[str]) -> str:
+    """The source's value of `column`, keys redacted when it is one of the `text` columns."""
+    value = f's."{column}"'
+    return redact_sql(value) if column in text else value
+
+
+def _select_list(target: list[str], source: list[str], replace: dict[str, str], text: set[str] = frozenset()) -> str:
+    """The target's columns from the source: renamed where `replace` says, NULL where the source lacks them, keys
+    redacted in the `text` columns."""
     out = []
     for c in target:
         if c in replace:
             out.append(f"{replace[c]} AS \"{c}\"")
         elif c in source:
-            out.append(f"s.\"{c}\"")
+            out.append(f"{_value(c, text)} AS \"{c}\"")
         else:
             out.append(f"NULL AS \"{c}\"")
     return ", ".join(out)
@@ -91,9 +107,10 @@ def merge_case(con: duckdb.DuckDBPyConnection, source: str | Path) -> list[FileR
         con.execute("ALTER TABLE __merge_map ADD COLUMN new_id INTEGER")
         con.execute("UPDATE __merge_map SET new_id = nextval('file_id_seq') WHERE NOT skipped")
         cols = _columns(con, target_catalog, "ingest_files")
+        text = _text_columns(con, _ALIAS, "ingest_files")
         con.execute(f"""
             INSERT INTO main.ingest_files ({", ".join(f'"{c}"' for c in cols)})
-            SELECT {_select_list(cols, src_files, {"file_id": "m.new_id"})}
+            SELECT {_select_list(cols, src_files, {"file_id": "m.new_id"}, text)}
             FROM {_ALIAS}.main.ingest_files s JOIN __merge_map m ON m.old_id = s.file_id AND NOT m.skipped
         """)
         for table in DATA_TABLES:
@@ -102,10 +119,11 @@ def merge_case(con: duckdb.DuckDBPyConnection, source: str | Path) -> list[FileR
                 continue
             con.execute(f"""
                 INSERT INTO main.{table} ({", ".join(f'"{c}"' for c in tcols)})
-                SELECT {_select_list(tcols, scols, {"file_id": "m.new_id"})}
+                SELECT {_select_list(tcols, scols, {"file_id": "m.new_id"}, _text_columns(con, _ALIAS, table))}
                 FROM {_ALIAS}.main.{table} s JOIN __merge_map m ON m.old_id = s.file_id AND NOT m.skipped
             """)
         tcols, scols = _columns(con, target_catalog, "llm_requests"), _columns(con, _ALIAS, "llm_requests")
+        text = _text_columns(con, _ALIAS, "llm_requests")
         # requests the target already holds stay its rows: their files count them as merged
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE __merge_dupes AS
@@ -118,13 +136,14 @@ def merge_case(con: duckdb.DuckDBPyConnection, source: str | Path) -> list[FileR
         fill = [c for c in tcols if c in scols and c not in ("request_id", "file_id", "record_no")]
         if fill:
             con.execute(f"""
-                UPDATE main.llm_requests t SET {", ".join(f'"{c}" = coalesce(t."{c}", s."{c}")' for c in fill)}
+                UPDATE main.llm_requests t
+                SET {", ".join(f'"{c}" = coalesce(t."{c}", {_value(c, text)})' for c in fill)}
                 FROM {_ALIAS}.main.llm_requests s JOIN __merge_map m ON m.old_id = s.file_id AND NOT m.skipped
                 WHERE t.request_id = s.request_id
             """)
         con.execute(f"""
             INSERT INTO main.llm_requests ({", ".join(f'"{c}"' for c in tcols)})
-            SELECT {_select_list(tcols, scols, {"file_id": "m.new_id"})}
+            SELECT {_select_list(tcols, scols, {"file_id": "m.new_id"}, text)}
             FROM {_ALIAS}.main.llm_requests s JOIN __merge_map m ON m.old_id = s.file_id AND NOT m.skipped
             ANTI JOIN main.llm_requests t ON t.request_id = s.request_id
         """)
@@ -155,6 +174,7 @@ def merge_case(con: duckdb.DuckDBPyConnection, source: str | Path) -> list[FileR
     finally:
         con.execute(f"DETACH {_ALIAS}")
     seconds = time.perf_counter() - started
-    return [FileReport(f"{source}:{path}", sha, fmt, rec or 0, lo or 0, q or 0, bool(skipped), int(merged or 0),
-                       status="skipped" if skipped else "loaded", seconds=seconds / max(len(rows), 1))
+    return [FileReport(redact_text(f"{source}:{path}"), sha, fmt, rec or 0, lo or 0, q or 0, bool(skipped),
+                       int(merged or 0), status="skipped" if skipped else "loaded",
+                       seconds=seconds / max(len(rows), 1))
             for path, sha, fmt, rec, lo, q, skipped, merged in rows]

@@ -1,4 +1,15 @@
-"""API keys never leave the tool in full: LiteLLM's sha256 key hash and the 'sk-...abcd' hint stand for them."""
+"""API keys never leave the tool in full: LiteLLM's sha256 key hash and the 'sk-...abcd' hint stand for them.
+
+One rule, written once here: a key (OpenAI `sk-...`/`sk-proj-...`, Anthropic `sk-ant-...`, a LiteLLM virtual key
+`sk-...`), a JSON Web Token, or the token after 'Bearer' is found as written and behind the escapes logs put on text:
+URL percent-encoding (`sk%2Dproj%2D...`), nginx's `\\xHH` and JSON's `\\u00HH`, on any of its characters, either case
+of hex digit (one layer: `%252D` is not decoded twice). It is replaced where it stands, escapes and all, by
+`[redacted key <hint> sha256:<sha256 of the decoded key>]`, so the hash is the one LiteLLM stores for that key.
+
+The rule is one regular expression that RE2 (DuckDB) and Python's re read alike (leftmost-first alternation, greedy
+repeats): `redact_text` applies it in Python, `redact_sql` in SQL (vectorised, for a batch before it is stored), and
+`may_hold_secret` is the exact pre-test on raw bytes that lets a batch with no candidate skip both.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -6,20 +17,57 @@ import re
 
 import duckdb
 import numpy as np
-import pandas as pd
 
-from forensics.duck import query_with
-
-# LiteLLM virtual keys (sk- + 22 url-safe chars), OpenAI (sk-proj-..., sk-svcacct-..., sk-...), Anthropic (sk-ant-...)
+# the plain shapes (as written), for reference and for tests: LiteLLM virtual keys (sk- + 22 url-safe chars),
+# OpenAI (sk-proj-..., sk-svcacct-..., sk-...), Anthropic (sk-ant-...); a JSON Web Token is a bearer credential
+# wherever it stands (a query string, a referer), 'Bearer' or not
 KEY_PATTERN = r"sk-[A-Za-z0-9_\-]{16,}"
 BEARER_PATTERN = r"(?i)(bearer\s+)([A-Za-z0-9_\-\.=]{16,})"
-# a JSON Web Token is a bearer credential wherever it stands (a query string, a referer), 'Bearer' or not
 JWT_PATTERN = r"eyJ[A-Za-z0-9_\-]{5,}\.eyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]*"
-_KEY_RE = re.compile(KEY_PATTERN)
-_JWT_RE = re.compile(JWT_PATTERN)
-_BEARER_RE = re.compile(BEARER_PATTERN)
-# what an already redacted value looks like: never redacted twice
+# what an already redacted value looks like: never redacted twice (no pattern can match inside it)
 REDACTED_PREFIX = "[redacted key "
+
+_KEY_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+_TOKEN_CHARS = _KEY_CHARS + ".="
+_SPACES = "\t\n\x0c\r "
+_CLASS_ESCAPES = {"-": "\\-", ".": "\\.", "\t": "\\t", "\n": "\\n", "\x0c": "\\f", "\r": "\\r"}
+
+
+def _one(chars: str) -> str:
+    """A regex for one character of `chars`: as itself, or as %HH, \\xHH or \\u00HH (hex digits in either case)."""
+    codes: dict[int, list[int]] = {}
+    for c in sorted(set(chars)):
+        codes.setdefault(ord(c) >> 4, []).append(ord(c) & 15)
+    hexes = "|".join(f"{hi:X}[{''.join(f'{lo:X}{lo:x}' if lo > 9 else str(lo) for lo in los)}]"
+                     for hi, los in codes.items())
+    raw = "".join(_CLASS_ESCAPES.get(c, c) for c in sorted(set(chars)))
+    return f"(?:[{raw}]|(?:%|\\\\x|\\\\u00)(?:{hexes}))"
+
+
+def _literal(text: str, any_case: bool = False) -> str:
+    return "".join(_one(c + c.upper() if any_case else c) for c in text)
+
+
+_KEY_CHAR, _TOKEN_CHAR = _one(_KEY_CHARS), _one(_TOKEN_CHARS)
+KEY_RE = f"{_literal('sk-')}{_KEY_CHAR}{{16,}}"
+JWT_RE = (f"{_literal('eyJ')}{_KEY_CHAR}{{5,}}{_literal('.')}{_literal('eyJ')}{_KEY_CHAR}{{5,}}{_literal('.')}"
+          f"{_KEY_CHAR}*")
+# 'Bearer', any case, and blanks (a form-encoded '+' too); its token: a key or JWT when it is one (so that it is
+# hashed as that key), else any run of token characters
+BEARER_PREFIX_RE = f"{_literal('bearer', any_case=True)}(?:{_one(_SPACES)}|\\+)+"
+BEARER_RE = f"({BEARER_PREFIX_RE})({KEY_RE}|{JWT_RE}|{_TOKEN_CHAR}{{16,}})"
+# everything that is redacted, in one expression. Group 1 is 'Bearer ' (kept), the secret is group 2 or group 3;
+# no two alternatives can start at the same place, so their order does not change what is found
+SECRET_PATTERN = f"{BEARER_RE}|({KEY_RE}|{JWT_RE})"
+_SECRET = re.compile(SECRET_PATTERN)
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})|\\x([0-9A-Fa-f]{2})|\\u00([0-9A-Fa-f]{2})")
+# the pre-test's needles (see may_hold_secret): in the bytes as they are, and in a copy with every byte OR 0x20 (ASCII
+# letters lowered, '\\' become '|'): 'bearer', and an escape (%HH, \\xHH) of a character of 'sk-', 'eyJ' or
+# 'bearer' (either case). re finds a literal twice as fast as bytes.find, and expressions that each start with a
+# literal 8x faster than one that starts with a choice
+_ESCAPED_CODES = rb"(?:73|6b|2d|65|79|4a|62|61|72|42|45|41|52)"
+_RAW_NEEDLES = (re.compile(rb"sk-"), re.compile(rb"eyJ"), re.compile(rb"\\u"))
+_LOWERED_NEEDLES = (re.compile(rb"bearer"), re.compile(rb"%" + _ESCAPED_CODES), re.compile(rb"\|x" + _ESCAPED_CODES))
 
 
 def key_hash(key: str) -> str:
@@ -37,14 +85,96 @@ def redacted(key: str) -> str:
     return f"{REDACTED_PREFIX}{hint} sha256:{key_hash(key)}]"
 
 
-def may_hold_secret(data: bytes, start: int = 0, end: int | None = None, window: int = 1 << 20) -> bool:
-    """A cheap, exact pre-test of raw log bytes: False means none of the patterns above can match in data[start:end].
+def unescape(text: str) -> str:
+    """`text` with each %HH, \\xHH and \\u00HH written as its character (one layer), as a key is hashed."""
+    return _ESCAPE.sub(lambda m: chr(int(m.group(1) or m.group(2) or m.group(3), 16)), text)
 
-    'sk-' and 'eyJ' are case-sensitive in the patterns, so plain searches do; 'bearer' is not, so it is searched in
-    a copy with every ASCII letter lowered (OR 0x20 maps a byte to 'b', 'e', 'a' or 'r' only from that letter's own
-    upper or lower case). Bytes that are not UTF-8 become \\xHH text, which cannot form any of the three; a JSON
-    \\u escape could (a JSON log's values are decoded), so any '\\u' answers True. The data is looked at a window
-    at a time, each window searched while it is in the CPU's cache (a third faster on 128 MiB than whole passes).
+
+def _replace(m: re.Match) -> str:
+    return (m.group(1) or "") + redacted(unescape(m.group(2) or m.group(3)))      # 'Bearer ' stays as written
+
+
+def redact_text(text: str | None) -> str | None:
+    """Replace every full key, JWT and bearer token in `text`, as written or escaped, by its hint and hash."""
+    if text is None:
+        return None
+    return _SECRET.sub(_replace, text)
+
+
+def _sql_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _unescape_sql(key: str) -> str:
+    """SQL for unescape() of the SQL text `key`, which is known to hold nothing but a (maybe escaped) secret."""
+    return (f"CASE WHEN contains({key}, '%') OR contains({key}, '\\') "
+            f"THEN url_decode(replace(replace({key}, '\\x', '%'), '\\u00', '%')) ELSE {key} END")
+
+
+def unescaped_key_sql(x: str) -> str:
+    """SQL for the text `x` decoded when it is nothing but an escaped key (a key field holding `sk%2D...`), so that it
+    is hashed as the key it stands for; any other text as it is."""
+    return (f"CASE WHEN (contains({x}, '%') OR contains({x}, '\\')) AND regexp_full_match({x}, {_sql_str(KEY_RE)}) "
+            f"THEN {_unescape_sql(x)} ELSE {x} END")
+
+
+def _redacted_sql(key: str) -> str:
+    """SQL for redacted() of the SQL text `key` (as matched, escapes and all: decoded here, like unescape)."""
+    d = _unescape_sql(key)
+    return (f"'{REDACTED_PREFIX}' || CASE WHEN starts_with({d}, 'sk-') THEN 'sk-...' ELSE '...' END || right({d}, 4)"
+            f" || ' sha256:' || sha256({d}) || ']'")
+
+
+_SECRET_SQL = _sql_str(SECRET_PATTERN)
+# the same without capture groups, to mark matches with: RE2 finds a match 4x faster when it need not say where the
+# groups of it are. 'Bearer ' is told from its token afterwards, by the anchored prefix alone
+_MATCH_SQL = _sql_str(f"(?:{BEARER_PREFIX_RE})(?:{KEY_RE}|{JWT_RE}|{_TOKEN_CHAR}{{16,}})|{KEY_RE}|{JWT_RE}")
+_BEARER_PREFIX_SQL = _sql_str(f"^({BEARER_PREFIX_RE})")
+
+
+def may_hold_secret_sql(x: str) -> str:
+    """A cheap SQL pre-test, exact like may_hold_secret: false means `x` holds no key, as written or escaped ('sk-',
+    'eyJ' or 'bearer' as written, or an escape of one of their characters)."""
+    escaped = f"(?i)(?:%|\\\\x|\\\\u00){_ESCAPED_CODES.decode()}"
+    return (f"(contains({x}, 'sk-') OR contains({x}, 'eyJ') OR {x} ILIKE '%bearer%' OR "
+            f"((contains({x}, '%') OR contains({x}, '\\')) AND regexp_matches({x}, {_sql_str(escaped)})))")
+
+
+def contains_secret_sql(x: str) -> str:
+    """A SQL predicate, true where the text `x` holds a key, JWT or bearer token (as written or escaped)."""
+    return f"({may_hold_secret_sql(x)} AND regexp_matches({x}, {_SECRET_SQL}))"
+
+
+def redact_sql(x: str) -> str:
+    """SQL for redact_text(`x`), NULL kept NULL; `x` should be a column (it is named several times).
+
+    Each secret is replaced where it stands and the text around it kept: regexp_replace writes every match between
+    two NUL bytes, so that the text split on NUL has a match at every even place ('Bearer ' and its token, or a key
+    or JWT). A NUL (or \\x01) of the text itself is escaped as \\x01 '0' (\\x01 '1') first and restored after: no
+    secret holds either byte, and no secret can start with the digit that follows. Only a text that passes the
+    pre-test is taken apart (which makes a text that holds a key 1.4x slower to redact, one that does not 5x faster)."""
+    src = (f"CASE WHEN contains({x}, chr(0)) OR contains({x}, chr(1)) "
+           f"THEN replace(replace({x}, chr(1), chr(1) || '1'), chr(0), chr(1) || '0') ELSE {x} END")
+    marked = f"string_split(regexp_replace({src}, {_MATCH_SQL}, chr(0) || '\\0' || chr(0), 'g'), chr(0))"
+    text = ("CASE WHEN contains(s, chr(1)) THEN replace(replace(s, chr(1) || '0', chr(0)), chr(1) || '1', chr(1)) "
+            "ELSE s END")
+    prefix = f"regexp_extract(s, {_BEARER_PREFIX_SQL}, 1)"
+    secret = f"list_transform([{prefix}], lambda b: b || {_redacted_sql('substr(s, length(b) + 1)')})[1]"
+    return (f"CASE WHEN {may_hold_secret_sql(x)} THEN array_to_string(list_transform({marked}, "
+            f"lambda s, i: CASE WHEN i % 2 = 0 THEN {secret} ELSE {text} END), '') ELSE {x} END")
+
+
+def may_hold_secret(data: bytes, start: int = 0, end: int | None = None, window: int = 1 << 20) -> bool:
+    """A cheap, exact pre-test of raw log bytes: False means SECRET_PATTERN cannot match in data[start:end], as
+    written or once decoded (JSON's \\u escapes included).
+
+    A match needs 'sk-', 'eyJ' or 'bearer' (any case) in the text once its escapes are decoded: either as written,
+    or with one of those characters escaped (%HH, \\xHH; any '\\u' answers True). 'sk-' and 'eyJ' are case-sensitive,
+    so plain searches do; 'bearer' and the escapes' hex digits are not, so they are searched in a copy with every
+    byte OR 0x20 (which maps a byte to 'b', 'e', 'a' or 'r' only from that letter's own upper or lower case, to
+    '%' only from '%' or 0x05, and '\\' to '|'). Bytes that are not UTF-8 become \\xHH text with HH of 80 or more,
+    which decodes to no character of a key. The data is looked at a window at a time, each window searched while
+    it is in the CPU's cache (a third faster on 128 MiB than whole passes).
     """
     end = len(data) if end is None else end
     view = np.frombuffer(data, dtype=np.uint8, count=end - start, offset=start)
@@ -52,44 +182,21 @@ def may_hold_secret(data: bytes, start: int = 0, end: int | None = None, window:
     for lo in range(0, len(view), window):
         hi = min(lo + window + 5, len(view))        # 5 bytes of overlap: a needle across two windows is seen
         a, b = start + lo, start + hi
-        if data.find(b"sk-", a, b) >= 0 or data.find(b"eyJ", a, b) >= 0 or data.find(b"\\u", a, b) >= 0:
+        if any(needle.search(data, a, b) for needle in _RAW_NEEDLES):
             return True
-        if b"bearer" in np.bitwise_or(view[lo:hi], 0x20, out=lowered[:hi - lo]).tobytes():
+        low = np.bitwise_or(view[lo:hi], 0x20, out=lowered[:hi - lo]).tobytes()
+        if any(needle.search(low) for needle in _LOWERED_NEEDLES):
             return True
     return False
 
 
-def redact_text(text: str | None) -> str | None:
-    """Replace every full key (and bearer token) in `text` by its hint and hash."""
-    if text is None:
-        return None
-    out = _KEY_RE.sub(lambda m: redacted(m.group(0)), text)
-    out = _JWT_RE.sub(lambda m: redacted(m.group(0)), out)
-    return _BEARER_RE.sub(lambda m: m.group(1) + (m.group(2) if m.group(2).startswith("[") else redacted(m.group(2))), out)
-
-
-def contains_key_sql(column: str) -> str:
-    """A SQL predicate, true where `column` holds something that looks like a full key or bearer token."""
-    return (f"(regexp_matches({column}, '{KEY_PATTERN}') OR regexp_matches({column}, '{BEARER_PATTERN}') "
-            f"OR regexp_matches({column}, '{JWT_PATTERN}'))")
-
-
 def redact_columns(con: duckdb.DuckDBPyConnection, table: str, columns: list[str], where: str = "true") -> int:
-    """Redact full keys in `columns` of `table` in place; the scan is SQL, the rewrite touches matching values only.
-
-    Returns how many distinct values were rewritten.
-    """
+    """Redact keys in `columns` of `table` in place, in SQL; only rows holding one are rewritten. For staging
+    (temporary) tables: a row of a case table must be redacted before it is stored, never after (the old value's
+    bytes would stay in the file's free blocks). Returns how many values were rewritten."""
     rewritten = 0
     for col in columns:
-        values = [
-            v for (v,) in con.execute(
-                f"SELECT DISTINCT {col} FROM {table} WHERE ({where}) AND {col} IS NOT NULL AND {contains_key_sql(col)}"
-            ).fetchall()
-        ]
-        if not values:
-            continue
-        frame = pd.DataFrame({"old": values, "new": [redact_text(v) for v in values]}, dtype="object")
-        query_with(con, "_redact_frame", frame,
-                   f"UPDATE {table} SET {col} = r.new FROM _redact_frame r WHERE ({where}) AND {table}.{col} = r.old")
-        rewritten += len(values)
+        (n,) = con.execute(f"UPDATE {table} SET {col} = {redact_sql(col)} "
+                           f"WHERE ({where}) AND {contains_secret_sql(col)}").fetchone()
+        rewritten += int(n)
     return rewritten

@@ -30,6 +30,7 @@ from forensics.outputs.findings import iso
 from forensics.outputs.paths import shareable_paths
 from forensics.outputs.report import money
 from forensics.outputs.safe import FORMULA_START, json_text, neutralise, printable, write_csv  # noqa: F401
+from forensics.secrets import redact_text
 
 MANIFEST = "MANIFEST.sha256"
 # the files every bundle holds, whatever the case (the timeline PNG and usage_outside_proxy.csv depend on it)
@@ -176,12 +177,14 @@ def _finding(findings: dict, incident_id: str) -> dict:
 
 
 def _shareable_argv(argv: list[str], absolute: bool) -> list[str]:
+    """The command line as it may leave the machine: paths cut (unless `absolute`), keys redacted (a path named on
+    it may hold one, as the case's own paths do)."""
     if absolute:
-        return list(argv)
+        return [redact_text(a) for a in argv]
     out = []
     for a in argv:
-        out.append(os.path.relpath(a) if os.path.isabs(a) and a.startswith(os.getcwd() + os.sep)
-                   else os.path.basename(a) if os.path.isabs(a) else a)
+        out.append(redact_text(os.path.relpath(a) if os.path.isabs(a) and a.startswith(os.getcwd() + os.sep)
+                               else os.path.basename(a) if os.path.isabs(a) else a))
     return out
 
 

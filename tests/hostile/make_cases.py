@@ -11,11 +11,13 @@ import json
 import tomllib
 from pathlib import Path
 
+from keyscan import pct, uesc, xesc
+
 HERE = Path(__file__).resolve().parent
 CASES = HERE / "cases"
 KEYS = tomllib.loads((HERE / "cases.toml").read_text())["keys"]
-OPENAI, ANTHROPIC, VIRTUAL, BEARER, SIMULATED = (KEYS[k] for k in ("openai", "anthropic", "virtual", "bearer",
-                                                                     "simulated"))
+OPENAI, ANTHROPIC, VIRTUAL, BEARER, SIMULATED, OPAQUE = (KEYS[k] for k in ("openai", "anthropic", "virtual", "bearer",
+                                                                             "simulated", "opaque"))
 
 UA = "OpenAI/Python 1.51.0"
 
@@ -225,6 +227,39 @@ def build() -> None:
         {"time_local": "yesterday", "remote_addr": "203.0.113.7", "request": "GET / HTTP/1.1", "status": "200"},
     ) + '["not", "an", "object"]\n' + '{"time_local": "17/Mar/2025:02:00:08 +0100", "status": "200", "status": "500",'
         ' "remote_addr": "203.0.113.7", "request": "GET / HTTP/1.1"}\n')
+    # keys where nobody looks for them: in numbers and times (so in the quarantine reason), as the client address
+    write("nginx_keys_in_numbers.log", lines(
+        *(combined(ip=f"203.0.113.{i}") for i in range(1, 7)),
+        combined(status=OPENAI), combined(size=ANTHROPIC), combined(t=VIRTUAL), combined(ip=VIRTUAL),
+        combined(size=BEARER),
+    ))
+
+    def jline(**over) -> dict:
+        return {"time_iso8601": "2025-03-17T02:00:04+01:00", "remote_addr": "203.0.113.7",
+                "request": "GET / HTTP/1.1", "status": "200", "body_bytes_sent": "5", "request_length": "120",
+                "request_time": "0.010", "http_x_forwarded_for": "-", "http_user_agent": UA} | over
+
+    write("nginx_json_keys_in_numbers.log", nd(
+        jline(), jline(remote_addr="203.0.113.8"), jline(status=OPENAI), jline(body_bytes_sent=ANTHROPIC),
+        jline(time_iso8601=VIRTUAL), jline(remote_addr=VIRTUAL),
+        jline(remote_addr="10.0.0.5", http_x_forwarded_for=f"203.0.113.9, {OPENAI}"),
+        jline(request_length=BEARER), jline(request_time=OPENAI),
+    ) + nd(jline(http_user_agent=f"k={OPENAI}")).replace(OPENAI, uesc(OPENAI, "-")))
+    # keys percent-encoded, nginx-escaped (\xHH), partly or wholly, upper or lower case
+    write("nginx_keys_encoded.log", lines(
+        combined(),
+        combined(req=f"GET /v1/models?api_key={pct(OPENAI, '-')} HTTP/1.1"),
+        combined(req=f"GET /key/{pct(VIRTUAL[:3], lower=True)}{VIRTUAL[3:]}/info HTTP/1.1"),
+        combined(ua=f"curl/8 key={xesc(ANTHROPIC, '-')}"),
+        combined(ref=f"https://app.example/?t={pct(BEARER, '.')}"),
+        combined(req=f"GET /?auth=Bearer%20{pct(OPAQUE[:5])}{OPAQUE[5:]} HTTP/1.1"),
+        combined(user=xesc(SIMULATED, lower=True)),
+        combined(req=f"GET /{xesc(OPENAI, '-', lower=True)} HTTP/1.1", ua=f"Bearer+{OPAQUE}"),
+    ))
+    write("unrecognised_keys_encoded.txt", lines(
+        "notes from the on-call channel", f"leaked: {pct(OPENAI, '-')}", f"and {xesc(ANTHROPIC[:3])}{ANTHROPIC[3:]}",
+        f"header was Authorization: Bearer%20{OPAQUE}", f"jwt {uesc(BEARER, '.')}",
+    ))
     deep = "[" * 100000 + "]" * 100000
     write("nginx_json_deep_nesting.log", nd(
         {"time_local": "17/Mar/2025:02:00:04 +0100", "remote_addr": "203.0.113.7", "request": "GET / HTTP/1.1",

@@ -17,6 +17,7 @@ from forensics.ingest import ingest_file, ingest_paths
 from forensics.schema import FAMILY_TABLES
 from forensics.secrets import key_hash
 from forensics.sources.litellm import litellm_read
+from keyscan import leaked_keys, leaks_in_bytes  # noqa: E402  (tests/hostile/keyscan.py)
 
 HERE = Path(__file__).resolve().parent
 CASES = HERE / "cases"
@@ -39,25 +40,6 @@ def full_keys() -> list[str]:
     for scenario in ("open_proxy", "key_stuffing", "leaked_virtual_key"):
         keys |= set(secret_keys(scenario, 1).values())
     return sorted(keys)
-
-
-def leaked_keys(con, keys: list[str]) -> list[tuple[str, str, str]]:
-    """(table, column, key) for every full key found in any text column of any table of the case.
-
-    SQL picks the values that could hold one (anything shaped like a key, or holding a key of another shape);
-    Python then looks for each full key in those few values."""
-    from forensics.secrets import KEY_PATTERN
-
-    found = []
-    others = [k for k in keys if not k.startswith("sk-")]
-    columns = con.execute("SELECT table_name, column_name FROM information_schema.columns "
-                          "WHERE data_type = 'VARCHAR' AND table_schema = 'main'").fetchall()
-    for table, column in columns:
-        col = f'"{column}"'
-        cond = " OR ".join([f"regexp_matches({col}, '{KEY_PATTERN}')"] + [f"contains({col}, ?)" for _ in others])
-        values = [v for (v,) in con.execute(f'SELECT DISTINCT {col} FROM "{table}" WHERE {cond}', others).fetchall()]
-        found += [(table, column, k[:8] + "...") for k in keys if any(k in v for v in values)]
-    return found
 
 
 def test_the_corpus_is_big_enough_and_small_on_disk():
@@ -108,6 +90,8 @@ def test_cli_exit_code_and_one_line_errors(tmp_path, case):
     proc = run_cli("ingest", str(path), "--case", str(tmp_path / "c.duckdb"), "--json", cwd=ROOT)
     assert proc.returncode == case["exit"], proc.stderr
     assert "Traceback" not in proc.stderr
+    # what the terminal shows is as safe as the case: no key, as written or escaped, in a reason or a note
+    assert leaks_in_bytes((proc.stdout + proc.stderr).encode(), full_keys()) == []
     report = json.loads(proc.stdout)
     assert [(r["format"], r["records"], r["loaded"], r["quarantined"]) for r in report] == [
         (case.get("format"), case["records"], case["loaded"], case["quarantined"])]

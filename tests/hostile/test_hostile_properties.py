@@ -1,12 +1,17 @@
 """Property tests (hypothesis) for every parser: for any bytes, and for a valid file of each format mutated (bytes
 flipped, cut short, hostile lines inserted), ingest raises nothing, loads a plain-text file (never 'failed'), and
-read = loaded + quarantined holds in the counts and in the case's tables. A fixed, derandomised budget for CI.
+read = loaded + quarantined holds in the counts and in the case's tables. And for the redaction of keys: a key hidden
+behind any mix of escapes is found by the pre-test and redacted, the same in Python and in SQL. A fixed,
+derandomised budget for CI.
 """
 from __future__ import annotations
 
 import gzip
 import tempfile
+import tomllib
 from pathlib import Path
+
+import duckdb
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -15,6 +20,8 @@ from hypothesis import strategies as st
 from forensics import case as case_db
 from forensics.ingest import ingest_file
 from forensics.schema import FAMILY_TABLES
+from forensics.secrets import may_hold_secret, redact_text
+from keyscan import decoded, middle  # tests/hostile/keyscan.py
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 BUDGET = settings(max_examples=8, deadline=None, derandomize=True, database=None,
@@ -135,3 +142,61 @@ def test_arbitrary_bytes(blob):
        blob=st.binary(max_size=1024))
 def test_arbitrary_bytes_after_a_format_s_opening(prefix, blob):
     check_ingest(prefix + blob, "anything.json")
+
+
+# ---- keys behind escapes (issue #15) -------------------------------------------------------------------------------
+
+KEYS = tomllib.loads((Path(__file__).resolve().parent / "cases.toml").read_text())["keys"]
+_SQL = duckdb.connect()
+_ESCAPES = ["{c}", "{c}", "{c}", "%{h:02X}", "%{h:02x}", "\\x{h:02X}", "\\x{h:02x}", "\\u{h:04x}", "\\u{h:04X}"]
+
+
+def _sql_redacted(text: str) -> str:
+    from forensics.secrets import redact_sql
+
+    return _SQL.execute(f"SELECT {redact_sql('x')} FROM (SELECT ?::VARCHAR AS x)", [text]).fetchone()[0]
+
+
+@st.composite
+def escaped(draw, text: str) -> str:
+    """`text` with each character written as itself or percent-, nginx- or JSON-escaped, either case of hex."""
+    return "".join(draw(st.sampled_from(_ESCAPES)).format(c=c, h=ord(c)) for c in text)
+
+
+@st.composite
+def hidden_key(draw) -> tuple[str, str]:
+    key = draw(st.sampled_from(sorted(KEYS.values())))
+    text = draw(escaped(key))
+    if not key.startswith(("sk-", "eyJ")):          # a token of no known shape: only 'Bearer' gives it away
+        bearer = "".join(draw(st.sampled_from([c, c.upper()])) for c in "bearer")
+        text = draw(escaped(bearer)) + draw(st.sampled_from([" ", "  ", "+", "%20", "\\x09", "\t"])) + text
+    filler = st.text(st.characters(codec="utf-8", exclude_characters="\n"), max_size=12)
+    return key, draw(filler) + text + draw(filler)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)
+@given(case=hidden_key())
+def test_a_key_behind_any_mix_of_escapes_is_found_and_redacted(case):
+    key, text = case
+    assert may_hold_secret(text.encode())
+    out = redact_text(text)
+    assert middle(key) not in decoded(out) and key not in decoded(out), out
+    assert "[redacted key " in out
+    assert _sql_redacted(text) == out
+
+
+_FRAGMENTS = ["sk-", "sk", "s", "k", "-", "%2D", "%2d", "%73", "%6B", "%6b", "\\x2D", "\\x73", "\\u002d", "eyJ",
+              "ey", "%4A", "\\x4a", ".", "%2E", "Bearer", "bEaReR", "%42earer", "be%61rer", " ", "%20", "+", "\\x20",
+              "AAAAAAAA", "aZ09_-aZ09", "==", "\\", "%", "\xff", "\x00", "\x01", "\r", "[redacted key "]
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(parts=st.lists(st.one_of(st.sampled_from(_FRAGMENTS), st.text(max_size=4)), max_size=40))
+def test_the_prescan_misses_nothing_and_sql_redacts_as_python_does(parts):
+    """may_hold_secret is exact (False: the redaction finds nothing), and SQL and Python redact alike."""
+    text = "".join(parts)
+    out = redact_text(text)
+    if out != text:
+        assert may_hold_secret(text.encode())
+    assert redact_text(out) == out                  # a redacted text is left as it is
+    assert _sql_redacted(text) == out

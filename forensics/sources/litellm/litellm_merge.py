@@ -9,6 +9,7 @@ import duckdb
 from forensics import secrets
 from forensics.netaddr import TrustedProxies, client_ip_map
 from forensics.sources.plausible import TimeWindow
+from forensics.sources.quarantine import insert_sql as quarantine_sql
 
 # llm_requests columns a loader writes; cost_usd and price_status belong to the pricing step
 COLUMNS = (
@@ -27,7 +28,6 @@ TEXT_COLUMNS = (
 PRICE_INPUTS = (
     "start_time", "model", "provider", "prompt_tokens", "completion_tokens", "cache_read_tokens", "cache_write_tokens",
 )
-RAW_LIMIT = 65536
 CACHE_HIT_LIKE = "LIKE '%\\_cache\\_hit%' ESCAPE '\\'"
 
 
@@ -83,8 +83,10 @@ def typed_sql(fields: str, fmt: str, file_id: int, window: TimeWindow | None = N
     )
     key = "coalesce(api_key, meta_key)"
     hex64 = "'[0-9a-fA-F]{64}'"
+    # a key field holding an escaped key is that key, decoded (its hash and hint are the key's)
+    keys = ", ".join(f"{secrets.unescaped_key_sql(k)} AS {k}" for k in ("api_key", "meta_key"))
     return f"""
-WITH f AS (SELECT * FROM ({fields})),
+WITH f AS (SELECT * REPLACE ({keys}) FROM ({fields})),
 t AS (
   SELECT *,
     {timestamp_sql('start_raw', window)} AS start_time,
@@ -158,11 +160,11 @@ def finish(con: duckdb.DuckDBPyConnection, file_id: int, fmt: str, raw_sql: str,
         SELECT count(*) FILTER (WHERE reason IS NOT NULL),
           count(request_id) FILTER (WHERE reason IS NULL) - count(DISTINCT request_id) FILTER (WHERE reason IS NULL),
           count(*) FILTER (WHERE reason IS NULL AND request_id {CACHE_HIT_LIKE}),
-          count(*) FILTER (WHERE reason IS NULL AND regexp_matches({text}, '(?i)sk-|bearer|eyJ'))
+          count(*) FILTER (WHERE reason IS NULL AND {secrets.may_hold_secret_sql(text)})
         FROM _ll_norm""").fetchone()
     if bad:
         _quarantine(con, file_id, raw_sql)
-    if suspect:
+    if suspect:          # in the staging table (in memory), before anything is stored
         secrets.redact_columns(con, "_ll_norm", list(TEXT_COLUMNS), where="reason IS NULL")
     if hits:
         _match_cache_hits(con, fmt)
@@ -181,12 +183,8 @@ def _quarantine(con: duckdb.DuckDBPyConnection, file_id: int, raw_sql: str) -> N
 
 
 def store_quarantine(con: duckdb.DuckDBPyConnection, file_id: int, table: str) -> None:
-    """Insert `table`(record_no, raw, reason) into quarantine: keys redacted first, then raw cut to 64 KiB."""
-    secrets.redact_columns(con, table, ["raw", "reason"])
-    con.execute(
-        f"INSERT INTO quarantine (file_id, record_no, raw, reason) "
-        f"SELECT {int(file_id)}, record_no, left(raw, {RAW_LIMIT}), reason FROM {table}"
-    )
+    """Insert `table`(record_no, raw, reason) into quarantine (keys redacted, raw cut to 64 KiB) and drop it."""
+    con.execute(quarantine_sql(file_id, table))
     con.execute(f"DROP TABLE {table}")
 
 

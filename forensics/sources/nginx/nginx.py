@@ -5,7 +5,8 @@ lines no variant takes go through a Python regex that also accepts Apache-style 
 quarantined with a reason. Empty lines are not records: they are counted in the notes only.
 Stored values: request_raw and time_raw are kept as logged; in the other text fields nginx's \\x22 and \\x5C are
 turned back into the quote and backslash the client sent (other \\xHH escapes stay as written, since the bytes
-they stand for need not be text).
+they stand for need not be text). Keys are redacted in the statements that store the rows, in a batch the line
+reader flagged (forensics.secrets): no unredacted value is ever written to the case, nor kept in a temp table.
 """
 from __future__ import annotations
 
@@ -18,18 +19,16 @@ import pyarrow.compute as pc
 
 from forensics.duck import query_with
 from forensics.netaddr import TrustedProxies, walk_pairs
-from forensics.secrets import redact_columns
 from forensics.sources.interface import LoadContext, LoadOptions, LoadResult
 from forensics.sources.lines import LAST_LINE_CUT, MAY_HOLD_SECRET, batch_flag, iter_line_batches
 from forensics.sources.nginx import nginx_json
 from forensics.sources.nginx.nginx_formats import (BUILTIN_FORMATS, STAGING_FIELDS, LogFormat, builtin, escaping_of,
                                                    parse_log_format)
 from forensics.sources.nginx.nginx_sql import INSERT_COLUMNS, convert_sql
+from forensics.sources.quarantine import insert_sql as quarantine_sql
 
 JSON_FORMATS = ("nginx.json", "nginx.json_default")
 TIME_FIELDS = ("msec", "time_iso8601", "time_local")      # the first a format logs is used: $msec keeps milliseconds
-_TEXT_COLUMNS = ["host", "remote_addr", "remote_user", "forwarded_for", "request_raw", "method", "path", "referer",
-                 "user_agent", "upstream_addr", "request_id", "litellm_call_id", "time_raw"]
 # nginx's own header buffers keep a real access-log line far shorter; a longer one is quarantined, cut
 MAX_LINE_BYTES = 1 << 20
 # about 1 M combined-format lines: DuckDB writes fewer, fuller row groups than with 32 MiB batches, and the case
@@ -95,6 +94,9 @@ class _TextParser:
         self.hits = Counter()
         self.time_field = next((f for f in TIME_FIELDS if f in formats[0].fields.values()), None)
         self.nginx_escapes = True
+        # the staging fields some variant fills (a vhost or X-Forwarded-For list may stand before the address)
+        self.fields = tuple(f for f in STAGING_FIELDS if f == "prefix" and any(v.allow_prefix for v in formats)
+                            or any(f in v.fields.values() for v in formats))
 
     def variants(self) -> list[LogFormat]:
         """The variants, the one that took most lines so far first (a file rarely mixes them)."""
@@ -119,6 +121,7 @@ class _JsonParser:
         self.hits = hits if hits is not None else Counter()
         self.time_field = next((f for f in TIME_FIELDS if f in fmt.fields), None)
         self.nginx_escapes = fmt.default_escaping
+        self.fields = tuple(f for f in STAGING_FIELDS if f in fmt.fields)
 
     def variants(self):
         return [self.fmt]
@@ -149,7 +152,7 @@ class _Load:
         self.ctx, self.con, self.fmt, self.fid = ctx, ctx.con, fmt, int(ctx.file_id)
         self.parser = None if fmt in JSON_FORMATS else self._text_parser()
         self.records = self.loaded = self.quarantined = self.empty = 0
-        self.secret_ranges: list[tuple[int, int]] = []
+        self.redact = False                        # the batch may hold a key: redact what is stored from it
         self.tmp = 0
         self.scans: dict[str, pa.Table] = {}     # arrow data visible to _run's statements by name (never registered)
         self.json_objects: list[dict] | None = None    # the sample a JSON format was inferred from (not a template)
@@ -187,7 +190,8 @@ class _Load:
                          f"first at line {reader.invalid_utf8_lines[0]}")
         if self.empty:
             notes.append(f"{self.empty:,} blank lines skipped (not records)")
-        self._redact()
+        for t in ("_nginx_ip_map", "_nginx_new_ips"):
+            self.con.execute(f"DROP TABLE IF EXISTS {t}")
         return LoadResult(self.records, self.loaded, self.quarantined, 0, tuple(notes))
 
     def _json_parser(self, batch: pa.Table) -> _JsonParser:
@@ -231,8 +235,7 @@ class _Load:
     # -- one batch ----------------------------------------------------------------------------------------------
     def _batch(self, batch: pa.Table) -> None:
         lo, hi = batch.column("line_no")[0].as_py(), batch.column("line_no")[-1].as_py()
-        if batch_flag(batch, MAY_HOLD_SECRET):
-            self.secret_ranges.append((lo, hi))
+        self.redact = batch_flag(batch, MAY_HOLD_SECRET)
         cut = self.reader.oversized_in(lo, hi)
         if cut:          # only a prefix of these lines was read: never parsed, quarantined as cut
             rows = batch.filter(pc.is_in(batch.column("line_no"), pa.array(cut, pa.int64())))
@@ -262,7 +265,8 @@ class _Load:
             if remaining:
                 self._slow_path(source)
         finally:
-            self.scans.pop("_nginx_batch")
+            for name in ("_nginx_batch", "_nginx_rest0", "_nginx_rest1"):
+                self.scans.pop(name, None)
 
     def _insert(self, variant, source: str) -> int:
         # the pairs query skips the shape check (extra pairs are harmless) and, where it can, most lines
@@ -290,18 +294,21 @@ class _Load:
 
     def _convert(self, staged: str) -> str:
         return convert_sql(staged, self.fmt, self.fid, self.parser.time_field, self.parser.nginx_escapes,
-                           self.ctx.window)
+                           self.ctx.window, self.redact, self.parser.fields)
 
     def _rest(self, source: str, lo: int, hi: int) -> int:
-        """Lines of `source` (not empty) that no variant has inserted yet, into a fresh temp table."""
+        """Lines of `source` (not empty) that no variant has inserted yet, as arrow data for the next variant (not a
+        temp table: the lines are as read, keys and all, and DuckDB may spill a temp table to disk)."""
         self.tmp += 1
         self._last_rest = f"_nginx_rest{self.tmp % 2}"
-        self._run(
-            f"CREATE OR REPLACE TEMP TABLE {self._last_rest} AS SELECT line_no, line FROM {source} "
-            f"WHERE line <> '' AND line_no NOT IN (SELECT line_no FROM http_requests "
-            f"WHERE file_id = {self.fid} AND line_no BETWEEN {lo} AND {hi})"
-        )
-        return self.con.execute(f"SELECT count(*) FROM {self._last_rest}").fetchone()[0]
+        sql = (f"SELECT line_no, line FROM {source} WHERE line <> '' AND line_no NOT IN (SELECT line_no FROM "
+               f"http_requests WHERE file_id = {self.fid} AND line_no BETWEEN {lo} AND {hi})")
+        self.con.complete()
+        rest = self.con.from_arrow(self.scans[source]).query(source, sql).to_arrow_table()
+        if source != "_nginx_batch":
+            del self.scans[source]                 # what the variants before this one left: read, not needed now
+        self.scans[self._last_rest] = rest
+        return rest.num_rows
 
     # -- the lines no SQL variant took ------------------------------------------------------------------------
     def _slow_path(self, source: str) -> None:
@@ -350,16 +357,5 @@ class _Load:
         table = pa.table({"record_no": pa.array([r[0] for r in rows], pa.int64()),
                           "raw": pa.array([r[1] for r in rows], pa.string()),
                           "reason": pa.array([r[2] for r in rows], pa.string())})
-        query_with(self.con, "_nginx_quarantine", table,
-                   f"INSERT INTO quarantine SELECT {self.fid}, record_no, left(raw, 65536), reason FROM _nginx_quarantine")
+        query_with(self.con, "_nginx_quarantine", table, quarantine_sql(self.fid, "_nginx_quarantine"))
         self.quarantined += len(rows)
-
-    # -- after the last batch ---------------------------------------------------------------------------------
-    def _redact(self) -> None:
-        if self.secret_ranges:
-            ranges = " OR ".join(f"line_no BETWEEN {lo} AND {hi}" for lo, hi in self.secret_ranges)
-            redact_columns(self.con, "http_requests", _TEXT_COLUMNS, f"file_id = {self.fid} AND ({ranges})")
-        if self.quarantined:
-            redact_columns(self.con, "quarantine", ["raw"], f"file_id = {self.fid}")
-        for t in ("_nginx_rest0", "_nginx_rest1", "_nginx_ip_map", "_nginx_new_ips"):
-            self.con.execute(f"DROP TABLE IF EXISTS {t}")

@@ -1,12 +1,28 @@
-"""Staging fields (strings as logged) -> typed http_requests columns, with the reason a row cannot be loaded."""
+"""Staging fields (strings as logged) -> typed http_requests columns, with the reason a row cannot be loaded.
+
+With `redact`, keys are redacted in the same statement, so that nothing unredacted is ever stored (forensics.secrets):
+the staging fields first, before anything is derived from them (client_ip, time_raw, the reason, which quotes the
+value it could not read), except those still to be cut or unescaped, whose final values are redacted instead: the
+request line (method, path and protocol are cut from it on spaces, which a redacted key holds) and the text fields
+whose \\x22 and \\x5C are turned back into characters.
+"""
 from __future__ import annotations
 
 from forensics.sources.plausible import TimeWindow
+from forensics.secrets import redact_sql
 
 INSERT_COLUMNS = ("time", "time_raw", "host", "remote_addr", "remote_user", "forwarded_for", "client_ip",
                   "request_raw", "method", "path", "protocol", "status", "body_bytes", "request_length", "referer",
                   "user_agent", "request_time", "upstream_time_raw", "upstream_time", "upstream_status",
                   "upstream_addr", "request_id", "litellm_call_id", "format", "file_id", "line_no")
+
+# columns whose final value is redacted; every other staging field is redacted as it comes in
+REDACTED_AFTER = ("host", "remote_user", "forwarded_for", "request_raw", "method", "path", "protocol", "referer",
+                  "user_agent")
+# a key as the peer address: the client is that, redacted, as the X-Forwarded-For walk would say (netaddr)
+REDACTED_FORM = r"\[redacted key [^ \]]+ sha256:[0-9a-f]{64}\]"
+_RAW_UNTIL_DERIVED = {"request", "host", "remote_user", "forwarded_for", "uri", "referer", "user_agent", "prefix",
+                      "method", "protocol"}
 
 # naive UTC from each kind of nginx time; epoch_us of a TIMESTAMPTZ does not depend on the session time zone
 _TIME_SQL = {
@@ -47,12 +63,19 @@ def _bad_number(x: str, sql_type: str, label: str) -> str:
 
 
 def convert_sql(staged: str, fmt: str, file_id: int, time_field: str | None, nginx_escapes: bool,
-                window: TimeWindow | None = None) -> str:
+                window: TimeWindow | None = None, redact: bool = False, fields: tuple[str, ...] = ()) -> str:
     """SELECT line_no, line, _reason, <INSERT_COLUMNS> FROM `staged`; _reason is NULL for a loadable row. A time
-    outside `window` (plausible.TimeWindow: before 2015, after the ingest clock + 1 day) is a reason too."""
+    outside `window` (plausible.TimeWindow: before 2015, after the ingest clock + 1 day) is a reason too. `line` is
+    the line as read, never redacted: only for the quarantine, whose insert redacts it. `fields`: the staging fields
+    of `staged` (STAGING_FIELDS names them all) that the format can fill, the only ones worth redacting."""
     t = lambda x: _text(x, nginx_escapes)  # noqa: E731
     window = window or TimeWindow.at()
     time_expr = time_sql(time_field, window) if time_field else "NULL::TIMESTAMP"
+    if redact:
+        early = [f for f in fields if f not in _RAW_UNTIL_DERIVED]
+        if early:
+            staged = f"(SELECT * REPLACE ({', '.join(f'{redact_sql(f)} AS {f}' for f in early)}) FROM {staged})"
+    out = ", ".join(f"{redact_sql(c)} AS {c}" if redact and c in REDACTED_AFTER else c for c in INSERT_COLUMNS)
     time_raw = time_field or "NULL::VARCHAR"
     implausible = window.reason_sql(time_field, "time_raw", "time",
                                     "TRY_CAST(time_raw AS DECIMAL(24,6)) IS NOT NULL" if time_field == "msec" else "false") if time_field else ""
@@ -62,7 +85,7 @@ def convert_sql(staged: str, fmt: str, file_id: int, time_field: str | None, ngi
     upstream = _absent("upstream_time")
     xff_prefix = "ends_with(prefix, ',')"
     return f"""
-SELECT line_no, line, _reason, {', '.join(INSERT_COLUMNS)} FROM (
+SELECT line_no, line, _reason, {out} FROM (
   SELECT *, CASE {time_check}
       WHEN status_raw IS NOT NULL AND status IS NULL THEN 'status "' || left(status_raw, 100) || '" is not a number'
       {_bad_number('bytes_raw', 'BIGINT', 'body_bytes_sent')}
@@ -78,8 +101,9 @@ SELECT line_no, line, _reason, {', '.join(INSERT_COLUMNS)} FROM (
       {t('remote_user')} AS remote_user,
       coalesce({t('forwarded_for')}, CASE WHEN {xff_prefix} THEN rtrim(prefix, ',') END) AS forwarded_for,
       CASE WHEN coalesce(forwarded_for IN ('-', ''), true) AND NOT coalesce({xff_prefix}, false)
-                AND remote_addr NOT IN ('', '-') AND NOT contains(remote_addr, ':')
+                AND remote_addr NOT IN ('', '-') AND (NOT contains(remote_addr, ':')
                 AND NOT contains(remote_addr, ' ') AND NOT contains(remote_addr, '"')
+                OR regexp_full_match(remote_addr, '{REDACTED_FORM}'))
            THEN left(remote_addr, 100) END AS client_ip,
       request AS request_raw,
       CASE WHEN http THEN rq[1] ELSE {_absent('method')} END AS method,

@@ -15,6 +15,7 @@ import duckdb
 from forensics.secrets import redact_columns
 from forensics.sources.interface import LoadContext, LoadResult
 from forensics.sources.plausible import TimeWindow
+from forensics.sources.quarantine import insert_sql as quarantine_sql
 
 FRAME = "_provider_frame"
 STAGE = "_provider_stage"
@@ -220,8 +221,7 @@ def commit_frame(ctx: LoadContext, table: str, extra: ExtraKey) -> Tally:
         redact_columns(con, STAGE, _TEXT[table])
         good, bad = con.execute(
             f"SELECT count(*) FILTER (reason IS NULL), count(*) FILTER (reason IS NOT NULL) FROM {STAGE}").fetchall()[0]
-        con.execute(f"INSERT INTO quarantine SELECT ?, record_no, left(raw, 65536), reason FROM {STAGE} "
-                    "WHERE reason IS NOT NULL", [ctx.file_id])
+        con.execute(quarantine_sql(ctx.file_id, f"(SELECT * FROM {STAGE} WHERE reason IS NOT NULL)"))
         inserted = con.execute(insert_sql(table, extra, ctx.file_id)).fetchall()[0][0] if good else 0
     finally:
         con.execute(f"DROP TABLE IF EXISTS {STAGE}")
