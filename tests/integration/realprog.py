@@ -1,15 +1,20 @@
 """The seed incident replayed through the REAL programs, on loopback inside a private network namespace.
 
-    python tests/integration/realprog.py OUT_DIR [--baseline-seconds 60] [--attack-requests 600] [--seed 1]
+    python tests/integration/realprog.py OUT_DIR [--baseline-seconds 90] [--attack-requests 600] [--seed 1]
+    python tests/integration/realprog.py --install-only       # LiteLLM and nginx only (CI set-up)
 
 What runs (all bound to 127.0.0.1 in a fresh `unshare --net` namespace whose only interface is `lo`):
 - a fake OpenAI upstream (fake_openai.py, standard library) on :18001 that answers /v1/chat/completions like OpenAI
   (id `chatcmpl-...`, `usage`), answers HTTP 429 with OpenAI's rate-limit error once `rate_limit_after` gpt-4 calls
-  have succeeded, and receives LiteLLM's `generic_api` callback batches on /callbacks;
+  have succeeded, and stores LiteLLM's `generic_api` callback batches POSTed to /callbacks;
 - the LiteLLM proxy from PyPI (LITELLM_VERSION, in its own cached virtualenv) on :4000 with `gpt-4` and
   `gpt-4o-mini` pointing at the fake upstream, NO master key (the seed's open proxy; this release refuses to start
   without one unless `dangerously_permit_weak_or_unset_master_key` is set, so it is), no database,
-  `json_logs: true` and the `generic_api` logging callback;
+  `json_logs: true`, and two logging callbacks that receive the same StandardLoggingPayload: a custom callback
+  (LiteLLM's documented `custom_callbacks.proxy_handler_instance` pattern) appending it to an NDJSON file, and the
+  built-in `generic_api` callback POSTing batches to the fake upstream's /callbacks. generic_api loses payloads
+  (1.106.12: `async_send_batch` clears its queue after the POST, dropping events logged while the POST was in
+  flight; a few per run here), so the capture holds the lossless NDJSON and the batches are kept beside it;
 - nginx from Debian on :8080 in front of it, `set_real_ip_from 127.0.0.0/8; real_ip_header X-Forwarded-For;`,
   access log in the `combined` format (and a second access log with a custom format kept beside the capture);
 - clients: four "app servers" (10.0.1.11-14 in X-Forwarded-For, no Authorization by default) calling gpt-4o-mini
@@ -22,10 +27,11 @@ OUT_DIR gets:
   capture/                   what the deployment logged (the input for `forensics report`) and truth.json
     nginx/access.log           nginx, `combined`
     litellm/proxy_stdout.log   the proxy's stdout+stderr as a container runtime keeps them (json_logs: true)
-    litellm/generic_api/batch-NNNNNN.json   each POST of the generic_api callback, verbatim (a JSON array of
-                               StandardLoggingPayload objects per flush, LiteLLM's default `json_array` format)
+    litellm/callbacks.ndjson   one StandardLoggingPayload per line, per request, as the custom callback wrote it
     truth.json                 attack window, addresses, upstream ids, tokens and cost (ignored by ingest by name)
   variants/nginx_timings/access.log   the same requests in a custom format (see NGINX_TIMINGS_FORMAT)
+  variants/generic_api/batch-NNNNNN.json   each POST of the generic_api callback, verbatim (a JSON array of
+                               StandardLoggingPayload objects per flush, LiteLLM's default `json_array` format)
   upstream/upstream_requests.ndjson   every answer of the fake upstream (the provider's view: the billing truth)
   clients/requests.ndjson             every client request: address, times, status, ids as the client saw them
   setup/                              litellm_config.yaml, nginx.conf, timings.json, the processes' own output
@@ -89,7 +95,8 @@ class Scenario:
     app_gap_seconds: float = 1.2          # mean pause of each app server between two calls
     rate_limit_after: int = 540           # gpt-4 successes before the upstream answers 429 to every gpt-4 call
     latency_scale: float = 1.0            # upstream latency: gpt-4 0.8-2.0 s, gpt-4o-mini 0.15-0.5 s, times this
-    flush_wait: float = 8.0               # after the last request: generic_api flushes every 5 s
+    flush_wait: float = 12.0              # after the last request: generic_api flushes every 5 s ...
+    callback_wait_max: float = 60.0       # ... and wait until every answered request is in callbacks.ndjson
     seed: int = 1
     # what the app servers send as `Authorization: Bearer ...`: None (the default: plain HTTP clients, nothing
     # key-like in any log, as in the seed) or a placeholder such as "sk-acme-internal-apps" (the OpenAI SDK needs
@@ -104,7 +111,7 @@ class Scenario:
     @property
     def deadline_seconds(self) -> float:
         """A bound on the whole run inside the namespace (start-up, both phases, flush, stop)."""
-        return 180 + self.baseline_seconds + self.attack_max_seconds + self.flush_wait + 60
+        return 180 + self.baseline_seconds + self.attack_max_seconds + self.callback_wait_max + 60
 
 
 # ---------------------------------------------------------------- install (outside the namespace, needs the network)
@@ -335,7 +342,9 @@ model_list:
 
 litellm_settings:
   json_logs: true
-  callbacks: ["generic_api"]     # endpoint from GENERIC_LOGGER_ENDPOINT; default log_format json_array
+  # custom_callbacks.py beside this file writes each StandardLoggingPayload to $REALPROG_CALLBACK_NDJSON;
+  # generic_api POSTs batches to $GENERIC_LOGGER_ENDPOINT (default log_format json_array)
+  callbacks: ["custom_callbacks.proxy_handler_instance", "generic_api"]
 
 general_settings:
   # LiteLLM >= 1.10x refuses to start without a master key; the seed's proxy ran without one (an older release,
@@ -464,6 +473,57 @@ class Clients:
             time.sleep(rng.uniform(0.0, 0.3))
 
 
+def ndjson_call_ids(path: Path) -> set[str]:
+    """The litellm_call_ids in the custom callback's NDJSON (complete lines only)."""
+    ids = set()
+    try:
+        text = path.read_text()
+    except OSError:
+        return ids
+    for line in text.splitlines(keepends=True):
+        if line.endswith("\n"):
+            ids.add(json.loads(line).get("litellm_call_id"))
+    return ids
+
+
+def batch_call_ids(folder: Path) -> list[str]:
+    """The litellm_call_ids in the generic_api batches, one per payload (a request in two batches counts twice)."""
+    return [p.get("litellm_call_id") for f in sorted(folder.glob("batch-*.json")) for p in json.loads(f.read_bytes())]
+
+
+# the custom callback, as LiteLLM's docs show it (custom_callbacks.py beside the config, `proxy_handler_instance`)
+CUSTOM_CALLBACKS = '''"""Append every request's StandardLoggingPayload to an NDJSON file (success and failure)."""
+import os
+import threading
+
+from litellm.integrations.custom_logger import CustomLogger
+from litellm.litellm_core_utils.safe_json_dumps import safe_dumps
+
+
+class NDJSONPayloadLogger(CustomLogger):
+    def __init__(self):
+        super().__init__()
+        self.path = os.environ["REALPROG_CALLBACK_NDJSON"]
+        self.lock = threading.Lock()
+
+    def _write(self, kwargs):
+        payload = kwargs.get("standard_logging_object")
+        if payload is not None:
+            line = safe_dumps(payload) + "\\n"
+            with self.lock, open(self.path, "a") as f:
+                f.write(line)
+
+    async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):
+        self._write(kwargs)
+
+    async def async_log_failure_event(self, kwargs, response_obj, start_time, end_time):
+        self._write(kwargs)
+
+
+proxy_handler_instance = NDJSONPayloadLogger()
+'''
+
+
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -485,7 +545,8 @@ def inside(spec_path: Path) -> int:
     spec = json.loads(Path(spec_path).read_text())
     out = Path(spec["out"])
     capture, variants, setup = out / "capture", out / "variants", out / "setup"
-    for d in (capture / "nginx", capture / "litellm" / "generic_api", variants / "nginx_timings", out / "upstream",
+    for d in (capture / "nginx", capture / "litellm", variants / "generic_api", variants / "nginx_timings",
+              out / "upstream",
               out / "clients", setup):
         d.mkdir(parents=True, exist_ok=True)
     _lo_up()
@@ -508,7 +569,7 @@ def inside(spec_path: Path) -> int:
         # 1. the fake upstream
         procs.start("fake_openai", [sys.executable, str(HERE / "fake_openai.py"), "--port", str(FAKE_PORT),
                                     "--dir", str(out / "upstream"),
-                                    "--callback-dir", str(capture / "litellm" / "generic_api"),
+                                    "--callback-dir", str(variants / "generic_api"),
                                     "--rate-limit-after", str(spec["rate_limit_after"]), "--seed", str(spec["seed"]),
                                     "--latency-scale", str(spec["latency_scale"])],
                     "fake_openai.py", stdout=open(setup / "fake_openai.out", "w"), stderr=subprocess.STDOUT)
@@ -517,10 +578,12 @@ def inside(spec_path: Path) -> int:
         # 2. LiteLLM
         cfg = setup / "litellm_config.yaml"
         cfg.write_text(litellm_config(FAKE_PORT))
+        (setup / "custom_callbacks.py").write_text(CUSTOM_CALLBACKS)
         venv = Path(spec["venv"])
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI", "ANTHROPIC", "LITELLM", "AZURE",
                                                                         "AWS", "DATABASE_URL", "REDIS"))}
         env.update(JSON_LOGS="True", GENERIC_LOGGER_ENDPOINT=f"http://127.0.0.1:{FAKE_PORT}/callbacks",
+                   REALPROG_CALLBACK_NDJSON=str(capture / "litellm" / "callbacks.ndjson"),
                    LITELLM_LOCAL_MODEL_COST_MAP="True", PYTHONUNBUFFERED="1", TZ="UTC",
                    PATH=f"{venv / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}", HOME=str(setup / "home"))
         env.pop("PYTHONPATH", None)
@@ -573,7 +636,15 @@ def inside(spec_path: Path) -> int:
         for th in threads:
             th.join(timeout=max(0.0, attack_stop + 260 - time.monotonic()))
         timings["scenario_seconds"] = round(time.monotonic() - now, 1)
-        time.sleep(spec["flush_wait"])            # generic_api flushes its queue every 5 s
+        # generic_api flushes its queue every 5 s; the custom callback writes as each request ends (a logging
+        # task after the response): wait for the payload of every request LiteLLM answered
+        t = time.monotonic()
+        time.sleep(spec["flush_wait"])
+        handled = {r["litellm_call_id"] for r in clients.rows if r.get("litellm_call_id")}
+        while (not handled <= ndjson_call_ids(capture / "litellm" / "callbacks.ndjson")
+               and time.monotonic() < t + spec["callback_wait_max"]):
+            time.sleep(1.0)
+        timings["callback_wait_seconds"] = round(time.monotonic() - t, 1)
         procs.stop("nginx", signal.SIGQUIT)       # graceful: finishes the open requests, closes the logs
         procs.stop("litellm")
         procs.stop("fake_openai")
@@ -622,6 +693,12 @@ def make_truth(out: Path, spec: dict, rows: list[dict], timings: dict) -> dict:
     status = lambda rs: {str(k): sum(1 for r in rs if r.get("status") == k)      # noqa: E731
                          for k in sorted({r.get("status") for r in rs}, key=str)}
     seen_ids = {r["id"] for r in attack if r.get("id")}
+    received = ndjson_call_ids(out / "capture" / "litellm" / "callbacks.ndjson")
+    missing = [r for r in rows if r.get("litellm_call_id") not in received]
+    batched = batch_call_ids(out / "variants" / "generic_api")
+    handled = [r["litellm_call_id"] for r in rows if r.get("litellm_call_id")]
+    lost = sorted(set(handled) - set(batched))
+    lost_attack = [r for r in attack if r.get("litellm_call_id") in set(lost)]
     incident = {
         "id": "INC-1", "kind": "unauthenticated_proxy", "verdict": "attack",
         "description": "LiteLLM proxy without a master key reachable through nginx; 8 public addresses sent gpt-4 "
@@ -663,6 +740,17 @@ def make_truth(out: Path, spec: dict, rows: list[dict], timings: dict) -> dict:
         },
         "files": files,
         "timings": timings,
+        "clients": {"requests": len(rows), "status": status(rows),
+                    "without_callback_payload": [{k: r.get(k) for k in ("address", "model", "status", "sent",
+                                                                         "received", "litellm_call_id", "error")}
+                                                 for r in missing]},
+        "generic_api": {"payloads": len(batched), "requests_answered": len(handled), "lost": len(lost),
+                        "lost_attack": len(lost_attack), "duplicated": len(batched) - len(set(batched)),
+                        "lost_attack_cost_share": float(
+                            sum((Decimal(r["usage"]["prompt_tokens"]) * pin + Decimal(r["usage"]["completion_tokens"])
+                                 * pout) / Decimal(1_000_000) for r in lost_attack if r.get("usage")) / cost
+                            if cost else 0),
+                        "lost_call_ids": lost},
     }
 
 
@@ -672,7 +760,9 @@ def main(argv=None) -> int:
     if argv[:1] == ["_inside"]:
         return inside(Path(argv[1]))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("out", type=Path)
+    ap.add_argument("out", type=Path, nargs="?")
+    ap.add_argument("--install-only", action="store_true",
+                    help="install LiteLLM (cached venv) and nginx when missing, then exit (for CI set-up)")
     ap.add_argument("--baseline-seconds", type=float, default=Scenario.baseline_seconds)
     ap.add_argument("--attack-requests", type=int, default=Scenario.attack_requests)
     ap.add_argument("--rate-limit-after", type=int, default=Scenario.rate_limit_after)
@@ -680,6 +770,14 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=Scenario.seed)
     ap.add_argument("--app-bearer", default=None, help="Authorization the app servers send (default: none)")
     args = ap.parse_args(argv)
+    if args.install_only:
+        venv, seconds = ensure_litellm()
+        nginx, nginx_seconds = ensure_nginx()
+        print(json.dumps({"venv": str(venv), "litellm_install_seconds": round(seconds, 1), "nginx": nginx,
+                          "nginx_install_seconds": round(nginx_seconds, 1), **program_versions(venv, nginx)}))
+        return 0
+    if args.out is None:
+        ap.error("OUT_DIR is required")
     truth = run(args.out, Scenario(baseline_seconds=args.baseline_seconds, attack_requests=args.attack_requests,
                                    rate_limit_after=args.rate_limit_after, latency_scale=args.latency_scale,
                                    seed=args.seed, app_bearer=args.app_bearer))

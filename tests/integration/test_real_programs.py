@@ -8,7 +8,7 @@ gpt-4's list price.
 The first run installs litellm[proxy] into a cached virtualenv (~/.cache/forensics/, 1.5-3 minutes) and nginx with
 apt-get when missing; the scenario itself takes about 5 minutes. It is skipped only when PyPI or the Debian mirror
 cannot be reached. FORENSICS_REALPROG_CAPTURE=DIR reuses a capture the harness wrote before (DIR holds capture/,
-variants/, ...) instead of running the programs.
+variants/, ...) instead of running the programs; FORENSICS_REALPROG_OUT=DIR runs them into DIR (kept).
 
     python -m pytest tests/integration -m integration
 """
@@ -36,11 +36,12 @@ def run_dir(tmp_path_factory) -> Path:
     given = os.environ.get("FORENSICS_REALPROG_CAPTURE")
     if given:
         return Path(given)
-    out = tmp_path_factory.mktemp("realprog")
+    out = Path(os.environ.get("FORENSICS_REALPROG_OUT") or tmp_path_factory.mktemp("realprog"))
     try:
-        realprog.run(out, log=lambda msg: print(f"realprog: {msg}"))
+        truth = realprog.run(out, log=lambda msg: print(f"realprog: {msg}"))
     except realprog.Unavailable as e:
         pytest.skip(f"real programs not installable here: {e}")
+    print(f"realprog: capture in {out}; {json.dumps(truth['programs'])}; timings {json.dumps(truth['timings'])}")
     return out
 
 
@@ -50,8 +51,9 @@ def truth(run_dir) -> dict:
 
 
 def test_capture_loads_every_record_or_quarantines_it(run_dir, truth, tmp_path, capsys):
-    """Conservation on every file of the capture (and the custom-format nginx variant): records read = loaded +
-    quarantined; the formats detected are printed. Every request LiteLLM answered is in the callback payloads."""
+    """Conservation on every file of the capture and of the variants (the custom-format nginx log, the generic_api
+    batches): records read = loaded + quarantined; the formats detected are printed. Every request LiteLLM answered
+    is in the custom callback's NDJSON (the harness's own check); what generic_api lost is printed."""
     from forensics.api import Case
     from forensics.sources.interface import LoadOptions
 
@@ -63,7 +65,7 @@ def test_capture_loads_every_record_or_quarantines_it(run_dir, truth, tmp_path, 
                    options=LoadOptions(nginx_format=realprog.NGINX_TIMINGS_FORMAT)) as case:
         reports += case.ingest([run_dir / "variants"])
     with Case.open(tmp_path / "variant_detected.duckdb") as case:      # the same file, format left to detection
-        detected = case.ingest([run_dir / "variants"])
+        detected = case.ingest([run_dir / "variants" / "nginx_timings"])
     rows: dict[tuple[str, str], list[int]] = {}          # (format, file or folder/batch-*) -> files, counts
     for label, rs in (("", reports), ("no --nginx-format: ", detected)):
         for r in rs:
@@ -76,14 +78,21 @@ def test_capture_loads_every_record_or_quarantines_it(run_dir, truth, tmp_path, 
         print(f"\n{'format':<46} {'files':>5} {'records':>7} {'loaded':>7} {'quar.':>6}  path")
         for (fmt, name), (files, records, loaded, quarantined) in rows.items():
             print(f"{fmt:<46} {files:>5} {records:>7} {loaded:>7} {quarantined:>6}  {name}")
+        g = truth["generic_api"]
+        print(f"generic_api: {g['payloads']} payloads for {g['requests_answered']} requests answered, {g['lost']} "
+              f"lost ({g['lost_attack']} of the attack), {g['duplicated']} duplicated")
     for r in reports + detected:
         assert r.records == r.loaded + r.quarantined, r
-    by_name = {Path(r.path).name: r for r in reports}
-    assert by_name["access.log"].format in ("nginx.combined", "nginx.custom")
+    by_name = {str(Path(r.path).resolve().relative_to(run_dir.resolve())): r for r in reports}
+    assert by_name["capture/nginx/access.log"].format == "nginx.combined"
+    assert by_name["capture/litellm/callbacks.ndjson"].format == "litellm.payload_ndjson"
+    assert by_name["variants/nginx_timings/access.log"].quarantined == 0
     batches = [r for r in reports if Path(r.path).name.startswith("batch-")]
     assert batches and all(r.format == "litellm.payload_json_array" and r.quarantined == 0 for r in batches)
     clients = [json.loads(x) for x in (run_dir / "clients" / "requests.ndjson").read_text().splitlines() if x]
-    assert sum(r.records for r in batches) == len(clients)      # one StandardLoggingPayload per request answered
+    # the harness's own check: the custom callback wrote a StandardLoggingPayload for every request answered
+    assert not truth["clients"]["without_callback_payload"], truth["clients"]["without_callback_payload"][:5]
+    assert by_name["capture/litellm/callbacks.ndjson"].records == len(clients)
     assert n_payloads == len(clients) and n_http == len(clients)
 
 
