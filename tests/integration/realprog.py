@@ -217,7 +217,7 @@ def run(out: Path, scenario: Scenario | None = None, log=print) -> dict:
     cmd = ["unshare", "--net"] + ([] if os.geteuid() == 0 else ["--map-root-user"])
     cmd += ["--", sys.executable, str(Path(__file__).resolve()), "_inside", str(spec)]
     t1 = time.monotonic()
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, preexec_fn=_pdeathsig)   # dies with this process
     try:
         rc = proc.wait(timeout=scenario.deadline_seconds + 60)
     except subprocess.TimeoutExpired:
