@@ -24,6 +24,7 @@ import pytest
 from forensics import cli
 
 from tinycase import BIDI, FORMULA_IDS, HOSTILE_UA
+from tiny_fixtures import tiny_case, tiny_case_file, tiny_logs  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[2]
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")

@@ -1,4 +1,5 @@
-"""Fixtures of the safe-to-share tests: the tiny case of tinycase.py, as logs and as a case database."""
+"""Fixtures of the safe-to-share tests (imported by test_safe_outputs.py): the tiny case of tinycase.py, as logs and as a
+case database."""
 from __future__ import annotations
 
 import shutil
