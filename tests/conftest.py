@@ -1,7 +1,11 @@
-"""Shared fixtures: a fresh case database, and the sample incident loaded once per test session."""
+"""Shared fixtures: a fresh case database, and the sample incident loaded once per test session.
+
+Tests marked `slow` run in CI (CI=1) or with --runslow; a plain `python -m pytest` leaves them out.
+"""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -46,3 +50,20 @@ def sample_report(tmp_path_factory):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     return json.loads((out / "findings.json").read_text()), out
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="run the tests marked slow")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long runs (randomized matrix, many draws); CI runs them")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow") or os.environ.get("CI"):
+        return
+    skip = pytest.mark.skip(reason="slow: runs in CI (CI=1) or with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

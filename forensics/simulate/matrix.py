@@ -93,7 +93,7 @@ def _overlap(inc: dict, start: datetime, end: datetime, slack_s: float) -> float
 
 def check_incident(t: dict, attacks: list[dict], used: set[int]) -> tuple[list[str], dict]:
     """One true attack against the found attack incidents; marks the one it matched in `used`."""
-    seen = t.get("seen_by", {})
+    seen = {s: v for s, v in t.get("seen_by", {}).items() if v.get("separable", True)}
     basis = _basis(seen, ("litellm", "nginx", "provider"))
     if basis is None:
         return [f"{t['kind']}: no present source sees it (simulator: draw should not exist)"], {}

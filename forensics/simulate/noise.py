@@ -42,6 +42,14 @@ SCAN_AGENTS = (
 TLS_HELLO = "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"
 
 
+def typed(ev: pd.DataFrame) -> pd.DataFrame:
+    """Integer columns back to int64 (a column filled from an empty list comes out float)."""
+    for col, default in EVENT_DEFAULTS.items():
+        if not isinstance(default, str) and ev[col].dtype != np.int64:
+            ev[col] = ev[col].astype(np.int64)
+    return ev
+
+
 def event_frame(n: int) -> pd.DataFrame:
     """An n-row table of nginx events at their defaults."""
     data = {c: np.full(n, d, dtype=object if isinstance(d, str) else np.int64) for c, d in EVENT_DEFAULTS.items()}
@@ -120,7 +128,7 @@ def malformed(rng: np.random.Generator, window: Window = DEFAULT_WINDOW, volume:
 def background(rng: np.random.Generator, window: Window = DEFAULT_WINDOW, volume: float = 1.0) -> pd.DataFrame:
     """All nginx-only lines of the window; `volume` thins them (with the baseline) in long randomized windows."""
     interval = HEALTH_INTERVAL_S if volume >= 1 else int(round(HEALTH_INTERVAL_S / volume))
-    ev = pd.concat([health_checks(rng, window, interval), scanners(rng, window, volume)], ignore_index=True)
+    ev = typed(pd.concat([health_checks(rng, window, interval), scanners(rng, window, volume)], ignore_index=True))
     ev = ev[ev["t_log"] < window.collected_at].reset_index(drop=True)
     ev["nginx_rid"] = ids.hex_ids(rng, len(ev))
     return ev

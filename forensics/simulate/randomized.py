@@ -21,7 +21,7 @@ from forensics.simulate import litellm_writer, nginx_writer, noise, provider_wri
 from forensics.simulate.catalog import (
     GENERATOR_VERSION, HOUR, NETWORK, US, VirtualKey, Window, iso_z, make_keys, ts,
 )
-from forensics.simulate.deployment import Deployment
+from forensics.simulate.deployment import PROXY_VISIBLE_ONLY, Deployment
 from forensics.simulate.frame import COLUMNS, fill_latency, finalize
 from forensics.simulate.incidents import Incident
 from forensics.simulate.noise import EVENT_COLUMNS
@@ -129,7 +129,7 @@ def build(scenario: str, seed: int, dep: Deployment) -> Built:
     frame["requester_ip"] = requester_ip(frame, dep)
     events = [noise.background(_rng(seed, 2), window, min(1.0, scale))]
     events += [inc.noise for inc in found if inc.noise is not None]
-    ev = pd.concat(events, ignore_index=True)[EVENT_COLUMNS]
+    ev = noise.typed(pd.concat(events, ignore_index=True)[EVENT_COLUMNS])
     ev = ev[(ev["t_recv"] >= window.start) & (ev["t_log"] < window.collected_at)].reset_index(drop=True)
     ev = reroute_events(_rng(seed, 5, scenario), ev, dep)
     calls = [inc.outside for inc in found if inc.outside is not None]
@@ -169,12 +169,23 @@ def nginx_client(xff: str, remote: str, dep: Deployment) -> str | None:
     return DEFAULT_TRUSTED.client(xff or None if nginx_logs_xff(dep) else None, remote)
 
 
+def nginx_logs_request_time(dep: Deployment) -> bool:
+    """Whether a line tells when its request started ($msec or $time_* minus $request_time), or only when nginx
+    wrote it (the response's end: minutes later for a long generation)."""
+    return dep.nginx_format in ("timings", "ingress", "json", "json_default") or (
+        dep.nginx_format == "custom" and "$request_time" in (dep.nginx_log_format or ""))
+
+
 def _span(times: pd.Series) -> dict:
     return {"start": iso_z(int(times.min())), "end": iso_z(int(times.max())), "requests": int(len(times))}
 
 
-def seen_by(rows: pd.DataFrame, dep: Deployment, visible: pd.Series) -> dict:
-    """Per present source: the incident's first and last request it records, and the client addresses it shows."""
+def seen_by(rows: pd.DataFrame, dep: Deployment, visible: pd.Series, scenario: str) -> dict:
+    """Per present source: the incident's first and last request as that source times it (LiteLLM and provider
+    buckets: the start; nginx: the start when it logs $request_time, else the moment it logged the response), the
+    client addresses it shows, and (provider) the cost billed for it. `separable` false: the provider's totals hold
+    the incident's calls, but nothing there sets them apart from the baseline (a leaked key spending a few dollars
+    an hour at the proxy's usual models)."""
     out = {}
     lite = rows[visible.loc[rows.index]]
     if len(lite):
@@ -182,15 +193,19 @@ def seen_by(rows: pd.DataFrame, dep: Deployment, visible: pd.Series) -> dict:
             "client_ips": sorted({c for c in map(litellm_client, lite["requester_ip"]) if c})}
     if "nginx" in dep.sources and len(rows):
         clients = {nginx_client(x, r, dep) for x, r in zip(rows["xff_in"], rows["remote_addr"])}
-        out["nginx"] = _span(rows["t_start"]) | {"client_ips": sorted(c for c in clients if c)}
+        timed = "t_recv" if nginx_logs_request_time(dep) else "t_log"
+        out["nginx"] = _span(rows[timed]) | {"timed_by": "request start" if timed == "t_recv" else "log time",
+                                             "client_ips": sorted(c for c in clients if c)}
     billed = rows[(rows["outcome"] == "ok") & rows["provider"].isin(dep.providers)]
     if "provider" in dep.sources and len(billed):
         out["provider"] = _span(billed["t_start"]) | {"cost_usd": _usd(billed["cost_nano"].sum()),
-                                                       "bucket": dep.usage_bucket(billed["provider"].iloc[0])}
+                                                       "bucket": dep.usage_bucket(billed["provider"].iloc[0]),
+                                                       "separable": scenario not in PROXY_VISIBLE_ONLY}
     return out
 
 
-def deployment_incident_truth(inc: Incident, built: Built, dep: Deployment, visible: pd.Series) -> dict:
+def deployment_incident_truth(inc: Incident, built: Built, dep: Deployment, visible: pd.Series,
+                              scenario: str) -> dict:
     """The default incident truth, plus what each source sees; request ids only those LiteLLM's sink holds."""
     t = incident_truth(inc, built.frame, built.keys)
     t["window"] = {"start": t["start"], "end": t["end"]}
@@ -201,10 +216,10 @@ def deployment_incident_truth(inc: Incident, built: Built, dep: Deployment, visi
         if "provider" in dep.sources and "openai" in dep.providers and len(calls):
             t["seen_by"]["provider"] = {"start": t["first_request_at"], "end": t["last_request_at"],
                                         "requests": t["requests"], "cost_usd": t["cost_usd"],
-                                        "bucket": dep.openai_usage_bucket}
+                                        "bucket": dep.openai_usage_bucket, "separable": True}
     else:
         rows = built.frame[built.frame["incident"] == inc.id]
-        t["seen_by"] = seen_by(rows, dep, visible)
+        t["seen_by"] = seen_by(rows, dep, visible, scenario)
         held = rows[visible.loc[rows.index]]
         t["request_ids"] = held["request_id"].tolist()
         t["litellm_call_ids"] = held["call_id"].tolist()
@@ -264,8 +279,9 @@ DEPLOYMENT_CONVENTIONS = {
                          "object per request); incidents keep their size",
     "keyless": "keys false: no master key, no virtual key; every LiteLLM row has api_key '' and no key metadata, "
                "and no request is refused for its key",
-    "seen_by": "per incident, per present source: first/last request start it records, the client addresses a "
-               "correct reading of it gives, and (provider) the cost the provider bills for it",
+    "seen_by": "per incident, per present source: its first/last request as the source times it (nginx without "
+               "$request_time: when the response was logged), the client addresses a correct reading of it gives, "
+               "and (provider) the cost billed for it and whether the provider data sets it apart (separable)",
     "request_ids": "only the incident requests the deployment's LiteLLM sink holds (none without LiteLLM)",
     "nginx_time": "nginx logs when the response was sent: a format without $request_time shows request ends only",
 }
@@ -288,7 +304,7 @@ def simulate_deployment(scenario: str, out_dir: Path, seed: int, dep: Deployment
         "files": sorted(records), "records": dict(sorted(records.items())),
         "nginx_format": dep.nginx_format, "nginx_log_format": dep.nginx_log_format,
         "baseline": baseline_truth(built.frame, window),
-        "incidents": [deployment_incident_truth(inc, built, dep, visible) for inc in built.incidents],
+        "incidents": [deployment_incident_truth(inc, built, dep, visible, scenario) for inc in built.incidents],
         "keys": [k.describe() for k in built.keys if k.valid] if dep.keys else [],
         "invalid_key_hashes": [k.hash for k in built.keys if not k.valid and k.profile is not None] if dep.keys
         else [],
