@@ -5,6 +5,7 @@
 """
 from forensics.simulate.catalog import GENERATOR_VERSION
 from forensics.simulate.deployment import Deployment, draw_deployment
-from forensics.simulate.scenarios import SCENARIOS, secret_keys, simulate
+from forensics.simulate.scenarios import SCENARIOS, secret_keys
+from forensics.simulate.simulation import simulate
 
 __all__ = ["GENERATOR_VERSION", "SCENARIOS", "Deployment", "draw_deployment", "secret_keys", "simulate"]

@@ -163,7 +163,7 @@ def run_draw(draw: Draw, workdir: Path | None = None, keep: Path | None = None) 
     """Simulate the draw into a temporary folder, investigate it, check it; `keep`: copy a failing draw there."""
     from forensics.api import Case
     from forensics.outputs import findings as findings_out
-    from forensics.simulate import simulate
+    from forensics.simulate.simulation import simulate
     from forensics.sources.interface import LoadOptions
 
     result = Result(draw)

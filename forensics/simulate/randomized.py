@@ -181,11 +181,11 @@ def _span(times: pd.Series) -> dict:
 
 
 def seen_by(rows: pd.DataFrame, dep: Deployment, visible: pd.Series, scenario: str) -> dict:
-    """Per present source: the incident's first and last request as that source times it (LiteLLM and provider
-    buckets: the start; nginx: the start when it logs $request_time, else the moment it logged the response), the
-    client addresses it shows, and (provider) the cost billed for it. `separable` false: the provider's totals hold
-    the incident's calls, but nothing there sets them apart from the baseline (a leaked key spending a few dollars
-    an hour at the proxy's usual models)."""
+    """Per present source: the first and last start of the incident's requests it records, the client addresses it
+    shows, and (provider) the cost billed for it. nginx also gives `logged` (first and last line time: all a format
+    without $request_time tells; a 4000-token answer is logged ~2 minutes after it started). `separable` false:
+    the provider's totals hold the incident's calls, but nothing there sets them apart from the baseline (a leaked
+    key spending a few dollars an hour on the proxy's usual models)."""
     out = {}
     lite = rows[visible.loc[rows.index]]
     if len(lite):
@@ -193,9 +193,10 @@ def seen_by(rows: pd.DataFrame, dep: Deployment, visible: pd.Series, scenario: s
             "client_ips": sorted({c for c in map(litellm_client, lite["requester_ip"]) if c})}
     if "nginx" in dep.sources and len(rows):
         clients = {nginx_client(x, r, dep) for x, r in zip(rows["xff_in"], rows["remote_addr"])}
-        timed = "t_recv" if nginx_logs_request_time(dep) else "t_log"
-        out["nginx"] = _span(rows[timed]) | {"timed_by": "request start" if timed == "t_recv" else "log time",
-                                             "client_ips": sorted(c for c in clients if c)}
+        logged = _span(rows["t_log"])
+        out["nginx"] = _span(rows["t_start"]) | {
+            "logged": {"start": logged["start"], "end": logged["end"]},
+            "logs_request_time": nginx_logs_request_time(dep), "client_ips": sorted(c for c in clients if c)}
     billed = rows[(rows["outcome"] == "ok") & rows["provider"].isin(dep.providers)]
     if "provider" in dep.sources and len(billed):
         out["provider"] = _span(billed["t_start"]) | {"cost_usd": _usd(billed["cost_nano"].sum()),
@@ -279,9 +280,9 @@ DEPLOYMENT_CONVENTIONS = {
                          "object per request); incidents keep their size",
     "keyless": "keys false: no master key, no virtual key; every LiteLLM row has api_key '' and no key metadata, "
                "and no request is refused for its key",
-    "seen_by": "per incident, per present source: its first/last request as the source times it (nginx without "
-               "$request_time: when the response was logged), the client addresses a correct reading of it gives, "
-               "and (provider) the cost billed for it and whether the provider data sets it apart (separable)",
+    "seen_by": "per incident, per present source: the first/last start of the incident's requests it records (nginx "
+               "also the first/last line time: logged), the client addresses a correct reading of it gives, and "
+               "(provider) the cost billed for it and whether the provider data sets it apart (separable)",
     "request_ids": "only the incident requests the deployment's LiteLLM sink holds (none without LiteLLM)",
     "nginx_time": "nginx logs when the response was sent: a format without $request_time shows request ends only",
 }

@@ -21,7 +21,6 @@ from forensics.simulate.catalog import (
     BASELINE_END, COLLECTED_AT, GENERATOR_VERSION, HOUR, MODELS, NETWORK, WINDOW_START, VirtualKey, iso_z,
     make_keys,
 )
-from forensics.simulate.deployment import Deployment
 from forensics.simulate.frame import COLUMNS, cost_nano, fill_latency, finalize
 
 IncidentGenerator = Callable[[np.random.Generator, list[VirtualKey]], incidents.Incident]
@@ -194,18 +193,9 @@ def incident_span(frame: pd.DataFrame, outside: pd.DataFrame | None) -> tuple[in
     return (int(starts.min()), int(starts.max())) if len(starts) else None
 
 
-def simulate(scenario: str, out_dir: Path, seed: int = 1, nginx_format: str = "json",
-             deployment: Deployment | None = None) -> dict:
-    """Write a synthetic incident's logs in the real formats into out_dir and return its truth (truth.json).
-
-    deployment: the logs a drawn deployment has (`draw_deployment(seed, scenario)`), instead of the default set
-    (a week of keyed baseline, every source, the nginx format named)."""
+def simulate(scenario: str, out_dir: Path, seed: int = 1, nginx_format: str = "json") -> dict:
+    """Write a synthetic incident's logs in the real formats into out_dir and return its truth (truth.json)."""
     out_dir = Path(out_dir)
-    if deployment is not None:
-        from forensics.simulate.randomized import simulate_deployment
-
-        _scenario(scenario)
-        return simulate_deployment(scenario, out_dir, seed, deployment)
     keys, frame, events, found = build(scenario, seed)
     records: dict[str, int] = {}
     records["litellm/spend_logs.csv.gz"] = litellm_writer.write_spend_logs(

@@ -205,6 +205,13 @@ def test_every_nginx_format_loads_with_and_without_a_balancer(tmp_path, fmt, beh
                                                    behind_lb=behind_lb, history_s=1800, nginx_rotation="none"))
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("store", dep_mod.OBJECT_STORES)
+def test_object_trees_load(tmp_path, store):
+    load_and_check(tmp_path, "baseline", 8, _dep(litellm_sink="object_per_file", object_store=store, history_s=2400,
+                                                 incident_position=0.9, keys=store == "gcs"))
+
+
 def _custom_formats(n: int) -> list[str]:
     rng = np.random.default_rng(2024)
     return [dep_mod.custom_log_format(rng) for _ in range(n)]
