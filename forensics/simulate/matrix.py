@@ -12,6 +12,7 @@ provider data only billed calls.
 """
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 import time
@@ -281,12 +282,13 @@ def marginal_table(results: list[Result]) -> str:
 
 
 def reason_table(results: list[Result]) -> str:
-    """How often each kind of failure occurs (the reason up to its first figure)."""
+    """How often each kind of failure occurs (the reason up to its first figure), with the best source that saw it."""
     counts: dict[str, int] = defaultdict(int)
     for r in results:
         for reason in r.reasons:
-            counts[reason.split(" (")[0].split(":")[0].rstrip("0123456789.+-$ %s")] += 1
-    lines = ["| failure | draws |", "|---|---|"]
+            what = re.split(r"[-+$]?\d", reason.split(":")[0].split(" (")[0])[0].strip()
+            counts[f"{what} ({r.metrics.get('basis', '-')})"] += 1
+    lines = ["| failure (best source) | draws |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])]
     return "\n".join(lines)
 

@@ -210,6 +210,8 @@ def deployment_incident_truth(inc: Incident, built: Built, dep: Deployment, visi
     """The default incident truth, plus what each source sees; request ids only those LiteLLM's sink holds."""
     t = incident_truth(inc, built.frame, built.keys)
     t["window"] = {"start": t["start"], "end": t["end"]}
+    if not dep.keys:                       # the key an incident's requests would have used was never presented
+        t |= {"key_hash": None, "key_alias": None, "compromised_key_hash": None}
     if inc.outside is not None:
         calls = built.outside
         t.pop("granularity", None)
