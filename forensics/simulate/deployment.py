@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from forensics.simulate.nginx_writer import LOG_FORMATS
+
 
 SOURCES = ("litellm", "nginx", "provider")
 SOURCE_SETS = tuple(tuple(s for i, s in enumerate(SOURCES) if mask >> i & 1) for mask in range(1, 8))
@@ -115,8 +117,6 @@ def draw_deployment(seed: int, scenario: str) -> Deployment:
         store = _pick(rng, OBJECT_STORES) if sink == "object_per_file" else None
     fmt = directive = tz = rotation = None
     if has_nginx:
-        from forensics.simulate.nginx_writer import LOG_FORMATS
-
         fmt = _pick(rng, NGINX_FORMATS)
         directive = custom_log_format(rng) if fmt == "custom" else LOG_FORMATS[fmt]
         tz = _pick(rng, TIMEZONES)

@@ -65,9 +65,13 @@ def thinned(keys: list[VirtualKey], scale: float) -> list[VirtualKey]:
     """The keys with their owners' request rates scaled (the baseline only: incidents keep their own size)."""
     if scale >= 1:
         return keys
-    return [dataclasses.replace(k, profile=dataclasses.replace(k.profile, rate_per_hour=k.profile.rate_per_hour
-                                                               * scale))
-            if k.valid and k.profile is not None else k for k in keys]
+    out = []
+    for k in keys:
+        if k.valid and k.profile is not None:
+            k = dataclasses.replace(k, profile=dataclasses.replace(k.profile,
+                                                                   rate_per_hour=k.profile.rate_per_hour * scale))
+        out.append(k)
+    return out
 
 
 def reroute(frame: pd.DataFrame, dep: Deployment) -> None:

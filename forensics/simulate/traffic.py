@@ -173,12 +173,12 @@ def ci_bursts(rng: np.random.Generator, key_idx: int, key: VirtualKey,
 
 
 def typo_bursts(rng: np.random.Generator, key_idx: int, key: VirtualKey, window: Window = DEFAULT_WINDOW,
-                events: int = TYPO_EVENTS_PER_WEEK) -> pd.DataFrame:
+                count: int = TYPO_EVENTS_PER_WEEK) -> pd.DataFrame:
     """A human pastes a mistyped key a few times in the week: short runs of 401s from the office."""
     minutes = minute_grid(window)
     office = seasonality("office", minutes) * (minutes < window.baseline_end)
-    events = min(events, int((office > 0).sum()))
-    events = np.sort(rng.choice(minutes, size=events, replace=False, p=office / office.sum()))
+    count = min(count, int((office > 0).sum()))
+    events = np.sort(rng.choice(minutes, size=count, replace=False, p=office / office.sum()))
     sizes = rng.integers(1, 4, events.size)
     starts = np.repeat(events + rng.integers(0, MINUTE, events.size), sizes)
     starts = starts + np.concatenate([np.arange(s) for s in sizes]) * rng.integers(4 * US, 20 * US, sizes.sum())
