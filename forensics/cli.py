@@ -118,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--nginx-log-format", default="json", dest="nginx_log_format",
                    choices=["json", "combined", "main", "timings", "ingress"], help="nginx log format to write")
+    p.add_argument("--randomize", action="store_true",
+                   help="write the logs of a deployment drawn from the seed instead of the default set: which of "
+                        "LiteLLM, nginx and provider data exist, LiteLLM's sink, the nginx format (possibly a custom "
+                        "log_format), time zone and rotation, a load balancer or not, virtual keys or none, 10 "
+                        "minutes to 30 days of history, provider bucket widths (truth.json: \"deployment\")")
     p.set_defaults(func=cmd_simulate)
     return parser
 
@@ -451,7 +456,19 @@ def cmd_simulate(args) -> int:
 
     if args.scenario not in SCENARIOS:
         raise UsageError(f"unknown scenario {args.scenario!r}; one of: {', '.join(SCENARIOS)}")
-    truth = simulate(args.scenario, Path(args.out), seed=args.seed, nginx_format=args.nginx_log_format)
+    deployment = None
+    if args.randomize:
+        from forensics.simulate import draw_deployment
+
+        deployment = draw_deployment(args.seed, args.scenario)
+    truth = simulate(args.scenario, Path(args.out), seed=args.seed, nginx_format=args.nginx_log_format,
+                     deployment=deployment)
+    if deployment is not None:
+        from forensics.simulate.matrix import describe
+
+        print(f"deployment: {describe(deployment)}")
+        if deployment.nginx_format == "custom":
+            print(f"nginx access logs in a custom format: pass --nginx-format \"{deployment.nginx_log_format}\"")
     for inc in truth.get("incidents", []):
         _say(f"{inc['id']}: {inc['kind']} {inc['start']} .. {inc['end']}: {inc['requests']} requests, "
              f"${float(inc['cost_usd']):,.2f}")

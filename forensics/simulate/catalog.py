@@ -38,6 +38,22 @@ SERVER_TZ = "Europe/Berlin"                    # nginx's local time (+01:00 in N
 
 
 @dataclass(frozen=True)
+class Window:
+    """The logs' time span: [start, collected_at); the quiet baseline is [start, baseline_end)."""
+
+    start: int
+    baseline_end: int
+    collected_at: int
+
+    @property
+    def hours(self) -> float:
+        return (self.collected_at - self.start) / HOUR
+
+
+DEFAULT_WINDOW = Window(WINDOW_START, BASELINE_END, COLLECTED_AT)
+
+
+@dataclass(frozen=True)
 class Model:
     """One deployment behind the proxy; prices in USD per million tokens (genai-prices 0.2.3 agrees)."""
 

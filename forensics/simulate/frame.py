@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from forensics.simulate import ids
-from forensics.simulate.catalog import COLLECTED_AT, MODELS, US, WINDOW_START
+from forensics.simulate.catalog import DEFAULT_WINDOW, MODELS, US, Window
 
 # column -> default; the generators fill what they know, finalize() derives the rest
 DEFAULTS: dict[str, object] = {
@@ -150,11 +150,12 @@ def assign_ids(rng: np.random.Generator, frame: pd.DataFrame) -> None:
     frame["request_id"] = np.where(frame["outcome"].to_numpy() == "ok", resp, frame["call_id"].to_numpy())
 
 
-def finalize(rng: np.random.Generator, frame: pd.DataFrame) -> pd.DataFrame:
+def finalize(rng: np.random.Generator, frame: pd.DataFrame, window: Window = DEFAULT_WINDOW) -> pd.DataFrame:
     """Order by start, derive times, ids, costs and HTTP fields; drop what was not logged by collection time."""
     frame = frame[COLUMNS].sort_values(["t_start", "key", "client_ip"], kind="stable").reset_index(drop=True)
     timeline(rng, frame)
-    frame = frame[(frame["t_log"] < COLLECTED_AT) & (frame["t_start"] >= WINDOW_START)].reset_index(drop=True)
+    keep = (frame["t_log"] < window.collected_at) & (frame["t_start"] >= window.start)
+    frame = frame[keep].reset_index(drop=True)
     assign_ids(rng, frame)
     http_fields(rng, frame)
     frame["cost_nano"] = cost_nano(frame)

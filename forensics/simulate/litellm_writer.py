@@ -289,3 +289,70 @@ def write_callbacks(frame: pd.DataFrame, keys: list[VirtualKey], path: Path, sin
     data = "".join(line + "\n" for line in lines).encode()
     path.write_bytes(gzip_bytes(data) if path.suffix == ".gz" else data)
     return len(lines)
+
+
+# --- randomized deployments: the other sinks ------------------------------------------------------------------------
+
+def iso_ms(us: int) -> str:
+    """Prisma's DateTime in JSON: ISO 8601 UTC with milliseconds and Z."""
+    ms = (int(us) + 500) // 1000
+    text = np.datetime_as_string(np.array([ms], dtype="datetime64[ms]"))[0]
+    return text + "Z"
+
+
+def spend_log_record(r: dict, keys: list[VirtualKey]) -> dict:
+    """One LiteLLM_SpendLogs row as GET /spend/logs returns it (JSON columns as objects, times as ISO strings)."""
+    key = _key(keys, r["key"])
+    ok, auth, model = r["outcome"] == "ok", r["outcome"] == "auth", MODELS[r["model"]]
+    named = key is not None and key.valid
+    p, c = (int(r["prompt"]), int(r["completion"])) if ok else (0, 0)
+    start, end, first = (r["t_start"], r["t_end"], r["t_ttft"]) if ok else (r["t_fail"],) * 3
+    meta = _spend_log_metadata(r, key)
+    meta["model_map_information"] = ({"model_map_key": model.provider_model, "model_map_value": model.map_entry()}
+                                     if ok else None)
+    return {
+        "request_id": r["request_id"], "call_type": "acompletion", "api_key": key.hash if key else "",
+        "spend": r["spend"], "total_tokens": p + c, "prompt_tokens": p, "completion_tokens": c,
+        "startTime": iso_ms(start), "endTime": iso_ms(end),
+        "request_duration_ms": (r["t_end"] - r["t_start"]) // 1000 if ok else 0, "completionStartTime": iso_ms(first),
+        "model": model.group if auth else model.provider_model, "model_id": "" if auth else model.model_id,
+        "model_group": "" if auth else model.group, "custom_llm_provider": "" if auth else model.provider,
+        "api_base": "" if auth else model.api_base, "user": key.user_id if named else "", "metadata": meta,
+        "cache_hit": "False", "cache_key": "Cache OFF", "request_tags": [] if auth else user_agent_tags(r["ua"]),
+        "team_id": key.team_id if named else None, "organization_id": None, "end_user": r["end_user"],
+        "requester_ip_address": r["requester_ip"], "messages": {}, "response": {}, "session_id": r["trace_id"],
+        "status": "success" if ok else "failure", "mcp_namespaced_tool_name": None, "agent_id": None,
+        "proxy_server_request": {},
+    }
+
+
+def write_spend_logs_json(frame: pd.DataFrame, keys: list[VirtualKey], path: Path) -> int:
+    """GET /spend/logs?start_date=..&end_date=..&summarize=false saved as is: a JSON array, newest first."""
+    out = [spend_log_record(r, keys) for r in rows(frame)]
+    out.sort(key=lambda d: (d["startTime"], d["request_id"]), reverse=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, separators=(",", ":")))
+    return len(out)
+
+
+def write_objects(frame: pd.DataFrame, keys: list[VirtualKey], out_dir: Path, rel_folder: str,
+                  store: str) -> dict[str, int]:
+    """One StandardLoggingPayload per object, as the S3 logger (`{date}/time-{HH-MM-SS-ffffff}_{id}.json`) or the
+    GCS bucket logger (`{date}/{response id}`, failures `{date}/failure-{uuid hex}`) names them; no 401s (they never
+    reach the callbacks). Returns {relative path: 1}."""
+    sel = frame[frame["outcome"] != "auth"]
+    rem_req, rem_tok = rate_limit_headers(sel)
+    written = {}
+    for r, a, b in zip(rows(sel), rem_req, rem_tok):
+        payload = callback_payload(r, _key(keys, r["key"]), (int(a), int(b)))
+        stamp = np.datetime_as_string(np.array([r["t_start"]], dtype="datetime64[us]"))[0]
+        day, clock = stamp[:10], stamp[11:].replace(":", "-").replace(".", "-")
+        if store == "s3":
+            rel = f"{day}/time-{clock}_{r['request_id']}.json"
+        else:
+            rel = f"{day}/{r['request_id'] if r['outcome'] == 'ok' else 'failure-' + r['call_id'].replace('-', '')}"
+        path = out_dir / rel_folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload))
+        written[f"{rel_folder}/{rel}"] = 1
+    return written

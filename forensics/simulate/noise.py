@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from forensics.simulate import ids
-from forensics.simulate.catalog import COLLECTED_AT, HOUR, NETWORK, US, WINDOW_START
+from forensics.simulate.catalog import DEFAULT_WINDOW, HOUR, NETWORK, US, Window
 
 # one row per nginx log line; -1 / "" mean absent (no upstream, no header)
 EVENT_DEFAULTS: dict[str, object] = {
@@ -42,6 +42,14 @@ SCAN_AGENTS = (
 TLS_HELLO = "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"
 
 
+def typed(ev: pd.DataFrame) -> pd.DataFrame:
+    """Integer columns back to int64 (a column filled from an empty list comes out float)."""
+    for col, default in EVENT_DEFAULTS.items():
+        if not isinstance(default, str) and ev[col].dtype != np.int64:
+            ev[col] = ev[col].astype(np.int64)
+    return ev
+
+
 def event_frame(n: int) -> pd.DataFrame:
     """An n-row table of nginx events at their defaults."""
     data = {c: np.full(n, d, dtype=object if isinstance(d, str) else np.int64) for c, d in EVENT_DEFAULTS.items()}
@@ -55,9 +63,10 @@ def scanner_ips(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.where(rng.random(n) < 0.85, v4, v6)
 
 
-def health_checks(rng: np.random.Generator) -> pd.DataFrame:
-    """The load balancer's GET /health every HEALTH_INTERVAL_S seconds, answered by nginx itself."""
-    t = np.arange(WINDOW_START + int(rng.integers(0, HEALTH_INTERVAL_S * US)), COLLECTED_AT, HEALTH_INTERVAL_S * US)
+def health_checks(rng: np.random.Generator, window: Window = DEFAULT_WINDOW,
+                  interval_s: int = HEALTH_INTERVAL_S) -> pd.DataFrame:
+    """The load balancer's GET /health every `interval_s` seconds, answered by nginx itself."""
+    t = np.arange(window.start + int(rng.integers(0, interval_s * US)), window.collected_at, interval_s * US)
     t = t + rng.integers(0, 3000, t.size)
     ev = event_frame(t.size)
     ev["t_recv"] = t
@@ -71,12 +80,12 @@ def health_checks(rng: np.random.Generator) -> pd.DataFrame:
     return ev
 
 
-def scanners(rng: np.random.Generator) -> pd.DataFrame:
+def scanners(rng: np.random.Generator, window: Window = DEFAULT_WINDOW, volume: float = 1.0) -> pd.DataFrame:
     """Internet background: path probes through the balancer, a TLS handshake and empty requests to port 80."""
-    hours = (COLLECTED_AT - WINDOW_START) // HOUR
-    n = int(rng.poisson(SCANS_PER_HOUR * hours))
+    hours = (window.collected_at - window.start) // HOUR if window == DEFAULT_WINDOW else window.hours
+    n = int(rng.poisson(SCANS_PER_HOUR * hours * volume))
     ev = event_frame(n)
-    t = np.sort(rng.integers(WINDOW_START, COLLECTED_AT - 10 * US, n))
+    t = np.sort(rng.integers(window.start, window.collected_at - 10 * US, n))
     pick = rng.integers(0, len(SCAN_REQUESTS), n)
     ev["t_recv"] = t
     ev["remote_addr"] = NETWORK.lb_ip
@@ -92,16 +101,18 @@ def scanners(rng: np.random.Generator) -> pd.DataFrame:
     ev["upstream_length"] = ev["bytes_sent"]
     ev["upstream_us"] = up
     ev["t_log"] = t + up + rng.integers(200, 1500, n)
-    junk = malformed(rng)
+    junk = malformed(rng, window, volume)
     return pd.concat([ev, junk], ignore_index=True)
 
 
-def malformed(rng: np.random.Generator) -> pd.DataFrame:
+def malformed(rng: np.random.Generator, window: Window = DEFAULT_WINDOW, volume: float = 1.0) -> pd.DataFrame:
     """Requests nginx rejects itself with 400: TLS spoken to the plain-HTTP port, and empty requests."""
-    days = (COLLECTED_AT - WINDOW_START) // (24 * HOUR) + 1
-    n = 2 * days
+    if window == DEFAULT_WINDOW:
+        n = 2 * ((window.collected_at - window.start) // (24 * HOUR) + 1)
+    else:
+        n = int(rng.poisson(2 * window.hours / 24 * volume))
     ev = event_frame(n)
-    t = np.sort(rng.integers(WINDOW_START, COLLECTED_AT - 10 * US, n))
+    t = np.sort(rng.integers(window.start, window.collected_at - 10 * US, n))
     tls = np.arange(n) % 2 == 0
     tails = ["".join(chr(b) for b in rng.integers(0, 256, 6)) for _ in range(n)]
     ev["t_recv"] = t
@@ -114,9 +125,10 @@ def malformed(rng: np.random.Generator) -> pd.DataFrame:
     return ev
 
 
-def background(rng: np.random.Generator) -> pd.DataFrame:
-    """All nginx-only lines of the window."""
-    ev = pd.concat([health_checks(rng), scanners(rng)], ignore_index=True)
-    ev = ev[ev["t_log"] < COLLECTED_AT].reset_index(drop=True)
+def background(rng: np.random.Generator, window: Window = DEFAULT_WINDOW, volume: float = 1.0) -> pd.DataFrame:
+    """All nginx-only lines of the window; `volume` thins them (with the baseline) in long randomized windows."""
+    interval = HEALTH_INTERVAL_S if volume >= 1 else int(round(HEALTH_INTERVAL_S / volume))
+    ev = typed(pd.concat([health_checks(rng, window, interval), scanners(rng, window, volume)], ignore_index=True))
+    ev = ev[ev["t_log"] < window.collected_at].reset_index(drop=True)
     ev["nginx_rid"] = ids.hex_ids(rng, len(ev))
     return ev

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from forensics.simulate.catalog import COLLECTED_AT, HOUR, MINUTE, MODELS, NETWORK, US, WINDOW_START
+from forensics.simulate.catalog import COLLECTED_AT, HOUR, MINUTE, MODELS, NETWORK, US, WINDOW_START, Window
 
 DAY = 24 * HOUR
 TOKEN_TYPES = (   # (usage column, OpenAI line item suffix, Anthropic token_type, Anthropic description suffix, price)
@@ -129,18 +129,18 @@ def openai_costs(ok: pd.DataFrame, start: int, end: int, limit: int = 7) -> list
     return [{"object": "page"} | p for p in pages(buckets, limit, openai_cursor)]
 
 
-def anthropic_usage(ok: pd.DataFrame, start: int, end: int, limit: int = 72) -> list[dict]:
+def anthropic_usage(ok: pd.DataFrame, start: int, end: int, limit: int = 72, width: int = HOUR) -> list[dict]:
     """GET /v1/organizations/usage_report/messages?bucket_width=1h&group_by[]=api_key_id,model,service_tier."""
-    sums = bucket_sums(ok, HOUR, start, end, ["snapshot"])
+    sums = bucket_sums(ok, width, start, end, ["snapshot"])
     buckets = []
-    for b in range(start, end, HOUR):
+    for b in range(start, end, width):
         results = [{"uncached_input_tokens": g["uncached"],
                     "cache_creation": {"ephemeral_1h_input_tokens": 0, "ephemeral_5m_input_tokens": g["cache_write"]},
                     "cache_read_input_tokens": g["cache_read"], "output_tokens": g["completion"],
                     "server_tool_use": {"web_search_requests": 0}, "api_key_id": NETWORK.anthropic_api_key_id,
                     "workspace_id": None, "model": g["snapshot"], "service_tier": "standard",
                     "context_window": None} for g in sums.get(b, [])]
-        buckets.append({"starting_at": rfc3339(b), "ending_at": rfc3339(b + HOUR), "results": results})
+        buckets.append({"starting_at": rfc3339(b), "ending_at": rfc3339(b + width), "results": results})
     return pages(buckets, limit, anthropic_cursor)
 
 
@@ -208,4 +208,47 @@ def write(frame: pd.DataFrame, out_dir: Path, incident: tuple[int, int] | None,
     an = billed(frame, "anthropic", outside)
     emit("anthropic/usage_report_messages_page{n}.json", anthropic_usage(an, WINDOW_START, COLLECTED_AT), None)
     emit("anthropic/cost_report_page{n}.json", anthropic_costs(an, WINDOW_START, day_end), None)
+    return written
+
+
+# --- randomized deployments ---------------------------------------------------------------------------------------
+
+BUCKET_US = {"1m": MINUTE, "1h": HOUR, "1d": DAY}
+BUCKET_PAGE_LIMIT = {"1m": 1440, "1h": 168, "1d": 31}      # the APIs' maximum buckets a page
+MINUTE_EXPORT_BEFORE = DAY      # 1m buckets: the responder pulls from a day before the incident, not a month
+
+
+def bucket_span(window: Window, bucket: str, focus: int) -> tuple[int, int]:
+    """Buckets [start, end) covering the window at this width (1m: from a day before `focus` at most)."""
+    width = BUCKET_US[bucket]
+    start = window.start if bucket != "1m" else max(window.start, focus - MINUTE_EXPORT_BEFORE)
+    return start // width * width, -(-window.collected_at // width) * width
+
+
+def write_deployment(frame: pd.DataFrame, out_dir: Path, window: Window, focus: int, providers: tuple[str, ...],
+                     buckets: dict[str, str], outside: pd.DataFrame | None = None) -> dict[str, int]:
+    """Each present provider's usage at its bucket width and its daily costs over the window.
+
+    focus: the incident's first request (or the window's end without one), where a 1m export is centred."""
+    written: dict[str, int] = {}
+
+    def emit(rel: str, page_list: list[dict], indent: int | None) -> None:
+        for i, page in enumerate(page_list, 1):
+            name = rel.format(n=i)
+            write_json(out_dir / name, page, indent)
+            written[name] = len(page["data"])
+
+    day_lo, day_hi = bucket_span(window, "1d", focus)
+    if "openai" in providers:
+        oa, b = billed(frame, "openai", outside), buckets["openai"]
+        lo, hi = bucket_span(window, b, focus)
+        emit(f"openai/usage_completions_{b}_page{{n}}.json", openai_usage(oa, BUCKET_US[b], lo, hi,
+                                                                            BUCKET_PAGE_LIMIT[b]), 2)
+        emit("openai/costs_page{n}.json", openai_costs(oa, day_lo, day_hi, limit=31), 2)
+    if "anthropic" in providers:
+        an, b = billed(frame, "anthropic", outside), buckets["anthropic"]
+        lo, hi = bucket_span(window, b, focus)
+        emit(f"anthropic/usage_report_messages_{b}_page{{n}}.json",
+             anthropic_usage(an, lo, hi, BUCKET_PAGE_LIMIT[b], BUCKET_US[b]), None)
+        emit("anthropic/cost_report_page{n}.json", anthropic_costs(an, day_lo, day_hi, limit=31), None)
     return written

@@ -1,13 +1,15 @@
 """Baseline traffic of the proxy's own virtual keys: arrivals with daily seasonality, token draws, failures."""
 from __future__ import annotations
 
+import functools
 from decimal import Decimal
 
 import numpy as np
 import pandas as pd
 
 from forensics.simulate.catalog import (
-    BASELINE_END, COLLECTED_AT, HOUR, MINUTE, MODELS, NETWORK, US, WINDOW_START, Profile, Usage, VirtualKey,
+    BASELINE_END, DEFAULT_WINDOW, HOUR, MINUTE, MODELS, NETWORK, US, WINDOW_START, Profile, Usage, VirtualKey,
+    Window,
 )
 from forensics.simulate.frame import COLUMNS, cost_nano, fill_latency, latency, new_frame
 
@@ -21,13 +23,17 @@ CURVES = {
                 .04, .03, .02, .01], 0.04),
 }
 TARGET_BASELINE_PER_HOUR = Decimal("13.50")
+# what calibrate() multiplies scalable prompts by for the default week (1.23-1.25 over seeds 1-4): a randomized
+# window, which need not hold a whole week, takes this fixed factor instead of calibrating on itself
+TYPICAL_CALIBRATION = 1.24
+TYPO_EVENTS_PER_WEEK = 4
 BATCH_START_UTC = 2 * HOUR + 15 * MINUTE     # nightly cron, 03:15 Europe/Berlin
 BATCH_WORKERS = 4
 
 
-def minute_grid() -> np.ndarray:
+def minute_grid(window: Window = DEFAULT_WINDOW) -> np.ndarray:
     """Start of every minute of the log window, epoch microseconds."""
-    return np.arange(WINDOW_START, COLLECTED_AT, MINUTE, dtype=np.int64)
+    return np.arange(window.start, window.collected_at, MINUTE, dtype=np.int64)
 
 
 def weekday(us: np.ndarray) -> np.ndarray:
@@ -35,13 +41,22 @@ def weekday(us: np.ndarray) -> np.ndarray:
     return ((us // (24 * HOUR)) + 3) % 7
 
 
-def seasonality(pattern: str, minutes: np.ndarray) -> np.ndarray:
-    """Per-minute weight, normalised to mean 1 over the baseline week."""
+def _curve(pattern: str, minutes: np.ndarray) -> np.ndarray:
     hourly, weekend = CURVES[pattern]
     hour = (minutes % (24 * HOUR)) / HOUR
     w = np.interp(hour, np.arange(25), hourly + hourly[:1])
-    w = np.where(weekday(minutes) >= 5, w * weekend, w)
-    return w / w[minutes < BASELINE_END].mean()
+    return np.where(weekday(minutes) >= 5, w * weekend, w)
+
+
+@functools.cache
+def _week_mean(pattern: str) -> float:
+    """Mean weight over one whole reference week (Monday to Monday), whatever window is simulated."""
+    return float(_curve(pattern, np.arange(WINDOW_START, BASELINE_END, MINUTE, dtype=np.int64)).mean())
+
+
+def seasonality(pattern: str, minutes: np.ndarray) -> np.ndarray:
+    """Per-minute weight, normalised to mean 1 over a whole week."""
+    return _curve(pattern, minutes) / _week_mean(pattern)
 
 
 def poisson_starts(rng: np.random.Generator, minutes: np.ndarray, per_minute: np.ndarray) -> np.ndarray:
@@ -109,17 +124,19 @@ def requests_for(rng: np.random.Generator, key_idx: int, key: VirtualKey, starts
     return frame
 
 
-def seasonal_key(rng: np.random.Generator, key_idx: int, key: VirtualKey) -> pd.DataFrame:
+def seasonal_key(rng: np.random.Generator, key_idx: int, key: VirtualKey,
+                 window: Window = DEFAULT_WINDOW) -> pd.DataFrame:
     """Poisson traffic following the key's daily curve."""
-    minutes = minute_grid()
+    minutes = minute_grid(window)
     lam = key.profile.rate_per_hour / 60 * seasonality(key.profile.pattern, minutes)
     return requests_for(rng, key_idx, key, poisson_starts(rng, minutes, lam))
 
 
-def nightly_batch(rng: np.random.Generator, key_idx: int, key: VirtualKey) -> pd.DataFrame:
+def nightly_batch(rng: np.random.Generator, key_idx: int, key: VirtualKey,
+                  window: Window = DEFAULT_WINDOW) -> pd.DataFrame:
     """A cron job every night: a queue of documents worked off by a few sequential workers."""
     parts = []
-    for day in range(WINDOW_START, COLLECTED_AT, 24 * HOUR):
+    for day in range(window.start // (24 * HOUR) * (24 * HOUR), window.collected_at, 24 * HOUR):
         t0 = day + BATCH_START_UTC + int(rng.integers(0, 90 * US))
         weekend = weekday(np.array([day]))[0] >= 5
         docs = int(rng.poisson(key.profile.rate_per_hour * 168 / (5 * 1.0 + 2 * 0.4) * (0.4 if weekend else 1.0)))
@@ -138,9 +155,10 @@ def nightly_batch(rng: np.random.Generator, key_idx: int, key: VirtualKey) -> pd
     return pd.concat(parts, ignore_index=True)
 
 
-def ci_bursts(rng: np.random.Generator, key_idx: int, key: VirtualKey) -> pd.DataFrame:
+def ci_bursts(rng: np.random.Generator, key_idx: int, key: VirtualKey,
+              window: Window = DEFAULT_WINDOW) -> pd.DataFrame:
     """CI pipelines on weekdays 07-19 UTC: each run fires a burst of small requests within a minute or two."""
-    minutes = minute_grid()
+    minutes = minute_grid(window)
     hour = (minutes % (24 * HOUR)) // HOUR
     open_ = (weekday(minutes) < 5) & (hour >= 7) & (hour < 19)
     per_run = 27.5
@@ -154,11 +172,13 @@ def ci_bursts(rng: np.random.Generator, key_idx: int, key: VirtualKey) -> pd.Dat
     return requests_for(rng, key_idx, key, starts[order], runner[order])
 
 
-def typo_bursts(rng: np.random.Generator, key_idx: int, key: VirtualKey) -> pd.DataFrame:
+def typo_bursts(rng: np.random.Generator, key_idx: int, key: VirtualKey, window: Window = DEFAULT_WINDOW,
+                count: int = TYPO_EVENTS_PER_WEEK) -> pd.DataFrame:
     """A human pastes a mistyped key a few times in the week: short runs of 401s from the office."""
-    minutes = minute_grid()
-    office = seasonality("office", minutes) * (minutes < BASELINE_END)
-    events = np.sort(rng.choice(minutes, size=4, replace=False, p=office / office.sum()))
+    minutes = minute_grid(window)
+    office = seasonality("office", minutes) * (minutes < window.baseline_end)
+    count = min(count, int((office > 0).sum()))
+    events = np.sort(rng.choice(minutes, size=count, replace=False, p=office / office.sum()))
     sizes = rng.integers(1, 4, events.size)
     starts = np.repeat(events + rng.integers(0, MINUTE, events.size), sizes)
     starts = starts + np.concatenate([np.arange(s) for s in sizes]) * rng.integers(4 * US, 20 * US, sizes.sum())
@@ -185,25 +205,43 @@ def anthropic_cache(frame: pd.DataFrame) -> None:
         frame.loc[idx, "cache_read"] = np.where(cold, 0, prefix)
 
 
-def baseline(rng: np.random.Generator, keys: list[VirtualKey]) -> pd.DataFrame:
-    """A week (plus the incident morning) of ordinary traffic of every valid key, failures included."""
+def baseline(rng: np.random.Generator, keys: list[VirtualKey], window: Window = DEFAULT_WINDOW,
+             typos: bool = True) -> pd.DataFrame:
+    """Ordinary traffic of every valid key over the window (by default a week plus the incident morning),
+    failures included. typos: the mistyped key's 401s (a keyless proxy has no authentication to fail)."""
     parts = []
+    default = window == DEFAULT_WINDOW
     for idx, key in enumerate(keys):
         if key.valid:
-            parts.append(GENERATORS[key.profile.pattern](rng, idx, key))
-        else:
-            parts.append(typo_bursts(rng, idx, key))
+            parts.append(GENERATORS[key.profile.pattern](rng, idx, key, window))
+        elif typos:
+            weeks = (window.baseline_end - window.start) / (7 * 24 * HOUR)
+            events = TYPO_EVENTS_PER_WEEK if default else int(rng.poisson(TYPO_EVENTS_PER_WEEK * weeks))
+            if events:
+                parts.append(typo_bursts(rng, idx, key, window, events))
     frame = pd.concat(parts, ignore_index=True)[COLUMNS]
     frame = frame.sort_values(["t_start", "key"], kind="stable").reset_index(drop=True)
     anthropic_cache(frame)
     inject_failures(rng, frame)
-    calibrate(frame)
+    if default:
+        calibrate(frame)
+    else:
+        scale_prompts(frame, TYPICAL_CALIBRATION)
     fill_latency(rng, frame)
     return frame
 
 
 def uncached_prompt(frame: pd.DataFrame) -> np.ndarray:
     return (frame["prompt"] - frame["cache_read"] - frame["cache_write"]).to_numpy()
+
+
+def scale_prompts(frame: pd.DataFrame, factor: float) -> None:
+    """Scale scalable uncached prompt tokens by a fixed factor (within the model's context)."""
+    unc = uncached_prompt(frame)
+    cap = frame["model"].map(lambda m: MODELS[m].max_input).to_numpy() - frame["completion"].to_numpy()
+    fixed = frame["prompt"].to_numpy() - unc
+    new_unc = np.clip(np.round(unc * factor), 8, cap - fixed).astype(np.int64)
+    frame["prompt"] = np.where(frame["scalable"].to_numpy().astype(bool), fixed + new_unc, frame["prompt"].to_numpy())
 
 
 def calibrate(frame: pd.DataFrame, target: Decimal = TARGET_BASELINE_PER_HOUR) -> float:

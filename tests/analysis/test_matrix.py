@@ -1,0 +1,62 @@
+"""The randomized matrix (issue #12, item 4): the investigation meets its criteria on every drawn deployment.
+
+Each draw is a scenario under a random deployment (which logs exist, in which shape, how much history), simulated,
+investigated and checked against truth.json by forensics.simulate.matrix: the attack found within 60 s of its window
+(120 s from nginx alone, one bucket from provider data alone), attacker addresses at precision and recall >= 0.95
+(0.9 from nginx alone), cost within 0.5 % (10 % from provider data alone), a benign batch never an attack, no attack
+in a baseline-only draw. A failure lists every failing draw with its deployment and reasons: that list is the to-do
+list (`python bench/matrix.py --draws 60` prints it with failure rates per group).
+"""
+from __future__ import annotations
+
+import pytest
+
+from forensics.simulate import matrix
+
+SEED = 0
+SLOW_DRAWS = 60
+DEFAULT_DRAWS = 8            # the first draws of the slow run: a quick look in the default tier
+
+
+def _run(n: int) -> list[matrix.Result]:
+    return matrix.run(n, SEED)
+
+
+def test_matrix_first_draws():
+    results = _run(DEFAULT_DRAWS)
+    assert all(r.ok for r in results), matrix.failure_message(results)
+
+
+@pytest.mark.slow
+def test_matrix():
+    results = _run(SLOW_DRAWS)
+    assert len(results) >= 50
+    assert all(r.ok for r in results), matrix.failure_message(results)
+
+
+def test_criteria_on_a_hand_made_finding():
+    """The checker itself: a finding that matches truth passes, each criterion fails on its own."""
+    truth = {"scenario": "open_proxy", "incidents": [{
+        "kind": "unauthenticated_proxy", "verdict": "attack", "start": "2026-11-16T02:00:05Z",
+        "end": "2026-11-16T02:45:00Z", "cost_usd": "347.23", "attacker_ips": ["203.0.113.5", "192.0.2.7"],
+        "observable_attacker_ips": ["203.0.113.5", "192.0.2.7"],
+        "seen_by": {"nginx": {"start": "2026-11-16T02:00:05Z", "end": "2026-11-16T02:45:00Z",
+                              "client_ips": ["203.0.113.5", "192.0.2.7"]},
+                    "provider": {"start": "2026-11-16T02:00:05Z", "end": "2026-11-16T02:44:00Z",
+                                 "cost_usd": "347.23", "bucket": "1h"}}}]}
+    good = {"verdict": "attack", "kind": "unauthenticated_proxy", "start": "2026-11-16T02:01:30Z",
+            "end": "2026-11-16T02:46:00Z", "cost_usd": 330.0,
+            "ips": [{"ip": "203.0.113.5"}, {"ip": "192.0.2.7"}]}
+    reasons, metrics = matrix.check(truth, {"incidents": [good]})
+    assert reasons == [] and metrics["basis"] == "nginx" and metrics["tolerance_s"] == 120
+    late = good | {"start": "2026-11-16T02:03:00Z"}
+    assert matrix.check(truth, {"incidents": [late]})[0][0].startswith("start off by +175 s")
+    one_ip = good | {"ips": [{"ip": "203.0.113.5"}]}
+    assert "recall 0.50" in matrix.check(truth, {"incidents": [one_ip]})[0][0]
+    cheap = good | {"cost_usd": 300.0}
+    assert "tolerance 10 %" in matrix.check(truth, {"incidents": [cheap]})[0][0]
+    extra = good | {"start": "2026-11-13T02:00:00Z", "end": "2026-11-13T03:00:00Z"}
+    assert matrix.check(truth, {"incidents": [good, extra]})[0][0].startswith("extra attack incident")
+    assert matrix.check(truth, {"incidents": [good | {"verdict": "suspicious"}]})[0][0].startswith("attack not found")
+    quiet = {"scenario": "benign_batch", "incidents": [{"kind": "volume_spike", "verdict": "benign"}]}
+    assert matrix.check(quiet, {"incidents": [good]})[0][0].startswith("benign batch called an attack")
