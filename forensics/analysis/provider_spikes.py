@@ -35,10 +35,10 @@ class ProviderSpike:
     by_model: pd.DataFrame       # model, requests, cost_usd within the spike
 
 
-def usage_series_step() -> Step:
+def usage_series_step(prices: str = "prices") -> Step:
     """Per provider, key id, model and bucket of the width covering the longest time (the longest baseline):
-    requests and cost at list prices."""
-    return Step("provider_usage_series", """
+    requests and cost at list prices (`prices`: the reconciliation's price table, usage models included)."""
+    return Step("provider_usage_series", f"""
         WITH width AS (
             SELECT provider, bucket_width FROM provider_usage WHERE bucket_width IS NOT NULL
             GROUP BY provider, bucket_width
@@ -57,7 +57,7 @@ def usage_series_step() -> Step:
                      + coalesce(u.output_tokens, 0) * p.output_mtok) * 0.000001 AS DECIMAL(38,12)) AS cost_usd
         FROM provider_usage u JOIN width w USING (provider, bucket_width)
         JOIN chosen c USING (provider, bucket_start, file_id)
-        LEFT JOIN prices p ON p.provider = u.provider AND p.model = u.model AND p.day = CAST(u.bucket_start AS DATE)
+        LEFT JOIN {prices} p ON p.provider = u.provider AND p.model = u.model AND p.day = CAST(u.bucket_start AS DATE)
     """)
 
 
@@ -115,7 +115,7 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
     (proxy,) = case.execute("SELECT count(*) FROM llm_requests").fetchone()
     if proxy:
         return []
-    frame = case.query(usage_series_step())
+    frame = case.query(usage_series_step(case.tables.get("usage_prices", "prices")))
     if frame.empty:
         frame = case.query(cost_series_step())
     if frame.empty:
