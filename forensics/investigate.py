@@ -4,6 +4,7 @@ A library first: the report, the notebooks and the evidence bundle all call `inv
 """
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -114,12 +115,12 @@ def _split_spikes(buckets: pd.DataFrame, minutes: int) -> list[tuple[str, pd.Dat
         hours = Decimal(str(((g["bucket_start"].max() - g["bucket_start"].min() + width) / pd.Timedelta(hours=1))))
         return sum((Decimal(str(c)) for c in g["cost_usd"]), Decimal(0)) / hours
 
-    rates = sorted(rate(g) for g in groups)
-    median = rates[len(rates) // 2] if len(rates) % 2 else (rates[len(rates) // 2 - 1] + rates[len(rates) // 2]) / 2
-    spikes = [g for g in groups if rate(g) >= median * OUTSIDE_SPIKE_FACTOR]
+    rates = [rate(g) for g in groups]
+    bar = statistics.median(rates) * OUTSIDE_SPIKE_FACTOR
+    spikes = [g for g, r in zip(groups, rates) if r >= bar]
     if not spikes:
         return [("spike", b)]
-    rest = [g for g in groups if rate(g) < median * OUTSIDE_SPIKE_FACTOR]
+    rest = [g for g, r in zip(groups, rates) if r < bar]
     return [("spike", g) for g in spikes] + [("trickle", pd.concat(rest, ignore_index=True))]
 
 

@@ -7,6 +7,7 @@ buckets make one incident whose cost is what they spent above their usual. With 
 and abuse look alike, so a spike is `suspicious`: the evidence says what would tell them apart."""
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -74,10 +75,8 @@ def cost_series_step() -> Step:
 
 
 def _median(values: list[Decimal]) -> Decimal:
-    v = sorted(values)
-    if not v:
-        return Decimal(0)
-    return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
+    """The exact median of Decimals (0 for none)."""
+    return statistics.median(values) if values else Decimal(0)
 
 
 def _spikes(frame: pd.DataFrame) -> list[tuple]:
