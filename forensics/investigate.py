@@ -99,11 +99,43 @@ OUTSIDE_MIN_USD = Decimal(1)     # less spend outside the proxy is reported in t
 OUTSIDE_SPIKE_FACTOR = 4         # a session of outside-proxy use at this many times the median session's rate
 
 
-def _split_spikes(buckets: pd.DataFrame, minutes: int) -> list[tuple[str, pd.DataFrame]]:
-    """A key's outside-proxy buckets cut into sessions at quiet gaps (an hour, or three buckets); sessions spending
-    OUTSIDE_SPIKE_FACTOR times the median session's rate are each a ('spike', buckets), the rest together one
-    ('trickle', buckets). One session, or none standing out: all of it one spike (today's single incident)."""
+def _split_spikes(buckets: pd.DataFrame, minutes: int, net: pd.DataFrame | None = None,
+                  net_span: tuple[pd.DataFrame, int] | None = None) -> list[tuple[str, pd.DataFrame]]:
+    """A key's outside-proxy buckets as ('spike', buckets) parts and at most one ('trickle', buckets): the spikes of
+    its series against its own usual (provider_spikes.series_spikes: the same time on other days, refined to the
+    export's buckets), the rest a trickle. Without such a spike: cut into sessions at quiet gaps (an hour, or three
+    buckets), sessions spending OUTSIDE_SPIKE_FACTOR times the median session's rate each a spike, the rest a
+    trickle; one session, or none standing out, all of it one spike. `net`: the signed difference in every bucket
+    the logs cover (zero where the proxy explains it all), the series searched when given: its quiet buckets are
+    the baseline a key used only by the attacker lacks; `net_span`: (the same, minutes) from the export covering the
+    longest time, searched when coarser."""
+    from forensics.analysis.provider_spikes import filled, series_spikes
+
     b = buckets.sort_values("bucket_start").reset_index(drop=True)
+    width = pd.Timedelta(minutes=minutes)
+    series = filled(b, width)
+    if net is not None and len(net):
+        series = {t: max(c, Decimal(0)) for t, c in filled(net.sort_values("bucket_start"), width).items()}
+    longer = None
+    if net_span is not None and len(net_span[0]):
+        span_width = pd.Timedelta(minutes=net_span[1])
+        longer = ({t: max(c, Decimal(0)) for t, c in filled(net_span[0].sort_values("bucket_start"),
+                                                             span_width).items()}, span_width)
+    _, spans = series_spikes(series, width, against_busy=False, longer=longer)
+    if spans:
+        inside = pd.Series(False, index=b.index)
+        parts = []
+        for first, last in spans:
+            mine = (b["bucket_start"] >= first) & (b["bucket_start"] <= last)
+            inside |= mine
+            parts.append(("spike", b[mine].reset_index(drop=True)))
+        rest = b[~inside].reset_index(drop=True)
+        return parts + ([("trickle", rest)] if len(rest) else [])
+    return _sessions(b, minutes)
+
+
+def _sessions(b: pd.DataFrame, minutes: int) -> list[tuple[str, pd.DataFrame]]:
+    """Outside-proxy buckets cut at quiet gaps; sessions far above the median session's rate are spikes."""
     width = pd.Timedelta(minutes=minutes)
     gap = max(pd.Timedelta(hours=1), 3 * width)
     session = (b["bucket_start"].diff() > gap).cumsum()
@@ -124,6 +156,18 @@ def _split_spikes(buckets: pd.DataFrame, minutes: int) -> list[tuple[str, pd.Dat
     return [("spike", g) for g in spikes] + [("trickle", pd.concat(rest, ignore_index=True))]
 
 
+def _trickle_rate(net: pd.DataFrame, spikes: list[tuple], buckets: pd.DataFrame) -> Decimal:
+    """The key's usual outside-proxy spend per hour: the signed difference outside its spikes, over the time the
+    outside-proxy series covers less the spikes' time."""
+    outside = pd.Series(True, index=net.index)
+    for start, end in spikes:
+        outside &= ~((net["bucket_start"] >= start) & (net["bucket_start"] < end))
+    covered = buckets["bucket_start"].max() - buckets["bucket_start"].min() - sum((e - s for s, e in spikes),
+                                                                                pd.Timedelta(0))
+    hours = Decimal(str(covered / pd.Timedelta(hours=1)))
+    return max(sum(net.loc[outside, "cost_usd"], Decimal(0)), Decimal(0)) / hours if hours > 0 else Decimal(0)
+
+
 def _outside_incidents(recs: list[reconcile.Reconciliation], first_number: int, control_set) -> list[IncidentFindings]:
     """Provider key usage the proxy never saw, per key id: each spike an incident (attack), a steady trickle beside
     it another (suspicious); windows and cost from the provider's data."""
@@ -132,9 +176,18 @@ def _outside_incidents(recs: list[reconcile.Reconciliation], first_number: int, 
         for k in rec.outside_proxy:
             if k["cost_usd"] < OUTSIDE_MIN_USD:
                 continue
-            parts = _split_spikes(k["buckets"], k["bucket_minutes"])
+            net = k.get("net_buckets")
+            parts = _split_spikes(k["buckets"], k["bucket_minutes"], net, k.get("net_span"))
+            step = pd.Timedelta(minutes=k["bucket_minutes"])
+            spans = [(b["bucket_start"].min(), b["bucket_start"].max() + step) for p, b in parts if p == "spike"]
+            rate = _trickle_rate(net, spans, k["buckets"]) if net is not None and len(parts) > 1 else Decimal(0)
             for part, buckets in parts:
                 cost = sum((Decimal(str(c)) for c in buckets["cost_usd"]), Decimal(0))
+                if rate and part == "spike":       # what the spike spent above the key's usual outside-proxy use
+                    start, end = buckets["bucket_start"].min(), buckets["bucket_start"].max() + step
+                    within = net[(net["bucket_start"] >= start) & (net["bucket_start"] < end)]
+                    hours = Decimal(str((end - start) / pd.Timedelta(hours=1)))
+                    cost = max(sum(within["cost_usd"], Decimal(0)) - rate * hours, Decimal(0))
                 if cost < OUTSIDE_MIN_USD or (part == "trickle" and not cost):
                     continue
                 share = cost / k["cost_usd"] if k["cost_usd"] else Decimal(1)
@@ -143,9 +196,10 @@ def _outside_incidents(recs: list[reconcile.Reconciliation], first_number: int, 
                 inc = Incident(f"INC-{n}", "provider_key_outside_proxy",
                                "attack" if part == "spike" else "suspicious", "reconciliation",
                                buckets["bucket_start"].min().to_pydatetime(),
-                               buckets["bucket_start"].max().to_pydatetime(), requests,
+                               (buckets["bucket_start"].max() + step).to_pydatetime(), requests,
                                sources=[rec.provider, "litellm"])
                 what = ("" if len(parts) == 1 else " in a spike far above its usual outside-proxy use"
+                        + (f" (${float(rate):,.2f} an hour, not counted here)" if rate else "")
                         if part == "spike" else " as a steady trickle beside the spike (a script or a colleague "
                                                 "using the key directly?)")
                 inc.evidence.append(

@@ -183,7 +183,8 @@ def check_seen_by(case: Case, truth: dict, dep: Deployment) -> None:
             assert set(inc["observable_attacker_ips"]) <= set(inc["attacker_ips"])
 
 
-@pytest.mark.parametrize("scenario, seed, dep", CHOSEN, ids=[c[0] for c in CHOSEN])
+@pytest.mark.parametrize("scenario, seed, dep", [pytest.param(*c, marks=() if i == 0 else pytest.mark.slow)
+                                               for i, c in enumerate(CHOSEN)], ids=[c[0] for c in CHOSEN])
 def test_chosen_deployments_load_losslessly(tmp_path, scenario, seed, dep):
     load_and_check(tmp_path, scenario, seed, dep)
 
