@@ -282,7 +282,7 @@ def _check_conservation(con: duckdb.DuckDBPyConnection, file_id: int, family: st
 
 
 # formats whose loaders read the file line by line (lines.LineBatches): a grown file of these loads its new lines only
-LINE_FORMATS = ("nginx.", "litellm.payload_ndjson", "litellm.spendlogs_ndjson", "litellm.flat_spend")
+LINE_FORMATS = ("nginx.", "litellm.payload_ndjson", "litellm.spendlogs_ndjson", "litellm.flat_spend", "litellm.stdout")
 
 
 @dataclass
