@@ -124,6 +124,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "log_format), time zone and rotation, a load balancer or not, virtual keys or none, 10 "
                         "minutes to 30 days of history, provider bucket widths (truth.json: \"deployment\")")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("audit", parents=[common], help="check LiteLLM and nginx configuration for what enables abuse",
+                       description="Check LiteLLM config.yaml files (with their include: files), nginx configuration "
+                                   "(nginx.conf and its includes, or nginx -T output) and LiteLLM's startup log "
+                                   "against the incident write-up's checklist. Each finding: severity, file and line, "
+                                   "why, what it costs, the fix. Exit 0 when nothing high or critical is found, 1 "
+                                   "when something is, 2 when a file cannot be read.")
+    p.add_argument("configs", nargs="+", metavar="CONFIG", help="config files or folders")
+    p.add_argument("--json", action="store_true", help="print the findings as JSON (schema forensics.audit/1)")
+    p.add_argument("--env-file", metavar="FILE", type=Path,
+                   help="KEY=VALUE file that resolves os.environ/ references (default: they stay references)")
+    p.add_argument("--case", metavar="CASE.duckdb", type=Path,
+                   help="price each finding with the case's controls replay instead of the write-up's figures")
+    p.set_defaults(func=cmd_audit)
     return parser
 
 
@@ -474,6 +488,36 @@ def cmd_simulate(args) -> int:
              f"${float(inc['cost_usd']):,.2f}")
     _say(f"wrote {args.out}/truth.json")
     return EXIT_OK
+
+
+def cmd_audit(args) -> int:
+    from forensics.audit import ConfigError, audit
+    from forensics.audit import render
+    from forensics.audit.finding import blocking
+
+    if args.env_file is not None and not args.env_file.is_file():
+        raise UsageError(f"--env-file {args.env_file}: no such file")
+    money = None
+    if args.case is not None:
+        from forensics.api import NotACase
+        from forensics.audit.money import from_case
+
+        if not args.case.is_file():
+            raise UsageError(f"--case {args.case}: no such case database")
+        try:
+            money = from_case(args.case)
+        except NotACase as e:
+            raise UsageError(str(e)) from None
+    try:
+        result = audit(args.configs, args.env_file, money)
+    except (ConfigError, FileNotFoundError) as e:
+        raise UsageError(str(e)) from None
+    if args.json:
+        print(render.json_text(result))
+    else:
+        for line in render.text_lines(result):
+            _say(line)
+    return EXIT_FAILED if blocking(result.findings) else EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
