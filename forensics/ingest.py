@@ -32,7 +32,9 @@ UNRECOGNISED = "unrecognised"
 EMPTY = "empty"
 # files a log folder holds that are not logs of ours
 _IGNORED_NAMES = {"truth.json", ".DS_Store"}
-_IGNORED_SUFFIXES = {".duckdb", ".wal", ".md", ".png", ".html", ".zip", ".sha256", ".ipynb", ".py"}
+# configuration files (sample_logs/config/: the audit reads them, not ingest)
+_IGNORED_SUFFIXES = {".duckdb", ".wal", ".md", ".png", ".html", ".zip", ".sha256", ".ipynb", ".py", ".yaml", ".yml",
+                     ".conf"}
 
 
 class IngestError(Exception):
