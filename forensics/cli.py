@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--control", action="append", default=[], metavar="ID", dest="controls",
                    help="replay this control too, e.g. key_rpm_35, ip_rate_5rps, cost_alert_20h_5m (repeatable)")
     p.add_argument("--no-detector", action="store_true", help="leave the anomaly detector out of the report")
+    p.add_argument("--config", action="append", default=[], metavar="FILE", dest="configs",
+                   help="a LiteLLM config.yaml, nginx configuration or LiteLLM startup log to audit into the report's "
+                        "configuration section (repeatable)")
     _add_load_options(p, shareable=True)
     p.set_defaults(func=cmd_report)
 
@@ -370,9 +373,16 @@ def cmd_report(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: not a folder")
+    if args.configs:
+        from forensics.audit import ConfigError, audit
+
+        try:
+            audit(args.configs)             # a file that cannot be read fails now, not after the investigation
+        except (ConfigError, FileNotFoundError) as e:
+            raise UsageError(str(e)) from None
     with open_case(args.inputs, out, _load_options(args)) as case:
         result, model = write_report(case, out, [*DEFAULT_CONTROLS, *extra], run_detector=not args.no_detector,
-                                     absolute_paths=args.absolute_paths)
+                                     absolute_paths=args.absolute_paths, configs=args.configs)
         reports = case.reports
     for inc in result["incidents"]:
         cost = "cost unknown (nginx only)" if inc["sources"] == ["nginx"] else f"${inc['cost_usd']:,.2f}"
@@ -499,15 +509,17 @@ def cmd_audit(args) -> int:
         raise UsageError(f"--env-file {args.env_file}: no such file")
     money = None
     if args.case is not None:
-        from forensics.api import NotACase
-        from forensics.audit.money import from_case
+        from forensics.api import Case, NotACase
+        from forensics.audit.money import from_investigation
 
         if not args.case.is_file():
             raise UsageError(f"--case {args.case}: no such case database")
         try:
-            money = from_case(args.case)
+            case = Case.open(args.case, read_only=True)      # not one byte of it changes
         except NotACase as e:
             raise UsageError(str(e)) from None
+        with case:
+            money = from_investigation(case.investigate())
     try:
         result = audit(args.configs, args.env_file, money)
     except (ConfigError, FileNotFoundError) as e:

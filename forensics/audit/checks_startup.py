@@ -15,14 +15,19 @@ FIX_KEY = ("general_settings:\n  master_key: os.environ/LITELLM_MASTER_KEY\n"
 
 
 def check(path: Path, money: Money) -> list[Finding]:
-    rows = stdout.read_log(path)
+    return check_rows(stdout.read_log(path), str(path), money)
+
+
+def check_rows(rows: list[dict], file: str, money: Money) -> list[Finding]:
+    """Findings from classified log lines (line_no, level, message_class, message), as stdout.read_log gives them
+    or as the case's litellm_log holds them."""
     text, usd = money.of("auth_required", WRITEUP)
     out, seen = [], set()
 
     def add(row, **kw):
         if kw["id"] not in seen:
             seen.add(kw["id"])
-            out.append(Finding(file=str(path), line=int(row["line_no"]), checklist=kw.pop("checklist"), **kw))
+            out.append(Finding(file=file, line=int(row["line_no"]), checklist=kw.pop("checklist"), **kw))
 
     for r in rows:
         msg = r["message"] or ""

@@ -42,16 +42,8 @@ class Money:
         return "In the case: " + "; ".join(parts) + ".", lost
 
 
-def from_case(path) -> Money:
-    """The controls replay of the case's attack incidents (the case opened read-only, not one byte changed)."""
-    from forensics.api import Case
-
-    with Case.open(path, read_only=True) as case:
-        inv = case.investigate()
-        out = []
-        for f in inv.incidents:
-            if f.incident.verdict != "attack":
-                continue
-            out.append(Replayed(f.incident.id, f.incident.kind, Decimal(f.cost_usd),
-                                {c.control: Decimal(c.loss_usd) for c in f.controls}))
-    return Money(tuple(out))
+def from_investigation(inv) -> Money:
+    """The controls replay of an investigation's attack incidents."""
+    return Money(tuple(Replayed(f.incident.id, f.incident.kind, Decimal(f.cost_usd),
+                                {c.control: Decimal(c.loss_usd) for c in f.controls})
+                       for f in inv.incidents if f.incident.verdict == "attack"))

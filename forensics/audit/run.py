@@ -17,7 +17,7 @@ _NGINX = re.compile(r"^\s*(http|server|events|upstream|location\s+\S+)\s*\{|^# c
                     r"^\s*(listen|proxy_pass|server_name|worker_processes)\s", re.M)
 SUFFIXES = (".yaml", ".yml", ".conf", ".log", ".txt")
 
-__all__ = ["AuditResult", "ConfigError", "audit", "expand", "kind_of"]
+__all__ = ["AuditResult", "ConfigError", "audit", "expand", "for_report", "kind_of"]
 
 
 @dataclass
@@ -93,3 +93,30 @@ def audit(inputs, env_file: str | Path | None = None, money: Money | None = None
     used = [(str(f), k) for f, k in kinds if k != "nginx" or str(f) not in included or
             any(c.files and c.files[0] == str(f) for c in confs)]
     return AuditResult(sorted(findings, key=rank), used)
+
+
+def for_report(case, inv, configs=()) -> AuditResult | None:
+    """The report's configuration section: the audit of `configs` priced with the investigation's controls replay,
+    and the startup warnings of every LiteLLM stdout log in the case (litellm_log); None when there is neither."""
+    from forensics.audit.money import from_investigation
+
+    money = from_investigation(inv)
+    result = audit(configs, money=money) if configs else AuditResult([], [])
+    present = case.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'litellm_log' "
+                           "AND table_schema = 'main' AND table_catalog = current_database()").fetchone()[0]
+    logs: dict[str, list[dict]] = {}
+    if present:
+        for path, line_no, level, cls, message in case.execute(
+                "SELECT f.path, l.line_no, l.level, l.message_class, l.message FROM litellm_log l "
+                "JOIN ingest_files f USING (file_id) WHERE l.message_class IN ('no_master_key', "
+                "'weak_master_key_permitted', 'startup', 'other') AND (l.message_class <> 'other' OR "
+                "l.message LIKE '%trusted_proxy_ranges is not set%') ORDER BY f.path, l.line_no").fetchall():
+            logs.setdefault(path, []).append({"line_no": line_no, "level": level, "message_class": cls,
+                                              "message": message})
+    for path, rows in logs.items():
+        result.findings += checks_startup.check_rows(rows, path, money)
+        result.files.append((path, "litellm_log"))
+    if not result.files:
+        return None
+    result.findings.sort(key=rank)
+    return result
