@@ -205,7 +205,7 @@ class Case:
 # --- documents -------------------------------------------------------------------------------------------------------
 
 def write_report(case: Case, out: Path, controls=None, run_detector: bool = True,
-                 absolute_paths: bool = False) -> tuple[dict, dict]:
+                 absolute_paths: bool = False, configs=()) -> tuple[dict, dict]:
     """The investigation written out: OUT/findings.json, report.html, report.md, figures/*.png and steps.sql (the
     case's step log, re-runnable against the case). Returns (findings, the report's model).
 
@@ -213,12 +213,16 @@ def write_report(case: Case, out: Path, controls=None, run_detector: bool = True
     OUT in this order: figures/*.png, report.md, report.html, steps.sql, findings.json LAST. A new findings.json
     means every file beside it is new; a failure before the renames leaves OUT as it was."""
     from forensics.analysis import postmortem
+    from forensics.audit.run import for_report
     from forensics.outputs import findings as findings_out
     from forensics.outputs import report
     from forensics.outputs.atomic import staged
 
     inv = case.investigate(controls)
     result = findings_out.build(inv, absolute_paths=absolute_paths)
+    configuration = for_report(case, inv, configs)       # configs audited, and the case's LiteLLM startup warnings
+    if configuration is not None:
+        result["configuration"] = configuration.to_json()
     model = report.build_model(inv, result, postmortem.prepare(case, inv, result, run_detector), case.steps)
     with staged(out, last=REPORT_LAST) as tmp:
         report.write(tmp, model)

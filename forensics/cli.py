@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--control", action="append", default=[], metavar="ID", dest="controls",
                    help="replay this control too, e.g. key_rpm_35, ip_rate_5rps, cost_alert_20h_5m (repeatable)")
     p.add_argument("--no-detector", action="store_true", help="leave the anomaly detector out of the report")
+    p.add_argument("--config", action="append", default=[], metavar="FILE", dest="configs",
+                   help="a LiteLLM config.yaml, nginx configuration or LiteLLM startup log to audit into the report's "
+                        "configuration section (repeatable)")
     _add_load_options(p, shareable=True)
     p.set_defaults(func=cmd_report)
 
@@ -124,6 +127,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "log_format), time zone and rotation, a load balancer or not, virtual keys or none, 10 "
                         "minutes to 30 days of history, provider bucket widths (truth.json: \"deployment\")")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("audit", parents=[common], help="check LiteLLM and nginx configuration for what enables abuse",
+                       description="Check LiteLLM config.yaml files (with their include: files), nginx configuration "
+                                   "(nginx.conf and its includes, or nginx -T output) and LiteLLM's startup log "
+                                   "against the incident write-up's checklist. Each finding: severity, file and line, "
+                                   "why, what it costs, the fix. Exit 0 when nothing high or critical is found, 1 "
+                                   "when something is, 2 when a file cannot be read.")
+    p.add_argument("configs", nargs="+", metavar="CONFIG", help="config files or folders")
+    p.add_argument("--json", action="store_true", help="print the findings as JSON (schema forensics.audit/1)")
+    p.add_argument("--env-file", metavar="FILE", type=Path,
+                   help="KEY=VALUE file that resolves os.environ/ references (default: they stay references)")
+    p.add_argument("--case", metavar="CASE.duckdb", type=Path,
+                   help="price each finding with the case's controls replay instead of the write-up's figures")
+    p.set_defaults(func=cmd_audit)
     return parser
 
 
@@ -356,9 +373,16 @@ def cmd_report(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: not a folder")
+    if args.configs:
+        from forensics.audit import ConfigError, audit
+
+        try:
+            audit(args.configs)             # a file that cannot be read fails now, not after the investigation
+        except (ConfigError, FileNotFoundError) as e:
+            raise UsageError(str(e)) from None
     with open_case(args.inputs, out, _load_options(args)) as case:
         result, model = write_report(case, out, [*DEFAULT_CONTROLS, *extra], run_detector=not args.no_detector,
-                                     absolute_paths=args.absolute_paths)
+                                     absolute_paths=args.absolute_paths, configs=args.configs)
         reports = case.reports
     for inc in result["incidents"]:
         cost = "cost unknown (nginx only)" if inc["sources"] == ["nginx"] else f"${inc['cost_usd']:,.2f}"
@@ -474,6 +498,38 @@ def cmd_simulate(args) -> int:
              f"${float(inc['cost_usd']):,.2f}")
     _say(f"wrote {args.out}/truth.json")
     return EXIT_OK
+
+
+def cmd_audit(args) -> int:
+    from forensics.audit import ConfigError, audit
+    from forensics.audit import render
+    from forensics.audit.finding import blocking
+
+    if args.env_file is not None and not args.env_file.is_file():
+        raise UsageError(f"--env-file {args.env_file}: no such file")
+    money = None
+    if args.case is not None:
+        from forensics.api import Case, NotACase
+        from forensics.audit.money import from_investigation
+
+        if not args.case.is_file():
+            raise UsageError(f"--case {args.case}: no such case database")
+        try:
+            case = Case.open(args.case, read_only=True)      # not one byte of it changes
+        except NotACase as e:
+            raise UsageError(str(e)) from None
+        with case:
+            money = from_investigation(case.investigate())
+    try:
+        result = audit(args.configs, args.env_file, money)
+    except (ConfigError, FileNotFoundError) as e:
+        raise UsageError(str(e)) from None
+    if args.json:
+        print(render.json_text(result))
+    else:
+        for line in render.text_lines(result):
+            _say(line)
+    return EXIT_FAILED if blocking(result.findings) else EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,9 @@ UNRECOGNISED = "unrecognised"
 EMPTY = "empty"
 # files a log folder holds that are not logs of ours
 _IGNORED_NAMES = {"truth.json", ".DS_Store"}
-_IGNORED_SUFFIXES = {".duckdb", ".wal", ".md", ".png", ".html", ".zip", ".sha256", ".ipynb", ".py"}
+# configuration files (sample_logs/config/: the audit reads them, not ingest)
+_IGNORED_SUFFIXES = {".duckdb", ".wal", ".md", ".png", ".html", ".zip", ".sha256", ".ipynb", ".py", ".yaml", ".yml",
+                     ".conf"}
 
 
 class IngestError(Exception):
@@ -282,7 +284,7 @@ def _check_conservation(con: duckdb.DuckDBPyConnection, file_id: int, family: st
 
 
 # formats whose loaders read the file line by line (lines.LineBatches): a grown file of these loads its new lines only
-LINE_FORMATS = ("nginx.", "litellm.payload_ndjson", "litellm.spendlogs_ndjson", "litellm.flat_spend")
+LINE_FORMATS = ("nginx.", "litellm.payload_ndjson", "litellm.spendlogs_ndjson", "litellm.flat_spend", "litellm.stdout")
 
 
 @dataclass

@@ -306,11 +306,26 @@ def build_model(inv, findings: dict, postmortem, steps) -> dict:
         "coverage": {"start": when(findings["coverage"]["start"]), "end": when(findings["coverage"]["end"]),
                      "sources": findings["coverage"]["sources"], "gaps": inv.coverage.gaps},
         "files": _files(inv, names), "quarantine": _quarantine(inv, names),
-        "recommendations": postmortem.recommendations,
+        "recommendations": _citing_settings(postmortem.recommendations, findings.get("configuration")),
+        "configuration": findings.get("configuration"),
         "nginx_match": _nginx_match(inv),
         "sql": [(name, steps.sql_of(name)) for name in shown if name in logged],
         "figures": all_figures, "baseline": findings["baseline"], "money": money, "count": count,
     }
+
+
+def _citing_settings(recommendations: list[dict], configuration: dict | None) -> list[dict]:
+    """Each checklist item's action followed by the settings the configuration audit found at fault for it."""
+    if not configuration:
+        return recommendations
+    out = []
+    for r in recommendations:
+        at_fault = [f for f in configuration["findings"] if f["checklist"] == r["item"]
+                    and f["severity"] in ("critical", "high")]
+        cited = "; ".join(f"{f['file']}{' line ' + str(f['line']) if f['line'] else ''}: {f['setting']}"
+                          for f in at_fault)
+        out.append({**r, "action": f"{r['action']} Settings at fault: {cited}." if cited else r["action"]})
+    return out
 
 
 def _phases(f) -> Table | None:
