@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from forensics.analysis import attribution, controls, coverage, joins, projection, reconcile, series, timeline
+from forensics.analysis.headline import Headline, headline
 from forensics.analysis.incident import Incident
 from forensics.analysis.incidents import find_incidents
 from forensics.analysis.steps import Step
@@ -38,6 +39,7 @@ class IncidentFindings:
     provider: str | None = None                      # usage outside the proxy: whose bill, and which key id
     provider_key_id: str | None = None
     series: series.IncidentSeries | None = None      # what its timeline figure and hourly table draw
+    headline: Headline | None = None                 # the figures every document repeats (analysis/headline.py)
 
 
 @dataclass
@@ -212,6 +214,7 @@ def investigate(case: Case, control_set=None) -> Investigation:
     band, per_incident = series.series(case, found)
     for f in found:
         f.series = per_incident.get(f.incident.id)
+        f.headline = headline(case, f, base.get("cost_per_hour_usd"))
     (total, logs_end) = case.execute(
         "SELECT coalesce(sum(cost_usd), 0), max(coalesce(end_time, start_time)) FROM llm_requests").fetchone()
     result = case.execute("""

@@ -109,15 +109,15 @@ def _write(ev: Evidence, inv, findings: dict, out: Path, command_line: list[str]
     base = findings["baseline"]
     bvi = [["baseline (hours without incident traffic)", money_text(base["cost_per_hour_usd"]),
             f"{base['requests_per_hour']:.3f}", "", ""]]
-    for f, inc in ((f, _finding(findings, f.incident.id)) for f in chosen):
-        hours = max((f.incident.end - f.incident.start).total_seconds() / 3600, 1 / 60)
-        rate = Decimal(str(inc["cost_usd"])) / Decimal(str(hours))
-        ratio = f"{float(rate) / base['cost_per_hour_usd']:.1f}" if base["cost_per_hour_usd"] else ""
+    for f in chosen:                      # every figure from analysis/headline.py, as the report prints it
+        h = f.headline
         bvi.append([f"{f.incident.id} ({iso(f.incident.start)} .. {iso(f.incident.end)})",
-                    money_text(rate.quantize(Decimal("0.000001"))), f"{inc['requests'] / hours:.3f}",
-                    money_text(inc["peak_cost_per_hour_usd"]), ratio])
-    write_csv(out / "baseline_vs_incident.csv", ["period", "cost_usd_per_hour", "requests_per_hour",
-                                                 "peak_cost_usd_per_hour", "times_baseline"], bvi)
+                    money_text(h.mean_cost_per_hour_usd.quantize(Decimal("0.000001"))),
+                    f"{Decimal(h.requests) / h.hours:.3f}",
+                    money_text(h.peak_cost_per_hour_usd) if h.peak_cost_per_hour_usd is not None else "",
+                    "" if h.times_baseline is None else f"{h.times_baseline:.1f}"])
+    write_csv(out / "baseline_vs_incident.csv", ["period", "mean_cost_usd_per_hour", "requests_per_hour",
+                                                 "peak_cost_usd_per_hour", "peak_times_baseline"], bvi)
     written.append(out / "baseline_vs_incident.csv")
 
     price_tables = ev.price_tables
@@ -214,9 +214,9 @@ def letter(findings: dict, chosen, d: Disputed, price_tables: str, accounts: lis
                   + (f"{len(inc['ips'])} client addresses; " if inc["ips"] else "") + f"key: {key_text}.",
                   *[f"  - {printable(e)}" for e in inc["evidence"]]]
     lines += ["", "## Amount disputed", "",
-              f"**{money(total)}**: " + (f"{money(d.request_cost)} for the {_n_requests(chosen):,} "
-                                         "requests listed in requests.csv (successful requests only), priced at "
-                                         f"your list prices ({price_tables})" if d.request_cost else "")
+              f"**{money(total)}**: " + (f"{money(d.request_cost)} for the {_requests_words(chosen)} listed in "
+                                         f"requests.csv (column `status`; only served requests are billed), priced "
+                                         f"at your list prices ({price_tables})" if d.request_cost else "")
               + (f"{'; ' if d.request_cost else ''}{money(d.outside_cost)} of usage on the key(s) above that our "
                  "proxy never made (usage_outside_proxy.csv)" if d.outside_cost else "") + "."]
     if len(d.provider_days):
@@ -255,8 +255,14 @@ def letter(findings: dict, chosen, d: Disputed, price_tables: str, accounts: lis
     return "\n".join(lines)
 
 
-def _n_requests(chosen) -> int:
-    return sum(len(f.request_ids) for f in chosen)
+def _requests_words(chosen) -> str:
+    """'1,170 served requests (status success) of the 1,241 (71 failed, status failure)': analysis/headline.py's
+    counts, which are requests.csv's rows."""
+    n = sum(f.headline.requests for f in chosen if f.request_ids)
+    served = sum(f.headline.served for f in chosen if f.request_ids)
+    if served == n:
+        return f"{n:,} requests (all served, status success)"
+    return f"{served:,} served requests (status success) of the {n:,} ({n - served:,} failed, status failure)"
 
 
 # --- manifest and verify -----------------------------------------------------------------------------------------

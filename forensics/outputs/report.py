@@ -54,6 +54,25 @@ def duration(start: str, end: str) -> str:
     return f"{minutes} min" if minutes < 120 else f"{minutes / 60:.1f} h"
 
 
+def requests_text(inc: dict) -> str:
+    """'1,241 requests (1,170 served, 71 failed)' from findings' served/failed (analysis/headline.py)."""
+    n, failed = inc["requests"], inc.get("failed", 0)
+    return f"{count(n)} requests" + (f" ({count(inc['served'])} served, {count(failed)} failed)" if failed else "")
+
+
+def times_text(inc: dict) -> str:
+    t = inc.get("times_baseline")
+    return "-" if t is None else f"{t:.1f}x"
+
+
+def peak_text(inc: dict, base: dict) -> str:
+    """'peak $510.28/h, 38.7x the baseline of $13.18/h': the one way the peak and its multiple are written."""
+    if inc.get("times_baseline") is None:
+        return f"peak {money(inc['peak_cost_per_hour_usd'])}/h (no baseline spend to compare with)"
+    return (f"peak {money(inc['peak_cost_per_hour_usd'])}/h, {times_text(inc)} the baseline of "
+            f"{money(base['cost_per_hour_usd'])}/h")
+
+
 def key_label(key_hash, hint) -> str:
     if not key_hash:
         return "(no key)"
@@ -233,9 +252,7 @@ def _summary(findings, inv) -> list[tuple[str, str]]:
         how = (f"cost unknown (nginx only: no LiteLLM or provider data) over {count(main['requests'])} requests "
                "to the LLM endpoints")
     else:
-        how = (f"{money(main['cost_usd'])} over {count(main['requests'])} requests (peak "
-               f"{money(main['peak_cost_per_hour_usd'])}/h against a baseline of "
-               f"{money(base['cost_per_hour_usd'])}/h)")
+        how = f"{money(main['cost_usd'])} over {requests_text(main)}; {peak_text(main, base)}"
     if p:
         how += (f"; unchecked it would have cost {money(p['24h'])} a day (95% interval {money(p['low_24h'])} – "
                 f"{money(p['high_24h'])})")
@@ -280,6 +297,8 @@ def build_model(inv, findings: dict, postmortem, steps) -> dict:
             "projection": projection_table(inc, findings["baseline"]["cost_per_hour_usd"]),
             "controls": controls_table(inc, f.controls), "figures": section_figs,
             "phases": _phases(f),
+            "headline": f"{when(inc['start'])} .. {when(inc['end'])} ({duration(inc['start'], inc['end'])}): "
+                        f"{requests_text(inc)}, {money(inc['cost_usd'])}; {peak_text(inc, findings['baseline'])}.",
         })
     cost = findings["cost"]
     overall = [
