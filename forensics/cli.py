@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-from forensics import __version__
+from forensics import __version__, progress
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 QUARANTINE_LINES_SHOWN = 5
@@ -212,6 +212,11 @@ def _slow_file_progress(path: Path):
         progress.stop()
 
 
+def _file_phase(path: Path):
+    """A progress line per file loaded (report, export): plain lines on stderr, terminal or not."""
+    return progress.phase(f"loading {printable(path.name)}")
+
+
 def cmd_ingest(args) -> int:
     from forensics.api import Case, NotACase
 
@@ -315,13 +320,13 @@ def _merge_cases(case, cases: list[str]) -> None:
         raise UsageError(str(e)) from None
 
 
-def open_case(inputs: list[str], out_dir: Path, options):
+def open_case(inputs: list[str], out_dir: Path, options, file_progress=None):
     """The Case for INPUT (see api.Case.from_inputs), with one line per file that failed or has a note."""
     from forensics.api import Case, NotACase
 
     _check_logs(*reversed(_split_inputs(inputs)))
     try:
-        case = Case.from_inputs(inputs, out_dir, options, progress=_slow_file_progress)
+        case = Case.from_inputs(inputs, out_dir, options, progress=file_progress or _slow_file_progress)
     except FileNotFoundError as e:
         raise UsageError(str(e)) from None
     except NotACase as e:
@@ -356,7 +361,7 @@ def cmd_report(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: not a folder")
-    with open_case(args.inputs, out, _load_options(args)) as case:
+    with progress.reporting(redact=_redacted), open_case(args.inputs, out, _load_options(args), _file_phase) as case:
         result, model = write_report(case, out, [*DEFAULT_CONTROLS, *extra], run_detector=not args.no_detector,
                                      absolute_paths=args.absolute_paths)
         reports = case.reports
@@ -389,10 +394,16 @@ def cmd_export(args) -> int:
             bundle.zip_path(out)               # DIR.zip goes beside DIR: DIR must have a name
         except ValueError as e:
             raise UsageError(str(e)) from None
-    with tempfile.TemporaryDirectory(prefix="forensics-export-") as tmp:
-        with open_case(args.inputs, Path(tmp), _load_options(args)) as case:
-            written = write_bundle(case, out, args.provider, command_line=["forensics", *sys.argv[1:]],
-                                   absolute_paths=args.absolute_paths, started=started)
+    from forensics.api import NothingToDispute
+
+    with tempfile.TemporaryDirectory(prefix="forensics-export-") as tmp, progress.reporting(redact=_redacted):
+        with open_case(args.inputs, Path(tmp), _load_options(args), _file_phase) as case:
+            try:
+                written = write_bundle(case, out, args.provider, command_line=["forensics", *sys.argv[1:]],
+                                       absolute_paths=args.absolute_paths, started=started)
+            except NothingToDispute as e:
+                _say(f"forensics: {e}", file=sys.stderr)
+                return EXIT_FAILED
             reports = case.reports
     chosen = json.loads((out / "chain_of_custody.json").read_text())
     _say(f"{len(chosen['incidents'])} incident(s) on the {chosen['provider'] or 'no'} bill: "

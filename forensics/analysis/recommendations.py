@@ -48,7 +48,7 @@ def collateral_text(findings, *control_ids) -> str:
     for cid in control_ids:
         c = collateral(findings, cid)
         if c["requests"]:
-            since = f" from {c['from'][:16].replace('T', ' ')} UTC" if c["from"] else ""
+            since = f" from {c['from'][:19].replace('T', ' ')} UTC" if c["from"] else ""
             parts.append(f"{cid} would also have blocked {c['requests']:,} legitimate requests ({money(c['usd'])} of "
                          f"service){since}")
     return (" But " + "; ".join(parts) + ": set it above what legitimate traffic needs.") if parts else \
