@@ -15,6 +15,29 @@ from pathlib import Path
 from forensics import __version__, progress
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# forensics.simulate.SCENARIOS, written out so `--help` does not import the simulator (tests/test_cli.py checks)
+SCENARIO_NAMES = ("open_proxy", "benign_batch", "leaked_virtual_key", "provider_key_outside_proxy",
+                  "provider_key_outside_proxy_second_key", "key_stuffing", "baseline")
+INPUT_HELP = ("log files (plain or .gz), folders (searched recursively, rotated logs included) and/or case databases "
+              "(*.duckdb); formats are detected from content")
+EXAMPLES = {
+    "ingest": ["python -m forensics ingest sample_logs/ --case case.duckdb",
+               "python -m forensics ingest /var/log/nginx/access.log* spend_logs.csv.gz --case case.duckdb --json"],
+    "report": ["python -m forensics report sample_logs/ --out out/",
+               "python -m forensics report case.duckdb --out out/ --no-detector",
+               "python -m forensics report logs/ --out out/ --control key_rpm_35 --control cost_alert_20h_5m"],
+    "export": ["python -m forensics export sample_logs/ --out evidence/ --zip",
+               "python -m forensics export case.duckdb --out evidence-anthropic/ --provider anthropic"],
+    "verify": ["python -m forensics verify evidence/"],
+    "detect": ["python -m forensics detect sample_logs/ --out scores.csv",
+               "python -m forensics detect case.duckdb --out scores.csv --alerts-per-day 0.5 --save detector.joblib"],
+    "simulate": ["python -m forensics simulate --scenario open_proxy --out /tmp/open_proxy",
+                 "python -m forensics simulate --scenario leaked_virtual_key --seed 7 --out /tmp/leak --randomize"],
+}
+
+
+def _examples(command: str) -> str:
+    return "examples:\n" + "\n".join(f"  {e}" for e in EXAMPLES[command])
 QUARANTINE_LINES_SHOWN = 5
 # control characters (C0, DEL, C1): in a file name or a logged value they would forge or hide console lines
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -51,56 +74,65 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show Python tracebacks on errors")
 
-    p = sub.add_parser("ingest", parents=[common], help="load log files into a case database",
+    p = sub.add_parser("ingest", parents=[common], epilog=_examples("ingest"),
+                       formatter_class=argparse.RawDescriptionHelpFormatter, help="load log files into a case database",
                        description="Detect each file's format from its content and load it into the case database. "
                                    "INPUT: log files (plain or .gz) and folders (searched recursively).")
-    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="log files (plain or .gz) and folders")
     p.add_argument("--case", required=True, metavar="CASE.duckdb", help="case database (created if absent)")
     p.add_argument("--json", action="store_true", help="print one JSON array (an object per file) instead of a table")
     _add_load_options(p)
     p.set_defaults(func=cmd_ingest)
 
-    p = sub.add_parser("report", parents=[common], help="run the whole investigation and write findings.json",
+    p = sub.add_parser("report", parents=[common], epilog=_examples("report"),
+                       formatter_class=argparse.RawDescriptionHelpFormatter, help="run the whole investigation and write findings.json",
                        description="Load INPUT (log files, folders, or a case database) and run the investigation: "
                                    "incidents, attribution, reconciliation, projection, controls replay. Writes "
                                    "DIR/findings.json, DIR/report.html (self-contained), DIR/report.md with "
                                    "DIR/figures/*.png, DIR/steps.sql (and DIR/case.duckdb when INPUT holds logs).")
-    p.add_argument("inputs", nargs="+", metavar="INPUT")
-    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help=INPUT_HELP)
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder (created): findings.json, report.html, report.md, figures/, steps.sql, "
+                        "response/ (nginx, LiteLLM and provider actions to review) and case.duckdb for logs")
     p.add_argument("--control", action="append", default=[], metavar="ID", dest="controls",
                    help="replay this control too, e.g. key_rpm_35, ip_rate_5rps, cost_alert_20h_5m (repeatable)")
     p.add_argument("--no-detector", action="store_true", help="leave the anomaly detector out of the report")
     _add_load_options(p, shareable=True)
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("export", parents=[common], help="write the evidence bundle for a provider refund request",
+    p = sub.add_parser("export", parents=[common], epilog=_examples("export"),
+                       formatter_class=argparse.RawDescriptionHelpFormatter, help="write the evidence bundle for a provider refund request",
                        description="Run the investigation on INPUT and write, for the incidents with an attack "
                                    "verdict on one provider's bill, the bundle a billing team asks for: request.md "
                                    "(cover letter draft), requests.csv, cost_per_minute.csv, cost_per_hour.csv, "
                                    "baseline_vs_incident.csv, reconciliation.csv, the timeline PNG, "
                                    "chain_of_custody.json and MANIFEST.sha256 (sha256sum format).")
-    p.add_argument("inputs", nargs="+", metavar="INPUT")
-    p.add_argument("--out", required=True, metavar="DIR", help="the bundle folder (absent or empty)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help=INPUT_HELP)
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="the bundle folder (absent or empty); nothing is written, exit 1, when no incident has an "
+                        "attack verdict")
     p.add_argument("--provider", choices=["openai", "anthropic"],
                    help="whose bill to dispute (default: the provider with the most attack cost)")
     p.add_argument("--zip", action="store_true", help="also write DIR.zip")
     _add_load_options(p, shareable=True)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("verify", parents=[common], help="re-check an evidence bundle against its MANIFEST.sha256",
+    p = sub.add_parser("verify", parents=[common], epilog=_examples("verify"),
+                       formatter_class=argparse.RawDescriptionHelpFormatter, help="re-check an evidence bundle against its MANIFEST.sha256",
                        description="Exit 0 when every file of DIR matches its MANIFEST.sha256 line and no file is "
                                    "missing or extra; exit 1 otherwise, naming each offending file.")
-    p.add_argument("bundle", metavar="DIR")
+    p.add_argument("bundle", metavar="DIR", help="an evidence bundle folder written by export")
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("detect", parents=[common], help="anomaly scores for every LLM request (isolation forest)",
+    p = sub.add_parser("detect", parents=[common], epilog=_examples("detect"),
+                       formatter_class=argparse.RawDescriptionHelpFormatter, help="anomaly scores for every LLM request (isolation forest)",
                        description="Train an isolation forest on the case's quiet baseline (the time before its "
                                    "first incident, or --train-start/--train-end), calibrated to at most "
                                    "--alerts-per-day false alerts there, then score every LLM request. Writes "
                                    "SCORES.csv: request_id,score,flagged,reasons (higher score = more anomalous). "
                                    "Logs named in INPUT are loaded into case.duckdb beside SCORES.csv.")
-    p.add_argument("inputs", nargs="+", metavar="INPUT")
-    p.add_argument("--out", required=True, metavar="SCORES.csv")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help=INPUT_HELP)
+    p.add_argument("--out", required=True, metavar="SCORES.csv", help="the scores, one row per LLM request")
     p.add_argument("--model", type=Path, metavar="FILE", help="score with a saved detector instead of training")
     p.add_argument("--save", type=Path, metavar="FILE", help="save the trained detector (FILE and FILE.json card)")
     p.add_argument("--train-start", metavar="ISO_UTC", type=_iso_utc,
@@ -111,10 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_load_options(p)
     p.set_defaults(func=cmd_detect)
 
-    p = sub.add_parser("simulate", parents=[common], help="write a synthetic incident in the real log formats",
+    p = sub.add_parser("simulate", parents=[common], epilog=_examples("simulate"),
+                       formatter_class=argparse.RawDescriptionHelpFormatter, help="write a synthetic incident in the real log formats",
                        description="Write a scenario's LiteLLM, nginx and provider logs plus truth.json.")
-    p.add_argument("--scenario", required=True, metavar="NAME")
-    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--scenario", required=True, metavar="NAME", help="one of: " + ", ".join(SCENARIO_NAMES))
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the logs and truth.json (created)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--nginx-log-format", default="json", dest="nginx_log_format",
                    choices=["json", "combined", "main", "timings", "ingress"], help="nginx log format to write")
@@ -396,8 +429,10 @@ def cmd_export(args) -> int:
             raise UsageError(str(e)) from None
     from forensics.api import NothingToDispute
 
-    with tempfile.TemporaryDirectory(prefix="forensics-export-") as tmp, progress.reporting(redact=_redacted):
-        with open_case(args.inputs, Path(tmp), _load_options(args), _file_phase) as case:
+    with tempfile.TemporaryDirectory(prefix="forensics-export-") as tmp:
+        with progress.reporting(redact=_redacted):        # a line per log loaded; the rest is quiet: when there
+            case = open_case(args.inputs, Path(tmp), _load_options(args), _file_phase)   # is nothing to dispute,
+        with case:                                                                    # that is the one line
             try:
                 written = write_bundle(case, out, args.provider, command_line=["forensics", *sys.argv[1:]],
                                        absolute_paths=args.absolute_paths, started=started)

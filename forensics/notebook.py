@@ -246,3 +246,32 @@ def main_incident(inv, verdicts=WATCH_VERDICTS):
     pool = [f for f in inv.incidents if f.incident.verdict in verdicts and f.request_ids] or \
         [f for f in inv.incidents if f.request_ids] or list(inv.incidents)
     return max(pool, key=lambda f: (f.cost_usd, f.incident.id), default=None)
+
+
+def verdict_lines(inv) -> list[str]:
+    """The case's status and one line per incident, with the report's own figures (analysis/headline.py)."""
+    from forensics.outputs import findings as findings_out
+    from forensics.outputs.report import peak_text, requests_text, when
+
+    findings = findings_out.build(inv)
+    lines = [f"status: {findings['status']}" + (f" (missing: {', '.join(findings['coverage']['missing'])})"
+                                                 if findings["coverage"]["missing"] else "")]
+    for i in findings["incidents"]:
+        lines.append(f"{i['id']} {i['verdict']} {i['kind']}: {when(i['start'])} .. {when(i['end'])}, "
+                     f"{requests_text(i)}, {usd(i['cost_usd'])}; {peak_text(i, findings['baseline'])}")
+    if not findings["incidents"]:
+        lines.append("no incident found")
+    return lines
+
+
+def timeline_chart(inv):
+    """The report's timeline figure of the main incident (requests and cost per minute, a lane per address) as an
+    image to display; None when there is no incident with proxy requests."""
+    from IPython.display import Image
+
+    from forensics.outputs import figures as figs
+
+    f = main_incident(inv)
+    f = f if f is not None and f.request_ids else next((x for x in inv.incidents if x.request_ids), None)
+    fig = figs.timeline_figure(f, inv.band) if f is not None else None
+    return Image(data=fig.png) if fig is not None else None

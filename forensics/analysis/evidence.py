@@ -99,13 +99,14 @@ def minute_reconciliation_step(table: str) -> Step:
               AND r.start_time < CAST(? AS TIMESTAMP) + INTERVAL 1 MINUTE
             GROUP BY ALL
         )
-        SELECT coalesce(f.minute, p.minute) AS minute, coalesce(f.provider_requests, 0) AS provider_requests,
-               coalesce(p.disputed_requests, 0) AS disputed_requests,
-               coalesce(p.legitimate_requests, 0) AS legitimate_requests,
-               coalesce(f.provider_requests, 0) - coalesce(p.disputed_requests, 0)
-                   - coalesce(p.legitimate_requests, 0) AS difference,
-               coalesce(f.provider_output_tokens, 0) AS provider_output_tokens,
-               coalesce(p.proxy_completion_tokens, 0) AS proxy_completion_tokens, f.provider_key_ids
+        SELECT coalesce(f.minute, p.minute) AS minute,
+               CAST(coalesce(f.provider_requests, 0) AS BIGINT) AS provider_requests,
+               CAST(coalesce(p.disputed_requests, 0) AS BIGINT) AS disputed_requests,
+               CAST(coalesce(p.legitimate_requests, 0) AS BIGINT) AS legitimate_requests,
+               CAST(coalesce(f.provider_requests, 0) - coalesce(p.disputed_requests, 0)
+                    - coalesce(p.legitimate_requests, 0) AS BIGINT) AS difference,
+               CAST(coalesce(f.provider_output_tokens, 0) AS BIGINT) AS provider_output_tokens,
+               CAST(coalesce(p.proxy_completion_tokens, 0) AS BIGINT) AS proxy_completion_tokens, f.provider_key_ids
         FROM fine f FULL JOIN proxy p USING (minute)
         ORDER BY minute
     """)

@@ -9,12 +9,14 @@ interpreted (outputs/safe.py).
 from __future__ import annotations
 
 import base64
+import re
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import jinja2
+import markupsafe
 import pandas as pd
 
 from forensics import __version__
@@ -345,6 +347,18 @@ def _finalize(value):
     return visible(value) if isinstance(value, str) else value
 
 
+_HYPHENATED = re.compile(r"\S*-\S*")
+
+
+def nobreak(value):
+    """HTML: the value escaped, every word with a hyphen (ids, dates, file names) kept on one line: browsers break
+    after a hyphen, and 'chatcmpl-' / 'EU6d...' on two lines is no id any more. Markdown has no line breaks to fear."""
+    if value is None:
+        return value
+    escaped = str(markupsafe.escape(value))       # entities hold no space and no hyphen: tokens stay whole
+    return markupsafe.Markup(_HYPHENATED.sub(lambda m: f'<span class="nb">{m.group(0)}</span>', escaped))
+
+
 def _env() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape(
         enabled_extensions=("html", "html.j2"), default_for_string=True), undefined=jinja2.StrictUndefined,
@@ -352,6 +366,7 @@ def _env() -> jinja2.Environment:
     env.filters["md"] = md
     env.filters["printable"] = printable
     env.filters["b64"] = lambda b: base64.b64encode(b).decode("ascii")
+    env.filters["nobreak"] = nobreak
     return env
 
 
