@@ -13,31 +13,9 @@ from datetime import datetime
 from pathlib import Path
 
 from forensics import __version__, progress
+from forensics.cli_help import INPUT_HELP, SCENARIO_NAMES, examples as _examples  # noqa: F401 (SCENARIO_NAMES: tests)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-# forensics.simulate.SCENARIOS, written out so `--help` does not import the simulator (tests/test_cli.py checks)
-SCENARIO_NAMES = ("open_proxy", "benign_batch", "leaked_virtual_key", "provider_key_outside_proxy",
-                  "provider_key_outside_proxy_second_key", "key_stuffing", "baseline")
-INPUT_HELP = ("log files (plain or .gz), folders (searched recursively, rotated logs included) and/or case databases "
-              "(*.duckdb); formats are detected from content")
-EXAMPLES = {
-    "ingest": ["python -m forensics ingest sample_logs/ --case case.duckdb",
-               "python -m forensics ingest /var/log/nginx/access.log* spend_logs.csv.gz --case case.duckdb --json"],
-    "report": ["python -m forensics report sample_logs/ --out out/",
-               "python -m forensics report case.duckdb --out out/ --no-detector",
-               "python -m forensics report logs/ --out out/ --control key_rpm_35 --control cost_alert_20h_5m"],
-    "export": ["python -m forensics export sample_logs/ --out evidence/ --zip",
-               "python -m forensics export case.duckdb --out evidence-anthropic/ --provider anthropic"],
-    "verify": ["python -m forensics verify evidence/"],
-    "detect": ["python -m forensics detect sample_logs/ --out scores.csv",
-               "python -m forensics detect case.duckdb --out scores.csv --alerts-per-day 0.5 --save detector.joblib"],
-    "simulate": ["python -m forensics simulate --scenario open_proxy --out /tmp/open_proxy",
-                 "python -m forensics simulate --scenario leaked_virtual_key --seed 7 --out /tmp/leak --randomize"],
-}
-
-
-def _examples(command: str) -> str:
-    return "examples:\n" + "\n".join(f"  {e}" for e in EXAMPLES[command])
 QUARANTINE_LINES_SHOWN = 5
 # control characters (C0, DEL, C1): in a file name or a logged value they would forge or hide console lines
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")

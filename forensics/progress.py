@@ -11,7 +11,7 @@ import threading
 import time
 from contextlib import contextmanager
 
-HEARTBEAT = 4.0          # seconds between "still ..." lines (the promise is at least one line every 5 s)
+HEARTBEAT = 3.0          # seconds between "still ..." lines (the promise is at least one line every 5 s)
 
 _active: _Reporter | None = None
 
@@ -37,8 +37,9 @@ class _Reporter:
         self.last = time.monotonic()
         while not self.stop.wait(0.5):
             now = time.monotonic()
-            if self.current is not None and now - self.last >= HEARTBEAT:
-                self.say(f"... still {self.current} ({now - self.since:.0f}s)")
+            if now - self.last >= HEARTBEAT:
+                self.say(f"... still {self.current} ({now - self.since:.0f}s)" if self.current is not None else
+                         "... still working")
 
     def close(self) -> None:
         self.stop.set()
