@@ -43,6 +43,15 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+class RAW(argparse.HelpFormatter):
+    """Descriptions wrapped as usual; the examples epilog kept line by line, as written."""
+
+    def _fill_text(self, text, width, indent):
+        if text.startswith("examples:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="forensics", description="Investigate abuse of LLM gateways from their logs.")
     parser.add_argument("--version", action="version", version=f"forensics {__version__}")
@@ -53,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show Python tracebacks on errors")
 
     p = sub.add_parser("ingest", parents=[common], epilog=_examples("ingest"),
-                       formatter_class=argparse.RawDescriptionHelpFormatter, help="load log files into a case database",
+                       formatter_class=RAW, help="load log files into a case database",
                        description="Detect each file's format from its content and load it into the case database. "
                                    "INPUT: log files (plain or .gz) and folders (searched recursively).")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="log files (plain or .gz) and folders")
@@ -63,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("report", parents=[common], epilog=_examples("report"),
-                       formatter_class=argparse.RawDescriptionHelpFormatter, help="run the whole investigation and write findings.json",
+                       formatter_class=RAW, help="run the whole investigation and write findings.json",
                        description="Load INPUT (log files, folders, or a case database) and run the investigation: "
                                    "incidents, attribution, reconciliation, projection, controls replay. Writes "
                                    "DIR/findings.json, DIR/report.html (self-contained), DIR/report.md with "
@@ -79,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("export", parents=[common], epilog=_examples("export"),
-                       formatter_class=argparse.RawDescriptionHelpFormatter, help="write the evidence bundle for a provider refund request",
+                       formatter_class=RAW, help="write the evidence bundle for a provider refund request",
                        description="Run the investigation on INPUT and write, for the incidents with an attack "
                                    "verdict on one provider's bill, the bundle a billing team asks for: request.md "
                                    "(cover letter draft), requests.csv, cost_per_minute.csv, cost_per_hour.csv, "
@@ -96,14 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("verify", parents=[common], epilog=_examples("verify"),
-                       formatter_class=argparse.RawDescriptionHelpFormatter, help="re-check an evidence bundle against its MANIFEST.sha256",
+                       formatter_class=RAW, help="re-check an evidence bundle against its MANIFEST.sha256",
                        description="Exit 0 when every file of DIR matches its MANIFEST.sha256 line and no file is "
                                    "missing or extra; exit 1 otherwise, naming each offending file.")
     p.add_argument("bundle", metavar="DIR", help="an evidence bundle folder written by export")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("detect", parents=[common], epilog=_examples("detect"),
-                       formatter_class=argparse.RawDescriptionHelpFormatter, help="anomaly scores for every LLM request (isolation forest)",
+                       formatter_class=RAW, help="anomaly scores for every LLM request (isolation forest)",
                        description="Train an isolation forest on the case's quiet baseline (the time before its "
                                    "first incident, or --train-start/--train-end), calibrated to at most "
                                    "--alerts-per-day false alerts there, then score every LLM request. Writes "
@@ -122,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("simulate", parents=[common], epilog=_examples("simulate"),
-                       formatter_class=argparse.RawDescriptionHelpFormatter, help="write a synthetic incident in the real log formats",
+                       formatter_class=RAW, help="write a synthetic incident in the real log formats",
                        description="Write a scenario's LiteLLM, nginx and provider logs plus truth.json.")
     p.add_argument("--scenario", required=True, metavar="NAME", help="one of: " + ", ".join(SCENARIO_NAMES))
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the logs and truth.json (created)")

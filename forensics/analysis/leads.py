@@ -51,7 +51,7 @@ def ip_order(ip: str):
 
 @dataclass
 class Leads:
-    networks: pd.DataFrame        # network, addresses (list, all), n_addresses, requests, cost_usd, first_seen, last_seen
+    networks: pd.DataFrame        # network, addresses (all), n_addresses, requests, cost_usd, first/last_seen
     recon: pd.DataFrame           # time, client_ip, network, method, path, status, user_agent (before the attack)
     forged: pd.DataFrame          # forged_hop, addresses (list), n_addresses, requests, first_seen
     owners: pd.DataFrame          # key_hash, key_hint, key_alias, team, user_id, end_users, requests, cost_usd
@@ -132,8 +132,8 @@ def leads(case: Case, finding) -> Leads | None:
     if not finding.request_ids or not inc.table:
         return None
     n = inc.id.split("-")[1]
-    ips = [ip for (ip,) in case.execute(f"""SELECT DISTINCT r.client_ip FROM llm_requests r
-                                            JOIN {inc.table} USING (request_id) WHERE r.client_ip IS NOT NULL""").fetchall()]
+    ips = [ip for (ip,) in case.execute(f"""SELECT DISTINCT r.client_ip FROM llm_requests r JOIN {inc.table}
+                                            USING (request_id) WHERE r.client_ip IS NOT NULL""").fetchall()]
     ips_table = case.run(ips_step(f"incident_{n}_networks_of"), [[[ip, network_of(ip)] for ip in sorted(ips)]])
     networks = case.query(networks_step(ips_table, inc.table, f"incident_{n}_networks"))
     networks["addresses"] = [sorted(a, key=ip_order) for a in networks["addresses"]]

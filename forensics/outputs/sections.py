@@ -150,8 +150,8 @@ def detector_section(s, tables) -> dict:
         "features": s.features, "flagged": s.flagged, "scored": s.scored,
         "baseline_alerts_per_day": f"{s.baseline_alerts_per_day:.2f}",
         "per_incident": tables.Table("What the detector caught of each incident",
-                              ["incident", "kind", "flagged", "recall", "first alert", "delay"], rows, {2, 3}),
+                                     ["incident", "kind", "flagged", "recall", "first alert", "delay"], rows, {2, 3}),
         "top": tables.Table("Highest-scoring requests", ["time", "request id", "client", "score", "why"],
-                     [[tables.when(r.start_time), printable(r.request_id), printable(r.client_ip), f"{r.score:.3f}",
-                       printable(r.reasons)] for r in s.top.itertuples()], {3}),
+                            [[tables.when(r.start_time), printable(r.request_id), printable(r.client_ip),
+                              f"{r.score:.3f}", printable(r.reasons)] for r in s.top.itertuples()], {3}),
     }
