@@ -12,7 +12,8 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-from forensics import __version__
+from forensics import __version__, progress
+from forensics.cli_help import INPUT_HELP, SCENARIO_NAMES, examples as _examples  # noqa: F401 (SCENARIO_NAMES: tests)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 QUARANTINE_LINES_SHOWN = 5
@@ -42,6 +43,15 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+class RAW(argparse.HelpFormatter):
+    """Descriptions wrapped as usual; the examples epilog kept line by line, as written."""
+
+    def _fill_text(self, text, width, indent):
+        if text.startswith("examples:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="forensics", description="Investigate abuse of LLM gateways from their logs.")
     parser.add_argument("--version", action="version", version=f"forensics {__version__}")
@@ -51,22 +61,26 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show Python tracebacks on errors")
 
-    p = sub.add_parser("ingest", parents=[common], help="load log files into a case database",
+    p = sub.add_parser("ingest", parents=[common], epilog=_examples("ingest"),
+                       formatter_class=RAW, help="load log files into a case database",
                        description="Detect each file's format from its content and load it into the case database. "
                                    "INPUT: log files (plain or .gz) and folders (searched recursively).")
-    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="log files (plain or .gz) and folders")
     p.add_argument("--case", required=True, metavar="CASE.duckdb", help="case database (created if absent)")
     p.add_argument("--json", action="store_true", help="print one JSON array (an object per file) instead of a table")
     _add_load_options(p)
     p.set_defaults(func=cmd_ingest)
 
-    p = sub.add_parser("report", parents=[common], help="run the whole investigation and write findings.json",
+    p = sub.add_parser("report", parents=[common], epilog=_examples("report"),
+                       formatter_class=RAW, help="run the whole investigation and write findings.json",
                        description="Load INPUT (log files, folders, or a case database) and run the investigation: "
                                    "incidents, attribution, reconciliation, projection, controls replay. Writes "
                                    "DIR/findings.json, DIR/report.html (self-contained), DIR/report.md with "
                                    "DIR/figures/*.png, DIR/steps.sql (and DIR/case.duckdb when INPUT holds logs).")
-    p.add_argument("inputs", nargs="+", metavar="INPUT")
-    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help=INPUT_HELP)
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder (created): findings.json, report.html, report.md, figures/, steps.sql, "
+                        "response/ (nginx, LiteLLM and provider actions to review) and case.duckdb for logs")
     p.add_argument("--control", action="append", default=[], metavar="ID", dest="controls",
                    help="replay this control too, e.g. key_rpm_35, ip_rate_5rps, cost_alert_20h_5m (repeatable)")
     p.add_argument("--no-detector", action="store_true", help="leave the anomaly detector out of the report")
@@ -76,34 +90,39 @@ def build_parser() -> argparse.ArgumentParser:
     _add_load_options(p, shareable=True)
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("export", parents=[common], help="write the evidence bundle for a provider refund request",
+    p = sub.add_parser("export", parents=[common], epilog=_examples("export"),
+                       formatter_class=RAW, help="write the evidence bundle for a provider refund request",
                        description="Run the investigation on INPUT and write, for the incidents with an attack "
                                    "verdict on one provider's bill, the bundle a billing team asks for: request.md "
                                    "(cover letter draft), requests.csv, cost_per_minute.csv, cost_per_hour.csv, "
                                    "baseline_vs_incident.csv, reconciliation.csv, the timeline PNG, "
                                    "chain_of_custody.json and MANIFEST.sha256 (sha256sum format).")
-    p.add_argument("inputs", nargs="+", metavar="INPUT")
-    p.add_argument("--out", required=True, metavar="DIR", help="the bundle folder (absent or empty)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help=INPUT_HELP)
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="the bundle folder (absent or empty); nothing is written, exit 1, when no incident has an "
+                        "attack verdict")
     p.add_argument("--provider", choices=["openai", "anthropic"],
                    help="whose bill to dispute (default: the provider with the most attack cost)")
     p.add_argument("--zip", action="store_true", help="also write DIR.zip")
     _add_load_options(p, shareable=True)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("verify", parents=[common], help="re-check an evidence bundle against its MANIFEST.sha256",
+    p = sub.add_parser("verify", parents=[common], epilog=_examples("verify"),
+                       formatter_class=RAW, help="re-check an evidence bundle against its MANIFEST.sha256",
                        description="Exit 0 when every file of DIR matches its MANIFEST.sha256 line and no file is "
                                    "missing or extra; exit 1 otherwise, naming each offending file.")
-    p.add_argument("bundle", metavar="DIR")
+    p.add_argument("bundle", metavar="DIR", help="an evidence bundle folder written by export")
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("detect", parents=[common], help="anomaly scores for every LLM request (isolation forest)",
+    p = sub.add_parser("detect", parents=[common], epilog=_examples("detect"),
+                       formatter_class=RAW, help="anomaly scores for every LLM request (isolation forest)",
                        description="Train an isolation forest on the case's quiet baseline (the time before its "
                                    "first incident, or --train-start/--train-end), calibrated to at most "
                                    "--alerts-per-day false alerts there, then score every LLM request. Writes "
                                    "SCORES.csv: request_id,score,flagged,reasons (higher score = more anomalous). "
                                    "Logs named in INPUT are loaded into case.duckdb beside SCORES.csv.")
-    p.add_argument("inputs", nargs="+", metavar="INPUT")
-    p.add_argument("--out", required=True, metavar="SCORES.csv")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help=INPUT_HELP)
+    p.add_argument("--out", required=True, metavar="SCORES.csv", help="the scores, one row per LLM request")
     p.add_argument("--model", type=Path, metavar="FILE", help="score with a saved detector instead of training")
     p.add_argument("--save", type=Path, metavar="FILE", help="save the trained detector (FILE and FILE.json card)")
     p.add_argument("--train-start", metavar="ISO_UTC", type=_iso_utc,
@@ -114,10 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_load_options(p)
     p.set_defaults(func=cmd_detect)
 
-    p = sub.add_parser("simulate", parents=[common], help="write a synthetic incident in the real log formats",
+    p = sub.add_parser("simulate", parents=[common], epilog=_examples("simulate"),
+                       formatter_class=RAW, help="write a synthetic incident in the real log formats",
                        description="Write a scenario's LiteLLM, nginx and provider logs plus truth.json.")
-    p.add_argument("--scenario", required=True, metavar="NAME")
-    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--scenario", required=True, metavar="NAME", help="one of: " + ", ".join(SCENARIO_NAMES))
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the logs and truth.json (created)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--nginx-log-format", default="json", dest="nginx_log_format",
                    choices=["json", "combined", "main", "timings", "ingress"], help="nginx log format to write")
@@ -229,6 +249,11 @@ def _slow_file_progress(path: Path):
         progress.stop()
 
 
+def _file_phase(path: Path):
+    """A progress line per file loaded (report, export): plain lines on stderr, terminal or not."""
+    return progress.phase(f"loading {printable(path.name)}")
+
+
 def cmd_ingest(args) -> int:
     from forensics.api import Case, NotACase
 
@@ -332,13 +357,13 @@ def _merge_cases(case, cases: list[str]) -> None:
         raise UsageError(str(e)) from None
 
 
-def open_case(inputs: list[str], out_dir: Path, options):
+def open_case(inputs: list[str], out_dir: Path, options, file_progress=None):
     """The Case for INPUT (see api.Case.from_inputs), with one line per file that failed or has a note."""
     from forensics.api import Case, NotACase
 
     _check_logs(*reversed(_split_inputs(inputs)))
     try:
-        case = Case.from_inputs(inputs, out_dir, options, progress=_slow_file_progress)
+        case = Case.from_inputs(inputs, out_dir, options, progress=file_progress or _slow_file_progress)
     except FileNotFoundError as e:
         raise UsageError(str(e)) from None
     except NotACase as e:
@@ -380,7 +405,7 @@ def cmd_report(args) -> int:
             audit(args.configs)             # a file that cannot be read fails now, not after the investigation
         except (ConfigError, FileNotFoundError) as e:
             raise UsageError(str(e)) from None
-    with open_case(args.inputs, out, _load_options(args)) as case:
+    with progress.reporting(redact=_redacted), open_case(args.inputs, out, _load_options(args), _file_phase) as case:
         result, model = write_report(case, out, [*DEFAULT_CONTROLS, *extra], run_detector=not args.no_detector,
                                      absolute_paths=args.absolute_paths, configs=args.configs)
         reports = case.reports
@@ -413,10 +438,18 @@ def cmd_export(args) -> int:
             bundle.zip_path(out)               # DIR.zip goes beside DIR: DIR must have a name
         except ValueError as e:
             raise UsageError(str(e)) from None
+    from forensics.api import NothingToDispute
+
     with tempfile.TemporaryDirectory(prefix="forensics-export-") as tmp:
-        with open_case(args.inputs, Path(tmp), _load_options(args)) as case:
-            written = write_bundle(case, out, args.provider, command_line=["forensics", *sys.argv[1:]],
-                                   absolute_paths=args.absolute_paths, started=started)
+        with progress.reporting(redact=_redacted):        # a line per log loaded; the rest is quiet: when there
+            case = open_case(args.inputs, Path(tmp), _load_options(args), _file_phase)   # is nothing to dispute,
+        with case:                                                                    # that is the one line
+            try:
+                written = write_bundle(case, out, args.provider, command_line=["forensics", *sys.argv[1:]],
+                                       absolute_paths=args.absolute_paths, started=started)
+            except NothingToDispute as e:
+                _say(f"forensics: {e}", file=sys.stderr)
+                return EXIT_FAILED
             reports = case.reports
     chosen = json.loads((out / "chain_of_custody.json").read_text())
     _say(f"{len(chosen['incidents'])} incident(s) on the {chosen['provider'] or 'no'} bill: "

@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from forensics.analysis import attribution, controls, coverage, joins, projection, reconcile, series, timeline
+from forensics.analysis.headline import Headline, headline
 from forensics.analysis.incident import Incident
 from forensics.analysis.incidents import find_incidents
 from forensics.analysis.steps import Step
+from forensics.progress import note, phase
 
 if TYPE_CHECKING:
     from forensics.api import Case
@@ -38,6 +40,7 @@ class IncidentFindings:
     provider: str | None = None                      # usage outside the proxy: whose bill, and which key id
     provider_key_id: str | None = None
     series: series.IncidentSeries | None = None      # what its timeline figure and hourly table draw
+    headline: Headline | None = None                 # the figures every document repeats (analysis/headline.py)
 
 
 @dataclass
@@ -251,21 +254,33 @@ def _sources_of(case: Case, found: list[IncidentFindings], join: str) -> None:
 def investigate(case: Case, control_set=None) -> Investigation:
     """Run every analysis on `case`; temp tables only: the case itself is never written (it may be read-only)."""
     control_set = list(control_set) if control_set is not None else list(controls.DEFAULT_CONTROLS)
-    cov = coverage.coverage(case)
-    search = find_incidents(case)
-    found = [_incident_findings(case, inc, control_set, search.claimed) for inc in search.incidents]
-    base = case.query(baseline_step(search.claimed)).iloc[0].to_dict()
-    recs = reconcile.reconcile(case)
-    found += _outside_incidents(recs, len(found) + 1, control_set)
-    found += _nginx_findings(case) + _provider_spike_findings(case)
-    nginx_match = joins.join_nginx(case)
-    _sources_of(case, found, case.table("nginx_to_litellm"))
+    with phase("coverage of the sources"):
+        cov = coverage.coverage(case)
+    with phase("searching the proxy's requests for incidents"):
+        search = find_incidents(case)
+    for inc in search.incidents:
+        note(f"incident: {inc.verdict} {inc.kind} {inc.start:%Y-%m-%d %H:%M:%S} .. {inc.end:%Y-%m-%d %H:%M:%S} UTC, "
+             f"{int(inc.requests or 0):,} requests (cost, projection and controls follow)")
+    found = []
+    for inc in search.incidents:
+        with phase(f"attribution, projection and controls replay of the {inc.kind} incident"):
+            found.append(_incident_findings(case, inc, control_set, search.claimed))
+    with phase("baseline and reconciliation with the provider's bill"):
+        base = case.query(baseline_step(search.claimed)).iloc[0].to_dict()
+        recs = reconcile.reconcile(case)
+        found += _outside_incidents(recs, len(found) + 1, control_set)
+    with phase("nginx-only incidents, provider spikes and the nginx join"):
+        found += _nginx_findings(case) + _provider_spike_findings(case)
+        nginx_match = joins.join_nginx(case)
+        _sources_of(case, found, case.table("nginx_to_litellm"))
     found.sort(key=lambda f: f.incident.start)
     for i, f in enumerate(found, start=1):
         f.incident.id = f"INC-{i}"
-    band, per_incident = series.series(case, found)
+    with phase("time series for the figures"):
+        band, per_incident = series.series(case, found)
     for f in found:
         f.series = per_incident.get(f.incident.id)
+        f.headline = headline(case, f, base.get("cost_per_hour_usd"))
     (total, logs_end) = case.execute(
         "SELECT coalesce(sum(cost_usd), 0), max(coalesce(end_time, start_time)) FROM llm_requests").fetchone()
     result = case.execute("""
