@@ -76,7 +76,8 @@ def headline(case: Case | None, finding, baseline_cost_per_hour) -> Headline:
     hours = max(Decimal(str((inc.end - inc.start).total_seconds())) / Decimal(3600), ONE_MINUTE_HOURS)
     cost = Decimal(finding.cost_usd)
     peak = finding.projection.peak_cost_per_hour_usd if finding.projection is not None else None
-    base = Decimal(str(baseline_cost_per_hour or 0))
+    known = baseline_cost_per_hour is not None and baseline_cost_per_hour == baseline_cost_per_hour   # not NaN
+    base = Decimal(str(baseline_cost_per_hour)) if known else Decimal(0)     # no proxy logs: no proxy baseline
     times = (peak / base) if peak is not None and base > 0 else None
     return Headline(requests, served, requests - served, without, served_without, cost, hours, cost / hours, peak,
                     base, times)

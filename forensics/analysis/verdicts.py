@@ -73,6 +73,11 @@ def classify(case: Case, inc: Incident, facts: str) -> None:
             inc.evidence.append(f"key(s) {', '.join(map(str, f['keys'] or []))} used from {f['new_ips']} "
                                 "public address(es) never seen before")
         inc.evidence.append(f"{f['n']} requests at {SURGE_TEXT} the whole proxy's rate of the hour before; {cost}")
+    elif inc.detector == "spread":
+        inc.kind, inc.verdict = "leaked_key", "attack"
+        inc.evidence.append(f"key(s) {', '.join(map(str, f['keys'] or []))}, new to the logs, used from "
+                            f"{f['public_ips']} public addresses, more than twice as many as any other key of the "
+                            f"case ever used; {cost}")
     elif inc.detector == "new_address":
         public = f["public_ips"] > 0
         inc.kind, inc.verdict = "leaked_key", ("attack" if public else "suspicious")

@@ -64,3 +64,25 @@ def test_many_distinct_rejected_keys_are_stuffing():
     assert (inc.kind, inc.verdict) == ("credential_stuffing", "attack")
     assert Decimal(0) == con.execute(f"SELECT coalesce(sum(cost_usd), 0) FROM llm_requests "
                                      f"JOIN {inc.table} USING (request_id)").fetchone()[0]
+
+
+def _leak(hours_before: float, addresses: int):
+    """A key the logs never saw before, used slowly (a request every 2 minutes for 5 hours) from `addresses`
+    public addresses in turn, `hours_before` hours of the two app servers' traffic before it (the matrix's
+    leaked_virtual_key draws with short histories: issue #12)."""
+    rows = [r for r in _baseline(1) if r[1] < T0 + timedelta(hours=hours_before)]
+    start = T0 + timedelta(hours=hours_before)
+    rows += [(f"l{i}", start + timedelta(minutes=2 * i), "c" * 64, f"203.0.113.{40 + i % addresses}", "success",
+              None, "0.03") for i in range(150)]
+    return _case(rows)
+
+
+def test_a_new_key_used_from_many_public_addresses_is_a_leaked_key_even_with_minutes_of_history():
+    for hours in (0.5, 20):
+        [inc] = find_incidents(_leak(hours, 9)).incidents
+        assert (inc.kind, inc.verdict, inc.detector, inc.requests) == ("leaked_key", "attack", "spread", 150)
+
+
+def test_a_new_key_from_as_few_addresses_as_the_others_use_is_no_incident():
+    # two app servers use one address each: a new key from two public addresses is a new app, not a leak
+    assert find_incidents(_leak(20, 2)).incidents == []
