@@ -4,8 +4,10 @@ A library first: the report, the notebooks and the evidence bundle all call `inv
 """
 from __future__ import annotations
 
+import re
 import statistics
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 
 from typing import TYPE_CHECKING
@@ -15,7 +17,7 @@ import pandas as pd
 from forensics.analysis import attribution, controls, coverage, joins, projection, reconcile, series, timeline
 from forensics.analysis.headline import Headline, headline
 from forensics.analysis.incident import Incident
-from forensics.analysis.incidents import find_incidents
+from forensics.analysis.incidents import SLOW_GAP_MINUTES, find_incidents
 from forensics.analysis.steps import Step
 from forensics.progress import note, phase
 
@@ -241,6 +243,64 @@ def _provider_spike_findings(case: Case) -> list[IncidentFindings]:
     return out
 
 
+def _ips(f: IncidentFindings) -> set:
+    frame = f.by_ip
+    column = "ip" if "ip" in frame.columns else "client_ip" if "client_ip" in frame.columns else None
+    return set(frame[column].dropna()) if column else set()
+
+
+def _internal(ip: str) -> bool:
+    """The investigation's rule for a private address (analysis/incident.py PRIVATE_IP_SQL), in Python."""
+    return re.match(r"^(10\.|192\.168\.|127\.|172\.(1[6-9]|2[0-9]|3[01])\.)", ip) is not None or \
+        re.match(r"^(::1$|f[cd][0-9a-f]{2}:|fe80:)", ip.lower()) is not None
+
+
+def _near(a: Incident, b: Incident, slack: timedelta) -> bool:
+    return a.start - slack <= b.end and b.start - slack <= a.end
+
+
+def _one_campaign(found: list[IncidentFindings], nginx: list[IncidentFindings],
+                  spikes: list[IncidentFindings]) -> list[IncidentFindings]:
+    """One incident per campaign across sources. An nginx incident beside a LiteLLM one by the same addresses (less
+    than an hour apart) is that incident's first phase, typically the 401s LiteLLM never logged: its window opens
+    there and it rests on nginx too (behind a balancer whose log keeps only its own address: by time alone, the
+    nginx incident first). An nginx incident with no cost and a provider spike at the same time (a bucket
+    either side): the provider's figure is its cost, and it rests on the provider too."""
+    slack = timedelta(minutes=SLOW_GAP_MINUTES)
+    kept_nginx = []
+    for n in nginx:
+        behind = bool(_ips(n)) and all(_internal(ip) for ip in _ips(n))   # nginx saw only the balancer
+        proxy = next((f for f in found if f.incident.table and _near(f.incident, n.incident, slack)
+                      and (_ips(f) & _ips(n) or behind and f.incident.start >= n.incident.start)), None)
+        if proxy is None:
+            kept_nginx.append(n)
+            continue
+        p = proxy.incident
+        if n.incident.start < p.start:
+            p.evidence.append(f"nginx shows the same addresses from {n.incident.start:%Y-%m-%d %H:%M:%S} UTC, before "
+                              f"LiteLLM logged them: {n.incident.evidence[0]}")
+        p.start, p.end = min(p.start, n.incident.start), max(p.end, n.incident.end)
+        if n.incident.kind == "credential_stuffing":       # how the key the proxy then served was found
+            p.kind, p.verdict = "credential_stuffing", "attack"
+        if "nginx" not in p.sources:
+            p.sources.append("nginx")
+    kept_spikes = list(spikes)
+    for n in kept_nginx:
+        for s in list(kept_spikes):
+            b = s.provider_buckets
+            width = b["bucket_start"].diff().min().to_pytimedelta() if b is not None and len(b) > 1 \
+                else s.incident.end - s.incident.start
+            if n.cost_usd == 0 and _near(n.incident, s.incident, width):
+                n.cost_usd = s.cost_usd
+                n.provider, n.provider_key_id, n.provider_buckets = s.provider, s.provider_key_id, s.provider_buckets
+                n.incident.sources += [x for x in s.incident.sources if x not in n.incident.sources]
+                n.incident.evidence.append(f"the provider's export shows the spend at the same time: "
+                                           f"{s.incident.evidence[0]}")
+                kept_spikes.remove(s)
+                break
+    return found + kept_nginx + kept_spikes
+
+
 def _sources_of(case: Case, found: list[IncidentFindings], join: str) -> None:
     """A proxy incident whose requests nginx also logged rests on nginx too."""
     for f in found:
@@ -270,7 +330,7 @@ def investigate(case: Case, control_set=None) -> Investigation:
         recs = reconcile.reconcile(case)
         found += _outside_incidents(recs, len(found) + 1, control_set)
     with phase("nginx-only incidents, provider spikes and the nginx join"):
-        found += _nginx_findings(case) + _provider_spike_findings(case)
+        found = _one_campaign(found, _nginx_findings(case), _provider_spike_findings(case))
         nginx_match = joins.join_nginx(case)
         _sources_of(case, found, case.table("nginx_to_litellm"))
     found.sort(key=lambda f: f.incident.start)

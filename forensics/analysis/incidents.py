@@ -137,9 +137,13 @@ def spread_step(facts: str) -> Step:
             WHERE s.key_first > span.t0 AND s.public_ips >= {SPREAD_MIN_ADDRESSES}
               AND s.public_ips > 2 * coalesce((SELECT max(o.public_ips) FROM spread o
                                                WHERE o.key_hash <> s.key_hash), 0)
+        ), candidates AS (   -- its calls from public addresses, in sessions that are themselves that spread
+            SELECT * FROM ({sessions_sql(f"(SELECT f.* FROM {facts} f SEMI JOIN wide USING (key_hash) "
+                                         f"WHERE NOT {private_ip_sql('f.client_ip')})", 'key_hash', SLOW_GAP_MINUTES)})
         )
-        SELECT * FROM ({sessions_sql(f"(SELECT f.* FROM {facts} f SEMI JOIN wide USING (key_hash))", 'key_hash',
-                                     SLOW_GAP_MINUTES)})
+        SELECT * FROM candidates c WHERE (c.part, c.session_no) IN (
+            SELECT (part, session_no) FROM candidates GROUP BY ALL
+            HAVING count(DISTINCT client_ip) >= {SPREAD_MIN_ADDRESSES})
     """)
 
 

@@ -42,7 +42,8 @@ class NginxIncident:
 
 
 def llm_lines_step() -> Step:
-    """nginx lines on the LLM endpoints at times no LiteLLM request covers (all of them when LiteLLM is absent)."""
+    """nginx lines on the LLM endpoints; `covered`: at a time LiteLLM's requests cover (LiteLLM then shows what
+    they cost, except what never reached it: the 401s of keys being guessed)."""
     return Step("nginx_llm_lines", f"""
         WITH covered AS (SELECT min(start_time) AS lo, max(coalesce(end_time, start_time)) AS hi FROM llm_requests)
         -- nginx logs a line when the response ends: the request began $request_time before (when logged)
@@ -51,10 +52,10 @@ def llm_lines_step() -> Step:
                h.time AS end_time, h.client_ip, h.status, h.method, h.path, h.user_agent,
                h.body_bytes, h.request_time,
                h.status IN (401, 403) AS auth_failure, CAST(0 AS DECIMAL(38,12)) AS cost_usd,
-               h.file_id || ':' || h.line_no AS request_id
+               h.file_id || ':' || h.line_no AS request_id,
+               coalesce(h.time BETWEEN c.lo AND c.hi, false) AS covered
         FROM http_requests h, covered c
         WHERE h.time IS NOT NULL AND {LLM_ENDPOINT_SQL}
-          AND (c.lo IS NULL OR h.time < c.lo OR h.time > c.hi)
     """)
 
 
@@ -126,16 +127,18 @@ def nginx_newcomers_step(lines: str) -> Step:
 
 
 def find_nginx_incidents(case: Case) -> list[NginxIncident]:
-    """Surges and 401 bursts in nginx lines LiteLLM does not cover; a line belongs to one incident at most."""
-    lines = case.run(llm_lines_step())
-    (n,) = case.execute(f"SELECT count(*) FROM {lines}").fetchone()
+    """401 bursts in every nginx line on the LLM endpoints (LiteLLM never logs a call it refused at the door), surges
+    and newcomers in those LiteLLM does not cover; a line belongs to one incident at most."""
+    every = case.run(llm_lines_step())
+    (n,) = case.execute(f"SELECT count(*) FROM {every}").fetchone()
     if not n:
         return []
+    uncovered = case.run(Step("nginx_llm_lines_uncovered", f"SELECT * FROM {every} WHERE NOT covered"))
     claimed = case.run(Step("nginx_claimed", "SELECT CAST(NULL AS VARCHAR) AS request_id WHERE false"))
     found: list[NginxIncident] = []
     for detector, make in (("auth_burst", nginx_auth_burst_step), ("surge", nginx_surge_step),
                            ("newcomers", nginx_newcomers_step)):
-        table = case.run(make(lines))
+        table = case.run(make(every if detector == "auth_burst" else uncovered))
         sessions = case.execute(f"""
             SELECT session_no, count(*), min(start_time), max(start_time),
                    count(*) FILTER (WHERE auth_failure), count(DISTINCT client_ip),
