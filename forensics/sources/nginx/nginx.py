@@ -22,8 +22,10 @@ from forensics.netaddr import TrustedProxies, walk_pairs
 from forensics.sources.interface import LoadContext, LoadOptions, LoadResult
 from forensics.sources.lines import LAST_LINE_CUT, MAY_HOLD_SECRET, batch_flag, iter_line_batches
 from forensics.sources.nginx import nginx_json
-from forensics.sources.nginx.nginx_formats import (BUILTIN_FORMATS, STAGING_FIELDS, LogFormat, builtin, escaping_of,
-                                                   parse_log_format)
+from forensics.sources.nginx.nginx_formats import (BUILTIN_FORMATS, STAGING_FIELDS, LogFormat, builtin, dequote_head,
+                                                   escaping_of, parse_log_format, with_fallbacks)
+from forensics.sources.nginx.nginx_infer import closest, infer
+from forensics.sources.nginx.nginx_logconf import ConfFormat, LogConf, load_log_conf
 from forensics.sources.nginx.nginx_sql import INSERT_COLUMNS, convert_sql
 from forensics.sources.quarantine import insert_sql as quarantine_sql
 
@@ -42,27 +44,47 @@ class NginxSource:
     family = "nginx"
 
     def detect(self, sample: bytes, path: Path, options: LoadOptions | None = None) -> str | None:
-        """A format id when most sample lines are nginx access-log records of one format."""
-        lines = _sample_lines(sample)
+        """A format id when most sample lines are nginx access-log records of one format. A --nginx-format is
+        always used: a file it does not fit but another format does fails with the reason (ValueError)."""
+        numbered = _sample_lines(sample)
+        lines = [ln for _, ln in numbered]
         if not lines:
             return None
         need = max(1, (len(lines) + 1) // 2)
         custom = options.nginx_format if options else None
-        if custom and _custom_parser(custom).count_matches(lines) >= need:
-            return "nginx.custom"
-        if sum(ln.startswith("{") for ln in lines) >= need:
-            parsed = [nginx_json.loads(ln) for ln in lines if ln.startswith("{")]
-            objects = [o for o, _ in parsed if o is not None]
-            if len(objects) >= need and nginx_json.infer(objects, False) is not None:
-                return "nginx.json_default" if any(r for _, r in parsed) else "nginx.json"
+        conf = _log_conf(options)
+        if custom:
+            if _custom_parser(custom).count_matches(lines) >= need:
+                return "nginx.custom"
+            other = _detect_any(numbered, conf, path, need)
+            if other is not None:
+                raise ValueError(f"--nginx-format does not fit this nginx access log ({other} does): "
+                                 f"{_custom_mismatch(custom, numbered)}")
             return None
-        best, best_n = None, 0
-        for fmt_id in BUILTIN_FORMATS:             # most specific first: a tie keeps the earlier one
-            regexes = [f.regex(strict=True) for f in builtin(fmt_id)]
-            n = sum(any(r.match(ln) for r in regexes) for ln in lines)
-            if n > best_n:
-                best, best_n = fmt_id, n
-        return best if best_n >= need else None
+        return _detect_any(numbered, conf, path, need)
+
+    def explain(self, sample: bytes, path: Path, options: LoadOptions | None = None) -> str | None:
+        """For a file no source recognised: the closest nginx format, where it first fails, how to pass one."""
+        numbered = _sample_lines(sample)
+        if not numbered:
+            return None
+        custom = options.nginx_format if options else None
+        if custom:
+            return f"--nginx-format does not fit: {_custom_mismatch(custom, numbered)}"
+        conf = _log_conf(options)
+        candidates = {fmt_id: builtin(fmt_id) for fmt_id in BUILTIN_FORMATS}
+        for f in conf.formats.values() if conf else ():
+            if not f.text.lstrip().startswith("{") and f.name != "combined":
+                candidates[f"{f.fmt_id} ({f.where})"] = [LogFormat(f.text)]
+        found = closest(candidates, numbered)
+        how = "pass its log_format with --nginx-format '...' or the server's nginx.conf with --nginx-conf FILE"
+        inferred = infer(numbered)
+        why = f" (no format inferred: {inferred.reason})" if inferred.text is None and inferred.reason else ""
+        if found is None:
+            return f"not an nginx access log either{why}; {how}"
+        name, miss = found
+        return (f"closest nginx format {name}: line {miss.line_no}: {miss.field} expected, found "
+                f"\"{miss.found}\"{why}; {how}")
 
     def load(self, ctx: LoadContext, fmt: str) -> LoadResult:
         # rows carry their line numbers, so the table need not keep insertion order: appends run in parallel
@@ -77,12 +99,62 @@ class NginxSource:
 SOURCE = NginxSource()
 
 
-def _sample_lines(sample: bytes, limit: int = 200) -> list[str]:
+def _log_conf(options: LoadOptions | None) -> LogConf | None:
+    return load_log_conf(tuple(options.nginx_conf)) if options and options.nginx_conf else None
+
+
+def _detect_any(numbered: list[tuple[int, str]], conf: LogConf | None, path: Path, need: int) -> str | None:
+    """The format of the sample: the log_format an access_log of the configuration names for this file, any other
+    of its log_formats, the built-in formats, then a format inferred from the lines."""
+    lines = [ln for _, ln in numbered]
+    if conf is not None:
+        named = conf.for_file(path)
+        others = [f for f in conf.formats.values() if f not in named and f.name != "combined"]
+        for f in [*named, *others]:
+            if _conf_parser(f).count_matches(lines) >= need:
+                return f.fmt_id
+    if sum(ln.startswith("{") for ln in lines) >= need:
+        parsed = [nginx_json.loads(ln) for ln in lines if ln.startswith("{")]
+        objects = [o for o, _ in parsed if o is not None]
+        if len(objects) >= need and nginx_json.infer(objects, False) is not None:
+            return "nginx.json_default" if any(r for _, r in parsed) else "nginx.json"
+        return None
+    heads = [dequote_head(ln) for ln in lines]
+    shared = [f.regex(strict=True) for f in with_fallbacks(())]       # COMBINED and CLF: in every text format
+    in_shared = [any(r.match(ln) for r in shared) for ln in heads]
+    best, best_n, best_total = None, 0, 0
+    for fmt_id in BUILTIN_FORMATS:             # most specific first: a tie keeps the earlier one
+        regexes = [LogFormat(f, allow_prefix=True).regex(strict=True) for f in BUILTIN_FORMATS[fmt_id]]
+        own = [any(r.match(ln) for r in regexes) for ln in heads]
+        if sum(own) > best_n:
+            best, best_n, best_total = fmt_id, sum(own), sum(o or s for o, s in zip(own, in_shared))
+    if best is not None and best_total == len(lines):
+        return best
+    # some lines fit no built-in format: a format inferred from the lines wins when it takes more of them
+    inferred = infer(numbered)
+    if inferred.text is not None and inferred.lines >= need and inferred.lines > best_total:
+        return "nginx.inferred"
+    return best if best is not None and best_total >= need else None
+
+
+def _custom_mismatch(custom: str, numbered: list[tuple[int, str]]) -> str:
+    template = parse_log_format(custom)
+    if template.lstrip().startswith("{"):
+        return "the lines are not the JSON objects of that log_format"
+    found = closest({"--nginx-format": [LogFormat(template)]}, numbered)
+    if found is None:
+        return "its lines do not match"
+    miss = found[1]
+    return f"line {miss.line_no}: {miss.field} expected, found \"{miss.found}\""
+
+
+def _sample_lines(sample: bytes, limit: int = 200) -> list[tuple[int, str]]:
+    """(line number, line) of the sample's first lines that are not blank."""
     text = sample.decode("utf-8", errors="replace").lstrip("\ufeff")
     lines = text.split("\n")
     if len(lines) > 1 and not text.endswith("\n"):
         lines.pop()                                  # the sample may end inside a line
-    return [ln.rstrip("\r") for ln in lines if ln.strip()][:limit]
+    return [(i, ln.rstrip("\r")) for i, ln in enumerate(lines, start=1) if ln.strip()][:limit]
 
 
 class _TextParser:
@@ -91,6 +163,7 @@ class _TextParser:
     def __init__(self, formats: list[LogFormat]):
         self.formats = formats
         self.regexes = [f.regex(strict=False) for f in formats]
+        self.dequotes = any(f.dequotes for f in formats)
         self.hits = Counter()
         self.time_field = next((f for f in TIME_FIELDS if f in formats[0].fields.values()), None)
         self.nginx_escapes = True
@@ -103,6 +176,8 @@ class _TextParser:
         return sorted(self.formats, key=lambda f: -self.hits[f.text])
 
     def parse(self, line: str) -> dict[str, str | None] | None:
+        if self.dequotes:
+            line = dequote_head(line)
         for rx in self.regexes:
             m = rx.match(line)
             if m:
@@ -140,8 +215,16 @@ def _apache_unescape(v: str | None) -> str | None:
 
 def _custom_parser(text: str):
     template = parse_log_format(text)
+    return _template_parser(template, escaping_of(text))
+
+
+def _conf_parser(f: ConfFormat):
+    return _template_parser(f.text, f.escape)
+
+
+def _template_parser(template: str, escape: str):
     if template.lstrip().startswith("{"):
-        return _JsonParser(nginx_json.from_template(template, default_escaping=escaping_of(text) != "json"))
+        return _JsonParser(nginx_json.from_template(template, default_escaping=escape != "json"))
     return _TextParser([LogFormat(template)])
 
 
@@ -150,6 +233,7 @@ class _Load:
 
     def __init__(self, ctx: LoadContext, fmt: str):
         self.ctx, self.con, self.fmt, self.fid = ctx, ctx.con, fmt, int(ctx.file_id)
+        self.notes: list[str] = []
         self.parser = None if fmt in JSON_FORMATS else self._text_parser()
         self.records = self.loaded = self.quarantined = self.empty = 0
         self.redact = False                        # the batch may hold a key: redact what is stored from it
@@ -162,6 +246,15 @@ class _Load:
             if not self.ctx.options.nginx_format:
                 raise ValueError("nginx.custom needs the log_format string (option nginx_format)")
             return _custom_parser(self.ctx.options.nginx_format)
+        if self.fmt.startswith("nginx.conf."):
+            conf = _log_conf(self.ctx.options)
+            f = conf.by_id(self.fmt) if conf else None
+            if f is None:
+                raise ValueError(f"{self.fmt} needs the nginx configuration that defines it (option nginx_conf)")
+            self.notes.append(f"log_format {f.name} of {f.where}")
+            return _conf_parser(f)
+        if self.fmt == "nginx.inferred":
+            return None                            # from the first batch's lines (see _inferred_parser)
         if self.fmt not in BUILTIN_FORMATS:
             raise ValueError(f"unknown nginx format {self.fmt!r}")
         return _TextParser(builtin(self.fmt))
@@ -176,9 +269,9 @@ class _Load:
             if batch_flag(batch, LAST_LINE_CUT):
                 self.last_line_cut = batch.column("line_no")[-1].as_py()
             if self.parser is None:
-                self.parser = self._json_parser(batch)
+                self.parser = self._inferred_parser(batch) if self.fmt == "nginx.inferred" else self._json_parser(batch)
             self._batch(batch)
-        notes = []
+        notes = self.notes
         self.empty += reader.empty_lines
         self.records = reader.lines_read - self.empty
         if reader.error:                             # the unreadable rest of a cut gzip file is one record
@@ -193,6 +286,18 @@ class _Load:
         for t in ("_nginx_ip_map", "_nginx_new_ips"):
             self.con.execute(f"DROP TABLE IF EXISTS {t}")
         return LoadResult(self.records, self.loaded, self.quarantined, 0, tuple(notes))
+
+    def _inferred_parser(self, batch: pa.Table) -> _TextParser:
+        """The format inferred from the file's first lines (as detection inferred it from its sample), with the
+        combined and Common Log Format lines a file may hold besides."""
+        head = batch.slice(0, 1000)
+        sample = [(n, ln) for n, ln in zip(head.column("line_no").to_pylist(), head.column("line").to_pylist())
+                  if ln.strip()]
+        inferred = infer(sample)
+        if inferred.text is None:
+            raise ValueError(f"no nginx log format could be inferred from the first lines: {inferred.reason}")
+        self.notes.append(f"log_format inferred from the lines: '{inferred.text}'")
+        return _TextParser(with_fallbacks([inferred.text]))
 
     def _json_parser(self, batch: pa.Table) -> _JsonParser:
         sample = [ln for ln in batch.column("line").slice(0, 5000).to_pylist() if ln.startswith("{")][:1000]
