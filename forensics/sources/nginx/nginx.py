@@ -11,7 +11,6 @@ reader flagged (forensics.secrets): no unredacted value is ever written to the c
 from __future__ import annotations
 
 import re
-from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,15 +21,14 @@ from forensics.netaddr import TrustedProxies, walk_pairs
 from forensics.sources.interface import LoadContext, LoadOptions, LoadResult
 from forensics.sources.lines import LAST_LINE_CUT, MAY_HOLD_SECRET, batch_flag, iter_line_batches
 from forensics.sources.nginx import nginx_json
-from forensics.sources.nginx.nginx_formats import (BUILTIN_FORMATS, STAGING_FIELDS, LogFormat, builtin, dequote_head,
-                                                   escaping_of, parse_log_format, with_fallbacks)
-from forensics.sources.nginx.nginx_infer import closest, infer
-from forensics.sources.nginx.nginx_logconf import ConfFormat, LogConf, load_log_conf
+from forensics.sources.nginx.nginx_detect import (JsonParser, TextParser, conf_parser, custom_parser, detect, explain,
+                                                  log_conf_of)
+from forensics.sources.nginx.nginx_formats import BUILTIN_FORMATS, STAGING_FIELDS, builtin, with_fallbacks
+from forensics.sources.nginx.nginx_infer import infer
 from forensics.sources.nginx.nginx_sql import INSERT_COLUMNS, convert_sql
 from forensics.sources.quarantine import insert_sql as quarantine_sql
 
 JSON_FORMATS = ("nginx.json", "nginx.json_default")
-TIME_FIELDS = ("msec", "time_iso8601", "time_local")      # the first a format logs is used: $msec keeps milliseconds
 # nginx's own header buffers keep a real access-log line far shorter; a longer one is quarantined, cut
 MAX_LINE_BYTES = 1 << 20
 # about 1 M combined-format lines: DuckDB writes fewer, fuller row groups than with 32 MiB batches, and the case
@@ -44,47 +42,12 @@ class NginxSource:
     family = "nginx"
 
     def detect(self, sample: bytes, path: Path, options: LoadOptions | None = None) -> str | None:
-        """A format id when most sample lines are nginx access-log records of one format. A --nginx-format is
-        always used: a file it does not fit but another format does fails with the reason (ValueError)."""
-        numbered = _sample_lines(sample)
-        lines = [ln for _, ln in numbered]
-        if not lines:
-            return None
-        need = max(1, (len(lines) + 1) // 2)
-        custom = options.nginx_format if options else None
-        conf = _log_conf(options)
-        if custom:
-            if _custom_parser(custom).count_matches(lines) >= need:
-                return "nginx.custom"
-            other = _detect_any(numbered, conf, path, need)
-            if other is not None:
-                raise ValueError(f"--nginx-format does not fit this nginx access log ({other} does): "
-                                 f"{_custom_mismatch(custom, numbered)}")
-            return None
-        return _detect_any(numbered, conf, path, need)
+        """A format id when most sample lines are nginx access-log records of one format (nginx_detect)."""
+        return detect(sample, path, options)
 
     def explain(self, sample: bytes, path: Path, options: LoadOptions | None = None) -> str | None:
         """For a file no source recognised: the closest nginx format, where it first fails, how to pass one."""
-        numbered = _sample_lines(sample)
-        if not numbered:
-            return None
-        custom = options.nginx_format if options else None
-        if custom:
-            return f"--nginx-format does not fit: {_custom_mismatch(custom, numbered)}"
-        conf = _log_conf(options)
-        candidates = {fmt_id: builtin(fmt_id) for fmt_id in BUILTIN_FORMATS}
-        for f in conf.formats.values() if conf else ():
-            if not f.text.lstrip().startswith("{") and f.name != "combined":
-                candidates[f"{f.fmt_id} ({f.where})"] = [LogFormat(f.text)]
-        found = closest(candidates, numbered)
-        how = "pass its log_format with --nginx-format '...' or the server's nginx.conf with --nginx-conf FILE"
-        inferred = infer(numbered)
-        why = f" (no format inferred: {inferred.reason})" if inferred.text is None and inferred.reason else ""
-        if found is None:
-            return f"not an nginx access log either{why}; {how}"
-        name, miss = found
-        return (f"closest nginx format {name}: line {miss.line_no}: {miss.field} expected, found "
-                f"\"{miss.found}\"{why}; {how}")
+        return explain(sample, path, options)
 
     def load(self, ctx: LoadContext, fmt: str) -> LoadResult:
         # rows carry their line numbers, so the table need not keep insertion order: appends run in parallel
@@ -97,135 +60,6 @@ class NginxSource:
 
 
 SOURCE = NginxSource()
-
-
-def _log_conf(options: LoadOptions | None) -> LogConf | None:
-    return load_log_conf(tuple(options.nginx_conf)) if options and options.nginx_conf else None
-
-
-def _detect_any(numbered: list[tuple[int, str]], conf: LogConf | None, path: Path, need: int) -> str | None:
-    """The format of the sample: the log_format an access_log of the configuration names for this file, any other
-    of its log_formats, the built-in formats, then a format inferred from the lines."""
-    lines = [ln for _, ln in numbered]
-    if conf is not None:
-        named = conf.for_file(path)
-        others = [f for f in conf.formats.values() if f not in named and f.name != "combined"]
-        for f in [*named, *others]:
-            if _conf_parser(f).count_matches(lines) >= need:
-                return f.fmt_id
-    if sum(ln.startswith("{") for ln in lines) >= need:
-        parsed = [nginx_json.loads(ln) for ln in lines if ln.startswith("{")]
-        objects = [o for o, _ in parsed if o is not None]
-        if len(objects) >= need and nginx_json.infer(objects, False) is not None:
-            return "nginx.json_default" if any(r for _, r in parsed) else "nginx.json"
-        return None
-    heads = [dequote_head(ln) for ln in lines]
-    shared = [f.regex(strict=True) for f in with_fallbacks(())]       # COMBINED and CLF: in every text format
-    in_shared = [any(r.match(ln) for r in shared) for ln in heads]
-    best, best_n, best_total = None, 0, 0
-    for fmt_id in BUILTIN_FORMATS:             # most specific first: a tie keeps the earlier one
-        regexes = [LogFormat(f, allow_prefix=True).regex(strict=True) for f in BUILTIN_FORMATS[fmt_id]]
-        own = [any(r.match(ln) for r in regexes) for ln in heads]
-        if sum(own) > best_n:
-            best, best_n, best_total = fmt_id, sum(own), sum(o or s for o, s in zip(own, in_shared))
-    if best is not None and best_total == len(lines):
-        return best
-    # some lines fit no built-in format: a format inferred from the lines wins when it takes more of them
-    inferred = infer(numbered)
-    if inferred.text is not None and inferred.lines >= need and inferred.lines > best_total:
-        return "nginx.inferred"
-    return best if best is not None and best_total >= need else None
-
-
-def _custom_mismatch(custom: str, numbered: list[tuple[int, str]]) -> str:
-    template = parse_log_format(custom)
-    if template.lstrip().startswith("{"):
-        return "the lines are not the JSON objects of that log_format"
-    found = closest({"--nginx-format": [LogFormat(template)]}, numbered)
-    if found is None:
-        return "its lines do not match"
-    miss = found[1]
-    return f"line {miss.line_no}: {miss.field} expected, found \"{miss.found}\""
-
-
-def _sample_lines(sample: bytes, limit: int = 200) -> list[tuple[int, str]]:
-    """(line number, line) of the sample's first lines that are not blank."""
-    text = sample.decode("utf-8", errors="replace").lstrip("\ufeff")
-    lines = text.split("\n")
-    if len(lines) > 1 and not text.endswith("\n"):
-        lines.pop()                                  # the sample may end inside a line
-    return [(i, ln.rstrip("\r")) for i, ln in enumerate(lines, start=1) if ln.strip()][:limit]
-
-
-class _TextParser:
-    """A text format: ordered variants, each an SQL extractor and a Python regex for the slow path."""
-
-    def __init__(self, formats: list[LogFormat]):
-        self.formats = formats
-        self.regexes = [f.regex(strict=False) for f in formats]
-        self.dequotes = any(f.dequotes for f in formats)
-        self.hits = Counter()
-        self.time_field = next((f for f in TIME_FIELDS if f in formats[0].fields.values()), None)
-        self.nginx_escapes = True
-        # the staging fields some variant fills (a vhost or X-Forwarded-For list may stand before the address)
-        self.fields = tuple(f for f in STAGING_FIELDS if f == "prefix" and any(v.allow_prefix for v in formats)
-                            or any(f in v.fields.values() for v in formats))
-
-    def variants(self) -> list[LogFormat]:
-        """The variants, the one that took most lines so far first (a file rarely mixes them)."""
-        return sorted(self.formats, key=lambda f: -self.hits[f.text])
-
-    def parse(self, line: str) -> dict[str, str | None] | None:
-        if self.dequotes:
-            line = dequote_head(line)
-        for rx in self.regexes:
-            m = rx.match(line)
-            if m:
-                return {k: _apache_unescape(v) for k, v in m.groupdict().items()}
-        return None
-
-    def count_matches(self, lines: list[str]) -> int:
-        return sum(self.parse(ln) is not None for ln in lines)
-
-
-class _JsonParser:
-    """A JSON format: one SQL extractor over the operator's keys, json.loads for the slow path."""
-
-    def __init__(self, fmt: nginx_json.JsonFormat, hits: Counter | None = None):
-        self.fmt = fmt
-        self.hits = hits if hits is not None else Counter()
-        self.time_field = next((f for f in TIME_FIELDS if f in fmt.fields), None)
-        self.nginx_escapes = fmt.default_escaping
-        self.fields = tuple(f for f in STAGING_FIELDS if f in fmt.fields)
-
-    def variants(self):
-        return [self.fmt]
-
-    def parse(self, line: str):
-        return self.fmt.parse(line)
-
-    def count_matches(self, lines: list[str]) -> int:
-        return sum(self.parse(ln) is not None for ln in lines)
-
-
-def _apache_unescape(v: str | None) -> str | None:
-    # only lines in the slow path can hold \" (Apache's escaping; nginx writes \x22)
-    return v.replace('\\"', '"').replace("\\\\", "\\") if v and "\\" in v and '\\"' in v else v
-
-
-def _custom_parser(text: str):
-    template = parse_log_format(text)
-    return _template_parser(template, escaping_of(text))
-
-
-def _conf_parser(f: ConfFormat):
-    return _template_parser(f.text, f.escape)
-
-
-def _template_parser(template: str, escape: str):
-    if template.lstrip().startswith("{"):
-        return _JsonParser(nginx_json.from_template(template, default_escaping=escape != "json"))
-    return _TextParser([LogFormat(template)])
 
 
 class _Load:
@@ -245,19 +79,19 @@ class _Load:
         if self.fmt == "nginx.custom":
             if not self.ctx.options.nginx_format:
                 raise ValueError("nginx.custom needs the log_format string (option nginx_format)")
-            return _custom_parser(self.ctx.options.nginx_format)
+            return custom_parser(self.ctx.options.nginx_format)
         if self.fmt.startswith("nginx.conf."):
-            conf = _log_conf(self.ctx.options)
+            conf = log_conf_of(self.ctx.options)
             f = conf.by_id(self.fmt) if conf else None
             if f is None:
                 raise ValueError(f"{self.fmt} needs the nginx configuration that defines it (option nginx_conf)")
             self.notes.append(f"log_format {f.name} of {f.where}")
-            return _conf_parser(f)
+            return conf_parser(f)
         if self.fmt == "nginx.inferred":
             return None                            # from the first batch's lines (see _inferred_parser)
         if self.fmt not in BUILTIN_FORMATS:
             raise ValueError(f"unknown nginx format {self.fmt!r}")
-        return _TextParser(builtin(self.fmt))
+        return TextParser(builtin(self.fmt))
 
     def run(self) -> LoadResult:
         self.trusted = TrustedProxies(tuple(self.ctx.options.trusted_proxies))
@@ -287,7 +121,7 @@ class _Load:
             self.con.execute(f"DROP TABLE IF EXISTS {t}")
         return LoadResult(self.records, self.loaded, self.quarantined, 0, tuple(notes))
 
-    def _inferred_parser(self, batch: pa.Table) -> _TextParser:
+    def _inferred_parser(self, batch: pa.Table) -> TextParser:
         """The format inferred from the file's first lines (as detection inferred it from its sample), with the
         combined and Common Log Format lines a file may hold besides."""
         head = batch.slice(0, 1000)
@@ -297,9 +131,9 @@ class _Load:
         if inferred.text is None:
             raise ValueError(f"no nginx log format could be inferred from the first lines: {inferred.reason}")
         self.notes.append(f"log_format inferred from the lines: '{inferred.text}'")
-        return _TextParser(with_fallbacks([inferred.text]))
+        return TextParser(with_fallbacks([inferred.text]))
 
-    def _json_parser(self, batch: pa.Table) -> _JsonParser:
+    def _json_parser(self, batch: pa.Table) -> JsonParser:
         sample = [ln for ln in batch.column("line").slice(0, 5000).to_pylist() if ln.startswith("{")][:1000]
         parsed = [nginx_json.loads(ln) for ln in sample]
         self.json_objects = [o for o, _ in parsed if o is not None]
@@ -308,7 +142,7 @@ class _Load:
         if fmt is None:
             raise ValueError("the JSON objects do not look like an nginx access log (no status or request field)")
         self.json_keys = {k for o in self.json_objects for k in o}
-        return _JsonParser(fmt)
+        return JsonParser(fmt)
 
     def _widen_json(self) -> None:
         """A JSON log whose keys change within the file (log_format edited, nginx reloaded): when a batch holds
@@ -326,7 +160,7 @@ class _Load:
         self.json_objects += [o for o in (nginx_json.loads(ln)[0] for ln in lines) if o is not None]
         fmt = nginx_json.infer(self.json_objects, self.json_default)
         if fmt is not None and fmt.fields > self.parser.fmt.fields:
-            self.parser = _JsonParser(fmt, self.parser.hits)
+            self.parser = JsonParser(fmt, self.parser.hits)
 
     def _run(self, sql: str) -> list[tuple]:
         """Run `sql`, reading the arrow data of `scans` it names through query_with (never con.register: inside
@@ -450,7 +284,7 @@ class _Load:
             return "an nginx error-log line, not an access-log record"
         if _SYSLOG.match(line):
             return "a journald/syslog prefix stands before the record"
-        if self.fmt in JSON_FORMATS or isinstance(self.parser, _JsonParser):
+        if self.fmt in JSON_FORMATS or isinstance(self.parser, JsonParser):
             return "not a JSON object (even after repairing \\xHH escapes)"
         if line.count('"') % 2:
             return "unbalanced quotes: the line is cut short or was not written by nginx"

@@ -135,8 +135,10 @@ class LogFormat:
                 parts.append(f"(?P<{field}>{pattern})")
             else:
                 parts.append(f"(?:{pattern})")
-        if upto is None:
+        if upto is None or upto >= len(self.tokens):
             parts.append("$")
+        elif self.tokens[upto - 1][0] == "var" and self.tokens[upto][0] == "lit":
+            parts.append(f"(?={re.escape(self.tokens[upto][1][0])})")    # the value ends where the format says
         return re.compile("".join(parts))
 
     # -- SQL ------------------------------------------------------------------------------------------------

@@ -90,7 +90,8 @@ def infer(lines: list[tuple[int, str]]) -> Inference:
     width, n = Counter(len(t) for _, t in rows).most_common(1)[0]
     if n < 0.8 * len(rows):
         counts = sorted({len(t) for _, t in rows})
-        return Inference(None, f"the lines end in {counts[0]} to {counts[-1]} fields, not one format")
+        return Inference(None, f"the lines end in {counts[0]} to {counts[-1]} fields after $body_bytes_sent, "
+                                   "not one format")
     rows = [(ln, t) for ln, t in rows if len(t) == width]
     columns = []
     for c in range(width):
@@ -100,8 +101,8 @@ def infer(lines: list[tuple[int, str]]) -> Inference:
         kind = next((name for name, allowed in _COLUMN_RULES if set(seen) <= allowed), None)
         if kind is None:
             (k1, l1), (k2, l2) = sorted(seen.items(), key=lambda kv: kv[1])[:2]
-            return Inference(None, f"trailing field {c + 1} holds {_SHOWN[k1]} on line {l1} and {_SHOWN[k2]} on "
-                                   f"line {l2}: not one format")
+            return Inference(None, f"field {c + 1} after $body_bytes_sent holds {_SHOWN[k1]} on line {l1} and "
+                                   f"{_SHOWN[k2]} on line {l2}: not one format")
         status_like = kind in ("int", "numlist") and all(_STATUS.fullmatch(t[c]) for _, t in rows)
         columns.append((kind, set(seen), status_like))
     columns = _request_time_first(columns, rows)
@@ -170,7 +171,7 @@ class Mismatch:
     line_no: int
     field: str                  # "$status", or the literal text expected
     found: str                  # what the line holds there (cut short)
-    matched: float              # share of the format's tokens the line matched
+    matched: int                # how many of the format's tokens (literals and variables) the line matched
 
 
 def mismatch(fmt: LogFormat, line_no: int, line: str) -> Mismatch | None:
@@ -185,20 +186,22 @@ def mismatch(fmt: LogFormat, line_no: int, line: str) -> Mismatch | None:
         if m is None:
             kind, value = tokens[k - 1]
             field = f"${value}" if kind == "var" else repr(value.strip() or value)
-            return Mismatch(line_no, field, _cut(line[end:]), (k - 1) / len(tokens))
+            if kind == "lit" and k < len(tokens):
+                field += f" before ${tokens[k][1]}"      # a literal is followed by a variable: name the field
+            return Mismatch(line_no, field, _cut(line[end:]), k - 1)
         end = m.end()
-    return Mismatch(line_no, "end of line", _cut(line[end:]), 1.0)
+    return Mismatch(line_no, "end of line", _cut(line[end:]), len(tokens))
 
 
 def closest(candidates: dict[str, list[LogFormat]], lines: list[tuple[int, str]]) -> tuple[str, Mismatch] | None:
-    """(name, first mismatch) of the candidate that matched the most of the sample lines' fields."""
+    """(name, first mismatch) of the candidate whose variants matched the most fields of the first sample lines."""
     best = None
     for fmt_name, variants in candidates.items():
-        score, first = 0.0, None
+        score, first = 0, None
         for line_no, line in lines[:20]:
             found = [mismatch(v, line_no, line) for v in variants]
             if any(f is None for f in found):
-                score += 1
+                score += max(len(v.tokens) for v in variants) + 1
                 continue
             f = max(found, key=lambda x: x.matched)
             score += f.matched
