@@ -96,9 +96,10 @@ def _detect_any(numbered: list[tuple[int, str]], conf: LogConf | None, path: Pat
             best, best_n, best_total = fmt_id, sum(own), sum(o or s for o, s in zip(own, in_shared))
     if best is not None and best_total == len(lines):
         return best
-    # some lines fit no built-in format: a format inferred from the lines wins when it takes more of them
+    # some lines fit no built-in format: a format inferred from the lines wins when more lines have its trailing
+    # fields than fit the built-in format's own variants (a stray line with a field more defines no format)
     inferred = infer(numbered)
-    if inferred.text is not None and inferred.lines >= need and inferred.lines > best_total:
+    if inferred.text is not None and inferred.lines >= need and inferred.custom > best_n:
         return "nginx.inferred"
     return best if best is not None and best_total >= need else None
 

@@ -17,7 +17,8 @@ from forensics.sources.nginx.nginx_formats import CLF, COMBINED, LogFormat, dequ
 
 _CORE = LogFormat(CLF, allow_prefix=True).regex(strict=True).pattern
 CORE = re.compile(_CORE[:-1] + r"(?P<rest>(?: .*)?)$")
-_TOKEN = re.compile(r' ("(?:[^"\\]|\\.)*"|\[[^\]]*\]|[^ ",\[]+(?:(?:, | : )[^ ",]+)*(?= |$)|[^ ]+)')
+# a quote left open (a cut line, a raw newline in a value) is no token: that line takes no part in the inference
+_TOKEN = re.compile(r' ("(?:[^"\\]|\\.)*"|\[[^\]]*\]|[^ ",\[]+(?:(?:, | : )[^ ",]+)*(?= |$)|[^ "]+)')
 _ADDR = r"(?:\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?|\[?[0-9A-Fa-f]*:[0-9A-Fa-f:.]*\]?(?::\d+)?|unix:[^ ,]*)"
 _KINDS = [
     ("-", re.compile(r"-")),
@@ -36,17 +37,22 @@ _COLUMN_RULES = [
     ("uuid", {"-", "uuid"}), ("hex", {"-", "hex"}), ("addr", {"-", "addr"}),
     ("word", {"-", "word", "addr", "hex", "uuid"}),
     ("bracket", {"bracket"}),
-    ("quoted", {"q-", "qaddr", "qtext"}),
+    ("quoted", {"q-", "qaddr", "qtext", "quuid"}),
 ]
 _SHOWN = {"-": "-", "int": "a number", "float": "a number", "numlist": "a number list", "uuid": "a UUID",
           "hex": "a hex id", "addr": "an address", "word": "a word", "bracket": "a [bracketed] value",
-          "q-": 'a quoted "-"', "qaddr": "a quoted address list", "qtext": "a quoted string"}
+          "q-": 'a quoted "-"', "qaddr": "a quoted address list", "qtext": "a quoted string",
+          "quuid": "a quoted UUID"}
 
 
 def token_kind(tok: str) -> str:
     if tok.startswith('"'):
         v = tok[1:-1]
-        return "q-" if v in ("-", "") else "qaddr" if re.fullmatch(rf"{_ADDR}(?:, ?{_ADDR})*", v) else "qtext"
+        if v in ("-", ""):
+            return "q-"
+        if re.fullmatch(rf"{_ADDR}(?:, ?{_ADDR})*", v):
+            return "qaddr"
+        return "quuid" if _KINDS[4][1].fullmatch(v) else "qtext"
     if tok.startswith("["):
         return "bracket"
     return next((k for k, rx in _KINDS if rx.fullmatch(tok)), "word")
@@ -68,6 +74,7 @@ class Inference:
     text: str | None            # the inferred log_format, or None
     reason: str = ""            # why not, when text is None
     lines: int = 0              # sample lines the inferred format (with its fallbacks) takes
+    custom: int = 0             # of which lines with fields after the combined ones (the format's own lines)
 
 
 def infer(lines: list[tuple[int, str]]) -> Inference:
@@ -107,7 +114,7 @@ def infer(lines: list[tuple[int, str]]) -> Inference:
         columns.append((kind, set(seen), status_like))
     columns = _request_time_first(columns, rows)
     text = _log_format(columns)
-    return Inference(text, lines=len(rows) + core_only)
+    return Inference(text, lines=len(rows) + core_only, custom=len(rows))
 
 
 def _request_time_first(columns, rows):
@@ -140,8 +147,10 @@ def _log_format(columns) -> str:
         start = 2                                    # "$http_referer" "$http_user_agent"
     has_xff_list = any(kind == "quoted" and "qaddr" in seen for kind, seen, _ in columns[start:])
     for kind, seen, status_like in columns[start:]:
-        if kind == "quoted":
-            xff = "qaddr" in seen or not has_xff_list and "qtext" not in seen
+        if kind == "quoted" and seen <= {"q-", "quuid"} and "quuid" in seen:
+            parts.append('"$' + name("upstream_http_x_litellm_call_id", "inferred_text") + '"')
+        elif kind == "quoted":
+            xff = "qaddr" in seen or not has_xff_list and seen == {"q-"}
             parts.append('"$' + (name("http_x_forwarded_for", "inferred_text") if xff else "inferred_text") + '"')
         elif kind == "bracket":
             parts.append("[$inferred_token]")
