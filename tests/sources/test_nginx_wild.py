@@ -160,3 +160,29 @@ def test_the_configurations_log_formats_are_tried_for_files_no_access_log_names(
     shutil.copy(ASSETS / "timed.log", f)
     options = LoadOptions(nginx_conf=(str(ASSETS / "nginx-T.txt"),))
     assert SOURCE.detect(f.read_bytes(), f, options) == "nginx.conf.timed"
+
+
+def test_nginx_conf_on_the_command_line(tmp_path):
+    from conftest import run_cli
+
+    log = tmp_path / "logs" / "llm.access.log"
+    log.parent.mkdir()
+    shutil.copy(ASSETS / "timed.log", log)
+    r = run_cli("ingest", log.parent, "--case", tmp_path / "c.duckdb", "--json",
+                "--nginx-conf", ASSETS / "conf" / "nginx.conf")
+    assert r.returncode == 0, r.stderr
+    assert '"format": "nginx.conf.timed"' in r.stdout and '"quarantined": 0' in r.stdout
+    missing = run_cli("ingest", log, "--case", tmp_path / "c.duckdb", "--nginx-conf", tmp_path / "none.conf")
+    assert (missing.returncode, missing.stderr.strip()) == (2, f"forensics: --nginx-conf {tmp_path / 'none.conf'}: "
+                                                               "no such file")
+    bad = tmp_path / "nginx.conf"
+    bad.write_text("http {\n    log_format x '$remote_addr';\n")
+    broken = run_cli("ingest", log, "--case", tmp_path / "c.duckdb", "--nginx-conf", bad)
+    assert broken.returncode == 1 and broken.stderr.count("\n") == 1 and "Traceback" not in broken.stderr
+    assert f"{bad} line 1: unexpected end of file: the \"{{\" opened here is never closed" in broken.stderr
+
+
+def test_no_nginx_hint_for_files_that_are_nothing_like_an_access_log(tmp_path):
+    f = tmp_path / "notes.txt"
+    f.write_text("meeting notes\nnothing to see here\n")
+    assert SOURCE.explain(f.read_bytes(), f) is None

@@ -34,6 +34,7 @@ MAX_LINE_BYTES = 1 << 20
 # about 1 M combined-format lines: DuckDB writes fewer, fuller row groups than with 32 MiB batches, and the case
 # needs no rewrite of partial ones when it is closed; an ingest of 2 M lines took 7.0 s instead of 11.5 s (bench/)
 BATCH_BYTES = 128 << 20
+SAMPLE_BYTES = 1 << 16      # ingest's detection sample
 _ERROR_LOG = re.compile(r"^\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2} \[(?:emerg|alert|crit|error|warn|notice|info|debug)\]")
 _SYSLOG = re.compile(r"^(?:[A-Z][a-z]{2} [ \d]\d \d{2}:\d{2}:\d{2}|\d{4}-\d{2}-\d{2}T\S+) \S+ [\w./-]+(?:\[\d+\])?: ")
 
@@ -125,8 +126,13 @@ class _Load:
         """The format inferred from the file's first lines (as detection inferred it from its sample), with the
         combined and Common Log Format lines a file may hold besides."""
         head = batch.slice(0, 1000)
-        sample = [(n, ln) for n, ln in zip(head.column("line_no").to_pylist(), head.column("line").to_pylist())
-                  if ln.strip()]
+        sample, size = [], 0
+        for n, ln in zip(head.column("line_no").to_pylist(), head.column("line").to_pylist()):
+            size += len(ln.encode()) + 1
+            if size > SAMPLE_BYTES or len(sample) == 200:     # the lines detection saw (nginx_detect._sample_lines)
+                break
+            if ln.strip():
+                sample.append((n, ln))
         inferred = infer(sample)
         if inferred.text is None:
             raise ValueError(f"no nginx log format could be inferred from the first lines: {inferred.reason}")

@@ -55,14 +55,13 @@ def explain(sample: bytes, path: Path, options: LoadOptions | None = None) -> st
         if not f.text.lstrip().startswith("{") and f.name != "combined":
             candidates[f"{f.fmt_id} ({f.where})"] = [LogFormat(f.text)]
     found = closest(candidates, numbered)
-    how = "pass its log_format with --nginx-format '...' or the server's nginx.conf with --nginx-conf FILE"
+    if found is None or found[1].matched < 3:
+        return None                                  # nothing like an access log: no nginx hint to give
+    name, miss = found
     inferred = infer(numbered)
     why = f" (no format inferred: {inferred.reason})" if inferred.text is None and inferred.reason else ""
-    if found is None:
-        return f"not an nginx access log either{why}; {how}"
-    name, miss = found
-    return (f"closest nginx format {name}: line {miss.line_no}: {miss.field} expected, found "
-            f"{miss.found!r}{why}; {how}")
+    return (f"closest nginx format {name}: line {miss.line_no}: {miss.field} expected, found {miss.found!r}{why}; "
+            "pass its log_format with --nginx-format '...' or the server's nginx.conf with --nginx-conf FILE")
 
 
 def log_conf_of(options: LoadOptions | None) -> LogConf | None:
