@@ -190,7 +190,11 @@ def _add_load_options(p: argparse.ArgumentParser, shareable: bool = False) -> No
         p.add_argument("--absolute-paths", action="store_true",
                        help="keep the absolute paths of input files (default: relative to the input folder)")
     p.add_argument("--nginx-format", metavar="LOG_FORMAT",
-                   help="an nginx log_format string for access logs in a custom format")
+                   help="an nginx log_format string for access logs in a custom format (always used: an nginx "
+                        "access log it does not fit fails, with the first field that did not match)")
+    p.add_argument("--nginx-conf", action="append", default=[], metavar="FILE", dest="nginx_conf",
+                   help="the server's nginx.conf or a saved `nginx -T` output (repeatable; includes followed): "
+                        "its log_format and access_log lines tell each access log's format")
     p.add_argument("--trusted-proxy", action="append", default=[], metavar="CIDR", dest="trusted_proxies",
                    help="address range of your own load balancers (repeatable; default: private ranges)")
     p.add_argument("--prices", metavar="CSV", type=Path,
@@ -217,8 +221,15 @@ def _load_options(args):
             ipaddress.ip_network(cidr, strict=False)
         except ValueError:
             raise UsageError(f"--trusted-proxy {cidr!r} is not an address range") from None
-    return LoadOptions(nginx_format=args.nginx_format, trusted_proxies=tuple(args.trusted_proxies),
-                       price_overrides=args.prices)
+    for conf in args.nginx_conf:
+        if not Path(conf).is_file():
+            raise UsageError(f"--nginx-conf {conf}: no such file")
+    if args.nginx_conf:
+        from forensics.sources.nginx.nginx_logconf import load_log_conf
+
+        load_log_conf(tuple(args.nginx_conf))     # a configuration nginx would refuse: one line naming file and line
+    return LoadOptions(nginx_format=args.nginx_format, nginx_conf=tuple(args.nginx_conf),
+                       trusted_proxies=tuple(args.trusted_proxies), price_overrides=args.prices)
 
 
 def _redacted(text: str) -> str:

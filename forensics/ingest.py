@@ -262,6 +262,12 @@ def detect_format(sample: bytes, path: Path, options: LoadOptions | None = None)
     return None, None
 
 
+def explain_unrecognised(sample: bytes, path: Path, options: LoadOptions | None = None) -> list[str]:
+    """What the sources that can tell say about a file none recognised (closest format, how to pass one)."""
+    hints = (getattr(source, "explain", None) for source in SOURCES)
+    return [h for h in (explain(sample, path, options) for explain in hints if explain) if h]
+
+
 def _quarantine_unrecognised(ctx: LoadContext) -> LoadResult:
     """A file in no known format is kept whole in the quarantine table, line by line, so nothing is lost."""
     return quarantine_lines(ctx, "format not recognised")
@@ -405,7 +411,9 @@ def ingest_file(
         message = redact_text("; ".join([*notes, *result.notes])) or None
         if fmt == UNRECOGNISED:
             message = "; ".join(["format not recognised: every line kept in quarantine",
-                                 *(n for n in result.notes if n.endswith("blank lines skipped"))])
+                                 *(n for n in result.notes if n.endswith("blank lines skipped")),
+                                 *explain_unrecognised(sample, path, options)])
+            message = redact_text(message)
         con.execute(
             "UPDATE ingest_files SET format = ?, records = ?, loaded = ?, quarantined = ?, merged = ?, "
             "status = 'loaded', message = ?, seconds = ? WHERE file_id = ?",
