@@ -105,7 +105,8 @@ OUTSIDE_SPIKE_FACTOR = 4         # a session of outside-proxy use at this many t
 
 
 def _split_spikes(buckets: pd.DataFrame, minutes: int, net: pd.DataFrame | None = None,
-                  net_span: tuple[pd.DataFrame, int] | None = None) -> list[tuple[str, pd.DataFrame]]:
+                  net_span: tuple[pd.DataFrame, int] | None = None, ranges: dict | None = None
+                  ) -> list[tuple[str, pd.DataFrame]]:
     """A key's outside-proxy buckets as ('spike', buckets) parts and at most one ('trickle', buckets): the spikes of
     its series against its own usual (provider_spikes.series_spikes: the same time on other days, refined to the
     export's buckets), the rest a trickle. Without such a spike: cut into sessions at quiet gaps (an hour, or three
@@ -118,14 +119,16 @@ def _split_spikes(buckets: pd.DataFrame, minutes: int, net: pd.DataFrame | None 
 
     b = buckets.sort_values("bucket_start").reset_index(drop=True)
     width = pd.Timedelta(minutes=minutes)
+    ranges = ranges or {}
     series = filled(b, width)
     if net is not None and len(net):
-        series = {t: max(c, Decimal(0)) for t, c in filled(net.sort_values("bucket_start"), width).items()}
+        series = {t: max(c, Decimal(0)) for t, c in filled(net.sort_values("bucket_start"), width,
+                                                            *ranges.get("net", (None, None))).items()}
     longer = None
     if net_span is not None and len(net_span[0]):
         span_width = pd.Timedelta(minutes=net_span[1])
-        longer = ({t: max(c, Decimal(0)) for t, c in filled(net_span[0].sort_values("bucket_start"),
-                                                             span_width).items()}, span_width)
+        longer = ({t: max(c, Decimal(0)) for t, c in filled(net_span[0].sort_values("bucket_start"), span_width,
+                                                             *ranges.get("span", (None, None))).items()}, span_width)
     _, spans = series_spikes(series, width, against_busy=False, longer=longer)
     if spans:
         inside = pd.Series(False, index=b.index)
@@ -182,7 +185,10 @@ def _outside_incidents(recs: list[reconcile.Reconciliation], first_number: int, 
             if k["cost_usd"] < OUTSIDE_MIN_USD:
                 continue
             net = k.get("net_buckets")
-            parts = _split_spikes(k["buckets"], k["bucket_minutes"], net, k.get("net_span"))
+            er = k.get("export_range", {})
+            ranges = {"net": er.get("finest" if k.get("finest") else "span", (None, None)),
+                      "span": er.get("span", (None, None))}
+            parts = _split_spikes(k["buckets"], k["bucket_minutes"], net, k.get("net_span"), ranges)
             step = pd.Timedelta(minutes=k["bucket_minutes"])
             spans = [(b["bucket_start"].min(), b["bucket_start"].max() + step) for p, b in parts if p == "spike"]
             rate = _trickle_rate(net, spans, k["buckets"]) if net is not None and len(parts) > 1 else Decimal(0)
@@ -279,7 +285,7 @@ def _one_campaign(found: list[IncidentFindings], nginx: list[IncidentFindings],
         if n.incident.start < p.start:
             p.evidence.append(f"nginx shows the same addresses from {n.incident.start:%Y-%m-%d %H:%M:%S} UTC, before "
                               f"LiteLLM logged them: {n.incident.evidence[0]}")
-        p.start, p.end = min(p.start, n.incident.start), max(p.end, n.incident.end)
+        p.start = min(p.start, n.incident.start)   # its end stays LiteLLM's: nginx logs a line when a call ends
         if n.incident.kind == "credential_stuffing":       # how the key the proxy then served was found
             p.kind, p.verdict = "credential_stuffing", "attack"
         if "nginx" not in p.sources:

@@ -79,18 +79,22 @@ def _median(values: list[Decimal]) -> Decimal:
     return statistics.median(values) if values else Decimal(0)
 
 
-def _filled(g: pd.DataFrame) -> tuple[pd.Timedelta, dict]:
+def _filled(g: pd.DataFrame, lo=None, hi=None) -> tuple[pd.Timedelta, dict]:
     """One series' buckets at their native width, quiet buckets as zero: (width, {bucket_start: cost})."""
     per = g.groupby("bucket_start", as_index=False).agg(
         cost_usd=("cost_usd", lambda c: sum((Decimal(str(v)) for v in c.dropna()), Decimal(0))),
         bucket_end=("bucket_end", "max"))
     width = per["bucket_end"].iloc[0] - per["bucket_start"].iloc[0]
-    return width, filled(per, width)
+    return width, filled(per, width, lo, hi)
 
 
-def filled(buckets: pd.DataFrame, width: pd.Timedelta) -> dict:
-    """{bucket_start: cost} from its first bucket to its last, the buckets missing as zero."""
-    span = pd.date_range(buckets["bucket_start"].min(), buckets["bucket_start"].max(), freq=width)
+def filled(buckets: pd.DataFrame, width: pd.Timedelta, lo=None, hi=None) -> dict:
+    """{bucket_start: cost} from its first bucket (or `lo`, the export's first) to its last (or `hi`), the buckets
+    missing as zero: a key used only in a spike has the export's quiet hours as its baseline."""
+    first, last = buckets["bucket_start"].min(), buckets["bucket_start"].max()
+    first = min(first, lo) if lo is not None and (first - lo) % width == pd.Timedelta(0) else first
+    last = max(last, hi) if hi is not None and (hi - last) % width == pd.Timedelta(0) else last
+    span = pd.date_range(first, last, freq=width)
     return {t: Decimal(0) for t in span} | {t: Decimal(str(c)) for t, c in zip(buckets["bucket_start"],
                                                                                 buckets["cost_usd"])}
 
@@ -191,7 +195,8 @@ def _spikes(frame: pd.DataFrame) -> list[tuple]:
     per series with a spike (`series_spikes`)."""
     out = []
     for (provider, series), g in frame.groupby(["provider", "series"], sort=True):
-        width, fine = _filled(g)
+        export = frame[frame["provider"] == provider]["bucket_start"]
+        width, fine = _filled(g, export.min(), export.max())
         usual, spans = series_spikes(fine, width)
         if spans:
             out.append((provider, series, int(width / timedelta(minutes=1)), fine, usual, spans))

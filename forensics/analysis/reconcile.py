@@ -287,6 +287,11 @@ def reconcile(case: Case) -> list[Reconciliation]:
                 # the signed difference per bucket, every bucket: a window's cost outside the proxy is its sum
                 "net_buckets": _per_bucket(n),
                 "net_span": (_per_bucket(nets["span"]), int(g["bucket_minutes"].iloc[0])),  # the longest past
+                # the first and last bucket of the provider's exports: a key used only in a spike is quiet there
+                "export_range": {which: (x.loc[x["provider"] == provider, "bucket_start"].min(),
+                                         x.loc[x["provider"] == provider, "bucket_start"].max())
+                                 for which, x in net.items()},
+                "finest": w is not g,
             })
         provider_cost = sum((Decimal(str(v)) for v in d["provider_cost_usd"]), Decimal(0))
         proxy_cost = sum((Decimal(str(v)) for v in d["proxy_cost_usd"]), Decimal(0))
