@@ -18,6 +18,7 @@ CASE_TABLES: tuple[str, ...] = (
     "quarantine",
     "llm_requests",
     "http_requests",
+    "nginx_errors",
     "provider_usage",
     "provider_costs",
     "prices",
@@ -28,8 +29,9 @@ CASE_TABLES: tuple[str, ...] = (
 CASE_OWN_TABLES: tuple[str, ...] = ("ingest_files", "quarantine", "prices", "case_meta")
 
 # The case's schema version, in case_meta ('schema_version'). 1: the tables before case_meta (a case without it is
-# version 1 when its other tables are there); 2: case_meta added. A case of a later version is refused.
-SCHEMA_VERSION = 2
+# version 1 when its other tables are there); 2: case_meta added; 3: nginx_errors added (a case of version 2 opened
+# read-write gains it and becomes version 3). A case of a later version is refused.
+SCHEMA_VERSION = 3
 META_TABLE = "case_meta"
 
 # the tables log families load records into (each declared by exactly one family package)
@@ -144,6 +146,31 @@ CREATE TABLE IF NOT EXISTS http_requests (
     line_no            BIGINT
 );""",
 
+    "nginx_errors": """\
+-- one row per nginx error-log entry (a line, with the lines that continue it)
+CREATE TABLE IF NOT EXISTS nginx_errors (
+    time           TIMESTAMP,      -- UTC: the local time written, less the server's offset (offset_source)
+    time_raw       VARCHAR,        -- as written: YYYY/MM/DD HH:MM:SS, local, no offset
+    utc_offset     VARCHAR,        -- +hh:mm applied; NULL when UTC was assumed
+    offset_source  VARCHAR,        -- access log | assumed UTC (...)
+    level          VARCHAR,        -- debug info notice warn error crit alert emerg
+    pid            INTEGER,
+    tid            BIGINT,
+    connection     BIGINT,         -- the *N connection id; NULL for process-level entries
+    class          VARCHAR,        -- limit_req | limit_conn | upstream_timed_out | connect_failed | ... | other
+    zone           VARCHAR,        -- the limit_req / limit_conn zone named
+    client_ip      VARCHAR,
+    server         VARCHAR,
+    request        VARCHAR,        -- the request line, as written
+    method         VARCHAR,
+    path           VARCHAR,
+    upstream       VARCHAR,
+    host           VARCHAR,
+    message        VARCHAR,        -- everything after pid#tid: *N, as written (continuation lines joined by \\n)
+    file_id        INTEGER,
+    line_no        BIGINT          -- the entry's first line
+);""",
+
     "provider_usage": """\
 -- provider usage buckets: OpenAI /organization/usage/completions, Anthropic usage_report/messages, dashboard CSVs
 CREATE TABLE IF NOT EXISTS provider_usage (
@@ -216,13 +243,16 @@ CREATE TABLE IF NOT EXISTS case_meta (
     key    VARCHAR PRIMARY KEY,      -- schema_version
     value  VARCHAR NOT NULL
 );
-INSERT OR IGNORE INTO case_meta VALUES ('schema_version', '{SCHEMA_VERSION}');""",
+INSERT OR IGNORE INTO case_meta VALUES ('schema_version', '{SCHEMA_VERSION}');
+-- a case of an earlier version has just gained the tables it lacked
+UPDATE case_meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version' AND TRY_CAST(value AS INTEGER) < {SCHEMA_VERSION};""",
 }
 
 
 def tables_of_version(version: int) -> tuple[str, ...]:
     """The tables a case of schema `version` holds."""
-    return CASE_TABLES if version >= 2 else tuple(t for t in CASE_TABLES if t != META_TABLE)
+    added = {META_TABLE: 2, "nginx_errors": 3}
+    return tuple(t for t in CASE_TABLES if added.get(t, 1) <= version)
 
 if set(TABLE_DDL) != set(CASE_TABLES):
     raise RuntimeError(f"case tables without DDL or DDL without a case table: {set(TABLE_DDL) ^ set(CASE_TABLES)}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from forensics.sources import litellm, nginx, provider
 from forensics.sources.interface import LoadContext, LoadOptions, LoadResult, Source
 
-SOURCES: list[Source] = [litellm.SOURCE, *provider.SOURCES, nginx.SOURCE]   # litellm, openai, anthropic, nginx
+SOURCES: list[Source] = [litellm.SOURCE, *provider.SOURCES, *nginx.SOURCES]   # litellm, openai, anthropic, nginx
 
 # Source.family -> the case tables its records are stored in (for a loaded file: rows there = loaded - merged)
 TABLES_OF_FAMILY: dict[str, tuple[str, ...]] = {

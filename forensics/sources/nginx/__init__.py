@@ -1,8 +1,11 @@
-"""The nginx family: access logs (combined, main, timings, ingress, JSON, custom log_format), one row per line."""
+"""The nginx family: access logs (combined, main, timings, ingress, JSON, custom log_format), one row per line, and
+the error log (error_log), one row per entry."""
 from __future__ import annotations
 
+from forensics.sources.nginx import error_log
 from forensics.sources.nginx.nginx import SOURCE
 
-TABLES: tuple[str, ...] = ("http_requests",)   # the case tables this family loads records into
+SOURCES = [error_log.SOURCE, SOURCE]            # detection order: an error log is recognised by its entry lines
+TABLES: tuple[str, ...] = ("http_requests", "nginx_errors")   # the case tables this family loads records into
 
-__all__ = ["SOURCE", "TABLES"]
+__all__ = ["SOURCE", "SOURCES", "TABLES"]
