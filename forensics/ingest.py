@@ -20,6 +20,7 @@ from forensics.case import tool_version
 from forensics.secrets import redact_text
 from forensics.sources import SOURCES, TABLES_OF_FAMILY, LoadContext, LoadOptions, LoadResult
 from forensics.sources.lines import ReadSpec
+from forensics.sources.nginx import error_log
 from forensics.sources.plausible import TimeWindow
 from forensics.sources.quarantine import quarantine_lines
 
@@ -471,6 +472,7 @@ def ingest_paths(
         for path in files:
             with progress(path) if progress else nullcontext():
                 reports.append(ingest_file(con, path, str(path), options))
+        error_log.resolve_offsets(con)        # error logs read before the access log that gives their offset
     finally:
         con.execute(f"SET memory_limit = '{limit}'")
     return reports

@@ -56,15 +56,15 @@ _TEXT = ("client_ip", "server", "request", "method", "path", "upstream", "host",
 
 
 def detect(sample: bytes, path: Path, options: LoadOptions | None = None) -> str | None:
-    """FORMAT when the first non-blank line and at least half of the sample's lines start an error-log entry."""
+    """FORMAT when at least half of the sample's lines start an error-log entry (the first may continue an entry
+    the file does not hold: a log rotated by copytruncate)."""
     text = sample.decode("utf-8", errors="replace").lstrip("\ufeff")
     lines = text.split("\n")
     if len(lines) > 1 and not text.endswith("\n"):
         lines.pop()                                  # the sample may end inside a line
     lines = [ln for ln in lines if ln.strip()][:200]
-    if not lines or not ENTRY.match(lines[0]):
-        return None
-    return FORMAT if 2 * sum(bool(ENTRY.match(ln)) for ln in lines) >= len(lines) else None
+    entries = sum(bool(ENTRY.match(ln)) for ln in lines)
+    return FORMAT if entries and 2 * entries >= len(lines) else None
 
 
 def _pair(name: str) -> str:
