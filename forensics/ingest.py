@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 
 import duckdb
 
-from forensics import pricing
+from forensics import ingest_batch, pricing
 from forensics.case import tool_version
 from forensics.secrets import redact_text
 from forensics.sources import SOURCES, TABLES_OF_FAMILY, LoadContext, LoadOptions, LoadResult
@@ -462,17 +462,25 @@ def ingest_paths(
     inputs: Iterable[str | Path],
     options: LoadOptions | None = None,
     progress: Callable[[Path], AbstractContextManager] | None = None,
+    status: Callable[[str], None] | None = None,
 ) -> list[FileReport]:
-    """Ingest every file under `inputs`; returns one report per file, in input order."""
-    reports = []
+    """Ingest every file under `inputs`; returns one report per file, in input order.
+
+    Many small files load in batches (forensics.ingest_batch), the others one by one. `progress` wraps each file
+    loaded alone (a spinner); `status` gets a line every few seconds on a long run (files done, records read)."""
     files = expand_inputs(inputs)
     (limit,) = con.execute("SELECT current_setting('memory_limit')").fetchone()
     con.execute(f"SET memory_limit = '{INGEST_MEMORY_LIMIT}'")
+    ticker = ingest_batch.Progress(len(files), status) if status else None
     try:
-        for path in files:
-            with progress(path) if progress else nullcontext():
-                reports.append(ingest_file(con, path, str(path), options))
+        done, rest = (ingest_batch.ingest_small(con, files, options, ticker) if len(files) >= ingest_batch.MIN_FILES
+                      else ({}, list(range(len(files)))))
+        for i in rest:
+            with progress(files[i]) if progress else nullcontext():
+                done[i] = ingest_file(con, files[i], str(files[i]), options)
+            if ticker:
+                ticker.add(1, done[i].records)
         error_log.resolve_offsets(con)        # error logs read before the access log that gives their offset
     finally:
         con.execute(f"SET memory_limit = '{limit}'")
-    return reports
+    return [done[i] for i in range(len(files))]

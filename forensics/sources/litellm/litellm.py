@@ -221,6 +221,9 @@ class LiteLLMSource:
     @staticmethod
     def _json_batches(ctx: LoadContext, fmt: str, notes: list[str]):
         """Stage the file's JSON records into _ll_rec, one batch at a time; yields each batch's record count."""
+        if ctx.texts is not None:               # many one-object files at once (forensics.ingest_batch)
+            yield read.stage_records(ctx.con, ctx.texts)
+            return
         if fmt in (PAYLOAD_OBJECT, SPENDLOGS_OBJECT):
             n = read.stage_object(ctx.con, ctx.path, notes)
             if n is not None:
