@@ -212,6 +212,11 @@ def _slow_file_progress(path: Path):
         progress.stop()
 
 
+def _status_line(line: str) -> None:
+    """A progress line of a long ingest on stderr (every few seconds, on a terminal or not)."""
+    print(printable(line), file=sys.stderr, flush=True)
+
+
 def cmd_ingest(args) -> int:
     from forensics.api import Case, NotACase
 
@@ -234,7 +239,7 @@ def cmd_ingest(args) -> int:
     with case:
         _merge_cases(case, cases)
         if logs:
-            case.ingest(logs, progress=_slow_file_progress)
+            case.ingest(logs, progress=_slow_file_progress, status=_status_line)
         reports = case.reports
         _print_file_problems(reports)
         for r in reports:
@@ -321,7 +326,7 @@ def open_case(inputs: list[str], out_dir: Path, options):
 
     _check_logs(*reversed(_split_inputs(inputs)))
     try:
-        case = Case.from_inputs(inputs, out_dir, options, progress=_slow_file_progress)
+        case = Case.from_inputs(inputs, out_dir, options, progress=_slow_file_progress, status=_status_line)
     except FileNotFoundError as e:
         raise UsageError(str(e)) from None
     except NotACase as e:

@@ -33,7 +33,8 @@ from forensics import pricing
 from forensics.case import tool_version
 from forensics.duck import query_with
 from forensics.secrets import redact_text
-from forensics.sources import TABLES_OF_FAMILY, LoadContext, LoadOptions
+from forensics.accounting import FileReport
+from forensics.sources import SAMPLE_BYTES, TABLES_OF_FAMILY, LoadContext, LoadOptions, detect_format
 from forensics.sources.plausible import TimeWindow
 
 SMALL_BYTES = 256 << 10       # a file up to this size may be loaded with others
@@ -144,8 +145,6 @@ def extends_another(data: bytes, marks: dict[int, set[str]]) -> bool:
 def load_batch(con: duckdb.DuckDBPyConnection, files: list[SmallFile], options: LoadOptions | None) -> list:
     """Load `files` (one format, plain, distinct contents, none in the case) in one transaction; their FileReports
     in the same order. Raises (after rolling back) when anything fails: the caller then loads them one by one."""
-    from forensics.ingest import FileReport
-
     options = options or LoadOptions()
     fmt, source = files[0].format, files[0].source
     started = time.perf_counter()
@@ -271,8 +270,6 @@ def ingest_small(con: duckdb.DuckDBPyConnection, files: list[Path], options: Loa
 
 def _window(con, window: list[SmallFile], options: LoadOptions | None, done: dict, rest: list[int],
             progress: Progress | None) -> None:
-    from forensics.ingest import SAMPLE_BYTES, FileReport, detect_format
-
     plain: list[SmallFile] = []
     for f in window:
         source, fmt = detect_format(f.data[:SAMPLE_BYTES], f.path, options) if f.data.strip() else (None, None)
