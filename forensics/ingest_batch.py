@@ -104,16 +104,23 @@ def read_small(index: int, path: Path) -> SmallFile | None:
     return SmallFile(index, path, redact_text(str(path)), data, hashlib.sha256(data).hexdigest())
 
 
-def plain_text(data: bytes, fmt: str) -> bool:
-    """Whether the per-file path would read `data` exactly as the batch does: UTF-8 text with no BOM, no CR, no NUL
-    (a line file: ending with a newline, not all blank; an object file: one JSON object, parsed whole)."""
+def plain_bytes(data: bytes) -> bool:
+    """Whether `data` is UTF-8 text with no BOM, no CR, no NUL, not gzip and not all blank: what the per-file path
+    reads exactly as the batch does (before the format's own test, plain_text)."""
     if data[:2] == b"\x1f\x8b" or data[:3] == b"\xef\xbb\xbf" or b"\r" in data or b"\x00" in data:
         return False
     try:
-        text = data.decode("utf-8")
+        data.decode("utf-8")
     except UnicodeDecodeError:
         return False
+    return bool(data.strip())
+
+
+def plain_text(data: bytes, fmt: str) -> bool:
+    """Whether a plain file (plain_bytes) reads the same in a batch as alone: a line file ends with a newline; an
+    object file is one JSON object, parsed whole."""
     if fmt in OBJECT_BATCHED:
+        text = data.decode("utf-8")
         try:
             return isinstance(json.loads(text), dict)
         except (ValueError, RecursionError):
@@ -272,7 +279,10 @@ def _window(con, window: list[SmallFile], options: LoadOptions | None, done: dic
             progress: Progress | None) -> None:
     plain: list[SmallFile] = []
     for f in window:
-        source, fmt = detect_format(f.data[:SAMPLE_BYTES], f.path, options) if f.data.strip() else (None, None)
+        try:
+            source, fmt = detect_format(f.data[:SAMPLE_BYTES], f.path, options) if plain_bytes(f.data) else (None, None)
+        except Exception:        # the per-file path says what is wrong with it
+            source, fmt = None, None
         if fmt in BATCH_FORMATS and plain_text(f.data, fmt):
             f.source, f.format = source, fmt
             f.records, f.blank = (1, 0) if fmt in OBJECT_BATCHED else line_counts(f.data)

@@ -38,6 +38,7 @@ class IncidentFindings:
     provider: str | None = None                      # usage outside the proxy: whose bill, and which key id
     provider_key_id: str | None = None
     series: series.IncidentSeries | None = None      # what its timeline figure and hourly table draw
+    limits: pd.DataFrame | None = None               # nginx limits in force during it (error log; controls.limits_seen)
 
 
 @dataclass
@@ -92,7 +93,8 @@ def _incident_findings(case: Case, inc: Incident, control_set, claimed: str) -> 
     results, frame = controls.replay(case, ids, control_set, claimed=claimed)
     return IncidentFindings(inc, Decimal(cost), ids, frames["ip"], frames["key"], frames["model"],
                             frames["user_agent"], proj, results, frame,
-                            timeline.timeline(case, inc.table, f"incident_{n}"))
+                            timeline.timeline(case, inc.table, f"incident_{n}"),
+                            limits=controls.limits_seen(case, inc.start, inc.end))
 
 
 OUTSIDE_MIN_USD = Decimal(1)     # less spend outside the proxy is reported in the reconciliation, not as an incident
