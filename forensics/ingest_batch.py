@@ -167,12 +167,8 @@ def load_batch(con: duckdb.DuckDBPyConnection, files: list[SmallFile], options: 
             lo = list(range(1, len(files) + 1))
             hi, shift = lo, [n - 1 for n in lo]
         else:
-            fd, name = tempfile.mkstemp(prefix="forensics_batch_", suffix=".log")
-            tmp = Path(name)
-            with os.fdopen(fd, "wb") as out:      # the files' lines in a row, for the line reader; removed below
-                for f in files:
-                    out.write(f.data)
-            ctx.path = tmp
+            tmp = _joined([f.data for f in files])
+            ctx.path = tmp.path
             lo, hi, shift, line = [], [], [], 0
             for f in files:
                 n = f.data.count(b"\n")
@@ -224,7 +220,29 @@ def load_batch(con: duckdb.DuckDBPyConnection, files: list[SmallFile], options: 
         raise
     finally:
         if tmp is not None:
-            tmp.unlink(missing_ok=True)
+            tmp.close()
+
+
+class _joined:
+    """The files' bytes one after the other, as a file the line reader opens by path: in memory (memfd, gone with
+    the process, however it ends) where the system has it, else a temporary file removed when the batch is done."""
+
+    def __init__(self, parts: list[bytes]):
+        if hasattr(os, "memfd_create") and Path("/proc/self/fd").is_dir():
+            self.fd = os.memfd_create("forensics_batch")
+            self.path, self.temp = Path(f"/proc/self/fd/{self.fd}"), None
+        else:
+            self.fd, name = tempfile.mkstemp(prefix="forensics_batch_", suffix=".log")
+            self.path = self.temp = Path(name)
+        for part in parts:
+            view = memoryview(part)
+            while view:
+                view = view[os.write(self.fd, view):]
+
+    def close(self) -> None:
+        os.close(self.fd)
+        if self.temp is not None:
+            self.temp.unlink(missing_ok=True)
 
 
 # the column holding a row's place in its file, per family table
