@@ -90,6 +90,18 @@ def test_continuation_before_any_entry_is_quarantined_and_keys_are_redacted(con,
     assert con.execute("SELECT count(*) FROM nginx_errors").fetchone()[0] == 4
 
 
+def test_impossible_and_implausible_times_are_quarantined_with_the_value(con, tmp_path):
+    good = ERROR_LOG.read_text().splitlines()[2]
+    f = tmp_path / "error.log"
+    f.write_text("\n".join([good, good.replace("2025/03/30", "2025/02/31"), good.replace("2025/03/30", "1999/03/30")])
+                 + "\n")
+    [r] = ingest_paths(con, [f])
+    assert (r.records, r.loaded, r.quarantined) == (3, 1, 2)
+    reasons = dict(con.execute("SELECT record_no, reason FROM quarantine").fetchall())
+    assert reasons[2] == 'time "2025/02/31 01:59:58" is not a valid time'
+    assert reasons[3].startswith('time "1999/03/30 01:59:58" is 1999-03-30 01:59:58 UTC: outside the plausible range')
+
+
 def test_ingest_command_reports_it(tmp_path):
     out = run_cli("ingest", ERROR_LOG, "--case", tmp_path / "c.duckdb", "--json")
     assert out.returncode == 0, out.stderr

@@ -21,6 +21,7 @@ from forensics.duck import query_with
 from forensics.secrets import redact_sql
 from forensics.sources.interface import LoadContext, LoadOptions, LoadResult
 from forensics.sources.lines import MAY_HOLD_SECRET, batch_flag, iter_line_batches
+from forensics.sources.plausible import TimeWindow
 from forensics.sources.quarantine import insert_sql as quarantine_sql
 
 FORMAT = "nginx.error"
@@ -47,6 +48,7 @@ CLASSES: tuple[tuple[str, str], ...] = (
     ("body_too_large", "client intended to send too large"),
     ("ssl", r"\bSSL[_ ]|\bSSL: "),
 )
+ORPHAN = "lines before the first error-log entry (no time, no level): not an entry of their own"
 REJECTIONS = ("limit_req", "limit_conn")                      # requests nginx refused (503 or limit_*_status)
 UPSTREAM_FAILURES = ("upstream_timed_out", "connect_failed", "upstream_prematurely_closed", "no_live_upstreams")
 
@@ -73,9 +75,10 @@ def _pair(name: str) -> str:
     return f"""regexp_extract(rest, ', {name}: "(.*?)"(?:, [a-z]+: |$)', 1)"""
 
 
-def entries_sql(lines: str) -> str:
+def entries_sql(lines: str, window: TimeWindow) -> str:
     """The entries of `lines` (line_no, line): each start line with the continuation lines after it folded in,
-    parsed; `orphan` marks continuation lines with no entry before them in `lines`."""
+    parsed, with their local time; `reason` says why one cannot load (continuation lines with no entry before them
+    in `lines`, a time that is no time or outside the plausible window), NULL for the others."""
     classes = " ".join(f"WHEN regexp_matches(message, '{rx}') THEN '{cls}'" for cls, rx in CLASSES)
     return f"""
         WITH l AS (
@@ -95,7 +98,10 @@ def entries_sql(lines: str) -> str:
                                rest) AS message
             FROM p
         )
-        SELECT line_no, text, h.time_raw, h.level, TRY_CAST(h.pid AS INTEGER) AS pid, TRY_CAST(h.tid AS BIGINT) AS tid,
+        SELECT line_no, text, h.time_raw, try_strptime(h.time_raw, '%Y/%m/%d %H:%M:%S') AS local_time,
+               CASE WHEN local_time IS NULL THEN 'time "' || h.time_raw || '" is not a valid time'
+                    ELSE {window.reason_sql("time", "h.time_raw", "local_time", "false")} END AS reason,
+               h.level, TRY_CAST(h.pid AS INTEGER) AS pid, TRY_CAST(h.tid AS BIGINT) AS tid,
                TRY_CAST(nullif(h.conn, '') AS BIGINT) AS connection,
                CASE {classes} ELSE 'other' END AS class,
                nullif(regexp_extract(message, 'by zone "([^"]*)"', 1), '') AS zone,
@@ -107,7 +113,8 @@ def entries_sql(lines: str) -> str:
                rest AS message
         FROM m
         UNION ALL
-        SELECT line_no, text, NULL, NULL, NULL, NULL, NULL, 'orphan', NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM e
+        SELECT line_no, text, NULL, NULL, '{ORPHAN}', NULL, NULL, NULL, NULL, 'orphan', NULL, NULL, NULL, NULL, NULL,
+               NULL, NULL FROM e
         WHERE NOT has_start"""
 
 
@@ -116,10 +123,9 @@ def insert_sql(entries: str, file_id: int, redact: bool) -> str:
     UTC from the offset of the case's access log at that local time (see offsets_sql)."""
     def text(c: str) -> str:
         return redact_sql(c) if redact else c
-    local = "strptime(time_raw, '%Y/%m/%d %H:%M:%S')"
     return f"""
         INSERT INTO nginx_errors ({', '.join(COLUMNS)})
-        WITH e AS (SELECT *, {local} AS local_time FROM ({entries}) WHERE class <> 'orphan'),
+        WITH e AS (SELECT * FROM ({entries}) WHERE reason IS NULL),
              o AS ({offsets_sql()})
         SELECT e.local_time - to_minutes(coalesce(o.minutes, 0)), e.time_raw,
                {_offset_text('o.minutes')}, CASE WHEN o.minutes IS NULL THEN '{ASSUMED_UTC}' ELSE '{FROM_ACCESS_LOG}' END,
@@ -234,20 +240,13 @@ class _Load:
         if not lines.num_rows:
             return
         lines = lines.select(["line_no", "line"])
-        (n,) = query_with(self.con, "_ngx_err_lines", lines, insert_sql(entries_sql("_ngx_err_lines"), self.fid,
-                                                                       redact))[0]
-        orphans = query_with(self.con, "_ngx_err_lines", lines,
-                             f"SELECT line_no, text FROM ({entries_sql('_ngx_err_lines')}) WHERE class = 'orphan'")
+        entries = entries_sql("_ngx_err_lines", self.ctx.window)
+        (n,) = query_with(self.con, "_ngx_err_lines", lines, insert_sql(entries, self.fid, redact))[0]
+        (bad,) = query_with(self.con, "_ngx_err_lines", lines, quarantine_sql(
+            self.fid, f"(SELECT line_no AS record_no, text AS raw, reason FROM ({entries}) WHERE reason IS NOT NULL)"))[0]
         self.loaded += n
-        self.records += n
-        if orphans:
-            table = pa.table({"record_no": pa.array([r[0] for r in orphans], pa.int64()),
-                              "raw": pa.array([r[1] for r in orphans], pa.string()),
-                              "reason": pa.array(["lines before the first error-log entry (no time, no level): "
-                                                  "not an entry of their own"] * len(orphans))})
-            query_with(self.con, "_ngx_err_q", table, quarantine_sql(self.fid, "_ngx_err_q"))
-            self.records += len(orphans)
-            self.quarantined += len(orphans)
+        self.quarantined += bad
+        self.records += n + bad
 
     def _quarantine_cut(self, reader, cut: list[int], batch: pa.Table) -> pa.Table:
         """Lines over the limit: their kept prefix goes to quarantine; the rest of the batch is returned."""
