@@ -119,8 +119,8 @@ def nginx_errors_table(f) -> Table | None:
 
 
 def _names(values) -> str:
-    """A DuckDB list cell (a list, an array, or NULL) as 'a, b'."""
-    return ", ".join(str(v) for v in values) if values is not None and not isinstance(values, float) else ""
+    """A DuckDB list cell (a list, an array, or NULL: None, NaN, pd.NA) as 'a, b'."""
+    return ", ".join(str(v) for v in values) if hasattr(values, "__len__") and not isinstance(values, str) else ""
 
 
 def limits_table(f) -> Table | None:

@@ -3,8 +3,10 @@ the case HAD beside the controls replay (which assumes none)."""
 from __future__ import annotations
 
 from datetime import datetime
+from types import SimpleNamespace
 
 from forensics.analysis import controls, timeline
+from forensics.outputs import report
 from forensics.api import Case
 
 # sample_logs/ (open_proxy): the incident runs 2026-11-16 02:00-02:45 UTC. Its access log times lines by $msec, which
@@ -51,6 +53,12 @@ def test_timeline_and_controls_read_the_error_log(sample_case_copy, tmp_path):
         assert text[1].startswith('nginx limit_req zone "llm" was in force: it rejected 12 requests from 3 addresses '
                                   'between 2026-11-16 02:05:00 and 2026-11-16 02:05:11 UTC')
         assert len(controls.limits_seen(case)) == 3           # the whole case: limit_conn too
+        # the report's tables of them (an upstream timeout names no zone)
+        events_table = report.nginx_errors_table(SimpleNamespace(timeline=t))
+        assert events_table.rows[1] == ["upstream_timed_out", "1", "2026-11-16 02:06:01 UTC", "2026-11-16 02:06:01 UTC",
+                                        "1", ""]
+        assert report.limits_table(SimpleNamespace(limits=limits)).rows[1][:5] == ["limit_req", "llm", "rejected", "12",
+                                                                                    "3"]
 
 
 def test_no_error_log_no_rows(sample_case_copy):

@@ -107,3 +107,15 @@ def test_ingest_command_reports_it(tmp_path):
     assert out.returncode == 0, out.stderr
     [obj] = json.loads(out.stdout)
     assert (obj["format"], obj["records"], obj["loaded"], obj["quarantined"]) == ("nginx.error", 14, 14, 0)
+
+
+def test_a_merged_case_keeps_its_error_log(tmp_path):
+    from forensics.api import Case
+
+    with Case.open(tmp_path / "a.duckdb") as a:
+        a.ingest([ASSETS / "combined.log", ERROR_LOG])
+        want = a.execute("SELECT * EXCLUDE (file_id) FROM nginx_errors ORDER BY line_no").fetchall()
+    with Case.open(tmp_path / "b.duckdb") as b:
+        reports = b.merge([tmp_path / "a.duckdb"])
+        assert [r.format for r in reports] == ["nginx.combined", "nginx.error"]
+        assert b.execute("SELECT * EXCLUDE (file_id) FROM nginx_errors ORDER BY line_no").fetchall() == want
