@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from forensics.analysis import attribution, controls, coverage, joins, projection, reconcile, series, timeline
+from forensics.analysis import (attribution, controls, coverage, joins, limits, projection, reconcile, series,
+                                timeline)
 from forensics.analysis.incident import Incident
 from forensics.analysis.incidents import find_incidents
 from forensics.analysis.steps import Step
@@ -38,7 +39,7 @@ class IncidentFindings:
     provider: str | None = None                      # usage outside the proxy: whose bill, and which key id
     provider_key_id: str | None = None
     series: series.IncidentSeries | None = None      # what its timeline figure and hourly table draw
-    limits: pd.DataFrame | None = None               # nginx limits in force during it (error log; controls.limits_seen)
+    limits: pd.DataFrame | None = None               # nginx limits in force during it (error log; limits.limits_seen)
 
 
 @dataclass
@@ -94,7 +95,7 @@ def _incident_findings(case: Case, inc: Incident, control_set, claimed: str) -> 
     return IncidentFindings(inc, Decimal(cost), ids, frames["ip"], frames["key"], frames["model"],
                             frames["user_agent"], proj, results, frame,
                             timeline.timeline(case, inc.table, f"incident_{n}"),
-                            limits=controls.limits_seen(case, inc.start, inc.end))
+                            limits=limits.limits_seen(case, inc.start, inc.end))
 
 
 OUTSIDE_MIN_USD = Decimal(1)     # less spend outside the proxy is reported in the reconciliation, not as an incident

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from forensics.analysis.controls import limits_seen, limits_text
+from forensics.analysis.limits import limits_seen, limits_text
 from forensics.analysis.steps import Step
 
 if TYPE_CHECKING:

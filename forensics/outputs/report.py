@@ -124,7 +124,7 @@ def _names(values) -> str:
 
 
 def limits_table(f) -> Table | None:
-    """The limits the case had while the incident ran (controls.limits_seen): the replay assumes none."""
+    """The limits the case had while the incident ran (analysis.limits.limits_seen): the replay assumes none."""
     if f.limits is None or f.limits.empty:
         return None
     return table("Limits in force (nginx error log): the replay below assumes none",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from types import SimpleNamespace
 
-from forensics.analysis import controls, timeline
+from forensics.analysis import limits, timeline
 from forensics.outputs import report
 from forensics.api import Case
 
@@ -46,23 +46,23 @@ def test_timeline_and_controls_read_the_error_log(sample_case_copy, tmp_path):
         events = t.nginx_events.set_index("class")
         assert events.loc["limit_req", "entries"] == 12 and list(events.loc["limit_req", "zones"]) == ["llm"]
         assert "limit_conn" not in events.index            # the next day's entry is not in this incident
-        limits = controls.limits_seen(case, datetime(2026, 11, 16, 2), datetime(2026, 11, 16, 2, 45))
-        assert limits[["directive", "zone", "effect", "requests", "addresses"]].values.tolist() == [
+        seen = limits.limits_seen(case, datetime(2026, 11, 16, 2), datetime(2026, 11, 16, 2, 45))
+        assert seen[["directive", "zone", "effect", "requests", "addresses"]].values.tolist() == [
             ["limit_req", "llm", "delayed", 1, 1], ["limit_req", "llm", "rejected", 12, 3]]
-        text = controls.limits_text(limits)
+        text = limits.limits_text(seen)
         assert text[1].startswith('nginx limit_req zone "llm" was in force: it rejected 12 requests from 3 addresses '
                                   'between 2026-11-16 02:05:00 and 2026-11-16 02:05:11 UTC')
-        assert len(controls.limits_seen(case)) == 3           # the whole case: limit_conn too
+        assert len(limits.limits_seen(case)) == 3           # the whole case: limit_conn too
         # the report's tables of them (an upstream timeout names no zone)
         events_table = report.nginx_errors_table(SimpleNamespace(timeline=t))
         assert events_table.rows[1] == ["upstream_timed_out", "1", "2026-11-16 02:06:01 UTC", "2026-11-16 02:06:01 UTC",
                                         "1", ""]
-        assert report.limits_table(SimpleNamespace(limits=limits)).rows[1][:5] == ["limit_req", "llm", "rejected", "12",
+        assert report.limits_table(SimpleNamespace(limits=seen)).rows[1][:5] == ["limit_req", "llm", "rejected", "12",
                                                                                     "3"]
 
 
 def test_no_error_log_no_rows(sample_case_copy):
     with Case.open(sample_case_copy) as case:
-        assert controls.limits_seen(case).empty and controls.limits_text(controls.limits_seen(case)) == []
+        assert limits.limits_seen(case).empty and limits.limits_text(limits.limits_seen(case)) == []
         ids = [i for (i,) in case.execute("SELECT request_id FROM llm_requests LIMIT 5").fetchall()]
         assert timeline.timeline(case, case.load_ids("some", ids), "x").nginx_events is None
