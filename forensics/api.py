@@ -206,7 +206,7 @@ class Case:
 # --- documents -------------------------------------------------------------------------------------------------------
 
 def write_report(case: Case, out: Path, controls=None, run_detector: bool = True,
-                 absolute_paths: bool = False) -> tuple[dict, dict]:
+                 absolute_paths: bool = False, configs=()) -> tuple[dict, dict]:
     """The investigation written out: OUT/findings.json, report.html, report.md, figures/*.png and steps.sql (the
     case's step log, re-runnable against the case). Returns (findings, the report's model).
 
@@ -214,13 +214,23 @@ def write_report(case: Case, out: Path, controls=None, run_detector: bool = True
     OUT in this order: figures/*.png, report.md, report.html, steps.sql, findings.json LAST. A new findings.json
     means every file beside it is new; a failure before the renames leaves OUT as it was."""
     from forensics.analysis import postmortem
+    from forensics.audit.run import for_report
     from forensics.outputs import findings as findings_out
     from forensics.outputs import report
     from forensics.outputs.atomic import staged
 
+    from forensics.progress import phase
+
     inv = case.investigate(controls)
     result = findings_out.build(inv, absolute_paths=absolute_paths)
-    model = report.build_model(inv, result, postmortem.prepare(case, inv, result, run_detector), case.steps)
+    configuration = for_report(case, inv, configs)       # configs audited, and the case's LiteLLM startup warnings
+    if configuration is not None:
+        result["configuration"] = configuration.to_json()
+    with phase("the postmortem: detector, timeline, leads, response actions" if run_detector else
+               "the postmortem: timeline, leads, response actions"):
+        pm = postmortem.prepare(case, inv, result, run_detector)
+    with phase("writing the report and its figures"):
+        model = report.build_model(inv, result, pm, case.steps)
     with staged(out, last=REPORT_LAST) as tmp:
         report.write(tmp, model)
         findings_out.write_steps_sql(tmp / "steps.sql", case.steps)
@@ -241,5 +251,13 @@ def write_bundle(case: Case, out: Path, provider: str | None = None, command_lin
 
     inv = case.investigate()
     result = findings_out.build(inv, absolute_paths=absolute_paths)
-    return bundle.build(evidence(case, inv, provider), inv, result, out, command_line=command_line,
-                        absolute_paths=absolute_paths, started=started)
+    ev = evidence(case, inv, provider)
+    if not ev.chosen:
+        raise NothingToDispute(f"no incident with an attack verdict{' on the ' + provider + ' bill' if provider else ''}"
+                               f" (status: {result['status']}): nothing to dispute, no bundle written")
+    return bundle.build(ev, inv, result, out, command_line=command_line, absolute_paths=absolute_paths,
+                        started=started)
+
+
+class NothingToDispute(Exception):
+    """`export` on a case without an attack: there is no refund to ask for, and no bundle is written."""

@@ -12,7 +12,8 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-from forensics import __version__
+from forensics import __version__, progress
+from forensics.cli_help import INPUT_HELP, SCENARIO_NAMES, examples as _examples  # noqa: F401 (SCENARIO_NAMES: tests)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 QUARANTINE_LINES_SHOWN = 5
@@ -42,6 +43,15 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+class RAW(argparse.HelpFormatter):
+    """Descriptions wrapped as usual; the examples epilog kept line by line, as written."""
+
+    def _fill_text(self, text, width, indent):
+        if text.startswith("examples:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="forensics", description="Investigate abuse of LLM gateways from their logs.")
     parser.add_argument("--version", action="version", version=f"forensics {__version__}")
@@ -51,56 +61,68 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show Python tracebacks on errors")
 
-    p = sub.add_parser("ingest", parents=[common], help="load log files into a case database",
+    p = sub.add_parser("ingest", parents=[common], epilog=_examples("ingest"),
+                       formatter_class=RAW, help="load log files into a case database",
                        description="Detect each file's format from its content and load it into the case database. "
                                    "INPUT: log files (plain or .gz) and folders (searched recursively).")
-    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="log files (plain or .gz) and folders")
     p.add_argument("--case", required=True, metavar="CASE.duckdb", help="case database (created if absent)")
     p.add_argument("--json", action="store_true", help="print one JSON array (an object per file) instead of a table")
     _add_load_options(p)
     p.set_defaults(func=cmd_ingest)
 
-    p = sub.add_parser("report", parents=[common], help="run the whole investigation and write findings.json",
+    p = sub.add_parser("report", parents=[common], epilog=_examples("report"),
+                       formatter_class=RAW, help="run the whole investigation and write findings.json",
                        description="Load INPUT (log files, folders, or a case database) and run the investigation: "
                                    "incidents, attribution, reconciliation, projection, controls replay. Writes "
                                    "DIR/findings.json, DIR/report.html (self-contained), DIR/report.md with "
                                    "DIR/figures/*.png, DIR/steps.sql (and DIR/case.duckdb when INPUT holds logs).")
-    p.add_argument("inputs", nargs="+", metavar="INPUT")
-    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help=INPUT_HELP)
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder (created): findings.json, report.html, report.md, figures/, steps.sql, "
+                        "response/ (nginx, LiteLLM and provider actions to review) and case.duckdb for logs")
     p.add_argument("--control", action="append", default=[], metavar="ID", dest="controls",
                    help="replay this control too, e.g. key_rpm_35, ip_rate_5rps, cost_alert_20h_5m (repeatable)")
     p.add_argument("--no-detector", action="store_true", help="leave the anomaly detector out of the report")
+    p.add_argument("--config", action="append", default=[], metavar="FILE", dest="configs",
+                   help="a LiteLLM config.yaml, nginx configuration or LiteLLM startup log to audit into the report's "
+                        "configuration section (repeatable)")
     _add_load_options(p, shareable=True)
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("export", parents=[common], help="write the evidence bundle for a provider refund request",
+    p = sub.add_parser("export", parents=[common], epilog=_examples("export"),
+                       formatter_class=RAW, help="write the evidence bundle for a provider refund request",
                        description="Run the investigation on INPUT and write, for the incidents with an attack "
                                    "verdict on one provider's bill, the bundle a billing team asks for: request.md "
                                    "(cover letter draft), requests.csv, cost_per_minute.csv, cost_per_hour.csv, "
                                    "baseline_vs_incident.csv, reconciliation.csv, the timeline PNG, "
                                    "chain_of_custody.json and MANIFEST.sha256 (sha256sum format).")
-    p.add_argument("inputs", nargs="+", metavar="INPUT")
-    p.add_argument("--out", required=True, metavar="DIR", help="the bundle folder (absent or empty)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help=INPUT_HELP)
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="the bundle folder (absent or empty); nothing is written, exit 1, when no incident has an "
+                        "attack verdict")
     p.add_argument("--provider", choices=["openai", "anthropic"],
                    help="whose bill to dispute (default: the provider with the most attack cost)")
     p.add_argument("--zip", action="store_true", help="also write DIR.zip")
     _add_load_options(p, shareable=True)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("verify", parents=[common], help="re-check an evidence bundle against its MANIFEST.sha256",
+    p = sub.add_parser("verify", parents=[common], epilog=_examples("verify"),
+                       formatter_class=RAW, help="re-check an evidence bundle against its MANIFEST.sha256",
                        description="Exit 0 when every file of DIR matches its MANIFEST.sha256 line and no file is "
                                    "missing or extra; exit 1 otherwise, naming each offending file.")
-    p.add_argument("bundle", metavar="DIR")
+    p.add_argument("bundle", metavar="DIR", help="an evidence bundle folder written by export")
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("detect", parents=[common], help="anomaly scores for every LLM request (isolation forest)",
+    p = sub.add_parser("detect", parents=[common], epilog=_examples("detect"),
+                       formatter_class=RAW, help="anomaly scores for every LLM request (isolation forest)",
                        description="Train an isolation forest on the case's quiet baseline (the time before its "
                                    "first incident, or --train-start/--train-end), calibrated to at most "
                                    "--alerts-per-day false alerts there, then score every LLM request. Writes "
                                    "SCORES.csv: request_id,score,flagged,reasons (higher score = more anomalous). "
                                    "Logs named in INPUT are loaded into case.duckdb beside SCORES.csv.")
-    p.add_argument("inputs", nargs="+", metavar="INPUT")
-    p.add_argument("--out", required=True, metavar="SCORES.csv")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help=INPUT_HELP)
+    p.add_argument("--out", required=True, metavar="SCORES.csv", help="the scores, one row per LLM request")
     p.add_argument("--model", type=Path, metavar="FILE", help="score with a saved detector instead of training")
     p.add_argument("--save", type=Path, metavar="FILE", help="save the trained detector (FILE and FILE.json card)")
     p.add_argument("--train-start", metavar="ISO_UTC", type=_iso_utc,
@@ -111,10 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_load_options(p)
     p.set_defaults(func=cmd_detect)
 
-    p = sub.add_parser("simulate", parents=[common], help="write a synthetic incident in the real log formats",
+    p = sub.add_parser("simulate", parents=[common], epilog=_examples("simulate"),
+                       formatter_class=RAW, help="write a synthetic incident in the real log formats",
                        description="Write a scenario's LiteLLM, nginx and provider logs plus truth.json.")
-    p.add_argument("--scenario", required=True, metavar="NAME")
-    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--scenario", required=True, metavar="NAME", help="one of: " + ", ".join(SCENARIO_NAMES))
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the logs and truth.json (created)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--nginx-log-format", default="json", dest="nginx_log_format",
                    choices=["json", "combined", "main", "timings", "ingress"], help="nginx log format to write")
@@ -124,6 +147,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "log_format), time zone and rotation, a load balancer or not, virtual keys or none, 10 "
                         "minutes to 30 days of history, provider bucket widths (truth.json: \"deployment\")")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("audit", parents=[common], help="check LiteLLM and nginx configuration for what enables abuse",
+                       description="Check LiteLLM config.yaml files (with their include: files), nginx configuration "
+                                   "(nginx.conf and its includes, or nginx -T output) and LiteLLM's startup log "
+                                   "against the incident write-up's checklist. Each finding: severity, file and line, "
+                                   "why, what it costs, the fix. Exit 0 when nothing high or critical is found, 1 "
+                                   "when something is, 2 when a file cannot be read.")
+    p.add_argument("configs", nargs="+", metavar="CONFIG", help="config files or folders")
+    p.add_argument("--json", action="store_true", help="print the findings as JSON (schema forensics.audit/1)")
+    p.add_argument("--env-file", metavar="FILE", type=Path,
+                   help="KEY=VALUE file that resolves os.environ/ references (default: they stay references)")
+    p.add_argument("--case", metavar="CASE.duckdb", type=Path,
+                   help="price each finding with the case's controls replay instead of the write-up's figures")
+    p.set_defaults(func=cmd_audit)
     return parser
 
 
@@ -153,7 +190,11 @@ def _add_load_options(p: argparse.ArgumentParser, shareable: bool = False) -> No
         p.add_argument("--absolute-paths", action="store_true",
                        help="keep the absolute paths of input files (default: relative to the input folder)")
     p.add_argument("--nginx-format", metavar="LOG_FORMAT",
-                   help="an nginx log_format string for access logs in a custom format")
+                   help="an nginx log_format string for access logs in a custom format (always used: an nginx "
+                        "access log it does not fit fails, with the first field that did not match)")
+    p.add_argument("--nginx-conf", action="append", default=[], metavar="FILE", dest="nginx_conf",
+                   help="the server's nginx.conf or a saved `nginx -T` output (repeatable; includes followed): "
+                        "its log_format and access_log lines tell each access log's format")
     p.add_argument("--trusted-proxy", action="append", default=[], metavar="CIDR", dest="trusted_proxies",
                    help="address range of your own load balancers (repeatable; default: private ranges)")
     p.add_argument("--prices", metavar="CSV", type=Path,
@@ -180,8 +221,15 @@ def _load_options(args):
             ipaddress.ip_network(cidr, strict=False)
         except ValueError:
             raise UsageError(f"--trusted-proxy {cidr!r} is not an address range") from None
-    return LoadOptions(nginx_format=args.nginx_format, trusted_proxies=tuple(args.trusted_proxies),
-                       price_overrides=args.prices)
+    for conf in args.nginx_conf:
+        if not Path(conf).is_file():
+            raise UsageError(f"--nginx-conf {conf}: no such file")
+    if args.nginx_conf:
+        from forensics.sources.nginx.nginx_logconf import load_log_conf
+
+        load_log_conf(tuple(args.nginx_conf))     # a configuration nginx would refuse: one line naming file and line
+    return LoadOptions(nginx_format=args.nginx_format, nginx_conf=tuple(args.nginx_conf),
+                       trusted_proxies=tuple(args.trusted_proxies), price_overrides=args.prices)
 
 
 def _redacted(text: str) -> str:
@@ -214,7 +262,15 @@ def _slow_file_progress(path: Path):
 
 def _status_line(line: str) -> None:
     """A progress line of a long ingest on stderr (every few seconds, on a terminal or not)."""
-    print(printable(line), file=sys.stderr, flush=True)
+    if progress.active():
+        progress.note(line)
+    else:
+        print(printable(line), file=sys.stderr, flush=True)
+
+
+def _file_phase(path: Path):
+    """A progress line per file loaded (report, export): plain lines on stderr, terminal or not."""
+    return progress.phase(f"loading {printable(path.name)}")
 
 
 def cmd_ingest(args) -> int:
@@ -320,13 +376,14 @@ def _merge_cases(case, cases: list[str]) -> None:
         raise UsageError(str(e)) from None
 
 
-def open_case(inputs: list[str], out_dir: Path, options):
+def open_case(inputs: list[str], out_dir: Path, options, file_progress=None):
     """The Case for INPUT (see api.Case.from_inputs), with one line per file that failed or has a note."""
     from forensics.api import Case, NotACase
 
     _check_logs(*reversed(_split_inputs(inputs)))
     try:
-        case = Case.from_inputs(inputs, out_dir, options, progress=_slow_file_progress, status=_status_line)
+        case = Case.from_inputs(inputs, out_dir, options, progress=file_progress or _slow_file_progress,
+                                status=_status_line)
     except FileNotFoundError as e:
         raise UsageError(str(e)) from None
     except NotACase as e:
@@ -361,9 +418,16 @@ def cmd_report(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: not a folder")
-    with open_case(args.inputs, out, _load_options(args)) as case:
+    if args.configs:
+        from forensics.audit import ConfigError, audit
+
+        try:
+            audit(args.configs)             # a file that cannot be read fails now, not after the investigation
+        except (ConfigError, FileNotFoundError) as e:
+            raise UsageError(str(e)) from None
+    with progress.reporting(redact=_redacted), open_case(args.inputs, out, _load_options(args), _file_phase) as case:
         result, model = write_report(case, out, [*DEFAULT_CONTROLS, *extra], run_detector=not args.no_detector,
-                                     absolute_paths=args.absolute_paths)
+                                     absolute_paths=args.absolute_paths, configs=args.configs)
         reports = case.reports
     for inc in result["incidents"]:
         cost = "cost unknown (nginx only)" if inc["sources"] == ["nginx"] else f"${inc['cost_usd']:,.2f}"
@@ -394,10 +458,18 @@ def cmd_export(args) -> int:
             bundle.zip_path(out)               # DIR.zip goes beside DIR: DIR must have a name
         except ValueError as e:
             raise UsageError(str(e)) from None
+    from forensics.api import NothingToDispute
+
     with tempfile.TemporaryDirectory(prefix="forensics-export-") as tmp:
-        with open_case(args.inputs, Path(tmp), _load_options(args)) as case:
-            written = write_bundle(case, out, args.provider, command_line=["forensics", *sys.argv[1:]],
-                                   absolute_paths=args.absolute_paths, started=started)
+        with progress.reporting(redact=_redacted):        # a line per log loaded; the rest is quiet: when there
+            case = open_case(args.inputs, Path(tmp), _load_options(args), _file_phase)   # is nothing to dispute,
+        with case:                                                                    # that is the one line
+            try:
+                written = write_bundle(case, out, args.provider, command_line=["forensics", *sys.argv[1:]],
+                                       absolute_paths=args.absolute_paths, started=started)
+            except NothingToDispute as e:
+                _say(f"forensics: {e}", file=sys.stderr)
+                return EXIT_FAILED
             reports = case.reports
     chosen = json.loads((out / "chain_of_custody.json").read_text())
     _say(f"{len(chosen['incidents'])} incident(s) on the {chosen['provider'] or 'no'} bill: "
@@ -479,6 +551,38 @@ def cmd_simulate(args) -> int:
              f"${float(inc['cost_usd']):,.2f}")
     _say(f"wrote {args.out}/truth.json")
     return EXIT_OK
+
+
+def cmd_audit(args) -> int:
+    from forensics.audit import ConfigError, audit
+    from forensics.audit import render
+    from forensics.audit.finding import blocking
+
+    if args.env_file is not None and not args.env_file.is_file():
+        raise UsageError(f"--env-file {args.env_file}: no such file")
+    money = None
+    if args.case is not None:
+        from forensics.api import Case, NotACase
+        from forensics.audit.money import from_investigation
+
+        if not args.case.is_file():
+            raise UsageError(f"--case {args.case}: no such case database")
+        try:
+            case = Case.open(args.case, read_only=True)      # not one byte of it changes
+        except NotACase as e:
+            raise UsageError(str(e)) from None
+        with case:
+            money = from_investigation(case.investigate())
+    try:
+        result = audit(args.configs, args.env_file, money)
+    except (ConfigError, FileNotFoundError) as e:
+        raise UsageError(str(e)) from None
+    if args.json:
+        print(render.json_text(result))
+    else:
+        for line in render.text_lines(result):
+            _say(line)
+    return EXIT_FAILED if blocking(result.findings) else EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,7 @@ from forensics import ingest_batch, pricing
 from forensics.case import tool_version
 from forensics.secrets import redact_text
 from forensics.accounting import FileReport  # noqa: F401  (forensics.ingest.FileReport, as before)
-from forensics.sources import (SAMPLE_BYTES, TABLES_OF_FAMILY, LoadContext, LoadOptions, LoadResult,  # noqa: F401
+from forensics.sources import (SAMPLE_BYTES, SOURCES, TABLES_OF_FAMILY, LoadContext, LoadOptions, LoadResult,  # noqa: F401
                                detect_format)
 from forensics.sources.lines import ReadSpec
 from forensics.sources.nginx import error_log
@@ -34,7 +34,9 @@ UNRECOGNISED = "unrecognised"
 EMPTY = "empty"
 # files a log folder holds that are not logs of ours
 _IGNORED_NAMES = {"truth.json", ".DS_Store"}
-_IGNORED_SUFFIXES = {".duckdb", ".wal", ".md", ".png", ".html", ".zip", ".sha256", ".ipynb", ".py"}
+# configuration files (sample_logs/config/: the audit reads them, not ingest)
+_IGNORED_SUFFIXES = {".duckdb", ".wal", ".md", ".png", ".html", ".zip", ".sha256", ".ipynb", ".py", ".yaml", ".yml",
+                     ".conf"}
 
 
 class IngestError(Exception):
@@ -233,6 +235,12 @@ def gzip_lines(path: Path, size: int) -> tuple[int, bool] | None:
     return lines, last == b"\n"
 
 
+def explain_unrecognised(sample: bytes, path: Path, options: LoadOptions | None = None) -> list[str]:
+    """What the sources that can tell say about a file none recognised (closest format, how to pass one)."""
+    hints = (getattr(source, "explain", None) for source in SOURCES)
+    return [h for h in (explain(sample, path, options) for explain in hints if explain) if h]
+
+
 def _quarantine_unrecognised(ctx: LoadContext) -> LoadResult:
     """A file in no known format is kept whole in the quarantine table, line by line, so nothing is lost."""
     return quarantine_lines(ctx, "format not recognised")
@@ -255,7 +263,7 @@ def _check_conservation(con: duckdb.DuckDBPyConnection, file_id: int, family: st
 
 
 # formats whose loaders read the file line by line (lines.LineBatches): a grown file of these loads its new lines only
-LINE_FORMATS = ("nginx.", "litellm.payload_ndjson", "litellm.spendlogs_ndjson", "litellm.flat_spend")
+LINE_FORMATS = ("nginx.", "litellm.payload_ndjson", "litellm.spendlogs_ndjson", "litellm.flat_spend", "litellm.stdout")
 
 
 @dataclass
@@ -376,7 +384,9 @@ def ingest_file(
         message = redact_text("; ".join([*notes, *result.notes])) or None
         if fmt == UNRECOGNISED:
             message = "; ".join(["format not recognised: every line kept in quarantine",
-                                 *(n for n in result.notes if n.endswith("blank lines skipped"))])
+                                 *(n for n in result.notes if n.endswith("blank lines skipped")),
+                                 *explain_unrecognised(sample, path, options)])
+            message = redact_text(message)
         con.execute(
             "UPDATE ingest_files SET format = ?, records = ?, loaded = ?, quarantined = ?, merged = ?, "
             "status = 'loaded', message = ?, seconds = ? WHERE file_id = ?",

@@ -4,8 +4,10 @@ A library first: the report, the notebooks and the evidence bundle all call `inv
 """
 from __future__ import annotations
 
+import re
 import statistics
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 
 from typing import TYPE_CHECKING
@@ -14,9 +16,11 @@ import pandas as pd
 
 from forensics.analysis import (attribution, controls, coverage, joins, limits, projection, reconcile, series,
                                 timeline)
+from forensics.analysis.headline import Headline, headline
 from forensics.analysis.incident import Incident
-from forensics.analysis.incidents import find_incidents
+from forensics.analysis.incidents import SLOW_GAP_MINUTES, find_incidents
 from forensics.analysis.steps import Step
+from forensics.progress import note, phase
 
 if TYPE_CHECKING:
     from forensics.api import Case
@@ -39,6 +43,7 @@ class IncidentFindings:
     provider: str | None = None                      # usage outside the proxy: whose bill, and which key id
     provider_key_id: str | None = None
     series: series.IncidentSeries | None = None      # what its timeline figure and hourly table draw
+    headline: Headline | None = None                 # the figures every document repeats (analysis/headline.py)
     limits: pd.DataFrame | None = None               # nginx limits in force during it (error log; limits.limits_seen)
 
 
@@ -102,11 +107,43 @@ OUTSIDE_MIN_USD = Decimal(1)     # less spend outside the proxy is reported in t
 OUTSIDE_SPIKE_FACTOR = 4         # a session of outside-proxy use at this many times the median session's rate
 
 
-def _split_spikes(buckets: pd.DataFrame, minutes: int) -> list[tuple[str, pd.DataFrame]]:
-    """A key's outside-proxy buckets cut into sessions at quiet gaps (an hour, or three buckets); sessions spending
-    OUTSIDE_SPIKE_FACTOR times the median session's rate are each a ('spike', buckets), the rest together one
-    ('trickle', buckets). One session, or none standing out: all of it one spike (today's single incident)."""
+def _split_spikes(buckets: pd.DataFrame, minutes: int, net: pd.DataFrame | None = None,
+                  net_span: tuple[pd.DataFrame, int] | None = None) -> list[tuple[str, pd.DataFrame]]:
+    """A key's outside-proxy buckets as ('spike', buckets) parts and at most one ('trickle', buckets): the spikes of
+    its series against its own usual (provider_spikes.series_spikes: the same time on other days, refined to the
+    export's buckets), the rest a trickle. Without such a spike: cut into sessions at quiet gaps (an hour, or three
+    buckets), sessions spending OUTSIDE_SPIKE_FACTOR times the median session's rate each a spike, the rest a
+    trickle; one session, or none standing out, all of it one spike. `net`: the signed difference in every bucket
+    the logs cover (zero where the proxy explains it all), the series searched when given: its quiet buckets are
+    the baseline a key used only by the attacker lacks; `net_span`: (the same, minutes) from the export covering the
+    longest time, searched when coarser."""
+    from forensics.analysis.provider_spikes import filled, series_spikes
+
     b = buckets.sort_values("bucket_start").reset_index(drop=True)
+    width = pd.Timedelta(minutes=minutes)
+    series = filled(b, width)
+    if net is not None and len(net):
+        series = {t: max(c, Decimal(0)) for t, c in filled(net.sort_values("bucket_start"), width).items()}
+    longer = None
+    if net_span is not None and len(net_span[0]):
+        span_width = pd.Timedelta(minutes=net_span[1])
+        longer = ({t: max(c, Decimal(0)) for t, c in filled(net_span[0].sort_values("bucket_start"),
+                                                             span_width).items()}, span_width)
+    _, spans = series_spikes(series, width, against_busy=False, longer=longer)
+    if spans:
+        inside = pd.Series(False, index=b.index)
+        parts = []
+        for first, last in spans:
+            mine = (b["bucket_start"] >= first) & (b["bucket_start"] <= last)
+            inside |= mine
+            parts.append(("spike", b[mine].reset_index(drop=True)))
+        rest = b[~inside].reset_index(drop=True)
+        return parts + ([("trickle", rest)] if len(rest) else [])
+    return _sessions(b, minutes)
+
+
+def _sessions(b: pd.DataFrame, minutes: int) -> list[tuple[str, pd.DataFrame]]:
+    """Outside-proxy buckets cut at quiet gaps; sessions far above the median session's rate are spikes."""
     width = pd.Timedelta(minutes=minutes)
     gap = max(pd.Timedelta(hours=1), 3 * width)
     session = (b["bucket_start"].diff() > gap).cumsum()
@@ -127,6 +164,18 @@ def _split_spikes(buckets: pd.DataFrame, minutes: int) -> list[tuple[str, pd.Dat
     return [("spike", g) for g in spikes] + [("trickle", pd.concat(rest, ignore_index=True))]
 
 
+def _trickle_rate(net: pd.DataFrame, spikes: list[tuple], buckets: pd.DataFrame) -> Decimal:
+    """The key's usual outside-proxy spend per hour: the signed difference outside its spikes, over the time the
+    outside-proxy series covers less the spikes' time."""
+    outside = pd.Series(True, index=net.index)
+    for start, end in spikes:
+        outside &= ~((net["bucket_start"] >= start) & (net["bucket_start"] < end))
+    covered = buckets["bucket_start"].max() - buckets["bucket_start"].min() - sum((e - s for s, e in spikes),
+                                                                                pd.Timedelta(0))
+    hours = Decimal(str(covered / pd.Timedelta(hours=1)))
+    return max(sum(net.loc[outside, "cost_usd"], Decimal(0)), Decimal(0)) / hours if hours > 0 else Decimal(0)
+
+
 def _outside_incidents(recs: list[reconcile.Reconciliation], first_number: int, control_set) -> list[IncidentFindings]:
     """Provider key usage the proxy never saw, per key id: each spike an incident (attack), a steady trickle beside
     it another (suspicious); windows and cost from the provider's data."""
@@ -135,9 +184,18 @@ def _outside_incidents(recs: list[reconcile.Reconciliation], first_number: int, 
         for k in rec.outside_proxy:
             if k["cost_usd"] < OUTSIDE_MIN_USD:
                 continue
-            parts = _split_spikes(k["buckets"], k["bucket_minutes"])
+            net = k.get("net_buckets")
+            parts = _split_spikes(k["buckets"], k["bucket_minutes"], net, k.get("net_span"))
+            step = pd.Timedelta(minutes=k["bucket_minutes"])
+            spans = [(b["bucket_start"].min(), b["bucket_start"].max() + step) for p, b in parts if p == "spike"]
+            rate = _trickle_rate(net, spans, k["buckets"]) if net is not None and len(parts) > 1 else Decimal(0)
             for part, buckets in parts:
                 cost = sum((Decimal(str(c)) for c in buckets["cost_usd"]), Decimal(0))
+                if rate and part == "spike":       # what the spike spent above the key's usual outside-proxy use
+                    start, end = buckets["bucket_start"].min(), buckets["bucket_start"].max() + step
+                    within = net[(net["bucket_start"] >= start) & (net["bucket_start"] < end)]
+                    hours = Decimal(str((end - start) / pd.Timedelta(hours=1)))
+                    cost = max(sum(within["cost_usd"], Decimal(0)) - rate * hours, Decimal(0))
                 if cost < OUTSIDE_MIN_USD or (part == "trickle" and not cost):
                     continue
                 share = cost / k["cost_usd"] if k["cost_usd"] else Decimal(1)
@@ -146,9 +204,10 @@ def _outside_incidents(recs: list[reconcile.Reconciliation], first_number: int, 
                 inc = Incident(f"INC-{n}", "provider_key_outside_proxy",
                                "attack" if part == "spike" else "suspicious", "reconciliation",
                                buckets["bucket_start"].min().to_pydatetime(),
-                               buckets["bucket_start"].max().to_pydatetime(), requests,
+                               (buckets["bucket_start"].max() + step).to_pydatetime(), requests,
                                sources=[rec.provider, "litellm"])
                 what = ("" if len(parts) == 1 else " in a spike far above its usual outside-proxy use"
+                        + (f" (${float(rate):,.2f} an hour, not counted here)" if rate else "")
                         if part == "spike" else " as a steady trickle beside the spike (a script or a colleague "
                                                 "using the key directly?)")
                 inc.evidence.append(
@@ -170,7 +229,8 @@ def _nginx_findings(case: Case) -> list[IncidentFindings]:
     from forensics.analysis.nginx_incidents import find_nginx_incidents
 
     empty = pd.DataFrame()
-    return [IncidentFindings(n.incident, Decimal(0), [], n.by_ip, empty, empty, n.by_user_agent, None, [], None)
+    return [IncidentFindings(n.incident, Decimal(0), [], n.by_ip, empty, empty, n.by_user_agent, None, [], None,
+                             limits=limits.limits_seen(case, n.incident.start, n.incident.end))
             for n in find_nginx_incidents(case)]
 
 
@@ -187,6 +247,64 @@ def _provider_spike_findings(case: Case) -> list[IncidentFindings]:
     return out
 
 
+def _ips(f: IncidentFindings) -> set:
+    frame = f.by_ip
+    column = "ip" if "ip" in frame.columns else "client_ip" if "client_ip" in frame.columns else None
+    return set(frame[column].dropna()) if column else set()
+
+
+def _internal(ip: str) -> bool:
+    """The investigation's rule for a private address (analysis/incident.py PRIVATE_IP_SQL), in Python."""
+    return re.match(r"^(10\.|192\.168\.|127\.|172\.(1[6-9]|2[0-9]|3[01])\.)", ip) is not None or \
+        re.match(r"^(::1$|f[cd][0-9a-f]{2}:|fe80:)", ip.lower()) is not None
+
+
+def _near(a: Incident, b: Incident, slack: timedelta) -> bool:
+    return a.start - slack <= b.end and b.start - slack <= a.end
+
+
+def _one_campaign(found: list[IncidentFindings], nginx: list[IncidentFindings],
+                  spikes: list[IncidentFindings]) -> list[IncidentFindings]:
+    """One incident per campaign across sources. An nginx incident beside a LiteLLM one by the same addresses (less
+    than an hour apart) is that incident's first phase, typically the 401s LiteLLM never logged: its window opens
+    there and it rests on nginx too (behind a balancer whose log keeps only its own address: by time alone, the
+    nginx incident first). An nginx incident with no cost and a provider spike at the same time (a bucket
+    either side): the provider's figure is its cost, and it rests on the provider too."""
+    slack = timedelta(minutes=SLOW_GAP_MINUTES)
+    kept_nginx = []
+    for n in nginx:
+        behind = bool(_ips(n)) and all(_internal(ip) for ip in _ips(n))   # nginx saw only the balancer
+        proxy = next((f for f in found if f.incident.table and _near(f.incident, n.incident, slack)
+                      and (_ips(f) & _ips(n) or behind and f.incident.start >= n.incident.start)), None)
+        if proxy is None:
+            kept_nginx.append(n)
+            continue
+        p = proxy.incident
+        if n.incident.start < p.start:
+            p.evidence.append(f"nginx shows the same addresses from {n.incident.start:%Y-%m-%d %H:%M:%S} UTC, before "
+                              f"LiteLLM logged them: {n.incident.evidence[0]}")
+        p.start, p.end = min(p.start, n.incident.start), max(p.end, n.incident.end)
+        if n.incident.kind == "credential_stuffing":       # how the key the proxy then served was found
+            p.kind, p.verdict = "credential_stuffing", "attack"
+        if "nginx" not in p.sources:
+            p.sources.append("nginx")
+    kept_spikes = list(spikes)
+    for n in kept_nginx:
+        for s in list(kept_spikes):
+            b = s.provider_buckets
+            width = b["bucket_start"].diff().min().to_pytimedelta() if b is not None and len(b) > 1 \
+                else s.incident.end - s.incident.start
+            if n.cost_usd == 0 and _near(n.incident, s.incident, width):
+                n.cost_usd = s.cost_usd
+                n.provider, n.provider_key_id, n.provider_buckets = s.provider, s.provider_key_id, s.provider_buckets
+                n.incident.sources += [x for x in s.incident.sources if x not in n.incident.sources]
+                n.incident.evidence.append(f"the provider's export shows the spend at the same time: "
+                                           f"{s.incident.evidence[0]}")
+                kept_spikes.remove(s)
+                break
+    return found + kept_nginx + kept_spikes
+
+
 def _sources_of(case: Case, found: list[IncidentFindings], join: str) -> None:
     """A proxy incident whose requests nginx also logged rests on nginx too."""
     for f in found:
@@ -200,21 +318,33 @@ def _sources_of(case: Case, found: list[IncidentFindings], join: str) -> None:
 def investigate(case: Case, control_set=None) -> Investigation:
     """Run every analysis on `case`; temp tables only: the case itself is never written (it may be read-only)."""
     control_set = list(control_set) if control_set is not None else list(controls.DEFAULT_CONTROLS)
-    cov = coverage.coverage(case)
-    search = find_incidents(case)
-    found = [_incident_findings(case, inc, control_set, search.claimed) for inc in search.incidents]
-    base = case.query(baseline_step(search.claimed)).iloc[0].to_dict()
-    recs = reconcile.reconcile(case)
-    found += _outside_incidents(recs, len(found) + 1, control_set)
-    found += _nginx_findings(case) + _provider_spike_findings(case)
-    nginx_match = joins.join_nginx(case)
-    _sources_of(case, found, case.table("nginx_to_litellm"))
+    with phase("coverage of the sources"):
+        cov = coverage.coverage(case)
+    with phase("searching the proxy's requests for incidents"):
+        search = find_incidents(case)
+    for inc in search.incidents:
+        note(f"incident: {inc.verdict} {inc.kind} {inc.start:%Y-%m-%d %H:%M:%S} .. {inc.end:%Y-%m-%d %H:%M:%S} UTC, "
+             f"{int(inc.requests or 0):,} requests (cost, projection and controls follow)")
+    found = []
+    for inc in search.incidents:
+        with phase(f"attribution, projection and controls replay of the {inc.kind} incident"):
+            found.append(_incident_findings(case, inc, control_set, search.claimed))
+    with phase("baseline and reconciliation with the provider's bill"):
+        base = case.query(baseline_step(search.claimed)).iloc[0].to_dict()
+        recs = reconcile.reconcile(case)
+        found += _outside_incidents(recs, len(found) + 1, control_set)
+    with phase("nginx-only incidents, provider spikes and the nginx join"):
+        found = _one_campaign(found, _nginx_findings(case), _provider_spike_findings(case))
+        nginx_match = joins.join_nginx(case)
+        _sources_of(case, found, case.table("nginx_to_litellm"))
     found.sort(key=lambda f: f.incident.start)
     for i, f in enumerate(found, start=1):
         f.incident.id = f"INC-{i}"
-    band, per_incident = series.series(case, found)
+    with phase("time series for the figures"):
+        band, per_incident = series.series(case, found)
     for f in found:
         f.series = per_incident.get(f.incident.id)
+        f.headline = headline(case, f, base.get("cost_per_hour_usd"))
     (total, logs_end) = case.execute(
         "SELECT coalesce(sum(cost_usd), 0), max(coalesce(end_time, start_time)) FROM llm_requests").fetchone()
     result = case.execute("""

@@ -67,7 +67,7 @@ def check_counts(con: duckdb.DuckDBPyConnection, label: str | Path, catalog: str
     merged (what ingest checks for every file it loads)."""
     db = f'"{catalog}".main'
     merged = "coalesce(f.merged, 0)" if "merged" in _columns(con, catalog, "ingest_files") else "0"
-    # a case of an earlier schema version lacks the tables added since (it holds no rows of theirs)
+    # a case made before a table was added lacks it (schema.ADDED_IN_VERSION_2): it holds no rows there
     rows = " UNION ALL ".join(f"SELECT file_id FROM {db}.{t}" for t in FAMILY_TABLES if _columns(con, catalog, t))
     bad = con.execute(f"""
         WITH q AS (SELECT file_id, count(*) AS n FROM {db}.quarantine GROUP BY ALL),

@@ -102,22 +102,27 @@ def incidents_frame(inv) -> pd.DataFrame:
     rows = [{"incident": f.incident.id, "kind": f.incident.kind, "verdict": f.incident.verdict,
              "start_utc": pd.Timestamp(f.incident.start).floor("s"), "end_utc": pd.Timestamp(f.incident.end).floor("s"),
              "minutes": round((pd.Timestamp(f.incident.end) - pd.Timestamp(f.incident.start)).total_seconds() / 60, 1),
-             "requests": f.incident.requests, "cost_usd": float(round(f.cost_usd, 2))} for f in inv.incidents]
+             "requests": f.headline.requests, "served": f.headline.served, "failed": f.headline.failed,
+             "cost_usd": float(round(f.cost_usd, 2))} for f in inv.incidents]
     return pd.DataFrame(rows, columns=["incident", "kind", "verdict", "start_utc", "end_utc", "minutes", "requests",
-                                       "cost_usd"])
+                                       "served", "failed", "cost_usd"])
 
 
 def spend_check(inv) -> pd.DataFrame:
-    """Baseline spend per hour next to each incident's spend per hour of its duration and its end-of-incident rate."""
+    """Baseline spend per hour next to each incident's mean and peak spend per hour and the peak's multiple of the
+    baseline: the figures of analysis/headline.py, as the report and the evidence bundle print them."""
     base = Decimal(str(inv.baseline.get("cost_per_hour_usd") or 0))
-    rows = [{"what": "baseline (hours without incident requests)", "cost_usd": None,
-             "usd_per_hour": float(round(base, 2)), "x_baseline": 1.0}]
+    rows = [{"what": "baseline (hours without incident requests)", "requests": None, "served": None, "failed": None,
+             "cost_usd": None, "mean_usd_per_hour": float(round(base, 2)), "peak_usd_per_hour": None,
+             "peak_times_baseline": 1.0}]
     for f in inv.incidents:
-        hours = max((pd.Timestamp(f.incident.end) - pd.Timestamp(f.incident.start)).total_seconds() / 3600, 1 / 60)
-        rate = float(f.projection.rate_usd_per_hour) if f.projection else float(f.cost_usd) / hours
-        rows.append({"what": f"{f.incident.id} {f.incident.kind} ({f.incident.verdict})",
-                     "cost_usd": float(round(f.cost_usd, 2)), "usd_per_hour": round(rate, 2),
-                     "x_baseline": round(rate / float(base), 1) if base else None})
+        h = f.headline
+        rows.append({"what": f"{f.incident.id} {f.incident.kind} ({f.incident.verdict})", "requests": h.requests,
+                     "served": h.served, "failed": h.failed, "cost_usd": float(round(h.cost_usd, 2)),
+                     "mean_usd_per_hour": float(round(h.mean_cost_per_hour_usd, 2)),
+                     "peak_usd_per_hour": None if h.peak_cost_per_hour_usd is None else
+                     float(round(h.peak_cost_per_hour_usd, 2)),
+                     "peak_times_baseline": None if h.times_baseline is None else float(round(h.times_baseline, 1))})
     return pd.DataFrame(rows)
 
 
@@ -241,3 +246,32 @@ def main_incident(inv, verdicts=WATCH_VERDICTS):
     pool = [f for f in inv.incidents if f.incident.verdict in verdicts and f.request_ids] or \
         [f for f in inv.incidents if f.request_ids] or list(inv.incidents)
     return max(pool, key=lambda f: (f.cost_usd, f.incident.id), default=None)
+
+
+def verdict_lines(inv) -> list[str]:
+    """The case's status and one line per incident, with the report's own figures (analysis/headline.py)."""
+    from forensics.outputs import findings as findings_out
+    from forensics.outputs.report import peak_text, requests_text, when
+
+    findings = findings_out.build(inv)
+    lines = [f"status: {findings['status']}" + (f" (missing: {', '.join(findings['coverage']['missing'])})"
+                                                 if findings["coverage"]["missing"] else "")]
+    for i in findings["incidents"]:
+        lines.append(f"{i['id']} {i['verdict']} {i['kind']}: {when(i['start'])} .. {when(i['end'])}, "
+                     f"{requests_text(i)}, {usd(i['cost_usd'])}; {peak_text(i, findings['baseline'])}")
+    if not findings["incidents"]:
+        lines.append("no incident found")
+    return lines
+
+
+def timeline_chart(inv):
+    """The report's timeline figure of the main incident (requests and cost per minute, a lane per address) as an
+    image to display; None when there is no incident with proxy requests."""
+    from IPython.display import Image
+
+    from forensics.outputs import figures as figs
+
+    f = main_incident(inv)
+    f = f if f is not None and f.request_ids else next((x for x in inv.incidents if x.request_ids), None)
+    fig = figs.timeline_figure(f, inv.band) if f is not None else None
+    return Image(data=fig.png) if fig is not None else None

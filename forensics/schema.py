@@ -21,6 +21,7 @@ CASE_TABLES: tuple[str, ...] = (
     "nginx_errors",
     "provider_usage",
     "provider_costs",
+    "litellm_log",
     "prices",
     "case_meta",
 )
@@ -29,10 +30,13 @@ CASE_TABLES: tuple[str, ...] = (
 CASE_OWN_TABLES: tuple[str, ...] = ("ingest_files", "quarantine", "prices", "case_meta")
 
 # The case's schema version, in case_meta ('schema_version'). 1: the tables before case_meta (a case without it is
-# version 1 when its other tables are there); 2: case_meta added; 3: nginx_errors added (a case of version 2 opened
-# read-write gains it and becomes version 3). A case of a later version is refused.
-SCHEMA_VERSION = 3
+# version 1 when its other tables are there); 2: case_meta added. A case of a later version is refused.
+SCHEMA_VERSION = 2
 META_TABLE = "case_meta"
+
+# tables added to version 2 without a version bump: a case made before them lacks them until it is next opened for
+# writing (connect() creates them); a reader of such a case finds no rows (see has_table in the readers)
+ADDED_IN_VERSION_2: tuple[str, ...] = ("litellm_log", "nginx_errors")
 
 # the tables log families load records into (each declared by exactly one family package)
 FAMILY_TABLES: tuple[str, ...] = tuple(t for t in CASE_TABLES if t not in CASE_OWN_TABLES)
@@ -222,6 +226,28 @@ CREATE TABLE IF NOT EXISTS provider_costs (
     record_no       BIGINT
 );""",
 
+    "litellm_log": """\
+-- one row per line of LiteLLM's own stdout (json_logs: true, or the plain-text log): startup warnings, errors, 429s
+CREATE TABLE IF NOT EXISTS litellm_log (
+    time            TIMESTAMP,      -- UTC (the JSON timestamp is the container's local time, no offset: read as UTC);
+                                    -- NULL for plain-text lines, which carry a time of day only
+    time_raw        VARCHAR,        -- as logged
+    shape           VARCHAR,        -- json | litellm_text | uvicorn_text | text (banner, traceback, anything else)
+    level           VARCHAR,        -- DEBUG | INFO | WARNING | ERROR | CRITICAL
+    component       VARCHAR,        -- the logger's name: LiteLLM Proxy, LiteLLM Router, uvicorn.access, ...
+    logger          VARCHAR,        -- file.py:line
+    message_class   VARCHAR,        -- no_master_key | weak_master_key_permitted | rate_limit | auth_error |
+                                    -- budget_exceeded | startup | http_access | other
+    message         VARCHAR,        -- the message (keys redacted)
+    litellm_call_id VARCHAR,
+    client          VARCHAR,        -- uvicorn access lines: the client address (the forwarded one when trusted)
+    method          VARCHAR,
+    path            VARCHAR,
+    status          INTEGER,
+    file_id         INTEGER,
+    line_no         BIGINT
+);""",
+
     "prices": f"""\
 -- price per (provider, model, day), resolved once from genai-prices or the override file; $ per million tokens
 CREATE TABLE IF NOT EXISTS prices (
@@ -243,16 +269,13 @@ CREATE TABLE IF NOT EXISTS case_meta (
     key    VARCHAR PRIMARY KEY,      -- schema_version
     value  VARCHAR NOT NULL
 );
-INSERT OR IGNORE INTO case_meta VALUES ('schema_version', '{SCHEMA_VERSION}');
--- a case of an earlier version has just gained the tables it lacked
-UPDATE case_meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version' AND TRY_CAST(value AS INTEGER) < {SCHEMA_VERSION};""",
+INSERT OR IGNORE INTO case_meta VALUES ('schema_version', '{SCHEMA_VERSION}');""",
 }
 
 
 def tables_of_version(version: int) -> tuple[str, ...]:
     """The tables a case of schema `version` holds."""
-    added = {META_TABLE: 2, "nginx_errors": 3}
-    return tuple(t for t in CASE_TABLES if added.get(t, 1) <= version)
+    return tuple(t for t in CASE_TABLES if t not in ADDED_IN_VERSION_2 and (version >= 2 or t != META_TABLE))
 
 if set(TABLE_DDL) != set(CASE_TABLES):
     raise RuntimeError(f"case tables without DDL or DDL without a case table: {set(TABLE_DDL) ^ set(CASE_TABLES)}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -64,6 +65,14 @@ class _NotebookTier:
 
 def pytest_configure(config):
     config.pluginmanager.register(_NotebookTier(), "forensics-notebook-tier")
+    if config.getoption("all_tiers") or config.option.markexpr:
+        os.environ["FORENSICS_TESTS_ALL_TIERS"] = "1"
+
+
+def examples(n: int) -> int:
+    """A property test's hypothesis budget: `n` examples when every tier runs (CI), a quarter (at least 3) in the
+    default tier, so the default run stays quick and still exercises every property."""
+    return n if os.environ.get("FORENSICS_TESTS_ALL_TIERS") else max(3, n // 4)
 
 
 @pytest.hookimpl(trylast=True)                           # after -k and -m have deselected
@@ -298,17 +307,20 @@ class _Builds:
 
 _BUILDS = _Builds()
 _USE_BUILDS = {"scenario_case", "simulated"}
+_USE_SAMPLE = {"sample_case", "sample_case_file", "sample_case_copy", "sample_report"}
 
 
 def _schedule_builds(config, items) -> None:
-    """Run the test modules that use simulated scenarios last, and make what the selected tests need in the helper
-    process meanwhile: the sample case and report, then the cases the parametrised tests name (scenario, seed),
-    ~8 s of simulating and ingesting each, on the other core."""
-    import os
-
+    """Run the tests that need the sample case after those that need nothing built, and the test modules that use
+    simulated scenarios last, and make what they need in the helper process meanwhile: the sample case and report,
+    then the cases the parametrised tests name (scenario, seed), ~8 s of simulating and ingesting each, on the other
+    core. Nothing waits for a build that the tests before it gave time to finish."""
     _BUILDS.factory = config._tmp_path_factory
     late = {item.path for item in items if _USE_BUILDS & set(getattr(item, "fixturenames", ()))}
-    items[:] = [i for i in items if i.path not in late] + [i for i in items if i.path in late]
+    middle = {item.path for item in items if item.path not in late
+              and _USE_SAMPLE & set(getattr(item, "fixturenames", ()))}      # whole modules: module fixtures
+    items[:] = ([i for i in items if i.path not in late | middle]
+                + [i for i in items if i.path in middle] + [i for i in items if i.path in late])
     if config.option.collectonly or os.environ.get("FORENSICS_TESTS_NO_PREFETCH"):
         return
     keys = []

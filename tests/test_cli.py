@@ -1,5 +1,6 @@
 """The command line contract: commands, --help, --json fields, exit codes, one-line errors."""
 import json
+import re
 
 import pytest
 
@@ -124,3 +125,22 @@ def test_trusted_proxy_given_later_recomputes_client_addresses(tmp_path):
     r = run("ingest", str(log), "--case", str(case), "--trusted-proxy", "203.0.113.0/24")
     assert r.returncode == 0, r.stderr
     assert client() == "198.51.100.7"            # behind the balancer now named, the forwarded client
+
+
+@pytest.mark.parametrize("command", ["ingest", "report", "export", "verify", "detect", "simulate"])
+def test_help_describes_inputs_and_shows_examples(command):
+    r = run(command, "--help")
+    assert r.returncode == 0
+    examples = r.stdout.split("examples:\n")[1].splitlines()
+    assert examples and all(e.startswith(f"  python -m forensics {command} ") for e in examples)
+    if command in ("report", "export", "detect"):
+        assert re.search(r"^  INPUT\s+log files", r.stdout, re.M) and re.search(r"^  --out \S+\s+\w", r.stdout, re.M)
+
+
+def test_simulate_help_lists_every_scenario():
+    from forensics.cli import SCENARIO_NAMES
+    from forensics.simulate import SCENARIOS
+
+    assert SCENARIO_NAMES == SCENARIOS
+    text = " ".join(run("simulate", "--help").stdout.split())
+    assert "one of: " + ", ".join(SCENARIOS) in text

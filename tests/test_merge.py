@@ -84,6 +84,7 @@ def test_merging_again_doubles_nothing(two_cases):
     assert counts(base / "c.duckdb") == before
 
 
+@pytest.mark.slow
 def test_report_on_two_cases_finds_the_attack(two_cases, sample_report):
     base, a, b = two_cases
     out = base / "report"

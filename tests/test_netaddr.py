@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from forensics.netaddr import TrustedProxies, client_ip_map
+from conftest import examples  # tests/conftest.py: the tier's hypothesis budget
 
 HOPS = ["198.51.100.7", "203.0.113.9", "8.8.8.8", "10.0.0.1", "10.255.255.255", "172.16.0.5", "172.32.0.5",
         "192.168.1.1", "127.0.0.1", "0.0.0.0", "255.255.255.255", "01.2.3.4", "1.2.3.256", "1.2.3", "1.2.3.4.5",
@@ -25,7 +26,7 @@ def walk_sql(trusted: TrustedProxies, chain, peer):
                        [chain, peer]).fetchone()[0]
 
 
-@settings(max_examples=400, deadline=None, derandomize=True, database=None)
+@settings(max_examples=examples(400), deadline=None, derandomize=True, database=None)
 @given(hops=st.lists(st.sampled_from(HOPS), max_size=5), sep=st.sampled_from([", ", ",", " , "]),
        peer=st.one_of(st.none(), st.sampled_from(HOPS + ["1.2.3.4,5.6.7.8"])),
        cidrs=st.lists(st.sampled_from(CIDRS), max_size=4, unique=True))

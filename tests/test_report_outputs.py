@@ -15,7 +15,7 @@ import pytest
 
 from chromium_cdp import Chromium, find_chromium
 from conftest import run_cli as run
-from forensics.outputs.report import count, money
+from forensics.outputs.report import count, money, when
 from forensics.simulate import secret_keys
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,7 +91,7 @@ def test_markdown_renders_the_numbers_of_findings_json(sample_report):
     md = (out / "report.md").read_text()
     expected = [money(findings["cost"]["total_usd"]), money(findings["baseline"]["cost_per_hour_usd"])]
     for inc in findings["incidents"]:
-        expected += [inc["id"], inc["start"], inc["end"], count(inc["requests"]), money(inc["cost_usd"]),
+        expected += [inc["id"], when(inc["start"]), when(inc["end"]), count(inc["requests"]), money(inc["cost_usd"]),
                      money(inc["peak_cost_per_hour_usd"]), money(inc["projection"]["24h"]),
                      money(inc["projection"]["low_24h"]), money(inc["projection"]["high_24h"]),
                      money(inc["projection"]["7d"]), money(inc["projection"]["30d"])]
@@ -116,7 +116,7 @@ def test_report_sections_and_summary(sample_report):
     for section in ("## Summary", "## Incidents", "## Cost over the whole case", "## Reconciliation with the provider",
                     "## Anomaly detector", "## Data coverage and logging gaps", "## Recommendations", "## Appendix"):
         assert section in md
-    summary = md.split("## Summary")[1].split("## Incidents")[0]
+    summary = md.split("## Summary")[1].split("\n## ")[0]
     assert [line.split(":**")[0] for line in summary.strip().splitlines()] == \
         ["- **What", "- **When", "- **How much", "- **Who", "- **Status"]
     assert "unauthenticated proxy" in summary and "$347.23" in summary and "34 client addresses" in summary
@@ -180,7 +180,7 @@ def test_bundle_manifest_passes_sha256sum(sample_bundle):
     names = sorted(p.name for p in sample_bundle.iterdir())
     assert names == sorted(["MANIFEST.sha256", "request.md", "requests.csv", "cost_per_minute.csv",
                             "cost_per_hour.csv", "baseline_vs_incident.csv", "reconciliation.csv",
-                            "inc_1_timeline.png", "chain_of_custody.json"])
+                            "inc_1_timeline.png", "chain_of_custody.json", "reconciliation_per_minute.csv"])
     listed = [line.split("  ", 1)[1] for line in (sample_bundle / "MANIFEST.sha256").read_text().splitlines()]
     assert sorted(listed) == sorted(n for n in names if n != "MANIFEST.sha256")
     if shutil.which("sha256sum"):
@@ -212,6 +212,37 @@ def test_bundle_content_matches_findings(sample_bundle, sample_truth):
     assert not any(os.path.isabs(i["path"]) for i in custody["inputs"])
     rec = list(csv.DictReader((sample_bundle / "reconciliation.csv").open()))
     assert rec and all(r["price_table"].startswith("genai-prices") for r in rec)
+
+
+def test_refund_letter_counts_key_cause_and_minutes(sample_bundle, sample_truth):
+    """The letter's counts are requests.csv's, served and failed labelled; it names the provider key id the provider
+    billed, states the cause, and reconciles minute by minute with the provider's 1-minute buckets."""
+    truth = sample_truth["incidents"][0]
+    rows = list(csv.DictReader((sample_bundle / "requests.csv").open()))
+    served = sum(r["status"] == "success" for r in rows)
+    assert (len(rows), served) == (truth["requests"], truth["successful_requests"])
+    letter = (sample_bundle / "request.md").read_text()
+    assert f"{len(rows):,} requests ({served:,} served, {len(rows) - served:,} failed)" in letter
+    assert f"{served:,} served requests (status success) of the {len(rows):,} ({len(rows) - served:,} failed" in letter
+    assert "successful requests only" not in letter
+    billed = "key_Xp3RmW8tQz5vLk2N"              # sample_logs/openai/usage_*: the api_key_id OpenAI billed
+    assert f"Billed to (the usage in dispute): API key id {billed}" in letter
+    assert "## Cause" in letter and "reachable from the internet without authentication" in letter
+    minutes = list(csv.DictReader((sample_bundle / "reconciliation_per_minute.csv").open()))
+    assert sum(int(m["disputed_requests"]) for m in minutes) == served
+    assert all(m["difference"] == "0" for m in minutes)          # the provider's buckets agree with our logs
+    assert f"over {len(minutes)} minutes" in letter and "every minute matches" in letter
+
+
+@pytest.mark.slow
+def test_export_without_an_attack_writes_nothing_and_exits_1(scenario_case, tmp_path):
+    sc = scenario_case("benign_batch", 1)
+    assert "attack" not in {i["verdict"] for i in sc.findings["incidents"]}
+    out = tmp_path / "bundle"
+    r = run("export", sc.copy(tmp_path / "case.duckdb"), "--out", out)
+    assert r.returncode == 1
+    assert len(r.stderr.strip().splitlines()) == 1 and "nothing to dispute" in r.stderr, r.stderr
+    assert not out.exists() and "Traceback" not in r.stderr
 
 
 @pytest.mark.parametrize("tamper", ["change_byte", "add_file", "delete_file"])

@@ -74,6 +74,55 @@ def provider_days_step(table: str) -> Step:
     """)
 
 
+def minute_reconciliation_step(table: str) -> Step:
+    """Per UTC minute of the disputed window where the provider's usage export has 1-minute buckets: the requests it
+    counted beside the proxy's served requests, disputed and legitimate (a call is bucketed by its start; failed
+    calls are in no usage bucket). Parameters: provider, window start, window end, provider, start, end."""
+    return Step("export_minute_reconciliation", f"""
+        WITH fine AS (
+            SELECT bucket_start AS minute, sum(coalesce(requests, 0)) AS provider_requests,
+                   sum(coalesce(input_tokens, 0)) AS provider_input_tokens,
+                   sum(coalesce(output_tokens, 0)) AS provider_output_tokens,
+                   string_agg(DISTINCT api_key_id, ', ') AS provider_key_ids
+            FROM provider_usage
+            WHERE provider = ? AND bucket_width = '1m' AND bucket_start >= CAST(? AS TIMESTAMP)
+              AND bucket_start <= CAST(? AS TIMESTAMP)
+            GROUP BY ALL
+        ), proxy AS (
+            SELECT date_trunc('minute', r.start_time) AS minute,
+                   count(*) FILTER (WHERE i.request_id IS NOT NULL) AS disputed_requests,
+                   count(*) FILTER (WHERE i.request_id IS NULL) AS legitimate_requests,
+                   CAST(sum(coalesce(r.prompt_tokens, 0)) AS BIGINT) AS proxy_prompt_tokens,
+                   CAST(sum(coalesce(r.completion_tokens, 0)) AS BIGINT) AS proxy_completion_tokens
+            FROM llm_requests r LEFT JOIN {table} i USING (request_id)
+            WHERE r.provider = ? AND r.status = 'success' AND r.start_time >= CAST(? AS TIMESTAMP)
+              AND r.start_time < CAST(? AS TIMESTAMP) + INTERVAL 1 MINUTE
+            GROUP BY ALL
+        )
+        SELECT coalesce(f.minute, p.minute) AS minute,
+               CAST(coalesce(f.provider_requests, 0) AS BIGINT) AS provider_requests,
+               CAST(coalesce(p.disputed_requests, 0) AS BIGINT) AS disputed_requests,
+               CAST(coalesce(p.legitimate_requests, 0) AS BIGINT) AS legitimate_requests,
+               CAST(coalesce(f.provider_requests, 0) - coalesce(p.disputed_requests, 0)
+                    - coalesce(p.legitimate_requests, 0) AS BIGINT) AS difference,
+               CAST(coalesce(f.provider_output_tokens, 0) AS BIGINT) AS provider_output_tokens,
+               CAST(coalesce(p.proxy_completion_tokens, 0) AS BIGINT) AS proxy_completion_tokens, f.provider_key_ids
+        FROM fine f FULL JOIN proxy p USING (minute)
+        ORDER BY minute
+    """)
+
+
+def billed_keys_step(table: str) -> Step:
+    """The provider key ids and projects whose usage buckets overlap the disputed requests (parameters: provider,
+    the disputed window's start and end): what the provider's support looks up."""
+    return Step("export_billed_keys", """
+        SELECT DISTINCT api_key_id, project_id FROM provider_usage
+        WHERE provider = ? AND bucket_end > CAST(? AS TIMESTAMP) AND bucket_start <= CAST(? AS TIMESTAMP)
+          AND coalesce(requests, 1) > 0 AND (api_key_id IS NOT NULL OR project_id IS NOT NULL)
+        ORDER BY ALL
+    """)
+
+
 @dataclass
 class Disputed:
     provider: str | None
@@ -126,6 +175,8 @@ class Evidence:
     price_tables: str                   # the price sources used, e.g. "genai-prices 0.0.30"
     accounts: list[str] = field(default_factory=list)    # provider project / API key ids in the case
     files: list[dict] = field(default_factory=list)      # ingest_files rows loaded (path order), for custody
+    per_minute: pd.DataFrame | None = None               # export_minute_reconciliation (1-minute buckets only)
+    billed_keys: list[str] = field(default_factory=list)  # provider key ids / projects billed in the window
 
 
 def evidence(case: Case, inv, provider: str | None = None) -> Evidence:
@@ -149,8 +200,21 @@ def evidence(case: Case, inv, provider: str | None = None) -> Evidence:
         UNION SELECT DISTINCT 'API key id ' || api_key_id FROM provider_usage WHERE provider = ?
           AND api_key_id IS NOT NULL ORDER BY 1""", [provider, provider]).fetchall()] if provider else []
     files = sorted(inv.files, key=lambda f: (f["path"], f["file_id"]))
+    per_minute, billed = None, []
+    proxy = [f for f in chosen if f.request_ids]
+    if provider and proxy:
+        start = min(f.incident.start for f in proxy).replace(second=0, microsecond=0)
+        end = max(f.incident.end for f in proxy)
+        per_minute = case.query(minute_reconciliation_step(table), [provider, start, end, provider, start, end])
+        if not per_minute["provider_key_ids"].notna().any():
+            per_minute = None                       # no 1-minute buckets: the daily reconciliation is all there is
+        billed = [" / ".join(x for x in (f"API key id {k}" if k else None, f"project {p}" if p else None) if x)
+                  for k, p in case.query(billed_keys_step(table), [provider, start, end]).itertuples(index=False)]
+    billed += [f"API key id {f.provider_key_id}" for f in chosen if f.provider_key_id
+               and f"API key id {f.provider_key_id}" not in billed]
     return Evidence(provider, chosen, reqs, minutes, _disputed(case, provider, chosen, request_cost, outside_cost,
-                                                               table), price_tables, accounts, files)
+                                                               table), price_tables, accounts, files, per_minute,
+                    billed)
 
 
 def _disputed(case: Case, provider, chosen, request_cost: Decimal, outside_cost: Decimal, table: str) -> Disputed:

@@ -5,6 +5,8 @@ Detectors look for the signatures of the ways a gateway is abused, each from the
                large the attack, the keyed traffic of the case shows the proxy is meant to use keys
   stuffing     bursts of 401s with many distinct keys from the same addresses, and what those addresses did next
   new_address  a valid key suddenly used from addresses it never used before (leaked key)
+  spread       a key new to the case used from many public addresses, far more than any other key (leaked key
+               with no past in the logs to compare with)
   surge        public addresses the case had not seen, spending (or calling) several times the whole proxy's rate of
                the hour before: an open proxy without any keys, or any abuse after a short history (minutes suffice)
   rate         a key spending far above its own usual rate (planned batch jobs land here)
@@ -29,6 +31,7 @@ MIN_INCIDENT_REQUESTS = 20        # fewer is noise, not an incident
 MIN_KEYED_REQUESTS = 20           # a proxy that served this many keyed calls is one that uses keys
 STUFFING_MIN_DISTINCT_KEYS = 20   # distinct rejected keys from one address in a burst
 NEW_ADDRESS_GRACE_HOURS = 24      # addresses a key used in its first day are its own
+SPREAD_MIN_ADDRESSES = 5          # a key new to the case used from this many public addresses or more
 RATE_BUCKET_MINUTES = 10
 RATE_FACTOR = 4.0                 # a key's 10-minute bucket this many times its usual busy bucket
 SPIKE_BUCKET_MINUTES = 15
@@ -116,6 +119,31 @@ def new_address_step(facts: str) -> Step:
         SELECT * FROM ({sessions_sql(f'''(SELECT f.* FROM {facts} f
                                           JOIN new_pairs USING (key_hash, client_ip))''', 'key_hash',
                                        SLOW_GAP_MINUTES)})
+    """)
+
+
+def spread_step(facts: str) -> Step:
+    """Requests of a valid key first seen after the logs begin (no past in them to compare its addresses with) used
+    from SPREAD_MIN_ADDRESSES or more public addresses, more than twice as many as any other key of the case ever
+    used (a key committed to a public repository, used from wherever it was found)."""
+    return Step("spread_candidates", f"""
+        WITH span AS (SELECT min(start_time) AS t0 FROM {facts}),
+        spread AS (
+            SELECT key_hash, min(start_time) AS key_first,
+                   count(DISTINCT client_ip) FILTER (WHERE NOT {private_ip_sql('client_ip')}) AS public_ips
+            FROM {facts} WHERE key_valid AND client_ip IS NOT NULL GROUP BY ALL
+        ), wide AS (
+            SELECT s.key_hash FROM spread s, span
+            WHERE s.key_first > span.t0 AND s.public_ips >= {SPREAD_MIN_ADDRESSES}
+              AND s.public_ips > 2 * coalesce((SELECT max(o.public_ips) FROM spread o
+                                               WHERE o.key_hash <> s.key_hash), 0)
+        ), candidates AS (   -- its calls from public addresses, in sessions that are themselves that spread
+            SELECT * FROM ({sessions_sql(f"(SELECT f.* FROM {facts} f SEMI JOIN wide USING (key_hash) "
+                                         f"WHERE NOT {private_ip_sql('f.client_ip')})", 'key_hash', SLOW_GAP_MINUTES)})
+        )
+        SELECT * FROM candidates c WHERE (c.part, c.session_no) IN (
+            SELECT (part, session_no) FROM candidates GROUP BY ALL
+            HAVING count(DISTINCT client_ip) >= {SPREAD_MIN_ADDRESSES})
     """)
 
 
@@ -211,7 +239,7 @@ def cost_spike_step(facts: str) -> Step:
 
 
 DETECTORS = [("stuffing", stuffing_step), ("keyless", keyless_step), ("new_address", new_address_step),
-             ("surge", surge_step), ("rate", rate_step), ("cost_spike", cost_spike_step)]
+             ("spread", spread_step), ("surge", surge_step), ("rate", rate_step), ("cost_spike", cost_spike_step)]
 
 
 def claimed_step() -> Step:

@@ -7,6 +7,8 @@ endpoints it finds:
              provider data, response bytes and request time stand in for tokens)
   auth_burst bursts of 401/403 answers on the LLM endpoints from few addresses (keys being guessed), and what those
              addresses did next
+  newcomers  public addresses the gateway had not seen arriving far faster than new clients did before, however
+             slowly each one calls (a leaked key used for hours)
 Each incident says it rests on nginx alone; cost is unknown there.
 """
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from forensics.analysis.incident import Incident, private_ip_sql
-from forensics.analysis.incidents import MIN_INCIDENT_REQUESTS, sessions_sql, surge_sql
+from forensics.analysis.incidents import MIN_INCIDENT_REQUESTS, SLOW_GAP_MINUTES, sessions_sql, surge_sql
 from forensics.analysis.steps import Step
 
 if TYPE_CHECKING:
@@ -27,6 +29,8 @@ LLM_ENDPOINT_SQL = ("regexp_matches(coalesce(path, ''), "
                     "'^(/openai)?(/v1)?/(chat/completions|completions|embeddings|messages|responses|"
                     "engines/[^/]+/(chat/)?completions|openai/deployments/[^/]+/(chat/)?completions)')")
 AUTH_BURST_MIN = 20               # 401/403 answers from one address in one burst
+NEWCOMERS_MIN = 5                 # new public addresses arriving in one slow session...
+NEWCOMERS_FACTOR = 4              # ...this many times as many as new clients arrived before
 
 
 @dataclass
@@ -38,7 +42,8 @@ class NginxIncident:
 
 
 def llm_lines_step() -> Step:
-    """nginx lines on the LLM endpoints at times no LiteLLM request covers (all of them when LiteLLM is absent)."""
+    """nginx lines on the LLM endpoints; `covered`: at a time LiteLLM's requests cover (LiteLLM then shows what
+    they cost, except what never reached it: the 401s of keys being guessed)."""
     return Step("nginx_llm_lines", f"""
         WITH covered AS (SELECT min(start_time) AS lo, max(coalesce(end_time, start_time)) AS hi FROM llm_requests)
         -- nginx logs a line when the response ends: the request began $request_time before (when logged)
@@ -47,10 +52,10 @@ def llm_lines_step() -> Step:
                h.time AS end_time, h.client_ip, h.status, h.method, h.path, h.user_agent,
                h.body_bytes, h.request_time,
                h.status IN (401, 403) AS auth_failure, CAST(0 AS DECIMAL(38,12)) AS cost_usd,
-               h.file_id || ':' || h.line_no AS request_id
+               h.file_id || ':' || h.line_no AS request_id,
+               coalesce(h.time BETWEEN c.lo AND c.hi, false) AS covered
         FROM http_requests h, covered c
         WHERE h.time IS NOT NULL AND {LLM_ENDPOINT_SQL}
-          AND (c.lo IS NULL OR h.time < c.lo OR h.time > c.hi)
     """)
 
 
@@ -89,16 +94,51 @@ def by_user_agent_step(table: str, name: str) -> Step:
     """)
 
 
+def nginx_newcomers_step(lines: str) -> Step:
+    """Slow use by addresses the gateway had not seen: sessions (an hour's pause ends one) of served calls from
+    public addresses first seen after the lines begin, in which NEWCOMERS_MIN or more such addresses arrive,
+    NEWCOMERS_FACTOR times as many as the rate at which new public clients arrived before would give (a key found
+    in a public repository, used from wherever it was found, at a rate no surge rule sees)."""
+    return Step("nginx_newcomer_candidates", f"""
+        WITH span AS (SELECT min(start_time) AS t0 FROM {lines}),
+        firsts AS (
+            SELECT client_ip, min(start_time) AS first_seen FROM {lines}, span
+            WHERE client_ip IS NOT NULL AND NOT {private_ip_sql('client_ip')} GROUP BY client_ip, span.t0
+            HAVING min(start_time) > span.t0
+        ), candidates AS (
+            SELECT * FROM ({sessions_sql(f"(SELECT l.* FROM {lines} l SEMI JOIN firsts USING (client_ip) "
+                                         "WHERE NOT l.auth_failure AND l.status < 400)", "1", SLOW_GAP_MINUTES)})
+        ), sessions AS (
+            SELECT c.session_no, min(c.start_time) AS s FROM candidates c GROUP BY c.session_no
+        ), arrivals AS (   -- the new addresses whose first call falls in the session: how many, over how long
+            SELECT x.session_no, x.s, count(*) AS arrived, max(f.first_seen) - min(f.first_seen) AS over
+            FROM sessions x JOIN firsts f ON f.first_seen >= x.s
+             AND f.client_ip IN (SELECT client_ip FROM candidates c WHERE c.session_no = x.session_no)
+            GROUP BY x.session_no, x.s
+        ), hot AS (
+            SELECT a.session_no FROM arrivals a, span
+            WHERE a.arrived >= {NEWCOMERS_MIN}
+              AND a.arrived >= {NEWCOMERS_FACTOR} * (SELECT count(*) FROM firsts f WHERE f.first_seen < a.s)
+                                * greatest(epoch(a.over), 3600) / greatest(epoch(a.s - span.t0), 3600)
+        )
+        SELECT c.* FROM candidates c SEMI JOIN hot USING (session_no) JOIN arrivals a USING (session_no)
+        WHERE c.client_ip IN (SELECT client_ip FROM firsts f WHERE f.first_seen >= a.s)   -- those who arrived
+    """)
+
+
 def find_nginx_incidents(case: Case) -> list[NginxIncident]:
-    """Surges and 401 bursts in nginx lines LiteLLM does not cover; a line belongs to one incident at most."""
-    lines = case.run(llm_lines_step())
-    (n,) = case.execute(f"SELECT count(*) FROM {lines}").fetchone()
+    """401 bursts in every nginx line on the LLM endpoints (LiteLLM never logs a call it refused at the door), surges
+    and newcomers in those LiteLLM does not cover; a line belongs to one incident at most."""
+    every = case.run(llm_lines_step())
+    (n,) = case.execute(f"SELECT count(*) FROM {every}").fetchone()
     if not n:
         return []
+    uncovered = case.run(Step("nginx_llm_lines_uncovered", f"SELECT * FROM {every} WHERE NOT covered"))
     claimed = case.run(Step("nginx_claimed", "SELECT CAST(NULL AS VARCHAR) AS request_id WHERE false"))
     found: list[NginxIncident] = []
-    for detector, make in (("auth_burst", nginx_auth_burst_step), ("surge", nginx_surge_step)):
-        table = case.run(make(lines))
+    for detector, make in (("auth_burst", nginx_auth_burst_step), ("surge", nginx_surge_step),
+                           ("newcomers", nginx_newcomers_step)):
+        table = case.run(make(every if detector == "auth_burst" else uncovered))
         sessions = case.execute(f"""
             SELECT session_no, count(*), min(start_time), max(start_time),
                    count(*) FILTER (WHERE auth_failure), count(DISTINCT client_ip),
@@ -121,6 +161,12 @@ def find_nginx_incidents(case: Case) -> list[NginxIncident]:
                                     f"address(es) in bursts of {AUTH_BURST_MIN} or more: keys being guessed")
                 if served:
                     inc.evidence.append(f"then {served} requests from the same addresses were served")
+            elif detector == "newcomers":
+                inc.kind, inc.verdict = "leaked_key", "attack"
+                inc.evidence.append(f"{count} served requests to the LLM endpoints from {public} public address(es) "
+                                    f"the gateway had never seen, arriving far faster than new clients did before, "
+                                    f"over {(end - start).total_seconds() / 3600:.1f} h: someone new is using the "
+                                    f"gateway (a leaked key, or the proxy open); {body:,} response bytes")
             else:
                 inc.kind = "unauthenticated_proxy"
                 inc.verdict = "attack" if public else "suspicious"
@@ -131,4 +177,25 @@ def find_nginx_incidents(case: Case) -> list[NginxIncident]:
                                 "LiteLLM or provider data")
             found.append(NginxIncident(inc, mine, case.query(by_ip_step(mine, f"nginx_incident_{k}_by_ip")),
                                        case.query(by_user_agent_step(mine, f"nginx_incident_{k}_by_user_agent"))))
-    return found
+    return _merged(case, found)
+
+
+def _merged(case: Case, found: list[NginxIncident]) -> list[NginxIncident]:
+    """Incidents of different rules that are one campaign: the same addresses, less than an hour apart (a slow leak
+    whose first hours a surge rule saw and whose rest only the newcomers rule did). The first one's kind stays."""
+    out: list[NginxIncident] = []
+    for n in sorted(found, key=lambda n: n.incident.start):
+        prev = out[-1] if out else None
+        if (prev is None or n.incident.start - prev.incident.end > pd.Timedelta(minutes=SLOW_GAP_MINUTES)
+                or not set(prev.by_ip["ip"].dropna()) & set(n.by_ip["ip"].dropna())):
+            out.append(n)
+            continue
+        k = len(out)
+        lines = case.run(Step(f"nginx_merged_{k}", f"SELECT * FROM {prev.lines} UNION ALL SELECT * FROM {n.lines}"))
+        a, b = prev.incident, n.incident
+        a.end, a.requests = max(a.end, b.end), a.requests + b.requests
+        a.verdict = "attack" if "attack" in (a.verdict, b.verdict) else a.verdict
+        a.evidence.insert(-1, f"then, by the same addresses: {b.evidence[0]}")
+        out[-1] = NginxIncident(a, lines, case.query(by_ip_step(lines, f"nginx_merged_{k}_by_ip")),
+                                case.query(by_user_agent_step(lines, f"nginx_merged_{k}_by_user_agent")))
+    return out

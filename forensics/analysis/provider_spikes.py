@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from forensics.api import Case
 
 SPIKE_FACTOR = 2.0
-SPIKE_FLOOR_USD = 5
+SPIKE_FLOOR_USD = 5              # an hour: less above the usual is noise
 
 
 @dataclass
@@ -79,33 +79,122 @@ def _median(values: list[Decimal]) -> Decimal:
     return statistics.median(values) if values else Decimal(0)
 
 
-def _spikes(frame: pd.DataFrame) -> list[tuple]:
-    """(provider, series, bucket_minutes, filled series, usual cost per bucket, [spike bucket starts]) per series.
+def _filled(g: pd.DataFrame) -> tuple[pd.Timedelta, dict]:
+    """One series' buckets at their native width, quiet buckets as zero: (width, {bucket_start: cost})."""
+    per = g.groupby("bucket_start", as_index=False).agg(
+        cost_usd=("cost_usd", lambda c: sum((Decimal(str(v)) for v in c.dropna()), Decimal(0))),
+        bucket_end=("bucket_end", "max"))
+    width = per["bucket_end"].iloc[0] - per["bucket_start"].iloc[0]
+    return width, filled(per, width)
 
-    A bucket's usual cost is the median of the same time of day on the other days (sub-daily buckets), else the
-    series' median busy bucket; a spike bucket spends SPIKE_FACTOR times its usual and more than
-    max(SPIKE_FLOOR_USD, the median busy bucket) above it, so a nightly batch or office hours are not spikes."""
+
+def filled(buckets: pd.DataFrame, width: pd.Timedelta) -> dict:
+    """{bucket_start: cost} from its first bucket to its last, the buckets missing as zero."""
+    span = pd.date_range(buckets["bucket_start"].min(), buckets["bucket_start"].max(), freq=width)
+    return {t: Decimal(0) for t in span} | {t: Decimal(str(c)) for t, c in zip(buckets["bucket_start"],
+                                                                                buckets["cost_usd"])}
+
+
+def _usual(costs: dict, width: pd.Timedelta, hot=frozenset(), fallback=None) -> tuple[dict, Decimal]:
+    """Per bucket, its usual cost: the median of the same time of day on the other days (sub-daily buckets), else
+    `fallback(bucket)` (a coarser series' usual, spread), else the median of the series' other busy buckets, spikes
+    found so far (`hot`) left out (quiet nights are not the baseline, nor is the spike); and the median busy
+    bucket."""
+    busy = _median([c for c in costs.values() if c])
+    by_slot: dict = {}
+    if width < pd.Timedelta(days=1):
+        for t, c in costs.items():
+            by_slot.setdefault(t - t.normalize(), []).append((t, c))
+    usual = {}
+    for t in costs:
+        others = [x for u, x in by_slot.get(t - t.normalize(), []) if u.normalize() != t.normalize()]
+        if others:
+            usual[t] = _median(others)
+        elif fallback is not None:
+            usual[t] = fallback(t)
+        else:
+            usual[t] = _median([c for u, c in costs.items() if c and u != t and u not in hot])
+    return usual, busy
+
+
+def _runs(hot: list, step: pd.Timedelta) -> list[list]:
+    """Consecutive hot buckets as runs."""
+    runs: list[list] = []
+    for t in hot:
+        if runs and t - runs[-1][-1] <= step:
+            runs[-1].append(t)
+        else:
+            runs.append([t])
+    return runs
+
+
+def _refine(fine: dict, usual: dict, width: pd.Timedelta, start, end) -> tuple:
+    """The spike's own buckets at the export's resolution, inside a coarse spike window widened by its length each
+    side: the stretch with the largest excess over the usual (same minute on other days) counting only what exceeds
+    REFINE_SHARE of the spike's mean excess per bucket (Kadane's maximum subarray). Returns (first, last) bucket."""
+    pad = max(end - start, width)
+    inside = [t for t in fine if start <= t < end]
+    bar = sum((fine[t] - usual[t] for t in inside), Decimal(0)) / max(len(inside), 1) * REFINE_SHARE
+    best, span, run, run_start = Decimal(0), (inside[0], inside[-1]), Decimal(0), inside[0]
+    for t in sorted(t for t in fine if start - pad <= t < end + pad):
+        if run <= 0:
+            run, run_start = Decimal(0), t
+        run += fine[t] - usual[t] - bar
+        if run > best:
+            best, span = run, (run_start, t)
+    return span
+
+
+DETECTION_MINUTES = 15           # finer exports are searched at this width (noise), then refined bucket by bucket
+REFINE_SHARE = Decimal("0.25")
+
+
+def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
+                  longer: tuple[dict, pd.Timedelta] | None = None) -> tuple[dict, list[tuple]]:
+    """One series' spikes: (usual cost per bucket, [(first, last) bucket of each spike]).
+
+    Searched at the series' width, or at DETECTION_MINUTES when finer: a spike bucket spends SPIKE_FACTOR times its
+    usual and more than SPIKE_FLOOR_USD an hour above it (and, `against_busy`, more than the median busy bucket above
+    it: a nightly batch or office hours are not spikes); consecutive spike buckets make one spike. A spike found on a
+    finer series is then narrowed to the series' own buckets (`_refine`), so its window is good to one bucket.
+    `longer`: (series, width) of the same spend over a longer time at a coarser width (an hourly export of the week
+    beside a per-minute one of the night): searched instead, its longer past being the better usual."""
+    coarse_width = max(width, pd.Timedelta(minutes=DETECTION_MINUTES))
+    coarse: dict = {}
+    for t, c in fine.items():
+        k = t.floor(coarse_width) if coarse_width > width else t
+        coarse[k] = coarse.get(k, Decimal(0)) + c
+    if longer is not None and longer[1] > coarse_width and longer[0]:
+        coarse, coarse_width = longer
+    hours = min(coarse_width, pd.Timedelta(hours=1)) / pd.Timedelta(hours=1)
+    hot: list = []
+    for _ in range(2):                  # the second time with the spikes of the first left out of the usual
+        usual, busy = _usual(coarse, coarse_width, frozenset(hot))
+        bar = max(Decimal(SPIKE_FLOOR_USD) * Decimal(str(hours)), busy if against_busy else Decimal(0))
+        hot = [t for t, c in sorted(coarse.items()) if c > usual[t] * Decimal(SPIKE_FACTOR) and c - usual[t] > bar]
+    if coarse_width == width:
+        return usual, [(run[0], run[-1]) for run in _runs(hot, width)]
+    per = Decimal(int(coarse_width / width))
+    usual_fine = _usual(fine, width, fallback=lambda t: usual.get(t.floor(coarse_width), Decimal(0)) / per)[0]
+    spans: list[tuple] = []
+    for first, last in sorted(_refine(fine, usual_fine, width, run[0], run[-1] + coarse_width)
+                              for run in _runs(hot, coarse_width)):
+        if spans and first <= spans[-1][1] + coarse_width:      # two runs refined into one stretch
+            spans[-1] = (spans[-1][0], max(last, spans[-1][1]))
+        else:
+            spans.append((first, last))
+    return usual_fine, spans
+
+
+def _spikes(frame: pd.DataFrame) -> list[tuple]:
+    """(provider, series, bucket_minutes, filled series, usual cost per bucket, [(first, last) bucket of each spike])
+    per series with a spike (`series_spikes`)."""
     out = []
     for (provider, series), g in frame.groupby(["provider", "series"], sort=True):
-        per = g.groupby("bucket_start", as_index=False).agg(
-            cost_usd=("cost_usd", lambda c: sum((Decimal(str(v)) for v in c.dropna()), Decimal(0))),
-            bucket_end=("bucket_end", "max"))
-        width = per["bucket_end"].iloc[0] - per["bucket_start"].iloc[0]
-        span = pd.date_range(per["bucket_start"].min(), per["bucket_start"].max(), freq=width)
-        costs = {t: Decimal(0) for t in span} | dict(zip(per["bucket_start"], per["cost_usd"]))
-        busy = _median([c for c in costs.values() if c])      # quiet nights are not the baseline
-        by_slot: dict = {}
-        if width < pd.Timedelta(days=1):
-            for t, c in costs.items():
-                by_slot.setdefault(t - t.normalize(), []).append((t, c))
-        usual, hot = {}, []
-        for t, c in sorted(costs.items()):
-            others = [x for u, x in by_slot.get(t - t.normalize(), []) if u.normalize() != t.normalize()]
-            usual[t] = _median(others) if others else busy
-            if c > usual[t] * Decimal(SPIKE_FACTOR) and c - usual[t] > max(Decimal(SPIKE_FLOOR_USD), busy):
-                hot.append(t)
-        if hot:
-            out.append((provider, series, int(width / timedelta(minutes=1)), costs, usual, hot))
+        width, fine = _filled(g)
+        usual, spans = series_spikes(fine, width)
+        if spans:
+            out.append((provider, series, int(width / timedelta(minutes=1)), fine, usual, spans))
     return out
 
 
@@ -120,16 +209,11 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
     if frame.empty:
         return []
     found = []
-    for provider, series, minutes, costs, usual, hot in _spikes(frame):
+    for provider, series, minutes, costs, usual, spans in _spikes(frame):
         step = timedelta(minutes=minutes)
-        runs: list[list] = []
-        for t in hot:                      # consecutive spike buckets make one spike
-            if runs and t - runs[-1][-1] <= step:
-                runs[-1].append(t)
-            else:
-                runs.append([t])
-        for run in runs:
-            start, end = run[0], run[-1] + step
+        for first, last in spans:
+            start, end = first, last + step
+            run = [t for t in costs if first <= t <= last]
             excess = sum((costs[t] - usual[t] for t in run), Decimal(0))
             mine = frame[(frame["provider"] == provider) & (frame["series"] == series)
                          & (frame["bucket_start"] >= start) & (frame["bucket_start"] < end)]
@@ -140,9 +224,10 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
             inc = Incident(f"P-{len(found) + 1}", "other", "suspicious", "provider_spike", start.to_pydatetime(),
                            end.to_pydatetime(), requests, sources=[provider])
             inc.evidence.append(
-                f"{provider} {series}: {len(run)} bucket(s) of {minutes} min spending more than {SPIKE_FACTOR:g}x "
-                f"the usual for that time (${float(usual[run[0]]):,.2f}); ${float(excess):,.2f} above it at list "
-                "prices")
+                f"{provider} {series}: {len(run)} bucket(s) of {minutes} min, {start:%Y-%m-%d %H:%M} to "
+                f"{end:%H:%M} UTC, spending more than {SPIKE_FACTOR:g}x the usual for that time "
+                f"(${float(sum((usual[t] for t in run), Decimal(0))):,.2f} in all); ${float(excess):,.2f} above it "
+                "at list prices")
             inc.evidence.append("provider data only: no proxy logs say who made these calls; a planned batch and "
                                 "abuse look alike here (compare with the proxy's spend logs and nginx)")
             around = pd.DataFrame({"bucket_start": list(costs), "cost_usd": list(costs.values())})

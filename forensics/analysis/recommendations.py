@@ -49,7 +49,7 @@ def collateral_text(findings, *control_ids) -> str:
     for cid in control_ids:
         c = collateral(findings, cid)
         if c["requests"]:
-            since = f" from {c['from'][:16].replace('T', ' ')} UTC" if c["from"] else ""
+            since = f" from {c['from'][:19].replace('T', ' ')} UTC" if c["from"] else ""
             parts.append(f"{cid} would also have blocked {c['requests']:,} legitimate requests ({money(c['usd'])} of "
                          f"service){since}")
     return (" But " + "; ".join(parts) + ": set it above what legitimate traffic needs.") if parts else \
@@ -72,6 +72,20 @@ def traffic_facts_step() -> Step:
     """)
 
 
+def _keyless_text(watch: list[dict], keyless_ok: int, keyless_ips: int) -> str:
+    """Keyless requests in the incidents' own figures (findings: without_key, served_without_key), the same numbers
+    the summary prints; the case-wide served count beside them when other keyless requests were served too."""
+    without = sum(i.get("without_key", 0) for i in watch)
+    served = sum(i.get("served_without_key", 0) for i in watch)
+    if not without:
+        return f"{keyless_ok:,} requests were served with no virtual key, from {keyless_ips:,} addresses"
+    text = (f"{without:,} incident requests carried no virtual key ({served:,} served, {without - served:,} failed)"
+            if without != served else f"{served:,} incident requests were served with no virtual key")
+    others = keyless_ok - served
+    return text + (f"; {others:,} more keyless requests were served outside the incidents" if others > 0 else "") + \
+        f"; {keyless_ips:,} addresses served without a key in all"
+
+
 def recommendations(case: Case, findings: dict, coverage) -> list[dict]:
     """One entry per item of the incident write-up's checklist: what the data shows, and what to do."""
     watch = [i for i in findings["incidents"] if i["verdict"] != "benign"]
@@ -88,8 +102,8 @@ def recommendations(case: Case, findings: dict, coverage) -> list[dict]:
     saved, total = _control(findings, "auth_required")
     if keyless_ok:
         add("authentication", "needed",
-            f"{keyless_ok:,} requests were served with no virtual key, from {keyless_ips:,} addresses; requiring a "
-            f"key would have saved {money(saved)} of {money(total)}."
+            _keyless_text(watch, keyless_ok, keyless_ips) + f"; requiring a key would have saved {money(saved)} of "
+            f"{money(total)}."
             + (collateral_text(findings, "auth_required").replace(": set it above what legitimate traffic needs.",
                                                                     ": issue keys to those clients first.")),
             "Set general_settings.master_key and issue virtual keys (/key/generate); never run the proxy "

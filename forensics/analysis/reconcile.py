@@ -192,19 +192,26 @@ def proxy_keys_step(src: str) -> Step:
     """)
 
 
-def outside_usage_step(which: str, src: str, proxy_keys: str, prices: str) -> Step:
+def outside_usage_step(which: str, src: str, proxy_keys: str, prices: str, net: bool = False) -> Step:
     """Usage the proxy does not explain: all of a key id the proxy never used (it explains under half of its
-    tokens), and on the proxy's own key ids the tokens above the proxy's, per type, model and bucket."""
-    return Step(f"outside_usage_{which}", f"""
+    tokens), and on the proxy's own key ids the tokens above the proxy's, per type, model and bucket. `net`: the
+    signed difference in every bucket (a request the proxy logged at 10:00:59 and the provider counted at 10:01 is
+    +1 in one minute and -1 in the next), what a window's outside-proxy cost is summed from."""
+    def diff(col: str) -> str:
+        d = f"sum({col}) - any_value(proxy_{col})"
+        return d if net else f"greatest({d}, 0)"
+
+    def clip(expr: str) -> str:
+        return f"({expr})" if net else f"greatest({expr}, 0)"
+
+    return Step(f"outside_usage_{which}{'_net' if net else ''}", f"""
         WITH proxy_keys AS (SELECT provider, api_key_id FROM {proxy_keys}),
         own AS (   -- the proxy's key ids summed: their usage minus the proxy's, per type
             SELECT provider, bucket_start, any_value(bucket_end) AS bucket_end, model, any_value(provider_model) AS provider_model,
                    string_agg(DISTINCT api_key_id, ',' ORDER BY api_key_id) AS api_key_id,
-                   greatest(sum(input_tokens) - any_value(proxy_input_tokens), 0) AS input_tokens,
-                   greatest(sum(output_tokens) - any_value(proxy_output_tokens), 0) AS output_tokens,
-                   greatest(sum(cache_read_tokens) - any_value(proxy_cache_read_tokens), 0) AS cache_read_tokens,
-                   greatest(sum(cache_write_tokens) - any_value(proxy_cache_write_tokens), 0) AS cache_write_tokens,
-                   greatest(sum(requests) - any_value(proxy_requests), 0) AS requests
+                   {diff("input_tokens")} AS input_tokens, {diff("output_tokens")} AS output_tokens,
+                   {diff("cache_read_tokens")} AS cache_read_tokens, {diff("cache_write_tokens")} AS cache_write_tokens,
+                   {diff("requests")} AS requests
             FROM {src} JOIN proxy_keys USING (provider, api_key_id) GROUP BY provider, bucket_start, model
         ), foreign_keys AS (
             SELECT provider, bucket_start, bucket_end, model, provider_model, api_key_id, input_tokens, output_tokens,
@@ -212,7 +219,7 @@ def outside_usage_step(which: str, src: str, proxy_keys: str, prices: str) -> St
             FROM {src} WHERE (provider, api_key_id) NOT IN (SELECT (provider, api_key_id) FROM proxy_keys)
         )
         SELECT o.*, date_diff('minute', o.bucket_start, o.bucket_end) AS bucket_minutes,
-               CAST((greatest(o.input_tokens - o.cache_read_tokens - o.cache_write_tokens, 0) * p.input_mtok
+               CAST(({clip("o.input_tokens - o.cache_read_tokens - o.cache_write_tokens")} * p.input_mtok
                           + o.cache_read_tokens * coalesce(p.cache_read_mtok, p.input_mtok)
                           + o.cache_write_tokens * coalesce(p.cache_write_mtok, p.input_mtok)
                           + o.output_tokens * p.output_mtok) * 0.000001 AS DECIMAL(38,12)) AS cost_usd,
@@ -220,7 +227,7 @@ def outside_usage_step(which: str, src: str, proxy_keys: str, prices: str) -> St
         FROM (SELECT * FROM own UNION ALL BY NAME SELECT * FROM foreign_keys) o
         LEFT JOIN {prices} p ON p.provider = o.provider AND p.model = o.provider_model
                           AND p.day = CAST(o.bucket_start AS DATE)
-        WHERE o.input_tokens + o.output_tokens >= {EXCESS_MIN_TOKENS}
+        {"" if net else f"WHERE o.input_tokens + o.output_tokens >= {EXCESS_MIN_TOKENS}"}
     """)
 
 
@@ -235,6 +242,12 @@ def _finest_covering(fine: pd.DataFrame, span: pd.DataFrame) -> pd.DataFrame:
     return fine if covers else span
 
 
+def _per_bucket(frame: pd.DataFrame) -> pd.DataFrame:
+    """bucket_start, cost_usd summed over models (Decimal)."""
+    return frame.groupby("bucket_start", as_index=False)["cost_usd"].agg(
+        lambda c: sum((Decimal(str(v)) for v in c.dropna()), Decimal(0)))
+
+
 def reconcile(case: Case) -> list[Reconciliation]:
     """One reconciliation per provider that has cost or usage data in the case."""
     buckets = case.run(provider_costs_step())
@@ -244,6 +257,8 @@ def reconcile(case: Case) -> list[Reconciliation]:
     proxy_keys = case.run(proxy_keys_step(usage["span"]))
     outside = case.query(outside_usage_step("span", usage["span"], proxy_keys, prices))
     fine = case.query(outside_usage_step("finest", usage["finest"], proxy_keys, prices))
+    net = {which: case.query(outside_usage_step(which, usage[which], proxy_keys, prices, net=True))
+           for which in ("span", "finest")}
     providers = sorted(set(daily["provider"]) | set(outside["provider"]))
     out = []
     for provider in providers:
@@ -253,6 +268,8 @@ def reconcile(case: Case) -> list[Reconciliation]:
         f = fine[fine["provider"] == provider]
         for key_id, g in o.groupby("api_key_id", sort=True):
             w = _finest_covering(f[f["api_key_id"] == key_id], g)
+            nets = {which: x[(x["provider"] == provider) & (x["api_key_id"] == key_id)] for which, x in net.items()}
+            n = nets["finest" if w is not g else "span"]
             keys.append({
                 "api_key_id": key_id, "start": w["bucket_start"].min(), "end": w["bucket_start"].max(),
                 "cost_usd": sum((Decimal(str(c)) for c in g["cost_usd"].dropna()), Decimal(0)),
@@ -267,6 +284,9 @@ def reconcile(case: Case) -> list[Reconciliation]:
                 "buckets": w.groupby("bucket_start", as_index=False)["cost_usd"].agg(
                     lambda c: sum((Decimal(str(v)) for v in c.dropna()), Decimal(0))),
                 "bucket_minutes": int(w["bucket_minutes"].iloc[0]),
+                # the signed difference per bucket, every bucket: a window's cost outside the proxy is its sum
+                "net_buckets": _per_bucket(n),
+                "net_span": (_per_bucket(nets["span"]), int(g["bucket_minutes"].iloc[0])),  # the longest past
             })
         provider_cost = sum((Decimal(str(v)) for v in d["provider_cost_usd"]), Decimal(0))
         proxy_cost = sum((Decimal(str(v)) for v in d["proxy_cost_usd"]), Decimal(0))

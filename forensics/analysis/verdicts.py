@@ -31,12 +31,19 @@ def _facts(case: Case, inc: Incident, facts: str) -> dict:
             count(DISTINCT user_agent) FILTER (WHERE key_valid AND (key_hash, user_agent) NOT IN
                 (SELECT (key_hash, user_agent) FROM before WHERE key_hash IS NOT NULL)) AS new_key_agents,
             list(DISTINCT coalesce(key_alias, key_hash)) FILTER (WHERE key_valid AND status = 'success') AS keys,
-            sum(cost_usd) AS cost
+            sum(cost_usd) AS cost,
+            count(*) FILTER (WHERE key_hash IS NULL AND NOT auth_failure AND status = 'success') AS keyless_ok
         FROM mine
     """).fetchone()
     names = ["n", "ok", "rejected", "rejected_keys", "keyless", "ips", "new_ips", "public_ips", "new_key_ip_pairs",
-             "new_key_models", "new_key_agents", "keys", "cost"]
+             "new_key_models", "new_key_agents", "keys", "cost", "keyless_ok"]
     return dict(zip(names, row))
+
+
+def _keyless(f: dict) -> str:
+    """'1,241 requests (1,170 served, 71 failed)': the same count and labels as analysis/headline.py."""
+    n, ok = int(f["keyless"] or 0), int(f["keyless_ok"] or 0)
+    return f"{n:,} requests ({ok:,} served, {n - ok:,} failed)" if n != ok else f"{n:,} requests served"
 
 
 def classify(case: Case, inc: Incident, facts: str) -> None:
@@ -52,20 +59,25 @@ def classify(case: Case, inc: Incident, facts: str) -> None:
                                 f"{', '.join(map(str, f['keys'] or []))}: {cost}")
     elif inc.detector == "keyless":
         inc.kind, inc.verdict = "unauthenticated_proxy", "attack"
-        inc.evidence.append(f"{f['keyless']} requests served without any virtual key, while the case's other "
-                            f"traffic carries keys: the proxy accepted unauthenticated calls")
+        inc.evidence.append(f"{_keyless(f)} without any virtual key, while the case's other traffic carries keys: "
+                            f"the proxy accepted unauthenticated calls")
         inc.evidence.append(f"{f['ips']} client addresses, {f['new_ips']} never seen before the incident; {cost}")
     elif inc.detector == "surge":
         keyless = f["keyless"] >= f["n"] / 2
         inc.kind = "unauthenticated_proxy" if keyless else "leaked_key"
         inc.verdict = "attack" if f["public_ips"] else "suspicious"
         if keyless:
-            inc.evidence.append(f"{f['keyless']} requests served without any virtual key from {f['new_ips']} "
+            inc.evidence.append(f"{_keyless(f)} without any virtual key from {f['new_ips']} "
                                 f"public address(es) never seen before: the proxy accepts unauthenticated calls")
         else:
             inc.evidence.append(f"key(s) {', '.join(map(str, f['keys'] or []))} used from {f['new_ips']} "
                                 "public address(es) never seen before")
         inc.evidence.append(f"{f['n']} requests at {SURGE_TEXT} the whole proxy's rate of the hour before; {cost}")
+    elif inc.detector == "spread":
+        inc.kind, inc.verdict = "leaked_key", "attack"
+        inc.evidence.append(f"key(s) {', '.join(map(str, f['keys'] or []))}, new to the logs, used from "
+                            f"{f['public_ips']} public addresses, more than twice as many as any other key of the "
+                            f"case ever used; {cost}")
     elif inc.detector == "new_address":
         public = f["public_ips"] > 0
         inc.kind, inc.verdict = "leaked_key", ("attack" if public else "suspicious")

@@ -22,13 +22,13 @@ import duckdb
 import pandas as pd
 
 from forensics import __version__
-from forensics.analysis.evidence import Disputed, Evidence
+from forensics.analysis.evidence import Evidence
 from forensics.ingest import file_sha256
 from forensics.outputs import figures as figs
 from forensics.outputs.atomic import staged, write_bytes
 from forensics.outputs.findings import iso
+from forensics.outputs.letter import letter
 from forensics.outputs.paths import shareable_paths
-from forensics.outputs.report import money
 from forensics.outputs.safe import FORMULA_START, json_text, neutralise, printable, write_csv  # noqa: F401
 from forensics.secrets import redact_text
 
@@ -109,15 +109,15 @@ def _write(ev: Evidence, inv, findings: dict, out: Path, command_line: list[str]
     base = findings["baseline"]
     bvi = [["baseline (hours without incident traffic)", money_text(base["cost_per_hour_usd"]),
             f"{base['requests_per_hour']:.3f}", "", ""]]
-    for f, inc in ((f, _finding(findings, f.incident.id)) for f in chosen):
-        hours = max((f.incident.end - f.incident.start).total_seconds() / 3600, 1 / 60)
-        rate = Decimal(str(inc["cost_usd"])) / Decimal(str(hours))
-        ratio = f"{float(rate) / base['cost_per_hour_usd']:.1f}" if base["cost_per_hour_usd"] else ""
+    for f in chosen:                      # every figure from analysis/headline.py, as the report prints it
+        h = f.headline
         bvi.append([f"{f.incident.id} ({iso(f.incident.start)} .. {iso(f.incident.end)})",
-                    money_text(rate.quantize(Decimal("0.000001"))), f"{inc['requests'] / hours:.3f}",
-                    money_text(inc["peak_cost_per_hour_usd"]), ratio])
-    write_csv(out / "baseline_vs_incident.csv", ["period", "cost_usd_per_hour", "requests_per_hour",
-                                                 "peak_cost_usd_per_hour", "times_baseline"], bvi)
+                    money_text(h.mean_cost_per_hour_usd.quantize(Decimal("0.000001"))),
+                    f"{Decimal(h.requests) / h.hours:.3f}",
+                    money_text(h.peak_cost_per_hour_usd) if h.peak_cost_per_hour_usd is not None else "",
+                    "" if h.times_baseline is None else f"{h.times_baseline:.1f}"])
+    write_csv(out / "baseline_vs_incident.csv", ["period", "mean_cost_usd_per_hour", "requests_per_hour",
+                                                 "peak_cost_usd_per_hour", "peak_times_baseline"], bvi)
     written.append(out / "baseline_vs_incident.csv")
 
     price_tables = ev.price_tables
@@ -142,7 +142,15 @@ def _write(ev: Evidence, inv, findings: dict, out: Path, command_line: list[str]
             (out / f"{fig.name}.png").write_bytes(fig.png)
             written.append(out / f"{fig.name}.png")
 
-    (out / "request.md").write_text(letter(findings, chosen, disputed, price_tables, ev.accounts), encoding="utf-8")
+    if ev.per_minute is not None:
+        write_csv(out / "reconciliation_per_minute.csv",
+                  ["minute_utc", "provider_requests", "disputed_requests", "legitimate_requests", "difference",
+                   "provider_output_tokens", "proxy_completion_tokens", "provider_key_ids"],
+                  ([iso(r.minute), r.provider_requests, r.disputed_requests, r.legitimate_requests, r.difference,
+                    r.provider_output_tokens, r.proxy_completion_tokens, r.provider_key_ids]
+                   for r in ev.per_minute.itertuples()))
+        written.append(out / "reconciliation_per_minute.csv")
+    (out / "request.md").write_text(letter(ev, findings), encoding="utf-8")
     written.append(out / "request.md")
 
     files = [(f["path"], f["sha256"], f["size_bytes"], f["format"], f["records"], f["loaded"], f["quarantined"],
@@ -186,77 +194,6 @@ def _shareable_argv(argv: list[str], absolute: bool) -> list[str]:
         out.append(redact_text(os.path.relpath(a) if os.path.isabs(a) and a.startswith(os.getcwd() + os.sep)
                                else os.path.basename(a) if os.path.isabs(a) else a))
     return out
-
-
-PROVIDER_NAMES = {"openai": "OpenAI", "anthropic": "Anthropic"}
-
-
-def letter(findings: dict, chosen, d: Disputed, price_tables: str, accounts: list[str]) -> str:
-    """The cover letter draft: every figure filled in from the case; what only the analyst knows is [bracketed]."""
-    name = PROVIDER_NAMES.get(d.provider or "", printable(d.provider) or "[provider]")
-    account = ", ".join(printable(i) for i in accounts) or "[organization / project id]"
-    total = d.request_cost + d.outside_cost
-    lines = [f"# Refund request draft: unauthorised usage billed by {name}", "",
-             "_Draft written by forensics from the case's data. Check every [bracketed] item before sending._", "",
-             f"To: {name} billing support", f"Account: [organization id]; {account}", "",
-             "## What happened", ""]
-    if not chosen:
-        lines += ["The case holds no incident with an `attack` verdict: there is nothing to dispute on this evidence.",
-                  ""]
-    for f in chosen:
-        inc = _finding(findings, f.incident.id)
-        keys = [k for k in inc["keys"] if k["key_hash"]]
-        key_text = ("no key (the proxy accepted unauthenticated calls)" if inc["keys"] and not keys else
-                    ", ".join(f"{k['key_hint'] or ''} (sha256 {k['key_hash'][:16]}…)".strip() for k in keys)
-                    if keys else f"provider key id {printable(f.provider_key_id)}")
-        lines += [f"- **{inc['id']}** ({inc['kind'].replace('_', ' ')}): {inc['start']} to {inc['end']} UTC, "
-                  f"{inc['requests']:,} requests, {money(inc['cost_usd'])} at list prices; "
-                  + (f"{len(inc['ips'])} client addresses; " if inc["ips"] else "") + f"key: {key_text}.",
-                  *[f"  - {printable(e)}" for e in inc["evidence"]]]
-    lines += ["", "## Amount disputed", "",
-              f"**{money(total)}**: " + (f"{money(d.request_cost)} for the {_n_requests(chosen):,} "
-                                         "requests listed in requests.csv (successful requests only), priced at "
-                                         f"your list prices ({price_tables})" if d.request_cost else "")
-              + (f"{'; ' if d.request_cost else ''}{money(d.outside_cost)} of usage on the key(s) above that our "
-                 "proxy never made (usage_outside_proxy.csv)" if d.outside_cost else "") + "."]
-    if len(d.provider_days):
-        rows = d.provider_days
-        beyond = d.billed_beyond_legitimate
-        day_text = ", ".join(f"{r.day:%Y-%m-%d}: {money(r.provider_cost_usd)}" for r in rows.itertuples())
-        diff = beyond - (d.request_cost + d.outside_cost)
-        lines += ["", f"Your own cost report bills {day_text}. Our proxy's logs account for "
-                      f"{money(sum(Decimal(v) for v in rows['legitimate_usd']))} of legitimate traffic on "
-                      f"{'that day' if len(rows) == 1 else 'those days'}; the remaining {money(beyond)} is the "
-                      "usage we dispute, " + ("matching the amount above to the cent" if abs(diff) < Decimal("0.005")
-                                               else f"{money(abs(diff))} {'more' if diff > 0 else 'less'} than the "
-                                                    "amount above")
-                      + " (reconciliation.csv compares your bill with our logs day by day)."]
-    lines += ["", "## Evidence enclosed", "",
-              "- requests.csv: every disputed request with the id your logs hold (`request_id`, e.g. chatcmpl-...), "
-              "UTC start and end, model, tokens and cost; keys only as sha256 hash and hint",
-              "- cost_per_minute.csv, cost_per_hour.csv: the disputed cost over time",
-              "- baseline_vs_incident.csv: our normal spend beside the incident's",
-              "- reconciliation.csv: your billed cost against our proxy's logs per day, with the price table used",
-              "- inc_*.png: the incident over time (requests and cost per minute with one lane per client address, or "
-              "the provider's usage buckets for use outside the proxy)",
-              "- chain_of_custody.json: the tool, its version and command line, each input log with sha256 and size",
-              "- MANIFEST.sha256: the sha256 of every file above (`sha256sum -c MANIFEST.sha256`)", "",
-              "## Remediation taken", "",
-              "[Confirm each line; remove what was not done.]", ""]
-    kinds = {f.incident.kind for f in chosen}
-    if "unauthenticated_proxy" in kinds:
-        lines.append("- Authentication enforced on the proxy (master key and virtual keys); [date, UTC]")
-    if kinds & {"provider_key_outside_proxy", "leaked_key", "unauthenticated_proxy"}:
-        lines.append(f"- {name} API key(s) rotated and the old ones revoked; [date, UTC]")
-    if any(f.request_ids for f in chosen):
-        lines.append("- Offending client addresses blocked at the firewall; [date, UTC]")
-    lines += ["- Rate limits, per-key budgets, a max_tokens cap and a spend alert configured; [date, UTC]", "",
-              "We ask you to credit the amount above. [Name, role, contact]", ""]
-    return "\n".join(lines)
-
-
-def _n_requests(chosen) -> int:
-    return sum(len(f.request_ids) for f in chosen)
 
 
 # --- manifest and verify -----------------------------------------------------------------------------------------

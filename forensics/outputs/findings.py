@@ -69,6 +69,7 @@ def build(inv: Investigation, generated_at: datetime | None = None, absolute_pat
             # provider-only incidents have no proxy request ids: their count is the provider's
             "requests": len(f.request_ids) or int(inc.requests or 0), "cost_usd": usd(f.cost_usd),
             "peak_cost_per_hour_usd": usd(f.projection.peak_cost_per_hour_usd) if f.projection else 0.0,
+            **(f.headline.to_findings() if f.headline is not None else {}),
             "ips": _rows(f.by_ip, {"ip": ("ip", _str), "requests": ("requests", _int), "cost_usd": ("cost_usd", usd),
                                   "first_seen": ("first_seen", iso), "last_seen": ("last_seen", iso)}),
             "keys": _rows(f.by_key, {"key_hash": ("key", _str), "key_hint": ("key_hint", _str),

@@ -9,16 +9,20 @@ interpreted (outputs/safe.py).
 from __future__ import annotations
 
 import base64
+import re
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import jinja2
+import markupsafe
 import pandas as pd
 
 from forensics import __version__
 from forensics.analysis.status import status as status_of
 from forensics.outputs import figures as figs
+from forensics.outputs import sections as pm_sections
 from forensics.outputs.safe import md, printable, visible
 
 TOP_ROWS = 20                 # tables show the top rows; the rest are counted, and all are in findings.json
@@ -54,6 +58,25 @@ def duration(start: str, end: str) -> str:
     return f"{minutes} min" if minutes < 120 else f"{minutes / 60:.1f} h"
 
 
+def requests_text(inc: dict) -> str:
+    """'1,241 requests (1,170 served, 71 failed)' from findings' served/failed (analysis/headline.py)."""
+    n, failed = inc["requests"], inc.get("failed", 0)
+    return f"{count(n)} requests" + (f" ({count(inc['served'])} served, {count(failed)} failed)" if failed else "")
+
+
+def times_text(inc: dict) -> str:
+    t = inc.get("times_baseline")
+    return "-" if t is None else f"{t:.1f}x"
+
+
+def peak_text(inc: dict, base: dict) -> str:
+    """'peak $510.28/h, 38.7x the baseline of $13.18/h': the one way the peak and its multiple are written."""
+    if inc.get("times_baseline") is None:
+        return f"peak {money(inc['peak_cost_per_hour_usd'])}/h (no baseline spend to compare with)"
+    return (f"peak {money(inc['peak_cost_per_hour_usd'])}/h, {times_text(inc)} the baseline of "
+            f"{money(base['cost_per_hour_usd'])}/h")
+
+
 def key_label(key_hash, hint) -> str:
     if not key_hash:
         return "(no key)"
@@ -82,12 +105,12 @@ def _ip_rows(ips):
             for i in ips]
 
 
-def incident_tables(inc: dict) -> list[Table]:
+def incident_tables(inc: dict, owners: dict) -> list[Table]:
     out = [table("Client addresses", ["address", "requests", "cost", "first seen", "last seen"],
                  _ip_rows(inc["ips"]), numeric={1, 2}),
-           table("Keys", ["key (sha256 prefix, hint)", "requests", "cost"],
-                 [[key_label(k["key_hash"], k["key_hint"]), count(k["requests"]), money(k["cost_usd"])]
-                  for k in inc["keys"]], numeric={1, 2}),
+           table("Keys", ["key (sha256 prefix, hint)", "owner (alias, team, user, end users)", "requests", "cost"],
+                 [[key_label(k["key_hash"], k["key_hint"]), owners.get(k["key_hash"], "(no virtual key)"),
+                   count(k["requests"]), money(k["cost_usd"])] for k in inc["keys"]], numeric={2, 3}),
            table("Models", ["model", "requests", "cost"],
                  [[m["model"], count(m["requests"]), money(m["cost_usd"])] for m in inc["models"]], numeric={1, 2}),
            table("User agents", ["user agent", "requests"],
@@ -161,34 +184,6 @@ CONTROL_WORDS = {
 }
 
 
-# --- the detector ------------------------------------------------------------------------------------------------
-
-def detector_section(s) -> dict:
-    """The detector's summary (detect/summary.py) as the report prints it."""
-    if s.error is not None:
-        return {"error": printable(s.error)}
-    rows = []
-    for r in s.incidents:
-        if not r.request_ids:
-            rows.append([r.incident, r.kind, "0", "-", "-", "no proxy requests to score"])
-            continue
-        rows.append([r.incident, r.kind, f"{r.flagged:,} of {r.requests:,}",
-                     f"{r.flagged / r.requests:.1%}" if r.requests else "-",
-                     when(r.first_alert) if r.first_alert is not None else "-",
-                     f"{r.delay_minutes:.1f} min after the start" if r.first_alert is not None else "never flagged"])
-    return {
-        "train": f"{when(s.train_start)} .. {when(s.train_end)}",
-        "train_requests": s.train_requests, "threshold": f"{s.threshold:.4f}",
-        "features": s.features, "flagged": s.flagged, "scored": s.scored,
-        "baseline_alerts_per_day": f"{s.baseline_alerts_per_day:.2f}",
-        "per_incident": Table("What the detector caught of each incident",
-                              ["incident", "kind", "flagged", "recall", "first alert", "delay"], rows, {2, 3}),
-        "top": Table("Highest-scoring requests", ["time", "request id", "client", "score", "why"],
-                     [[when(r.start_time), printable(r.request_id), printable(r.client_ip), f"{r.score:.3f}",
-                       printable(r.reasons)] for r in s.top.itertuples()], {3}),
-    }
-
-
 # --- the model ------------------------------------------------------------------------------------------------------
 
 def _files(inv, names: dict) -> Table:
@@ -258,9 +253,7 @@ def _summary(findings, inv) -> list[tuple[str, str]]:
         how = (f"cost unknown (nginx only: no LiteLLM or provider data) over {count(main['requests'])} requests "
                "to the LLM endpoints")
     else:
-        how = (f"{money(main['cost_usd'])} over {count(main['requests'])} requests (peak "
-               f"{money(main['peak_cost_per_hour_usd'])}/h against a baseline of "
-               f"{money(base['cost_per_hour_usd'])}/h)")
+        how = f"{money(main['cost_usd'])} over {requests_text(main)}; {peak_text(main, base)}"
     if p:
         how += (f"; unchecked it would have cost {money(p['24h'])} a day (95% interval {money(p['low_24h'])} – "
                 f"{money(p['high_24h'])})")
@@ -291,6 +284,7 @@ def build_model(inv, findings: dict, postmortem, steps) -> dict:
     the investigation and the postmortem (analysis/postmortem.py); `steps` is the case's step log."""
     incidents = []
     all_figures: list[figs.Figure] = []
+    owners = pm_sections.owners_map(postmortem.owners)
     for f, inc in zip(inv.incidents, findings["incidents"]):
         section_figs = []
         if f.request_ids:
@@ -301,20 +295,23 @@ def build_model(inv, findings: dict, postmortem, steps) -> dict:
         section_figs = [x for x in section_figs if x is not None]
         all_figures += section_figs
         incidents.append({
-            "f": inc, "duration": duration(inc["start"], inc["end"]), "tables": incident_tables(inc),
+            "f": inc, "duration": duration(inc["start"], inc["end"]), "tables": incident_tables(inc, owners),
             "projection": projection_table(inc, findings["baseline"]["cost_per_hour_usd"]),
             "controls": controls_table(inc, f.controls), "figures": section_figs,
             "nginx_errors": nginx_errors_table(f), "limits": limits_table(f),
             "phases": _phases(f),
+            "headline": f"{when(inc['start'])} .. {when(inc['end'])} ({duration(inc['start'], inc['end'])}): "
+                        f"{requests_text(inc)}, {money(inc['cost_usd'])}; {peak_text(inc, findings['baseline'])}.",
         })
     cost = findings["cost"]
     overall = [
         table("Cost by model", ["model", "requests", "cost"],
               [[m["model"], count(m["requests"]), money(m["cost_usd"])] for m in cost["by_model"]], {1, 2},
               total=["total", count(sum(m["requests"] for m in cost["by_model"])), money(cost["total_usd"])]),
-        table("Cost by key", ["key (sha256 prefix, hint)", "requests", "cost"],
-              [[key_label(k["key_hash"], k["key_hint"]), count(k["requests"]), money(k["cost_usd"])]
-               for k in cost["by_key"]], {1, 2}),
+        table("Cost by key", ["key (sha256 prefix, hint)", "owner (alias, team, user, end users)", "requests",
+                              "cost"],
+              [[key_label(k["key_hash"], k["key_hint"]), owners.get(k["key_hash"], "(no virtual key)"),
+                count(k["requests"]), money(k["cost_usd"])] for k in cost["by_key"]], {2, 3}),
         table("Cost by client address", ["address", "requests", "cost"],
               [[i["ip"], count(i["requests"]), money(i["cost_usd"])] for i in cost["by_ip"]], {1, 2}),
         table("Requests by user agent", ["user agent", "requests", "cost"],
@@ -325,18 +322,38 @@ def build_model(inv, findings: dict, postmortem, steps) -> dict:
     shown = sorted({s for fig in all_figures for s in fig.steps} | {"baseline", "coverage", "daily_reconciliation"})
     logged = set(steps.names())
     return {
-        "tool_version": __version__, "generated_at": findings["generated_at"], "findings": findings,
+        "tool_version": __version__, "generated_at": when(findings["generated_at"]), "findings": findings,
+        "sections": pm_sections.sections(postmortem, sys.modules[__name__]),
+        "response_plan": postmortem.response,
+        "response_source": "; ".join(f"{i['id']} {i['kind']} {when(i['start'])} .. {when(i['end'])}"
+                                     for i in findings["incidents"] if i["verdict"] != "benign"),
         "summary": _summary(findings, inv), "incidents": incidents, "overall": overall,
         "reconciliation": _reconciliation(findings, inv),
-        "detector": detector_section(postmortem.detector) if postmortem.detector is not None else None,
+        "detector": pm_sections.detector_section(postmortem.detector, sys.modules[__name__])
+        if postmortem.detector is not None else None,
         "coverage": {"start": when(findings["coverage"]["start"]), "end": when(findings["coverage"]["end"]),
                      "sources": findings["coverage"]["sources"], "gaps": inv.coverage.gaps},
         "files": _files(inv, names), "quarantine": _quarantine(inv, names),
-        "recommendations": postmortem.recommendations,
+        "recommendations": _citing_settings(postmortem.recommendations, findings.get("configuration")),
+        "configuration": findings.get("configuration"),
         "nginx_match": _nginx_match(inv),
         "sql": [(name, steps.sql_of(name)) for name in shown if name in logged],
         "figures": all_figures, "baseline": findings["baseline"], "money": money, "count": count,
     }
+
+
+def _citing_settings(recommendations: list[dict], configuration: dict | None) -> list[dict]:
+    """Each checklist item's action followed by the settings the configuration audit found at fault for it."""
+    if not configuration:
+        return recommendations
+    out = []
+    for r in recommendations:
+        at_fault = [f for f in configuration["findings"] if f["checklist"] == r["item"]
+                    and f["severity"] in ("critical", "high")]
+        cited = "; ".join(f"{f['file']}{' line ' + str(f['line']) if f['line'] else ''}: {f['setting']}"
+                          for f in at_fault)
+        out.append({**r, "action": f"{r['action']} Settings at fault: {cited}." if cited else r["action"]})
+    return out
 
 
 def _phases(f) -> Table | None:
@@ -356,9 +373,9 @@ def _nginx_match(inv) -> str:
     if not r["llm_requests"]:
         return ""
     rate = "-" if pd.isna(r["match_rate"]) else f"{float(r['match_rate']):.1%}"
-    return (f"{count(r['llm_requests'])} LiteLLM requests: {count(r['by_call_id'])} matched to their nginx line by "
-            f"LiteLLM call id, {count(r['by_time'])} by client address and time, {count(r['unmatched'])} unmatched "
-            f"(match rate {rate})")
+    return (f"Of {count(r['llm_requests'])} LiteLLM requests, {count(r['by_call_id'])} were matched to their nginx "
+            f"line by LiteLLM call id and {count(r['by_time'])} by client address and time; {count(r['unmatched'])} "
+            f"have no nginx line ({rate} matched).")
 
 
 # --- rendering -----------------------------------------------------------------------------------------------------
@@ -371,6 +388,18 @@ def _finalize(value):
     return visible(value) if isinstance(value, str) else value
 
 
+_HYPHENATED = re.compile(r"\S*-\S*")
+
+
+def nobreak(value):
+    """HTML: the value escaped, every word with a hyphen (ids, dates, file names) kept on one line: browsers break
+    after a hyphen, and 'chatcmpl-' / 'EU6d...' on two lines is no id any more. Markdown has no line breaks to fear."""
+    if value is None:
+        return value
+    escaped = str(markupsafe.escape(value))       # entities hold no space and no hyphen: tokens stay whole
+    return markupsafe.Markup(_HYPHENATED.sub(lambda m: f'<span class="nb">{m.group(0)}</span>', escaped))
+
+
 def _env() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape(
         enabled_extensions=("html", "html.j2"), default_for_string=True), undefined=jinja2.StrictUndefined,
@@ -378,6 +407,7 @@ def _env() -> jinja2.Environment:
     env.filters["md"] = md
     env.filters["printable"] = printable
     env.filters["b64"] = lambda b: base64.b64encode(b).decode("ascii")
+    env.filters["nobreak"] = nobreak
     return env
 
 
@@ -398,6 +428,9 @@ def write(out_dir: Path, model: dict) -> list[Path]:
         p = fig_dir / f"{fig.name}.png"
         p.write_bytes(fig.png)
         written.append(p)
+    from forensics.outputs import response_files
+
+    written += response_files.write(out_dir, model["response_plan"], model["response_source"])
     (out_dir / "report.html").write_text(render_html(model), encoding="utf-8")
     (out_dir / "report.md").write_text(render_md(model), encoding="utf-8")
     return [out_dir / "report.html", out_dir / "report.md", *written]

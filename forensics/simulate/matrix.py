@@ -2,7 +2,9 @@
 
 One `Result` a draw, with the criteria of issue #12 (item 4) checked against truth.json:
 - an attack is found as an `attack` incident whose start and end lie within 60 s of the truth's window (120 s when
-  nginx is the best source that sees it, one usage bucket when only provider data does);
+  nginx is the best source that sees it); when only provider data sees it, as an `attack` or `suspicious` incident
+  (provider data alone cannot tell a planned batch from abuse) within one usage bucket of the truth's window at
+  bucket resolution;
 - its attacker addresses with precision and recall >= 0.95 (0.9 from nginx alone), against the addresses the
   present sources can show at all (a combined-format log behind a balancer shows none);
 - its cost within 0.5 % (10 % when only provider data sees it; no cost check from nginx alone);
@@ -92,23 +94,34 @@ def _overlap(inc: dict, start: datetime, end: datetime, slack_s: float) -> float
     return min(b, end).timestamp() + slack_s - max(a, start).timestamp()
 
 
-def check_incident(t: dict, attacks: list[dict], used: set[int]) -> tuple[list[str], dict]:
-    """One true attack against the found attack incidents; marks the one it matched in `used`."""
+def check_incident(t: dict, incidents: list[dict], used: set[int]) -> tuple[list[str], dict]:
+    """One true attack against the found incidents (attacks; also suspicious ones when only provider data sees it);
+    marks the one it matched in `used`."""
     seen = {s: v for s, v in t.get("seen_by", {}).items() if v.get("separable", True)}
     basis = _basis(seen, ("litellm", "nginx", "provider"))
     if basis is None:
+        if t.get("seen_by"):          # held in the totals, set apart by nothing: only no false all-clear is asked
+            start = min(_t(s["start"]) for s in t["seen_by"].values())
+            end = max(_t(s["end"]) for s in t["seen_by"].values())
+            used.update(i for i, a in enumerate(incidents) if _overlap(a, start, end, 86400) >= 0)
+            return [], {"basis": "-"}
         return [f"{t['kind']}: no present source sees it (simulator: draw should not exist)"], {}
     tol = WINDOW_TOLERANCE_S.get(basis) or BUCKET_S[seen["provider"]["bucket"]]
     start = min(_t(s["start"]) for s in seen.values())
     end = max(_t(s["end"]) for s in seen.values())
-    candidates = [(i, _overlap(a, start, end, tol)) for i, a in enumerate(attacks) if i not in used]
+    verdicts = ("attack", "suspicious") if basis == "provider" else ("attack",)
+    if basis == "provider":       # the truth at the export's resolution: the buckets it touches
+        start = datetime.fromtimestamp(start.timestamp() // tol * tol, start.tzinfo)
+        end = datetime.fromtimestamp(-(-end.timestamp() // tol) * tol, end.tzinfo)
+    candidates = [(i, _overlap(a, start, end, tol)) for i, a in enumerate(incidents)
+                  if i not in used and a["verdict"] in verdicts]
     candidates = [c for c in candidates if c[1] >= 0]
     metrics: dict = {"basis": basis, "tolerance_s": tol}
     if not candidates:
         return [f"attack not found ({basis} sees {t['kind']} {t['start'][:16]}..{t['end'][11:16]})"], metrics
-    i, _ = max(candidates, key=lambda c: c[1])
+    i, _ = max(candidates, key=lambda c: (incidents[c[0]]["verdict"] == "attack", c[1]))
     used.add(i)
-    inc = attacks[i]
+    inc = incidents[i]
     reasons = []
     metrics["start_err_s"] = (_t(inc["start"]) - start).total_seconds()
     metrics["end_err_s"] = (_t(inc["end"]) - end).total_seconds()
@@ -142,16 +155,18 @@ def check_incident(t: dict, attacks: list[dict], used: set[int]) -> tuple[list[s
 
 def check(truth: dict, findings: dict) -> tuple[list[str], dict]:
     """The criteria for one draw: (reasons it fails, metrics)."""
-    attacks = [i for i in findings["incidents"] if i["verdict"] == "attack"]
+    incidents = findings["incidents"]
     true_attacks = [t for t in truth["incidents"] if t["verdict"] == "attack"]
     reasons: list[str] = []
     metrics: dict = {}
     used: set[int] = set()
     for t in true_attacks:
-        r, m = check_incident(t, attacks, used)
+        r, m = check_incident(t, incidents, used)
         reasons += r
         metrics |= m
-    extra = [a for i, a in enumerate(attacks) if i not in used]
+    extra = [a for i, a in enumerate(incidents) if i not in used and a["verdict"] == "attack"]
+    if true_attacks and findings.get("status", "attack") == "clear":
+        reasons.append("false all-clear: status 'clear' on a draw with an attack")
     if extra:
         what = "benign batch called an attack" if truth["scenario"] == "benign_batch" else (
             "attack in a draw without one" if not true_attacks else "extra attack incident")

@@ -8,6 +8,7 @@ its drawn shape. truth.json says what each present source can see of each incide
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 from dataclasses import dataclass
 from decimal import Decimal
@@ -184,7 +185,29 @@ def _span(times: pd.Series) -> dict:
     return {"start": iso_z(int(times.min())), "end": iso_z(int(times.max())), "requests": int(len(times))}
 
 
-def seen_by(rows: pd.DataFrame, dep: Deployment, visible: pd.Series, scenario: str) -> dict:
+BUCKET_US = {"1m": 60 * US, "1h": 3600 * US, "1d": 86400 * US}
+SLOW_IN_NGINX = ("leaked_virtual_key", "open_proxy")   # set apart in nginx only by who calls
+INTERNAL = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8",
+                                                    "::1/128", "fc00::/7", "fe80::/10"))
+
+
+def _internal(address: str) -> bool:
+    """The investigation's own rule for a private address (analysis/incident.py PRIVATE_IP_SQL)."""
+    ip = ipaddress.ip_address(address)
+    return any(ip in n for n in INTERNAL if n.version == ip.version)
+
+
+def provider_baseline(window, bucket: str, first_us: int, last_us: int) -> bool:
+    """Whether the provider's export, at `bucket` width over the logs' span, holds at least one bucket's worth of time
+    outside the buckets the incident touches: without it the export has no baseline to set the incident apart (two
+    daily buckets, the attack in both)."""
+    w = BUCKET_US[bucket]
+    first_bucket, after_last = first_us // w * w, -(-(last_us + 1) // w) * w
+    clean = max(0, first_bucket - window.start) + max(0, window.collected_at - after_last)
+    return clean >= w
+
+
+def seen_by(rows: pd.DataFrame, dep: Deployment, visible: pd.Series, scenario: str, window=None) -> dict:
     """Per present source: the first and last start of the incident's requests it records, the client addresses it
     shows, and (provider) the cost billed for it. nginx also gives `logged` (first and last line time: all a format
     without $request_time tells; a 4000-token answer is logged ~2 minutes after it started). `separable` false:
@@ -198,14 +221,20 @@ def seen_by(rows: pd.DataFrame, dep: Deployment, visible: pd.Series, scenario: s
     if "nginx" in dep.sources and len(rows):
         clients = {nginx_client(x, r, dep) for x, r in zip(rows["xff_in"], rows["remote_addr"])}
         logged = _span(rows["t_log"])
+        shown = sorted(c for c in clients if c)
         out["nginx"] = _span(rows["t_start"]) | {
             "logged": {"start": logged["start"], "end": logged["end"]},
-            "logs_request_time": nginx_logs_request_time(dep), "client_ips": sorted(c for c in clients if c)}
+            "logs_request_time": nginx_logs_request_time(dep), "client_ips": shown,
+            # a leaked key or an open proxy shows in nginx by who calls (a batch job calls as fast): behind a
+            # balancer whose log keeps no client address, nothing there sets it apart from a planned job
+            "separable": any(not _internal(c) for c in shown) or scenario not in SLOW_IN_NGINX}
     billed = rows[(rows["outcome"] == "ok") & rows["provider"].isin(dep.providers)]
     if "provider" in dep.sources and len(billed):
-        out["provider"] = _span(billed["t_start"]) | {"cost_usd": _usd(billed["cost_nano"].sum()),
-                                                       "bucket": dep.usage_bucket(billed["provider"].iloc[0]),
-                                                       "separable": scenario not in PROXY_VISIBLE_ONLY}
+        bucket = dep.usage_bucket(billed["provider"].iloc[0])
+        baseline = window is None or provider_baseline(window, bucket, int(billed["t_start"].min()),
+                                                       int(billed["t_start"].max()))
+        out["provider"] = _span(billed["t_start"]) | {"cost_usd": _usd(billed["cost_nano"].sum()), "bucket": bucket,
+                                                       "separable": scenario not in PROXY_VISIBLE_ONLY and baseline}
     return out
 
 
@@ -223,10 +252,13 @@ def deployment_incident_truth(inc: Incident, built: Built, dep: Deployment, visi
         if "provider" in dep.sources and "openai" in dep.providers and len(calls):
             t["seen_by"]["provider"] = {"start": t["first_request_at"], "end": t["last_request_at"],
                                         "requests": t["requests"], "cost_usd": t["cost_usd"],
-                                        "bucket": dep.openai_usage_bucket, "separable": True}
+                                        "bucket": dep.openai_usage_bucket,
+                                        "separable": provider_baseline(built.window, dep.openai_usage_bucket,
+                                                                       int(calls["t_start"].min()),
+                                                                       int(calls["t_start"].max()))}
     else:
         rows = built.frame[built.frame["incident"] == inc.id]
-        t["seen_by"] = seen_by(rows, dep, visible, scenario)
+        t["seen_by"] = seen_by(rows, dep, visible, scenario, built.window)
         held = rows[visible.loc[rows.index]]
         t["request_ids"] = held["request_id"].tolist()
         t["litellm_call_ids"] = held["call_id"].tolist()

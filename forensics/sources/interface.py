@@ -26,7 +26,8 @@ class LoadResult:
 class LoadOptions:
     """Options the analyst can set on the command line."""
 
-    nginx_format: str | None = None            # a custom nginx log_format string
+    nginx_format: str | None = None            # a custom nginx log_format string: always used for nginx access logs
+    nginx_conf: tuple[str, ...] = ()           # nginx.conf files or `nginx -T` outputs: their log_formats drive detection
     trusted_proxies: tuple[str, ...] = ()      # CIDRs of the operator's own balancers (private ranges by default)
     price_overrides: Path | None = None        # CSV of prices for custom deployments (see forensics.pricing)
 

@@ -64,3 +64,57 @@ def test_many_distinct_rejected_keys_are_stuffing():
     assert (inc.kind, inc.verdict) == ("credential_stuffing", "attack")
     assert Decimal(0) == con.execute(f"SELECT coalesce(sum(cost_usd), 0) FROM llm_requests "
                                      f"JOIN {inc.table} USING (request_id)").fetchone()[0]
+
+
+def _leak(hours_before: float, addresses: int):
+    """A key the logs never saw before, used slowly (a request every 2 minutes for 5 hours) from `addresses`
+    public addresses in turn, `hours_before` hours of the two app servers' traffic before it (the matrix's
+    leaked_virtual_key draws with short histories: issue #12)."""
+    rows = [r for r in _baseline(1) if r[1] < T0 + timedelta(hours=hours_before)]
+    start = T0 + timedelta(hours=hours_before)
+    rows += [(f"l{i}", start + timedelta(minutes=2 * i), "c" * 64, f"203.0.113.{40 + i % addresses}", "success",
+              None, "0.03") for i in range(150)]
+    return _case(rows)
+
+
+def test_a_new_key_used_from_many_public_addresses_is_a_leaked_key_even_with_minutes_of_history():
+    for hours in (0.5, 20):
+        [inc] = find_incidents(_leak(hours, 9)).incidents
+        assert (inc.kind, inc.verdict, inc.detector, inc.requests) == ("leaked_key", "attack", "spread", 150)
+
+
+def test_a_new_key_from_as_few_addresses_as_the_others_use_is_no_incident():
+    # two app servers use one address each: a new key from two public addresses is a new app, not a leak
+    assert find_incidents(_leak(20, 2)).incidents == []
+
+
+def _nginx_case(rows):
+    """A case holding only nginx lines: (time, client_ip, status) on /v1/chat/completions."""
+    c = Case.memory()
+    frame = pd.DataFrame(rows, columns=["time", "client_ip", "status"])
+    c.con.register("lines_in", frame)
+    c.con.execute("""INSERT INTO http_requests (file_id, line_no, time, client_ip, status, method, path, user_agent,
+                         body_bytes, request_time)
+                     SELECT 1, row_number() OVER (ORDER BY time), time, client_ip, status, 'POST',
+                            '/v1/chat/completions', 'python-requests/2.32', 900, 2.5 FROM lines_in""")
+    c.con.unregister("lines_in")
+    return c
+
+
+def test_nginx_alone_finds_a_key_used_slowly_from_new_public_addresses():
+    """The matrix's nginx-only leaked_virtual_key draws: two app servers and one known public partner call all day;
+    then nine public addresses never seen arrive within 40 minutes and call every few minutes for 6 hours, at a
+    rate no surge rule sees. A newcomer now and then (the partner's second office) is no incident."""
+    from forensics.analysis.nginx_incidents import find_nginx_incidents
+
+    rows = [(T0 + timedelta(minutes=3 * i), f"10.0.0.{5 + i % 2}", 200) for i in range(20 * 60)]
+    rows += [(T0 + timedelta(hours=h), "198.51.100.7", 200) for h in range(1, 60, 3)]
+    rows += [(T0 + timedelta(hours=30), "198.51.100.8", 200)]
+    start = T0 + timedelta(hours=40)
+    leak = [(start + timedelta(minutes=5 * a + 15 * i), f"203.0.113.{60 + a}", 200) for a in range(9)
+            for i in range(24)]
+    found = find_nginx_incidents(_nginx_case(rows + leak))
+    [n] = found
+    assert (n.incident.kind, n.incident.verdict, n.incident.requests) == ("leaked_key", "attack", len(leak))
+    assert set(n.by_ip["ip"]) == {f"203.0.113.{60 + a}" for a in range(9)}
+    assert find_nginx_incidents(_nginx_case(rows)) == []

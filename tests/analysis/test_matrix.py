@@ -39,3 +39,22 @@ def test_criteria_on_a_hand_made_finding():
     assert matrix.check(truth, {"incidents": [good | {"verdict": "suspicious"}]})[0][0].startswith("attack not found")
     quiet = {"scenario": "benign_batch", "incidents": [{"kind": "volume_spike", "verdict": "benign"}]}
     assert matrix.check(quiet, {"incidents": [good]})[0][0].startswith("benign batch called an attack")
+
+
+def test_provider_data_alone_may_say_suspicious_within_one_bucket():
+    """Only the provider's hourly export sees it: a `suspicious` spike counts (a planned batch and abuse look alike
+    there), judged against the truth at the export's resolution (02:00..03:00 for 02:00:05..02:44), one bucket of
+    slack; an hour more each side is still one bucket, two hours are not."""
+    truth = {"scenario": "provider_key_outside_proxy", "incidents": [{
+        "kind": "provider_key_outside_proxy", "verdict": "attack", "start": "2026-11-16T02:00:05Z",
+        "end": "2026-11-16T02:44:00Z", "cost_usd": "100",
+        "seen_by": {"provider": {"start": "2026-11-16T02:00:05Z", "end": "2026-11-16T02:44:00Z",
+                                 "cost_usd": "100", "bucket": "1h"}}}]}
+    spike = {"verdict": "suspicious", "kind": "other", "start": "2026-11-16T02:00:00Z", "end": "2026-11-16T03:00:00Z",
+             "cost_usd": 104.0, "ips": []}
+    reasons, metrics = matrix.check(truth, {"incidents": [spike]})
+    assert reasons == [] and metrics["basis"] == "provider" and metrics["start_err_s"] == 0
+    wider = spike | {"start": "2026-11-16T01:00:00Z", "end": "2026-11-16T04:00:00Z"}
+    assert matrix.check(truth, {"incidents": [wider]})[0] == []
+    too_wide = spike | {"end": "2026-11-16T05:00:00Z"}
+    assert matrix.check(truth, {"incidents": [too_wide]})[0][0].startswith("end off by +7200 s")

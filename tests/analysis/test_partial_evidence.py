@@ -39,6 +39,7 @@ def addresses_match(inc: dict, truth_ips, at_least: float) -> None:
     assert len(hit) / len(ips) >= at_least and len(hit) / len(truth_ips) >= at_least, (sorted(ips), truth_ips)
 
 
+@pytest.mark.slow
 def test_nginx_alone_finds_the_open_proxy(tmp_path):
     found = investigate([SAMPLE / "nginx"], tmp_path)
     [inc] = attacks(found)
@@ -49,6 +50,7 @@ def test_nginx_alone_finds_the_open_proxy(tmp_path):
     assert found["status"] == "attack" and {"litellm", "provider"} <= set(found["coverage"]["missing"])
 
 
+@pytest.mark.slow
 def test_provider_data_alone_shows_the_spike_within_one_bucket(tmp_path):
     found = investigate([SAMPLE / "openai", SAMPLE / "anthropic"], tmp_path)
     [inc] = [i for i in found["incidents"] if i["verdict"] in ("attack", "suspicious")]
@@ -103,6 +105,7 @@ def test_report_says_inconclusive_and_what_is_missing(tmp_path, capsys):
     assert "status: attack" in out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scenario", ["key_stuffing"])
 def test_nginx_alone_finds_a_401_burst(tmp_path, scenario):
     from forensics.simulate import simulate

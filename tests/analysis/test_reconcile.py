@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from conftest import run_cli
 from forensics.analysis.reconcile import _finest_covering
@@ -23,6 +24,7 @@ def test_finest_export_used_only_when_it_covers_both_ends():
     assert _finest_covering(whole.iloc[0:0], span) is span
 
 
+@pytest.mark.slow
 def test_provider_data_alone_shows_the_spike_but_accuses_nobody(tmp_path):
     """Without proxy logs the spike is `suspicious` (a planned batch looks the same), never an `attack` (#12)."""
     out = tmp_path / "out"

@@ -51,6 +51,7 @@ def test_the_corpus_is_big_enough_and_small_on_disk():
     assert sum((CASES / f).stat().st_size for f in files) < 2_000_000
 
 
+@pytest.mark.slow            # the corpus in one case (below) checks every file's outcome in the default tier
 @pytest.mark.parametrize("case", MANIFEST["case"], ids=lambda c: c["file"])
 def test_case_has_its_expected_outcome(tmp_path, case):
     con, r = _ingest(tmp_path, CASES / case["file"])
@@ -84,7 +85,12 @@ def _as_text(rows) -> list:
     return [norm(list(r)) for r in rows]
 
 
-@pytest.mark.parametrize("case", [c for c in MANIFEST["case"] if c.get("cli")], ids=lambda c: c["file"])
+CLI_DEFAULT_TIER = 4         # the first few in the default tier; every one with --all
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=() if i < CLI_DEFAULT_TIER else pytest.mark.slow)
+                                  for i, c in enumerate(c for c in MANIFEST["case"] if c.get("cli"))],
+                         ids=lambda c: c["file"])
 def test_cli_exit_code_and_one_line_errors(tmp_path, case):
     path = CASES / case["file"]
     proc = run_cli("ingest", str(path), "--case", str(tmp_path / "c.duckdb"), "--json", cwd=ROOT)
@@ -116,7 +122,8 @@ def test_debug_shows_the_traceback_of_a_failed_file(tmp_path):
 
 
 def test_all_of_the_corpus_in_one_case_leaks_no_key(tmp_path):
-    """The whole corpus ingested together, like a responder's folder: every file accounted, no key anywhere."""
+    """The whole corpus ingested together, like a responder's folder: every file has its expected outcome (status,
+    format, counts, note, quarantine reasons by line), every file is accounted in the tables, no key anywhere."""
     con = case_db.connect(tmp_path / "case.duckdb")
     reports = ingest_paths(con, [CASES])
     assert len(reports) == len(list(CASES.iterdir()))
@@ -124,8 +131,15 @@ def test_all_of_the_corpus_in_one_case_leaks_no_key(tmp_path):
     for r in reports:
         expected = BY_FILE.get(Path(r.path).name)
         if expected and not r.skipped:
+            assert (r.status, r.format) == (expected.get("status", "loaded"), expected.get("format")), r.message
             assert (r.records, r.loaded, r.quarantined) == (expected["records"], expected["loaded"],
                                                             expected["quarantined"]), r.path
+            assert expected.get("note", "") in (r.message or ""), r.message
+            reasons = dict(con.execute("SELECT q.record_no, q.reason FROM quarantine q JOIN ingest_files f "
+                                       "USING (file_id) WHERE f.path = ?", [r.path]).fetchall())
+            assert len(reasons) == r.quarantined, r.path
+            for record_no, part in expected.get("reasons", []):
+                assert part in reasons.get(record_no, ""), (r.path, record_no, reasons)
     keys = full_keys()
     assert leaked_keys(con, keys) == []
     # the keys that were logged are still traceable: by their hash, as LiteLLM stores it

@@ -21,10 +21,11 @@ from forensics import case as case_db
 from forensics.ingest import ingest_file
 from forensics.schema import FAMILY_TABLES
 from forensics.secrets import may_hold_secret, redact_text
+from conftest import examples  # tests/conftest.py: the tier's hypothesis budget
 from keyscan import decoded, middle  # tests/hostile/keyscan.py
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-BUDGET = settings(max_examples=8, deadline=None, derandomize=True, database=None,
+BUDGET = settings(max_examples=examples(8), deadline=None, derandomize=True, database=None,
                   suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 # one valid file per format family, cut to a few records so each example is quick
@@ -131,13 +132,13 @@ def test_mutated_gzip_files(fmt, data):
     check_ingest(data.draw(mutated(blob[:cut])), Path(SEEDS[fmt][0]).name + ".gz")
 
 
-@settings(max_examples=40, deadline=None, derandomize=True, database=None)
+@settings(max_examples=examples(40), deadline=None, derandomize=True, database=None)
 @given(blob=st.binary(max_size=2048))
 def test_arbitrary_bytes(blob):
     check_ingest(blob, "anything.log")
 
 
-@settings(max_examples=40, deadline=None, derandomize=True, database=None)
+@settings(max_examples=examples(40), deadline=None, derandomize=True, database=None)
 @given(prefix=st.sampled_from([b"{", b"[", b'{"data": [', b'{"object": "page", "data": [', b"request_id,startTime,spend\n",
                                b'203.0.113.7 - - [17/Mar/2025:02:00:04 +0100] "', b'{"time_local": "']),
        blob=st.binary(max_size=1024))
@@ -175,7 +176,7 @@ def hidden_key(draw) -> tuple[str, str]:
     return key, draw(filler) + text + draw(filler)
 
 
-@settings(max_examples=150, deadline=None, derandomize=True, database=None)
+@settings(max_examples=examples(150), deadline=None, derandomize=True, database=None)
 @given(case=hidden_key())
 def test_a_key_behind_any_mix_of_escapes_is_found_and_redacted(case):
     key, text = case
@@ -191,7 +192,7 @@ _FRAGMENTS = ["sk-", "sk", "s", "k", "-", "%2D", "%2d", "%73", "%6B", "%6b", "\\
               "AAAAAAAA", "aZ09_-aZ09", "==", "\\", "%", "\xff", "\x00", "\x01", "\r", "[redacted key "]
 
 
-@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@settings(max_examples=examples(300), deadline=None, derandomize=True, database=None)
 @given(parts=st.lists(st.one_of(st.sampled_from(_FRAGMENTS), st.text(max_size=4)), max_size=40))
 def test_the_prescan_misses_nothing_and_sql_redacts_as_python_does(parts):
     """may_hold_secret is exact (False: the redaction finds nothing), and SQL and Python redact alike."""

@@ -16,6 +16,8 @@ import tempfile
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from forensics.api import Case
 from keyscan import leaked_keys, leaks_in_bytes, leaks_in_files, pct, uesc, xesc  # tests/hostile/keyscan.py
 
@@ -53,6 +55,7 @@ def _write_main_log(path: Path, n: int) -> None:
             f.write("".join(_main_line(i) for i in range(lo, min(lo + 10_000, n))))
 
 
+@pytest.mark.slow
 def test_no_key_bytes_in_any_file_a_big_nginx_ingest_wrote(tmp_path, monkeypatch):
     """Redacting rows after they were inserted left the keys in the case file's free blocks (2,086 copies after
     300 k lines): nothing unredacted may reach the case connection's tables at all."""
@@ -127,6 +130,7 @@ with Case.open(sys.argv[1]) as case:
 """
 
 
+@pytest.mark.slow
 def test_kill_9_mid_ingest_leaves_no_key_bytes(tmp_path):
     """An ingest killed (-9) after DuckDB wrote the file's rows into the case file, before they were committed:
     whatever reached the case file, its WAL or the temporary folder is already redacted."""
@@ -201,6 +205,7 @@ def _run(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
     return proc
 
 
+@pytest.mark.slow
 def test_every_output_byte_is_free_of_planted_keys(tmp_path):
     """The sample incident plus keys planted in every family and every way (as written, %-, \\x- and \\u-escaped,
     in numbers, times, addresses, X-Forwarded-For, headers, metadata, file and folder names): ingest, report,

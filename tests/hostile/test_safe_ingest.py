@@ -100,6 +100,7 @@ def conserved(con, file_id: int) -> None:
 
 # ---- 2. one implausible time took all the memory ----------------------------------------------------------------
 
+@pytest.mark.slow
 def test_implausible_times_are_quarantined_and_the_report_stays_small(tmp_path, sample_report):
     """Year 1 (Go's zero time), the epoch and year 9999 beside sample_logs: every family quarantines them at load,
     so `report` needs no series over ten thousand years (it was killed at 24 GB) and finds what sample_logs alone

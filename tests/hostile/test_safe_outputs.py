@@ -125,6 +125,7 @@ def test_steps_sql_with_escaped_characters_still_reruns(outputs, tmp_path):
 
 # --- 7. a named case is opened read-only; a DuckDB file that is no case is refused ------------------------------------
 
+@pytest.mark.slow
 def test_a_case_on_read_only_media_is_read_and_left_untouched(tiny_case, tmp_path):
     media = tmp_path / "media"
     media.mkdir()

@@ -64,13 +64,20 @@ def spend_rows(out):
     return list(csv.DictReader(io.StringIO(text)))
 
 
+def simulated_files(folder: Path) -> list[Path]:
+    """The files of a simulator's output folder; sample_logs/config/ is no simulator output (the seed's deployment
+    configuration, for the audit) and is left out."""
+    return sorted(p.relative_to(folder) for p in folder.rglob("*")
+                  if p.is_file() and p.relative_to(folder).parts[0] != "config")
+
+
 def test_sample_logs_is_what_the_simulator_writes(runs):
     """sample_logs/ is `simulate --scenario open_proxy --seed 1`, byte for byte (the tests take its case for that
     scenario's: conftest's scenario_case)."""
     (a, ta), (b, tb) = runs
     assert a == SAMPLE_LOGS
-    files = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
-    assert files == sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    files = simulated_files(b)
+    assert files == simulated_files(a)
     for rel in files:
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
     assert ta == tb
@@ -78,8 +85,7 @@ def test_sample_logs_is_what_the_simulator_writes(runs):
 
 def test_same_seed_gives_identical_bytes(runs):
     (a, ta), (b, tb) = runs
-    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    files_a, files_b = simulated_files(a), simulated_files(b)
     assert files_a == files_b
     for rel in files_a:
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel

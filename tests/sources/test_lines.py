@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from forensics.sources.lines import decode_nginx, iter_line_batches
+from conftest import examples  # tests/conftest.py: the tier's hypothesis budget
 
 
 def read(path, batch_bytes=1 << 20):
@@ -100,7 +101,7 @@ def test_gzip_corrupt_from_the_start_cannot_be_read(tmp_path):
         read(p)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     data=st.lists(st.sampled_from([b"a", b"xyz", b" ", b"\n", b"\r", b"\r\n", b"\x01", b"\t", b"\xff", b"\xc3\xa9",
                                    b"\xe2\x82", b'"', b"\x00", b"\xef\xbb\xbf"]), max_size=80).map(b"".join),
@@ -136,7 +137,7 @@ _SECRETISH = st.sampled_from(["sk-", "eyJ", "bearer", "BEARER", "bEaReR", "\\u00
                               "sk_", "\xff", "\x00", "\r\n", "\n", " ", "x" * 20])
 
 
-@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@settings(max_examples=examples(300), deadline=None, derandomize=True, database=None)
 @given(parts=st.lists(st.one_of(_SECRETISH, st.text(max_size=12)), max_size=12),
        raw=st.binary(max_size=40))
 def test_secret_prescan_never_misses_what_the_redaction_patterns_find(parts, raw):

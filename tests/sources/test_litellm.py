@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import run_cli
+from conftest import examples, run_cli
 from forensics import case, ingest, secrets
 from forensics.sources.litellm import litellm, litellm_read
 from forensics.sources.interface import LoadContext, LoadResult
@@ -662,7 +662,7 @@ _KEYS = ["id", "litellm_call_id", "startTime", "endTime", "response_cost", "prom
          "requester_ip_address", "request_tags", "metadata", "model_parameters", "status"]
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(records=st.lists(st.one_of(
     st.dictionaries(st.sampled_from(_KEYS), _VALUE, max_size=len(_KEYS)).map(json.dumps),
     st.text(max_size=30).filter(lambda t: "\n" not in t and "\r" not in t),

@@ -17,6 +17,7 @@ from forensics.sources.interface import LoadContext, LoadResult
 from forensics.sources.litellm import litellm_fields as fields
 from forensics.sources.litellm import litellm_merge as merge
 from forensics.sources.litellm import litellm_read as read
+from forensics.sources.litellm import stdout
 
 SPENDLOGS_CSV = "litellm.spendlogs_csv"
 SPENDLOGS_JSON = "litellm.spendlogs_json"
@@ -169,18 +170,22 @@ class LiteLLMSource:
     """The LiteLLM family (see forensics/sources/interface.py)."""
 
     family = "litellm"
-    formats = tuple(FORMATS)
+    formats = (*FORMATS, stdout.FORMAT)
 
     def detect(self, sample: bytes, path: Path, options=None) -> str | None:
         text = sample.decode("utf-8", "replace").lstrip("\ufeff \t\r\n")
         if not text:
             return None
         if text[0] in "[{":
-            return _detect_json(text)
-        # a CSV loads with its header on the first line: the loader reads it there (blank lines before it: no CSV)
-        return _detect_csv(sample.decode("utf-8", "replace").lstrip("\ufeff"))
+            fmt = _detect_json(text)
+        else:
+            # a CSV loads with its header on the first line: the loader reads it there (blank lines before it: no CSV)
+            fmt = _detect_csv(sample.decode("utf-8", "replace").lstrip("\ufeff"))
+        return fmt or stdout.detect(text)           # the proxy's own log (json_logs or plain text)
 
     def load(self, ctx: LoadContext, fmt: str) -> LoadResult:
+        if fmt == stdout.FORMAT:
+            return stdout.load(ctx)
         if fmt not in FORMATS:
             raise ValueError(f"unknown LiteLLM format {fmt!r}")
         if fmt == SPENDLOGS_DAILY:     # no request in it: failing says so, where a quarantine would hide it

@@ -1,5 +1,6 @@
-"""The nginx family: access logs (combined, main, timings, ingress, JSON, custom log_format), one row per line, and
-the error log (error_log), one row per entry."""
+"""The nginx family: access logs (combined, main, timings, ingress, JSON, a --nginx-format, the log_formats of a
+--nginx-conf, formats inferred from the lines), one row per line; the error log (error_log), one row per entry.
+nginx_conf parses nginx configuration."""
 from __future__ import annotations
 
 from forensics.sources.nginx import error_log

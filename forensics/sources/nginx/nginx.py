@@ -10,9 +10,7 @@ reader flagged (forensics.secrets): no unredacted value is ever written to the c
 """
 from __future__ import annotations
 
-import functools
 import re
-from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -23,18 +21,20 @@ from forensics.netaddr import TrustedProxies, walk_pairs
 from forensics.sources.interface import LoadContext, LoadOptions, LoadResult
 from forensics.sources.lines import LAST_LINE_CUT, MAY_HOLD_SECRET, batch_flag, iter_line_batches
 from forensics.sources.nginx import nginx_json
-from forensics.sources.nginx.nginx_formats import (BUILTIN_FORMATS, STAGING_FIELDS, LogFormat, builtin, escaping_of,
-                                                   parse_log_format)
+from forensics.sources.nginx.nginx_detect import (JsonParser, TextParser, conf_parser, custom_parser, detect, explain,
+                                                  log_conf_of)
+from forensics.sources.nginx.nginx_formats import BUILTIN_FORMATS, STAGING_FIELDS, builtin, with_fallbacks
+from forensics.sources.nginx.nginx_infer import infer
 from forensics.sources.nginx.nginx_sql import INSERT_COLUMNS, convert_sql
 from forensics.sources.quarantine import insert_sql as quarantine_sql
 
 JSON_FORMATS = ("nginx.json", "nginx.json_default")
-TIME_FIELDS = ("msec", "time_iso8601", "time_local")      # the first a format logs is used: $msec keeps milliseconds
 # nginx's own header buffers keep a real access-log line far shorter; a longer one is quarantined, cut
 MAX_LINE_BYTES = 1 << 20
 # about 1 M combined-format lines: DuckDB writes fewer, fuller row groups than with 32 MiB batches, and the case
 # needs no rewrite of partial ones when it is closed; an ingest of 2 M lines took 7.0 s instead of 11.5 s (bench/)
 BATCH_BYTES = 128 << 20
+SAMPLE_BYTES = 1 << 16      # ingest's detection sample
 _ERROR_LOG = re.compile(r"^\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2} \[(?:emerg|alert|crit|error|warn|notice|info|debug)\]")
 _SYSLOG = re.compile(r"^(?:[A-Z][a-z]{2} [ \d]\d \d{2}:\d{2}:\d{2}|\d{4}-\d{2}-\d{2}T\S+) \S+ [\w./-]+(?:\[\d+\])?: ")
 
@@ -43,27 +43,12 @@ class NginxSource:
     family = "nginx"
 
     def detect(self, sample: bytes, path: Path, options: LoadOptions | None = None) -> str | None:
-        """A format id when most sample lines are nginx access-log records of one format."""
-        lines = _sample_lines(sample)
-        if not lines:
-            return None
-        need = max(1, (len(lines) + 1) // 2)
-        custom = options.nginx_format if options else None
-        if custom and _custom_parser(custom).count_matches(lines) >= need:
-            return "nginx.custom"
-        if sum(ln.startswith("{") for ln in lines) >= need:
-            parsed = [nginx_json.loads(ln) for ln in lines if ln.startswith("{")]
-            objects = [o for o, _ in parsed if o is not None]
-            if len(objects) >= need and nginx_json.infer(objects, False) is not None:
-                return "nginx.json_default" if any(r for _, r in parsed) else "nginx.json"
-            return None
-        best, best_n = None, 0
-        for fmt_id in BUILTIN_FORMATS:             # most specific first: a tie keeps the earlier one
-            regexes = _strict_regexes(fmt_id)
-            n = sum(any(r.match(ln) for r in regexes) for ln in lines)
-            if n > best_n:
-                best, best_n = fmt_id, n
-        return best if best_n >= need else None
+        """A format id when most sample lines are nginx access-log records of one format (nginx_detect)."""
+        return detect(sample, path, options)
+
+    def explain(self, sample: bytes, path: Path, options: LoadOptions | None = None) -> str | None:
+        """For a file no source recognised: the closest nginx format, where it first fails, how to pass one."""
+        return explain(sample, path, options)
 
     def load(self, ctx: LoadContext, fmt: str) -> LoadResult:
         # rows carry their line numbers, so the table need not keep insertion order: appends run in parallel
@@ -78,85 +63,12 @@ class NginxSource:
 SOURCE = NginxSource()
 
 
-@functools.cache
-def _strict_regexes(fmt_id: str) -> list[re.Pattern]:
-    """A built-in format's strict regexes, built once (detection runs per file: thousands of small files)."""
-    return [f.regex(strict=True) for f in builtin(fmt_id)]
-
-
-def _sample_lines(sample: bytes, limit: int = 200) -> list[str]:
-    text = sample.decode("utf-8", errors="replace").lstrip("\ufeff")
-    lines = text.split("\n")
-    if len(lines) > 1 and not text.endswith("\n"):
-        lines.pop()                                  # the sample may end inside a line
-    return [ln.rstrip("\r") for ln in lines if ln.strip()][:limit]
-
-
-class _TextParser:
-    """A text format: ordered variants, each an SQL extractor and a Python regex for the slow path."""
-
-    def __init__(self, formats: list[LogFormat]):
-        self.formats = formats
-        self.regexes = [f.regex(strict=False) for f in formats]
-        self.hits = Counter()
-        self.time_field = next((f for f in TIME_FIELDS if f in formats[0].fields.values()), None)
-        self.nginx_escapes = True
-        # the staging fields some variant fills (a vhost or X-Forwarded-For list may stand before the address)
-        self.fields = tuple(f for f in STAGING_FIELDS if f == "prefix" and any(v.allow_prefix for v in formats)
-                            or any(f in v.fields.values() for v in formats))
-
-    def variants(self) -> list[LogFormat]:
-        """The variants, the one that took most lines so far first (a file rarely mixes them)."""
-        return sorted(self.formats, key=lambda f: -self.hits[f.text])
-
-    def parse(self, line: str) -> dict[str, str | None] | None:
-        for rx in self.regexes:
-            m = rx.match(line)
-            if m:
-                return {k: _apache_unescape(v) for k, v in m.groupdict().items()}
-        return None
-
-    def count_matches(self, lines: list[str]) -> int:
-        return sum(self.parse(ln) is not None for ln in lines)
-
-
-class _JsonParser:
-    """A JSON format: one SQL extractor over the operator's keys, json.loads for the slow path."""
-
-    def __init__(self, fmt: nginx_json.JsonFormat, hits: Counter | None = None):
-        self.fmt = fmt
-        self.hits = hits if hits is not None else Counter()
-        self.time_field = next((f for f in TIME_FIELDS if f in fmt.fields), None)
-        self.nginx_escapes = fmt.default_escaping
-        self.fields = tuple(f for f in STAGING_FIELDS if f in fmt.fields)
-
-    def variants(self):
-        return [self.fmt]
-
-    def parse(self, line: str):
-        return self.fmt.parse(line)
-
-    def count_matches(self, lines: list[str]) -> int:
-        return sum(self.parse(ln) is not None for ln in lines)
-
-
-def _apache_unescape(v: str | None) -> str | None:
-    # only lines in the slow path can hold \" (Apache's escaping; nginx writes \x22)
-    return v.replace('\\"', '"').replace("\\\\", "\\") if v and "\\" in v and '\\"' in v else v
-
-
-def _custom_parser(text: str):
-    template = parse_log_format(text)
-    if template.lstrip().startswith("{"):
-        return _JsonParser(nginx_json.from_template(template, default_escaping=escaping_of(text) != "json"))
-    return _TextParser([LogFormat(template)])
-
-
 class _Load:
     """One file: batches through the SQL variants, leftovers through the slow path, then client IPs and secrets."""
 
     def __init__(self, ctx: LoadContext, fmt: str):
         self.ctx, self.con, self.fmt, self.fid = ctx, ctx.con, fmt, int(ctx.file_id)
+        self.notes: list[str] = []
         self.parser = None if fmt in JSON_FORMATS else self._text_parser()
         self.records = self.loaded = self.quarantined = self.empty = 0
         self.redact = False                        # the batch may hold a key: redact what is stored from it
@@ -168,10 +80,19 @@ class _Load:
         if self.fmt == "nginx.custom":
             if not self.ctx.options.nginx_format:
                 raise ValueError("nginx.custom needs the log_format string (option nginx_format)")
-            return _custom_parser(self.ctx.options.nginx_format)
+            return custom_parser(self.ctx.options.nginx_format)
+        if self.fmt.startswith("nginx.conf."):
+            conf = log_conf_of(self.ctx.options)
+            f = conf.by_id(self.fmt) if conf else None
+            if f is None:
+                raise ValueError(f"{self.fmt} needs the nginx configuration that defines it (option nginx_conf)")
+            self.notes.append(f"log_format {f.name} of {f.where}")
+            return conf_parser(f)
+        if self.fmt == "nginx.inferred":
+            return None                            # from the first batch's lines (see _inferred_parser)
         if self.fmt not in BUILTIN_FORMATS:
             raise ValueError(f"unknown nginx format {self.fmt!r}")
-        return _TextParser(builtin(self.fmt))
+        return TextParser(builtin(self.fmt))
 
     def run(self) -> LoadResult:
         self.trusted = TrustedProxies(tuple(self.ctx.options.trusted_proxies))
@@ -183,9 +104,9 @@ class _Load:
             if batch_flag(batch, LAST_LINE_CUT):
                 self.last_line_cut = batch.column("line_no")[-1].as_py()
             if self.parser is None:
-                self.parser = self._json_parser(batch)
+                self.parser = self._inferred_parser(batch) if self.fmt == "nginx.inferred" else self._json_parser(batch)
             self._batch(batch)
-        notes = []
+        notes = self.notes
         self.empty += reader.empty_lines
         self.records = reader.lines_read - self.empty
         if reader.error:                             # the unreadable rest of a cut gzip file is one record
@@ -201,7 +122,24 @@ class _Load:
             self.con.execute(f"DROP TABLE IF EXISTS {t}")
         return LoadResult(self.records, self.loaded, self.quarantined, 0, tuple(notes))
 
-    def _json_parser(self, batch: pa.Table) -> _JsonParser:
+    def _inferred_parser(self, batch: pa.Table) -> TextParser:
+        """The format inferred from the file's first lines (as detection inferred it from its sample), with the
+        combined and Common Log Format lines a file may hold besides."""
+        head = batch.slice(0, 1000)
+        sample, size = [], 0
+        for n, ln in zip(head.column("line_no").to_pylist(), head.column("line").to_pylist()):
+            size += len(ln.encode()) + 1
+            if size > SAMPLE_BYTES or len(sample) == 200:     # the lines detection saw (nginx_detect._sample_lines)
+                break
+            if ln.strip():
+                sample.append((n, ln))
+        inferred = infer(sample)
+        if inferred.text is None:
+            raise ValueError(f"no nginx log format could be inferred from the first lines: {inferred.reason}")
+        self.notes.append(f"log_format inferred from the lines: '{inferred.text}'")
+        return TextParser(with_fallbacks([inferred.text]))
+
+    def _json_parser(self, batch: pa.Table) -> JsonParser:
         sample = [ln for ln in batch.column("line").slice(0, 5000).to_pylist() if ln.startswith("{")][:1000]
         parsed = [nginx_json.loads(ln) for ln in sample]
         self.json_objects = [o for o, _ in parsed if o is not None]
@@ -210,7 +148,7 @@ class _Load:
         if fmt is None:
             raise ValueError("the JSON objects do not look like an nginx access log (no status or request field)")
         self.json_keys = {k for o in self.json_objects for k in o}
-        return _JsonParser(fmt)
+        return JsonParser(fmt)
 
     def _widen_json(self) -> None:
         """A JSON log whose keys change within the file (log_format edited, nginx reloaded): when a batch holds
@@ -228,7 +166,7 @@ class _Load:
         self.json_objects += [o for o in (nginx_json.loads(ln)[0] for ln in lines) if o is not None]
         fmt = nginx_json.infer(self.json_objects, self.json_default)
         if fmt is not None and fmt.fields > self.parser.fmt.fields:
-            self.parser = _JsonParser(fmt, self.parser.hits)
+            self.parser = JsonParser(fmt, self.parser.hits)
 
     def _run(self, sql: str) -> list[tuple]:
         """Run `sql`, reading the arrow data of `scans` it names through query_with (never con.register: inside
@@ -352,7 +290,7 @@ class _Load:
             return "an nginx error-log line, not an access-log record"
         if _SYSLOG.match(line):
             return "a journald/syslog prefix stands before the record"
-        if self.fmt in JSON_FORMATS or isinstance(self.parser, _JsonParser):
+        if self.fmt in JSON_FORMATS or isinstance(self.parser, JsonParser):
             return "not a JSON object (even after repairing \\xHH escapes)"
         if line.count('"') % 2:
             return "unbalanced quotes: the line is cut short or was not written by nginx"

@@ -10,7 +10,8 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 
-COMBINED = '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent"'
+CLF = '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent'
+COMBINED = CLF + ' "$http_referer" "$http_user_agent"'
 _XFF = ' "$http_x_forwarded_for"'
 _TIMES = " $request_time $upstream_response_time"
 _UPSTREAM = " $upstream_addr $upstream_status $request_id"
@@ -23,7 +24,7 @@ BUILTIN_FORMATS: dict[str, tuple[str, ...]] = {
     "nginx.timings": (COMBINED + _TIMES + _UPSTREAM, COMBINED + _TIMES,
                       COMBINED + _XFF + _TIMES + _UPSTREAM, COMBINED + _XFF + _TIMES),
     "nginx.main": (COMBINED + _XFF,),
-    "nginx.combined": (COMBINED,),
+    "nginx.combined": (COMBINED, CLF),
 }
 
 # nginx variable -> staging field (a column of the http_requests row it feeds); other variables are parsed, not kept
@@ -47,17 +48,19 @@ STAGING_FIELDS = ("host", "remote_addr", "remote_user", "forwarded_for", "time_l
                   "request_id", "litellm_call_id", "prefix")
 
 # how a value looks outside quotes: loose for loading (the SQL conversion names the bad field), strict for detection
-_LIST = r"[^ ,]+(?:(?:, | : )[^ ,]+)*"
+_UPLIST = r"[^ ,]+(?:(?:, | : )[^ ,]+)*"
 _TOKEN = r"[^ ]*"
-_LOOSE = {"time_local": r"[^\]]*", "time_iso8601": _TOKEN, "upstream_response_time": _LIST,
-          "upstream_status": _LIST, "upstream_addr": _LIST, "upstream_response_length": _LIST,
-          "upstream_connect_time": _LIST, "upstream_header_time": _LIST, "upstream_bytes_received": _LIST,
-          "http_x_forwarded_for": r"[^ ,]+(?:, ?[^ ,]+)*", "proxy_add_x_forwarded_for": r"[^ ,]+(?:, ?[^ ,]+)*"}
+_LOOSE = {"time_local": r"[^\]]*", "time_iso8601": _TOKEN, "upstream_response_time": _UPLIST,
+          "upstream_status": _UPLIST, "upstream_addr": _UPLIST, "upstream_response_length": _UPLIST,
+          "upstream_connect_time": _UPLIST, "upstream_header_time": _UPLIST, "upstream_bytes_received": _UPLIST,
+          "http_x_forwarded_for": r"[^ ,]+(?:, ?[^ ,]+)*", "proxy_add_x_forwarded_for": r"[^ ,]+(?:, ?[^ ,]+)*",
+          "inferred_list": _UPLIST}
 _NUMLIST = r"(?:[\d.]+|-)(?:(?:, | : )(?:[\d.]+|-))*"
 _STRICT = {**_LOOSE, "time_local": r"\d{1,2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}",
            "time_iso8601": r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[+-]\d{2}:?\d{2}|Z)",
            "msec": r"\d+(?:\.\d+)?", "status": r"\d{3}", "body_bytes_sent": r"\d+|-", "bytes_sent": r"\d+|-",
            "request_length": r"\d+|-", "request_time": r"\d+(?:\.\d+)?|-", "upstream_response_time": _NUMLIST,
+           "inferred_number": r"\d+|-",
            "upstream_status": _NUMLIST, "upstream_response_length": _NUMLIST,
            "remote_addr": r"[0-9A-Fa-f.:]+|unix:[^ ]*|-"}
 # variables whose value never holds a space (time_local holds exactly one), so a part can be cut on spaces
@@ -65,9 +68,13 @@ _ONE_TOKEN = {"remote_addr", "remote_user", "status", "body_bytes_sent", "bytes_
               "request_time", "msec", "time_iso8601", "request_id", "req_id", "host", "http_host", "server_name",
               "upstream_http_x_litellm_call_id", "sent_http_x_litellm_call_id", "server_port", "scheme",
               "request_method", "server_protocol", "connection", "connection_requests", "pipe", "https",
-              "proxy_upstream_name", "proxy_alternative_upstream_name", "ssl_protocol", "ssl_cipher", "gzip_ratio"}
-# what may stand before $remote_addr: a vhost name, or the start of an X-Forwarded-For list logged in its place
-_PREFIX = r"(?:[^ ,]+, )*[^ ,]+,|[^ ,\"]+"
+              "proxy_upstream_name", "proxy_alternative_upstream_name", "ssl_protocol", "ssl_cipher", "gzip_ratio",
+              "inferred_token", "inferred_number"}     # the fields an inferred format parses but does not keep
+# what may stand before $remote_addr (the shapes of filebeat's nginx test logs): a vhost ($host, $host:$port), an
+# X-Forwarded-For list logged in front of it or $remote_addr itself written as a list ("a, b, c" or "a, b," with c
+# the address), or both: `example.com 10.0.0.2, 10.0.0.1, 81.2.69.143 - - [...]`
+_ADDR_LIST = r"(?:[^ ,\"]+, )*[^ ,\"]+,|(?:[^ ,\"]+, )+[^ ,\"]+"
+_PREFIX = rf"(?:[^ ,\"]+ )?(?:{_ADDR_LIST})|[^ ,\"]+"
 _VAR = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
 
 
@@ -110,12 +117,13 @@ class LogFormat:
                 out[name] = field
         return out
 
-    def regex(self, strict: bool = False) -> re.Pattern:
-        """A Python regex for one whole line; quoted values may hold Apache-style \\" escapes."""
+    def regex(self, strict: bool = False, upto: int | None = None) -> re.Pattern:
+        """A Python regex for one whole line; quoted values may hold Apache-style \\" escapes. With `upto`, for
+        the start of a line up to that many tokens (to find the first field a line does not match)."""
         parts, quoted, seen = ["^"], False, set()
         if self.allow_prefix and self.tokens[0] == ("var", "remote_addr"):
             parts.append(f"(?:(?P<prefix>{_PREFIX}) )?")
-        for kind, value in self.tokens:
+        for kind, value in self.tokens[:upto]:
             if kind == "lit":
                 parts.append(re.escape(value))
                 quoted ^= value.count('"') % 2 == 1
@@ -127,7 +135,10 @@ class LogFormat:
                 parts.append(f"(?P<{field}>{pattern})")
             else:
                 parts.append(f"(?:{pattern})")
-        parts.append("$")
+        if upto is None or upto >= len(self.tokens):
+            parts.append("$")
+        elif self.tokens[upto - 1][0] == "var" and self.tokens[upto][0] == "lit":
+            parts.append(f"(?={re.escape(self.tokens[upto][1][0])})")    # the value ends where the format says
         return re.compile("".join(parts))
 
     # -- SQL ------------------------------------------------------------------------------------------------
@@ -169,9 +180,20 @@ class LogFormat:
                     field_exprs.setdefault(field, f"r{i}.{field}")
         fields = ",\n       ".join(f"{field_exprs.get(f, 'NULL::VARCHAR')} AS {f}" for f in STAGING_FIELDS)
         extra = "".join(f", {c}" for c in part_cols)
+        split = f"(SELECT line_no, line, string_split(line, '\"') AS p FROM {source})"
+        if self.dequotes:                    # a quoted address list before the time: its quotes are not the format's
+            split = (f"(SELECT line_no, line, CASE WHEN len(p) > 3 AND NOT ends_with(p[1], '] ') THEN "
+                     f"list_prepend(p[1] || p[2] || p[3], p[4:]) ELSE p END AS p FROM {split})")
         return (f"SELECT line_no, line, coalesce({' AND '.join(checks)}, false) AS ok,\n       {fields}\n"
-                f"FROM (SELECT line_no, line, p{extra} FROM "
-                f"(SELECT line_no, line, string_split(line, '\"') AS p FROM {source}))")
+                f"FROM (SELECT line_no, line, p{extra} FROM {split})")
+
+    @property
+    def dequotes(self) -> bool:
+        """Lines may carry a quoted address list in the head (see dequote_head): only formats whose first quote
+        follows the time, as the combined core's does."""
+        head = self.quote_parts[0]
+        return self.allow_prefix and head[0] == ("var", "remote_addr") and head[-1][0] == "lit" \
+            and head[-1][1].endswith("] ")
 
     def _bind(self, exprs: dict[str, str], var: str, expr: str) -> None:
         field = self.fields.get(var)
@@ -284,4 +306,20 @@ def escaping_of(text: str) -> str:
 
 
 def builtin(fmt_id: str) -> list[LogFormat]:
-    return [LogFormat(f, allow_prefix=True) for f in BUILTIN_FORMATS[fmt_id]]
+    """The variants of a built-in format, then Common Log Format lines another virtual host mixed into the file."""
+    return with_fallbacks(BUILTIN_FORMATS[fmt_id])
+
+
+def with_fallbacks(texts) -> list[LogFormat]:
+    """Variants sharing the combined core (vhost and address-list heads allowed), then COMBINED and CLF."""
+    texts = list(dict.fromkeys([*texts, COMBINED, CLF]))
+    return [LogFormat(t, allow_prefix=True) for t in texts]
+
+
+def dequote_head(line: str) -> str:
+    """A line whose address part holds one quoted list (`"a, b" 10.2.1.185 - - [`), without those two quotes."""
+    q = line.find('"')
+    if q < 0 or q > line.find("["):
+        return line
+    end = line.find('"', q + 1)
+    return line[:q] + line[q + 1:end] + line[end + 1:] if end > 0 else line

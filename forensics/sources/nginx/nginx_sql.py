@@ -83,7 +83,12 @@ def convert_sql(staged: str, fmt: str, file_id: int, time_field: str | None, ngi
                   "WHEN time IS NULL THEN CASE WHEN time_raw IS NULL OR time_raw IN ('-', '') THEN 'no time' "
                   "ELSE 'time \"' || left(time_raw, 100) || '\" is not a valid time' END" if time_field else "")
     upstream = _absent("upstream_time")
-    xff_prefix = "ends_with(prefix, ',')"
+    # the head before $remote_addr (nginx_formats._PREFIX): a vhost, an address list, or a vhost then a list
+    xff_prefix = "contains(prefix, ',')"
+    vhost_first = "(contains(prefix, ' ') AND NOT ends_with(split_part(prefix, ' ', 1), ','))"
+    prefix_host = f"CASE WHEN NOT {xff_prefix} THEN prefix WHEN {vhost_first} THEN split_part(prefix, ' ', 1) END"
+    prefix_chain = (f"CASE WHEN {xff_prefix} THEN rtrim(CASE WHEN {vhost_first} THEN "
+                    f"substr(prefix, strpos(prefix, ' ') + 1) ELSE prefix END, ',') END")
     return f"""
 SELECT line_no, line, _reason, {out} FROM (
   SELECT *, CASE {time_check}
@@ -96,10 +101,10 @@ SELECT line_no, line, _reason, {out} FROM (
     SELECT line_no, line, status AS status_raw, coalesce(body_bytes, bytes_sent) AS bytes_raw,
       request_length AS request_length_raw, request_time AS request_time_raw,
       {time_expr} AS time, {time_raw} AS time_raw,
-      coalesce({t('host')}, CASE WHEN NOT {xff_prefix} THEN prefix END) AS host,
+      coalesce({t('host')}, {prefix_host}) AS host,
       {_absent('remote_addr')} AS remote_addr,
       {t('remote_user')} AS remote_user,
-      coalesce({t('forwarded_for')}, CASE WHEN {xff_prefix} THEN rtrim(prefix, ',') END) AS forwarded_for,
+      coalesce({t('forwarded_for')}, {prefix_chain}) AS forwarded_for,
       CASE WHEN coalesce(forwarded_for IN ('-', ''), true) AND NOT coalesce({xff_prefix}, false)
                 AND remote_addr NOT IN ('', '-') AND (NOT contains(remote_addr, ':')
                 AND NOT contains(remote_addr, ' ') AND NOT contains(remote_addr, '"')
