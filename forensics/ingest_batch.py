@@ -247,7 +247,7 @@ class _joined:
 
 # the column holding a row's place in its file, per family table
 _RECORD_COLUMN = {"http_requests": "line_no", "nginx_errors": "line_no", "llm_requests": "record_no",
-                  "provider_usage": "record_no", "provider_costs": "record_no"}
+                  "litellm_log": "line_no", "provider_usage": "record_no", "provider_costs": "record_no"}
 
 
 def _counts(con: duckdb.DuckDBPyConnection, moved: pa.Table, tables: tuple[str, ...]) -> dict[int, tuple[int, int]]:
