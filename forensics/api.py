@@ -63,7 +63,7 @@ class Case:
 
     @classmethod
     def from_inputs(cls, inputs: Iterable[str | Path], out_dir: str | Path, options: LoadOptions | None = None,
-                    progress=None, case_path: str | Path | None = None) -> Case:
+                    progress=None, case_path: str | Path | None = None, status=None) -> Case:
         """A case for INPUT. One case database and nothing else: that case, as it is, opened read-only (not one byte
         of it changes). Otherwise `case_path` (default OUT_DIR/case.duckdb) holding every named case (merged; the
         named ones are left untouched) and every log named (ingested; a file already in the case is skipped by
@@ -89,7 +89,7 @@ class Case:
         try:
             case.merge(cases)
             if logs:
-                case.ingest(logs, progress=progress)
+                case.ingest(logs, progress=progress, status=status)
         except BaseException:
             case.close()
             raise
@@ -117,12 +117,13 @@ class Case:
 
     # --- loading -------------------------------------------------------------------------------------------------
 
-    def ingest(self, paths: Iterable[str | Path], progress=None) -> list[FileReport]:
-        """Load log files and folders; then the options that apply to the whole case (prices, trusted proxies)."""
+    def ingest(self, paths: Iterable[str | Path], progress=None, status=None) -> list[FileReport]:
+        """Load log files and folders; then the options that apply to the whole case (prices, trusted proxies).
+        `status` gets a progress line every few seconds on a long run (forensics.ingest.ingest_paths)."""
         from forensics.sources.provider import pagenotes
         from forensics.ingest import ingest_paths
 
-        reports = ingest_paths(self.con, list(paths), self.options, progress=progress)
+        reports = ingest_paths(self.con, list(paths), self.options, progress=progress, status=status)
         pagenotes.apply(self.con, reports)
         self.apply_options()
         self.reports += reports

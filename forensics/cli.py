@@ -260,6 +260,14 @@ def _slow_file_progress(path: Path):
         progress.stop()
 
 
+def _status_line(line: str) -> None:
+    """A progress line of a long ingest on stderr (every few seconds, on a terminal or not)."""
+    if progress.active():
+        progress.note(line)
+    else:
+        print(printable(line), file=sys.stderr, flush=True)
+
+
 def _file_phase(path: Path):
     """A progress line per file loaded (report, export): plain lines on stderr, terminal or not."""
     return progress.phase(f"loading {printable(path.name)}")
@@ -287,7 +295,7 @@ def cmd_ingest(args) -> int:
     with case:
         _merge_cases(case, cases)
         if logs:
-            case.ingest(logs, progress=_slow_file_progress)
+            case.ingest(logs, progress=_slow_file_progress, status=_status_line)
         reports = case.reports
         _print_file_problems(reports)
         for r in reports:
@@ -374,7 +382,8 @@ def open_case(inputs: list[str], out_dir: Path, options, file_progress=None):
 
     _check_logs(*reversed(_split_inputs(inputs)))
     try:
-        case = Case.from_inputs(inputs, out_dir, options, progress=file_progress or _slow_file_progress)
+        case = Case.from_inputs(inputs, out_dir, options, progress=file_progress or _slow_file_progress,
+                                status=_status_line)
     except FileNotFoundError as e:
         raise UsageError(str(e)) from None
     except NotACase as e:

@@ -8,22 +8,24 @@ import stat
 import time
 import zlib
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 
 import duckdb
 
-from forensics import pricing
+from forensics import ingest_batch, pricing
 from forensics.case import tool_version
 from forensics.secrets import redact_text
-from forensics.sources import SOURCES, TABLES_OF_FAMILY, LoadContext, LoadOptions, LoadResult
+from forensics.accounting import FileReport  # noqa: F401  (forensics.ingest.FileReport, as before)
+from forensics.sources import (SAMPLE_BYTES, SOURCES, TABLES_OF_FAMILY, LoadContext, LoadOptions, LoadResult,  # noqa: F401
+                               detect_format)
 from forensics.sources.lines import ReadSpec
+from forensics.sources.nginx import error_log
 from forensics.sources.plausible import TimeWindow
 from forensics.sources.quarantine import quarantine_lines
 
-SAMPLE_BYTES = 64 * 1024
 _GZIP_MAGIC = b"\x1f\x8b"
 # DuckDB keeps what a transaction appends in its buffer pool up to its memory limit (80% of RAM by default): a
 # lower limit makes it write a big file's rows out as it goes, so ingest memory stays flat whatever the file size
@@ -56,27 +58,6 @@ def special_kind(path: Path) -> str | None:
         return None
     return ("a FIFO" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
             else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "a special file")
-
-
-@dataclass
-class FileReport:
-    """What happened to one input file: the contract's per-file object plus status and message."""
-
-    path: str
-    sha256: str
-    format: str | None
-    records: int
-    loaded: int
-    quarantined: int
-    skipped: bool
-    merged: int = 0
-    status: str = "loaded"       # loaded | skipped | failed
-    message: str | None = None
-    seconds: float = 0.0
-
-    def contract(self) -> dict:
-        d = asdict(self)
-        return {k: d[k] for k in ("path", "sha256", "format", "records", "loaded", "quarantined", "skipped")}
 
 
 def expand_inputs(inputs: Iterable[str | Path], skipped: list[tuple[Path, str]] | None = None) -> list[Path]:
@@ -252,14 +233,6 @@ def gzip_lines(path: Path, size: int) -> tuple[int, bool] | None:
     except (zlib.error, EOFError):
         return None
     return lines, last == b"\n"
-
-
-def detect_format(sample: bytes, path: Path, options: LoadOptions | None = None) -> tuple[object | None, str | None]:
-    for source in SOURCES:
-        fmt = source.detect(sample, path, options)
-        if fmt:
-            return source, fmt
-    return None, None
 
 
 def explain_unrecognised(sample: bytes, path: Path, options: LoadOptions | None = None) -> list[str]:
@@ -471,16 +444,25 @@ def ingest_paths(
     inputs: Iterable[str | Path],
     options: LoadOptions | None = None,
     progress: Callable[[Path], AbstractContextManager] | None = None,
+    status: Callable[[str], None] | None = None,
 ) -> list[FileReport]:
-    """Ingest every file under `inputs`; returns one report per file, in input order."""
-    reports = []
+    """Ingest every file under `inputs`; returns one report per file, in input order.
+
+    Many small files load in batches (forensics.ingest_batch), the others one by one. `progress` wraps each file
+    loaded alone (a spinner); `status` gets a line every few seconds on a long run (files done, records read)."""
     files = expand_inputs(inputs)
     (limit,) = con.execute("SELECT current_setting('memory_limit')").fetchone()
     con.execute(f"SET memory_limit = '{INGEST_MEMORY_LIMIT}'")
+    ticker = ingest_batch.Progress(len(files), status) if status else None
     try:
-        for path in files:
-            with progress(path) if progress else nullcontext():
-                reports.append(ingest_file(con, path, str(path), options))
+        done, rest = (ingest_batch.ingest_small(con, files, options, ticker) if len(files) >= ingest_batch.MIN_FILES
+                      else ({}, list(range(len(files)))))
+        for i in rest:
+            with progress(files[i]) if progress else nullcontext():
+                done[i] = ingest_file(con, files[i], str(files[i]), options)
+            if ticker:
+                ticker.add(1, done[i].records)
+        error_log.resolve_offsets(con)        # error logs read before the access log that gives their offset
     finally:
         con.execute(f"SET memory_limit = '{limit}'")
-    return reports
+    return [done[i] for i in range(len(files))]

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from forensics.analysis import attribution, controls, coverage, joins, projection, reconcile, series, timeline
+from forensics.analysis import (attribution, controls, coverage, joins, limits, projection, reconcile, series,
+                                timeline)
 from forensics.analysis.headline import Headline, headline
 from forensics.analysis.incident import Incident
 from forensics.analysis.incidents import SLOW_GAP_MINUTES, find_incidents
@@ -43,6 +44,7 @@ class IncidentFindings:
     provider_key_id: str | None = None
     series: series.IncidentSeries | None = None      # what its timeline figure and hourly table draw
     headline: Headline | None = None                 # the figures every document repeats (analysis/headline.py)
+    limits: pd.DataFrame | None = None               # nginx limits in force during it (error log; limits.limits_seen)
 
 
 @dataclass
@@ -97,7 +99,8 @@ def _incident_findings(case: Case, inc: Incident, control_set, claimed: str) -> 
     results, frame = controls.replay(case, ids, control_set, claimed=claimed)
     return IncidentFindings(inc, Decimal(cost), ids, frames["ip"], frames["key"], frames["model"],
                             frames["user_agent"], proj, results, frame,
-                            timeline.timeline(case, inc.table, f"incident_{n}"))
+                            timeline.timeline(case, inc.table, f"incident_{n}"),
+                            limits=limits.limits_seen(case, inc.start, inc.end))
 
 
 OUTSIDE_MIN_USD = Decimal(1)     # less spend outside the proxy is reported in the reconciliation, not as an incident
@@ -232,7 +235,8 @@ def _nginx_findings(case: Case) -> list[IncidentFindings]:
     from forensics.analysis.nginx_incidents import find_nginx_incidents
 
     empty = pd.DataFrame()
-    return [IncidentFindings(n.incident, Decimal(0), [], n.by_ip, empty, empty, n.by_user_agent, None, [], None)
+    return [IncidentFindings(n.incident, Decimal(0), [], n.by_ip, empty, empty, n.by_user_agent, None, [], None,
+                             limits=limits.limits_seen(case, n.incident.start, n.incident.end))
             for n in find_nginx_incidents(case)]
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 
 from forensics.case import NotACase, check_case
-from forensics.ingest import FileReport
+from forensics.accounting import FileReport
 from forensics.outputs.safe import printable
 from forensics.schema import CASE_TABLES, FAMILY_TABLES
 from forensics.secrets import redact_sql, redact_text

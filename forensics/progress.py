@@ -74,6 +74,11 @@ def phase(name: str):
         r.current, r.since = outer, outer_since
 
 
+def active() -> bool:
+    """Whether a command turned progress lines on (reporting())."""
+    return _active is not None
+
+
 def note(text: str) -> None:
     """One line now (a result the analyst wants before the run ends, e.g. the incident line)."""
     if _active is not None:

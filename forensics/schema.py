@@ -18,6 +18,7 @@ CASE_TABLES: tuple[str, ...] = (
     "quarantine",
     "llm_requests",
     "http_requests",
+    "nginx_errors",
     "provider_usage",
     "provider_costs",
     "litellm_log",
@@ -35,7 +36,7 @@ META_TABLE = "case_meta"
 
 # tables added to version 2 without a version bump: a case made before them lacks them until it is next opened for
 # writing (connect() creates them); a reader of such a case finds no rows (see has_table in the readers)
-ADDED_IN_VERSION_2: tuple[str, ...] = ("litellm_log",)
+ADDED_IN_VERSION_2: tuple[str, ...] = ("litellm_log", "nginx_errors")
 
 # the tables log families load records into (each declared by exactly one family package)
 FAMILY_TABLES: tuple[str, ...] = tuple(t for t in CASE_TABLES if t not in CASE_OWN_TABLES)
@@ -147,6 +148,31 @@ CREATE TABLE IF NOT EXISTS http_requests (
     format             VARCHAR,
     file_id            INTEGER,
     line_no            BIGINT
+);""",
+
+    "nginx_errors": """\
+-- one row per nginx error-log entry (a line, with the lines that continue it)
+CREATE TABLE IF NOT EXISTS nginx_errors (
+    time           TIMESTAMP,      -- UTC: the local time written, less the server's offset (offset_source)
+    time_raw       VARCHAR,        -- as written: YYYY/MM/DD HH:MM:SS, local, no offset
+    utc_offset     VARCHAR,        -- +hh:mm applied; NULL when UTC was assumed
+    offset_source  VARCHAR,        -- access log | assumed UTC (...)
+    level          VARCHAR,        -- debug info notice warn error crit alert emerg
+    pid            INTEGER,
+    tid            BIGINT,
+    connection     BIGINT,         -- the *N connection id; NULL for process-level entries
+    class          VARCHAR,        -- limit_req | limit_conn | upstream_timed_out | connect_failed | ... | other
+    zone           VARCHAR,        -- the limit_req / limit_conn zone named
+    client_ip      VARCHAR,
+    server         VARCHAR,
+    request        VARCHAR,        -- the request line, as written
+    method         VARCHAR,
+    path           VARCHAR,
+    upstream       VARCHAR,
+    host           VARCHAR,
+    message        VARCHAR,        -- everything after pid#tid: *N, as written (continuation lines joined by \\n)
+    file_id        INTEGER,
+    line_no        BIGINT          -- the entry's first line
 );""",
 
     "provider_usage": """\

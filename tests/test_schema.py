@@ -26,11 +26,13 @@ def test_families_declare_only_case_tables():
 
 def test_every_source_belongs_to_a_family_package_and_maps_to_its_tables():
     """ingest checks a file's rows in the tables of its source's family: TABLES_OF_FAMILY is built from TABLES."""
-    by_source = {id(pkg.SOURCE): pkg for pkg in (litellm, nginx)} | {id(s): provider for s in provider.SOURCES}
+    by_source = ({id(litellm.SOURCE): litellm} | {id(s): nginx for s in nginx.SOURCES}
+                 | {id(s): provider for s in provider.SOURCES})
     assert sorted(map(id, sources.SOURCES)) == sorted(by_source)
     for source in sources.SOURCES:
         assert sources.TABLES_OF_FAMILY[source.family] == by_source[id(source)].TABLES
-    assert [s.family for s in sources.SOURCES] == ["litellm", "openai", "anthropic", "nginx"]   # detection order
+    # detection order: the nginx error log before the access log
+    assert [s.family for s in sources.SOURCES] == ["litellm", "openai", "anthropic", "nginx", "nginx"]
 
 
 def test_the_schema_creates_exactly_the_case_tables(tmp_path):

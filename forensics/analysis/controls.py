@@ -427,3 +427,4 @@ def replay(
          "collateral_usd": pd.Series([r.collateral_usd for r in results], dtype=object),
          "collateral_from": [r.collateral_from for r in results]})
     return results, frame
+

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from forensics.analysis.limits import limits_seen, limits_text
 from forensics.analysis.steps import Step
 
 if TYPE_CHECKING:
@@ -116,7 +117,8 @@ def recommendations(case: Case, findings: dict, coverage) -> list[dict]:
     add("rate limits", "needed" if s_rpm > 0 or s_ip > 0 else "recommended" if watch else "review",
         f"Busiest key (or keyless address) made {peak_rpm:,} requests in one minute. Replayed: 20 rpm per key saves "
         f"{money(s_rpm)}, nginx 10 r/s per address saves {money(s_ip)} of {money(t_ip or t_rpm)}."
-        + collateral_text(findings, "key_rpm_20", "ip_rate_10rps"),
+        + collateral_text(findings, "key_rpm_20", "ip_rate_10rps")
+        + "".join(" " + t for t in limits_text(limits_seen(case))),
         "Set rpm/tpm per key and model (LiteLLM) and limit_req per client address at nginx; both are cheap, "
         "neither replaces authentication.")
     s_kb, t_kb = _control(findings, "key_budget_100")

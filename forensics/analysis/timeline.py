@@ -20,12 +20,50 @@ RAMP_SHARE = 0.8          # the ramp-up ends at the first minute reaching this s
 THROTTLED_SHARE = 0.1     # a minute with this share of provider 429s is in the throttled phase
 
 
+# nginx error-log classes (forensics.sources.nginx.error_log.CLASSES) the timeline counts
+REJECTED = ("limit_req", "limit_conn")
+UPSTREAM_FAILED = ("upstream_timed_out", "connect_failed", "upstream_prematurely_closed", "no_live_upstreams")
+
+
 @dataclass
 class Timeline:
     minutes: pd.DataFrame      # minute, requests, successful, throttled, cost_usd, addresses
     phases: pd.DataFrame       # phase, start, end, requests, cost_usd
     campaigns: pd.DataFrame    # campaign, addresses, user_agent, model, max_tokens, prompt_size, requests, ...
     first_last_by_key: pd.DataFrame
+    # nginx's error log over the incident's minutes (empty without one): per minute, and per class as events
+    nginx_minutes: pd.DataFrame | None = None   # minute, rejected, rejected_addresses, upstream_failures
+    nginx_events: pd.DataFrame | None = None    # class, entries, first, last, addresses, zones
+
+
+def _in(values: tuple[str, ...]) -> str:
+    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
+
+
+def nginx_minutes_step(name: str) -> Step:
+    """nginx's own word on each minute of [?, ?): requests it rejected (limit_req, limit_conn) and upstream failures
+    (timeouts, refused connections, upstreams that closed early or were all down), from its error log."""
+    return Step(name, f"""
+        SELECT date_trunc('minute', time) AS minute,
+               count(*) FILTER (WHERE class IN {_in(REJECTED)}) AS rejected,
+               count(DISTINCT client_ip) FILTER (WHERE class IN {_in(REJECTED)}) AS rejected_addresses,
+               count(*) FILTER (WHERE class IN {_in(UPSTREAM_FAILED)}) AS upstream_failures
+        FROM nginx_errors
+        WHERE time >= ? AND time < ? AND class IN {_in(REJECTED + UPSTREAM_FAILED)}
+        GROUP BY ALL ORDER BY minute
+    """)
+
+
+def nginx_events_step(name: str) -> Step:
+    """The error log's entries over [?, ?) per class, as events: how many, first and last, addresses, zones."""
+    return Step(name, f"""
+        SELECT class, count(*) AS entries, min(time) AS first, max(time) AS last,
+               count(DISTINCT client_ip) AS addresses, list(DISTINCT zone ORDER BY zone) FILTER (WHERE zone IS NOT NULL)
+               AS zones
+        FROM nginx_errors
+        WHERE time >= ? AND time < ? AND class <> 'other'
+        GROUP BY class ORDER BY first, class
+    """)
 
 
 def minutes_step(incident_table: str, name: str) -> Step:
@@ -101,10 +139,25 @@ def phases(minutes: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
+def has_error_log(case: Case) -> bool:
+    """Whether the case holds nginx error-log entries (a case of schema version 2 has no such table)."""
+    return bool(case.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'nginx_errors' "
+                             "AND schema_name = 'main' AND database_name = current_database()").fetchone()[0]
+                and case.execute("SELECT count(*) > 0 FROM nginx_errors").fetchone()[0])
+
+
 def timeline(case: Case, incident_table: str, prefix: str) -> Timeline:
     minutes = case.query(minutes_step(incident_table, f"{prefix}_minutes"))
-    return Timeline(
+    result = Timeline(
         minutes=minutes, phases=phases(minutes),
         campaigns=case.query(campaigns_step(incident_table, f"{prefix}_campaigns")),
         first_last_by_key=case.query(first_last_by_key_step(incident_table, f"{prefix}_keys_first_last")),
     )
+    if has_error_log(case):
+        [(start, end)] = case.execute(
+            f"SELECT date_trunc('minute', min(start_time)), date_trunc('minute', max(coalesce(end_time, start_time))) "
+            f"+ INTERVAL 1 MINUTE FROM llm_requests JOIN {incident_table} USING (request_id)").fetchall()
+        if start is not None:
+            result.nginx_minutes = case.query(nginx_minutes_step(f"{prefix}_nginx_minutes"), [start, end])
+            result.nginx_events = case.query(nginx_events_step(f"{prefix}_nginx_events"), [start, end])
+    return result

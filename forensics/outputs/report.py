@@ -131,6 +131,31 @@ def projection_table(inc: dict, baseline_per_hour: float) -> Table | None:
                  rows, {1, 2})
 
 
+def nginx_errors_table(f) -> Table | None:
+    """What nginx's error log says of the incident's minutes, per class (timeline.nginx_events_step)."""
+    events = f.timeline.nginx_events if f.timeline is not None else None
+    if events is None or events.empty:
+        return None
+    return table("nginx error log during the incident", ["class", "entries", "first", "last", "addresses", "zones"],
+                 [[r.class_, count(r.entries), when(r.first), when(r.last), count(r.addresses), _names(r.zones)]
+                  for r in events.rename(columns={"class": "class_"}).itertuples()], numeric={1, 4})
+
+
+def _names(values) -> str:
+    """A DuckDB list cell (a list, an array, or NULL: None, NaN, pd.NA) as 'a, b'."""
+    return ", ".join(str(v) for v in values) if hasattr(values, "__len__") and not isinstance(values, str) else ""
+
+
+def limits_table(f) -> Table | None:
+    """The limits the case had while the incident ran (analysis.limits.limits_seen): the replay assumes none."""
+    if f.limits is None or f.limits.empty:
+        return None
+    return table("Limits in force (nginx error log): the replay below assumes none",
+                 ["directive", "zone", "effect", "requests", "addresses", "first", "last"],
+                 [[r.directive, r.zone if isinstance(r.zone, str) else "", r.effect, count(r.requests),
+                   count(r.addresses), when(r.first), when(r.last)] for r in f.limits.itertuples()], numeric={3, 4})
+
+
 def controls_table(inc: dict, results) -> Table | None:
     if not inc["controls"]:
         return None
@@ -273,6 +298,7 @@ def build_model(inv, findings: dict, postmortem, steps) -> dict:
             "f": inc, "duration": duration(inc["start"], inc["end"]), "tables": incident_tables(inc, owners),
             "projection": projection_table(inc, findings["baseline"]["cost_per_hour_usd"]),
             "controls": controls_table(inc, f.controls), "figures": section_figs,
+            "nginx_errors": nginx_errors_table(f), "limits": limits_table(f),
             "phases": _phases(f),
             "headline": f"{when(inc['start'])} .. {when(inc['end'])} ({duration(inc['start'], inc['end'])}): "
                         f"{requests_text(inc)}, {money(inc['cost_usd'])}; {peak_text(inc, findings['baseline'])}.",

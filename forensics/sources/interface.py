@@ -45,6 +45,9 @@ class LoadContext:
     # what of the file to read (set by ingest: the bytes hashed, where a grown file's new lines start); the line
     # reader honours it and checks the bytes it reads against the recorded sha256
     read: ReadSpec | None = None
+    # the records of many small one-object files, read by ingest (forensics.ingest_batch): staged as records 1..n
+    # instead of reading `path`; a loader that takes them says so in BATCH_FORMATS
+    texts: list[str] | None = None
 
 
 class Source(Protocol):

@@ -33,6 +33,7 @@ SEEDS = {
     "nginx.combined": ("nginx/combined.log", 1500), "nginx.main": ("nginx/main.log", 1500),
     "nginx.timings": ("nginx/timings.log", 1500), "nginx.ingress": ("nginx/ingress.log", 1500),
     "nginx.json": ("nginx/json.log", 1500), "nginx.json_default": ("nginx/json_default.log", 1500),
+    "nginx.error": ("nginx/error.log", 2500), "litellm.spendlogs_object": ("litellm/gcs_spendlogs_row.json", 0),
     "litellm.spendlogs_csv": ("litellm/spendlogs.csv", 4000), "litellm.spendlogs_json": ("litellm/spendlogs_api.json", 0),
     "litellm.spendlogs_ndjson": ("litellm/spendlogs.ndjson", 4000), "litellm.payload_ndjson": ("litellm/payload.ndjson", 0),
     "litellm.payload_json_array": ("litellm/payload_batches.json", 0),

@@ -23,6 +23,10 @@ REF_HASH = "88dc28d0f030c55ed4ab77ed8faf098196cb1c05df778539800c9f1243fe6b4b"
 OLD_KEY = "sk-_UKt8dy5f-8dNLIOT5bQRA"           # a raw virtual key, as very old metadata kept it
 BEARER_KEY = "sk-Fn8Ej39NkBQmUagFEoUWPQ"        # sent in an Authorization header the payload kept
 S3_OBJECT = "time-2025-06-22T18-03-20-123456_chatcmpl-s3-object-0001.json"
+# one SpendLogs row as LiteLLM's GCS bucket / pub/sub loggers write it (docs/my-website/docs/observability/
+# gcs_bucket_integration.md: metadata double-encoded as a string, cache_hit "None", empty strings for no value)
+GCS_ROW = "gcs_spendlogs_row.json"
+GCS_ID = "chatcmpl-3946ddc2-bcfe-43f6-9b8e-2427951de85c"
 UI_PAGE = "spendlogs_ui_page.json"               # GET /spend/logs/ui?page=1&page_size=3: rows 1-3 of 7
 UI_IDS = ["chatcmpl-9f3b2c1e-4a5d-4e6f-8a7b-0c1d2e3f4a5b", "chatcmpl-1b7e6d5c-2f3a-4b8c-9d0e-5f6a7b8c9d0e",
           "0c9a8b7d-6e5f-4a3b-9c2d-1e0f9a8b7c6d"]
@@ -90,6 +94,7 @@ def all_text(con) -> str:
     ("payload.ndjson", "litellm.payload_ndjson"),
     ("payload_batches.json", "litellm.payload_json_array"),
     (S3_OBJECT, "litellm.payload_object"),
+    (GCS_ROW, "litellm.spendlogs_object"),
     ("datadog.json", "litellm.payload_json_array"),
     ("flat_spend.ndjson", "litellm.flat_spend"),
     (UI_PAGE, "litellm.spendlogs_ui_page"),
@@ -445,6 +450,36 @@ def test_one_object_per_file(db):
     r = load(db, ASSETS / S3_OBJECT)
     assert (r.records, r.loaded) == (1, 1)
     assert row(db, "chatcmpl-s3-object-0001")["start_time"] == datetime(2025, 6, 22, 18, 3, 20, 123456)
+
+
+@pytest.mark.parametrize("pretty", [True, False])
+def test_one_spendlogs_row_per_file_pretty_or_not(db, tmp_path, pretty):
+    f = tmp_path / "row.json"
+    doc = json.loads((ASSETS / GCS_ROW).read_text())
+    f.write_text(json.dumps(doc, indent=4 if pretty else None))
+    r = load(db, f)
+    assert (r.records, r.loaded, r.quarantined) == (1, 1, 0)
+    got = row(db, GCS_ID)
+    assert got["source_format"] == "litellm.spendlogs_object"
+    assert (got["start_time"], got["key_hash"], got["key_alias"], got["user_id"], got["client_ip"]) == (
+        datetime(2024, 8, 1, 14, 27, 12, 563246), REF_HASH, "ci-bot", "u-832cf511", "203.0.113.10")
+    assert (got["cache_hit"], got["cache_read_tokens"], got["max_tokens"], got["team_id"]) == (None, 4, 64, None)
+    assert got["spend_logged"] == Decimal("0.000055")
+
+
+def test_spendlogs_object_and_an_ndjson_export_of_the_same_request_stay_one_row(db, tmp_path):
+    doc = json.loads((ASSETS / GCS_ROW).read_text())
+    exported = dict(doc, metadata=json.loads(doc["metadata"]), cache_hit="False", session_id=None,
+                    end_user="customer-42")
+    (tmp_path / "export.ndjson").write_text(json.dumps(exported) + "\n" + json.dumps(dict(exported, request_id="x-2"))
+                                            + "\n")
+    first = load(db, ASSETS / GCS_ROW)
+    second = load(db, tmp_path / "export.ndjson")
+    assert (first.loaded, second.loaded, second.merged) == (1, 2, 1)
+    got = row(db, GCS_ID)
+    # the row the first file made stays; the later export fills what it lacked
+    assert (got["file_id"], got["end_user"], got["session_id"]) == (1, "customer-42", doc["session_id"])
+    assert db.execute("SELECT count(*) FROM llm_requests").fetchone()[0] == 2
 
 
 def test_datadog_items_are_looked_through(db):

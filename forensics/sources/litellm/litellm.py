@@ -22,6 +22,9 @@ from forensics.sources.litellm import stdout
 SPENDLOGS_CSV = "litellm.spendlogs_csv"
 SPENDLOGS_JSON = "litellm.spendlogs_json"
 SPENDLOGS_NDJSON = "litellm.spendlogs_ndjson"
+# one SpendLogs row as a JSON object per file, pretty-printed or not (GCS/S3 bucket and pub/sub loggers: metadata
+# double-encoded as a string, cache_hit "None")
+SPENDLOGS_OBJECT = "litellm.spendlogs_object"
 PAYLOAD_NDJSON = "litellm.payload_ndjson"
 PAYLOAD_ARRAY = "litellm.payload_json_array"
 PAYLOAD_OBJECT = "litellm.payload_object"
@@ -31,7 +34,7 @@ SPENDLOGS_DAILY = "litellm.spendlogs_daily_totals"  # GET /spend/logs?summarize=
 
 FORMATS = {
     SPENDLOGS_CSV: "spendlogs", SPENDLOGS_JSON: "spendlogs", SPENDLOGS_NDJSON: "spendlogs",
-    SPENDLOGS_UI_PAGE: "spendlogs",
+    SPENDLOGS_UI_PAGE: "spendlogs", SPENDLOGS_OBJECT: "spendlogs",
     PAYLOAD_NDJSON: "payload", PAYLOAD_ARRAY: "payload", PAYLOAD_OBJECT: "payload", FLAT: "flat",
     SPENDLOGS_DAILY: "daily",
 }
@@ -40,7 +43,7 @@ DAILY_REFUSED = ("LiteLLM /spend/logs per-day totals (summarize=true), not reque
                  "export with summarize=false or use /spend/logs/ui")
 _BY_SHAPE = {  # (record kind, file shape) -> format id
     ("spendlogs", "array"): SPENDLOGS_JSON, ("spendlogs", "lines"): SPENDLOGS_NDJSON,
-    ("spendlogs", "object"): SPENDLOGS_NDJSON,
+    ("spendlogs", "object"): SPENDLOGS_OBJECT,
     ("payload", "array"): PAYLOAD_ARRAY, ("payload", "lines"): PAYLOAD_NDJSON, ("payload", "object"): PAYLOAD_OBJECT,
     ("flat", "array"): FLAT, ("flat", "lines"): FLAT, ("flat", "object"): FLAT,
 }
@@ -135,7 +138,7 @@ def _detect_json(text: str) -> str | None:
         kind = _kind_from_text(text)
         return _BY_SHAPE[(kind, "lines")] if kind else None
     kind = _kind_from_text(text)  # a pretty-printed object larger than the sample
-    return PAYLOAD_OBJECT if kind == "payload" else None
+    return PAYLOAD_OBJECT if kind == "payload" else SPENDLOGS_OBJECT if kind == "spendlogs" else None
 
 
 def _page_start(text: str) -> bool:
@@ -223,7 +226,10 @@ class LiteLLMSource:
     @staticmethod
     def _json_batches(ctx: LoadContext, fmt: str, notes: list[str]):
         """Stage the file's JSON records into _ll_rec, one batch at a time; yields each batch's record count."""
-        if fmt == PAYLOAD_OBJECT:
+        if ctx.texts is not None:               # many one-object files at once (forensics.ingest_batch)
+            yield read.stage_records(ctx.con, ctx.texts)
+            return
+        if fmt in (PAYLOAD_OBJECT, SPENDLOGS_OBJECT):
             n = read.stage_object(ctx.con, ctx.path, notes)
             if n is not None:
                 yield n

@@ -343,6 +343,12 @@ def _salvage_json_values(text: str, one_array: bool = False) -> pa.Table:
     })
 
 
+def stage_records(con: duckdb.DuckDBPyConnection, texts: list[str]) -> int:
+    """Stage `texts` (one JSON record each, read by ingest from many one-object files) as records 1..n."""
+    return _stage_texts(con, pa.table({"record_no": np.arange(1, len(texts) + 1, dtype=np.int64),
+                                       "text": pa.array(texts, pa.string())}))
+
+
 def stage_object(con: duckdb.DuckDBPyConnection, path: Path, notes: list[str]) -> int | None:
     """Stage a one-object file (S3/GCS logger) as one record, even a broken one; None when it is NDJSON after all."""
     text = read_text(path, notes)

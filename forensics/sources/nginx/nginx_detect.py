@@ -7,6 +7,8 @@ the built-in formats, then a format inferred from the lines (nginx_infer) when i
 """
 from __future__ import annotations
 
+import functools
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -85,11 +87,11 @@ def _detect_any(numbered: list[tuple[int, str]], conf: LogConf | None, path: Pat
             return "nginx.json_default" if any(r for _, r in parsed) else "nginx.json"
         return None
     heads = [dequote_head(ln) for ln in lines]
-    shared = [f.regex(strict=True) for f in with_fallbacks(())]       # COMBINED and CLF: in every text format
+    shared = _strict_regexes(None)          # COMBINED and CLF: in every text format
     in_shared = [any(r.match(ln) for r in shared) for ln in heads]
     best, best_n, best_total = None, 0, 0
     for fmt_id in BUILTIN_FORMATS:             # most specific first: a tie keeps the earlier one
-        regexes = [LogFormat(f, allow_prefix=True).regex(strict=True) for f in BUILTIN_FORMATS[fmt_id]]
+        regexes = _strict_regexes(fmt_id)
         own = [any(r.match(ln) for r in regexes) for ln in heads]
         if sum(own) > best_n:
             best, best_n, best_total = fmt_id, sum(own), sum(o or s for o, s in zip(own, in_shared))
@@ -101,6 +103,15 @@ def _detect_any(numbered: list[tuple[int, str]], conf: LogConf | None, path: Pat
     if inferred.text is not None and inferred.lines >= need and inferred.custom > best_n:
         return "nginx.inferred"
     return best if best is not None and best_total >= need else None
+
+
+@functools.cache
+def _strict_regexes(fmt_id: str | None) -> list[re.Pattern]:
+    """A built-in format's strict regexes (None: the fallbacks every text format has), built once: detection runs
+    per file, and a bucket holds thousands of small ones."""
+    if fmt_id is None:
+        return [f.regex(strict=True) for f in with_fallbacks(())]
+    return [LogFormat(f, allow_prefix=True).regex(strict=True) for f in BUILTIN_FORMATS[fmt_id]]
 
 
 def _custom_mismatch(custom: str, numbered: list[tuple[int, str]]) -> str:
