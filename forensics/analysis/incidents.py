@@ -40,6 +40,7 @@ SPIKE_FLOOR_FACTOR = 10.0         # ...and this many times the median 15 minutes
 SPIKE_ACTOR_SHARE = 0.25          # actors who made at least this share of a spike's spend are its cause
 SURGE_FACTOR = 4.0                # newcomers spending this many times the whole proxy's rate just before them
 SURGE_LOOKBACK_MINUTES = 60       # "just before": at least this long (as long as the surge itself when longer)
+SURGE_DRIVER_SHARE = 5            # an address in a surge with a fifth of the median address's calls is a bystander
 
 def request_facts_step() -> Step:
     """Per LLM request, the facts the detectors use; health checks (no model group, no client) excluded."""
@@ -178,8 +179,14 @@ def surge_sql(rows: str) -> str:
             WHERE before_seconds <= 0 OR (CASE WHEN cost > 0 AND cost_before > 0
                     THEN cost / seconds >= {SURGE_FACTOR} * cost_before / before_seconds
                     ELSE n / seconds >= {SURGE_FACTOR} * n_before / before_seconds END)
+        ), per_address AS (   -- who drove the surge: a newcomer with a fifth of the median address's calls did not
+            SELECT c.session_no, c.client_ip, count(*) AS n
+            FROM candidates c SEMI JOIN hot h USING (session_no) GROUP BY c.session_no, c.client_ip
+        ), typical AS (
+            SELECT session_no, median(n) AS typical FROM per_address GROUP BY session_no
         )
-        SELECT c.* FROM candidates c SEMI JOIN hot h USING (session_no)
+        SELECT c.* FROM candidates c JOIN per_address a USING (session_no, client_ip) JOIN typical t USING (session_no)
+        WHERE a.n * {SURGE_DRIVER_SHARE} >= t.typical
     """
 
 

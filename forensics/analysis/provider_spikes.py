@@ -171,10 +171,13 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
     if longer is not None and longer[1] > coarse_width and longer[0]:
         coarse, coarse_width = longer
     hours = min(coarse_width, pd.Timedelta(hours=1)) / pd.Timedelta(hours=1)
+    # a series quiet for a while (a key id unused) before it spends: its own past is nothing, not its busy buckets
+    first_spend = min((t for t, c in coarse.items() if c), default=None)
+    new = first_spend is not None and first_spend > min(coarse)
     hot: list = []
     for _ in range(2):                  # the second time with the spikes of the first left out of the usual
-        usual, busy = _usual(coarse, coarse_width, frozenset(hot))
-        bar = max(Decimal(SPIKE_FLOOR_USD) * Decimal(str(hours)), busy if against_busy else Decimal(0))
+        usual, busy = _usual(coarse, coarse_width, frozenset(hot), (lambda t: Decimal(0)) if new else None)
+        bar = max(Decimal(SPIKE_FLOOR_USD) * Decimal(str(hours)), busy if against_busy and not new else Decimal(0))
         hot = [t for t, c in sorted(coarse.items()) if c > usual[t] * Decimal(SPIKE_FACTOR) and c - usual[t] > bar]
     if coarse_width == width:
         return usual, [(run[0], run[-1]) for run in _runs(hot, width)]
