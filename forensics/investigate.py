@@ -269,6 +269,24 @@ def _near(a: Incident, b: Incident, slack: timedelta) -> bool:
     return a.start - slack <= b.end and b.start - slack <= a.end
 
 
+def _prorated(spike: IncidentFindings, inc: Incident, width: timedelta) -> Decimal:
+    """A provider spike's cost above its usual, shared out over its buckets as they spent, each bucket's share
+    cut to the part of it the incident's own (finer) window covers: an hourly bucket that also holds a nightly
+    batch after the attack counts only the attack's minutes."""
+    b = spike.provider_buckets
+    if b is None or not len(b):
+        return spike.cost_usd
+    raw = [Decimal(str(c)) for c in b["cost_usd"]]
+    total = sum(raw, Decimal(0))
+    if not total:
+        return spike.cost_usd
+    covered = Decimal(0)
+    for start, c in zip(b["bucket_start"], raw):
+        lo, hi = max(start.to_pydatetime(), inc.start), min(start.to_pydatetime() + width, inc.end)
+        covered += c * Decimal(str(max((hi - lo).total_seconds(), 0) / width.total_seconds()))
+    return spike.cost_usd * covered / total
+
+
 def _one_campaign(found: list[IncidentFindings], nginx: list[IncidentFindings],
                   spikes: list[IncidentFindings]) -> list[IncidentFindings]:
     """One incident per campaign across sources. An nginx incident beside a LiteLLM one by the same addresses (less
@@ -301,11 +319,12 @@ def _one_campaign(found: list[IncidentFindings], nginx: list[IncidentFindings],
             width = b["bucket_start"].diff().min().to_pytimedelta() if b is not None and len(b) > 1 \
                 else s.incident.end - s.incident.start
             if n.cost_usd == 0 and _near(n.incident, s.incident, width):
-                n.cost_usd = s.cost_usd
+                n.cost_usd = _prorated(s, n.incident, width)
                 n.provider, n.provider_key_id, n.provider_buckets = s.provider, s.provider_key_id, s.provider_buckets
                 n.incident.sources += [x for x in s.incident.sources if x not in n.incident.sources]
                 n.incident.evidence.append(f"the provider's export shows the spend at the same time: "
-                                           f"{s.incident.evidence[0]}")
+                                           f"{s.incident.evidence[0]}; ${float(n.cost_usd):,.2f} of it falls in "
+                                           "the part of each bucket nginx shows the attack in (prorated by time)")
                 kept_spikes.remove(s)
                 break
     return found + kept_nginx + kept_spikes
