@@ -146,6 +146,7 @@ def test_kill_9_mid_ingest_leaves_no_key_bytes(tmp_path):
     assert leaks_in_files(folder, PLANTED) + leaks_in_files(tmp_path / "tmp", PLANTED) == []
 
 
+@pytest.mark.slow
 def test_a_key_in_a_file_name_is_redacted_in_the_case_and_on_the_terminal(tmp_path):
     """ingest_files.path keeps the redacted form of a path holding a key; the terminal shows that form too."""
     folder = tmp_path / f"logs-{VIRTUAL}"

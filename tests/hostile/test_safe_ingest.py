@@ -335,6 +335,7 @@ def test_blank_lines_are_no_records(tmp_path):
     con.close()
 
 
+@pytest.mark.slow
 def test_a_64_mib_gzip_of_newlines_is_quick_and_small(tmp_path):
     newlines = tmp_path / "blank.log.gz"
     newlines.write_bytes(gzip.compress(b"\n" * (64 << 20), compresslevel=1))

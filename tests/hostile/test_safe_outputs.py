@@ -284,6 +284,7 @@ def test_a_report_that_fails_half_way_leaves_the_previous_one_whole(outputs, tin
     assert tree(out) == before                 # every old file as it was, no new one, no temp file
 
 
+@pytest.mark.slow
 def test_export_that_fails_half_way_leaves_no_bundle(tiny_case, tmp_path, capsys, monkeypatch):
     from forensics.outputs import bundle
 

@@ -183,8 +183,8 @@ def check_seen_by(case: Case, truth: dict, dep: Deployment) -> None:
             assert set(inc["observable_attacker_ips"]) <= set(inc["attacker_ips"])
 
 
-@pytest.mark.parametrize("scenario, seed, dep", [pytest.param(*c, marks=() if i == 0 else pytest.mark.slow)
-                                               for i, c in enumerate(CHOSEN)], ids=[c[0] for c in CHOSEN])
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario, seed, dep", CHOSEN, ids=[c[0] for c in CHOSEN])
 def test_chosen_deployments_load_losslessly(tmp_path, scenario, seed, dep):
     load_and_check(tmp_path, scenario, seed, dep)
 
@@ -251,6 +251,7 @@ def test_more_custom_log_formats_load_with_nginx_format(tmp_path, events, direct
 
 # --- the same bytes as before -------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_default_simulation_is_unchanged(tmp_path):
     """`simulate --scenario open_proxy --seed 1` is sample_logs/ byte for byte, and another scenario and seed keep
     the digest they had before randomized deployments."""

@@ -121,6 +121,7 @@ def test_a_merged_case_keeps_its_error_log(tmp_path):
         assert b.execute("SELECT * EXCLUDE (file_id) FROM nginx_errors ORDER BY line_no").fetchall() == want
 
 
+@pytest.mark.slow
 def test_a_case_made_before_nginx_errors_is_read_merged_and_completed(tmp_path):
     from forensics.analysis import limits
     from forensics.api import Case
