@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from forensics.analysis.incident import Incident, private_ip_sql
+from forensics.analysis.incident import SPREAD_MIN_ADDRESSES, Incident, private_ip_sql
 from forensics.analysis.steps import Step
 
 if TYPE_CHECKING:
@@ -31,7 +31,6 @@ MIN_INCIDENT_REQUESTS = 20        # fewer is noise, not an incident
 MIN_KEYED_REQUESTS = 20           # a proxy that served this many keyed calls is one that uses keys
 STUFFING_MIN_DISTINCT_KEYS = 20   # distinct rejected keys from one address in a burst
 NEW_ADDRESS_GRACE_HOURS = 24      # addresses a key used in its first day are its own
-SPREAD_MIN_ADDRESSES = 5          # a key new to the case used from this many public addresses or more
 RATE_BUCKET_MINUTES = 10
 RATE_FACTOR = 4.0                 # a key's 10-minute bucket this many times its usual busy bucket
 SPIKE_BUCKET_MINUTES = 15

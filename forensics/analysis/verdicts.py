@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from forensics.analysis.incident import Incident, private_ip_sql
+from forensics.analysis.incident import SPREAD_MIN_ADDRESSES, Incident, private_ip_sql
 
 if TYPE_CHECKING:
     from forensics.api import Case
@@ -65,7 +65,10 @@ def classify(case: Case, inc: Incident, facts: str) -> None:
     elif inc.detector == "surge":
         keyless = f["keyless"] >= f["n"] / 2
         inc.kind = "unauthenticated_proxy" if keyless else "leaked_key"
-        inc.verdict = "attack" if f["public_ips"] else "suspicious"
+        # calls without a key from the internet are an open proxy; a valid key's holder showing up from one or two
+        # new addresses (working from home) is not yet a leak: that takes the spread of a key found and shared
+        inc.verdict = "attack" if f["public_ips"] and (keyless or f["new_ips"] >= SPREAD_MIN_ADDRESSES) \
+            else "suspicious"
         if keyless:
             inc.evidence.append(f"{_keyless(f)} without any virtual key from {f['new_ips']} "
                                 f"public address(es) never seen before: the proxy accepts unauthenticated calls")
