@@ -83,13 +83,16 @@ def measure(scores: pd.DataFrame, frame: pd.DataFrame, truth: dict, card) -> tup
     y = f["request_id"].isin(attack).to_numpy()
     normal = ~y & ~f["request_id"].isin(planned).to_numpy()
     flagged = f["flagged"].to_numpy()
-    start, end = utc(card.train_start), utc(card.train_end)
-    trained = ((f["start_time"] >= start) & (f["start_time"] < end)).to_numpy()
+    from forensics.detect.model import within
+
+    intervals = [(utc(a), utc(b)) for a, b in card.train_intervals]
+    trained = within(f, intervals)
     held = normal & ~trained
-    held_days = _quiet_days(f["start_time"], truth, start, end)
+    held_days = _quiet_days(f["start_time"], truth, intervals)
     m = {
         "requests": len(f), "attack": int(y.sum()), "normal": int(normal.sum()), "planned": int(len(planned)),
-        "train_requests": card.train_requests, "train_hours": (end - start).total_seconds() / 3600,
+        "train_requests": card.train_requests, "excluded": card.excluded_requests,
+        "train_hours": sum((b - a).total_seconds() for a, b in intervals) / 3600,
         "auc": float(roc_auc_score(y, f["score"])) if 0 < y.sum() < len(y) else float("nan"),
         "recall": float((flagged & y).sum() / y.sum()) if y.sum() else float("nan"),
         "normal_flagged": int((flagged & normal).sum()),
@@ -117,10 +120,10 @@ def utc(text: str) -> pd.Timestamp:
     return pd.Timestamp(text.replace("Z", "")).tz_localize(None) if text.endswith("Z") else pd.Timestamp(text)
 
 
-def _quiet_days(times: pd.Series, truth: dict, start, end) -> float:
+def _quiet_days(times: pd.Series, truth: dict, intervals) -> float:
     """Days of the case outside the training window and outside every truth incident (its quiet, held-out time)."""
     lo, hi = times.min(), times.max()
-    busy = [(start, end)] + [(utc(i["start"]), utc(i["end"])) for i in truth.get("incidents", [])
+    busy = list(intervals) + [(utc(i["start"]), utc(i["end"])) for i in truth.get("incidents", [])
                              if i.get("start") and i.get("end")]
     spans = sorted((max(a, lo), min(b, hi)) for a, b in busy if min(b, hi) > max(a, lo))
     covered, cur_a, cur_b = 0.0, None, None
