@@ -4,8 +4,8 @@ Each feature is something an analyst would look at, and each means the same afte
 month, so a model learnt on one stretch of quiet traffic carries over to the rest: what the request asked for, how
 fast its address and key were going in the last minutes (trailing windows, never counts since the case began), how
 often the address failed, and how the request departs from its key's profile in the quiet baseline (the training
-intervals): a dearer model, a bigger prompt or max_tokens, a public address, an address or client software the key
-did not use there. Requests without a key form one group of their own (a proxy without keys has only that group).
+intervals): a dearer model, a bigger prompt or max_tokens, a public address (one the key did not use there), client
+software it did not use. Requests without a key form one group of their own (a proxy without keys has only that group).
 Profiles are shrunk toward the whole baseline's by PRIOR_REQUESTS, so a key seen a few times is judged mostly by
 what everyone does. No feature encodes the time of day or the date. Windows end at the request (no peeking);
 requests starting at the same instant are ordered by id, so features repeat exactly.
@@ -113,8 +113,9 @@ def features_step() -> Step:
                greatest(0, (x.l_max - coalesce(p.l_max, e.l_max))
                            / coalesce(p.sd_max, greatest({sd}, sqrt(e.v_max)))) AS key_max_tokens_rise,
                greatest(0, x.public_address - coalesce(p.public_share, e.public_share)) AS key_public_shift,
-               1 - (coalesce(ps.n, 0) + {k} * coalesce(a.n, 0) / greatest(e.n, 1)) / (coalesce(p.n, 0) + {k})
-                   AS key_new_address,
+               -- a public address only: a new private one is the operator's own new server, not news
+               x.public_address * (1 - (coalesce(ps.n, 0) + {k} * coalesce(a.n, 0) / greatest(e.n, 1))
+                                       / (coalesce(p.n, 0) + {k})) AS key_new_address,
                1 - (coalesce(gs.n, 0) + {k} * coalesce(g.n, 0) / greatest(e.n, 1)) / (coalesce(p.n, 0) + {k})
                    AS key_new_agent
         FROM x CROSS JOIN everyone e

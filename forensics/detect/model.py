@@ -36,6 +36,8 @@ VIEWS = {"request": list(FEATURES), "key_drift": KEY_DRIFT}
 # load (a training stretch of nights sees none of the day's): past their training range they are no news
 BEYOND = [*CONTENT, *PROFILE]
 RANGE_FLOOR = 1.0                   # a feature constant in training: a step of 1 (x e on log scales) past it counts 1
+SUBSAMPLE = 256                     # rows per tree (the isolation forest's own default): each training row sits in
+                                    # few trees, so its score is nearly as out-of-sample as a new request's
 MIN_TRAIN_REQUESTS = 2              # an isolation forest needs two points; fewer than plan.MIN_QUIET is said in a note
 
 
@@ -159,9 +161,11 @@ def train(frame: pd.DataFrame, intervals: Intervals, alerts_per_day: float = ALE
         raise ValueError(f"only {len(base)} requests in the training intervals {first} .. {last}: too few to learn "
                          "from")
     x = _transform(base)
+    ceilings = {c: float(x[c].max()) for c in FEATURES}
+    ranges = {c: float(max(x[c].quantile(0.99) - x[c].quantile(0.01), RANGE_FLOOR)) for c in FEATURES}
     forests, scales, scaled = {}, {}, []
     for view, features in VIEWS.items():
-        forests[view] = IsolationForest(n_estimators=n_estimators, max_samples=min(2048, len(base)),
+        forests[view] = IsolationForest(n_estimators=n_estimators, max_samples=max(2, min(SUBSAMPLE, len(base) // 2)),
                                         random_state=SEED, n_jobs=-1).fit(_matrix(x, features))
         raw = -score_samples(forests[view], _matrix(x, features))     # scored once: scale and threshold from it
         scales[view] = float(np.quantile(raw, SCALE_QUANTILE))
@@ -179,8 +183,7 @@ def train(frame: pd.DataFrame, intervals: Intervals, alerts_per_day: float = ALE
                 {c: float(x[c].median()) for c in FEATURES},
                 {c: float(max((x[c] - x[c].median()).abs().median(), 1e-3)) for c in FEATURES},
                 {v: list(f) for v, f in VIEWS.items()}, scales,
-                {c: float(x[c].max()) for c in FEATURES},
-                {c: float(max(x[c].quantile(0.99) - x[c].quantile(0.01), RANGE_FLOOR)) for c in FEATURES})
+                ceilings, ranges)
     det = Detector(forests, card)
     held = frame[within(frame, held_back) & kept] if len(held_back) else frame.iloc[0:0]
     if len(held):

@@ -1,7 +1,7 @@
 """The `detect` command's library side: choose the quiet training data, train (or load), score every request.
 
 The detector learns from the case's quiet requests: every request no incident detector claimed, and none from a
-public address any incident involves (what an attacker sent beside the incident the search cut out). They are taken
+public address whose requests the incidents mostly claimed (what an attacker sent beside the incident's window). They are taken
 from the whole case, before and after the incidents: a short history before an attack holds too little, and none of
 the day's clients when it was a night. The case is cut in blocks (whole days when it spans HOLD_BACK_EVERY days or
 more, else eighths) and every HOLD_BACK_EVERY-th block is held back when enough remains, to count the alerts a day
@@ -29,6 +29,7 @@ MIN_QUIET = 200                        # fewer quiet requests than this: said in
 MIN_FALLBACK = 10                      # fewer than this: learn from the case's first requests instead
 HOLD_BACK_EVERY, HOLD_BACK_AT = 4, 2   # every 4th block (the 3rd, 7th, ...) is held back ...
 MIN_HELD_BACK = 50                     # ... when that holds this many quiet requests and leaves MIN_QUIET to train on
+ADDRESS_CLAIMED_SHARE = 0.5
 TICK = timedelta(microseconds=1)
 
 
@@ -41,8 +42,8 @@ class TrainingPlan:
 
 
 def excluded_requests(case: Case) -> list[str]:
-    """The requests the incident search claimed, and every request from a public address one of its incidents
-    involves."""
+    """The requests the incident search claimed, and every request from a public address whose requests it mostly
+    claimed (an attacker's requests the incident's window cut off; a known public client stays in)."""
     from forensics.analysis.incident import private_ip_sql
     from forensics.analysis.incidents import find_incidents
 
@@ -53,9 +54,10 @@ def excluded_requests(case: Case) -> list[str]:
     claimed = " UNION ".join(f"SELECT request_id FROM {t}" for t in tables)
     return [r for (r,) in case.execute(f"""
         WITH claimed AS ({claimed}),
-        addresses AS (
-            SELECT DISTINCT r.client_ip FROM llm_requests r SEMI JOIN claimed c USING (request_id)
+        addresses AS (   -- public addresses most of whose requests an incident claimed: the incidents' own
+            SELECT r.client_ip FROM llm_requests r LEFT JOIN claimed c USING (request_id)
             WHERE r.client_ip IS NOT NULL AND NOT {private_ip_sql('r.client_ip')}
+            GROUP BY r.client_ip HAVING count(c.request_id) >= {ADDRESS_CLAIMED_SHARE} * count(*)
         )
         SELECT request_id FROM claimed
         UNION SELECT request_id FROM llm_requests SEMI JOIN addresses USING (client_ip)
