@@ -8,8 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from forensics.detect.features import FEATURES
-from forensics.detect.model import BEYOND
+from forensics.detect.features import BEYOND, FEATURES
 
 TOP_REASONS = 3
 KEY_ONLY = ("key_rate_1m", "key_rate_15m", "key_ips_1h")      # zero by construction without a key

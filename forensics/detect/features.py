@@ -30,6 +30,9 @@ PROFILE = ("key_price_rise", "key_prompt_rise", "key_max_tokens_rise", "key_publ
            "key_new_agent")
 SD_FLOOR = 0.5             # log2 units: a key that always sends the same still varies by ~40 % before it is odd
 FEATURES = CONTENT + ACTIVITY + PROFILE
+# what a request asks for and how it departs from its key's profile; not rates, which follow the time of day and the
+# load (a training stretch of nights sees none of the day's): past their training range they are no news
+BEYOND = [*CONTENT, *PROFILE]
 PRIOR_REQUESTS = 10        # a key's baseline profile counts this many requests of the whole baseline's beside its own
 
 Intervals = list[tuple[datetime, datetime]]

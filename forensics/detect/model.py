@@ -25,16 +25,13 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import IsolationForest
 
-from forensics.detect.features import CONTENT, FEATURES, PROFILE, Intervals
+from forensics.detect.features import BEYOND, FEATURES, PROFILE, Intervals
 
 SEED = 0
 ALERTS_PER_DAY = 1.0
 SCALE_QUANTILE = 0.99
 KEY_DRIFT = [*PROFILE, "key_rate_15m"]
 VIEWS = {"request": list(FEATURES), "key_drift": KEY_DRIFT}
-# what a request asks for and how it departs from its key's profile; not rates, which follow the time of day and the
-# load (a training stretch of nights sees none of the day's): past their training range they are no news
-BEYOND = [*CONTENT, *PROFILE]
 RANGE_FLOOR = 1.0                   # a feature constant in training: a step of 1 (x e on log scales) past it counts 1
 SUBSAMPLE = 256                     # rows per tree (the isolation forest's own default): each training row sits in
                                     # few trees, so its score is nearly as out-of-sample as a new request's
