@@ -88,6 +88,9 @@ def training_plan(case: Case) -> TrainingPlan:
     whole = [(first, last + TICK)]
     n = int(quiet.sum())
     what = f"only {n} quiet requests (outside the incidents and their addresses)"
+    if n < MIN_FALLBACK and not excluded:
+        return TrainingPlan(whole, [], [], f"only {n} requests in the case: learnt from all of them, the threshold "
+                                           "is a rough guide")
     if n < MIN_FALLBACK:
         k = min(len(times), max(MIN_QUIET, len(times) // 4))
         end = pd.Timestamp(times[k - 1]).to_pydatetime() + TICK
