@@ -28,8 +28,9 @@ WORDS = {
 }
 
 
-def describe(feature: str, value, median, keyless: bool = False) -> str:
-    """One feature in words, against its usual (baseline median, on the model's scale) value."""
+def describe(feature: str, value, median, keyless: bool = False, shown: bool = True) -> str:
+    """One feature in words, against its usual (baseline median, on the model's scale) value; `shown` false: the
+    training rows never showed the feature (its 'usual' is unknown, not 0)."""
     v = float(value)
     whose = "requests without a key" if keyless else "the key"
     if feature == "keyless":
@@ -38,6 +39,8 @@ def describe(feature: str, value, median, keyless: bool = False) -> str:
         return "from a public address" if v else "from a private address"
     if feature == "auth_failure":
         return "rejected for its key" if v else "accepted"
+    if feature == "max_tokens" and shown is False:
+        return f"max_tokens {v:,.0f} (the baseline's records do not show max_tokens)"
     if feature == "max_tokens" and float(np.expm1(median)) < 0.5:
         return f"max_tokens {v:,.0f} (usually not sent)" if v else "max_tokens not sent"
     if feature == "key_price_rise":
@@ -68,19 +71,22 @@ def reasons(card, frame: pd.DataFrame, x: pd.DataFrame, flagged: np.ndarray) -> 
     features = list(FEATURES)
     medians = np.array([card.medians[c] for c in features])
     spreads = np.array([card.spreads[c] for c in features])
-    xs = x.iloc[rows][features].astype("float64").fillna(0.0).to_numpy()
+    xs = x.iloc[rows][features].astype("float64").to_numpy()
     z = np.abs((xs - medians) / spreads)
     beyond = np.array([c in BEYOND for c in features])
-    ceilings = np.array([card.ceilings[c] for c in features])
+    ceilings = np.array([np.inf if card.ceilings[c] is None else card.ceilings[c] for c in features])
     ranges = np.array([card.ranges[c] for c in features])
-    z = z / (1 + z) + beyond * np.maximum(xs - ceilings, 0) / ranges * 10    # past the training range outranks any z
+    with np.errstate(invalid="ignore"):
+        z = z / (1 + z) + beyond * np.maximum(xs - ceilings, 0) / ranges * 10   # past the training range outranks z
     keyless = frame["keyless"].to_numpy()[rows].astype(bool)
     z[np.ix_(keyless, [features.index(c) for c in KEY_ONLY])] = -1.0   # no key: no key rate to speak of
     z[z == 0] = -1.0                         # a feature at its usual value explains nothing
+    z[np.isnan(xs)] = -1.0                   # nor one the request's record does not show
     both = z[:, features.index("key_public_shift")] > 0               # says "from a public address" already
     z[both, features.index("public_address")] = -1.0
     top = np.argsort(-z, axis=1, kind="stable")[:, :TOP_REASONS]
     values = frame.iloc[rows][features].astype("float64").fillna(0.0).to_numpy()
     for j, i in enumerate(rows):
-        out[i] = "; ".join(describe(features[k], values[j, k], medians[k], keyless[j]) for k in top[j] if z[j, k] > 0)
+        out[i] = "; ".join(describe(features[k], values[j, k], medians[k], keyless[j],
+                                    card.ceilings[features[k]] is not None) for k in top[j] if z[j, k] > 0)
     return out

@@ -51,9 +51,14 @@ def features_step() -> Step:
                    coalesce(r.client_ip, '?') AS ip, coalesce(r.user_agent, '?') AS agent, r.status,
                    CAST(r.status = 'failure' AND r.error_code IN ('401', '403') AS INTEGER) AS auth_failure,
                    coalesce(r.prompt_tokens, 0) AS prompt_tokens, coalesce(r.completion_tokens, 0) AS completion_tokens,
-                   coalesce(r.max_tokens, 0) AS max_tokens, coalesce(CAST(p.output_mtok AS DOUBLE), 0) AS output_price_mtok,
+                   -- a file that shows max_tokens on some rows did not get it on the others: 0, not sent; a file
+                   -- that shows it on none (spend logs without request bodies) does not log it: NULL, unknown
+                   CASE WHEN f.shows_max_tokens THEN coalesce(r.max_tokens, 0) END AS max_tokens,
+                   coalesce(CAST(p.output_mtok AS DOUBLE), 0) AS output_price_mtok,
                    epoch(r.start_time) AS t
             FROM llm_requests r
+            LEFT JOIN (SELECT file_id, bool_or(max_tokens IS NOT NULL) AS shows_max_tokens
+                       FROM llm_requests GROUP BY file_id) f USING (file_id)
             LEFT JOIN prices p ON p.provider = coalesce(r.provider, '')
                  AND p.model = coalesce(nullif(r.model, ''), r.model_group) AND p.day = CAST(r.start_time AS DATE)
             WHERE r.start_time IS NOT NULL
@@ -68,7 +73,7 @@ def features_step() -> Step:
         ), base AS (SELECT * FROM x WHERE in_baseline),
         everyone AS (
             SELECT coalesce(avg(l_price), 0) AS l_price, coalesce(avg(l_prompt), 0) AS l_prompt,
-                   coalesce(avg(l_max), 0) AS l_max, coalesce(avg(public_address), 0) AS public_share,
+                   avg(l_max) AS l_max, coalesce(avg(public_address), 0) AS public_share,
                    coalesce(var_pop(l_price), 0) AS v_price, coalesce(var_pop(l_prompt), 0) AS v_prompt,
                    coalesce(var_pop(l_max), 0) AS v_max,
                    count(*) AS n FROM base
@@ -78,12 +83,13 @@ def features_step() -> Step:
             SELECT b.grp, count(*) AS n,
                    (sum(b.l_price) + {k} * any_value(e.l_price)) / (count(*) + {k}) AS l_price,
                    (sum(b.l_prompt) + {k} * any_value(e.l_prompt)) / (count(*) + {k}) AS l_prompt,
-                   (sum(b.l_max) + {k} * any_value(e.l_max)) / (count(*) + {k}) AS l_max,
+                   (sum(b.l_max) + {k} * any_value(e.l_max)) / (count(b.l_max) + {k}) AS l_max,
                    greatest({sd}, sqrt((count(*) * var_pop(b.l_price) + {k} * any_value(e.v_price)) / (count(*) + {k})))
                        AS sd_price,
                    greatest({sd}, sqrt((count(*) * var_pop(b.l_prompt) + {k} * any_value(e.v_prompt)) / (count(*) + {k})))
                        AS sd_prompt,
-                   greatest({sd}, sqrt((count(*) * var_pop(b.l_max) + {k} * any_value(e.v_max)) / (count(*) + {k})))
+                   greatest({sd}, sqrt((count(b.l_max) * coalesce(var_pop(b.l_max), 0) + {k} * any_value(e.v_max))
+                                       / (count(b.l_max) + {k})))
                        AS sd_max,
                    (sum(b.public_address) + {k} * any_value(e.public_share)) / (count(*) + {k}) AS public_share
             FROM base b, everyone e GROUP BY b.grp
@@ -113,8 +119,9 @@ def features_step() -> Step:
                            / coalesce(p.sd_price, greatest({sd}, sqrt(e.v_price)))) AS key_price_rise,
                greatest(0, (x.l_prompt - coalesce(p.l_prompt, e.l_prompt))
                            / coalesce(p.sd_prompt, greatest({sd}, sqrt(e.v_prompt)))) AS key_prompt_rise,
-               greatest(0, (x.l_max - coalesce(p.l_max, e.l_max))
-                           / coalesce(p.sd_max, greatest({sd}, sqrt(e.v_max)))) AS key_max_tokens_rise,
+               -- max_tokens only against a baseline that shows it: unknown on either side, no claim (0)
+               coalesce(greatest(0, (x.l_max - coalesce(p.l_max, e.l_max))
+                           / coalesce(p.sd_max, greatest({sd}, sqrt(e.v_max)))), 0) AS key_max_tokens_rise,
                greatest(0, x.public_address - coalesce(p.public_share, e.public_share)) AS key_public_shift,
                -- a public address only: a new private one is the operator's own new server, not news
                x.public_address * (1 - (coalesce(ps.n, 0) + {k} * coalesce(a.n, 0) / greatest(e.n, 1))

@@ -33,6 +33,7 @@ SCALE_QUANTILE = 0.99
 KEY_DRIFT = [*PROFILE, "key_rate_15m"]
 VIEWS = {"request": list(FEATURES), "key_drift": KEY_DRIFT}
 RANGE_FLOOR = 1.0                   # a feature constant in training: a step of 1 (x e on log scales) past it counts 1
+N_ESTIMATORS = 100                  # trees per view (sklearn's default; scoring 1 M training rows is most of training)
 SUBSAMPLE = 256                     # rows per tree (the isolation forest's own default): each training row sits in
                                     # few trees, so its score is nearly as out-of-sample as a new request's
 MIN_TRAIN_REQUESTS = 2              # an isolation forest needs two points; fewer than plan.MIN_QUIET is said in a note
@@ -84,9 +85,10 @@ class Detector:
     def beyond(self, frame: pd.DataFrame) -> np.ndarray:
         """How far past everything seen in training the request lies: per feature, the excess over its training
         maximum in training ranges, summed (0 inside the training range)."""
-        ceilings = np.array([self.card.ceilings[c] for c in BEYOND])
+        ceilings = np.array([np.inf if self.card.ceilings[c] is None else self.card.ceilings[c] for c in BEYOND])
         ranges = np.array([self.card.ranges[c] for c in BEYOND])
-        return (np.maximum(_matrix(frame, BEYOND) - ceilings, 0) / ranges).sum(axis=1)
+        values = frame[BEYOND].astype("float64").fillna(-np.inf).to_numpy()       # unknown: nothing past anything
+        return (np.maximum(values - ceilings, 0) / ranges).sum(axis=1)
 
     def score(self, frame: pd.DataFrame) -> np.ndarray:
         """Higher = more anomalous (`frame` already transformed): the larger of the views' scaled scores, plus how
@@ -148,7 +150,7 @@ def days(intervals) -> float:
 
 
 def train(frame: pd.DataFrame, intervals: Intervals, alerts_per_day: float = ALERTS_PER_DAY,
-          n_estimators: int = 200, held_back: Intervals = (), note: str = "", excluded: set = frozenset()) -> Detector:
+          n_estimators: int = N_ESTIMATORS, held_back: Intervals = (), note: str = "", excluded: set = frozenset()) -> Detector:
     """Fit on requests starting in the training intervals (but those `excluded`); the threshold lets through at
     most `alerts_per_day` there; the card also counts the alerts a day on the `held_back` intervals."""
     kept = ~frame["request_id"].isin(excluded).to_numpy()
@@ -158,8 +160,9 @@ def train(frame: pd.DataFrame, intervals: Intervals, alerts_per_day: float = ALE
         raise ValueError(f"only {len(base)} requests in the training intervals {first} .. {last}: too few to learn "
                          "from")
     x = _transform(base)
-    ceilings = {c: float(x[c].max()) for c in FEATURES}
-    ranges = {c: float(max(x[c].quantile(0.99) - x[c].quantile(0.01), RANGE_FLOOR)) for c in FEATURES}
+    # a feature the training rows never show (max_tokens in spend logs without request bodies): no ceiling
+    ceilings = {c: float(x[c].max()) if x[c].notna().any() else None for c in FEATURES}
+    ranges = {c: float(max(np.nan_to_num(x[c].quantile(0.99) - x[c].quantile(0.01)), RANGE_FLOOR)) for c in FEATURES}
     forests, scales, scaled = {}, {}, []
     for view, features in VIEWS.items():
         forests[view] = IsolationForest(n_estimators=n_estimators, max_samples=max(2, min(SUBSAMPLE, len(base) // 2)),
@@ -177,8 +180,8 @@ def train(frame: pd.DataFrame, intervals: Intervals, alerts_per_day: float = ALE
                 len(base), 0, len(excluded), digest.hexdigest(), threshold, alerts_per_day,
                 float((train_scores > threshold).sum() / days(intervals)), None,
                 {p: version(p) for p in ("scikit-learn", "numpy", "pandas", "duckdb")},
-                {c: float(x[c].median()) for c in FEATURES},
-                {c: float(max((x[c] - x[c].median()).abs().median(), 1e-3)) for c in FEATURES},
+                {c: float(np.nan_to_num(x[c].median())) for c in FEATURES},      # over the rows that show it
+                {c: float(max(np.nan_to_num((x[c] - x[c].median()).abs().median()), 1e-3)) for c in FEATURES},
                 {v: list(f) for v, f in VIEWS.items()}, scales,
                 ceilings, ranges)
     det = Detector(forests, card)

@@ -124,7 +124,7 @@ def _merge(intervals: Intervals) -> Intervals:
 
 def detect(case: Case, model_path: Path | None = None, save_path: Path | None = None,
            window: tuple[datetime, datetime] | None = None, alerts_per_day: float = model.ALERTS_PER_DAY,
-           n_estimators: int = 200) -> tuple[pd.DataFrame, model.Detector, pd.DataFrame]:
+           n_estimators: int = model.N_ESTIMATORS) -> tuple[pd.DataFrame, model.Detector, pd.DataFrame]:
     """Scores for every request of the case, the detector used, and the feature frame. `window`: train on every
     request in [start, end) instead (the analyst's choice: nothing left out, nothing held back)."""
     if model_path is not None:
