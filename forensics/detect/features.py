@@ -86,7 +86,8 @@ def features_step() -> Step:
                    (sum(b.l_max) + {k} * any_value(e.l_max)) / (count(b.l_max) + {k}) AS l_max,
                    greatest({sd}, sqrt((count(*) * var_pop(b.l_price) + {k} * any_value(e.v_price)) / (count(*) + {k})))
                        AS sd_price,
-                   greatest({sd}, sqrt((count(*) * var_pop(b.l_prompt) + {k} * any_value(e.v_prompt)) / (count(*) + {k})))
+                   greatest({sd}, sqrt((count(*) * var_pop(b.l_prompt) + {k} * any_value(e.v_prompt))
+                                       / (count(*) + {k})))
                        AS sd_prompt,
                    greatest({sd}, sqrt((count(b.l_max) * coalesce(var_pop(b.l_max), 0) + {k} * any_value(e.v_max))
                                        / (count(b.l_max) + {k})))
@@ -100,7 +101,8 @@ def features_step() -> Step:
                x.completion_tokens / (x.prompt_tokens + 1.0) AS completion_per_prompt,
                CAST(x.key_hash IS NULL AS INTEGER) AS keyless, x.public_address, x.auth_failure,
                count(*) OVER (PARTITION BY x.ip ORDER BY x.t RANGE BETWEEN 60 PRECEDING AND CURRENT ROW) AS ip_rate_1m,
-               count(*) OVER (PARTITION BY x.ip ORDER BY x.t RANGE BETWEEN 900 PRECEDING AND CURRENT ROW) AS ip_rate_15m,
+               count(*) OVER (PARTITION BY x.ip ORDER BY x.t RANGE BETWEEN 900 PRECEDING AND CURRENT ROW)
+                   AS ip_rate_15m,
                CASE WHEN x.key_hash IS NULL THEN 0 ELSE count(*) OVER (PARTITION BY x.key_hash ORDER BY x.t
                     RANGE BETWEEN 60 PRECEDING AND CURRENT ROW) END AS key_rate_1m,
                CASE WHEN x.key_hash IS NULL THEN 0 ELSE count(*) OVER (PARTITION BY x.key_hash ORDER BY x.t

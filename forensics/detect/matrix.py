@@ -77,7 +77,8 @@ def detect_draws(n: int, seed: int = 0, scenarios: tuple[str, ...] = SCENARIOS,
     return [replace(d, index=i) for i, d in enumerate(out)]
 
 
-def measure(scores: pd.DataFrame, frame: pd.DataFrame, truth: dict, card, left_out: set = frozenset()) -> tuple[dict, dict]:
+def measure(scores: pd.DataFrame, frame: pd.DataFrame, truth: dict, card,
+            left_out: set = frozenset()) -> tuple[dict, dict]:
     """(metrics, drift) of one scored case against its truth; `left_out`: the requests the incident search claimed
     (the detector learnt around them), to tell its misses and false incidents from the detector's own errors."""
     from sklearn.metrics import roc_auc_score
@@ -124,7 +125,7 @@ def measure(scores: pd.DataFrame, frame: pd.DataFrame, truth: dict, card, left_o
     if held.sum() and trained.sum():
         x = _transform(frame)
         for c in FEATURES:
-            base = x[c].to_numpy(dtype=float)[trained & normal] if (trained & normal).any() else x[c].to_numpy()[trained]
+            base = x[c].to_numpy(dtype=float)[trained & normal if (trained & normal).any() else trained]
             lo, hi = np.quantile(base, [0.005, 0.995])
             v = x[c].to_numpy(dtype=float)[held]
             drift[c] = float(((v < lo) | (v > hi)).mean())
@@ -216,12 +217,14 @@ def draw_table(results: list[DrawScore]) -> str:
     for r in results:
         m, d = r.metrics, r.draw
         lines.append(
-            f"| {d.index} | {d.scenario} | {describe(d.deployment)} | {m.get('requests', '–')} | {m.get('attack', '–')} "
+            f"| {d.index} | {d.scenario} | {describe(d.deployment)} | {m.get('requests', '–')} | "
+            f"{m.get('attack', '–')} "
             f"| {_num(m.get('train_hours'), '.1f')} | {_num(m.get('auc'), '.3f')} | {_num(m.get('recall'), '.3f')} | "
             f"{_num(m.get('normal_flagged_share'), '.2%')} ({m.get('normal_flagged', '–')}) | "
             f"{_num(m.get('heldout_alerts_per_day'), '.2f')} ({_num(m.get('heldout_days'), '.2f')}) | "
             f"{_num(m.get('card_alerts_per_day'), '.2f')}/{_num(m.get('card_heldout_alerts_per_day'), '.2f')} | "
-            f"{r.seconds:.1f} | {'; '.join(r.failures) or 'pass'}{' [incident search misfire]' if r.search_misfire else ''}"
+            f"{r.seconds:.1f} | {'; '.join(r.failures) or 'pass'}"
+            f"{' [incident search misfire]' if r.search_misfire else ''}"
             f"{' (' + r.note + ')' if r.note else ''} |")
     return "\n".join(lines)
 

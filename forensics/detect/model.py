@@ -150,7 +150,8 @@ def days(intervals) -> float:
 
 
 def train(frame: pd.DataFrame, intervals: Intervals, alerts_per_day: float = ALERTS_PER_DAY,
-          n_estimators: int = N_ESTIMATORS, held_back: Intervals = (), note: str = "", excluded: set = frozenset()) -> Detector:
+          n_estimators: int = N_ESTIMATORS, held_back: Intervals = (), note: str = "",
+          excluded: set = frozenset()) -> Detector:
     """Fit on requests starting in the training intervals (but those `excluded`); the threshold lets through at
     most `alerts_per_day` there; the card also counts the alerts a day on the `held_back` intervals."""
     kept = ~frame["request_id"].isin(excluded).to_numpy()

@@ -3,8 +3,9 @@
 Per draw with an attack: per-request ROC-AUC >= 0.97 and recall >= 0.9 at the calibrated threshold; normal requests
 flagged <= 1 % in every draw; false alerts per held-back quiet day <= 2 in the median draw; no draw crashes. A draw
 the incident search misleads (it leaves the attack in the quiet data the detector learns from, or calls normal
-traffic an incident so that its like never reaches training) is counted apart and bounded: that is issue #12's. Draws are short (history capped) so 50 of them take a few minutes; bench/detect_matrix.py
-runs hundreds with full-length histories.
+traffic an incident so that its like never reaches training) is counted apart and bounded: that is issue #12's.
+Draws are short (history capped) so 50 of them take a few minutes; bench/detect_matrix.py runs hundreds with full-
+length histories.
 """
 from datetime import datetime, timedelta
 
