@@ -116,8 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("detect", parents=[common], epilog=_examples("detect"),
                        formatter_class=RAW, help="anomaly scores for every LLM request (isolation forest)",
-                       description="Train an isolation forest on the case's quiet baseline (the time before its "
-                                   "first incident, or --train-start/--train-end), calibrated to at most "
+                       description="Train isolation forests on the case's quiet requests (all but those the "
+                                   "incident search claims, with every fourth block held back to check the alert "
+                                   "rate on; or every request in --train-start/--train-end), calibrated to at most "
                                    "--alerts-per-day false alerts there, then score every LLM request. Writes "
                                    "SCORES.csv: request_id,score,flagged,reasons (higher score = more anomalous). "
                                    "Logs named in INPUT are loaded into case.duckdb beside SCORES.csv.")
@@ -521,6 +522,8 @@ def cmd_detect(args) -> int:
         except (ModelMismatch, ValueError) as e:
             _say(f"forensics: {e}", file=sys.stderr)
             return EXIT_FAILED
+    if det.card.note:        # too little quiet data: said in one line, the scores written all the same
+        _say(f"forensics: {det.card.note}", file=sys.stderr)
     # the bundle's CSV rule (outputs/safe.py): formula cells neutralised, hidden characters visible; atomic
     write_csv(out, list(scores.columns), scores.itertuples(index=False, name=None))
     _say(f"{int(scores['flagged'].sum())} of {len(scores)} requests flagged (threshold {det.card.threshold:.4f}, "

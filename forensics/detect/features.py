@@ -1,12 +1,18 @@
 """Per-request features for the anomaly detectors, built in one SQL statement over the case.
 
-Each feature is something an analyst would look at: how big the request was and what it asked for, when it came,
-how new its key, address and client were, how fast that address and key were going, and how often they failed.
-Rates and novelty are computed from the request's own past only (window frames end at the request), so scoring a
-request never peeks at the future; requests starting at the same instant are ordered by id, so features repeat exactly.
+Each feature is something an analyst would look at, and each means the same after an hour of history as after a
+month, so a model learnt on one stretch of quiet traffic carries over to the rest: what the request asked for, how
+fast its address and key were going in the last minutes (trailing windows, never counts since the case began), how
+often the address failed, and how the request departs from its key's profile in the quiet baseline (the training
+intervals): a dearer model, a bigger prompt or max_tokens, a public address (one the key did not use there), client
+software it did not use. Requests without a key form one group of their own (a proxy without keys has only that group).
+Profiles are shrunk toward the whole baseline's by PRIOR_REQUESTS, so a key seen a few times is judged mostly by
+what everyone does. No feature encodes the time of day or the date. Windows end at the request (no peeking);
+requests starting at the same instant are ordered by id, so features repeat exactly.
 """
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -16,91 +22,127 @@ from forensics.analysis.steps import Step
 if TYPE_CHECKING:
     from forensics.api import Case
 
-FEATURES = (
-    "prompt_tokens", "completion_tokens", "max_tokens", "output_price_mtok", "completion_per_prompt",
-    "hour_of_day", "weekday", "keyless", "key_age_hours", "key_requests_before", "ip_age_hours",
-    "ip_requests_before", "agent_age_hours", "ip_rate_1m", "ip_rate_15m", "key_rate_1m", "key_rate_15m",
-    "ip_error_rate_15m", "ip_auth_failures_15m", "keys_per_ip", "ips_per_key", "pair_requests_before",
-    "key_agent_requests_before", "public_address", "key_price_rise", "key_prompt_rise", "key_public_shift",
-)
+CONTENT = ("prompt_tokens", "completion_tokens", "max_tokens", "output_price_mtok", "completion_per_prompt",
+           "keyless", "public_address", "auth_failure")
+ACTIVITY = ("ip_rate_1m", "ip_rate_15m", "key_rate_1m", "key_rate_15m", "ip_error_rate_15m", "ip_auth_failures_15m",
+            "ip_keys_1h", "key_ips_1h")
+PROFILE = ("key_price_rise", "key_prompt_rise", "key_max_tokens_rise", "key_public_shift", "key_new_address",
+           "key_new_agent")
+SD_FLOOR = 0.5             # log2 units: a key that always sends the same still varies by ~40 % before it is odd
+FEATURES = CONTENT + ACTIVITY + PROFILE
+# what a request asks for and how it departs from its key's profile; not rates, which follow the time of day and the
+# load (a training stretch of nights sees none of the day's): past their training range they are no news
+BEYOND = [*CONTENT, *PROFILE]
+PRIOR_REQUESTS = 10        # a key's baseline profile counts this many requests of the whole baseline's beside its own
+
+Intervals = list[tuple[datetime, datetime]]
 
 
 def features_step() -> Step:
+    """Parameters: the training intervals' starts and ends (two lists of timestamps, the same length), the request
+    ids left out of the baseline."""
     from forensics.analysis.incident import private_ip_sql
 
     private = private_ip_sql("ip")
+    k, sd = PRIOR_REQUESTS, SD_FLOOR
     return Step("detector_features", f"""
         WITH r AS (
-            SELECT r.request_id, r.start_time, r.key_hash, coalesce(r.client_ip, '?') AS ip,
-                   coalesce(r.user_agent, '?') AS agent, r.status,
-                   (r.status = 'failure' AND r.error_code IN ('401', '403')) AS auth_failure,
+            SELECT r.request_id, r.start_time, r.key_hash, coalesce(r.key_hash, '(no key)') AS grp,
+                   coalesce(r.client_ip, '?') AS ip, coalesce(r.user_agent, '?') AS agent, r.status,
+                   CAST(r.status = 'failure' AND r.error_code IN ('401', '403') AS INTEGER) AS auth_failure,
                    coalesce(r.prompt_tokens, 0) AS prompt_tokens, coalesce(r.completion_tokens, 0) AS completion_tokens,
-                   coalesce(r.max_tokens, 0) AS max_tokens, coalesce(CAST(p.output_mtok AS DOUBLE), 0) AS output_price_mtok,
+                   -- a file that shows max_tokens on some rows did not get it on the others: 0, not sent; a file
+                   -- that shows it on none (spend logs without request bodies) does not log it: NULL, unknown
+                   CASE WHEN f.shows_max_tokens THEN coalesce(r.max_tokens, 0) END AS max_tokens,
+                   coalesce(CAST(p.output_mtok AS DOUBLE), 0) AS output_price_mtok,
                    epoch(r.start_time) AS t
             FROM llm_requests r
+            LEFT JOIN (SELECT file_id, bool_or(max_tokens IS NOT NULL) AS shows_max_tokens
+                       FROM llm_requests GROUP BY file_id) f USING (file_id)
             LEFT JOIN prices p ON p.provider = coalesce(r.provider, '')
                  AND p.model = coalesce(nullif(r.model, ''), r.model_group) AND p.day = CAST(r.start_time AS DATE)
             WHERE r.start_time IS NOT NULL
-        ), firsts AS (
-            SELECT *,
-                   min(t) OVER (PARTITION BY key_hash) AS key_first, min(t) OVER (PARTITION BY ip) AS ip_first,
-                   min(t) OVER (PARTITION BY agent) AS agent_first,
-                   min(t) OVER (PARTITION BY ip, key_hash) AS pair_first
+        ), x AS (
+            SELECT *, CAST(NOT {private} AS INTEGER) AS public_address,
+                   log2(output_price_mtok + 0.01) AS l_price, log2(prompt_tokens + 1.0) AS l_prompt,
+                   log2(max_tokens + 1.0) AS l_max,
+                   EXISTS (SELECT 1 FROM (SELECT unnest(?::TIMESTAMP[]) AS s, unnest(?::TIMESTAMP[]) AS e) w
+                           WHERE r.start_time >= w.s AND r.start_time < w.e)
+                   AND r.request_id NOT IN (SELECT unnest(?::VARCHAR[])) AS in_baseline
             FROM r
-        )
-        SELECT request_id, start_time,
-               prompt_tokens, completion_tokens, max_tokens, output_price_mtok,
-               completion_tokens / (prompt_tokens + 1.0) AS completion_per_prompt,
-               hour(start_time) AS hour_of_day, isodow(start_time) AS weekday,
-               CAST(key_hash IS NULL AS INTEGER) AS keyless,
-               CASE WHEN key_hash IS NULL THEN 0 ELSE (t - key_first) / 3600 END AS key_age_hours,
-               CASE WHEN key_hash IS NULL THEN 0 ELSE count(*) OVER (PARTITION BY key_hash ORDER BY t, request_id
-                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) END AS key_requests_before,
-               (t - ip_first) / 3600 AS ip_age_hours,
-               count(*) OVER (PARTITION BY ip ORDER BY t, request_id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
-                   AS ip_requests_before,
-               (t - agent_first) / 3600 AS agent_age_hours,
-               count(*) OVER (PARTITION BY ip ORDER BY t RANGE BETWEEN 60 PRECEDING AND CURRENT ROW) AS ip_rate_1m,
-               count(*) OVER (PARTITION BY ip ORDER BY t RANGE BETWEEN 900 PRECEDING AND CURRENT ROW) AS ip_rate_15m,
-               CASE WHEN key_hash IS NULL THEN 0 ELSE count(*) OVER (PARTITION BY key_hash ORDER BY t
+        ), base AS (SELECT * FROM x WHERE in_baseline),
+        everyone AS (
+            SELECT coalesce(avg(l_price), 0) AS l_price, coalesce(avg(l_prompt), 0) AS l_prompt,
+                   avg(l_max) AS l_max, coalesce(avg(public_address), 0) AS public_share,
+                   coalesce(var_pop(l_price), 0) AS v_price, coalesce(var_pop(l_prompt), 0) AS v_prompt,
+                   coalesce(var_pop(l_max), 0) AS v_max,
+                   count(*) AS n FROM base
+        ), addresses AS (SELECT ip, count(*) AS n FROM base GROUP BY ip),
+        agents AS (SELECT agent, count(*) AS n FROM base GROUP BY agent),
+        profiles AS (    -- per key (or the keyless group): means and spreads shrunk toward everyone's
+            SELECT b.grp, count(*) AS n,
+                   (sum(b.l_price) + {k} * any_value(e.l_price)) / (count(*) + {k}) AS l_price,
+                   (sum(b.l_prompt) + {k} * any_value(e.l_prompt)) / (count(*) + {k}) AS l_prompt,
+                   (sum(b.l_max) + {k} * any_value(e.l_max)) / (count(b.l_max) + {k}) AS l_max,
+                   greatest({sd}, sqrt((count(*) * var_pop(b.l_price) + {k} * any_value(e.v_price)) / (count(*) + {k})))
+                       AS sd_price,
+                   greatest({sd}, sqrt((count(*) * var_pop(b.l_prompt) + {k} * any_value(e.v_prompt))
+                                       / (count(*) + {k})))
+                       AS sd_prompt,
+                   greatest({sd}, sqrt((count(b.l_max) * coalesce(var_pop(b.l_max), 0) + {k} * any_value(e.v_max))
+                                       / (count(b.l_max) + {k})))
+                       AS sd_max,
+                   (sum(b.public_address) + {k} * any_value(e.public_share)) / (count(*) + {k}) AS public_share
+            FROM base b, everyone e GROUP BY b.grp
+        ), pair_share AS (SELECT grp, ip, count(*) AS n FROM base GROUP BY ALL),
+        agent_share AS (SELECT grp, agent, count(*) AS n FROM base GROUP BY ALL)
+        SELECT x.request_id, x.start_time,
+               x.prompt_tokens, x.completion_tokens, x.max_tokens, x.output_price_mtok,
+               x.completion_tokens / (x.prompt_tokens + 1.0) AS completion_per_prompt,
+               CAST(x.key_hash IS NULL AS INTEGER) AS keyless, x.public_address, x.auth_failure,
+               count(*) OVER (PARTITION BY x.ip ORDER BY x.t RANGE BETWEEN 60 PRECEDING AND CURRENT ROW) AS ip_rate_1m,
+               count(*) OVER (PARTITION BY x.ip ORDER BY x.t RANGE BETWEEN 900 PRECEDING AND CURRENT ROW)
+                   AS ip_rate_15m,
+               CASE WHEN x.key_hash IS NULL THEN 0 ELSE count(*) OVER (PARTITION BY x.key_hash ORDER BY x.t
                     RANGE BETWEEN 60 PRECEDING AND CURRENT ROW) END AS key_rate_1m,
-               CASE WHEN key_hash IS NULL THEN 0 ELSE count(*) OVER (PARTITION BY key_hash ORDER BY t
+               CASE WHEN x.key_hash IS NULL THEN 0 ELSE count(*) OVER (PARTITION BY x.key_hash ORDER BY x.t
                     RANGE BETWEEN 900 PRECEDING AND CURRENT ROW) END AS key_rate_15m,
-               avg(CAST(status = 'failure' AS INTEGER)) OVER (PARTITION BY ip ORDER BY t
+               avg(CAST(x.status = 'failure' AS INTEGER)) OVER (PARTITION BY x.ip ORDER BY x.t
                     RANGE BETWEEN 900 PRECEDING AND CURRENT ROW) AS ip_error_rate_15m,
-               sum(CAST(auth_failure AS INTEGER)) OVER (PARTITION BY ip ORDER BY t
+               sum(x.auth_failure) OVER (PARTITION BY x.ip ORDER BY x.t
                     RANGE BETWEEN 900 PRECEDING AND CURRENT ROW) AS ip_auth_failures_15m,
-               -- distinct keys an address has used so far, and addresses a key has come from: count first sightings
-               sum(CAST(t = pair_first AND key_hash IS NOT NULL AS INTEGER)) OVER (PARTITION BY ip ORDER BY t, request_id
-                    ROWS UNBOUNDED PRECEDING) AS keys_per_ip,
-               CASE WHEN key_hash IS NULL THEN 0 ELSE sum(CAST(t = pair_first AS INTEGER)) OVER (
-                    PARTITION BY key_hash ORDER BY t, request_id ROWS UNBOUNDED PRECEDING) END AS ips_per_key,
-               CASE WHEN key_hash IS NULL THEN 0 ELSE count(*) OVER (PARTITION BY key_hash, ip ORDER BY t, request_id
-                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) END AS pair_requests_before,
-               CASE WHEN key_hash IS NULL THEN 0 ELSE count(*) OVER (PARTITION BY key_hash, agent ORDER BY t, request_id
-                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) END AS key_agent_requests_before,
-               CAST(NOT {private} AS INTEGER) AS public_address,
-               -- the key against its own past, one-sided: what makes it cost more than it used to. A dearer model,
-               -- bigger prompts, a public address where it used private ones (a keyless request, or a key's first,
-               -- has no past: 0)
-               CASE WHEN key_hash IS NULL THEN 0 ELSE coalesce(greatest(0, log2((output_price_mtok + 0.01) / (
-                    avg(output_price_mtok) OVER (PARTITION BY key_hash ORDER BY t, request_id
-                                                 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) + 0.01))), 0) END
-                   AS key_price_rise,
-               CASE WHEN key_hash IS NULL THEN 0 ELSE coalesce(greatest(0, log2((prompt_tokens + 1.0) / (
-                    avg(prompt_tokens) OVER (PARTITION BY key_hash ORDER BY t, request_id
-                                             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) + 1.0))), 0) END
-                   AS key_prompt_rise,
-               CASE WHEN key_hash IS NULL THEN 0 ELSE coalesce(greatest(0, CAST(NOT {private} AS INTEGER) -
-                    avg(CAST(NOT {private} AS INTEGER)) OVER (PARTITION BY key_hash ORDER BY t, request_id
-                                                              ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)), 0) END
-                   AS key_public_shift
-        FROM firsts
-        ORDER BY start_time, request_id
+               count(DISTINCT x.key_hash) OVER (PARTITION BY x.ip ORDER BY x.t
+                    RANGE BETWEEN 3600 PRECEDING AND CURRENT ROW) AS ip_keys_1h,
+               CASE WHEN x.key_hash IS NULL THEN 0 ELSE count(DISTINCT x.ip) OVER (PARTITION BY x.key_hash ORDER BY x.t
+                    RANGE BETWEEN 3600 PRECEDING AND CURRENT ROW) END AS key_ips_1h,
+               -- the request against its key's baseline profile, one-sided: what makes it cost more or look foreign
+               -- (sizes in the key's own spreads: a key that always asks for the same model is judged strictly)
+               greatest(0, (x.l_price - coalesce(p.l_price, e.l_price))
+                           / coalesce(p.sd_price, greatest({sd}, sqrt(e.v_price)))) AS key_price_rise,
+               greatest(0, (x.l_prompt - coalesce(p.l_prompt, e.l_prompt))
+                           / coalesce(p.sd_prompt, greatest({sd}, sqrt(e.v_prompt)))) AS key_prompt_rise,
+               -- max_tokens only against a baseline that shows it: unknown on either side, no claim (0)
+               coalesce(greatest(0, (x.l_max - coalesce(p.l_max, e.l_max))
+                           / coalesce(p.sd_max, greatest({sd}, sqrt(e.v_max)))), 0) AS key_max_tokens_rise,
+               greatest(0, x.public_address - coalesce(p.public_share, e.public_share)) AS key_public_shift,
+               -- a public address only: a new private one is the operator's own new server, not news
+               x.public_address * (1 - (coalesce(ps.n, 0) + {k} * coalesce(a.n, 0) / greatest(e.n, 1))
+                                       / (coalesce(p.n, 0) + {k})) AS key_new_address,
+               1 - (coalesce(gs.n, 0) + {k} * coalesce(g.n, 0) / greatest(e.n, 1)) / (coalesce(p.n, 0) + {k})
+                   AS key_new_agent
+        FROM x CROSS JOIN everyone e
+        LEFT JOIN profiles p ON p.grp = x.grp
+        LEFT JOIN pair_share ps ON ps.grp = x.grp AND ps.ip = x.ip
+        LEFT JOIN agent_share gs ON gs.grp = x.grp AND gs.agent = x.agent
+        LEFT JOIN addresses a ON a.ip = x.ip
+        LEFT JOIN agents g ON g.agent = x.agent
+        ORDER BY x.start_time, x.request_id
     """)
 
 
-def build_features(case: Case) -> pd.DataFrame:
-    """Features of every request in the case, ordered by start time (request_id, start_time, then FEATURES)."""
-    frame = case.query(features_step())
-    return frame
+def build_features(case: Case, baseline: Intervals, excluded: list[str] = ()) -> pd.DataFrame:
+    """Features of every request in the case, ordered by start time (request_id, start_time, then FEATURES);
+    the key profiles come from the requests in the `baseline` intervals but those `excluded`."""
+    starts = [s for s, _ in baseline]
+    ends = [e for _, e in baseline]
+    return case.query(features_step(), [starts, ends, list(excluded)])

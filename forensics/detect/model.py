@@ -1,12 +1,13 @@
 """Train isolation forests on a quiet baseline, calibrate one threshold to a false-alert budget, score, explain,
 save and load them with a card that says what they were trained on.
 
-Two views of each request, each its own forest: `request` sees every feature (volumes, rates, sizes, novelty of
-address, key and client software); `key_drift` sees only how the request departs from its key's own past (model,
-prompt size, kind of address, the key's address and client-software history, its rate). A leaked key used from new
-places with other models is ordinary traffic to the first view and stands out in the second. Each view's score is
-divided by its baseline 99th percentile, the request's score is the larger of the two, and the threshold on that
-lets through at most `alerts_per_day` on the baseline.
+Two views of each request, each its own forest: `request` sees every feature (sizes, rates, failures, how it departs
+from its key's baseline profile); `key_drift` sees only that departure (model, prompt and max_tokens size, kind of
+address, an address or client software the key did not use, its rate). A leaked key used from new places with other
+models is ordinary traffic to the first view and stands out in the second. Each view's score is divided by its
+baseline 99th percentile, the request's score is the larger of the two, and the threshold on that lets through at
+most `alerts_per_day` on the training intervals; the card also says how many a day it raised on the held-back quiet
+intervals it never learnt from.
 """
 from __future__ import annotations
 
@@ -24,14 +25,18 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import IsolationForest
 
-from forensics.detect.features import FEATURES
+from forensics.detect.features import BEYOND, FEATURES, PROFILE, Intervals
 
 SEED = 0
 ALERTS_PER_DAY = 1.0
 SCALE_QUANTILE = 0.99
-KEY_DRIFT = ["key_price_rise", "key_prompt_rise", "key_public_shift", "key_rate_15m"]
+KEY_DRIFT = [*PROFILE, "key_rate_15m"]
 VIEWS = {"request": list(FEATURES), "key_drift": KEY_DRIFT}
-KEY_HISTORY = ("ips_per_key", "pair_requests_before", "key_agent_requests_before")
+RANGE_FLOOR = 1.0                   # a feature constant in training: a step of 1 (x e on log scales) past it counts 1
+N_ESTIMATORS = 100                  # trees per view (sklearn's default; scoring 1 M training rows is most of training)
+SUBSAMPLE = 256                     # rows per tree (the isolation forest's own default): each training row sits in
+                                    # few trees, so its score is nearly as out-of-sample as a new request's
+MIN_TRAIN_REQUESTS = 2              # an isolation forest needs two points; fewer than plan.MIN_QUIET is said in a note
 
 
 class ModelMismatch(Exception):
@@ -41,17 +46,26 @@ class ModelMismatch(Exception):
 @dataclass
 class Card:
     features: list[str]
-    train_start: str
-    train_end: str
+    train_start: str       # the first training interval's start ..
+    train_end: str         # .. the last one's end
+    train_intervals: list  # [[start, end], ...] ISO UTC: the quiet time the forests learnt from
+    held_back: list        # [[start, end], ...]: quiet time kept out of training, to check the calibration on
+    note: str              # one line when the quiet data was too little and what was done instead ('' otherwise)
     train_requests: int
+    heldout_requests: int
+    excluded_requests: int # left out of training and of the held-back check: the incidents' and their addresses' 
     data_sha256: str
     threshold: float
-    alerts_per_day: float
+    alerts_per_day: float          # asked for
+    train_alerts_per_day: float    # raised on the training intervals (the threshold was set there)
+    heldout_alerts_per_day: float | None   # raised on the held-back quiet intervals (None: none held back)
     versions: dict
     medians: dict
     spreads: dict
     views: dict            # view name -> its features
     scales: dict           # view name -> its baseline SCALE_QUANTILE score (the divisor)
+    ceilings: dict         # feature -> its largest value in training (the model's scale)
+    ranges: dict           # feature -> its training range (1st to 99th percentile, at least RANGE_FLOOR)
 
 
 @dataclass
@@ -59,14 +73,28 @@ class Detector:
     forests: dict          # view name -> IsolationForest
     card: Card
 
+    @property
+    def note(self) -> str:
+        return self.card.note
+
     def view_scores(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
         """Each view's score over its baseline scale (1.0 = the baseline's 99th percentile)."""
         return {v: -score_samples(f, _matrix(frame, self.card.views[v])) / self.card.scales[v]
                 for v, f in self.forests.items()}
 
+    def beyond(self, frame: pd.DataFrame) -> np.ndarray:
+        """How far past everything seen in training the request lies: per feature, the excess over its training
+        maximum in training ranges, summed (0 inside the training range)."""
+        ceilings = np.array([np.inf if self.card.ceilings[c] is None else self.card.ceilings[c] for c in BEYOND])
+        ranges = np.array([self.card.ranges[c] for c in BEYOND])
+        values = frame[BEYOND].astype("float64").fillna(-np.inf).to_numpy()       # unknown: nothing past anything
+        return (np.maximum(values - ceilings, 0) / ranges).sum(axis=1)
+
     def score(self, frame: pd.DataFrame) -> np.ndarray:
-        """Higher = more anomalous: the larger of the views' scaled scores (`frame` already transformed)."""
-        return np.max(np.vstack(list(self.view_scores(frame).values())), axis=0)
+        """Higher = more anomalous (`frame` already transformed): the larger of the views' scaled scores, plus how
+        far past the training range it lies (an isolation forest scores a point 10x past the largest value it saw
+        like that value: it cannot tell 'rare' from 'never seen')."""
+        return np.max(np.vstack(list(self.view_scores(frame).values())), axis=0) + self.beyond(frame)
 
     def flag(self, frame: pd.DataFrame) -> np.ndarray:
         return self.score(frame) > self.card.threshold
@@ -99,101 +127,84 @@ def _transform(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def train(frame: pd.DataFrame, start: datetime, end: datetime, alerts_per_day: float = ALERTS_PER_DAY,
-          n_estimators: int = 200) -> Detector:
-    """Fit on requests starting in [start, end); the threshold lets through at most `alerts_per_day` there."""
-    base = frame[(frame["start_time"] >= start) & (frame["start_time"] < end)]
-    if len(base) < 100:
-        raise ValueError(f"only {len(base)} requests in the training window {start} .. {end}: too few to learn from")
+def iso(t) -> str:
+    return pd.Timestamp(t).isoformat() + "Z"
+
+
+def utc(text: str) -> pd.Timestamp:
+    return pd.Timestamp(text.removesuffix("Z"))
+
+
+def within(frame: pd.DataFrame, intervals) -> np.ndarray:
+    """Rows of `frame` whose start_time lies in one of the [start, end) intervals."""
+    t = frame["start_time"].to_numpy()
+    mask = np.zeros(len(frame), dtype=bool)
+    for a, b in intervals:
+        mask |= (t >= np.datetime64(pd.Timestamp(a))) & (t < np.datetime64(pd.Timestamp(b)))
+    return mask
+
+
+def days(intervals) -> float:
+    """The intervals' length in days (at least an hour: a rate over minutes says little)."""
+    return max(sum((pd.Timestamp(b) - pd.Timestamp(a)).total_seconds() for a, b in intervals) / 86400, 1 / 24)
+
+
+def train(frame: pd.DataFrame, intervals: Intervals, alerts_per_day: float = ALERTS_PER_DAY,
+          n_estimators: int = N_ESTIMATORS, held_back: Intervals = (), note: str = "",
+          excluded: set = frozenset()) -> Detector:
+    """Fit on requests starting in the training intervals (but those `excluded`); the threshold lets through at
+    most `alerts_per_day` there; the card also counts the alerts a day on the `held_back` intervals."""
+    kept = ~frame["request_id"].isin(excluded).to_numpy()
+    base = frame[within(frame, intervals) & kept]
+    if len(base) < MIN_TRAIN_REQUESTS:
+        first, last = iso(intervals[0][0]) if intervals else "-", iso(intervals[-1][1]) if intervals else "-"
+        raise ValueError(f"only {len(base)} requests in the training intervals {first} .. {last}: too few to learn "
+                         "from")
     x = _transform(base)
+    # a feature the training rows never show (max_tokens in spend logs without request bodies): no ceiling
+    ceilings = {c: float(x[c].max()) if x[c].notna().any() else None for c in FEATURES}
+    ranges = {c: float(max(np.nan_to_num(x[c].quantile(0.99) - x[c].quantile(0.01)), RANGE_FLOOR)) for c in FEATURES}
     forests, scales, scaled = {}, {}, []
     for view, features in VIEWS.items():
-        forests[view] = IsolationForest(n_estimators=n_estimators, max_samples=min(2048, len(base)),
+        forests[view] = IsolationForest(n_estimators=n_estimators, max_samples=max(2, min(SUBSAMPLE, len(base) // 2)),
                                         random_state=SEED, n_jobs=-1).fit(_matrix(x, features))
         raw = -score_samples(forests[view], _matrix(x, features))     # scored once: scale and threshold from it
         scales[view] = float(np.quantile(raw, SCALE_QUANTILE))
         scaled.append(raw / scales[view])
-    scores = np.sort(np.max(np.vstack(scaled), axis=0))[::-1]
-    # the days the training requests span (as the evaluation counts them), not the window asked for
-    days = max((base["start_time"].max() - base["start_time"].min()).total_seconds() / 86400, 1 / 24)
-    allowed = int(np.floor(alerts_per_day * days))
+    train_scores = np.max(np.vstack(scaled), axis=0)
+    scores = np.sort(train_scores)[::-1]
+    allowed = int(np.floor(alerts_per_day * days(intervals)))
     threshold = float(scores[allowed]) if allowed < len(scores) else float(scores[-1])
     digest = hashlib.sha256(pd.util.hash_pandas_object(base[["request_id"]], index=False).to_numpy().tobytes())
-    card = Card(list(FEATURES), start.isoformat() + "Z", end.isoformat() + "Z", len(base), digest.hexdigest(),
-                threshold, alerts_per_day,
+    card = Card(list(FEATURES), iso(intervals[0][0]), iso(intervals[-1][1]),
+                [[iso(a), iso(b)] for a, b in intervals], [[iso(a), iso(b)] for a, b in held_back], note,
+                len(base), 0, len(excluded), digest.hexdigest(), threshold, alerts_per_day,
+                float((train_scores > threshold).sum() / days(intervals)), None,
                 {p: version(p) for p in ("scikit-learn", "numpy", "pandas", "duckdb")},
-                {c: float(x[c].median()) for c in FEATURES},
-                {c: float(max((x[c] - x[c].median()).abs().median(), 1e-3)) for c in FEATURES},
-                {v: list(f) for v, f in VIEWS.items()}, scales)
-    return Detector(forests, card)
+                {c: float(np.nan_to_num(x[c].median())) for c in FEATURES},      # over the rows that show it
+                {c: float(max(np.nan_to_num((x[c] - x[c].median()).abs().median()), 1e-3)) for c in FEATURES},
+                {v: list(f) for v, f in VIEWS.items()}, scales,
+                ceilings, ranges)
+    det = Detector(forests, card)
+    held = frame[within(frame, held_back) & kept] if len(held_back) else frame.iloc[0:0]
+    if len(held):
+        card.heldout_requests = len(held)
+        card.heldout_alerts_per_day = float(det.flag(_transform(held)).sum() / days(held_back))
+    return det
 
 
 def score_frame(det: Detector, frame: pd.DataFrame) -> pd.DataFrame:
     """request_id, score, flagged, and for flagged requests the features furthest from the baseline, in words."""
+    from forensics.detect.explain import reasons
+
     x = _transform(frame)
     scores = det.score(x)
     flagged = scores > det.card.threshold
-    reasons = np.full(len(frame), "", dtype=object)
-    rows = np.flatnonzero(flagged)
-    if len(rows):
-        features = list(FEATURES)
-        medians = np.array([det.card.medians[c] for c in features])
-        spreads = np.array([det.card.spreads[c] for c in features])
-        z = np.abs((_matrix(x.iloc[rows], features) - medians) / spreads)
-        key_cols = [i for i, c in enumerate(features) if c.startswith("key_") or c in KEY_HISTORY]
-        keyless = frame["keyless"].to_numpy()[rows].astype(bool)
-        z[np.ix_(keyless, key_cols)] = -1.0      # a request without a key has no key history to speak of
-        z[z == 0] = -1.0                         # a feature at its usual value explains nothing
-        top = np.argsort(-z, axis=1, kind="stable")[:, :3]
-        values = _matrix(frame.iloc[rows], features)
-        for j, i in enumerate(rows):
-            reasons[i] = "; ".join(describe(features[k], values[j, k], medians[k]) for k in top[j] if z[j, k] > 0)
     return pd.DataFrame({"request_id": frame["request_id"].to_numpy(), "score": np.round(scores, 6),
-                         "flagged": flagged, "reasons": reasons})
+                         "flagged": flagged, "reasons": reasons(det.card, frame, x, flagged)})
 
 
-WORDS = {
-    "prompt_tokens": "{v:,.0f} prompt tokens (usually {u:,.0f})",
-    "completion_tokens": "{v:,.0f} completion tokens (usually {u:,.0f})",
-    "max_tokens": "max_tokens {v:,.0f} (usually {u:,.0f})",
-    "output_price_mtok": "a model at ${v:g} per M output tokens (usually ${u:g})",
-    "key_requests_before": "the key had made {v:,.0f} requests before (usually {u:,.0f})",
-    "ip_requests_before": "the address had made {v:,.0f} requests before (usually {u:,.0f})",
-    "ip_rate_1m": "{v:,.0f} requests from this address in a minute (usually {u:,.0f})",
-    "ip_rate_15m": "{v:,.0f} requests from this address in 15 minutes (usually {u:,.0f})",
-    "key_rate_1m": "{v:,.0f} requests with this key in a minute (usually {u:,.0f})",
-    "key_rate_15m": "{v:,.0f} requests with this key in 15 minutes (usually {u:,.0f})",
-    "ip_auth_failures_15m": "{v:,.0f} rejected keys from this address in 15 minutes (usually {u:,.0f})",
-    "keys_per_ip": "{v:,.0f} keys used from this address (usually {u:,.0f})",
-    "ips_per_key": "this key seen from {v:,.0f} addresses (usually {u:,.0f})",
-    "pair_requests_before": "the key had made {v:,.0f} requests from this address before (usually {u:,.0f})",
-    "key_agent_requests_before": "the key had made {v:,.0f} requests with this client software before "
-                                 "(usually {u:,.0f})",
-    "key_age_hours": "key first seen {v:,.1f} h before (usually {u:,.0f} h)",
-    "ip_age_hours": "address first seen {v:,.1f} h before (usually {u:,.0f} h)",
-    "agent_age_hours": "client software first seen {v:,.1f} h before (usually {u:,.0f} h)",
-}
-LINEAR = {"hour_of_day", "weekday", "keyless", "public_address", "ip_error_rate_15m", "completion_per_prompt",
-          "key_price_rise", "key_prompt_rise", "key_public_shift"}
-
-
-def describe(feature: str, value, median) -> str:
-    """One feature in an analyst's words, against its usual (baseline median) value."""
-    v = float(value)
-    if feature == "keyless":
-        return "no virtual key on the request" if v else "a virtual key on the request"
-    if feature == "public_address":
-        return "from a public address" if v else "from a private address"
-    if feature == "key_price_rise":
-        return f"a model {2 ** v:,.1f}x dearer per output token than the key's earlier average"
-    if feature == "key_prompt_rise":
-        return f"a prompt {2 ** v:,.1f}x the key's earlier average"
-    if feature == "key_public_shift":
-        return (f"from a public address, where {1 - v:.0%} of the key's earlier requests came from public ones"
-                if v > 0 else "from the kind of address the key always used")
-    if feature in LINEAR:
-        return f"{feature.replace('_', ' ')} {v:g} (usually {median:g})"
-    return WORDS[feature].format(v=v, u=float(np.expm1(median)))
+LINEAR = {"keyless", "public_address", "auth_failure", "ip_error_rate_15m", "completion_per_prompt", *PROFILE}
 
 
 def save(det: Detector, path: Path) -> None:

@@ -1,46 +1,142 @@
-"""The `detect` command's library side: choose the quiet baseline, train (or load), score every request."""
+"""The `detect` command's library side: choose the quiet training data, train (or load), score every request.
+
+The detector learns from the case's quiet requests: every request no incident detector claimed, and none from a
+public address whose requests the incidents mostly claimed (what an attacker sent beside the incident's window).
+They are taken from the whole case, before and after the incidents: a short history before an attack holds too
+little, and none of the day's clients when it was a night. The case is cut in blocks (whole days when it spans
+HOLD_BACK_EVERY days or more, else eighths) and every HOLD_BACK_EVERY-th block is held back when enough remains, to
+count the alerts a day on quiet time the model never saw: the same hours and weekdays as the training blocks, not
+another season. With too little quiet data the detector says so in one line and learns from what there is (or, with
+almost none, from the case's first requests, incidents included); it fails only when the case holds no request to
+score."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from forensics.detect import model
-from forensics.detect.features import build_features
+from forensics.detect.features import Intervals, build_features
 
 if TYPE_CHECKING:
     from forensics.api import Case
 
-BASELINE_MARGIN = timedelta(hours=1)   # stop learning an hour before the first incident
+MIN_QUIET = 200                        # fewer quiet requests than this: said in the note, nothing held back
+MIN_FALLBACK = 10                      # fewer than this: learn from the case's first requests instead
+HOLD_BACK_EVERY, HOLD_BACK_AT = 4, 2   # every 4th block (the 3rd, 7th, ...) is held back ...
+MIN_HELD_BACK = 50                     # ... when that holds this many quiet requests and leaves MIN_QUIET to train on
+ADDRESS_CLAIMED_SHARE = 0.5
+TICK = timedelta(microseconds=1)
 
 
-def baseline_window(case: Case, frame: pd.DataFrame) -> tuple[datetime, datetime]:
-    """From the case's first request to an hour before its first incident (or its last request when quiet)."""
+@dataclass(frozen=True)
+class TrainingPlan:
+    train: Intervals
+    held_back: Intervals = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)     # request ids the incidents claimed or touched
+    note: str = ""
+
+
+def excluded_requests(case: Case) -> list[str]:
+    """The requests the incident search claimed, and every request from a public address whose requests it mostly
+    claimed (an attacker's requests the incident's window cut off; a known public client stays in)."""
+    from forensics.analysis.incident import private_ip_sql
     from forensics.analysis.incidents import find_incidents
 
-    start = frame["start_time"].min().to_pydatetime()
-    incidents = find_incidents(case).incidents
-    if incidents:
-        first = min(i.start for i in incidents)
-        end = first - BASELINE_MARGIN if first - BASELINE_MARGIN > start else first   # never an inverted window
-    else:
-        end = frame["start_time"].max().to_pydatetime() + timedelta(microseconds=1)
-    return start, end
+    search = find_incidents(case)
+    tables = [i.table for i in search.incidents if i.table]
+    if not tables:
+        return []
+    claimed = " UNION ".join(f"SELECT request_id FROM {t}" for t in tables)
+    return [r for (r,) in case.execute(f"""
+        WITH claimed AS ({claimed}),
+        addresses AS (   -- public addresses most of whose requests an incident claimed: the incidents' own
+            SELECT r.client_ip FROM llm_requests r LEFT JOIN claimed c USING (request_id)
+            WHERE r.client_ip IS NOT NULL AND NOT {private_ip_sql('r.client_ip')}
+            GROUP BY r.client_ip HAVING count(c.request_id) >= {ADDRESS_CLAIMED_SHARE} * count(*)
+        )
+        SELECT request_id FROM claimed
+        UNION SELECT request_id FROM llm_requests SEMI JOIN addresses USING (client_ip)
+        ORDER BY 1
+    """).fetchall()]
+
+
+def _blocks(first: datetime, last: datetime, block: timedelta) -> list[tuple[int, datetime, datetime]]:
+    """[first, last] cut at first + k * block: (k, start, end)."""
+    out, k = [], 0
+    while first + k * block <= last:
+        out.append((k, first + k * block, min(first + (k + 1) * block, last + TICK)))
+        k += 1
+    return out
+
+
+def training_plan(case: Case) -> TrainingPlan:
+    """The intervals to train on and those to hold back, the requests to leave out; a note when quiet data was
+    scarce."""
+    rows = case.execute("SELECT request_id, start_time FROM llm_requests WHERE start_time IS NOT NULL "
+                        "ORDER BY start_time, request_id").df()
+    if len(rows) < model.MIN_TRAIN_REQUESTS:
+        raise ValueError(f"{len(rows)} LLM requests with a start time in the case: nothing to score")
+    excluded = excluded_requests(case)
+    times = rows["start_time"].to_numpy()
+    quiet = ~rows["request_id"].isin(set(excluded)).to_numpy()
+    first, last = pd.Timestamp(times[0]).to_pydatetime(), pd.Timestamp(times[-1]).to_pydatetime()
+    whole = [(first, last + TICK)]
+    n = int(quiet.sum())
+    what = f"only {n} quiet requests (outside the incidents and their addresses)"
+    if n < MIN_FALLBACK and not excluded:
+        return TrainingPlan(whole, [], [], f"only {n} requests in the case: learnt from all of them, the threshold "
+                                           "is a rough guide")
+    if n < MIN_FALLBACK:
+        k = min(len(times), max(MIN_QUIET, len(times) // 4))
+        end = pd.Timestamp(times[k - 1]).to_pydatetime() + TICK
+        return TrainingPlan([(first, end)], [], [], f"{what}: learnt from the case's first {k} requests, incidents "
+                                                    "included (what they share with the incidents is not flagged)")
+    if n < MIN_QUIET:
+        return TrainingPlan(whole, [], excluded, f"{what}: learnt from those, none held back to check the alert rate")
+    span = last - first
+    block = timedelta(days=1) if span >= HOLD_BACK_EVERY * timedelta(days=1) else max(span / 8, timedelta(minutes=1))
+    pieces = _blocks(first, last, block)
+    held_mask = np.zeros(len(times), dtype=bool)
+    for k, a, b in pieces:
+        if k % HOLD_BACK_EVERY == HOLD_BACK_AT:
+            held_mask |= (times >= np.datetime64(a)) & (times < np.datetime64(b))
+    if (quiet & ~held_mask).sum() >= MIN_QUIET and (quiet & held_mask).sum() >= MIN_HELD_BACK:
+        kept = _merge([(a, b) for k, a, b in pieces if k % HOLD_BACK_EVERY != HOLD_BACK_AT])
+        held = _merge([(a, b) for k, a, b in pieces if k % HOLD_BACK_EVERY == HOLD_BACK_AT])
+        return TrainingPlan(kept, held, excluded)
+    return TrainingPlan(whole, [], excluded, f"{n} quiet requests: too few to hold any back to check the alert rate")
+
+
+def _merge(intervals: Intervals) -> Intervals:
+    out: Intervals = []
+    for a, b in intervals:
+        if out and out[-1][1] == a:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
 
 
 def detect(case: Case, model_path: Path | None = None, save_path: Path | None = None,
-           window: tuple[datetime, datetime] | None = None,
-           alerts_per_day: float = model.ALERTS_PER_DAY) -> tuple[pd.DataFrame, model.Detector, pd.DataFrame]:
-    """Scores for every request of the case, the detector used, and the feature frame."""
-    frame = build_features(case)
+           window: tuple[datetime, datetime] | None = None, alerts_per_day: float = model.ALERTS_PER_DAY,
+           n_estimators: int = model.N_ESTIMATORS) -> tuple[pd.DataFrame, model.Detector, pd.DataFrame]:
+    """Scores for every request of the case, the detector used, and the feature frame. `window`: train on every
+    request in [start, end) instead (the analyst's choice: nothing left out, nothing held back)."""
     if model_path is not None:
         det = model.load(model_path)
+        intervals = [(model.utc(a).to_pydatetime(), model.utc(b).to_pydatetime()) for a, b in det.card.train_intervals]
+        excluded = excluded_requests(case) if det.card.excluded_requests else []
+        frame = build_features(case, intervals, excluded)
     else:
-        start, end = window or baseline_window(case, frame)
-        det = model.train(frame, start, end, alerts_per_day)
+        plan = TrainingPlan([window]) if window is not None else training_plan(case)
+        frame = build_features(case, plan.train, plan.excluded)
+        det = model.train(frame, plan.train, alerts_per_day, n_estimators, plan.held_back, plan.note,
+                          set(plan.excluded))
     if save_path is not None:
         model.save(det, save_path)
     return model.score_frame(det, frame), det, frame

@@ -1,5 +1,6 @@
 """What the anomaly detector says about a case, for the postmortem: trained on the quiet baseline, what it caught of
-each incident (flagged share, first alert and its delay), its alert rate on the baseline and its top alerts."""
+each incident (flagged share, first alert and its delay), its alert rate on the training and held-back quiet time
+and its top alerts."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -31,6 +32,9 @@ class DetectorSummary:
     train_start: str | None = None
     train_end: str | None = None
     train_requests: int = 0
+    train_intervals: int = 0
+    note: str = ""                  # the detector's line about scarce quiet data ('' when there was enough)
+    heldout_alerts_per_day: float | None = None    # on quiet time held back from training (None: none held back)
     threshold: float = 0.0
     features: int = 0
     flagged: int = 0
@@ -55,9 +59,6 @@ def summarize(case: Case, findings: dict) -> DetectorSummary:
     ips = case.execute("SELECT request_id, client_ip FROM llm_requests").df()
     merged = frame[["request_id", "start_time"]].merge(scores, on="request_id").merge(ips, on="request_id", how="left")
     card = det.card
-    base = merged[merged["start_time"] < _utc(card.train_end)]
-    days = max((base["start_time"].max() - base["start_time"].min()).total_seconds() / 86400, 1 / 24) \
-        if len(base) else 1
     caught = []
     for inc in findings["incidents"]:
         ids = set(inc["request_ids"])
@@ -69,5 +70,6 @@ def summarize(case: Case, findings: dict) -> DetectorSummary:
     top = merged[merged["flagged"]].sort_values(["score", "request_id"], ascending=[False, True]).head(TOP_ALERTS)
     return DetectorSummary(
         train_start=card.train_start, train_end=card.train_end, train_requests=card.train_requests,
+        train_intervals=len(card.train_intervals), note=card.note, heldout_alerts_per_day=card.heldout_alerts_per_day,
         threshold=card.threshold, features=len(card.features), flagged=int(merged["flagged"].sum()),
-        scored=len(merged), baseline_alerts_per_day=float(base["flagged"].sum() / days), incidents=caught, top=top)
+        scored=len(merged), baseline_alerts_per_day=card.train_alerts_per_day, incidents=caught, top=top)

@@ -145,10 +145,14 @@ def detector_section(s, tables) -> dict:
                      tables.when(r.first_alert) if r.first_alert is not None else "-",
                      f"{r.delay_minutes:.1f} min after the start" if r.first_alert is not None else "never flagged"])
     return {
-        "train": f"{tables.when(s.train_start)} .. {tables.when(s.train_end)}",
+        "train": f"{tables.when(s.train_start)} .. {tables.when(s.train_end)}"
+                 + (f", {s.train_intervals} stretches" if s.train_intervals > 1 else ""),
         "train_requests": s.train_requests, "threshold": f"{s.threshold:.4f}",
         "features": s.features, "flagged": s.flagged, "scored": s.scored,
         "baseline_alerts_per_day": f"{s.baseline_alerts_per_day:.2f}",
+        "heldout": (f"{s.heldout_alerts_per_day:.2f} a day on the quiet time held back from training"
+                    if s.heldout_alerts_per_day is not None else "no quiet time held back to check it on"),
+        "note": printable(s.note),
         "per_incident": tables.Table("What the detector caught of each incident",
                                      ["incident", "kind", "flagged", "recall", "first alert", "delay"], rows, {2, 3}),
         "top": tables.Table("Highest-scoring requests", ["time", "request id", "client", "score", "why"],

@@ -9,7 +9,8 @@ import pytest
 from conftest import run_cli
 from forensics.detect import model
 from forensics.detect.evaluate import evaluate
-from forensics.detect.run import detect
+from forensics.detect.explain import describe
+from forensics.detect.run import detect, excluded_requests
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,8 +24,7 @@ def scored(sample_detection):
 
 def test_open_proxy_is_caught_with_few_false_alerts(scored, sample_truth):
     scores, det, frame = scored
-    end = pd.Timestamp(det.card.train_end.rstrip("Z")).to_pydatetime()
-    table = evaluate(scores, frame, sample_truth, end).set_index("method")
+    table = evaluate(scores, frame, sample_truth, det.card).set_index("method")
     forest = table.loc["isolation forest"]
     assert forest["roc_auc"] >= 0.97
     assert forest["minutes_to_first_alert"] is not None and forest["minutes_to_first_alert"] <= 5
@@ -36,7 +36,11 @@ def test_open_proxy_is_caught_with_few_false_alerts(scored, sample_truth):
 def test_flagged_requests_are_explained_in_words(scored, sample_truth):
     scores, _, _ = scored
     attack = scores[scores["request_id"].isin(sample_truth["incidents"][0]["request_ids"]) & scores["flagged"]]
-    assert attack["reasons"].str.contains("max_tokens 4,000").all()
+    assert attack["reasons"].str.contains("a model at $60 per M output tokens", regex=False).mean() >= 0.95
+    # a field normal clients leave out is "usually not sent", never "usually 0" (which reads like a logging gap)
+    assert not scores["reasons"].str.contains("max_tokens [0-9,]+ \\(usually 0\\)").any()
+    assert describe("max_tokens", 4000, np.log1p(0)) == "max_tokens 4,000 (usually not sent)"
+    assert describe("max_tokens", 4000, np.log1p(64)) == "max_tokens 4,000 (usually 64)"
     assert attack["reasons"].str.contains("no virtual key on the request").mean() >= 0.95
     assert (scores.loc[~scores["flagged"], "reasons"] == "").all()
 
@@ -85,12 +89,28 @@ def test_a_model_from_another_detector_version_is_refused(scored, tmp_path):
         model.load(tmp_path / "det.joblib")
 
 
-def test_two_views_each_scaled_to_the_baseline(scored):
+def test_two_views_each_scaled_to_the_baseline(scored, sample_case):
+    con, _ = sample_case
     scores, det, frame = scored
     assert set(det.forests) == {"request", "key_drift"} and det.card.views["key_drift"] == model.KEY_DRIFT
     x = model._transform(frame)
     views = det.view_scores(x)
-    base = (frame["start_time"] < pd.Timestamp(det.card.train_end.rstrip("Z"))).to_numpy()
+    intervals = [(model.utc(a), model.utc(b)) for a, b in det.card.train_intervals]
+    left_out = set(excluded_requests(con))
+    assert len(left_out) == det.card.excluded_requests > 1000          # the open proxy's requests, at least
+    base = model.within(frame, intervals) & ~frame["request_id"].isin(left_out).to_numpy()
+    assert base.sum() == det.card.train_requests
     for v, s in views.items():                        # 1.0 is each view's baseline 99th percentile
         assert abs((s[base] <= 1.0).mean() - 0.99) < 0.002, v
-    assert (scores["score"].to_numpy() == np.round(np.maximum(views["request"], views["key_drift"]), 6)).all()
+    beyond = det.beyond(x)
+    assert (beyond[base] == 0).all() and (beyond >= 0).all()       # 0 inside the training range
+    assert (scores["score"].to_numpy() == np.round(np.maximum(views["request"], views["key_drift"]) + beyond, 6)).all()
+
+
+def test_the_card_says_both_alert_rates(scored):
+    """Threshold set on the training blocks; the held-back blocks (every fourth day of the sample's week) checked."""
+    _, det, _ = scored
+    card = det.card
+    assert card.held_back and card.heldout_requests > 0 and card.note == ""
+    assert card.train_alerts_per_day <= card.alerts_per_day
+    assert card.heldout_alerts_per_day is not None and card.heldout_alerts_per_day <= 2 * card.alerts_per_day

@@ -1,0 +1,77 @@
+"""The detector over randomized simulator draws (forensics/detect/matrix.py): the issue's acceptance thresholds.
+
+Per draw with an attack: per-request ROC-AUC >= 0.97 and recall >= 0.9 at the calibrated threshold; normal requests
+flagged <= 1 % in every draw; false alerts per held-back quiet day <= 2 in the median draw; no draw crashes. A draw
+the incident search misleads (it leaves the attack in the quiet data the detector learns from, or calls normal
+traffic an incident so that its like never reaches training) is counted apart and bounded: that is issue #12's.
+Draws are short (history capped) so 50 of them take a few minutes; bench/detect_matrix.py runs hundreds with full-
+length histories.
+"""
+from datetime import datetime, timedelta
+
+import numpy as np
+import pytest
+
+from forensics.detect import matrix
+from forensics.detect import run
+
+SLOW_DRAWS = 50
+SLOW_SEED = 1
+MAX_HISTORY_S = 6 * 3600
+FAST_ESTIMATORS = 100
+MAX_MISFIRE_SHARE = 0.3       # draws failing because the incident search missed the attack or made one up (#12)
+
+
+def test_one_draw_meets_the_thresholds():
+    """Default tier: one short open-proxy draw, end to end (simulate, ingest, search, train, score, measure)."""
+    draw = matrix.detect_draws(1, seed=3, scenarios=("open_proxy",), max_history_s=2 * 3600)[0]
+    r = matrix.run_detect_draw(draw, n_estimators=FAST_ESTIMATORS)
+    assert r.error is None, r.error
+    m = r.metrics
+    assert m["attack"] > 500 and m["normal"] > 50
+    assert m["auc"] >= matrix.MIN_AUC and m["recall"] >= matrix.MIN_RECALL, m
+    assert m["normal_flagged_share"] <= matrix.MAX_NORMAL_FLAGGED, m
+    assert r.failures == []
+
+
+@pytest.mark.parametrize("scenario", ["baseline", pytest.param("key_stuffing", marks=pytest.mark.slow)])
+def test_too_little_quiet_data_says_so_and_still_scores(scenario):
+    """Ten minutes of history (quiet traffic only; a stuffing attack that is most of the case): a one-line note, a
+    model from what there is, every request scored."""
+    draw = matrix.detect_draws(2, seed=0, scenarios=(scenario,), max_history_s=600)[1]
+    r = matrix.run_detect_draw(draw, n_estimators=FAST_ESTIMATORS)
+    assert r.error is None, r.error
+    assert r.note.startswith("only ") and "\n" not in r.note
+    assert r.metrics["requests"] > 0 and r.metrics["normal_flagged_share"] <= matrix.MAX_NORMAL_FLAGGED
+    if scenario == "key_stuffing":
+        assert r.metrics["attack"] > 0 and r.metrics["recall"] >= matrix.MIN_RECALL
+
+
+@pytest.mark.parametrize("span", [timedelta(0), timedelta(microseconds=3), timedelta(minutes=7), timedelta(days=9)])
+def test_blocks_are_never_empty_or_inverted(span):
+    """A case of one instant, of microseconds, of minutes, of days: the blocks the plan cuts cover it in order."""
+    first = datetime(2026, 11, 16, 2, 0)
+    block = timedelta(days=1) if span >= timedelta(days=4) else max(span / 8, timedelta(minutes=1))
+    pieces = run._blocks(first, first + span, block)
+    assert pieces and all(a < b for _, a, b in pieces)
+    assert pieces[0][1] == first and pieces[-1][2] == first + span + run.TICK
+    assert all(p[2] == q[1] for p, q in zip(pieces, pieces[1:]))
+    merged = run._merge([(a, b) for _, a, b in pieces])
+    assert merged == [(first, first + span + run.TICK)]
+
+
+@pytest.mark.slow
+def test_fifty_randomized_draws_meet_the_acceptance_thresholds():
+    results = matrix.run(SLOW_DRAWS, SLOW_SEED, max_history_s=MAX_HISTORY_S, n_estimators=FAST_ESTIMATORS)
+    assert len(results) == SLOW_DRAWS
+    errors = [r for r in results if r.error and "nothing to score" not in r.error]
+    assert not errors, matrix.draw_table(errors)
+    # the detector's own side: every draw the incident search did not mislead meets the thresholds
+    bad = [r for r in results if r.failures and not r.search_misfire and not r.error]
+    assert not bad, matrix.summary(results) + "\n" + matrix.draw_table(bad)
+    # the search's misses and false incidents (issue #12) stay a minority of the draws: counted, bounded
+    misfires = [r for r in results if r.failures and r.search_misfire]
+    assert len(misfires) <= SLOW_DRAWS * MAX_MISFIRE_SHARE, matrix.draw_table(misfires)
+    per_day = [r.metrics["heldout_alerts_per_day"] for r in results
+               if not r.error and not np.isnan(r.metrics["heldout_alerts_per_day"])]
+    assert per_day and np.median(per_day) <= matrix.MAX_MEDIAN_HELDOUT_ALERTS_PER_DAY, matrix.summary(results)
