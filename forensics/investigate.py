@@ -167,16 +167,21 @@ def _sessions(b: pd.DataFrame, minutes: int) -> list[tuple[str, pd.DataFrame]]:
     return [("spike", g) for g in spikes] + [("trickle", pd.concat(rest, ignore_index=True))]
 
 
-def _trickle_rate(net: pd.DataFrame, spikes: list[tuple], buckets: pd.DataFrame) -> Decimal:
+def _trickle_rate(net: pd.DataFrame, spikes: list[tuple], buckets: pd.DataFrame, span=(None, None)) -> Decimal:
     """The key's usual outside-proxy spend per hour: the signed difference outside its spikes, over the time the
-    outside-proxy series covers less the spikes' time."""
+    export covers (`span`: its first and last bucket; else the key's own) less the spikes' time. Under
+    OUTSIDE_MIN_USD outside the spikes is no trickle (the edges of a spike, or noise): nothing to take off."""
     outside = pd.Series(True, index=net.index)
     for start, end in spikes:
         outside &= ~((net["bucket_start"] >= start) & (net["bucket_start"] < end))
-    covered = buckets["bucket_start"].max() - buckets["bucket_start"].min() - sum((e - s for s, e in spikes),
-                                                                                pd.Timedelta(0))
+    rest = max(sum(net.loc[outside, "cost_usd"], Decimal(0)), Decimal(0))
+    if rest < OUTSIDE_MIN_USD:
+        return Decimal(0)
+    lo = span[0] if span[0] is not None else buckets["bucket_start"].min()
+    hi = span[1] if span[1] is not None else buckets["bucket_start"].max()
+    covered = hi - lo - sum((e - s for s, e in spikes), pd.Timedelta(0))
     hours = Decimal(str(covered / pd.Timedelta(hours=1)))
-    return max(sum(net.loc[outside, "cost_usd"], Decimal(0)), Decimal(0)) / hours if hours > 0 else Decimal(0)
+    return rest / hours if hours >= 1 else Decimal(0)
 
 
 def _outside_incidents(recs: list[reconcile.Reconciliation], first_number: int, control_set) -> list[IncidentFindings]:
@@ -194,7 +199,8 @@ def _outside_incidents(recs: list[reconcile.Reconciliation], first_number: int, 
             parts = _split_spikes(k["buckets"], k["bucket_minutes"], net, k.get("net_span"), ranges)
             step = pd.Timedelta(minutes=k["bucket_minutes"])
             spans = [(b["bucket_start"].min(), b["bucket_start"].max() + step) for p, b in parts if p == "spike"]
-            rate = _trickle_rate(net, spans, k["buckets"]) if net is not None and len(parts) > 1 else Decimal(0)
+            rate = _trickle_rate(net, spans, k["buckets"], ranges["net"]) if net is not None and len(parts) > 1 \
+                else Decimal(0)
             for part, buckets in parts:
                 cost = sum((Decimal(str(c)) for c in buckets["cost_usd"]), Decimal(0))
                 if rate and part == "spike":       # what the spike spent above the key's usual outside-proxy use
