@@ -54,3 +54,32 @@ def report_sample(out: str | Path):
     from conftest import SAMPLE_LOGS, run_cli
 
     return run_cli("report", SAMPLE_LOGS, "--out", out)
+
+
+def ingest_hostile_corpus(path: str | Path) -> list:
+    """tests/hostile/cases/ ingested together into a new case at PATH, like a responder's folder: its reports."""
+    from forensics import case as case_db
+    from forensics.ingest import ingest_paths
+
+    con = case_db.connect(Path(path))
+    try:
+        return ingest_paths(con, [Path(__file__).resolve().parent / "hostile" / "cases"])
+    finally:
+        con.close()
+
+
+def merge_parts(base: str | Path) -> None:
+    """sample_logs/ split in two cases that overlap, BASE/a.duckdb and BASE/b.duckdb: the same LiteLLM requests
+    (spend-log export in one, callback payloads in the other) and the same OpenAI pages in both."""
+    from conftest import SAMPLE_LOGS
+    from forensics import case as case_db
+    from forensics.ingest import ingest_paths
+
+    base = Path(base)
+    for name, parts in (("a", ["litellm/spend_logs.csv.gz", "nginx", "openai"]),
+                        ("b", ["litellm/callback_payloads.ndjson.gz", "openai", "anthropic"])):
+        con = case_db.connect(base / f"{name}.duckdb")
+        try:
+            ingest_paths(con, [SAMPLE_LOGS / p for p in parts])
+        finally:
+            con.close()

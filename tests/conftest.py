@@ -5,7 +5,8 @@ or `integration` run with `python -m pytest --all` (what CI runs), or with a mar
 named by node id.
 
 Built once per session, shared read-only (a test that writes gets a copy): sample_logs/ ingested into a case
-(`sample_case`, `sample_case_copy`), `report sample_logs/ --out DIR` (`sample_report`), the simulator's output per
+(`sample_case`, `sample_case_copy`), `report sample_logs/ --out DIR` (`sample_report`), the hostile corpus in one case
+(`hostile_corpus_case`), sample_logs/ split in two cases to merge (`two_cases`), the simulator's output per
 (scenario, seed) (`simulated`) and that output ingested and investigated (`scenario_case`). What the selected tests
 need of these is made by a helper process on the second core while this one runs the other tests (tests/case_builder.py;
 FORENSICS_TESTS_NO_PREFETCH=1 makes everything here, on first use).
@@ -201,6 +202,21 @@ def _copy_case(c, path: Path, dest: Path) -> Path:
     return dest
 
 
+@pytest.fixture(scope="session")
+def hostile_corpus_case():
+    """tests/hostile/cases/ ingested together into one case, once per session: (case path, reports). Read it only."""
+    base, reports = _BUILDS.one("hostile_corpus")
+    return base / "case.duckdb", reports
+
+
+@pytest.fixture(scope="session")
+def two_cases():
+    """sample_logs/ split in two cases that overlap (tests/case_builder.merge_parts): (BASE, BASE/a.duckdb,
+    BASE/b.duckdb). Only tests/test_merge.py uses it; it writes its merged case beside them."""
+    base, _ = _BUILDS.one("merge_parts")
+    return base, base / "a.duckdb", base / "b.duckdb"
+
+
 @pytest.fixture
 def sample_case_copy(sample_case_file, tmp_path) -> Path:
     """A writable copy of the sample case's DuckDB file: tmp_path/sample.duckdb."""
@@ -247,6 +263,10 @@ class _Builds:
             return case_builder.ingest_sample, (str(self.base(key) / "case.duckdb"),)
         if key == ("sample_report",):
             return case_builder.report_sample, (str(self.base(key)),)
+        if key == ("hostile_corpus",):
+            return case_builder.ingest_hostile_corpus, (str(self.base(key) / "case.duckdb"),)
+        if key == ("merge_parts",):
+            return case_builder.merge_parts, (str(self.base(key)),)
         return case_builder.build, (str(self.base(key)), *key)
 
     def prefetch(self, keys) -> None:
@@ -280,6 +300,11 @@ class _Builds:
         key = ("sample_report",)
         return self.base(key), self._result(key)
 
+    def one(self, name: str):
+        """(its folder, what its builder returned) for one of the session's single builds (FIXTURE_BUILDS)."""
+        key = (name,)
+        return self.base(key), self._result(key)
+
     def simulated(self, key) -> Simulated:
         """The scenario's logs: the whole case when it is prefetched or built, else the simulator alone."""
         import case_builder
@@ -307,7 +332,13 @@ class _Builds:
 
 _BUILDS = _Builds()
 _USE_BUILDS = {"scenario_case", "simulated"}
-_USE_SAMPLE = {"sample_case", "sample_case_file", "sample_case_copy", "sample_report"}
+# The session's single builds, in the order the helper makes them, and the fixtures that wait for each. A module that
+# uses one runs after the modules that use none, and the modules run in the order of the last build they wait for.
+FIXTURE_BUILDS = {"sample_case": ("sample_case", "sample_case_file", "sample_case_copy"),
+                  "hostile_corpus": ("hostile_corpus_case",),
+                  "merge_parts": ("two_cases",),
+                  "sample_report": ("sample_report",)}
+_BUILD_ORDER = {fixture: n for n, fixtures in enumerate(FIXTURE_BUILDS.values()) for fixture in fixtures}
 
 
 def _schedule_builds(config, items) -> None:
@@ -317,16 +348,17 @@ def _schedule_builds(config, items) -> None:
     core. Nothing waits for a build that the tests before it gave time to finish."""
     _BUILDS.factory = config._tmp_path_factory
     late = {item.path for item in items if _USE_BUILDS & set(getattr(item, "fixturenames", ()))}
-    middle = {item.path for item in items if item.path not in late
-              and _USE_SAMPLE & set(getattr(item, "fixturenames", ()))}      # whole modules: module fixtures
-    items[:] = ([i for i in items if i.path not in late | middle]
-                + [i for i in items if i.path in middle] + [i for i in items if i.path in late])
+    waits: dict = {}                   # module -> the last single build it waits for (whole modules: module fixtures)
+    for item in items:
+        for fixture in _BUILD_ORDER.keys() & set(getattr(item, "fixturenames", ())):
+            waits[item.path] = max(waits.get(item.path, -1), _BUILD_ORDER[fixture])
+    middle = sorted((i for i in items if i.path in waits and i.path not in late), key=lambda i: waits[i.path])
+    items[:] = ([i for i in items if i.path not in late and i.path not in waits] + middle
+                + [i for i in items if i.path in late])
     if config.option.collectonly or os.environ.get("FORENSICS_TESTS_NO_PREFETCH"):
         return
-    keys = []
-    for fixture in ("sample_case_file", "sample_report"):
-        if any(fixture in getattr(item, "fixturenames", ()) for item in items):
-            keys.append((fixture.removesuffix("_file"),))
+    used = {fixture for item in items for fixture in getattr(item, "fixturenames", ())}
+    keys = [(name,) for name, fixtures in FIXTURE_BUILDS.items() if used & set(fixtures)]
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         key = (params.get("scenario"), params.get("seed"))

@@ -9,8 +9,6 @@ import duckdb
 import pytest
 
 from conftest import run_cli
-from forensics import case as case_db
-from forensics.ingest import ingest_paths
 from forensics.schema import CASE_TABLES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,20 +22,6 @@ def counts(path) -> dict:
     out["cost"] = con.execute("SELECT sum(cost_usd) FROM llm_requests").fetchone()[0]
     con.close()
     return out
-
-
-@pytest.fixture(scope="module")
-def two_cases(tmp_path_factory):
-    """sample_logs/ split in two cases that overlap: the same LiteLLM requests (spend-log export in one, callback
-    payloads in the other) and the same OpenAI pages in both."""
-    base = tmp_path_factory.mktemp("merge")
-    a, b = base / "a.duckdb", base / "b.duckdb"
-    for path, parts in ((a, ["litellm/spend_logs.csv.gz", "nginx", "openai"]),
-                        (b, ["litellm/callback_payloads.ndjson.gz", "openai", "anthropic"])):
-        con = case_db.connect(path)
-        ingest_paths(con, [SAMPLE / p for p in parts])
-        con.close()
-    return base, a, b
 
 
 def _sha(path: Path) -> str:

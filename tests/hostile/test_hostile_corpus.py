@@ -121,11 +121,11 @@ def test_debug_shows_the_traceback_of_a_failed_file(tmp_path):
     assert "Traceback" not in quiet.stderr and "Traceback" in loud.stderr
 
 
-def test_all_of_the_corpus_in_one_case_leaks_no_key(tmp_path):
+def test_all_of_the_corpus_in_one_case_leaks_no_key(hostile_corpus_case):
     """The whole corpus ingested together, like a responder's folder: every file has its expected outcome (status,
     format, counts, note, quarantine reasons by line), every file is accounted in the tables, no key anywhere."""
-    con = case_db.connect(tmp_path / "case.duckdb")
-    reports = ingest_paths(con, [CASES])
+    path, reports = hostile_corpus_case
+    con = case_db.connect(path, read_only=True)
     assert len(reports) == len(list(CASES.iterdir()))
     assert all(r.records == r.loaded + r.quarantined for r in reports)
     for r in reports:
