@@ -32,9 +32,19 @@ CASE_SUFFIX = ".duckdb"
 
 
 def split_inputs(inputs: Iterable[str | Path]) -> tuple[list[str], list[str]]:
-    """(case databases, log files and folders) among INPUT."""
+    """(cases: databases and Parquet case folders, log files and folders) among INPUT."""
+    from forensics import parquet_case
+
     items = [str(i) for i in inputs]
-    return [i for i in items if i.endswith(CASE_SUFFIX)], [i for i in items if not i.endswith(CASE_SUFFIX)]
+    cases = [i for i in items if i.endswith(CASE_SUFFIX) or parquet_case.is_folder(i)]
+    return cases, [i for i in items if i not in cases]
+
+
+def case_exists(path: str | Path) -> bool:
+    """Whether a named case is there: a database file, or a folder exported by `export-case --parquet`."""
+    from forensics import parquet_case
+
+    return Path(path).is_file() or parquet_case.is_folder(path)
 
 
 @dataclass
@@ -52,7 +62,14 @@ class Case:
     @classmethod
     def open(cls, path: str | Path, *, read_only: bool = False, options: LoadOptions | None = None) -> Case:
         """The case database at `path` (created with its schema when absent and not read-only). Read-only, the case
-        is never written (the investigation needs temp tables only). NotACase when `path` is not a case."""
+        is never written (the investigation needs temp tables only). A folder written by `export-case --parquet`
+        is read in place, read-only (forensics.parquet_case). NotACase when `path` is not a case."""
+        from forensics import parquet_case
+
+        if parquet_case.is_folder(path):
+            if not read_only:
+                raise NotACase(f"{path}: a Parquet case is read in place, never written: name it alone as INPUT")
+            return cls(parquet_case.open_folder(path), Path(path), options or LoadOptions(), read_only=True)
         return cls(case_db.connect(path, read_only=read_only), Path(path), options or LoadOptions(),
                    read_only=read_only)
 
@@ -73,7 +90,7 @@ class Case:
 
         cases, logs = split_inputs(inputs)
         for c in cases:
-            if not Path(c).is_file():
+            if not case_exists(c):
                 raise FileNotFoundError(f"{c}: no such case database")
         expand_inputs(logs)                    # fails early, before anything is created, on a missing input
         options = options or LoadOptions()
@@ -94,6 +111,14 @@ class Case:
             case.close()
             raise
         return case
+
+    def steps_head(self) -> str:
+        """What steps.sql needs before the steps to re-run against this case: nothing for a database file (run it
+        with `duckdb CASE.duckdb`), the views over its files for a Parquet case (run it with `duckdb`)."""
+        from forensics import parquet_case
+
+        return parquet_case.views_script(self.path) if self.path is not None and parquet_case.is_folder(self.path) \
+            else ""
 
     def __enter__(self) -> Case:
         return self
@@ -135,8 +160,12 @@ class Case:
         from forensics.sources.provider import pagenotes
         from forensics.merge import merge_case
 
+        from forensics import parquet_case
+
         reports = []
         for c in case_paths:
+            if parquet_case.is_folder(c):
+                raise NotACase(f"{c}: a Parquet case is read in place: name it alone as INPUT (it cannot be merged)")
             try:
                 reports += merge_case(self.con, c)
             except NotACase:
@@ -233,7 +262,7 @@ def write_report(case: Case, out: Path, controls=None, run_detector: bool = True
         model = report.build_model(inv, result, pm, case.steps)
     with staged(out, last=REPORT_LAST) as tmp:
         report.write(tmp, model)
-        findings_out.write_steps_sql(tmp / "steps.sql", case.steps)
+        findings_out.write_steps_sql(tmp / "steps.sql", case.steps, case.steps_head())
         findings_out.write(tmp / "findings.json", result)
     return result, model
 

@@ -107,6 +107,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_load_options(p, shareable=True)
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("export-case", parents=[common], epilog=_examples("export-case"),
+                       formatter_class=RAW, help="write the case as Parquet, for Spark, Trino, ClickHouse or DuckDB",
+                       description="Load INPUT and write every case table as Parquet to DIR: the tables with a time "
+                                   "partitioned by its UTC day (hive layout, DIR/llm_requests/day=YYYY-MM-DD/), the "
+                                   "others one file each, and DIR/forensics_case.json (each table's rows). DIR is "
+                                   "itself an INPUT of report, export and detect, read in place.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help=INPUT_HELP)
+    p.add_argument("--parquet", required=True, metavar="DIR", help="the folder to write (absent or empty)")
+    _add_load_options(p, shareable=True)
+    p.set_defaults(func=cmd_export_case)
+
     p = sub.add_parser("verify", parents=[common], epilog=_examples("verify"),
                        formatter_class=RAW, help="re-check an evidence bundle against its MANIFEST.sha256",
                        description="Exit 0 when every file of DIR matches its MANIFEST.sha256 line and no file is "
@@ -341,11 +352,11 @@ def _print_ingest_table(reports) -> None:
 
 def _split_inputs(inputs) -> tuple[list[str], list[str]]:
     """(case databases, log files and folders) among INPUT; a named case must exist and be a DuckDB file."""
-    from forensics.api import split_inputs
+    from forensics.api import case_exists, split_inputs
 
     cases, logs = split_inputs(inputs)
     for c in cases:
-        if not Path(c).is_file():
+        if not case_exists(c):
             raise UsageError(f"{c}: no such case database")
     return cases, logs
 
@@ -440,6 +451,26 @@ def cmd_report(args) -> int:
                                            if result["status"] == "inconclusive" else ""))
     _say(f"wrote {out / 'findings.json'}, {out / 'report.html'}, {out / 'report.md'} and "
           f"{len(model['figures'])} figures in {out / 'figures'}")
+    return EXIT_FAILED if _failed(reports) else EXIT_OK
+
+
+def cmd_export_case(args) -> int:
+    import tempfile
+
+    from forensics import parquet_case
+
+    out = Path(args.parquet)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"--parquet {out}: not an empty folder; a Parquet case needs a folder of its own")
+    with tempfile.TemporaryDirectory(prefix="forensics-export-case-") as tmp:
+        with progress.reporting(redact=_redacted), open_case(args.inputs, Path(tmp), _load_options(args),
+                                                             _file_phase) as case:
+            with progress.phase("writing the case as Parquet"):
+                manifest = parquet_case.export(case.con, out)
+            reports = case.reports
+    tables = manifest["tables"]
+    _say(f"wrote {out}: {sum(t['rows'] for t in tables.values()):,} rows in "
+         f"{sum(1 for t in tables.values() if t['rows'])} tables ({out / parquet_case.MANIFEST})")
     return EXIT_FAILED if _failed(reports) else EXIT_OK
 
 

@@ -124,6 +124,7 @@ def write(path: Path, findings: dict) -> None:
     path.write_text(json_text(findings, indent=2) + "\n", encoding="utf-8")
 
 
-def write_steps_sql(path: Path, steps) -> None:
-    """Every statement the investigation ran, in order, parameters written in: re-runs against the case database."""
-    path.write_text(steps.script(), encoding="utf-8")
+def write_steps_sql(path: Path, steps, head: str = "") -> None:
+    """Every statement the investigation ran, in order, parameters written in: re-runs against the case database
+    (`head`: what makes a session see the case, for a case that is no database file)."""
+    path.write_text(head + steps.script(), encoding="utf-8")
