@@ -1,0 +1,172 @@
+"""The first look: a preliminary incident line seconds after `report` starts on raw logs, while the full (lossless)
+ingest runs beside it.
+
+It reads the LiteLLM logs among INPUT (the proxy's own record of each request: the source the incident search
+reads), smallest file first, with the project's own loaders into a scratch case in memory, and runs the same incident
+search (analysis.incidents.find_incidents) after each file. The first incident found is printed as "first look: ...";
+when none is found it says "nothing yet — full analysis running", never all clear: nginx, the provider's exports and
+the rest of the LiteLLM logs may still show one. The full report then confirms or corrects it (`compare`).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from forensics.sources import LoadOptions
+
+LITELLM = "litellm"
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """An incident as the first look saw it."""
+
+    verdict: str
+    kind: str
+    start: object          # datetime, UTC
+    end: object
+    requests: int
+
+    def words(self) -> str:
+        return (f"{self.verdict} {self.kind} {self.start:%Y-%m-%d %H:%M:%S} .. {self.end:%Y-%m-%d %H:%M:%S} UTC, "
+                f"{self.requests:,} requests")
+
+
+@dataclass
+class Glance:
+    """What the first look read and found; `line` is what it printed (None when it was stopped before it spoke)."""
+
+    files: list[str] = field(default_factory=list)
+    records: int = 0
+    span: tuple | None = None             # (first, last) request time in what it read
+    sightings: list[Sighting] = field(default_factory=list)
+    line: str | None = None
+    said_at: float | None = None          # time.monotonic() when the line was printed
+
+
+EARLY = timedelta(hours=1)   # an incident starting this near the start of what was read may have begun before it
+
+
+def litellm_files(inputs: list[str | Path], options: LoadOptions | None = None) -> list[Path]:
+    """The files under `inputs` whose content the LiteLLM source recognises, smallest first (by bytes on disk)."""
+    from forensics.ingest import expand_inputs, read_sample
+    from forensics.sources import detect_format
+
+    found = []
+    for path in expand_inputs(inputs):
+        try:
+            source, _ = detect_format(read_sample(path), path, options)
+        except (OSError, EOFError, ValueError):   # a cut or unreadable file: the full ingest reports it
+            continue
+        if source is not None and source.family == LITELLM:
+            found.append(path)
+    return sorted(found, key=lambda p: (p.stat().st_size, str(p)))
+
+
+def glance(inputs: list[str | Path], options: LoadOptions | None = None, say: Callable[[str], None] = print,
+           stop: threading.Event | None = None) -> Glance:
+    """Load the LiteLLM files of `inputs` one at a time into a scratch case and search it after each; say one line.
+
+    It stops at the first file after which the search finds an attack and names the attacks (a session judged on
+    part of the history only is not worth a word yet: suspicious or benign ones wait for every LiteLLM file). With
+    none, once every LiteLLM file is read: what the search found, or "nothing yet". With `stop` set, it returns
+    without a word between two files."""
+    from forensics.analysis.incidents import find_incidents
+    from forensics.api import Case
+
+    stop = stop or threading.Event()
+    g = Glance()
+    files = litellm_files(inputs, options)
+    with Case.memory(options) as case:
+        for path in files:
+            if stop.is_set():
+                return g
+            reports = case.ingest([path])
+            g.files.append(path.name)
+            g.records += sum(r.loaded for r in reports)
+            found = [Sighting(i.verdict, i.kind, i.start, i.end, int(i.requests or 0))
+                     for i in find_incidents(case).incidents]
+            g.sightings = [s for s in found if s.verdict == "attack"] or found
+            if any(s.verdict == "attack" for s in found):
+                break
+        g.span = case.execute("SELECT min(start_time), max(coalesce(end_time, start_time)) FROM llm_requests "
+                              "WHERE start_time IS NOT NULL").fetchone() if g.files else None
+    if stop.is_set():
+        return g
+    g.line = _line(g)
+    g.said_at = time.monotonic()
+    say(g.line)
+    return g
+
+
+def _line(g: Glance) -> str:
+    if not g.sightings:
+        read = f"{len(g.files)} LiteLLM file(s), {g.records:,} records" if g.files else "no LiteLLM log among INPUT"
+        return f"first look: nothing yet — full analysis running ({read} searched)"
+    first, last = g.span
+    read = (f"{', '.join(g.files)}: {g.records:,} records, {first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M} UTC")
+    found = "; ".join(s.words() + (" (it starts near the beginning of what was read: it may have begun earlier)"
+                                   if s.start - first < EARLY else "") for s in g.sightings)
+    return f"first look (preliminary, from {read}): {found}; full analysis running"
+
+
+class FirstLook:
+    """`glance` in a thread beside the full ingest: start(), then finish() once the full search has run."""
+
+    def __init__(self, inputs: list[str | Path], options: LoadOptions | None, say: Callable[[str], None]):
+        self.stop = threading.Event()
+        self.result: Glance | None = None
+        self.error: BaseException | None = None
+
+        def run():
+            try:
+                self.result = glance(inputs, options, say, self.stop)
+            except Exception as e:    # a preliminary look never fails the run: the full ingest reports bad files
+                self.error = e
+
+        self.thread = threading.Thread(target=run, name="first-look", daemon=True)
+
+    def start(self) -> FirstLook:
+        self.thread.start()
+        return self
+
+    def finish(self) -> Glance | None:
+        """Stop it (between two files) and wait for it; what it saw, or None when it said nothing."""
+        self.stop.set()
+        self.thread.join()
+        return self.result if self.result is not None and self.result.line is not None else None
+
+
+def compare(g: Glance, incidents: list[dict]) -> str:
+    """One line: does the full analysis (findings.json's incidents) confirm the first look, or correct it, and how."""
+    full = [Sighting(i["verdict"], i["kind"], _time(i["start"]), _time(i["end"]), int(i["requests"]))
+            for i in incidents]
+    ids = [i["id"] for i in incidents]
+    if not g.sightings:
+        return (f"first look had found nothing yet; the full analysis found {len(full)} incident(s)" if full else
+                "first look had found nothing yet; the full analysis found no incident either")
+    out, matched = [], set()
+    for s in g.sightings:
+        near = [n for n, f in enumerate(full) if f.start <= s.end and s.start <= f.end]
+        alike = [n for n in near if (full[n].verdict, full[n].kind) == (s.verdict, s.kind)]
+        if not near:
+            out.append(f"corrected: the full analysis has no incident at that time (first look: {s.words()})")
+            continue
+        n = (alike or near)[0]
+        matched.add(n)
+        if full[n].words() == s.words():
+            out.append(f"confirmed by {ids[n]}")
+        else:
+            out.append(f"corrected by {ids[n]}: {full[n].words()} (first look: {s.words()})")
+    others = len(full) - len(matched)
+    return "first look " + "; ".join(out) + (f"; and {others} more incident(s)" if others else "")
+
+
+def _time(iso: str) -> datetime:
+    """findings.json's '2026-11-16T02:00:08.621Z' as a naive UTC datetime (the first look's times)."""
+    return datetime.fromisoformat(iso.replace("Z", ""))
