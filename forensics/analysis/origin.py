@@ -65,19 +65,22 @@ def origins(ips) -> dict[str, Origin]:
 
 
 def summary(found: list[Origin]) -> str:
-    """'12 cloud/hosting: Amazon AWS; 3 Tor exit' for a network's addresses (largest first)."""
+    """'12 cloud/hosting: Amazon AWS; 3 Tor exit' for a network's addresses (largest first); 'Tor exit (all 4)'."""
     counts: dict[str, int] = {}
     for o in found:
         counts[o.words()] = counts.get(o.words(), 0) + 1
-    return "; ".join(f"{n} {w}" if len(found) > 1 else w for w, n in sorted(counts.items(), key=lambda c: (-c[1], c[0])))
+    if len(counts) == 1:
+        ((w, n),) = counts.items()
+        return w if n == 1 else f"{w} (all {n})"
+    return "; ".join(f"{n} {w}" for w, n in sorted(counts.items(), key=lambda c: (-c[1], c[0])))
 
 
 @lru_cache(maxsize=1)
 def provenance() -> str:
-    """Which ranges answered: 'iporigin 1.1.2, ranges built 2026-10-05' (a report cites it)."""
+    """Which ranges answered: 'iporigin 1.1.2 (ranges built 2026-10-05)' (a report cites it)."""
     from importlib.metadata import version
 
     import iporigin
 
     built = datetime.fromtimestamp(iporigin.dataset_info()["built_at"], timezone.utc)
-    return f"iporigin {version('iporigin')}, ranges built {built:%Y-%m-%d}"
+    return f"iporigin {version('iporigin')} (ranges built {built:%Y-%m-%d})"

@@ -46,6 +46,7 @@ def test_addresses_from_the_shipped_ranges_get_their_origin():
     assert origin.origin_of("not an address") is None and origin.origin_of(None) is None
     assert origin.summary([origin.origin_of(a) for a in (aws, aws, tor)]) == \
         "2 cloud/hosting: Amazon AWS; 1 Tor exit"
+    assert origin.summary([origin.origin_of(tor)] * 3) == "Tor exit (all 3)"
     assert origin.provenance().startswith("iporigin ")
 
 
@@ -80,4 +81,4 @@ def test_findings_give_each_address_its_origin(sample_report):
     ips = findings["incidents"][0]["ips"]
     assert ips and all(i["origin"] == {"kind": "reserved", "provider": None} for i in ips)
     md = (out / "report.md").read_text()
-    assert "origin from iporigin " in md and "private or documentation range" in md
+    assert "ranges shipped with iporigin " in md and "| private or documentation range (all 21) |" in md
