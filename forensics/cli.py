@@ -426,10 +426,11 @@ def cmd_report(args) -> int:
             audit(args.configs)             # a file that cannot be read fails now, not after the investigation
         except (ConfigError, FileNotFoundError) as e:
             raise UsageError(str(e)) from None
+    options = _load_options(args)
     with progress.reporting(redact=_redacted):
-        look = _first_look(args.inputs, _load_options(args))
+        look = _first_look(args.inputs, options)
         try:
-            with open_case(args.inputs, out, _load_options(args), _file_phase) as case:
+            with open_case(args.inputs, out, options, _file_phase) as case:
                 result, model = write_report(case, out, [*DEFAULT_CONTROLS, *extra],
                                              run_detector=not args.no_detector,
                                              absolute_paths=args.absolute_paths, configs=args.configs)

@@ -43,12 +43,17 @@ class Glance:
 
     files: list[str] = field(default_factory=list)
     records: int = 0
+    bytes: int = 0
+    skipped: int = 0                      # LiteLLM files left unread (past BUDGET_BYTES or past the first attack)
     span: tuple | None = None             # (first, last) request time in what it read
     sightings: list[Sighting] = field(default_factory=list)
     line: str | None = None
     said_at: float | None = None          # time.monotonic() when the line was printed
 
 
+# bytes on disk the first look reads at most: beyond, it would double a long ingest's work and memory beside the full
+# one, for a line that comes no sooner than the full search's
+BUDGET_BYTES = 32 << 20
 EARLY = timedelta(hours=1)   # an incident starting this near the start of what was read may have begun before it
 
 
@@ -82,10 +87,15 @@ def glance(inputs: list[str | Path], options: LoadOptions | None = None, say: Ca
     stop = stop or threading.Event()
     g = Glance()
     files = litellm_files(inputs, options)
+    g.skipped = len(files)
     with Case.memory(options) as case:
         for path in files:
             if stop.is_set():
                 return g
+            g.bytes += path.stat().st_size
+            if g.bytes > BUDGET_BYTES:
+                break
+            g.skipped -= 1
             reports = case.ingest([path])
             g.files.append(path.name)
             g.records += sum(r.loaded for r in reports)
@@ -106,8 +116,11 @@ def glance(inputs: list[str | Path], options: LoadOptions | None = None, say: Ca
 
 def _line(g: Glance) -> str:
     if not g.sightings:
-        read = f"{len(g.files)} LiteLLM file(s), {g.records:,} records" if g.files else "no LiteLLM log among INPUT"
-        return f"first look: nothing yet — full analysis running ({read} searched)"
+        read = (f"{len(g.files)} LiteLLM file(s), {g.records:,} records" if g.files else
+                "no LiteLLM file" if g.skipped else "no LiteLLM log among INPUT")
+        left = (f"; {g.skipped} LiteLLM file(s) too large for a first look left to the full analysis"
+                if g.skipped else "")
+        return f"first look: nothing yet — full analysis running ({read} searched{left})"
     first, last = g.span
     read = (f"{', '.join(g.files)}: {g.records:,} records, {first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M} UTC")
     found = "; ".join(s.words() + (" (it starts near the beginning of what was read: it may have begun earlier)"

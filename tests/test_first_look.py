@@ -105,3 +105,13 @@ def test_the_full_analysis_corrects_a_first_look_that_saw_part_of_the_history(sa
     g.sightings = [first_look.Sighting(s.verdict, s.kind, s.start.replace(day=1), s.end.replace(day=1), 3)]
     assert first_look.compare(g, findings["incidents"]).startswith(
         "first look corrected: the full analysis has no incident at that time")
+
+
+def test_logs_too_large_for_a_first_look_are_left_to_the_full_analysis(monkeypatch):
+    """Past its byte budget the first look reads nothing more (it would double a long ingest's work) and says so."""
+    monkeypatch.setattr(first_look, "BUDGET_BYTES", 1000)
+    said = []
+    g = first_look.glance([SAMPLE_LOGS / "litellm"], say=said.append)
+    assert g.files == [] and said == ["first look: nothing yet — full analysis running (no LiteLLM file "
+                                      "searched; 2 LiteLLM file(s) too large for a first look left to the full "
+                                      "analysis)"]

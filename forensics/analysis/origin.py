@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from functools import lru_cache
 
 # kinds, in the analyst's words
-KIND_WORDS = {"hosting": "cloud/hosting", "cdn": "CDN", "vpn": "VPN exit", "tor": "Tor exit", "bot": "crawler",
+KIND_WORDS = {"hosting": "cloud or hosting", "cdn": "CDN", "vpn": "VPN exit", "tor": "Tor exit", "bot": "crawler",
               "reserved": "private or documentation range", "unknown": "in no published range"}
 # kinds whose address is a machine someone rents or an anonymiser (iporigin.DATACENTER_KINDS)
 MACHINE_KINDS = frozenset({"hosting", "cdn", "vpn", "tor", "bot"})
@@ -26,7 +26,7 @@ class Origin:
     provider: str | None      # 'Amazon AWS', 'Tor', ... (None when in no range)
 
     def words(self) -> str:
-        """'cloud/hosting: Amazon AWS', 'Tor exit', 'in no published range'."""
+        """'cloud or hosting: Amazon AWS', 'Tor exit', 'in no published range'."""
         if self.provider and self.kind != "tor":
             return f"{KIND_WORDS.get(self.kind, self.kind)}: {self.provider}"
         return KIND_WORDS.get(self.kind, self.kind)
@@ -65,7 +65,7 @@ def origins(ips) -> dict[str, Origin]:
 
 
 def summary(found: list[Origin]) -> str:
-    """'12 cloud/hosting: Amazon AWS; 3 Tor exit' for a network's addresses (largest first); 'Tor exit (all 4)'."""
+    """'12 cloud or hosting: Amazon AWS; 3 Tor exit' for a network's addresses (largest first); 'Tor exit (all 4)'."""
     counts: dict[str, int] = {}
     for o in found:
         counts[o.words()] = counts.get(o.words(), 0) + 1

@@ -37,7 +37,7 @@ def test_addresses_from_the_shipped_ranges_get_their_origin():
     (tor,) = _shipped("tor")
     (v6,) = _shipped("hosting", version=6)
     assert origin.origin_of(aws) == origin.Origin("hosting", "Amazon AWS")
-    assert origin.origin_of(aws).words() == "cloud/hosting: Amazon AWS"
+    assert origin.origin_of(aws).words() == "cloud or hosting: Amazon AWS"
     assert origin.origin_of(tor).kind == "tor" and origin.origin_of(tor).words() == "Tor exit"
     assert origin.origin_of(f"::ffff:{aws}") == origin.origin_of(aws)          # IPv4-mapped: the IPv4 address
     assert origin.origin_of(v6).kind == "hosting" and origin.origin_of(v6).provider
@@ -45,7 +45,7 @@ def test_addresses_from_the_shipped_ranges_get_their_origin():
     assert origin.origin_of("10.0.0.1").words() == "private or documentation range"
     assert origin.origin_of("not an address") is None and origin.origin_of(None) is None
     assert origin.summary([origin.origin_of(a) for a in (aws, aws, tor)]) == \
-        "2 cloud/hosting: Amazon AWS; 1 Tor exit"
+        "2 cloud or hosting: Amazon AWS; 1 Tor exit"
     assert origin.summary([origin.origin_of(tor)] * 3) == "Tor exit (all 3)"
     assert origin.provenance().startswith("iporigin ")
 
