@@ -2,10 +2,11 @@
 ingest runs beside it.
 
 It reads the LiteLLM logs among INPUT (the proxy's own record of each request: the source the incident search
-reads), smallest file first, with the project's own loaders into a scratch case in memory, and runs the same incident
-search (analysis.incidents.find_incidents) after each file. The first incident found is printed as "first look: ...";
-when none is found it says "nothing yet — full analysis running", never all clear: nginx, the provider's exports and
-the rest of the LiteLLM logs may still show one. The full report then confirms or corrects it (`compare`).
+reads; with none, the nginx access logs), smallest file first, with the project's own loaders into a scratch case in
+memory, and runs the same incident search (analysis.incidents.find_incidents; nginx_incidents for nginx) after each
+file. The attack found is printed as "first look (preliminary, ...): ..."; when none is found it says "nothing yet —
+full analysis running", never all clear: the other logs and the provider's exports may still show one. The full
+report then confirms or corrects it (`compare`).
 """
 from __future__ import annotations
 
@@ -18,8 +19,6 @@ from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
     from forensics.sources import LoadOptions
-
-LITELLM = "litellm"
 
 
 @dataclass(frozen=True)
@@ -41,6 +40,7 @@ class Sighting:
 class Glance:
     """What the first look read and found; `line` is what it printed (None when it was stopped before it spoke)."""
 
+    source: str | None = None             # which logs it read: 'LiteLLM', else 'nginx'
     files: list[str] = field(default_factory=list)
     records: int = 0
     bytes: int = 0
@@ -57,36 +57,56 @@ BUDGET_BYTES = 32 << 20
 EARLY = timedelta(hours=1)   # an incident starting this near the start of what was read may have begun before it
 
 
-def litellm_files(inputs: list[str | Path], options: LoadOptions | None = None) -> list[Path]:
-    """The files under `inputs` whose content the LiteLLM source recognises, smallest first (by bytes on disk)."""
+def source_files(inputs: list[str | Path], options: LoadOptions | None = None) -> dict[str, list[Path]]:
+    """{family: its files} under `inputs` by the sources' own detection (litellm, nginx, ...), smallest first."""
     from forensics.ingest import expand_inputs, read_sample
     from forensics.sources import detect_format
 
-    found = []
+    found: dict[str, list[Path]] = {}
     for path in expand_inputs(inputs):
         try:
             source, _ = detect_format(read_sample(path), path, options)
         except (OSError, EOFError, ValueError):   # a cut or unreadable file: the full ingest reports it
             continue
-        if source is not None and source.family == LITELLM:
-            found.append(path)
-    return sorted(found, key=lambda p: (p.stat().st_size, str(p)))
+        if source is not None:
+            found.setdefault(source.family, []).append(path)
+    return {f: sorted(paths, key=lambda p: (p.stat().st_size, str(p))) for f, paths in found.items()}
+
+
+def _proxy_search(case) -> list:
+    from forensics.analysis.incidents import find_incidents
+
+    return find_incidents(case).incidents
+
+
+def _nginx_search(case) -> list:
+    from forensics.analysis.nginx_incidents import find_nginx_incidents
+
+    return [n.incident for n in find_nginx_incidents(case)]
+
+
+# what the first look reads, the first family present: LiteLLM (the proxy's record of each request), else nginx
+FAMILIES = (("litellm", "LiteLLM", _proxy_search, "SELECT min(start_time), max(coalesce(end_time, start_time)) "
+             "FROM llm_requests WHERE start_time IS NOT NULL"),
+            ("nginx", "nginx", _nginx_search, "SELECT min(time), max(time) FROM http_requests"))
 
 
 def glance(inputs: list[str | Path], options: LoadOptions | None = None, say: Callable[[str], None] = print,
            stop: threading.Event | None = None) -> Glance:
-    """Load the LiteLLM files of `inputs` one at a time into a scratch case and search it after each; say one line.
+    """Load the LiteLLM files of `inputs` (none: the nginx ones) one at a time into a scratch case and search it
+    after each; say one line.
 
     It stops at the first file after which the search finds an attack and names the attacks (a session judged on
-    part of the history only is not worth a word yet: suspicious or benign ones wait for every LiteLLM file). With
-    none, once every LiteLLM file is read: what the search found, or "nothing yet". With `stop` set, it returns
-    without a word between two files."""
-    from forensics.analysis.incidents import find_incidents
+    part of the history only is not worth a word yet: suspicious or benign ones wait for every file). With none, once
+    every file is read: what the search found, or "nothing yet". With `stop` set, it returns without a word between
+    two files."""
     from forensics.api import Case
 
     stop = stop or threading.Event()
     g = Glance()
-    files = litellm_files(inputs, options)
+    present = source_files(inputs, options)
+    family, g.source, search, span_sql = next((f for f in FAMILIES if f[0] in present), (None, None, None, None))
+    files = present.get(family, [])
     g.skipped = len(files)
     with Case.memory(options) as case:
         for path in files:
@@ -99,13 +119,11 @@ def glance(inputs: list[str | Path], options: LoadOptions | None = None, say: Ca
             reports = case.ingest([path])
             g.files.append(path.name)
             g.records += sum(r.loaded for r in reports)
-            found = [Sighting(i.verdict, i.kind, i.start, i.end, int(i.requests or 0))
-                     for i in find_incidents(case).incidents]
+            found = [Sighting(i.verdict, i.kind, i.start, i.end, int(i.requests or 0)) for i in search(case)]
             g.sightings = [s for s in found if s.verdict == "attack"] or found
             if any(s.verdict == "attack" for s in found):
                 break
-        g.span = case.execute("SELECT min(start_time), max(coalesce(end_time, start_time)) FROM llm_requests "
-                              "WHERE start_time IS NOT NULL").fetchone() if g.files else None
+        g.span = case.execute(span_sql).fetchone() if g.files else None
     if stop.is_set():
         return g
     g.line = _line(g)
@@ -116,13 +134,14 @@ def glance(inputs: list[str | Path], options: LoadOptions | None = None, say: Ca
 
 def _line(g: Glance) -> str:
     if not g.sightings:
-        read = (f"{len(g.files)} LiteLLM file(s), {g.records:,} records" if g.files else
-                "no LiteLLM file" if g.skipped else "no LiteLLM log among INPUT")
-        left = (f"; {g.skipped} LiteLLM file(s) too large for a first look left to the full analysis"
+        read = (f"{len(g.files)} {g.source} file(s), {g.records:,} records" if g.files else
+                f"no {g.source} file" if g.skipped else "no LiteLLM or nginx log among INPUT")
+        left = (f"; {g.skipped} {g.source} file(s) too large for a first look left to the full analysis"
                 if g.skipped else "")
         return f"first look: nothing yet — full analysis running ({read} searched{left})"
     first, last = g.span
-    read = (f"{', '.join(g.files)}: {g.records:,} records, {first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M} UTC")
+    read = (f"{g.source} {', '.join(g.files)}: {g.records:,} records, {first:%Y-%m-%d %H:%M} .. "
+            f"{last:%Y-%m-%d %H:%M} UTC")
     found = "; ".join(s.words() + (" (it starts near the beginning of what was read: it may have begun earlier)"
                                    if s.start - first < EARLY else "") for s in g.sightings)
     return f"first look (preliminary, from {read}): {found}; full analysis running"

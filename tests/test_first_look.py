@@ -32,7 +32,7 @@ def test_report_says_the_first_look_before_the_slowest_file_is_loaded_and_the_fu
     assert look < phases.index("loading access.log", slowest), phases
     (inc,) = findings["incidents"]
     start = inc["start"].replace("T", " ")[:19]
-    assert phases[look].startswith("first look (preliminary, from callback_payloads.ndjson.gz: ")
+    assert phases[look].startswith("first look (preliminary, from LiteLLM callback_payloads.ndjson.gz: ")
     assert f"{inc['verdict']} {inc['kind']} {start} .. " in phases[look]
     assert f"{inc['requests']:,} requests" in phases[look] and phases[look].endswith("full analysis running")
     assert phases[-1] == "first look confirmed by INC-1"
@@ -78,7 +78,7 @@ def test_nothing_found_is_nothing_yet_never_all_clear(tmp_path):
                       "records searched)"
     none = []
     first_look.glance([SAMPLE_LOGS / "openai"], say=none.append)
-    assert none == ["first look: nothing yet — full analysis running (no LiteLLM log among INPUT searched)"]
+    assert none == ["first look: nothing yet — full analysis running (no LiteLLM or nginx log among INPUT searched)"]
     assert "nothing yet" in first_look.compare(g, [])
 
 
@@ -115,3 +115,15 @@ def test_logs_too_large_for_a_first_look_are_left_to_the_full_analysis(monkeypat
     assert g.files == [] and said == ["first look: nothing yet — full analysis running (no LiteLLM file "
                                       "searched; 2 LiteLLM file(s) too large for a first look left to the full "
                                       "analysis)"]
+
+
+def test_without_litellm_logs_it_reads_nginx(sample_report):
+    """nginx alone (the sample's current access log, which holds the attack): the nginx incident search finds it, and
+    the whole run's incident confirms it."""
+    findings, _ = sample_report
+    said = []
+    g = first_look.glance([SAMPLE_LOGS / "nginx" / "access.log"], say=said.append)
+    assert g.source == "nginx" and g.files == ["access.log"]
+    assert said[0].startswith("first look (preliminary, from nginx access.log: ")
+    assert "attack unauthenticated_proxy 2026-11-16 02:00:08 .. 2026-11-16 02:45:07 UTC, 1,241 requests" in said[0]
+    assert first_look.compare(g, findings["incidents"]) == "first look confirmed by INC-1"
