@@ -461,7 +461,7 @@ def _first_look(inputs: list[str], options):
     cases, logs = _split_inputs(inputs)
     if cases or not logs:
         return None
-    return first_look.FirstLook(logs, options, progress.note).start()
+    return first_look.FirstLook(logs, options, lambda line: progress.note(printable(line))).start()
 
 
 def cmd_export(args) -> int:

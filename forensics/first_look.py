@@ -11,7 +11,6 @@ report then confirms or corrects it (`compare`).
 from __future__ import annotations
 
 import threading
-import time
 from datetime import datetime, timedelta
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,16 +43,16 @@ class Glance:
     files: list[str] = field(default_factory=list)
     records: int = 0
     bytes: int = 0
-    skipped: int = 0                      # LiteLLM files left unread (past BUDGET_BYTES or past the first attack)
+    skipped: int = 0                      # files of that source left unread, past BUDGET_BYTES
     span: tuple | None = None             # (first, last) request time in what it read
     sightings: list[Sighting] = field(default_factory=list)
     line: str | None = None
-    said_at: float | None = None          # time.monotonic() when the line was printed
 
 
 # bytes on disk the first look reads at most: beyond, it would double a long ingest's work and memory beside the full
 # one, for a line that comes no sooner than the full search's
 BUDGET_BYTES = 32 << 20
+MAX_STEPS = 8                # files read one by one at most; more are read together, then searched once
 EARLY = timedelta(hours=1)   # an incident starting this near the start of what was read may have begun before it
 
 
@@ -107,17 +106,21 @@ def glance(inputs: list[str | Path], options: LoadOptions | None = None, say: Ca
     present = source_files(inputs, options)
     family, g.source, search, span_sql = next((f for f in FAMILIES if f[0] in present), (None, None, None, None))
     files = present.get(family, [])
-    g.skipped = len(files)
+    chosen = []
+    for path in files:
+        g.bytes += path.stat().st_size
+        if g.bytes > BUDGET_BYTES:
+            break
+        chosen.append(path)
+    g.skipped = len(files) - len(chosen)
+    # a search after each file, or after all of them when there are many (an object store's one file per request)
+    steps = [[p] for p in chosen] if len(chosen) <= MAX_STEPS else [chosen]
     with Case.memory(options) as case:
-        for path in files:
+        for step in steps:
             if stop.is_set():
                 return g
-            g.bytes += path.stat().st_size
-            if g.bytes > BUDGET_BYTES:
-                break
-            g.skipped -= 1
-            reports = case.ingest([path])
-            g.files.append(path.name)
+            reports = case.ingest(step)
+            g.files += [p.name for p in step]
             g.records += sum(r.loaded for r in reports)
             found = [Sighting(i.verdict, i.kind, i.start, i.end, int(i.requests or 0)) for i in search(case)]
             g.sightings = [s for s in found if s.verdict == "attack"] or found
@@ -127,7 +130,6 @@ def glance(inputs: list[str | Path], options: LoadOptions | None = None, say: Ca
     if stop.is_set():
         return g
     g.line = _line(g)
-    g.said_at = time.monotonic()
     say(g.line)
     return g
 
@@ -140,7 +142,8 @@ def _line(g: Glance) -> str:
                 if g.skipped else "")
         return f"first look: nothing yet — full analysis running ({read} searched{left})"
     first, last = g.span
-    read = (f"{g.source} {', '.join(g.files)}: {g.records:,} records, {first:%Y-%m-%d %H:%M} .. "
+    names = ", ".join(g.files) if len(g.files) <= MAX_STEPS else f"{len(g.files):,} files"
+    read = (f"{g.source} {names}: {g.records:,} records, {first:%Y-%m-%d %H:%M} .. "
             f"{last:%Y-%m-%d %H:%M} UTC")
     found = "; ".join(s.words() + (" (it starts near the beginning of what was read: it may have begun earlier)"
                                    if s.start - first < EARLY else "") for s in g.sightings)

@@ -127,3 +127,21 @@ def test_without_litellm_logs_it_reads_nginx(sample_report):
     assert said[0].startswith("first look (preliminary, from nginx access.log: ")
     assert "attack unauthenticated_proxy 2026-11-16 02:00:08 .. 2026-11-16 02:45:07 UTC, 1,241 requests" in said[0]
     assert first_look.compare(g, findings["incidents"]) == "first look confirmed by INC-1"
+
+
+def test_many_files_are_read_together_then_searched_once(tmp_path, sample_report):
+    """More files than MAX_STEPS (the sample's callback log cut in 10 parts, as a logger that rolls often leaves it):
+    read together, one search, and the line counts the files rather than naming them."""
+    import gzip
+
+    findings, _ = sample_report
+    with gzip.open(SAMPLE_LOGS / "litellm" / "callback_payloads.ndjson.gz", "rt") as f:
+        lines = f.readlines()
+    parts = 10
+    for n in range(parts):
+        (tmp_path / f"callbacks-{n:02d}.ndjson").write_text("".join(lines[n::parts]))
+    said = []
+    g = first_look.glance([tmp_path], say=said.append)
+    assert len(g.files) == parts > first_look.MAX_STEPS and g.records == len(lines)
+    assert said[0].startswith(f"first look (preliminary, from LiteLLM {parts} files: {len(lines):,} records, ")
+    assert first_look.compare(g, findings["incidents"]) == "first look confirmed by INC-1"
