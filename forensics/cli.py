@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-from forensics import __version__, progress
+from forensics import __version__, first_look, progress
 from forensics.cli_help import INPUT_HELP, SCENARIO_NAMES, examples as _examples  # noqa: F401 (SCENARIO_NAMES: tests)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -437,10 +437,22 @@ def cmd_report(args) -> int:
             audit(args.configs)             # a file that cannot be read fails now, not after the investigation
         except (ConfigError, FileNotFoundError) as e:
             raise UsageError(str(e)) from None
-    with progress.reporting(redact=_redacted), open_case(args.inputs, out, _load_options(args), _file_phase) as case:
-        result, model = write_report(case, out, [*DEFAULT_CONTROLS, *extra], run_detector=not args.no_detector,
-                                     absolute_paths=args.absolute_paths, configs=args.configs)
-        reports = case.reports
+    options = _load_options(args)
+    with progress.reporting(redact=_redacted):
+        look = _first_look(args.inputs, options)
+        try:
+            with open_case(args.inputs, out, options, _file_phase) as case:
+                result, model = write_report(case, out, [*DEFAULT_CONTROLS, *extra],
+                                             run_detector=not args.no_detector,
+                                             absolute_paths=args.absolute_paths, configs=args.configs)
+                reports = case.reports
+        except BaseException:
+            if look:
+                look.stop.set()           # it says nothing more; the error is the news
+            raise
+        seen = look.finish() if look else None
+        if seen is not None:
+            progress.note(first_look.compare(seen, result["incidents"]))
     for inc in result["incidents"]:
         cost = "cost unknown (nginx only)" if inc["sources"] == ["nginx"] else f"${inc['cost_usd']:,.2f}"
         _say(f"{inc['id']} {inc['verdict']} {inc['kind']}: {inc['start']} .. {inc['end']}, "
@@ -452,6 +464,15 @@ def cmd_report(args) -> int:
     _say(f"wrote {out / 'findings.json'}, {out / 'report.html'}, {out / 'report.md'} and "
           f"{len(model['figures'])} figures in {out / 'figures'}")
     return EXIT_FAILED if _failed(reports) else EXIT_OK
+
+
+def _first_look(inputs: list[str], options):
+    """The preliminary incident line from the LiteLLM logs (forensics.first_look), started beside the full ingest
+    when INPUT is logs only (a case database named among INPUT is searched in about a second anyway)."""
+    cases, logs = _split_inputs(inputs)
+    if cases or not logs:
+        return None
+    return first_look.FirstLook(logs, options, lambda line: progress.note(printable(line))).start()
 
 
 def cmd_export_case(args) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from importlib.metadata import version
 from pathlib import Path
 
@@ -28,7 +29,9 @@ PROVIDER_IDS = {
 PRICE_COLUMNS = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok")
 
 
+@lru_cache(maxsize=1)
 def genai_prices_version() -> str:
+    """The installed genai-prices, once per process (the metadata search costs ~7 ms a call, a call per price)."""
     return f"genai-prices {version('genai-prices')}"
 
 

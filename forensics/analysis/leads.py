@@ -1,9 +1,10 @@
 """Leads an investigator follows beyond the incident's own requests: reconnaissance from the attacking networks
 before the attack, forged X-Forwarded-For values (a sign of intent), the attacking addresses grouped by network
-(/24 for IPv4, /48 for IPv6, every address listed), and who a key belongs to (alias, team, user, end users).
+(/24 for IPv4, /48 for IPv6, every address listed, with its hosting/cloud/Tor origin), and who a key belongs to
+(alias, team, user, end users).
 
 Each is a named SQL step over the case (http_requests: nginx; llm_requests: LiteLLM); only the address -> network
-mapping of the incident's few distinct addresses is done in Python (ipaddress), then joined in SQL.
+and address -> origin mappings of the incident's few distinct addresses are done in Python (ipaddress, iporigin).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from forensics.analysis import origin
 from forensics.analysis.steps import Step
 
 if TYPE_CHECKING:
@@ -51,7 +53,8 @@ def ip_order(ip: str):
 
 @dataclass
 class Leads:
-    networks: pd.DataFrame        # network, addresses (all), n_addresses, requests, cost_usd, first/last_seen
+    networks: pd.DataFrame        # network, addresses (all), n_addresses, requests, cost_usd, first/last_seen,
+                                  # origin (cloud/hosting, Tor, VPN...: analysis/origin.py)
     recon: pd.DataFrame           # time, client_ip, network, method, path, status, user_agent (before the attack)
     forged: pd.DataFrame          # forged_hop, addresses (list), n_addresses, requests, first_seen
     owners: pd.DataFrame          # key_hash, key_hint, key_alias, team, user_id, end_users, requests, cost_usd
@@ -137,6 +140,8 @@ def leads(case: Case, finding) -> Leads | None:
     ips_table = case.run(ips_step(f"incident_{n}_networks_of"), [[[ip, network_of(ip)] for ip in sorted(ips)]])
     networks = case.query(networks_step(ips_table, inc.table, f"incident_{n}_networks"))
     networks["addresses"] = [sorted(a, key=ip_order) for a in networks["addresses"]]
+    networks["origin"] = [origin.summary([o for o in map(origin.origin_of, a) if o is not None])
+                          for a in networks["addresses"]]
     first = pd.Timestamp(inc.start).to_pydatetime()
     has_nginx = case.execute("SELECT count(*) > 0 FROM http_requests").fetchone()[0]
     if has_nginx:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from forensics import __version__
+from forensics.analysis import origin
 from forensics.analysis.status import status
 from forensics.investigate import Investigation
 
@@ -46,6 +47,13 @@ def _rows(frame: pd.DataFrame, fields: dict) -> list[dict]:
     return out
 
 
+def _with_origin(ips: list[dict]) -> list[dict]:
+    """Each address with its origin (analysis/origin.py: cloud/hosting, CDN, VPN, Tor, crawler...; null for what is
+    no address)."""
+    found = origin.origins(r["ip"] for r in ips if r["ip"])
+    return [{**r, "origin": found[r["ip"]].to_findings() if r["ip"] in found else None} for r in ips]
+
+
 def _int(v) -> int:
     return int(v or 0)
 
@@ -70,8 +78,9 @@ def build(inv: Investigation, generated_at: datetime | None = None, absolute_pat
             "requests": len(f.request_ids) or int(inc.requests or 0), "cost_usd": usd(f.cost_usd),
             "peak_cost_per_hour_usd": usd(f.projection.peak_cost_per_hour_usd) if f.projection else 0.0,
             **(f.headline.to_findings() if f.headline is not None else {}),
-            "ips": _rows(f.by_ip, {"ip": ("ip", _str), "requests": ("requests", _int), "cost_usd": ("cost_usd", usd),
-                                  "first_seen": ("first_seen", iso), "last_seen": ("last_seen", iso)}),
+            "ips": _with_origin(_rows(f.by_ip, {"ip": ("ip", _str), "requests": ("requests", _int),
+                                                "cost_usd": ("cost_usd", usd), "first_seen": ("first_seen", iso),
+                                                "last_seen": ("last_seen", iso)})),
             "keys": _rows(f.by_key, {"key_hash": ("key", _str), "key_hint": ("key_hint", _str),
                                     "requests": ("requests", _int), "cost_usd": ("cost_usd", usd)}),
             "models": _rows(f.by_model, {"model": ("model", _str), "requests": ("requests", _int),

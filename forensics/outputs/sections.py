@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from forensics.analysis.leads import has_value, owner_text, owners_map  # noqa: F401  (report.py: owners_map)
+from forensics.analysis.origin import provenance as origin_provenance
 from forensics.outputs.safe import printable
 
 HASH_CHARS = 12
@@ -103,10 +104,13 @@ def _lead_tables(st, tables) -> list:
         # every address listed: the block list needs them all, not the top 20
         out.append(tables.Table(
             f"{st.incident}: attacking addresses by network ({int(lead.networks['n_addresses'].sum())} addresses in "
-            f"{len(lead.networks)} networks)", ["network", "addresses", "requests", "cost", "first seen", "last seen"],
-            [[r.network, f"{r.n_addresses}: " + ", ".join(r.addresses), tables.count(r.requests),
+            f"{len(lead.networks)} networks)",
+            ["network", "addresses", "origin", "requests", "cost", "first seen", "last seen"],
+            [[r.network, f"{r.n_addresses}: " + ", ".join(r.addresses), r.origin, tables.count(r.requests),
               tables.money(r.cost_usd), tables.when(r.first_seen), tables.when(r.last_seen)]
-             for r in lead.networks.itertuples()], {2, 3}))
+             for r in lead.networks.itertuples()], {3, 4},
+            note=f"origin: by the hosting, cloud, CDN, VPN and Tor exit ranges shipped with {origin_provenance()}, "
+                 "offline; an address in none of them is not thereby residential"))
     if len(lead.recon):
         out.append(tables.Table(
             f"{st.incident}: reconnaissance from the attacking networks before the attack",
