@@ -10,6 +10,7 @@ ran, re-runnable as `steps.sql`) and the tables each step made (`case.tables[ste
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from textwrap import dedent
@@ -194,22 +195,25 @@ class Case:
     def run(self, step: Step, params: list | None = None) -> str:
         """Materialise `step` as a temp table, log it, and return the table's name (the handle later steps take)."""
         statement = f"CREATE OR REPLACE TEMP TABLE {step.table} AS\n{dedent(step.sql).strip()}"
+        started = time.perf_counter()
         self.con.execute(statement, params or [])
-        self.steps.add(step.name, statement, params)
+        self.steps.add(step.name, statement, params, time.perf_counter() - started)
         self.tables[step.name] = step.table
         return step.table
 
     def query(self, step: Step, params: list | None = None) -> pd.DataFrame:
         """Run `step` and return its rows as a pandas frame (logged like `run`)."""
         sql = dedent(step.sql).strip()
+        started = time.perf_counter()
         frame = self.con.execute(sql, params or []).df()
-        self.steps.add(step.name, sql, params)
+        self.steps.add(step.name, sql, params, time.perf_counter() - started)
         return frame
 
     def statement(self, name: str, sql: str, params: list | None = None) -> None:
         """A logged statement that is not a SELECT (CREATE with columns, INSERT): part of the re-runnable script."""
+        started = time.perf_counter()
         self.con.execute(sql, params or [])
-        self.steps.add(name, sql, params)
+        self.steps.add(name, sql, params, time.perf_counter() - started)
 
     def load_ids(self, name: str, request_ids: Iterable) -> str:
         """An analysis's input: request ids as temp table `__f_<name>`(request_id), deduplicated; returns its name."""

@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--control", action="append", default=[], metavar="ID", dest="controls",
                    help="replay this control too, e.g. key_rpm_35, ip_rate_5rps, cost_alert_20h_5m (repeatable)")
     p.add_argument("--no-detector", action="store_true", help="leave the anomaly detector out of the report")
+    p.add_argument("--timings", action="store_true",
+                   help="print on stderr, at the end, the seconds each phase took and the slowest named SQL steps")
     p.add_argument("--config", action="append", default=[], metavar="FILE", dest="configs",
                    help="a LiteLLM config.yaml, nginx configuration or LiteLLM startup log to audit into the report's "
                         "configuration section (repeatable)")
@@ -445,7 +447,7 @@ def cmd_report(args) -> int:
                 result, model = write_report(case, out, [*DEFAULT_CONTROLS, *extra],
                                              run_detector=not args.no_detector,
                                              absolute_paths=args.absolute_paths, configs=args.configs)
-                reports = case.reports
+                reports, steps = case.reports, case.steps
         except BaseException:
             if look:
                 look.stop.set()           # it says nothing more; the error is the news
@@ -453,6 +455,9 @@ def cmd_report(args) -> int:
         seen = look.finish() if look else None
         if seen is not None:
             progress.note(first_look.compare(seen, result["incidents"]))
+        if args.timings:
+            for line in _timings(progress.timings(), steps.seconds):
+                _say(line, file=sys.stderr)
     for inc in result["incidents"]:
         cost = "cost unknown (nginx only)" if inc["sources"] == ["nginx"] else f"${inc['cost_usd']:,.2f}"
         _say(f"{inc['id']} {inc['verdict']} {inc['kind']}: {inc['start']} .. {inc['end']}, "
@@ -464,6 +469,17 @@ def cmd_report(args) -> int:
     _say(f"wrote {out / 'findings.json'}, {out / 'report.html'}, {out / 'report.md'} and "
           f"{len(model['figures'])} figures in {out / 'figures'}")
     return EXIT_FAILED if _failed(reports) else EXIT_OK
+
+
+def _timings(phases: list[tuple[str, float]], steps: dict[str, float], most: int = 15) -> list[str]:
+    """`report --timings`: the phases in the order they ended, then the slowest named SQL steps (their share of
+    the analysis phases)."""
+    out = ["timings: seconds per phase"] + [f"  {seconds:8.2f}  {printable(name)}" for name, seconds in phases]
+    out.append(f"  {sum(s for _, s in phases):8.2f}  all phases")
+    slowest = sorted(steps.items(), key=lambda kv: -kv[1])[:most]
+    out += [f"timings: the {len(slowest)} slowest of {len(steps)} named SQL steps"]
+    out += [f"  {seconds:8.2f}  {name}" for name, seconds in slowest]
+    return out
 
 
 def _first_look(inputs: list[str], options):

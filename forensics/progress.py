@@ -22,6 +22,7 @@ class _Reporter:
         self.t0 = time.monotonic()
         self.current: str | None = None
         self.since = self.t0
+        self.timings: list[tuple[str, float]] = []      # (phase, seconds) of each phase ended, in order
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True)
@@ -71,7 +72,14 @@ def phase(name: str):
     try:
         yield
     finally:
+        r.timings.append((name, time.monotonic() - r.since))
         r.current, r.since = outer, outer_since
+
+
+def timings() -> list[tuple[str, float]]:
+    """(phase, seconds) of every phase ended so far in this command, in the order they ended (a phase inside
+    another ends first); empty when no reporter is on."""
+    return list(_active.timings) if _active is not None else []
 
 
 def active() -> bool:

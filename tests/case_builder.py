@@ -50,10 +50,11 @@ def ingest_sample(path: str | Path) -> list:
 
 
 def report_sample(out: str | Path):
-    """`python -m forensics report sample_logs/ --out OUT`, in process: its CliRun."""
+    """`python -m forensics report sample_logs/ --out OUT --timings`, in process: its CliRun (--timings only adds
+    lines at the end of stderr)."""
     from conftest import SAMPLE_LOGS, run_cli
 
-    return run_cli("report", SAMPLE_LOGS, "--out", out)
+    return run_cli("report", SAMPLE_LOGS, "--out", out, "--timings")
 
 
 def ingest_hostile_corpus(path: str | Path) -> list:

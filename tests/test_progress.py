@@ -32,6 +32,29 @@ def test_report_on_sample_logs_shows_progress_every_5_seconds(sample_report):
     assert lines[incident][0] - loaded <= 5.0
 
 
+def test_timings_name_each_phase_and_the_slowest_steps(sample_report):
+    """`report --timings` (the session's sample report is run with it): every phase announced on stderr with the
+    seconds it took, their sum within the run, then the slowest named SQL steps, each a step of steps.sql."""
+    _, out = sample_report
+    _, run = _BUILDS.sample_report()
+    lines = run.stderr.splitlines()
+    start = lines.index("timings: seconds per phase")
+    steps_at = next(i for i, line in enumerate(lines) if line.startswith("timings: the 15 slowest of "))
+    phases = [line.split(None, 1) for line in lines[start + 1:steps_at]]
+    announced = {text for _, text in _progress(run.stderr)}
+    assert phases[-1][1] == "all phases"
+    assert all(name in announced for _, name in phases[:-1]), phases
+    assert sum(name.startswith("loading ") for _, name in phases) == 22
+    assert {"searching the proxy's requests for incidents", "writing the report and its figures"} <= \
+        {name for _, name in phases}
+    seconds = [float(s) for s, _ in phases]
+    assert seconds[-1] == pytest.approx(sum(seconds[:-1]), abs=0.05) and seconds[-1] <= _progress(run.stderr)[-1][0] + 1
+    named = set(re.findall(r"^-- step: (\S+)$", (out / "steps.sql").read_text(), re.M))
+    slowest = [line.split(None, 1) for line in lines[steps_at + 1:steps_at + 16]]
+    assert len(slowest) == 15 and {name for _, name in slowest} <= named
+    assert [float(s) for s, _ in slowest] == sorted((float(s) for s, _ in slowest), reverse=True)
+
+
 @pytest.mark.slow
 def test_report_on_a_case_prints_the_incident_line_within_5_seconds(sample_case_file, tmp_path):
     case = sample_case_file.copy(tmp_path / "sample.duckdb")

@@ -131,10 +131,12 @@ class StepLog:
     """What one case's investigation ran, in order: (step name, statement runnable as printed)."""
 
     entries: list[tuple[str, str]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)     # step name -> time its runs took, in all
 
-    def add(self, name: str, sql: str, params=None) -> str:
+    def add(self, name: str, sql: str, params=None, seconds: float = 0.0) -> str:
         statement = inline_params(dedent(sql).strip(), params)
         self.entries.append((name, statement))
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
         return statement
 
     def sql_of(self, name: str) -> str:
