@@ -9,8 +9,8 @@ line in ten a `POST /v1/chat/completions` that LiteLLM also logged as a Standard
 (a few seconds per 10 M lines), the same bytes for the same N.
 
 Then it runs `python -m forensics report DIR --out OUT` in a child process and prints, per size: the wall time, the
-child's peak RSS (wait4), the time of each phase the report announces on stderr (ingest per file, each analysis
-step, postmortem, writing), and the growth against the smallest size, so that one run shows how time and memory grow.
+child's peak RSS (wait4), the seconds of each phase and of the slowest named SQL steps as `report --timings` prints
+them, and the growth against the smallest size, so that one run shows how time and memory grow.
 Targets (#19): 10 M + 1 M in < 60 s with peak RSS < 2 GB, and RSS at 10 M no more than 1.3x RSS at 1 M.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / "data"
 LINES_PER_SECOND = 50
 START = "2026-11-01 00:00:00"
-PHASE = re.compile(r"^forensics: \[\s*([0-9.]+)s\] (.*)$")
+TIMED = re.compile(r"^\s+([0-9.]+)  (.*)$")
 
 # the mix of a busy gateway's other lines: (path, method, status) by line number modulo 9 (every 10th line is a
 # completion, written apart)
@@ -118,9 +118,10 @@ def generate(millions: float) -> Path:
 
 
 def run_report(folder: Path, detector: bool) -> dict:
-    """`report` on the folder in a child process: wall, peak RSS and per-phase seconds from its progress lines."""
+    """`report --timings` on the folder in a child process: wall, peak RSS (wait4), the seconds of each phase and
+    of the slowest named SQL steps, as the report itself measured them."""
     with tempfile.TemporaryDirectory(dir=DATA) as out:
-        args = [sys.executable, "-m", "forensics", "report", str(folder), "--out", out]
+        args = [sys.executable, "-m", "forensics", "report", str(folder), "--out", out, "--timings"]
         if not detector:
             args.append("--no-detector")
         started = time.perf_counter()
@@ -129,12 +130,16 @@ def run_report(folder: Path, detector: bool) -> dict:
         _, status, usage = os.wait4(child.pid, 0)
         wall = time.perf_counter() - started
     code = os.waitstatus_to_exitcode(status)
-    marks = [(float(m[1]), m[2]) for m in map(PHASE.match, err.splitlines()) if m and not m[2].startswith("...")]
-    phases: dict[str, float] = {"start (imports, options)": marks[0][0] if marks else wall}
-    for (t, name), (t_next, _) in zip(marks, marks[1:] + [(wall, "")]):
-        key = re.sub(r"\d[\d,.]*", "#", name)[:70]          # numbers vary with the size: one row per phase
-        phases[key] = phases.get(key, 0.0) + t_next - t
-    return {"exit": code, "wall": wall, "rss_gb": usage.ru_maxrss * 1024 / 1e9, "phases": phases,
+    phases: dict[str, float] = {}
+    steps: dict[str, float] = {}
+    into = None
+    for line in err.splitlines():
+        if line.startswith("timings: "):
+            into = phases if "per phase" in line else steps
+        elif into is not None and (m := TIMED.match(line)):
+            name = "ingest: " + m[2].split(" ", 1)[0] if m[2].startswith("loading ") else m[2]
+            into[name] = into.get(name, 0.0) + float(m[1])      # the files of a size: one row, "ingest: loading"
+    return {"exit": code, "wall": wall, "rss_gb": usage.ru_maxrss * 1024 / 1e9, "phases": phases, "steps": steps,
             "error": "" if code in (0, 1) else err.strip().splitlines()[-1:]}
 
 
@@ -168,6 +173,11 @@ def main() -> None:
     print("|---|" + "---|" * len(results))
     for name in names:
         print(f"| {name} | " + " | ".join(f"{r['phases'].get(name, 0):.1f}" for _, r in results) + " |")
+    names = list(dict.fromkeys(k for _, r in results for k in sorted(r["steps"], key=lambda k: -r["steps"][k])))
+    print("\n| slowest named SQL steps | " + " | ".join(f"{n:g} M" for n, _ in results) + " |")
+    print("|---|" + "---|" * len(results))
+    for name in names[:15]:
+        print(f"| {name} | " + " | ".join(f"{r['steps'].get(name, 0):.1f}" for _, r in results) + " |")
     print(f"\ntargets (#19): 10 M + 1 M under 60 s and 2 GB; RSS at the largest size at most 1.3x the smallest "
           f"(here {results[-1][1]['rss_gb'] / base['rss_gb']:.2f}x)")
 
