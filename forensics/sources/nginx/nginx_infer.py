@@ -92,6 +92,24 @@ class Inference:
     custom: int = 0             # of which lines with fields after the combined ones (the format's own lines)
 
 
+SAMPLE_BYTES = 1 << 16       # ingest's detection sample
+SAMPLE_LINES = 200           # the lines detection looks at (nginx_detect._sample_lines)
+
+
+def inference_sample(lines) -> list[tuple[int, str]]:
+    """The (line_no, line) a loader infers a file's format from: the first ones that are not blank, as many as
+    detection saw in its sample (so that loading infers what detection did, and a batch of small files what each
+    file alone would)."""
+    sample, size = [], 0
+    for n, ln in lines:
+        size += len(ln.encode()) + 1
+        if size > SAMPLE_BYTES or len(sample) == SAMPLE_LINES:
+            break
+        if ln.strip():
+            sample.append((n, ln))
+    return sample
+
+
 def infer(lines: list[tuple[int, str]]) -> Inference:
     """The log_format of (line_no, line) sample lines beyond the built-in ones, or the reason there is none."""
     by_time: dict[str, list[tuple[int, list[str]]]] = {}
