@@ -155,3 +155,41 @@ def test_secret_prescan_never_misses_what_the_redaction_patterns_find(parts, raw
     assert may_hold_secret(b"xx" + data + b"yy", 2, 2 + len(data)) == may_hold_secret(data)
     for window in (1, 2, 5, 7):                         # needles across window edges are found all the same
         assert may_hold_secret(b"x" + data, 1, window=window) == may_hold_secret(data)
+
+
+def _read_all(batches):
+    return [(t.column("line_no").to_pylist(), t.column("line").to_pylist(), t.schema.metadata) for t in batches]
+
+
+def test_read_ahead_yields_what_the_reader_does_and_its_counters_hold(tmp_path, monkeypatch):
+    import hashlib
+    import threading
+
+    from forensics.sources import lines
+    from forensics.sources.lines import FileChangedError, ReadSpec, read_ahead
+
+    monkeypatch.setattr(lines, "_BLOCK", 64)          # read 64 bytes at a time: a batch every few lines
+
+    # many small batches: blank lines, lines over the limit, a key, bytes that are not UTF-8, no final newline
+    data = b"".join(b"line %d\n\n" % n + (b"x" * 300 + b"\n" if n % 7 == 0 else b"") for n in range(200))
+    data += b"sk-" + b"A" * 30 + b"\n\xff\xfe odd\nlast"
+    path = tmp_path / "access.log"
+    path.write_bytes(data)
+    plain = iter_line_batches(path, 256, 200, flag_secrets=True, skip_empty=True)
+    ahead = iter_line_batches(path, 256, 200, flag_secrets=True, skip_empty=True)
+    threads = threading.active_count()
+    expected, got = _read_all(plain), _read_all(read_ahead(ahead))
+    assert got == expected and len(got) > 20
+    counters = lambda r: (r.lines_read, r.empty_lines, r.oversized_lines, r.invalid_utf8_lines,  # noqa: E731
+                          r.unterminated_last_line, r.error)
+    assert counters(ahead) == counters(plain) and ahead.oversized_lines
+    assert threading.active_count() == threads
+    # a caller that stops early stops the reader too
+    for _ in read_ahead(iter_line_batches(path, 256, 200)):
+        break
+    assert threading.active_count() == threads
+    # an error of the reader (here: the file is not the one hashed) reaches the caller
+    spec = ReadSpec(size=len(data), sha256=hashlib.sha256(b"other bytes").hexdigest())
+    with pytest.raises(FileChangedError):
+        _read_all(read_ahead(iter_line_batches(path, 256, 200, spec=spec)))
+    assert threading.active_count() == threads
