@@ -166,8 +166,7 @@ def test_read_ahead_yields_what_the_reader_does_and_its_counters_hold(tmp_path, 
     import threading
 
     from forensics.sources import lines
-    from forensics.sources.lines import FileChangedError, ReadSpec
-    from forensics.sources.read_ahead import read_ahead
+    from forensics.sources.lines import FileChangedError, ReadSpec, read_ahead
 
     monkeypatch.setattr(lines, "_BLOCK", 64)          # read 64 bytes at a time: a batch every few lines
 

@@ -19,8 +19,7 @@ import pyarrow.compute as pc
 from forensics.duck import query_with
 from forensics.netaddr import TrustedProxies, walk_pairs
 from forensics.sources.interface import LoadContext, LoadOptions, LoadResult
-from forensics.sources.lines import LAST_LINE_CUT, MAY_HOLD_SECRET, batch_flag, iter_line_batches
-from forensics.sources.read_ahead import read_ahead
+from forensics.sources.lines import LAST_LINE_CUT, MAY_HOLD_SECRET, batch_flag, iter_line_batches, read_ahead
 from forensics.sources.nginx import nginx_json
 from forensics.sources.nginx.nginx_detect import (JsonParser, TextParser, conf_parser, custom_parser, detect, explain,
                                                   log_conf_of)
