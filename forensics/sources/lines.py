@@ -205,7 +205,7 @@ class LineBatches:
 
     def oversized_in(self, lo: int, hi: int) -> list[int]:
         """Line numbers in [lo, hi] that were over the limit (their text is the kept prefix only)."""
-        return sorted(n for n in list(self.oversized_lines) if lo <= n <= hi)     # a copy: read_ahead adds to it
+        return sorted(n for n in self.oversized_lines if lo <= n <= hi)
 
     # -- segments: byte ranges that end at a line boundary (or at the end of the data) -----------------------
     def _segments(self, blocks: Iterator[bytes]) -> Iterator[_Segment]:
@@ -429,51 +429,6 @@ def _repair_utf8(lines: pa.BinaryArray) -> tuple[pa.StringArray, list[int]]:
 
 def _size(n: int) -> str:
     return f"{n >> 20} MiB" if n >= 1 << 20 and not n % (1 << 20) else f"{n >> 10} KiB" if not n % 1024 else f"{n} bytes"
-
-
-class read_ahead:
-    """The batches of `batches`, the next one read by a thread while the caller works on the current one (its
-    DuckDB statements let go of the GIL; the split and the hashing do too): a file of several batches is read while
-    it is loaded. At most one batch waits; an error of the reader is raised to the caller at the batch it stopped
-    at; a caller that stops early stops the thread. The reader's counters are final once iteration ends."""
-
-    def __init__(self, batches: LineBatches):
-        self.batches = batches
-
-    def __iter__(self) -> Iterator[pa.Table]:
-        import queue
-
-        handoff: queue.Queue = queue.Queue(maxsize=1)
-        stop, end = threading.Event(), object()
-
-        def put(item) -> bool:
-            while not stop.is_set():
-                try:
-                    handoff.put(item, timeout=0.1)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        def read() -> None:
-            try:
-                for batch in self.batches:
-                    if not put(batch):
-                        return
-                put(end)
-            except BaseException as e:       # handed to the caller, raised there
-                put(e)
-
-        worker = threading.Thread(target=read, name="read_ahead", daemon=True)
-        worker.start()
-        try:
-            while (item := handoff.get()) is not end:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            stop.set()
-            worker.join()
 
 
 def iter_line_batches(path: str | Path, batch_bytes: int = DEFAULT_BATCH_BYTES,

@@ -286,28 +286,6 @@ def test_many_batches_with_variants_mixed_and_odd_lines(tmp_path, monkeypatch):
     assert sum(1 for r in whole.quarantine().values() if "does not match" in r) == 1200 // 97
 
 
-@pytest.mark.slow            # ~4 s of statements for 8 small batches; test_lines has read_ahead's own test
-def test_a_file_read_ahead_loads_as_one_read_in_turn(tmp_path, monkeypatch):
-    """Batches read by a thread while the one before loads: the same rows, quarantine and counts; a key in a later
-    batch is redacted all the same."""
-    lines = (ASSETS / "timings.log").read_text().splitlines()
-    key = "sk-" + "Ab1_" * 8
-    body = [lines[i % len(lines)] if i % 41 else "garbage line" for i in range(1, 301)]      # 7 garbage, 42 "abc"
-    body[250] = body[250].replace("HTTP/1.1", f"?key={key} HTTP/1.1", 1)
-    f = tmp_path / "big.log"
-    f.write_text("\n".join(body) + "\n")
-    monkeypatch.setattr(nginx, "BATCH_BYTES", 16384)
-    monkeypatch.setattr(lines_module, "_BLOCK", 16384)                 # four batches
-    monkeypatch.setattr(nginx, "READ_AHEAD_BYTES", 1 << 60)
-    in_turn = load(f)
-    monkeypatch.setattr(nginx, "READ_AHEAD_BYTES", 0)
-    ahead = load(f)
-    assert ahead.result == in_turn.result and ahead.result.records == 300 and ahead.result.quarantined == 7 + 42
-    columns = "time, client_ip, request_raw, path, request_time, upstream_time, request_id"
-    assert ahead.rows(columns) == in_turn.rows(columns) and ahead.quarantine() == in_turn.quarantine()
-    assert key not in str(ahead.rows("request_raw, path")) and "[redacted key sk-..." in ahead.rows("request_raw")[251]
-
-
 def _nginx_escape(text: str) -> str:
     """What nginx writes for a value: '"', '\\' and bytes outside printable ASCII as \\xHH."""
     out = []

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from forensics.duck import query_with
 from forensics.netaddr import TrustedProxies, walk_pairs
 from forensics.sources.interface import LoadContext, LoadOptions, LoadResult
-from forensics.sources.lines import LAST_LINE_CUT, MAY_HOLD_SECRET, batch_flag, iter_line_batches, read_ahead
+from forensics.sources.lines import LAST_LINE_CUT, MAY_HOLD_SECRET, batch_flag, iter_line_batches
 from forensics.sources.nginx import nginx_json
 from forensics.sources.nginx.nginx_detect import (JsonParser, TextParser, conf_parser, custom_parser, detect, explain,
                                                   log_conf_of)
@@ -34,8 +34,6 @@ MAX_LINE_BYTES = 1 << 20
 # about 1 M combined-format lines: DuckDB writes fewer, fuller row groups than with 32 MiB batches, and the case
 # needs no rewrite of partial ones when it is closed; an ingest of 2 M lines took 7.0 s instead of 11.5 s (bench/)
 BATCH_BYTES = 128 << 20
-# a file this big (on disk: a gzip one holds more) is read a batch ahead while the batch before it loads
-READ_AHEAD_BYTES = 32 << 20
 _ERROR_LOG = re.compile(r"^\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2} \[(?:emerg|alert|crit|error|warn|notice|info|debug)\]")
 _SYSLOG = re.compile(r"^(?:[A-Z][a-z]{2} [ \d]\d \d{2}:\d{2}:\d{2}|\d{4}-\d{2}-\d{2}T\S+) \S+ [\w./-]+(?:\[\d+\])?: ")
 
@@ -101,8 +99,7 @@ class _Load:
         reader = self.reader = iter_line_batches(self.ctx.path, BATCH_BYTES, MAX_LINE_BYTES, flag_secrets=True,
                                                  skip_empty=True, spec=self.ctx.read)
         self.last_line_cut = None
-        size = self.ctx.read.size if self.ctx.read else self.ctx.path.stat().st_size
-        for batch in read_ahead(reader) if size > READ_AHEAD_BYTES else reader:
+        for batch in reader:
             if batch_flag(batch, LAST_LINE_CUT):
                 self.last_line_cut = batch.column("line_no")[-1].as_py()
             if self.parser is None:
