@@ -35,16 +35,19 @@ from forensics.duck import query_with
 from forensics.secrets import redact_text
 from forensics.accounting import FileReport
 from forensics.sources import SAMPLE_BYTES, TABLES_OF_FAMILY, LoadContext, LoadOptions, detect_format
+from forensics.sources.nginx.nginx_infer import infer, inference_sample
 from forensics.sources.plausible import TimeWindow
 
 SMALL_BYTES = 256 << 10       # a file up to this size may be loaded with others
 MIN_FILES = 8                 # fewer small files of one format than this load one by one (no gain to batch them)
 BATCH_FILES = 2000            # files per batch (one transaction): ~0.5 s of work, a few MB of text
 BATCH_ID = -1                 # the file id a batch's rows carry until they are moved to their files
-# formats whose loader takes many files at once: nginx access logs (lines of the files joined, in order) and
-# one-object LiteLLM files (one record each)
+# formats whose loader takes many files at once: nginx access logs (lines of the files joined, in order; with the
+# log_formats of --nginx-conf, nginx.conf.*, and formats inferred from the lines, grouped by the format each file's
+# own lines give) and one-object LiteLLM files (one record each)
 LINE_BATCHED = ("nginx.combined", "nginx.main", "nginx.timings", "nginx.ingress", "nginx.json", "nginx.json_default",
-                "nginx.custom")
+                "nginx.custom", "nginx.inferred")
+CONF_FORMATS = "nginx.conf."
 OBJECT_BATCHED = ("litellm.payload_object", "litellm.spendlogs_object")
 BATCH_FORMATS = LINE_BATCHED + OBJECT_BATCHED
 PROGRESS_SECONDS = 5.0
@@ -60,6 +63,7 @@ class SmallFile:
     data: bytes
     sha256: str
     format: str | None = None
+    log_format: str | None = None    # nginx.inferred: the log_format its lines give (files load with theirs only)
     source: object = None
     records: int = 0           # lines that are records (not empty), or 1 for an object
     blank: int = 0             # empty lines
@@ -86,6 +90,21 @@ class Progress:
             rate = self.files / max(now - self.started, 1e-9)
             self.write(f"ingest: {self.files:,} of {self.total:,} files, {self.records:,} records "
                        f"({rate:,.0f} files/s)")
+
+
+def batched(fmt: str | None) -> bool:
+    """Whether files of format `fmt` may load together."""
+    return fmt is not None and (fmt in BATCH_FORMATS or fmt.startswith(CONF_FORMATS))
+
+
+def line_batched(fmt: str | None) -> bool:
+    return fmt is not None and (fmt in LINE_BATCHED or fmt.startswith(CONF_FORMATS))
+
+
+def inferred_format(data: bytes) -> str | None:
+    """The log_format the nginx loader would infer for this plain line file alone (nginx_infer), None for none."""
+    lines = enumerate(data.decode("utf-8").split("\n")[:-1], start=1)
+    return infer(inference_sample((n, ln) for n, ln in lines if ln)).text      # the reader skips empty lines
 
 
 def read_small(index: int, path: Path) -> SmallFile | None:
@@ -161,7 +180,8 @@ def load_batch(con: duckdb.DuckDBPyConnection, files: list[SmallFile], options: 
     try:
         ids = [i for (i,) in con.execute("SELECT nextval('file_id_seq') FROM range(?)", [len(files)]).fetchall()]
         ids.sort()
-        ctx = LoadContext(con, BATCH_ID, files[0].path, f"{len(files)} small files", options, TimeWindow.at(now))
+        ctx = LoadContext(con, BATCH_ID, files[0].path, f"{len(files)} small files", options, TimeWindow.at(now),
+                          inferred_format=files[0].log_format)
         if fmt in OBJECT_BATCHED:
             ctx.texts = [f.data.decode("utf-8") for f in files]
             lo = list(range(1, len(files) + 1))
@@ -189,11 +209,14 @@ def load_batch(con: duckdb.DuckDBPyConnection, files: list[SmallFile], options: 
                 FROM _batch_map m WHERE {table}.file_id = {BATCH_ID} AND {table}.{column} BETWEEN m.lo AND m.hi""")
         counts = _counts(con, moved, tables)
         seconds = (time.perf_counter() - started) / len(files)
+        # what the loader says of the format holds for each file alike (the log_format inferred, or of nginx.conf)
+        said = [n for n in result.notes if n.startswith("log_format ")]
         rows, reports = [], []
         for f, fid in zip(files, ids):
             stored, quarantined = counts.get(fid, (0, 0))
             loaded = f.records - quarantined
-            message = f"{f.blank:,} blank lines skipped (not records)" if f.blank else None
+            notes = [*said, *([f"{f.blank:,} blank lines skipped (not records)"] if f.blank else [])]
+            message = redact_text("; ".join(notes)) or None
             rows.append((fid, f.display, f.sha256, len(f.data), fmt, f.records, loaded, quarantined,
                          loaded - stored, message, seconds))
             reports.append(FileReport(f.display, f.sha256, fmt, f.records, loaded, quarantined, False,
@@ -301,19 +324,21 @@ def _window(con, window: list[SmallFile], options: LoadOptions | None, done: dic
             source, fmt = detect_format(f.data[:SAMPLE_BYTES], f.path, options) if plain_bytes(f.data) else (None, None)
         except Exception:        # the per-file path says what is wrong with it
             source, fmt = None, None
-        if fmt in BATCH_FORMATS and plain_text(f.data, fmt):
+        if batched(fmt) and plain_text(f.data, fmt):
             f.source, f.format = source, fmt
             f.records, f.blank = (1, 0) if fmt in OBJECT_BATCHED else line_counts(f.data)
-            plain.append(f)
-        else:
-            rest.append(f.index)
+            f.log_format = inferred_format(f.data) if fmt == "nginx.inferred" else None
+            if fmt != "nginx.inferred" or f.log_format is not None:
+                plain.append(f)
+                continue
+        rest.append(f.index)
     if not plain:
         return
     known = {sha: row for sha, *row in con.execute(
         "SELECT sha256, format, records, loaded, quarantined, merged FROM ingest_files WHERE status = 'loaded' "
         "AND format <> 'unrecognised' AND sha256 IN (SELECT unnest(?::VARCHAR[]))",
         [sorted({f.sha256 for f in plain})]).fetchall()}
-    grown = _grown(con, [f for f in plain if f.format in LINE_BATCHED and f.sha256 not in known])
+    grown = _grown(con, [f for f in plain if line_batched(f.format) and f.sha256 not in known])
     first: dict[str, SmallFile] = {}
     again: list[SmallFile] = []
     groups: dict[str, list[SmallFile]] = {}
@@ -328,8 +353,8 @@ def _window(con, window: list[SmallFile], options: LoadOptions | None, done: dic
             rest.append(f.index)
         else:
             first[f.sha256] = f
-            groups.setdefault(f.format, []).append(f)
-    for fmt, group in groups.items():
+            groups.setdefault((f.format, f.log_format), []).append(f)
+    for group in groups.values():
         if len(group) < MIN_FILES:
             rest.extend(f.index for f in group)
             continue

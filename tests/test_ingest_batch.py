@@ -10,6 +10,7 @@ import pytest
 
 from forensics import case, ingest_batch
 from forensics.ingest import ingest_file, ingest_paths
+from forensics.sources.nginx.nginx_formats import COMBINED
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 # LiteLLM's S3 logger: one StandardLoggingPayload per object, `{date}/time-..._{id}.json` (tests/assets/litellm)
@@ -120,3 +121,54 @@ def test_progress_lines_say_files_and_records():
     p.add(6, 30)               # the run is over: no line for the last step
     assert lines == ["ingest: 4 of 10 files, 120 records" + lines[0][len("ingest: 4 of 10 files, 120 records"):]]
     assert "files/s" in lines[0]
+
+
+@pytest.mark.parametrize("name", ["inferred", "conf"])
+def test_inferred_and_nginx_conf_formats_load_in_batches_as_one_by_one(name, tmp_path, monkeypatch):
+    """One-line files of formats no built-in takes: inferred (each file from its own line: timed.log's lines give
+    several formats, iso8601.log's $time_iso8601 lines others) or read from nginx.conf (conf/ declares `timed`)."""
+    from forensics.sources.interface import LoadOptions
+
+    monkeypatch.setattr(ingest_batch, "MIN_FILES", 2)
+    nginx = ASSETS / "nginx"
+    timed = (nginx / "timed.log").read_text().splitlines(keepends=True)
+    iso = [ln for ln in (nginx / "iso8601.log").read_text().splitlines(keepends=True) if "T02:00" in ln]
+    lines = {"timed": [timed[k] for k in (0, 1, 2, 4)], "iso": iso[:3]}
+    folder = tmp_path / name
+    folder.mkdir()
+    for kind, kept in lines.items():
+        for i, line in enumerate(kept):
+            (folder / f"{kind}-{i}.log").write_text(line + ("\n" if i == 0 else ""))    # one with a blank line
+    options = LoadOptions(nginx_conf=(str(nginx / "conf" / "nginx.conf"),)) if name == "conf" else None
+    files = sorted(folder.iterdir())
+    batched = case.connect(tmp_path / "batched.duckdb")
+    done, rest = ingest_batch.ingest_small(batched, files, options)
+    for i in rest:
+        done[i] = ingest_file(batched, files[i], str(files[i]), options)
+    one_by_one = case.connect(tmp_path / "one.duckdb")
+    alone = [ingest_file(one_by_one, p, str(p), options) for p in files]
+    key = lambda r: (r.path, r.sha256, r.format, r.records, r.loaded, r.quarantined, r.merged, r.message)  # noqa: E731
+    assert [key(done[i]) for i in range(len(files))] == [key(r) for r in alone]
+    a, b = _state(batched), _state(one_by_one)
+    assert a[0] == b[0] and a[1] == b[1] and a[3] == b[3]
+    assert all(r.records == r.loaded + r.quarantined for r in alone)
+    assert len(a[1]) == 7 and all(r[1] is not None for r in a[1])           # every line loaded, its time read
+    formats = {Path(r.path).name: r.format for r in alone}
+    iso_format = COMBINED.replace("[$time_local]", "[$time_iso8601]") + " $request_time $upstream_response_time"
+    # the batches took the groups of 2 files or more; a format only one file has went alone (a line alone gives
+    # its own format: with "-" where the others have an upstream time, timed-2 and iso-1 are formats of their own)
+    if name == "inferred":
+        assert set(formats.values()) == {"nginx.inferred"}
+        assert sorted(files[i].name for i in rest) == ["iso-1.log", "timed-2.log"]
+        assert done[files.index(folder / "iso-0.log")].message == (
+            f"log_format inferred from the lines: '{iso_format}'; 1 blank lines skipped (not records)")
+    else:
+        # every timed line is nginx.conf's `timed`, one batch; conf/ has no $time_iso8601 format: inferred
+        assert {f for n, f in formats.items() if n.startswith("timed")} == {"nginx.conf.timed"}
+        assert {f for n, f in formats.items() if n.startswith("iso")} == {"nginx.inferred"}
+        assert sorted(files[i].name for i in rest) == ["iso-1.log"]
+        message = done[files.index(folder / "timed-0.log")].message
+        assert message.startswith("log_format timed of ") and "nginx.conf line 30" in message
+        assert message.endswith("; 1 blank lines skipped (not records)")
+    batched.close()
+    one_by_one.close()

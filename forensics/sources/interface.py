@@ -48,6 +48,8 @@ class LoadContext:
     # the records of many small one-object files, read by ingest (forensics.ingest_batch): staged as records 1..n
     # instead of reading `path`; a loader that takes them says so in BATCH_FORMATS
     texts: list[str] | None = None
+    # the log_format ingest inferred for every file of a batch of small nginx.inferred files (each file's own)
+    inferred_format: str | None = None
 
 
 class Source(Protocol):

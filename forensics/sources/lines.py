@@ -36,13 +36,15 @@ DEFAULT_BATCH_BYTES = 32 << 20
 DEFAULT_MAX_LINE_BYTES = 64 << 20
 MAX_BATCH_LINES = 4_000_000              # rows per batch: 128 MiB of empty lines would otherwise be 134 M rows
 _BLOCK = 4 << 20                         # bytes read (or decompressed) at a time
+_THREADED_TEST_BYTES = 4 << 20             # a segment this big has its secrets pre-test run in a thread
 KEPT_BYTES = 64 << 10                    # what is kept of a line over the limit (the quarantine keeps 64 KiB too)
 SCHEMA = pa.schema([("line_no", pa.int64()), ("line", pa.string())])
 _BOM = b"\xef\xbb\xbf"
 _GZIP_MAGIC = b"\x1f\x8b"
 # the CSV reader needs a field delimiter: any control byte the batch does not hold will do
 _DELIMITERS = [bytes([b]) for b in range(1, 32) if b not in (9, 10, 13)] + [b"\t"]
-_READ = pcsv.ReadOptions(column_names=["line"], block_size=4 << 20)
+# one thread: splitting lines is memory-bound, and the thread pool's hand-offs made it 2-3x slower on 2 cores
+_READ = pcsv.ReadOptions(column_names=["line"], block_size=4 << 20, use_threads=False)
 _CONVERT = {t: pcsv.ConvertOptions(column_types={"line": t}, strings_can_be_null=False,
                                    quoted_strings_can_be_null=False) for t in (pa.string(), pa.binary())}
 
@@ -155,9 +157,11 @@ class LineBatches:
                     seg.start += len(_BOM)
                 first = False
                 if seg.end > seg.start:
+                    secret = self._secret_test(seg)
                     table = self._table(seg)
+                    may_hold_key = secret()          # waited for even when the segment gave no table
                     if table is not None:
-                        table = self._flagged(table, seg)
+                        table = self._flagged(table, may_hold_key)
                     seg.release()            # the raw bytes are not kept while the caller works on the batch
                     if table is not None and table.num_rows:
                         yield table
@@ -165,11 +169,32 @@ class LineBatches:
                 f.verify()
                 self.spec.read_by_lines, self.spec.last_line = True, self.lines
 
-    def _flagged(self, table: pa.Table, seg: _Segment) -> pa.Table:
+    def _secret_test(self, seg: _Segment):
+        """The secrets pre-test of the segment's bytes, as a function giving its answer. On a big segment it runs in
+        a thread while the lines are split: the split (pyarrow) does not hold the GIL, the pre-test (re) does."""
+        if not self.flag_secrets:
+            return lambda: False
+        if seg.end - seg.start < _THREADED_TEST_BYTES:
+            found = may_hold_secret(seg.buf, seg.start, seg.end)
+            return lambda: found
+        answer: list[bool] = []
+        buf, start, end = seg.buf, seg.start, seg.end       # bound now: the segment is released after the split
+        worker = threading.Thread(target=lambda: answer.append(may_hold_secret(buf, start, end)),
+                                  name="may_hold_secret", daemon=True)
+        worker.start()
+
+        def result() -> bool:
+            worker.join()
+            if not answer:                           # the test raised (out of memory?): assume a key, redact
+                return True
+            return answer[0]
+        return result
+
+    def _flagged(self, table: pa.Table, may_hold_key: bool) -> pa.Table:
         meta = {}
         if self.unterminated_last_line:              # set just before the last segment comes out
             meta[LAST_LINE_CUT] = b"1"
-        if self.flag_secrets and may_hold_secret(seg.buf, seg.start, seg.end):
+        if may_hold_key:
             meta[MAY_HOLD_SECRET] = b"1"
         return table.replace_schema_metadata(meta) if meta else table
 

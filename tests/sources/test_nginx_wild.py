@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from forensics import case
 from forensics.ingest import ingest_paths
 from forensics.sources.interface import LoadOptions
 from forensics.sources.nginx import SOURCE
-from forensics.sources.nginx.nginx_formats import COMBINED
+from forensics.sources.nginx.nginx_formats import CLF, COMBINED
 from forensics.sources.nginx.nginx_infer import infer
 
 from test_nginx import load
@@ -186,3 +187,53 @@ def test_no_nginx_hint_for_files_that_are_nothing_like_an_access_log(tmp_path):
     f = tmp_path / "notes.txt"
     f.write_text("meeting notes\nnothing to see here\n")
     assert SOURCE.explain(f.read_bytes(), f) is None
+
+
+# iso8601.log, msec.log and maptime.log: the combined core with its time swapped for the other time variables nginx
+# has (nginx.md: `$time_iso8601` 2025-03-17T02:00:04+01:00, `$msec` 1742173204.123; values here of 2025-11-16), and
+# the time a `map $time_iso8601 $time {"~(...)T(...)" "$1 $2";}` of a public nginx.conf writes (no zone offset)
+ISO_TIMED = COMBINED.replace("[$time_local]", "[$time_iso8601]") + " $request_time $upstream_response_time"
+MSEC_CALL_ID = (COMBINED.replace("[$time_local]", "$msec") + ' "$http_x_forwarded_for" '
+                "$upstream_http_x_litellm_call_id")
+
+
+def test_a_format_with_time_iso8601_loads_by_inference_with_combined_lines_mixed_in():
+    got = load(ASSETS / "iso8601.log")
+    assert got.fmt == "nginx.inferred" and (got.result.records, got.result.loaded, got.result.quarantined) == (6, 6, 0)
+    assert f"log_format inferred from the lines: '{ISO_TIMED}'" in got.result.notes
+    rows = got.rows("time, time_raw, client_ip, request_time, upstream_time")
+    assert rows[1] == (datetime(2025, 11, 16, 2, 0, 4), "2025-11-16T02:00:04+00:00", "10.0.0.4", 1.204, 1.201)
+    assert rows[2][:2] == (datetime(2025, 11, 16, 2, 0, 5), "2025-11-16T03:00:05+01:00")     # to UTC
+    assert rows[3][2:4] == ("2a02:cf40::4e36", 0.002) and rows[4][4] == pytest.approx(30.001)
+    # a combined line of another virtual host: its $time_local read as such
+    assert rows[5] == (datetime(2025, 11, 16, 2, 0, 8), "16/Nov/2025:02:00:08 +0000", "192.0.2.44", None, None)
+
+
+def test_a_format_with_msec_loads_by_inference():
+    got = load(ASSETS / "msec.log")
+    assert got.fmt == "nginx.inferred" and (got.result.records, got.result.loaded, got.result.quarantined) == (4, 4, 0)
+    assert f"log_format inferred from the lines: '{MSEC_CALL_ID}'" in got.result.notes
+    rows = got.rows("time, time_raw, client_ip, litellm_call_id")
+    assert rows[1] == (datetime(2025, 11, 16, 2, 0, 4, 123000), "1763258404.123", "203.0.113.7",
+                       "5f0c6f2e-3b8d-4c1e-9a77-0d4f1e2b3c4d")
+    assert rows[2][0] == datetime(2025, 11, 16, 2, 0, 5, 7000) and rows[4][2:] == ("10.0.0.5", None)
+    # the bracketed forms too, the fields after the user agent or not
+    for time, value in (("[$msec]", "[1763258404.123]"), ("$time_iso8601", "2025-11-16T02:00:04+00:00")):
+        lines = [(n, f'10.0.0.4 - - {value} "GET /v1/models HTTP/1.1" 200 64 "-" "curl/8.5.0"') for n in (1, 2)]
+        assert infer(lines).text == COMBINED.replace("[$time_local]", time)
+        assert infer([(n, ln.rsplit(' "-"', 1)[0]) for n, ln in lines]).text == CLF.replace("[$time_local]", time)
+
+
+def test_inference_refuses_a_time_with_no_zone():
+    # "2025-11-16 02:00:04" could be any zone's: no format is inferred (no UTC could be told), the file stays whole
+    # in quarantine and the message names the field and how to pass a format
+    path = ASSETS / "maptime.log"
+    refused = infer(list(enumerate(path.read_text().splitlines(), start=1)))
+    assert refused.text is None and refused.reason == (
+        'no line starts like an nginx access-log line (address, user, [time] as $time_local, $time_iso8601 or $msec, '
+        '"request", status, bytes)')
+    assert SOURCE.detect(path.read_bytes(), path) is None
+    [r] = ingest_paths(case.connect(":memory:"), [path])
+    assert (r.format, r.records, r.quarantined) == ("unrecognised", 4, 4)
+    assert r.message.startswith("format not recognised: every line kept in quarantine; closest nginx format ")
+    assert "$time_local expected, found '2025-11-16 02:00:04]" in r.message and "--nginx-format" in r.message

@@ -24,7 +24,7 @@ from forensics.sources.nginx import nginx_json
 from forensics.sources.nginx.nginx_detect import (JsonParser, TextParser, conf_parser, custom_parser, detect, explain,
                                                   log_conf_of)
 from forensics.sources.nginx.nginx_formats import BUILTIN_FORMATS, STAGING_FIELDS, builtin, with_fallbacks
-from forensics.sources.nginx.nginx_infer import infer
+from forensics.sources.nginx.nginx_infer import infer, inference_sample
 from forensics.sources.nginx.nginx_sql import INSERT_COLUMNS, convert_sql
 from forensics.sources.quarantine import insert_sql as quarantine_sql
 
@@ -34,7 +34,6 @@ MAX_LINE_BYTES = 1 << 20
 # about 1 M combined-format lines: DuckDB writes fewer, fuller row groups than with 32 MiB batches, and the case
 # needs no rewrite of partial ones when it is closed; an ingest of 2 M lines took 7.0 s instead of 11.5 s (bench/)
 BATCH_BYTES = 128 << 20
-SAMPLE_BYTES = 1 << 16      # ingest's detection sample
 _ERROR_LOG = re.compile(r"^\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2} \[(?:emerg|alert|crit|error|warn|notice|info|debug)\]")
 _SYSLOG = re.compile(r"^(?:[A-Z][a-z]{2} [ \d]\d \d{2}:\d{2}:\d{2}|\d{4}-\d{2}-\d{2}T\S+) \S+ [\w./-]+(?:\[\d+\])?: ")
 
@@ -123,21 +122,18 @@ class _Load:
         return LoadResult(self.records, self.loaded, self.quarantined, 0, tuple(notes))
 
     def _inferred_parser(self, batch: pa.Table) -> TextParser:
-        """The format inferred from the file's first lines (as detection inferred it from its sample), with the
-        combined and Common Log Format lines a file may hold besides."""
-        head = batch.slice(0, 1000)
-        sample, size = [], 0
-        for n, ln in zip(head.column("line_no").to_pylist(), head.column("line").to_pylist()):
-            size += len(ln.encode()) + 1
-            if size > SAMPLE_BYTES or len(sample) == 200:     # the lines detection saw (nginx_detect._sample_lines)
-                break
-            if ln.strip():
-                sample.append((n, ln))
-        inferred = infer(sample)
-        if inferred.text is None:
-            raise ValueError(f"no nginx log format could be inferred from the first lines: {inferred.reason}")
-        self.notes.append(f"log_format inferred from the lines: '{inferred.text}'")
-        return TextParser(with_fallbacks([inferred.text]))
+        """The format inferred from the file's first lines (as detection inferred it from its sample), or the one
+        ingest inferred for each small file of a batch, with the combined and Common Log Format lines a file may
+        hold besides."""
+        text = self.ctx.inferred_format
+        if text is None:
+            head = batch.slice(0, 1000)            # blank lines (not records) do not count
+            inferred = infer(inference_sample(zip(head.column("line_no").to_pylist(), head.column("line").to_pylist())))
+            if inferred.text is None:
+                raise ValueError(f"no nginx log format could be inferred from the first lines: {inferred.reason}")
+            text = inferred.text
+        self.notes.append(f"log_format inferred from the lines: '{text}'")
+        return TextParser(with_fallbacks([text]))
 
     def _json_parser(self, batch: pa.Table) -> JsonParser:
         sample = [ln for ln in batch.column("line").slice(0, 5000).to_pylist() if ln.startswith("{")][:1000]

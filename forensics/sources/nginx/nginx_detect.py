@@ -142,7 +142,9 @@ class TextParser:
         self.regexes = [f.regex(strict=False) for f in formats]
         self.dequotes = any(f.dequotes for f in formats)
         self.hits = Counter()
-        self.time_field = next((f for f in TIME_FIELDS if f in formats[0].fields.values()), None)
+        # the time each variant logs; several when an inferred format's time is not the fallbacks' $time_local
+        times = tuple(dict.fromkeys(t for f in formats if (t := _time_of(f)) is not None))
+        self.time_field = times[0] if len(times) == 1 else times or None
         self.nginx_escapes = True
         # the staging fields some variant fills (a vhost or X-Forwarded-For list may stand before the address)
         self.fields = tuple(f for f in STAGING_FIELDS if f == "prefix" and any(v.allow_prefix for v in formats)
@@ -183,6 +185,10 @@ class JsonParser:
 
     def count_matches(self, lines: list[str]) -> int:
         return sum(self.parse(ln) is not None for ln in lines)
+
+
+def _time_of(f: LogFormat) -> str | None:
+    return next((t for t in TIME_FIELDS if t in f.fields.values()), None)
 
 
 def _apache_unescape(v: str | None) -> str | None:

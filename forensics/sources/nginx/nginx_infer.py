@@ -1,7 +1,10 @@
 """An access log's format inferred from a sample of its lines, and why a file matches no format.
 
 Inference: every line must start with the combined core (`$remote_addr - $remote_user [$time_local] "$request"
-$status $body_bytes_sent`, a vhost or an address list allowed in front); what follows is cut into tokens (quoted,
+$status $body_bytes_sent`, a vhost or an address list allowed in front), its time as `[$time_local]` or, where the
+operator swapped the variable, `[$time_iso8601]`, `$time_iso8601`, `[$msec]` or `$msec` (nginx.md: the same instant
+written `17/Mar/2025:02:00:04 +0100`, `2025-03-17T02:00:04+01:00`, `1742173204.123`); what follows is cut into
+tokens (quoted,
 [bracketed], bare; `0.1, 0.2` and `a : b` lists are one token), each typed (number, number list, address list,
 UUID, 32-hex request id, `-`, word, quoted text, quoted address list). The column types across the sample make a
 log_format string, loaded like any other in one SQL pass. Columns whose type changes from line to line, or lines
@@ -15,8 +18,20 @@ from dataclasses import dataclass
 
 from forensics.sources.nginx.nginx_formats import CLF, COMBINED, LogFormat, dequote_head
 
-_CORE = LogFormat(CLF, allow_prefix=True).regex(strict=True).pattern
-CORE = re.compile(_CORE[:-1] + r"(?P<rest>(?: .*)?)$")
+_LOCAL_TIME = "[$time_local]"
+# the core's time as written in the log_format: $time_local first (the built-in formats'), then its replacements; a
+# time of none of these forms (a `map`-rewritten "2025-03-17 02:00:04" with no offset) gives no core: nothing to
+# infer, since no zone would make it UTC
+TIMES = (_LOCAL_TIME, "[$time_iso8601]", "$time_iso8601", "[$msec]", "$msec")
+
+
+def _core(time: str) -> re.Pattern:
+    core = LogFormat(CLF.replace(_LOCAL_TIME, time), allow_prefix=True).regex(strict=True).pattern
+    return re.compile(core[:-1] + r"(?P<rest>(?: .*)?)$")
+
+
+CORES = {time: _core(time) for time in TIMES}
+CORE = CORES[_LOCAL_TIME]
 # a quote left open (a cut line, a raw newline in a value) is no token: that line takes no part in the inference
 _TOKEN = re.compile(r' ("(?:[^"\\]|\\.)*"|\[[^\]]*\]|[^ ",\[]+(?:(?:, | : )[^ ",]+)*(?= |$)|[^ "]+)')
 _ADDR = r"(?:\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?|\[?[0-9A-Fa-f]*:[0-9A-Fa-f:.]*\]?(?::\d+)?|unix:[^ ,]*)"
@@ -77,23 +92,44 @@ class Inference:
     custom: int = 0             # of which lines with fields after the combined ones (the format's own lines)
 
 
+SAMPLE_BYTES = 1 << 16       # ingest's detection sample
+SAMPLE_LINES = 200           # the lines detection looks at (nginx_detect._sample_lines)
+
+
+def inference_sample(lines) -> list[tuple[int, str]]:
+    """The (line_no, line) a loader infers a file's format from: the first ones that are not blank, as many as
+    detection saw in its sample (so that loading infers what detection did, and a batch of small files what each
+    file alone would)."""
+    sample, size = [], 0
+    for n, ln in lines:
+        size += len(ln.encode()) + 1
+        if size > SAMPLE_BYTES or len(sample) == SAMPLE_LINES:
+            break
+        if ln.strip():
+            sample.append((n, ln))
+    return sample
+
+
 def infer(lines: list[tuple[int, str]]) -> Inference:
     """The log_format of (line_no, line) sample lines beyond the built-in ones, or the reason there is none."""
-    rows: list[tuple[int, list[str]]] = []
+    by_time: dict[str, list[tuple[int, list[str]]]] = {}
     core_only = 0
     for line_no, line in lines:
-        m = CORE.match(dequote_head(line))
+        head = dequote_head(line)
+        time, m = next(((t, m) for t, rx in CORES.items() if (m := rx.match(head))), (None, None))
         toks = trailing_tokens(m.group("rest")) if m else None
         if toks is None:
             continue
-        if not toks or len(toks) == 2 and all(t.startswith('"') for t in toks):
-            core_only += 1                           # Common Log Format, or plain combined
+        if time == _LOCAL_TIME and (not toks or len(toks) == 2 and all(t.startswith('"') for t in toks)):
+            core_only += 1                           # Common Log Format, or plain combined: a built-in format
         else:
-            rows.append((line_no, toks))
-    if not rows:
+            by_time.setdefault(time, []).append((line_no, toks))
+    if not by_time:
         return Inference(None, "no line has fields after the combined ones" if core_only else
-                         "no line starts like an nginx access-log line (address, user, [time], \"request\", "
-                         "status, bytes)")
+                         "no line starts like an nginx access-log line (address, user, [time] as $time_local, "
+                         "$time_iso8601 or $msec, \"request\", status, bytes)")
+    # the time most lines write; lines with another one are left to the fallbacks (combined, CLF) or quarantined
+    time, rows = max(by_time.items(), key=lambda kv: len(kv[1]))
     width, n = Counter(len(t) for _, t in rows).most_common(1)[0]
     if n < 0.8 * len(rows):
         counts = sorted({len(t) for _, t in rows})
@@ -113,7 +149,7 @@ def infer(lines: list[tuple[int, str]]) -> Inference:
         status_like = kind in ("int", "numlist") and all(_STATUS.fullmatch(t[c]) for _, t in rows)
         columns.append((kind, set(seen), status_like))
     columns = _request_time_first(columns, rows)
-    text = _log_format(columns)
+    text = _log_format(columns).replace(_LOCAL_TIME, time, 1)
     return Inference(text, lines=len(rows) + core_only, custom=len(rows))
 
 

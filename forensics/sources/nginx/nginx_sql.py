@@ -62,7 +62,30 @@ def _bad_number(x: str, sql_type: str, label: str) -> str:
             f"THEN '{label} \"' || left({x}, 100) || '\" is not a number'")
 
 
-def convert_sql(staged: str, fmt: str, file_id: int, time_field: str | None, nginx_escapes: bool,
+def _time_sql(time_field: str | tuple[str, ...] | None, window: TimeWindow) -> tuple[str, str, str]:
+    """(time, `... AS time_raw`, the WHEN clauses of the time's reasons) for one time field, or for several (a format inferred
+    with $time_iso8601 whose fallbacks, combined and CLF lines, log $time_local): each row's first one it holds. With
+    several, time_raw is followed by a column <field>_held for each, which the reasons read."""
+    fields = (time_field,) if isinstance(time_field, str) else tuple(time_field or ())
+    if not fields:
+        return "NULL::TIMESTAMP", "NULL::VARCHAR AS time_raw", ""
+
+    def implausible(f: str) -> str:
+        return window.reason_sql(f, "time_raw", "time",
+                                 "TRY_CAST(time_raw AS DECIMAL(24,6)) IS NOT NULL" if f == "msec" else "false")
+    if len(fields) == 1:
+        time_expr, time_raw, reason = time_sql(fields[0], window), f"{fields[0]} AS time_raw", implausible(fields[0])
+    else:
+        time_expr = f"CASE {' '.join(f'WHEN {f} IS NOT NULL THEN {time_sql(f, window)}' for f in fields)} END"
+        time_raw = f"coalesce({', '.join(fields)}) AS time_raw" + "".join(f", {f} IS NOT NULL AS {f}_held" for f in fields)
+        reason = f"CASE {' '.join(f'WHEN {f}_held THEN {implausible(f)}' for f in fields)} END"
+    time_check = (f"WHEN {reason} IS NOT NULL THEN {reason} "
+                  "WHEN time IS NULL THEN CASE WHEN time_raw IS NULL OR time_raw IN ('-', '') THEN 'no time' "
+                  "ELSE 'time \"' || left(time_raw, 100) || '\" is not a valid time' END")
+    return time_expr, time_raw, time_check
+
+
+def convert_sql(staged: str, fmt: str, file_id: int, time_field: str | tuple[str, ...] | None, nginx_escapes: bool,
                 window: TimeWindow | None = None, redact: bool = False, fields: tuple[str, ...] = ()) -> str:
     """SELECT line_no, line, _reason, <INSERT_COLUMNS> FROM `staged`; _reason is NULL for a loadable row. A time
     outside `window` (plausible.TimeWindow: before 2015, after the ingest clock + 1 day) is a reason too. `line` is
@@ -70,18 +93,12 @@ def convert_sql(staged: str, fmt: str, file_id: int, time_field: str | None, ngi
     of `staged` (STAGING_FIELDS names them all) that the format can fill, the only ones worth redacting."""
     t = lambda x: _text(x, nginx_escapes)  # noqa: E731
     window = window or TimeWindow.at()
-    time_expr = time_sql(time_field, window) if time_field else "NULL::TIMESTAMP"
     if redact:
         early = [f for f in fields if f not in _RAW_UNTIL_DERIVED]
         if early:
             staged = f"(SELECT * REPLACE ({', '.join(f'{redact_sql(f)} AS {f}' for f in early)}) FROM {staged})"
     out = ", ".join(f"{redact_sql(c)} AS {c}" if redact and c in REDACTED_AFTER else c for c in INSERT_COLUMNS)
-    time_raw = time_field or "NULL::VARCHAR"
-    implausible = window.reason_sql(time_field, "time_raw", "time",
-                                    "TRY_CAST(time_raw AS DECIMAL(24,6)) IS NOT NULL" if time_field == "msec" else "false") if time_field else ""
-    time_check = (f"WHEN {implausible} IS NOT NULL THEN {implausible} "
-                  "WHEN time IS NULL THEN CASE WHEN time_raw IS NULL OR time_raw IN ('-', '') THEN 'no time' "
-                  "ELSE 'time \"' || left(time_raw, 100) || '\" is not a valid time' END" if time_field else "")
+    time_expr, time_raw, time_check = _time_sql(time_field, window)
     upstream = _absent("upstream_time")
     # the head before $remote_addr (nginx_formats._PREFIX): a vhost, an address list, or a vhost then a list
     xff_prefix = "contains(prefix, ',')"
@@ -100,7 +117,7 @@ SELECT line_no, line, _reason, {out} FROM (
   FROM (
     SELECT line_no, line, status AS status_raw, coalesce(body_bytes, bytes_sent) AS bytes_raw,
       request_length AS request_length_raw, request_time AS request_time_raw,
-      {time_expr} AS time, {time_raw} AS time_raw,
+      {time_expr} AS time, {time_raw},
       coalesce({t('host')}, {prefix_host}) AS host,
       {_absent('remote_addr')} AS remote_addr,
       {t('remote_user')} AS remote_user,
