@@ -32,6 +32,8 @@ ALERTS_PER_DAY = 1.0
 SCALE_QUANTILE = 0.99
 KEY_DRIFT = [*PROFILE, "key_rate_15m"]
 VIEWS = {"request": list(FEATURES), "key_drift": KEY_DRIFT}
+RISES = ("key_price_rise", "key_prompt_rise", "key_max_tokens_rise")    # in the key's own spreads
+RISE_FLOOR = 3.0                    # a rise this large is never past the training range (ceilings start here)
 RANGE_FLOOR = 1.0                   # a feature constant in training: a step of 1 (x e on log scales) past it counts 1
 N_ESTIMATORS = 100                  # trees per view (sklearn's default; scoring 1 M training rows is most of training)
 SUBSAMPLE = 256                     # rows per tree (the isolation forest's own default): each training row sits in
@@ -163,6 +165,8 @@ def train(frame: pd.DataFrame, intervals: Intervals, alerts_per_day: float = ALE
     x = _transform(base)
     # a feature the training rows never show (max_tokens in spend logs without request bodies): no ceiling
     ceilings = {c: float(x[c].max()) if x[c].notna().any() else None for c in FEATURES}
+    for c in RISES:        # a few of the key's own spreads above its profile is ordinary, however short the training
+        ceilings[c] = None if ceilings[c] is None else max(ceilings[c], RISE_FLOOR)
     ranges = {c: float(max(np.nan_to_num(x[c].quantile(0.99) - x[c].quantile(0.01)), RANGE_FLOOR)) for c in FEATURES}
     forests, scales, scaled = {}, {}, []
     for view, features in VIEWS.items():
