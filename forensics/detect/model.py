@@ -1,9 +1,10 @@
 """Train isolation forests on a quiet baseline, calibrate one threshold to a false-alert budget, score, explain,
 save and load them with a card that says what they were trained on.
 
-Two views of each request, each its own forest: `request` sees every feature (sizes, rates, failures, how it departs
-from its key's baseline profile); `key_drift` sees only that departure (model, prompt and max_tokens size, kind of
-address, an address or client software the key did not use, its rate). A leaked key used from new places with other
+Two views of each request, each its own forest: `request` sees every feature but the raw counts of requests in a
+window (sizes, failures, addresses and keys per hour, how it departs from its key's baseline profile); `key_drift`
+sees only that departure (model, prompt and max_tokens size, kind of address, an address or client software the key
+did not use, its pace against its own). A leaked key used from new places with other
 models is ordinary traffic to the first view and stands out in the second. Each view's score is divided by its
 baseline 99th percentile, the request's score is the larger of the two, and the threshold on that lets through at
 most `alerts_per_day` on the training intervals; the card also says how many a day it raised on the held-back quiet
@@ -30,8 +31,11 @@ from forensics.detect.features import BEYOND, FEATURES, PROFILE, Intervals
 SEED = 0
 ALERTS_PER_DAY = 1.0
 SCALE_QUANTILE = 0.99
-KEY_DRIFT = [*PROFILE, "key_rate_15m"]
-VIEWS = {"request": list(FEATURES), "key_drift": KEY_DRIFT}
+KEY_DRIFT = list(PROFILE)
+# counts of requests in a window follow the time of day and the load (a CI job's bursts, a busier weekday): the
+# forests see the key's pace against its own (key_rate_rise) instead; the counts stay for the explanations
+PACE = ("ip_rate_1m", "ip_rate_15m", "key_rate_1m", "key_rate_15m")
+VIEWS = {"request": [c for c in FEATURES if c not in PACE], "key_drift": KEY_DRIFT}
 RISES = ("key_price_rise", "key_prompt_rise", "key_max_tokens_rise")    # in the key's own spreads
 RISE_FLOOR = 3.0                    # a rise this large is never past the training range (ceilings start here)
 RANGE_FLOOR = 1.0                   # a feature constant in training: a step of 1 (x e on log scales) past it counts 1
