@@ -4,8 +4,9 @@ Each feature is something an analyst would look at, and each means the same afte
 month, so a model learnt on one stretch of quiet traffic carries over to the rest: what the request asked for, how
 fast its address and key were going in the last minutes (trailing windows, never counts since the case began), how
 often the address failed, and how the request departs from its key's profile in the quiet baseline (the training
-intervals): a dearer model, a bigger prompt or max_tokens, a public address (one the key did not use there), client
-software it did not use. Requests without a key form one group of their own (a proxy without keys has only that group).
+intervals): a dearer model, a bigger prompt or max_tokens, a faster pace, a public address (one the key did not use
+there), client software it did not use there (from a public address). Requests without a key form one group of their
+own (a proxy without keys has only that group).
 Sizes are shrunk toward a key of this case by PRIOR_REQUESTS (the mean of the keys' means; the spread between keys
 plus within one), so a key seen a few times, or never (a nightly job first seen after the training time), is judged
 against the case's own keys, not against its busiest key's requests; addresses and client software toward the whole
@@ -147,8 +148,9 @@ def features_step() -> Step:
                -- a public address only: a new private one is the operator's own new server, not news
                x.public_address * (1 - (coalesce(ps.n, 0) + {k} * coalesce(a.n, 0) / greatest(e.n, 1))
                                        / (coalesce(p.n, 0) + {k})) AS key_new_address,
-               1 - (coalesce(gs.n, 0) + {k} * coalesce(g.n, 0) / greatest(e.n, 1)) / (coalesce(p.n, 0) + {k})
-                   AS key_new_agent
+               -- the same: new client software on the operator's own servers is an upgrade or a new service
+               x.public_address * (1 - (coalesce(gs.n, 0) + {k} * coalesce(g.n, 0) / greatest(e.n, 1))
+                                       / (coalesce(p.n, 0) + {k})) AS key_new_agent
         FROM x CROSS JOIN everyone e CROSS JOIN prior q
         LEFT JOIN profiles p ON p.grp = x.grp
         LEFT JOIN pair_share ps ON ps.grp = x.grp AND ps.ip = x.ip
