@@ -7,8 +7,8 @@ sees only that departure (model, prompt and max_tokens size, kind of address, an
 did not use, its pace against its own). A leaked key used from new places with other
 models is ordinary traffic to the first view and stands out in the second. Each view's score is divided by its
 baseline 99th percentile, the request's score is the larger of the two, and the threshold on that lets through at
-most `alerts_per_day` on the training intervals; the card also says how many a day it raised on the held-back quiet
-intervals it never learnt from.
+most `alerts_per_day` on the training intervals (and at most MAX_ALERT_SHARE of their requests); the card also says
+how many a day it raised on the held-back quiet intervals it never learnt from.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from forensics.detect.features import BEYOND, FEATURES, PROFILE, Intervals
 
 SEED = 0
 ALERTS_PER_DAY = 1.0
+MAX_ALERT_SHARE = 0.005              # of the training requests, whatever the budget a day
 SCALE_QUANTILE = 0.99
 KEY_DRIFT = list(PROFILE)
 # counts of requests in a window follow the time of day and the load (a CI job's bursts, a busier weekday): the
@@ -181,7 +182,9 @@ def train(frame: pd.DataFrame, intervals: Intervals, alerts_per_day: float = ALE
         scaled.append(raw / scales[view])
     train_scores = np.max(np.vstack(scaled), axis=0)
     scores = np.sort(train_scores)[::-1]
-    allowed = int(np.floor(alerts_per_day * days(intervals)))
+    # the budget a day, but never more than MAX_ALERT_SHARE of the requests: a quiet proxy (a hundred requests a day)
+    # would otherwise spend it on a percent of its ordinary traffic
+    allowed = int(np.floor(min(alerts_per_day * days(intervals), MAX_ALERT_SHARE * len(base))))
     threshold = float(scores[allowed]) if allowed < len(scores) else float(scores[-1])
     digest = hashlib.sha256(pd.util.hash_pandas_object(base[["request_id"]], index=False).to_numpy().tobytes())
     card = Card(list(FEATURES), iso(intervals[0][0]), iso(intervals[-1][1]),
