@@ -138,3 +138,15 @@ def test_a_key_with_no_quiet_past_is_judged_against_the_case_keys(scored, sample
     assert len(per_key) >= 3 and len(new) > 100
     expected = np.maximum(0, (np.log2(new["prompt_tokens"] + 1.0) - mu) / sd)
     np.testing.assert_allclose(new["key_prompt_rise"].to_numpy(), expected.to_numpy(), rtol=1e-9, atol=1e-9)
+
+
+def test_the_threshold_never_flags_more_than_a_share_of_the_training_requests(scored, sample_case):
+    """A budget of 1,000 alerts a day on the sample's quiet week would flag a good part of its ordinary traffic: the
+    threshold lets through at most MAX_ALERT_SHARE of the training requests instead."""
+    con, _ = sample_case
+    _, det, frame = scored
+    intervals = [(model.utc(a), model.utc(b)) for a, b in det.card.train_intervals]
+    loose = model.train(frame, intervals, alerts_per_day=1000, n_estimators=20, excluded=set(excluded_requests(con)))
+    alerts = loose.card.train_alerts_per_day * model.days(intervals)
+    assert 0 < round(alerts) <= model.MAX_ALERT_SHARE * loose.card.train_requests
+    assert loose.card.train_alerts_per_day < 1000 / 10
