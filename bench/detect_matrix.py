@@ -14,15 +14,12 @@ import sys
 import time
 
 from forensics.detect import matrix
-from forensics.simulate import SCENARIOS
+from forensics.simulate.pool import add_draw_arguments
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--draws", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
-    parser.add_argument("--jobs", type=int, default=1, help="draws run at once (processes)")
+    add_draw_arguments(parser, draws=20)
     parser.add_argument("--max-history-h", type=float, help="cap each draw's history (hours)")
     args = parser.parse_args(argv)
     started = time.perf_counter()

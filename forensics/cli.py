@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start of the training window (with --train-end; before it)")
     p.add_argument("--train-end", metavar="ISO_UTC", type=_iso_utc)
     p.add_argument("--alerts-per-day", type=_alerts_per_day, default=1.0, metavar="N",
-                   help="false alerts a day the threshold allows on the baseline: a number >= 0 (default 1)")
+                   help="false alerts a day the threshold allows on the baseline (never more than 0.5 %% of "
+                        "its requests): a number >= 0 (default 1)")
     _add_load_options(p)
     p.set_defaults(func=cmd_detect)
 

@@ -49,6 +49,8 @@ def describe(feature: str, value, median, keyless: bool = False, shown: bool = T
         return f"a bigger prompt than {whose} usually send ({v:,.1f} of its usual spreads above its average)"
     if feature == "key_max_tokens_rise":
         return f"a higher max_tokens than {whose} usually ask for ({v:,.1f} of its usual spreads above its average)"
+    if feature == "key_rate_rise":
+        return f"faster than {whose} usually go ({v:,.1f} of its usual spreads above its average pace)"
     if feature == "key_public_shift":
         return (f"from a public address, where {1 - v:.0%} of {whose} in the baseline came from public ones"
                 if v > 0 else f"from the kind of address {whose} always used")

@@ -4,10 +4,13 @@ Each feature is something an analyst would look at, and each means the same afte
 month, so a model learnt on one stretch of quiet traffic carries over to the rest: what the request asked for, how
 fast its address and key were going in the last minutes (trailing windows, never counts since the case began), how
 often the address failed, and how the request departs from its key's profile in the quiet baseline (the training
-intervals): a dearer model, a bigger prompt or max_tokens, a public address (one the key did not use there), client
-software it did not use. Requests without a key form one group of their own (a proxy without keys has only that group).
-Profiles are shrunk toward the whole baseline's by PRIOR_REQUESTS, so a key seen a few times is judged mostly by
-what everyone does. No feature encodes the time of day or the date. Windows end at the request (no peeking);
+intervals): a dearer model, a bigger prompt or max_tokens, a faster pace, a public address (one the key did not use
+there), client software it did not use there (from a public address). Requests without a key form one group of their
+own (a proxy without keys has only that group).
+Sizes are shrunk toward a key of this case by PRIOR_REQUESTS (the mean of the keys' means; the spread between keys
+plus within one), so a key seen a few times, or never (a nightly job first seen after the training time), is judged
+against the case's own keys, not against its busiest key's requests; addresses and client software toward the whole
+baseline's. No feature encodes the time of day or the date. Windows end at the request (no peeking);
 requests starting at the same instant are ordered by id, so features repeat exactly.
 """
 from __future__ import annotations
@@ -27,12 +30,12 @@ CONTENT = ("prompt_tokens", "completion_tokens", "max_tokens", "output_price_mto
 ACTIVITY = ("ip_rate_1m", "ip_rate_15m", "key_rate_1m", "key_rate_15m", "ip_error_rate_15m", "ip_auth_failures_15m",
             "ip_keys_1h", "key_ips_1h")
 PROFILE = ("key_price_rise", "key_prompt_rise", "key_max_tokens_rise", "key_public_shift", "key_new_address",
-           "key_new_agent")
+           "key_new_agent", "key_rate_rise")
 SD_FLOOR = 0.5             # log2 units: a key that always sends the same still varies by ~40 % before it is odd
 FEATURES = CONTENT + ACTIVITY + PROFILE
-# what a request asks for and how it departs from its key's profile; not rates, which follow the time of day and the
-# load (a training stretch of nights sees none of the day's): past their training range they are no news
-BEYOND = [*CONTENT, *PROFILE]
+# what a request asks for and how it departs from its key's profile; not rates nor the key's pace, which follow the
+# time of day and the load (a training stretch of nights sees none of the day's): past their training range no news
+BEYOND = [c for c in (*CONTENT, *PROFILE) if c != "key_rate_rise"]
 PRIOR_REQUESTS = 10        # a key's baseline profile counts this many requests of the whole baseline's beside its own
 
 Intervals = list[tuple[datetime, datetime]]
@@ -66,34 +69,48 @@ def features_step() -> Step:
             SELECT *, CAST(NOT {private} AS INTEGER) AS public_address,
                    log2(output_price_mtok + 0.01) AS l_price, log2(prompt_tokens + 1.0) AS l_prompt,
                    log2(max_tokens + 1.0) AS l_max,
+                   -- the key's (or the keyless group's) pace: its requests in the last 15 minutes
+                   log2(count(*) OVER (PARTITION BY grp ORDER BY t RANGE BETWEEN 900 PRECEDING AND CURRENT ROW))
+                       AS l_rate,
                    EXISTS (SELECT 1 FROM (SELECT unnest(?::TIMESTAMP[]) AS s, unnest(?::TIMESTAMP[]) AS e) w
                            WHERE r.start_time >= w.s AND r.start_time < w.e)
                    AND r.request_id NOT IN (SELECT unnest(?::VARCHAR[])) AS in_baseline
             FROM r
         ), base AS (SELECT * FROM x WHERE in_baseline),
-        everyone AS (
-            SELECT coalesce(avg(l_price), 0) AS l_price, coalesce(avg(l_prompt), 0) AS l_prompt,
-                   avg(l_max) AS l_max, coalesce(avg(public_address), 0) AS public_share,
-                   coalesce(var_pop(l_price), 0) AS v_price, coalesce(var_pop(l_prompt), 0) AS v_prompt,
-                   coalesce(var_pop(l_max), 0) AS v_max,
-                   count(*) AS n FROM base
+        everyone AS (SELECT coalesce(avg(public_address), 0) AS public_share, count(*) AS n FROM base),
+        key_stats AS (
+            SELECT grp, count(*) AS n, avg(l_price) AS m_price, var_pop(l_price) AS v_price, avg(l_prompt) AS m_prompt,
+                   var_pop(l_prompt) AS v_prompt, count(l_max) AS n_max, avg(l_max) AS m_max, var_pop(l_max) AS v_max,
+                   avg(l_rate) AS m_rate, var_pop(l_rate) AS v_rate
+            FROM base GROUP BY grp
+        ), prior AS (    -- a key of this case: the mean of the keys' means, the spread between keys plus within one
+            SELECT coalesce(avg(m_price), 0) AS l_price, coalesce(avg(m_prompt), 0) AS l_prompt, avg(m_max) AS l_max,
+                   coalesce(avg(m_rate), 0) AS l_rate,
+                   coalesce(var_pop(m_rate), 0) + coalesce(sum(n * v_rate) / sum(n), 0) AS v_rate,
+                   coalesce(var_pop(m_price), 0) + coalesce(sum(n * v_price) / sum(n), 0) AS v_price,
+                   coalesce(var_pop(m_prompt), 0) + coalesce(sum(n * v_prompt) / sum(n), 0) AS v_prompt,
+                   coalesce(var_pop(m_max), 0) + coalesce(sum(n_max * v_max) / nullif(sum(n_max), 0), 0) AS v_max
+            FROM key_stats
         ), addresses AS (SELECT ip, count(*) AS n FROM base GROUP BY ip),
         agents AS (SELECT agent, count(*) AS n FROM base GROUP BY agent),
-        profiles AS (    -- per key (or the keyless group): means and spreads shrunk toward everyone's
+        profiles AS (    -- per key (or the keyless group): means and spreads shrunk toward the prior
             SELECT b.grp, count(*) AS n,
-                   (sum(b.l_price) + {k} * any_value(e.l_price)) / (count(*) + {k}) AS l_price,
-                   (sum(b.l_prompt) + {k} * any_value(e.l_prompt)) / (count(*) + {k}) AS l_prompt,
-                   (sum(b.l_max) + {k} * any_value(e.l_max)) / (count(b.l_max) + {k}) AS l_max,
-                   greatest({sd}, sqrt((count(*) * var_pop(b.l_price) + {k} * any_value(e.v_price)) / (count(*) + {k})))
+                   (sum(b.l_price) + {k} * any_value(q.l_price)) / (count(*) + {k}) AS l_price,
+                   (sum(b.l_prompt) + {k} * any_value(q.l_prompt)) / (count(*) + {k}) AS l_prompt,
+                   (sum(b.l_max) + {k} * any_value(q.l_max)) / (count(b.l_max) + {k}) AS l_max,
+                   greatest({sd}, sqrt((count(*) * var_pop(b.l_price) + {k} * any_value(q.v_price)) / (count(*) + {k})))
                        AS sd_price,
-                   greatest({sd}, sqrt((count(*) * var_pop(b.l_prompt) + {k} * any_value(e.v_prompt))
+                   greatest({sd}, sqrt((count(*) * var_pop(b.l_prompt) + {k} * any_value(q.v_prompt))
                                        / (count(*) + {k})))
                        AS sd_prompt,
-                   greatest({sd}, sqrt((count(b.l_max) * coalesce(var_pop(b.l_max), 0) + {k} * any_value(e.v_max))
+                   greatest({sd}, sqrt((count(b.l_max) * coalesce(var_pop(b.l_max), 0) + {k} * any_value(q.v_max))
                                        / (count(b.l_max) + {k})))
                        AS sd_max,
+                   (sum(b.l_rate) + {k} * any_value(q.l_rate)) / (count(*) + {k}) AS l_rate,
+                   greatest({sd}, sqrt((count(*) * var_pop(b.l_rate) + {k} * any_value(q.v_rate)) / (count(*) + {k})))
+                       AS sd_rate,
                    (sum(b.public_address) + {k} * any_value(e.public_share)) / (count(*) + {k}) AS public_share
-            FROM base b, everyone e GROUP BY b.grp
+            FROM base b, everyone e, prior q GROUP BY b.grp
         ), pair_share AS (SELECT grp, ip, count(*) AS n FROM base GROUP BY ALL),
         agent_share AS (SELECT grp, agent, count(*) AS n FROM base GROUP BY ALL)
         SELECT x.request_id, x.start_time,
@@ -117,20 +134,24 @@ def features_step() -> Step:
                     RANGE BETWEEN 3600 PRECEDING AND CURRENT ROW) END AS key_ips_1h,
                -- the request against its key's baseline profile, one-sided: what makes it cost more or look foreign
                -- (sizes in the key's own spreads: a key that always asks for the same model is judged strictly)
-               greatest(0, (x.l_price - coalesce(p.l_price, e.l_price))
-                           / coalesce(p.sd_price, greatest({sd}, sqrt(e.v_price)))) AS key_price_rise,
-               greatest(0, (x.l_prompt - coalesce(p.l_prompt, e.l_prompt))
-                           / coalesce(p.sd_prompt, greatest({sd}, sqrt(e.v_prompt)))) AS key_prompt_rise,
+               greatest(0, (x.l_price - coalesce(p.l_price, q.l_price))
+                           / coalesce(p.sd_price, greatest({sd}, sqrt(q.v_price)))) AS key_price_rise,
+               greatest(0, (x.l_prompt - coalesce(p.l_prompt, q.l_prompt))
+                           / coalesce(p.sd_prompt, greatest({sd}, sqrt(q.v_prompt)))) AS key_prompt_rise,
                -- max_tokens only against a baseline that shows it: unknown on either side, no claim (0)
-               coalesce(greatest(0, (x.l_max - coalesce(p.l_max, e.l_max))
-                           / coalesce(p.sd_max, greatest({sd}, sqrt(e.v_max)))), 0) AS key_max_tokens_rise,
+               coalesce(greatest(0, (x.l_max - coalesce(p.l_max, q.l_max))
+                           / coalesce(p.sd_max, greatest({sd}, sqrt(q.v_max)))), 0) AS key_max_tokens_rise,
+               -- its pace against its own (a CI job's bursts are its habit, a leaked key's hammering is not)
+               greatest(0, (x.l_rate - coalesce(p.l_rate, q.l_rate))
+                           / coalesce(p.sd_rate, greatest({sd}, sqrt(q.v_rate)))) AS key_rate_rise,
                greatest(0, x.public_address - coalesce(p.public_share, e.public_share)) AS key_public_shift,
                -- a public address only: a new private one is the operator's own new server, not news
                x.public_address * (1 - (coalesce(ps.n, 0) + {k} * coalesce(a.n, 0) / greatest(e.n, 1))
                                        / (coalesce(p.n, 0) + {k})) AS key_new_address,
-               1 - (coalesce(gs.n, 0) + {k} * coalesce(g.n, 0) / greatest(e.n, 1)) / (coalesce(p.n, 0) + {k})
-                   AS key_new_agent
-        FROM x CROSS JOIN everyone e
+               -- the same: new client software on the operator's own servers is an upgrade or a new service
+               x.public_address * (1 - (coalesce(gs.n, 0) + {k} * coalesce(g.n, 0) / greatest(e.n, 1))
+                                       / (coalesce(p.n, 0) + {k})) AS key_new_agent
+        FROM x CROSS JOIN everyone e CROSS JOIN prior q
         LEFT JOIN profiles p ON p.grp = x.grp
         LEFT JOIN pair_share ps ON ps.grp = x.grp AND ps.ip = x.ip
         LEFT JOIN agent_share gs ON gs.grp = x.grp AND gs.agent = x.agent

@@ -12,6 +12,7 @@ import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -184,24 +185,11 @@ def run_detect_draw(draw: Draw, workdir: Path | None = None, n_estimators: int |
 
 def run(n: int, seed: int = 0, scenarios: tuple[str, ...] = SCENARIOS, jobs: int = 1,
         max_history_s: int | None = None, progress=None, n_estimators: int | None = None) -> list[DrawScore]:
-    todo = detect_draws(n, seed, scenarios, max_history_s)
-    if jobs <= 1:
-        out = []
-        for d in todo:
-            out.append(run_detect_draw(d, n_estimators=n_estimators))
-            if progress:
-                progress(out[-1])
-        return out
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    """The detector over n draws, `jobs` at a time; `progress(result)` after each."""
+    from forensics.simulate.pool import run_each
 
-    out = []
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for r in pool.map(run_detect_draw, todo, [None] * len(todo), [n_estimators] * len(todo)):
-            out.append(r)
-            if progress:
-                progress(r)
-    return out
+    work = partial(run_detect_draw, n_estimators=n_estimators)
+    return run_each(work, detect_draws(n, seed, scenarios, max_history_s), jobs, progress)
 
 
 # --- tables -------------------------------------------------------------------------------------------------------

@@ -1,13 +1,14 @@
 """Train isolation forests on a quiet baseline, calibrate one threshold to a false-alert budget, score, explain,
 save and load them with a card that says what they were trained on.
 
-Two views of each request, each its own forest: `request` sees every feature (sizes, rates, failures, how it departs
-from its key's baseline profile); `key_drift` sees only that departure (model, prompt and max_tokens size, kind of
-address, an address or client software the key did not use, its rate). A leaked key used from new places with other
+Two views of each request, each its own forest: `request` sees every feature but the raw counts of requests in a
+window (sizes, failures, addresses and keys per hour, how it departs from its key's baseline profile); `key_drift`
+sees only that departure (model, prompt and max_tokens size, kind of address, an address or client software the key
+did not use, its pace against its own). A leaked key used from new places with other
 models is ordinary traffic to the first view and stands out in the second. Each view's score is divided by its
 baseline 99th percentile, the request's score is the larger of the two, and the threshold on that lets through at
-most `alerts_per_day` on the training intervals; the card also says how many a day it raised on the held-back quiet
-intervals it never learnt from.
+most `alerts_per_day` on the training intervals (and at most MAX_ALERT_SHARE of their requests); the card also says
+how many a day it raised on the held-back quiet intervals it never learnt from.
 """
 from __future__ import annotations
 
@@ -29,9 +30,15 @@ from forensics.detect.features import BEYOND, FEATURES, PROFILE, Intervals
 
 SEED = 0
 ALERTS_PER_DAY = 1.0
+MAX_ALERT_SHARE = 0.005              # of the training requests, whatever the budget a day
 SCALE_QUANTILE = 0.99
-KEY_DRIFT = [*PROFILE, "key_rate_15m"]
-VIEWS = {"request": list(FEATURES), "key_drift": KEY_DRIFT}
+KEY_DRIFT = list(PROFILE)
+# counts of requests in a window follow the time of day and the load (a CI job's bursts, a busier weekday): the
+# forests see the key's pace against its own (key_rate_rise) instead; the counts stay for the explanations
+PACE = ("ip_rate_1m", "ip_rate_15m", "key_rate_1m", "key_rate_15m")
+VIEWS = {"request": [c for c in FEATURES if c not in PACE], "key_drift": KEY_DRIFT}
+RISES = ("key_price_rise", "key_prompt_rise", "key_max_tokens_rise")    # in the key's own spreads
+RISE_FLOOR = 3.0                    # a rise this large is never past the training range (ceilings start here)
 RANGE_FLOOR = 1.0                   # a feature constant in training: a step of 1 (x e on log scales) past it counts 1
 N_ESTIMATORS = 100                  # trees per view (sklearn's default; scoring 1 M training rows is most of training)
 SUBSAMPLE = 256                     # rows per tree (the isolation forest's own default): each training row sits in
@@ -163,6 +170,8 @@ def train(frame: pd.DataFrame, intervals: Intervals, alerts_per_day: float = ALE
     x = _transform(base)
     # a feature the training rows never show (max_tokens in spend logs without request bodies): no ceiling
     ceilings = {c: float(x[c].max()) if x[c].notna().any() else None for c in FEATURES}
+    for c in RISES:        # a few of the key's own spreads above its profile is ordinary, however short the training
+        ceilings[c] = None if ceilings[c] is None else max(ceilings[c], RISE_FLOOR)
     ranges = {c: float(max(np.nan_to_num(x[c].quantile(0.99) - x[c].quantile(0.01)), RANGE_FLOOR)) for c in FEATURES}
     forests, scales, scaled = {}, {}, []
     for view, features in VIEWS.items():
@@ -173,7 +182,9 @@ def train(frame: pd.DataFrame, intervals: Intervals, alerts_per_day: float = ALE
         scaled.append(raw / scales[view])
     train_scores = np.max(np.vstack(scaled), axis=0)
     scores = np.sort(train_scores)[::-1]
-    allowed = int(np.floor(alerts_per_day * days(intervals)))
+    # the budget a day, but never more than MAX_ALERT_SHARE of the requests: a quiet proxy (a hundred requests a day)
+    # would otherwise spend it on a percent of its ordinary traffic
+    allowed = int(np.floor(min(alerts_per_day * days(intervals), MAX_ALERT_SHARE * len(base))))
     threshold = float(scores[allowed]) if allowed < len(scores) else float(scores[-1])
     digest = hashlib.sha256(pd.util.hash_pandas_object(base[["request_id"]], index=False).to_numpy().tobytes())
     card = Card(list(FEATURES), iso(intervals[0][0]), iso(intervals[-1][1]),

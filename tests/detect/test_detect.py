@@ -10,6 +10,7 @@ from conftest import run_cli
 from forensics.detect import model
 from forensics.detect.evaluate import evaluate
 from forensics.detect.explain import describe
+from forensics.detect.features import SD_FLOOR, build_features
 from forensics.detect.run import detect, excluded_requests
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,3 +115,38 @@ def test_the_card_says_both_alert_rates(scored):
     assert card.held_back and card.heldout_requests > 0 and card.note == ""
     assert card.train_alerts_per_day <= card.alerts_per_day
     assert card.heldout_alerts_per_day is not None and card.heldout_alerts_per_day <= 2 * card.alerts_per_day
+
+
+def test_a_key_with_no_quiet_past_is_judged_against_the_case_keys(scored, sample_case):
+    """The sample's busiest key taken out of the baseline: its requests are measured against a key of this case (the
+    mean of the keys' means; the spread between keys plus within one), not against the busiest keys' requests."""
+    con, _ = sample_case
+    _, det, frame = scored
+    intervals = [(model.utc(a).to_pydatetime(), model.utc(b).to_pydatetime()) for a, b in det.card.train_intervals]
+    left_out = set(excluded_requests(con))
+    keys = con.execute("SELECT request_id, coalesce(key_hash, '(no key)') AS grp FROM llm_requests").df()
+    f = frame.merge(keys, on="request_id")
+    base = f[model.within(f, intervals) & ~f["request_id"].isin(left_out).to_numpy()]
+    busiest = base["grp"].value_counts().index[0]
+    again = build_features(con, intervals, sorted(left_out | set(f.loc[f["grp"] == busiest, "request_id"])))
+    rest = base[base["grp"] != busiest].assign(l=lambda d: np.log2(d["prompt_tokens"] + 1.0))
+    per_key = rest.groupby("grp")["l"].agg(n="size", mean="mean", var=lambda s: s.var(ddof=0))
+    mu = per_key["mean"].mean()
+    within_key = (per_key["n"] * per_key["var"]).sum() / per_key["n"].sum()
+    sd = max(SD_FLOOR, np.sqrt(per_key["mean"].var(ddof=0) + within_key))
+    new = again.merge(keys, on="request_id").query("grp == @busiest")
+    assert len(per_key) >= 3 and len(new) > 100
+    expected = np.maximum(0, (np.log2(new["prompt_tokens"] + 1.0) - mu) / sd)
+    np.testing.assert_allclose(new["key_prompt_rise"].to_numpy(), expected.to_numpy(), rtol=1e-9, atol=1e-9)
+
+
+def test_the_threshold_never_flags_more_than_a_share_of_the_training_requests(scored, sample_case):
+    """A budget of 1,000 alerts a day on the sample's quiet week would flag a good part of its ordinary traffic: the
+    threshold lets through at most MAX_ALERT_SHARE of the training requests instead."""
+    con, _ = sample_case
+    _, det, frame = scored
+    intervals = [(model.utc(a), model.utc(b)) for a, b in det.card.train_intervals]
+    loose = model.train(frame, intervals, alerts_per_day=1000, n_estimators=20, excluded=set(excluded_requests(con)))
+    alerts = loose.card.train_alerts_per_day * model.days(intervals)
+    assert 0 < round(alerts) <= model.MAX_ALERT_SHARE * loose.card.train_requests
+    assert loose.card.train_alerts_per_day < 1000 / 10

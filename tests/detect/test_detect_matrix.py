@@ -3,7 +3,7 @@
 Per draw with an attack: per-request ROC-AUC >= 0.97 and recall >= 0.9 at the calibrated threshold; normal requests
 flagged <= 1 % in every draw; false alerts per held-back quiet day <= 2 in the median draw; no draw crashes. A draw
 the incident search misleads (it leaves the attack in the quiet data the detector learns from, or calls normal
-traffic an incident so that its like never reaches training) is counted apart and bounded: that is issue #12's.
+traffic an incident so that its like never reaches training) is counted apart and bounded by the one known (#12).
 Draws are short (history capped) so 50 of them take a few minutes; bench/detect_matrix.py runs hundreds with full-
 length histories.
 """
@@ -19,8 +19,10 @@ SLOW_DRAWS = 50
 SLOW_SEED = 1
 MAX_HISTORY_S = 6 * 3600
 FAST_ESTIMATORS = 100
-MAX_DETECTOR_FAILURES = 1
-MAX_MISFIRE_SHARE = 0.3       # draws failing because the incident search missed the attack or made one up (#12)
+# draws failing because the incident search missed the attack or made one up (#12), seed 1: one, draw 4, where the
+# search calls the data team's key a leaked key ("2 public addresses never seen before": the capped history has no
+# before) over the whole 8 h case, so none of that public client's 462 requests reach training and all are flagged
+MAX_MISFIRES = 1
 
 
 def test_one_draw_meets_the_thresholds():
@@ -67,14 +69,17 @@ def test_fifty_randomized_draws_meet_the_acceptance_thresholds():
     assert len(results) == SLOW_DRAWS
     errors = [r for r in results if r.error and "nothing to score" not in r.error]
     assert not errors, matrix.draw_table(errors)
-    # the detector's own side: the draws the incident search did not mislead meet the thresholds, but for at most
-    # MAX_DETECTOR_FAILURES (issue #13 stays open on them: draw 31 of seed 1 is a nightly batch key never seen in
-    # its 6 h of history, all 213 of its requests flagged for their max_tokens)
+    # the detector's own side: every draw the incident search did not mislead meets the thresholds (draw 31, a
+    # nightly batch key first seen in the held-back time, is judged against the case's keys)
     bad = [r for r in results if r.failures and not r.search_misfire and not r.error]
-    assert len(bad) <= MAX_DETECTOR_FAILURES, matrix.summary(results) + "\n" + matrix.draw_table(bad)
-    # the search's misses and false incidents (issue #12) stay a minority of the draws: counted, bounded
+    assert not bad, matrix.summary(results) + "\n" + matrix.draw_table(bad)
+    # among them attacks by a key or group the quiet data never shows (an open proxy's keyless requests, a stuffed
+    # key's, a leaked key whose every request the search claimed): judged against the case's keys, still caught
+    attacked = {r.draw.scenario for r in results if not r.error and r.metrics["attack"]}
+    assert {"open_proxy", "key_stuffing", "leaked_virtual_key"} <= attacked
+    # the search's misses and false incidents (issue #12): counted apart, at most the one known
     misfires = [r for r in results if r.failures and r.search_misfire]
-    assert len(misfires) <= SLOW_DRAWS * MAX_MISFIRE_SHARE, matrix.draw_table(misfires)
+    assert len(misfires) <= MAX_MISFIRES, matrix.draw_table(misfires)
     per_day = [r.metrics["heldout_alerts_per_day"] for r in results
                if not r.error and not np.isnan(r.metrics["heldout_alerts_per_day"])]
     assert per_day and np.median(per_day) <= matrix.MAX_MEDIAN_HELDOUT_ALERTS_PER_DAY, matrix.summary(results)
