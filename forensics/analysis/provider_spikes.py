@@ -74,6 +74,31 @@ def cost_series_step() -> Step:
     """)
 
 
+def export_spans_step() -> Step:
+    """Per bucket width of the provider exports: the time they cover (first bucket start, last bucket end)."""
+    return Step("provider_export_spans", """
+        SELECT bucket_end - bucket_start AS width, min(bucket_start) AS first, max(bucket_end) AS last
+        FROM (SELECT bucket_start, bucket_end FROM provider_usage
+              UNION ALL SELECT bucket_start, bucket_end FROM provider_costs)
+        WHERE bucket_end > bucket_start GROUP BY ALL
+    """)
+
+
+def covered_share(spans: pd.DataFrame, width: pd.Timedelta):
+    """For buckets of `width`: the share of each bucket that finer exports cover (a daily bucket of the day the
+    evidence was collected holds only its first hours: its usual is that share of a whole day's). None when no
+    finer export says where the evidence ends."""
+    finer = spans[spans["width"] < width]
+    if finer.empty:
+        return None
+    lo, hi = finer["first"].min(), finer["last"].max()
+
+    def share(t) -> Decimal:
+        seen = min(t + width, hi) - max(t, lo)
+        return Decimal(str(max(min(seen / width, 1.0), 0.0)))
+    return share
+
+
 def _median(values: list[Decimal]) -> Decimal:
     """The exact median of Decimals (0 for none)."""
     return statistics.median(values) if values else Decimal(0)
@@ -121,6 +146,34 @@ def _usual(costs: dict, width: pd.Timedelta, hot=frozenset(), fallback=None) -> 
     return usual, busy
 
 
+PRECEDING_MIN_BUCKETS = 1        # the preceding window is a usual when it holds at least this many busy buckets
+
+
+def _after_quiet(costs: dict, width: pd.Timedelta, usual: dict, hot: list, floor: Decimal) -> list:
+    """Buckets with no same time on another day, compared with the preceding window instead: the median of the busy
+    buckets before them that were not spikes (a spike filling most of a short export is its own median, and only its
+    peak stood out). `usual` is updated in place for those buckets; the spike buckets are returned."""
+    days = {t.normalize() for t in costs}
+    lone = {t for t in costs if len(days) < 2 or not any(t - t.normalize() + d in costs for d in days
+                                                          if d != t.normalize())}
+    if not lone:
+        return hot
+    before: list[Decimal] = []
+    out = []
+    for t in sorted(costs):
+        c = costs[t]
+        if t in lone and len(before) >= PRECEDING_MIN_BUCKETS:
+            usual[t] = _median(before)
+            spike = c > usual[t] * Decimal(SPIKE_FACTOR) and c - usual[t] > floor
+        else:
+            spike = t in hot
+        if spike:
+            out.append(t)
+        elif c:
+            before.append(c)
+    return out
+
+
 def _runs(hot: list, step: pd.Timedelta) -> list[list]:
     """Consecutive hot buckets as runs."""
     runs: list[list] = []
@@ -154,7 +207,7 @@ REFINE_SHARE = Decimal("0.25")
 
 
 def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
-                  longer: tuple[dict, pd.Timedelta] | None = None) -> tuple[dict, list[tuple]]:
+                  longer: tuple[dict, pd.Timedelta] | None = None, share=None) -> tuple[dict, list[tuple]]:
     """One series' spikes: (usual cost per bucket, [(first, last) bucket of each spike]).
 
     Searched at the series' width, or at DETECTION_MINUTES when finer: a spike bucket spends SPIKE_FACTOR times its
@@ -162,7 +215,8 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
     it: a nightly batch or office hours are not spikes); consecutive spike buckets make one spike. A spike found on a
     finer series is then narrowed to the series' own buckets (`_refine`), so its window is good to one bucket.
     `longer`: (series, width) of the same spend over a longer time at a coarser width (an hourly export of the week
-    beside a per-minute one of the night): searched instead, its longer past being the better usual."""
+    beside a per-minute one of the night): searched instead, its longer past being the better usual. `share(bucket)`:
+    the part of a bucket the evidence covers (`covered_share`), the usual scaled by it."""
     coarse_width = max(width, pd.Timedelta(minutes=DETECTION_MINUTES))
     coarse: dict = {}
     for t, c in fine.items():
@@ -177,8 +231,12 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
     hot: list = []
     for _ in range(2):                  # the second time with the spikes of the first left out of the usual
         usual, busy = _usual(coarse, coarse_width, frozenset(hot), (lambda t: Decimal(0)) if new else None)
+        if share is not None and coarse_width == width:
+            usual = {t: u * share(t) for t, u in usual.items()}
         bar = max(Decimal(SPIKE_FLOOR_USD) * Decimal(str(hours)), busy if against_busy and not new else Decimal(0))
         hot = [t for t, c in sorted(coarse.items()) if c > usual[t] * Decimal(SPIKE_FACTOR) and c - usual[t] > bar]
+    if not new and coarse_width < pd.Timedelta(days=1):
+        hot = _after_quiet(coarse, coarse_width, usual, hot, Decimal(SPIKE_FLOOR_USD) * Decimal(str(hours)))
     if coarse_width == width:
         return usual, [(run[0], run[-1]) for run in _runs(hot, width)]
     per = Decimal(int(coarse_width / width))
@@ -193,14 +251,14 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
     return usual_fine, spans
 
 
-def _spikes(frame: pd.DataFrame) -> list[tuple]:
+def _spikes(frame: pd.DataFrame, exports: pd.DataFrame) -> list[tuple]:
     """(provider, series, bucket_minutes, filled series, usual cost per bucket, [(first, last) bucket of each spike])
-    per series with a spike (`series_spikes`)."""
+    per series with a spike (`series_spikes`); `exports`: the time each export width covers (`export_spans_step`)."""
     out = []
     for (provider, series), g in frame.groupby(["provider", "series"], sort=True):
         export = frame[frame["provider"] == provider]["bucket_start"]
         width, fine = _filled(g, export.min(), export.max())
-        usual, spans = series_spikes(fine, width)
+        usual, spans = series_spikes(fine, width, share=covered_share(exports, width))
         if spans:
             out.append((provider, series, int(width / timedelta(minutes=1)), fine, usual, spans))
     return out
@@ -217,7 +275,7 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
     if frame.empty:
         return []
     found = []
-    for provider, series, minutes, costs, usual, spans in _spikes(frame):
+    for provider, series, minutes, costs, usual, spans in _spikes(frame, case.query(export_spans_step())):
         step = timedelta(minutes=minutes)
         for first, last in spans:
             start, end = first, last + step
