@@ -188,13 +188,16 @@ def _runs(hot: list, step: pd.Timedelta) -> list[list]:
 def _refine(fine: dict, usual: dict, width: pd.Timedelta, start, end) -> tuple:
     """The spike's own buckets at the export's resolution, inside a coarse spike window widened by its length each
     side: the stretch with the largest excess over the usual (same minute on other days) counting only what exceeds
-    REFINE_SHARE of the spike's mean excess per bucket (Kadane's maximum subarray). Returns (first, last) bucket."""
+    REFINE_SHARE of the spike's mean excess per bucket (Kadane's maximum subarray), never across DETECTION_MINUTES
+    of buckets at or under their usual. Returns (first, last) bucket."""
     pad = max(end - start, width)
     inside = [t for t in fine if start <= t < end]
     bar = sum((fine[t] - usual[t] for t in inside), Decimal(0)) / max(len(inside), 1) * REFINE_SHARE
     best, span, run, run_start = Decimal(0), (inside[0], inside[-1]), Decimal(0), inside[0]
+    quiet, gap = 0, max(int(pd.Timedelta(minutes=DETECTION_MINUTES) / width), 2)
     for t in sorted(t for t in fine if start - pad <= t < end + pad):
-        if run <= 0:
+        quiet = quiet + 1 if fine[t] <= usual[t] else 0
+        if run <= 0 or quiet >= gap:      # a quiet stretch ends a spike: what follows it is something else
             run, run_start = Decimal(0), t
         run += fine[t] - usual[t] - bar
         if run > best:
