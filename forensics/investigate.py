@@ -4,7 +4,6 @@ A library first: the report, the notebooks and the evidence bundle all call `inv
 """
 from __future__ import annotations
 
-import re
 import statistics
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -20,6 +19,7 @@ from forensics.analysis.headline import Headline, headline
 from forensics.analysis.incident import Incident
 from forensics.analysis.incidents import SLOW_GAP_MINUTES, find_incidents
 from forensics.analysis.steps import Step
+from forensics.netaddr import is_internal
 from forensics.progress import note, phase
 
 if TYPE_CHECKING:
@@ -265,12 +265,6 @@ def _ips(f: IncidentFindings) -> set:
     return set(frame[column].dropna()) if column else set()
 
 
-def _internal(ip: str) -> bool:
-    """The investigation's rule for a private address (analysis/incident.py PRIVATE_IP_SQL), in Python."""
-    return re.match(r"^(10\.|192\.168\.|127\.|172\.(1[6-9]|2[0-9]|3[01])\.)", ip) is not None or \
-        re.match(r"^(::1$|f[cd][0-9a-f]{2}:|fe80:)", ip.lower()) is not None
-
-
 def _near(a: Incident, b: Incident, slack: timedelta) -> bool:
     return a.start - slack <= b.end and b.start - slack <= a.end
 
@@ -303,7 +297,7 @@ def _one_campaign(found: list[IncidentFindings], nginx: list[IncidentFindings],
     slack = timedelta(minutes=SLOW_GAP_MINUTES)
     kept_nginx = []
     for n in nginx:
-        behind = bool(_ips(n)) and all(_internal(ip) for ip in _ips(n))   # nginx saw only the balancer
+        behind = bool(_ips(n)) and all(is_internal(ip) for ip in _ips(n))   # nginx saw only the balancer
         proxy = next((f for f in found if f.incident.table and _near(f.incident, n.incident, slack)
                       and (_ips(f) & _ips(n) or behind and f.incident.start >= n.incident.start)), None)
         if proxy is None:

@@ -126,6 +126,27 @@ def nginx_newcomers_step(lines: str) -> Step:
     """)
 
 
+def continued_sql(mine: str, lines: str, claimed: str) -> str:
+    """Adds to a surge's lines the later served calls of its public addresses, as long as none pauses for more than
+    SLOW_GAP_MINUTES (a slow leak goes quiet for a quarter of an hour, then goes on: the same campaign)."""
+    return f"""
+        INSERT INTO {mine}
+        WITH addresses AS (SELECT DISTINCT client_ip FROM {mine} WHERE NOT {private_ip_sql('client_ip')}),
+        pool AS (
+            SELECT request_id, start_time FROM {mine}
+            UNION ALL
+            SELECT l.request_id, l.start_time FROM {lines} l SEMI JOIN addresses USING (client_ip)
+            WHERE l.start_time > (SELECT max(start_time) FROM {mine}) AND NOT l.auth_failure AND l.status < 400
+              AND NOT EXISTS (SELECT 1 FROM {claimed} x WHERE x.request_id = l.request_id)
+        ), chained AS ({sessions_sql('pool', '1', SLOW_GAP_MINUTES)})
+        SELECT l.*, 1 AS part, 0 AS starts_session, (SELECT any_value(session_no) FROM {mine}) AS session_no
+        FROM {lines} l
+        WHERE l.request_id IN (SELECT request_id FROM chained
+                               WHERE session_no = (SELECT session_no FROM chained ORDER BY start_time LIMIT 1))
+          AND l.request_id NOT IN (SELECT request_id FROM {mine})
+    """
+
+
 def find_nginx_incidents(case: Case) -> list[NginxIncident]:
     """401 bursts in every nginx line on the LLM endpoints (LiteLLM never logs a call it refused at the door), surges
     and newcomers in those LiteLLM does not cover; a line belongs to one incident at most."""
@@ -152,6 +173,11 @@ def find_nginx_incidents(case: Case) -> list[NginxIncident]:
             mine = case.run(Step(f"nginx_incident_{k}", f"""
                 SELECT c.* FROM {table} c WHERE c.session_no = ?
                   AND NOT EXISTS (SELECT 1 FROM {claimed} x WHERE x.request_id = c.request_id)"""), [session_no])
+            if detector == "surge":
+                case.statement("nginx_surge_continued", continued_sql(mine, uncovered, claimed))
+                count, end, served, body = case.execute(f"""
+                    SELECT count(*), max(start_time), count(*) FILTER (WHERE status < 400), coalesce(sum(body_bytes), 0)
+                    FROM {mine}""").fetchone()
             case.statement("nginx_claimed", f"INSERT INTO {claimed} SELECT request_id FROM {mine}")
             inc = Incident(f"N-{k}", "other", "suspicious", f"nginx_{detector}", start, end, count,
                            sources=["nginx"])

@@ -84,17 +84,21 @@ def export_spans_step() -> Step:
     """)
 
 
-def covered_share(spans: pd.DataFrame, width: pd.Timedelta):
-    """For buckets of `width`: the share of each bucket that finer exports cover (a daily bucket of the day the
-    evidence was collected holds only its first hours: its usual is that share of a whole day's). None when no
-    finer export says where the evidence ends."""
+def covered_share(spans: pd.DataFrame, width: pd.Timedelta, first, last):
+    """For a series of `width` buckets from `first` to `last`: the share of those two buckets the evidence covers,
+    where finer exports begin or end inside them (a daily bucket of the day the evidence was collected holds only
+    its first hours: its usual is that share of a whole day's); every other bucket whole. None when no finer export
+    begins or ends inside them."""
     finer = spans[spans["width"] < width]
-    if finer.empty:
-        return None
     lo, hi = finer["first"].min(), finer["last"].max()
+    lo = lo if not finer.empty and first < lo < first + width else None
+    hi = hi if not finer.empty and last < hi < last + width else None
+    if lo is None and hi is None:
+        return None
 
     def share(t) -> Decimal:
-        seen = min(t + width, hi) - max(t, lo)
+        seen = min(t + width, hi if hi is not None and t == last else t + width) - max(
+            t, lo if lo is not None and t == first else t)
         return Decimal(str(max(min(seen / width, 1.0), 0.0)))
     return share
 
@@ -261,7 +265,7 @@ def _spikes(frame: pd.DataFrame, exports: pd.DataFrame) -> list[tuple]:
     for (provider, series), g in frame.groupby(["provider", "series"], sort=True):
         export = frame[frame["provider"] == provider]["bucket_start"]
         width, fine = _filled(g, export.min(), export.max())
-        usual, spans = series_spikes(fine, width, share=covered_share(exports, width))
+        usual, spans = series_spikes(fine, width, share=covered_share(exports, width, min(fine), max(fine)))
         if spans:
             out.append((provider, series, int(width / timedelta(minutes=1)), fine, usual, spans))
     return out
