@@ -269,10 +269,15 @@ def _near(a: Incident, b: Incident, slack: timedelta) -> bool:
     return a.start - slack <= b.end and b.start - slack <= a.end
 
 
+PRORATE_MAX_WIDTH = timedelta(hours=1)
+
+
 def _prorated(spike: IncidentFindings, inc: Incident, width: timedelta) -> Decimal:
     """A provider spike's cost above its usual, shared out over its buckets as they spent, each bucket's share
     cut to the part of it the incident's own (finer) window covers: an hourly bucket that also holds a nightly
-    batch after the attack counts only the attack's minutes."""
+    batch after the attack counts only the attack's minutes. A bucket wider than PRORATE_MAX_WIDTH the window
+    touches counts whole: its usual already holds a whole day's work, so what is above it is the attack's (an
+    85-minute attack is not 85/1440 of its day's excess)."""
     b = spike.provider_buckets
     if b is None or not len(b):
         return spike.cost_usd
@@ -283,7 +288,8 @@ def _prorated(spike: IncidentFindings, inc: Incident, width: timedelta) -> Decim
     covered = Decimal(0)
     for start, c in zip(b["bucket_start"], raw):
         lo, hi = max(start.to_pydatetime(), inc.start), min(start.to_pydatetime() + width, inc.end)
-        covered += c * Decimal(str(max((hi - lo).total_seconds(), 0) / width.total_seconds()))
+        share = max((hi - lo).total_seconds(), 0) / width.total_seconds()
+        covered += c * Decimal(str(min(share, 1.0) if width <= PRORATE_MAX_WIDTH or share <= 0 else 1.0))
     return spike.cost_usd * covered / total
 
 

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from forensics.analysis.incident import Incident, private_ip_sql
-from forensics.analysis.incidents import MIN_INCIDENT_REQUESTS, SLOW_GAP_MINUTES, sessions_sql, surge_sql
+from forensics.analysis.incidents import (MIN_INCIDENT_REQUESTS, NEWCOMER_GRACE_SECONDS, SLOW_GAP_MINUTES,
+                                         sessions_sql, surge_sql)
 from forensics.analysis.steps import Step
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ def nginx_newcomers_step(lines: str) -> Step:
         firsts AS (
             SELECT client_ip, min(start_time) AS first_seen FROM {lines}, span
             WHERE client_ip IS NOT NULL AND NOT {private_ip_sql('client_ip')} GROUP BY client_ip, span.t0
-            HAVING min(start_time) > span.t0
+            HAVING min(start_time) > span.t0 + INTERVAL {NEWCOMER_GRACE_SECONDS} SECOND
         ), candidates AS (
             SELECT * FROM ({sessions_sql(f"(SELECT l.* FROM {lines} l SEMI JOIN firsts USING (client_ip) "
                                          "WHERE NOT l.auth_failure AND l.status < 400)", "1", SLOW_GAP_MINUTES)})

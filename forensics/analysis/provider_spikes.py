@@ -75,18 +75,24 @@ def cost_series_step() -> Step:
 
 
 def export_spans_step() -> Step:
-    """Per bucket width of the provider exports: the time they cover (first bucket start, last bucket end)."""
+    """The time each kind of evidence covers: per bucket width of the provider exports, their first bucket start and
+    last bucket end; the proxy's and nginx's lines as width 0."""
     return Step("provider_export_spans", """
         SELECT bucket_end - bucket_start AS width, min(bucket_start) AS first, max(bucket_end) AS last
         FROM (SELECT bucket_start, bucket_end FROM provider_usage
               UNION ALL SELECT bucket_start, bucket_end FROM provider_costs)
         WHERE bucket_end > bucket_start GROUP BY ALL
+        UNION ALL
+        SELECT INTERVAL 0 SECOND, min(start_time), max(coalesce(end_time, start_time)) FROM llm_requests
+        HAVING count(*) > 0
+        UNION ALL
+        SELECT INTERVAL 0 SECOND, min(time), max(time) FROM http_requests WHERE time IS NOT NULL HAVING count(*) > 0
     """)
 
 
 def covered_share(spans: pd.DataFrame, width: pd.Timedelta, first, last):
     """For a series of `width` buckets from `first` to `last`: the share of those two buckets the evidence covers,
-    where finer exports begin or end inside them (a daily bucket of the day the evidence was collected holds only
+    where finer evidence (finer exports, the proxy's or nginx's lines) begins or ends inside them (a daily bucket of the day the evidence was collected holds only
     its first hours: its usual is that share of a whole day's); every other bucket whole. None when no finer export
     begins or ends inside them."""
     finer = spans[spans["width"] < width]
@@ -223,7 +229,8 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
     finer series is then narrowed to the series' own buckets (`_refine`), so its window is good to one bucket.
     `longer`: (series, width) of the same spend over a longer time at a coarser width (an hourly export of the week
     beside a per-minute one of the night): searched instead, its longer past being the better usual. `share(bucket)`:
-    the part of a bucket the evidence covers (`covered_share`), the usual scaled by it."""
+    the part of a bucket the evidence covers (`covered_share`): such a bucket's usual is that part of a whole one's,
+    and it counts as a whole one in the others' usual."""
     coarse_width = max(width, pd.Timedelta(minutes=DETECTION_MINUTES))
     coarse: dict = {}
     for t, c in fine.items():
@@ -237,9 +244,12 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
     new = first_spend is not None and first_spend > min(coarse)
     hot: list = []
     for _ in range(2):                  # the second time with the spikes of the first left out of the usual
-        usual, busy = _usual(coarse, coarse_width, frozenset(hot), (lambda t: Decimal(0)) if new else None)
-        if share is not None and coarse_width == width:
+        if share is not None and coarse_width == width:    # partly covered buckets count as whole ones would
+            whole = {t: c / share(t) if share(t) else c for t, c in coarse.items()}
+            usual, busy = _usual(whole, coarse_width, frozenset(hot), (lambda t: Decimal(0)) if new else None)
             usual = {t: u * share(t) for t, u in usual.items()}
+        else:
+            usual, busy = _usual(coarse, coarse_width, frozenset(hot), (lambda t: Decimal(0)) if new else None)
         bar = max(Decimal(SPIKE_FLOOR_USD) * Decimal(str(hours)), busy if against_busy and not new else Decimal(0))
         hot = [t for t, c in sorted(coarse.items()) if c > usual[t] * Decimal(SPIKE_FACTOR) and c - usual[t] > bar]
     if not new and coarse_width < pd.Timedelta(days=1):
