@@ -216,7 +216,7 @@ def _refine(fine: dict, usual: dict, width: pd.Timedelta, start, end) -> tuple:
 
 
 DETECTION_MINUTES = 15           # finer exports are searched at this width (noise), then refined bucket by bucket
-REFINE_SHARE = Decimal("0.25")
+REFINE_SHARE = Decimal("0.1")
 
 
 def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
