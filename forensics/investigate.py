@@ -328,9 +328,11 @@ def _one_campaign(found: list[IncidentFindings], nginx: list[IncidentFindings],
                 n.cost_usd = _prorated(s, n.incident, width)
                 n.provider, n.provider_key_id, n.provider_buckets = s.provider, s.provider_key_id, s.provider_buckets
                 n.incident.sources += [x for x in s.incident.sources if x not in n.incident.sources]
+                share = ("falls in the part of each bucket nginx shows the attack in (prorated by time)"
+                         if width <= PRORATE_MAX_WIDTH else
+                         "is counted as the attack's: the rest of each bucket is taken to have spent as usual")
                 n.incident.evidence.append(f"the provider's export shows the spend at the same time: "
-                                           f"{s.incident.evidence[0]}; ${float(n.cost_usd):,.2f} of it falls in "
-                                           "the part of each bucket nginx shows the attack in (prorated by time)")
+                                           f"{s.incident.evidence[0]}; ${float(n.cost_usd):,.2f} of it {share}")
                 kept_spikes.remove(s)
                 break
     return found + kept_nginx + kept_spikes

@@ -170,6 +170,8 @@ def find_nginx_incidents(case: Case) -> list[NginxIncident]:
             GROUP BY session_no HAVING count(*) >= {MIN_INCIDENT_REQUESTS} ORDER BY 3
         """).fetchall()
         for session_no, count, start, end, rejected, ips, public, served, body in sessions:
+            if detector == "auth_burst" and not rejected and not public:
+                continue     # a balancer's address calling on after a pause: everyone behind it, not the guesser
             k = len(found) + 1
             mine = case.run(Step(f"nginx_incident_{k}", f"""
                 SELECT c.* FROM {table} c WHERE c.session_no = ?
