@@ -195,14 +195,14 @@ def _runs(hot: list, step: pd.Timedelta) -> list[list]:
     return runs
 
 
-def _refine(fine: dict, usual: dict, width: pd.Timedelta, start, end) -> tuple:
+def _refine(fine: dict, usual: dict, width: pd.Timedelta, start, end, share: Decimal) -> tuple:
     """The spike's own buckets at the export's resolution, inside a coarse spike window widened by its length each
     side: the stretch with the largest excess over the usual (same minute on other days) counting only what exceeds
-    REFINE_SHARE of the spike's mean excess per bucket (Kadane's maximum subarray), never across DETECTION_MINUTES
+    `share` of the spike's mean excess per bucket (Kadane's maximum subarray), never across DETECTION_MINUTES
     of buckets at or under their usual. Returns (first, last) bucket."""
     pad = max(end - start, width)
     inside = [t for t in fine if start <= t < end]
-    bar = sum((fine[t] - usual[t] for t in inside), Decimal(0)) / max(len(inside), 1) * REFINE_SHARE
+    bar = sum((fine[t] - usual[t] for t in inside), Decimal(0)) / max(len(inside), 1) * share
     best, span, run, run_start = Decimal(0), (inside[0], inside[-1]), Decimal(0), inside[0]
     quiet, gap = 0, max(int(pd.Timedelta(minutes=DETECTION_MINUTES) / width), 2)
     for t in sorted(t for t in fine if start - pad <= t < end + pad):
@@ -216,7 +216,10 @@ def _refine(fine: dict, usual: dict, width: pd.Timedelta, start, end) -> tuple:
 
 
 DETECTION_MINUTES = 15           # finer exports are searched at this width (noise), then refined bucket by bucket
-REFINE_SHARE = Decimal("0.1")
+# a refined spike's edges: buckets above this share of its mean excess. The proxy's own spend taken out (what is
+# left is use outside it), a thin tail is still the attacker's; in a provider's whole series, the proxy's nightly
+# batch right after an attack looks like one.
+REFINE_SHARE = {"outside_proxy": Decimal("0.1"), "whole": Decimal("0.2")}
 
 
 def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
@@ -225,8 +228,10 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
 
     Searched at the series' width, or at DETECTION_MINUTES when finer: a spike bucket spends SPIKE_FACTOR times its
     usual and more than SPIKE_FLOOR_USD an hour above it (and, `against_busy`, more than the median busy bucket above
-    it: a nightly batch or office hours are not spikes); consecutive spike buckets make one spike. A spike found on a
-    finer series is then narrowed to the series' own buckets (`_refine`), so its window is good to one bucket.
+    it: a nightly batch or office hours are not spikes; false for a series of use outside the proxy, where the
+    proxy's own batches are already taken out); consecutive spike buckets make one spike. A spike found on a finer
+    series is then narrowed to the series' own buckets (`_refine`, at REFINE_SHARE), so its window is good to one
+    bucket.
     `longer`: (series, width) of the same spend over a longer time at a coarser width (an hourly export of the week
     beside a per-minute one of the night): searched instead, its longer past being the better usual. `share(bucket)`:
     the part of a bucket the evidence covers (`covered_share`): such a bucket's usual is that part of a whole one's,
@@ -259,7 +264,8 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
     per = Decimal(int(coarse_width / width))
     usual_fine = _usual(fine, width, fallback=lambda t: usual.get(t.floor(coarse_width), Decimal(0)) / per)[0]
     spans: list[tuple] = []
-    for first, last in sorted(_refine(fine, usual_fine, width, run[0], run[-1] + coarse_width)
+    for first, last in sorted(_refine(fine, usual_fine, width, run[0], run[-1] + coarse_width,
+                                      REFINE_SHARE["whole" if against_busy else "outside_proxy"])
                               for run in _runs(hot, coarse_width)):
         if spans and first <= spans[-1][1] + coarse_width:      # two runs refined into one stretch
             spans[-1] = (spans[-1][0], max(last, spans[-1][1]))
