@@ -2,7 +2,8 @@
 
     python bench/matrix.py --draws 500 --seed 0 [--jobs 2] [--scenarios open_proxy ...] [--keep DIR] [--json FILE]
 
-Prints one row per draw (pass/fail and why), the failure rate per (scenario, sources present, keys or not, history
+Prints the pass count, every failing draw (incident kind, sources, best source, deviation from the truth), one row
+per draw (pass/fail and why), the failure rate per (scenario, sources present, keys or not, history
 bucket) and along each dimension alone, how often each failure occurs, the worst draws and the time per draw. The
 criteria are in forensics/simulate/matrix.py.
 """
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     print("## Failure rate per group\n\n" + matrix.group_table(results) + "\n")
     print("## Failure rate per dimension\n\n" + matrix.marginal_table(results) + "\n")
     print("## Failures by kind\n\n" + matrix.reason_table(results) + "\n")
+    print("## Failing draws\n\n" + matrix.failure_table(results) + "\n")
     print("## Worst draws\n\n" + matrix.draw_table(matrix.worst(results)) + "\n")
     print("## Every draw\n\n" + matrix.draw_table(results))
     if args.json:

@@ -4,7 +4,6 @@ A library first: the report, the notebooks and the evidence bundle all call `inv
 """
 from __future__ import annotations
 
-import re
 import statistics
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -20,6 +19,7 @@ from forensics.analysis.headline import Headline, headline
 from forensics.analysis.incident import Incident
 from forensics.analysis.incidents import SLOW_GAP_MINUTES, find_incidents
 from forensics.analysis.steps import Step
+from forensics.netaddr import is_internal
 from forensics.progress import note, phase
 
 if TYPE_CHECKING:
@@ -265,20 +265,19 @@ def _ips(f: IncidentFindings) -> set:
     return set(frame[column].dropna()) if column else set()
 
 
-def _internal(ip: str) -> bool:
-    """The investigation's rule for a private address (analysis/incident.py PRIVATE_IP_SQL), in Python."""
-    return re.match(r"^(10\.|192\.168\.|127\.|172\.(1[6-9]|2[0-9]|3[01])\.)", ip) is not None or \
-        re.match(r"^(::1$|f[cd][0-9a-f]{2}:|fe80:)", ip.lower()) is not None
-
-
 def _near(a: Incident, b: Incident, slack: timedelta) -> bool:
     return a.start - slack <= b.end and b.start - slack <= a.end
+
+
+PRORATE_MAX_WIDTH = timedelta(hours=1)
 
 
 def _prorated(spike: IncidentFindings, inc: Incident, width: timedelta) -> Decimal:
     """A provider spike's cost above its usual, shared out over its buckets as they spent, each bucket's share
     cut to the part of it the incident's own (finer) window covers: an hourly bucket that also holds a nightly
-    batch after the attack counts only the attack's minutes."""
+    batch after the attack counts only the attack's minutes. A bucket wider than PRORATE_MAX_WIDTH the window
+    touches counts whole: its usual already holds a whole day's work, so what is above it is the attack's (an
+    85-minute attack is not 85/1440 of its day's excess)."""
     b = spike.provider_buckets
     if b is None or not len(b):
         return spike.cost_usd
@@ -289,7 +288,8 @@ def _prorated(spike: IncidentFindings, inc: Incident, width: timedelta) -> Decim
     covered = Decimal(0)
     for start, c in zip(b["bucket_start"], raw):
         lo, hi = max(start.to_pydatetime(), inc.start), min(start.to_pydatetime() + width, inc.end)
-        covered += c * Decimal(str(max((hi - lo).total_seconds(), 0) / width.total_seconds()))
+        share = max((hi - lo).total_seconds(), 0) / width.total_seconds()
+        covered += c * Decimal(str(min(share, 1.0) if width <= PRORATE_MAX_WIDTH or share <= 0 else 1.0))
     return spike.cost_usd * covered / total
 
 
@@ -303,7 +303,7 @@ def _one_campaign(found: list[IncidentFindings], nginx: list[IncidentFindings],
     slack = timedelta(minutes=SLOW_GAP_MINUTES)
     kept_nginx = []
     for n in nginx:
-        behind = bool(_ips(n)) and all(_internal(ip) for ip in _ips(n))   # nginx saw only the balancer
+        behind = bool(_ips(n)) and all(is_internal(ip) for ip in _ips(n))   # nginx saw only the balancer
         proxy = next((f for f in found if f.incident.table and _near(f.incident, n.incident, slack)
                       and (_ips(f) & _ips(n) or behind and f.incident.start >= n.incident.start)), None)
         if proxy is None:
@@ -328,9 +328,11 @@ def _one_campaign(found: list[IncidentFindings], nginx: list[IncidentFindings],
                 n.cost_usd = _prorated(s, n.incident, width)
                 n.provider, n.provider_key_id, n.provider_buckets = s.provider, s.provider_key_id, s.provider_buckets
                 n.incident.sources += [x for x in s.incident.sources if x not in n.incident.sources]
+                share = ("falls in the part of each bucket nginx shows the attack in (prorated by time)"
+                         if width <= PRORATE_MAX_WIDTH else
+                         "is counted as the attack's: the rest of each bucket is taken to have spent as usual")
                 n.incident.evidence.append(f"the provider's export shows the spend at the same time: "
-                                           f"{s.incident.evidence[0]}; ${float(n.cost_usd):,.2f} of it falls in "
-                                           "the part of each bucket nginx shows the attack in (prorated by time)")
+                                           f"{s.incident.evidence[0]}; ${float(n.cost_usd):,.2f} of it {share}")
                 kept_spikes.remove(s)
                 break
     return found + kept_nginx + kept_spikes

@@ -19,6 +19,30 @@ DEFAULT_TRUSTED = (
 )
 
 
+# The same networks as SQL, for a column of normalised addresses (an IPv6 address's first group written in full).
+INTERNAL_IP_SQL = """(
+    regexp_matches({col}, '^(10\\.|192\\.168\\.|127\\.|172\\.(1[6-9]|2[0-9]|3[01])\\.)')
+    OR regexp_matches(lower({col}), '^(::1$|f[cd][0-9a-f]{{2}}:|fe[89ab][0-9a-f]:)'))"""
+
+
+def internal_ip_sql(col: str) -> str:
+    """SQL true when `col` is a private, loopback or link-local address (DEFAULT_TRUSTED): is_internal in SQL."""
+    return INTERNAL_IP_SQL.format(col=col)
+
+
+@lru_cache(maxsize=1)
+def _internal_networks() -> tuple:
+    return tuple(ipaddress.ip_network(c) for c in DEFAULT_TRUSTED)
+
+
+def is_internal(address: str) -> bool:
+    """A private, loopback or link-local address (DEFAULT_TRUSTED): the operator's own network, not a client on the
+    internet. The one rule of the investigation and the simulator (internal_ip_sql is its SQL twin); False for what
+    is no address."""
+    ip = parse_ip(str(address))
+    return ip is not None and any(ip.version == n.version and ip in n for n in _internal_networks())
+
+
 def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """An address from a log field: strips ports ('1.2.3.4:5678', '[2001:db8::1]:443') and blanks; None if not one."""
     t = text.strip().strip('"')

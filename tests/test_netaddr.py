@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forensics.netaddr import TrustedProxies, client_ip_map
+from forensics.netaddr import TrustedProxies, client_ip_map, internal_ip_sql, is_internal
 from conftest import examples  # tests/conftest.py: the tier's hypothesis budget
 
 HOPS = ["198.51.100.7", "203.0.113.9", "8.8.8.8", "10.0.0.1", "10.255.255.255", "172.16.0.5", "172.32.0.5",
@@ -64,3 +64,25 @@ def test_client_ip_map_mixes_both_walks():
     client_ip_map(con, "SELECT chain, peer FROM p", trusted, "m")
     got = {(c, p): ip for c, p, ip in con.execute("SELECT chain, peer, client_ip FROM m").fetchall()}
     assert got == {pair: trusted.client(*pair) for pair in pairs}
+
+
+def _internal_in_sql(address: str) -> bool:
+    return _CON.cursor().execute(f"SELECT {internal_ip_sql('a')} FROM (SELECT ?::VARCHAR AS a)", [address]).fetchone()[0]
+
+
+@pytest.mark.parametrize("address, internal", [
+    ("10.0.0.2", True), ("172.16.0.1", True), ("172.31.255.255", True), ("172.15.0.1", False), ("172.32.0.1", False),
+    ("192.168.1.1", True), ("192.169.0.1", False), ("127.0.0.1", True), ("198.51.100.7", False), ("::1", True),
+    ("fc00::1", True), ("fd12:3456::1", True), ("fe80::1", True), ("febf::1", True), ("fec0::1", False),
+    ("fc0::1", False), ("2001:db8::1", False), ("::ffff:10.0.0.1", False),
+])
+def test_is_internal_and_its_sql_twin_on_the_edges_of_each_network(address, internal):
+    assert is_internal(address) is internal
+    assert _internal_in_sql(address) is internal
+
+
+@settings(max_examples=examples(300), deadline=None, derandomize=True, database=None)
+@given(address=st.ip_addresses())
+def test_is_internal_and_its_sql_twin_agree_on_any_address(address):
+    """One rule for a private address in Python (simulator, investigation) and SQL (detectors): they never differ."""
+    assert _internal_in_sql(str(address)) is is_internal(str(address))

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-SPREAD_MIN_ADDRESSES = 5          # a key used from this many new public addresses or more has been shared (leaked)
+from forensics.netaddr import internal_ip_sql
 
-PRIVATE_IP_SQL = """(
-    regexp_matches({col}, '^(10\\.|192\\.168\\.|127\\.|172\\.(1[6-9]|2[0-9]|3[01])\\.)')
-    OR regexp_matches(lower({col}), '^(::1$|f[cd][0-9a-f]{{2}}:|fe80:)'))"""
+SPREAD_MIN_ADDRESSES = 5          # a key used from this many new public addresses or more has been shared (leaked)
 
 
 def private_ip_sql(col: str) -> str:
-    return PRIVATE_IP_SQL.format(col=col)
+    """SQL true for an address of the operator's own network (forensics.netaddr.internal_ip_sql)."""
+    return internal_ip_sql(col)
 
 
 @dataclass

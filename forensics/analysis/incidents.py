@@ -39,6 +39,7 @@ SPIKE_FLOOR_FACTOR = 10.0         # ...and this many times the median 15 minutes
 SPIKE_ACTOR_SHARE = 0.25          # actors who made at least this share of a spike's spend are its cause
 SURGE_FACTOR = 4.0                # newcomers spending this many times the whole proxy's rate just before them
 SURGE_LOOKBACK_MINUTES = 60       # "just before": at least this long (as long as the surge itself when longer)
+NEWCOMER_GRACE_SECONDS = 60      # an address calling in the logs' first minute was a client before they begin
 SURGE_DRIVER_SHARE = 5            # an address in a surge with a fifth of the median address's calls is a bystander
 
 def request_facts_step() -> Step:
@@ -149,13 +150,14 @@ def spread_step(facts: str) -> Step:
 
 def surge_sql(rows: str) -> str:
     """Sessions of `rows` (request_id, start_time, client_ip, auth_failure, cost_usd) from public addresses first seen
-    after the rows begin (not rejected for auth) whose cost (or, when nothing is priced, request) rate is SURGE_FACTOR
+    after the rows' first minute (not rejected for auth) whose cost (or, when nothing is priced, request) rate is SURGE_FACTOR
     times that of all rows over the lookback before them; a surge with nothing before it counts."""
     return f"""
         WITH span AS (SELECT min(start_time) AS t0 FROM {rows}),
         newcomers AS (
             SELECT client_ip FROM {rows}, span WHERE client_ip IS NOT NULL GROUP BY client_ip, span.t0
-            HAVING min(start_time) > span.t0 AND NOT {private_ip_sql('client_ip')}
+            HAVING min(start_time) > span.t0 + INTERVAL {NEWCOMER_GRACE_SECONDS} SECOND
+               AND NOT {private_ip_sql('client_ip')}
         ), candidates AS (
             SELECT * FROM ({sessions_sql(f"(SELECT f.* FROM {rows} f SEMI JOIN newcomers n USING (client_ip) "
                                          "WHERE NOT f.auth_failure)")})

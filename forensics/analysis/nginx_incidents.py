@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from forensics.analysis.incident import Incident, private_ip_sql
-from forensics.analysis.incidents import MIN_INCIDENT_REQUESTS, SLOW_GAP_MINUTES, sessions_sql, surge_sql
+from forensics.analysis.incidents import (MIN_INCIDENT_REQUESTS, NEWCOMER_GRACE_SECONDS, SLOW_GAP_MINUTES,
+                                         sessions_sql, surge_sql)
 from forensics.analysis.steps import Step
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ def nginx_newcomers_step(lines: str) -> Step:
         firsts AS (
             SELECT client_ip, min(start_time) AS first_seen FROM {lines}, span
             WHERE client_ip IS NOT NULL AND NOT {private_ip_sql('client_ip')} GROUP BY client_ip, span.t0
-            HAVING min(start_time) > span.t0
+            HAVING min(start_time) > span.t0 + INTERVAL {NEWCOMER_GRACE_SECONDS} SECOND
         ), candidates AS (
             SELECT * FROM ({sessions_sql(f"(SELECT l.* FROM {lines} l SEMI JOIN firsts USING (client_ip) "
                                          "WHERE NOT l.auth_failure AND l.status < 400)", "1", SLOW_GAP_MINUTES)})
@@ -124,6 +125,27 @@ def nginx_newcomers_step(lines: str) -> Step:
         SELECT c.* FROM candidates c SEMI JOIN hot USING (session_no) JOIN arrivals a USING (session_no)
         WHERE c.client_ip IN (SELECT client_ip FROM firsts f WHERE f.first_seen >= a.s)   -- those who arrived
     """)
+
+
+def continued_sql(mine: str, lines: str, claimed: str) -> str:
+    """Adds to a surge's lines the later served calls of its public addresses, as long as none pauses for more than
+    SLOW_GAP_MINUTES (a slow leak goes quiet for a quarter of an hour, then goes on: the same campaign)."""
+    return f"""
+        INSERT INTO {mine}
+        WITH addresses AS (SELECT DISTINCT client_ip FROM {mine} WHERE NOT {private_ip_sql('client_ip')}),
+        pool AS (
+            SELECT request_id, start_time FROM {mine}
+            UNION ALL
+            SELECT l.request_id, l.start_time FROM {lines} l SEMI JOIN addresses USING (client_ip)
+            WHERE l.start_time > (SELECT max(start_time) FROM {mine}) AND NOT l.auth_failure AND l.status < 400
+              AND NOT EXISTS (SELECT 1 FROM {claimed} x WHERE x.request_id = l.request_id)
+        ), chained AS ({sessions_sql('pool', '1', SLOW_GAP_MINUTES)})
+        SELECT l.*, 1 AS part, 0 AS starts_session, (SELECT any_value(session_no) FROM {mine}) AS session_no
+        FROM {lines} l
+        WHERE l.request_id IN (SELECT request_id FROM chained
+                               WHERE session_no = (SELECT session_no FROM chained ORDER BY start_time LIMIT 1))
+          AND l.request_id NOT IN (SELECT request_id FROM {mine})
+    """
 
 
 def find_nginx_incidents(case: Case) -> list[NginxIncident]:
@@ -148,10 +170,17 @@ def find_nginx_incidents(case: Case) -> list[NginxIncident]:
             GROUP BY session_no HAVING count(*) >= {MIN_INCIDENT_REQUESTS} ORDER BY 3
         """).fetchall()
         for session_no, count, start, end, rejected, ips, public, served, body in sessions:
+            if detector == "auth_burst" and not rejected and not public:
+                continue     # a balancer's address calling on after a pause: everyone behind it, not the guesser
             k = len(found) + 1
             mine = case.run(Step(f"nginx_incident_{k}", f"""
                 SELECT c.* FROM {table} c WHERE c.session_no = ?
                   AND NOT EXISTS (SELECT 1 FROM {claimed} x WHERE x.request_id = c.request_id)"""), [session_no])
+            if detector == "surge":
+                case.statement("nginx_surge_continued", continued_sql(mine, uncovered, claimed))
+                count, end, served, body = case.execute(f"""
+                    SELECT count(*), max(start_time), count(*) FILTER (WHERE status < 400), coalesce(sum(body_bytes), 0)
+                    FROM {mine}""").fetchone()
             case.statement("nginx_claimed", f"INSERT INTO {claimed} SELECT request_id FROM {mine}")
             inc = Incident(f"N-{k}", "other", "suspicious", f"nginx_{detector}", start, end, count,
                            sources=["nginx"])

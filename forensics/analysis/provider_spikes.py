@@ -74,6 +74,41 @@ def cost_series_step() -> Step:
     """)
 
 
+def export_spans_step() -> Step:
+    """The time each kind of evidence covers: per bucket width of the provider exports, their first bucket start and
+    last bucket end; the proxy's and nginx's lines as width 0."""
+    return Step("provider_export_spans", """
+        SELECT bucket_end - bucket_start AS width, min(bucket_start) AS first, max(bucket_end) AS last
+        FROM (SELECT bucket_start, bucket_end FROM provider_usage
+              UNION ALL SELECT bucket_start, bucket_end FROM provider_costs)
+        WHERE bucket_end > bucket_start GROUP BY ALL
+        UNION ALL
+        SELECT INTERVAL 0 SECOND, min(start_time), max(coalesce(end_time, start_time)) FROM llm_requests
+        HAVING count(*) > 0
+        UNION ALL
+        SELECT INTERVAL 0 SECOND, min(time), max(time) FROM http_requests WHERE time IS NOT NULL HAVING count(*) > 0
+    """)
+
+
+def covered_share(spans: pd.DataFrame, width: pd.Timedelta, first, last):
+    """For a series of `width` buckets from `first` to `last`: the share of those two buckets the evidence covers,
+    where finer evidence (finer exports, the proxy's or nginx's lines) begins or ends inside them (a daily bucket of the day the evidence was collected holds only
+    its first hours: its usual is that share of a whole day's); every other bucket whole. None when no finer export
+    begins or ends inside them."""
+    finer = spans[spans["width"] < width]
+    lo, hi = finer["first"].min(), finer["last"].max()
+    lo = lo if not finer.empty and first < lo < first + width else None
+    hi = hi if not finer.empty and last < hi < last + width else None
+    if lo is None and hi is None:
+        return None
+
+    def share(t) -> Decimal:
+        seen = min(t + width, hi if hi is not None and t == last else t + width) - max(
+            t, lo if lo is not None and t == first else t)
+        return Decimal(str(max(min(seen / width, 1.0), 0.0)))
+    return share
+
+
 def _median(values: list[Decimal]) -> Decimal:
     """The exact median of Decimals (0 for none)."""
     return statistics.median(values) if values else Decimal(0)
@@ -121,6 +156,34 @@ def _usual(costs: dict, width: pd.Timedelta, hot=frozenset(), fallback=None) -> 
     return usual, busy
 
 
+PRECEDING_MIN_BUCKETS = 1        # the preceding window is a usual when it holds at least this many busy buckets
+
+
+def _after_quiet(costs: dict, width: pd.Timedelta, usual: dict, hot: list, floor: Decimal) -> list:
+    """Buckets with no same time on another day, compared with the preceding window instead: the median of the busy
+    buckets before them that were not spikes (a spike filling most of a short export is its own median, and only its
+    peak stood out). `usual` is updated in place for those buckets; the spike buckets are returned."""
+    days = {t.normalize() for t in costs}
+    lone = {t for t in costs if len(days) < 2 or not any(t - t.normalize() + d in costs for d in days
+                                                          if d != t.normalize())}
+    if not lone:
+        return hot
+    before: list[Decimal] = []
+    out = []
+    for t in sorted(costs):
+        c = costs[t]
+        if t in lone and len(before) >= PRECEDING_MIN_BUCKETS:
+            usual[t] = _median(before)
+            spike = c > usual[t] * Decimal(SPIKE_FACTOR) and c - usual[t] > floor
+        else:
+            spike = t in hot
+        if spike:
+            out.append(t)
+        elif c:
+            before.append(c)
+    return out
+
+
 def _runs(hot: list, step: pd.Timedelta) -> list[list]:
     """Consecutive hot buckets as runs."""
     runs: list[list] = []
@@ -132,16 +195,19 @@ def _runs(hot: list, step: pd.Timedelta) -> list[list]:
     return runs
 
 
-def _refine(fine: dict, usual: dict, width: pd.Timedelta, start, end) -> tuple:
+def _refine(fine: dict, usual: dict, width: pd.Timedelta, start, end, share: Decimal) -> tuple:
     """The spike's own buckets at the export's resolution, inside a coarse spike window widened by its length each
     side: the stretch with the largest excess over the usual (same minute on other days) counting only what exceeds
-    REFINE_SHARE of the spike's mean excess per bucket (Kadane's maximum subarray). Returns (first, last) bucket."""
+    `share` of the spike's mean excess per bucket (Kadane's maximum subarray), never across DETECTION_MINUTES
+    of buckets at or under their usual. Returns (first, last) bucket."""
     pad = max(end - start, width)
     inside = [t for t in fine if start <= t < end]
-    bar = sum((fine[t] - usual[t] for t in inside), Decimal(0)) / max(len(inside), 1) * REFINE_SHARE
+    bar = sum((fine[t] - usual[t] for t in inside), Decimal(0)) / max(len(inside), 1) * share
     best, span, run, run_start = Decimal(0), (inside[0], inside[-1]), Decimal(0), inside[0]
+    quiet, gap = 0, max(int(pd.Timedelta(minutes=DETECTION_MINUTES) / width), 2)
     for t in sorted(t for t in fine if start - pad <= t < end + pad):
-        if run <= 0:
+        quiet = quiet + 1 if fine[t] <= usual[t] else 0
+        if run <= 0 or quiet >= gap:      # a quiet stretch ends a spike: what follows it is something else
             run, run_start = Decimal(0), t
         run += fine[t] - usual[t] - bar
         if run > best:
@@ -150,19 +216,26 @@ def _refine(fine: dict, usual: dict, width: pd.Timedelta, start, end) -> tuple:
 
 
 DETECTION_MINUTES = 15           # finer exports are searched at this width (noise), then refined bucket by bucket
-REFINE_SHARE = Decimal("0.25")
+# a refined spike's edges: buckets above this share of its mean excess. The proxy's own spend taken out (what is
+# left is use outside it), a thin tail is still the attacker's; in a provider's whole series, the proxy's nightly
+# batch right after an attack looks like one.
+REFINE_SHARE = {"outside_proxy": Decimal("0.1"), "whole": Decimal("0.2")}
 
 
 def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
-                  longer: tuple[dict, pd.Timedelta] | None = None) -> tuple[dict, list[tuple]]:
+                  longer: tuple[dict, pd.Timedelta] | None = None, share=None) -> tuple[dict, list[tuple]]:
     """One series' spikes: (usual cost per bucket, [(first, last) bucket of each spike]).
 
     Searched at the series' width, or at DETECTION_MINUTES when finer: a spike bucket spends SPIKE_FACTOR times its
     usual and more than SPIKE_FLOOR_USD an hour above it (and, `against_busy`, more than the median busy bucket above
-    it: a nightly batch or office hours are not spikes); consecutive spike buckets make one spike. A spike found on a
-    finer series is then narrowed to the series' own buckets (`_refine`), so its window is good to one bucket.
+    it: a nightly batch or office hours are not spikes; false for a series of use outside the proxy, where the
+    proxy's own batches are already taken out); consecutive spike buckets make one spike. A spike found on a finer
+    series is then narrowed to the series' own buckets (`_refine`, at REFINE_SHARE), so its window is good to one
+    bucket.
     `longer`: (series, width) of the same spend over a longer time at a coarser width (an hourly export of the week
-    beside a per-minute one of the night): searched instead, its longer past being the better usual."""
+    beside a per-minute one of the night): searched instead, its longer past being the better usual. `share(bucket)`:
+    the part of a bucket the evidence covers (`covered_share`): such a bucket's usual is that part of a whole one's,
+    and it counts as a whole one in the others' usual."""
     coarse_width = max(width, pd.Timedelta(minutes=DETECTION_MINUTES))
     coarse: dict = {}
     for t, c in fine.items():
@@ -176,15 +249,23 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
     new = first_spend is not None and first_spend > min(coarse)
     hot: list = []
     for _ in range(2):                  # the second time with the spikes of the first left out of the usual
-        usual, busy = _usual(coarse, coarse_width, frozenset(hot), (lambda t: Decimal(0)) if new else None)
+        if share is not None and coarse_width == width:    # partly covered buckets count as whole ones would
+            whole = {t: c / share(t) if share(t) else c for t, c in coarse.items()}
+            usual, busy = _usual(whole, coarse_width, frozenset(hot), (lambda t: Decimal(0)) if new else None)
+            usual = {t: u * share(t) for t, u in usual.items()}
+        else:
+            usual, busy = _usual(coarse, coarse_width, frozenset(hot), (lambda t: Decimal(0)) if new else None)
         bar = max(Decimal(SPIKE_FLOOR_USD) * Decimal(str(hours)), busy if against_busy and not new else Decimal(0))
         hot = [t for t, c in sorted(coarse.items()) if c > usual[t] * Decimal(SPIKE_FACTOR) and c - usual[t] > bar]
+    if not new and coarse_width < pd.Timedelta(days=1):
+        hot = _after_quiet(coarse, coarse_width, usual, hot, Decimal(SPIKE_FLOOR_USD) * Decimal(str(hours)))
     if coarse_width == width:
         return usual, [(run[0], run[-1]) for run in _runs(hot, width)]
     per = Decimal(int(coarse_width / width))
     usual_fine = _usual(fine, width, fallback=lambda t: usual.get(t.floor(coarse_width), Decimal(0)) / per)[0]
     spans: list[tuple] = []
-    for first, last in sorted(_refine(fine, usual_fine, width, run[0], run[-1] + coarse_width)
+    for first, last in sorted(_refine(fine, usual_fine, width, run[0], run[-1] + coarse_width,
+                                      REFINE_SHARE["whole" if against_busy else "outside_proxy"])
                               for run in _runs(hot, coarse_width)):
         if spans and first <= spans[-1][1] + coarse_width:      # two runs refined into one stretch
             spans[-1] = (spans[-1][0], max(last, spans[-1][1]))
@@ -193,14 +274,14 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
     return usual_fine, spans
 
 
-def _spikes(frame: pd.DataFrame) -> list[tuple]:
+def _spikes(frame: pd.DataFrame, exports: pd.DataFrame) -> list[tuple]:
     """(provider, series, bucket_minutes, filled series, usual cost per bucket, [(first, last) bucket of each spike])
-    per series with a spike (`series_spikes`)."""
+    per series with a spike (`series_spikes`); `exports`: the time each export width covers (`export_spans_step`)."""
     out = []
     for (provider, series), g in frame.groupby(["provider", "series"], sort=True):
         export = frame[frame["provider"] == provider]["bucket_start"]
         width, fine = _filled(g, export.min(), export.max())
-        usual, spans = series_spikes(fine, width)
+        usual, spans = series_spikes(fine, width, share=covered_share(exports, width, min(fine), max(fine)))
         if spans:
             out.append((provider, series, int(width / timedelta(minutes=1)), fine, usual, spans))
     return out
@@ -217,7 +298,7 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
     if frame.empty:
         return []
     found = []
-    for provider, series, minutes, costs, usual, spans in _spikes(frame):
+    for provider, series, minutes, costs, usual, spans in _spikes(frame, case.query(export_spans_step())):
         step = timedelta(minutes=minutes)
         for first, last in spans:
             start, end = first, last + step

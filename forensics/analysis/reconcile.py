@@ -173,7 +173,8 @@ def usage_vs_proxy_step(which: str, prices: str) -> Step:
 
 def proxy_keys_step(src: str) -> Step:
     """The provider key ids the proxy uses: those whose usage (over the widest-spanning export) the proxy's own
-    requests explain at least half of, bucket by bucket and model by model."""
+    requests explain at least half of, bucket by bucket and model by model, and per provider the key it explains
+    most of (its own key, when an attacker using that key outside it spent more than the proxy did)."""
     return Step("proxy_keys", f"""
         WITH key_totals AS (
             SELECT provider, api_key_id, sum(input_tokens + output_tokens) AS tokens FROM {src} GROUP BY ALL
@@ -188,7 +189,10 @@ def proxy_keys_step(src: str) -> Step:
             FROM {src} s JOIN model_bucket m USING (provider, bucket_start, model)
             JOIN key_totals k USING (provider, api_key_id) GROUP BY ALL
         )
-        SELECT provider, api_key_id, explained_share FROM overlap WHERE explained_share >= {OUTSIDE_OVERLAP}
+        SELECT provider, api_key_id, explained_share FROM overlap
+        WHERE explained_share >= {OUTSIDE_OVERLAP}
+           OR (explained_share > 0   -- the proxy's requests went through some key: the best explained one
+               AND explained_share = (SELECT max(o.explained_share) FROM overlap o WHERE o.provider = overlap.provider))
     """)
 
 

@@ -308,6 +308,27 @@ def reason_table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def deviation(r: Result) -> str:
+    """How far a draw's match is from the truth: window edges, cost, addresses (what was measured)."""
+    m = r.metrics
+    parts = [f"{edge} {m[f'{edge}_err_s']:+.0f} s" for edge in ("start", "end") if f"{edge}_err_s" in m]
+    if "cost_err_pct" in m:
+        parts.append(f"cost {m['cost_err_pct']:+.1f} %")
+    if "precision" in m:
+        parts.append(f"addresses P {m['precision']:.2f} R {m['recall']:.2f}")
+    return ", ".join(parts) or "-"
+
+
+def failure_table(results: list[Result]) -> str:
+    """Every failing draw: the incident kind, the sources present, the best source seeing it, the deviations."""
+    lines = ["| # | scenario | sources | best source | deviation | found | reason |", "|---|---|---|---|---|---|---|"]
+    for r in results:
+        if not r.ok:
+            lines.append(f"| {r.draw.index} | {r.draw.scenario} | {'+'.join(r.draw.deployment.sources)} | "
+                         f"{r.metrics.get('basis', '-')} | {deviation(r)} | {r.found} | {'; '.join(r.reasons)} |")
+    return "\n".join(lines)
+
+
 def worst(results: list[Result], n: int = 10) -> list[Result]:
     return sorted((r for r in results if not r.ok), key=lambda r: r.severity, reverse=True)[:n]
 

@@ -8,7 +8,6 @@ its drawn shape. truth.json says what each present source can see of each incide
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import json
 from dataclasses import dataclass
 from decimal import Decimal
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from forensics.netaddr import TrustedProxies
+from forensics.netaddr import TrustedProxies, is_internal
 from forensics.simulate import litellm_writer, nginx_writer, noise, provider_writer, traffic
 from forensics.simulate.catalog import (
     GENERATOR_VERSION, HOUR, NETWORK, US, VirtualKey, Window, iso_z, make_keys, ts,
@@ -187,16 +186,6 @@ def _span(times: pd.Series) -> dict:
 
 BUCKET_US = {"1m": 60 * US, "1h": 3600 * US, "1d": 86400 * US}
 SLOW_IN_NGINX = ("leaked_virtual_key", "open_proxy")   # set apart in nginx only by who calls
-INTERNAL = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8",
-                                                    "::1/128", "fc00::/7", "fe80::/10"))
-
-
-def _internal(address: str) -> bool:
-    """The investigation's own rule for a private address (analysis/incident.py PRIVATE_IP_SQL)."""
-    ip = ipaddress.ip_address(address)
-    return any(ip in n for n in INTERNAL if n.version == ip.version)
-
-
 def provider_baseline(window, bucket: str, first_us: int, last_us: int) -> bool:
     """Whether the provider's export, at `bucket` width over the logs' span, holds at least one bucket's worth of time
     outside the buckets the incident touches: without it the export has no baseline to set the incident apart (two
@@ -227,7 +216,7 @@ def seen_by(rows: pd.DataFrame, dep: Deployment, visible: pd.Series, scenario: s
             "logs_request_time": nginx_logs_request_time(dep), "client_ips": shown,
             # a leaked key or an open proxy shows in nginx by who calls (a batch job calls as fast): behind a
             # balancer whose log keeps no client address, nothing there sets it apart from a planned job
-            "separable": any(not _internal(c) for c in shown) or scenario not in SLOW_IN_NGINX}
+            "separable": any(not is_internal(c) for c in shown) or scenario not in SLOW_IN_NGINX}
     billed = rows[(rows["outcome"] == "ok") & rows["provider"].isin(dep.providers)]
     if "provider" in dep.sources and len(billed):
         bucket = dep.usage_bucket(billed["provider"].iloc[0])

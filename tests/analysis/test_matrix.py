@@ -67,3 +67,18 @@ def test_the_randomized_matrix_meets_the_criteria_on_50_draws():
     checked against truth. `python bench/matrix.py --draws 500` runs the same over more draws."""
     results = matrix.run(50, seed=SEED, jobs=2)
     assert all(r.ok for r in results), matrix.failure_message(results)
+
+
+# Draws of seeds nobody had tuned against that failed at the start of session 6 (seed 1: 55/60, seed 2: 48/60), each
+# for its own cause: a partly covered last daily bucket, a spike filling most of a short export, the proxy's own key
+# outspent by its attacker, a nightly batch after a spike, a slow leak's second part after a pause, the first
+# minutes of an open proxy, remote employees at the start of a short log, a balancer calling on after a 401 burst.
+UNTUNED_DRAWS = {1: (14, 29, 34, 59), 2: (0, 5, 8, 23, 24, 34, 38, 41, 47, 48, 50)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", sorted(UNTUNED_DRAWS))
+def test_draws_that_failed_on_untuned_seeds_meet_the_criteria(seed):
+    todo = matrix.draws(max(UNTUNED_DRAWS[seed]) + 1, seed)
+    results = [matrix.run_draw(todo[i]) for i in UNTUNED_DRAWS[seed]]
+    assert all(r.ok for r in results), matrix.failure_message(results)
