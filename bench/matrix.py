@@ -15,16 +15,13 @@ import sys
 import time
 from pathlib import Path
 
-from forensics.simulate import SCENARIOS
 from forensics.simulate import matrix
+from forensics.simulate.pool import add_draw_arguments
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--draws", type=int, default=60)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
-    parser.add_argument("--jobs", type=int, default=1, help="draws run at once (processes)")
+    add_draw_arguments(parser, draws=60)
     parser.add_argument("--keep", type=Path, help="copy the logs of failing draws into this folder")
     parser.add_argument("--json", type=Path, help="write every draw's result as JSON lines here")
     args = parser.parse_args(argv)

@@ -215,24 +215,11 @@ def run_draw(draw: Draw, workdir: Path | None = None, keep: Path | None = None) 
 def run(n: int, seed: int = 0, scenarios: tuple[str, ...] = SCENARIOS, jobs: int = 1, keep: Path | None = None,
         progress=None) -> list[Result]:
     """The matrix over n draws, `jobs` at a time; `progress(result)` after each."""
-    todo = draws(n, seed, scenarios)
-    if jobs <= 1:
-        out = []
-        for d in todo:
-            out.append(run_draw(d, keep=keep))
-            if progress:
-                progress(out[-1])
-        return out
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
 
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        out = []
-        for r in pool.map(run_draw, todo, [None] * len(todo), [keep] * len(todo)):
-            out.append(r)
-            if progress:
-                progress(r)
-    return out
+    from forensics.simulate.pool import run_each
+
+    return run_each(partial(run_draw, keep=keep), draws(n, seed, scenarios), jobs, progress)
 
 
 # --- tables -------------------------------------------------------------------------------------------------------
