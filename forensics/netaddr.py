@@ -43,6 +43,15 @@ def is_internal(address: str) -> bool:
     return ip is not None and any(ip.version == n.version and ip in n for n in _internal_networks())
 
 
+def address_of(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """parse_ip, an IPv4-mapped IPv6 address ('::ffff:203.0.113.9') as its IPv4 address: what leads and origins
+    group and look up."""
+    ip = parse_ip(text or "")
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
 def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """An address from a log field: strips ports ('1.2.3.4:5678', '[2001:db8::1]:443') and blanks; None if not one."""
     t = text.strip().strip('"')

@@ -16,6 +16,7 @@ import pandas as pd
 
 from forensics.analysis import origin
 from forensics.analysis.steps import Step
+from forensics.netaddr import address_of, internal_ip_sql
 
 if TYPE_CHECKING:
     from forensics.api import Case
@@ -26,18 +27,14 @@ RECON_PATHS = ("/", "/v1/models", "/models", "/health", "/health/liveliness", "/
 RECON_WITHIN_DAYS = 7              # how far back before the first attack request reconnaissance is looked for
 # X-Forwarded-For hops a client outside has no business sending: loopback and private ranges (spoofing a trusted
 # internal caller), or anything but the proxy chain's own hops
-FORGED_SQL = """(hop = 'localhost' OR hop LIKE '127.%' OR hop = '::1' OR hop LIKE '10.%' OR hop LIKE '192.168.%'
-                 OR regexp_matches(hop, '^172\\.(1[6-9]|2[0-9]|3[01])\\.'))"""
+FORGED_SQL = f"(hop = 'localhost' OR {internal_ip_sql('hop')})"
 
 
 def network_of(ip: str | None) -> str | None:
     """'203.0.113.0/24' for an IPv4 address, '2001:db8:1::/48' for an IPv6 one; None when not an address."""
-    try:
-        addr = ipaddress.ip_address((ip or "").strip())
-    except ValueError:
+    addr = address_of(ip)
+    if addr is None:
         return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
     prefix = 24 if addr.version == 4 else 48
     return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
 

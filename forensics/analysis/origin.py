@@ -8,10 +8,11 @@ address in no list is "unknown", which is absence of evidence, not a claim that 
 """
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
+
+from forensics.netaddr import address_of
 
 # kinds, in the analyst's words
 KIND_WORDS = {"hosting": "cloud or hosting", "cdn": "CDN", "vpn": "VPN exit", "tor": "Tor exit", "bot": "crawler",
@@ -37,13 +38,8 @@ class Origin:
 
 def origin_of(ip: str | None) -> Origin | None:
     """The origin of one address (an IPv4-mapped IPv6 address as its IPv4 one); None when `ip` is no address."""
-    try:
-        addr = ipaddress.ip_address((ip or "").strip())
-    except ValueError:
-        return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return _origin(addr)
+    addr = address_of(ip)
+    return None if addr is None else _origin(addr)
 
 
 @lru_cache(maxsize=65536)
