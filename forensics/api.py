@@ -36,9 +36,10 @@ def split_inputs(inputs: Iterable[str | Path]) -> tuple[list[str], list[str]]:
     """(cases: databases and Parquet case folders, log files and folders) among INPUT."""
     from forensics import parquet_case
 
-    items = [str(i) for i in inputs]
-    cases = [i for i in items if i.endswith(CASE_SUFFIX) or parquet_case.is_folder(i)]
-    return cases, [i for i in items if i not in cases]
+    cases, logs = [], []
+    for item in map(str, inputs):
+        (cases if item.endswith(CASE_SUFFIX) or parquet_case.is_folder(item) else logs).append(item)
+    return cases, logs
 
 
 def case_exists(path: str | Path) -> bool:
@@ -158,10 +159,9 @@ class Case:
     def merge(self, case_paths: Iterable[str | Path]) -> list[FileReport]:
         """Merge other case databases into this one (files by sha256; requests filled, not doubled). NotACase, and
         nothing merged, when one is no case, of a newer schema version, or its per-file counts do not add up."""
-        from forensics.sources.provider import pagenotes
-        from forensics.merge import merge_case
-
         from forensics import parquet_case
+        from forensics.merge import merge_case
+        from forensics.sources.provider import pagenotes
 
         reports = []
         for c in case_paths:

@@ -354,7 +354,8 @@ def _print_ingest_table(reports) -> None:
 
 
 def _split_inputs(inputs) -> tuple[list[str], list[str]]:
-    """(case databases, log files and folders) among INPUT; a named case must exist and be a DuckDB file."""
+    """(cases, log files and folders) among INPUT (api.split_inputs); a named case must exist: a DuckDB file or a
+    Parquet case folder."""
     from forensics.api import case_exists, split_inputs
 
     cases, logs = split_inputs(inputs)

@@ -36,17 +36,23 @@ def build(base: str | Path, scenario: str, seed: int) -> dict:
     return {"truth": truth, **ingest_and_investigate(base)}
 
 
-def ingest_sample(path: str | Path) -> list:
-    """sample_logs/ ingested into a new case at PATH (the library's ingest_paths): its reports."""
-    from conftest import SAMPLE_LOGS
+def _ingest_into(path: str | Path, inputs: list[Path]) -> list:
+    """INPUTS ingested into a new case at PATH with the library's ingest_paths, the case closed: its reports."""
     from forensics import case as case_db
     from forensics.ingest import ingest_paths
 
     con = case_db.connect(Path(path))
     try:
-        return ingest_paths(con, [SAMPLE_LOGS])
+        return ingest_paths(con, inputs)
     finally:
         con.close()
+
+
+def ingest_sample(path: str | Path) -> list:
+    """sample_logs/ ingested into a new case at PATH: its reports."""
+    from conftest import SAMPLE_LOGS
+
+    return _ingest_into(path, [SAMPLE_LOGS])
 
 
 def report_sample(out: str | Path):
@@ -59,28 +65,14 @@ def report_sample(out: str | Path):
 
 def ingest_hostile_corpus(path: str | Path) -> list:
     """tests/hostile/cases/ ingested together into a new case at PATH, like a responder's folder: its reports."""
-    from forensics import case as case_db
-    from forensics.ingest import ingest_paths
-
-    con = case_db.connect(Path(path))
-    try:
-        return ingest_paths(con, [Path(__file__).resolve().parent / "hostile" / "cases"])
-    finally:
-        con.close()
+    return _ingest_into(path, [Path(__file__).resolve().parent / "hostile" / "cases"])
 
 
 def merge_parts(base: str | Path) -> None:
     """sample_logs/ split in two cases that overlap, BASE/a.duckdb and BASE/b.duckdb: the same LiteLLM requests
     (spend-log export in one, callback payloads in the other) and the same OpenAI pages in both."""
     from conftest import SAMPLE_LOGS
-    from forensics import case as case_db
-    from forensics.ingest import ingest_paths
 
-    base = Path(base)
     for name, parts in (("a", ["litellm/spend_logs.csv.gz", "nginx", "openai"]),
                         ("b", ["litellm/callback_payloads.ndjson.gz", "openai", "anthropic"])):
-        con = case_db.connect(base / f"{name}.duckdb")
-        try:
-            ingest_paths(con, [SAMPLE_LOGS / p for p in parts])
-        finally:
-            con.close()
+        _ingest_into(Path(base) / f"{name}.duckdb", [SAMPLE_LOGS / p for p in parts])

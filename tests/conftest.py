@@ -19,6 +19,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -151,6 +152,17 @@ def run_process(*args, cwd=None) -> subprocess.CompletedProcess:
     reaches the terminal, tracebacks)."""
     return subprocess.run([sys.executable, "-m", "forensics", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd)
+
+
+def steps_statements(script: str) -> list[tuple[str, str]]:
+    """A report's steps.sql as (step name, SQL) in order; what precedes the first step (a Parquet case's views) is
+    one chunk named by its first line."""
+    out = []
+    for chunk in re.split(r"^-- step: ", script, flags=re.M):
+        if chunk.strip():
+            name, sql = chunk.split("\n", 1)
+            out.append((name, sql.strip().removesuffix(";")))
+    return out
 
 
 # --- fixtures -------------------------------------------------------------------------------------------------------

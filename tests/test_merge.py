@@ -11,8 +11,6 @@ import pytest
 from conftest import run_cli
 from forensics.schema import CASE_TABLES
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "sample_logs"
 TABLES = tuple(t for t in CASE_TABLES if t not in ("ingest_files", "prices"))   # the rows files brought
 
 

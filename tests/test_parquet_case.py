@@ -8,8 +8,7 @@ import shutil
 import duckdb
 import pytest
 
-from analysis.test_steps import statements
-from conftest import SAMPLE_SCENARIO, run_cli
+from conftest import SAMPLE_SCENARIO, run_cli, steps_statements
 from forensics import parquet_case
 from forensics.api import Case
 from forensics.case import NotACase
@@ -119,7 +118,7 @@ def test_report_and_detect_on_the_folder_equal_those_on_the_case(parquet_folder,
         {k: v for k, v in expected.items() if k != "generated_at"}
     # steps.sql re-runs in a plain DuckDB session: its head makes the folder's files the case's tables
     con = duckdb.connect()
-    steps = statements((tmp_path / "report" / "steps.sql").read_text())
+    steps = steps_statements((tmp_path / "report" / "steps.sql").read_text())
     assert len(steps) > 50
     for name, sql in steps:
         con.execute(sql)

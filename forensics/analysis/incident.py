@@ -1,17 +1,10 @@
-"""What an incident is, and the SQL test for a private address: shared by the detectors (incidents) and the
-verdicts that classify their findings."""
+"""What an incident is: shared by the detectors (incidents) and the verdicts that classify their findings. (The
+test for a private address is forensics.netaddr's is_internal / internal_ip_sql.)"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from forensics.netaddr import internal_ip_sql
-
 SPREAD_MIN_ADDRESSES = 5          # a key used from this many new public addresses or more has been shared (leaked)
-
-
-def private_ip_sql(col: str) -> str:
-    """SQL true for an address of the operator's own network (forensics.netaddr.internal_ip_sql)."""
-    return internal_ip_sql(col)
 
 
 @dataclass

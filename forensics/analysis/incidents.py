@@ -19,8 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from forensics.analysis.incident import SPREAD_MIN_ADDRESSES, Incident, private_ip_sql
+from forensics.analysis.incident import SPREAD_MIN_ADDRESSES, Incident
 from forensics.analysis.steps import Step
+from forensics.netaddr import internal_ip_sql
 
 if TYPE_CHECKING:
     from forensics.api import Case
@@ -131,7 +132,7 @@ def spread_step(facts: str) -> Step:
         WITH span AS (SELECT min(start_time) AS t0 FROM {facts}),
         spread AS (
             SELECT key_hash, min(start_time) AS key_first,
-                   count(DISTINCT client_ip) FILTER (WHERE NOT {private_ip_sql('client_ip')}) AS public_ips
+                   count(DISTINCT client_ip) FILTER (WHERE NOT {internal_ip_sql('client_ip')}) AS public_ips
             FROM {facts} WHERE key_valid AND client_ip IS NOT NULL GROUP BY ALL
         ), wide AS (
             SELECT s.key_hash FROM spread s, span
@@ -140,7 +141,7 @@ def spread_step(facts: str) -> Step:
                                                WHERE o.key_hash <> s.key_hash), 0)
         ), candidates AS (   -- its calls from public addresses, in sessions that are themselves that spread
             SELECT * FROM ({sessions_sql(f"(SELECT f.* FROM {facts} f SEMI JOIN wide USING (key_hash) "
-                                         f"WHERE NOT {private_ip_sql('f.client_ip')})", 'key_hash', SLOW_GAP_MINUTES)})
+                                         f"WHERE NOT {internal_ip_sql('f.client_ip')})", 'key_hash', SLOW_GAP_MINUTES)})
         )
         SELECT * FROM candidates c WHERE (c.part, c.session_no) IN (
             SELECT (part, session_no) FROM candidates GROUP BY ALL
@@ -157,7 +158,7 @@ def surge_sql(rows: str) -> str:
         newcomers AS (
             SELECT client_ip FROM {rows}, span WHERE client_ip IS NOT NULL GROUP BY client_ip, span.t0
             HAVING min(start_time) > span.t0 + INTERVAL {NEWCOMER_GRACE_SECONDS} SECOND
-               AND NOT {private_ip_sql('client_ip')}
+               AND NOT {internal_ip_sql('client_ip')}
         ), candidates AS (
             SELECT * FROM ({sessions_sql(f"(SELECT f.* FROM {rows} f SEMI JOIN newcomers n USING (client_ip) "
                                          "WHERE NOT f.auth_failure)")})

@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from forensics.analysis.incident import Incident, private_ip_sql
+from forensics.analysis.incident import Incident
 from forensics.analysis.incidents import (MIN_INCIDENT_REQUESTS, NEWCOMER_GRACE_SECONDS, SLOW_GAP_MINUTES,
                                          sessions_sql, surge_sql)
 from forensics.analysis.steps import Step
+from forensics.netaddr import internal_ip_sql
 
 if TYPE_CHECKING:
     from forensics.api import Case
@@ -104,7 +105,7 @@ def nginx_newcomers_step(lines: str) -> Step:
         WITH span AS (SELECT min(start_time) AS t0 FROM {lines}),
         firsts AS (
             SELECT client_ip, min(start_time) AS first_seen FROM {lines}, span
-            WHERE client_ip IS NOT NULL AND NOT {private_ip_sql('client_ip')} GROUP BY client_ip, span.t0
+            WHERE client_ip IS NOT NULL AND NOT {internal_ip_sql('client_ip')} GROUP BY client_ip, span.t0
             HAVING min(start_time) > span.t0 + INTERVAL {NEWCOMER_GRACE_SECONDS} SECOND
         ), candidates AS (
             SELECT * FROM ({sessions_sql(f"(SELECT l.* FROM {lines} l SEMI JOIN firsts USING (client_ip) "
@@ -132,7 +133,7 @@ def continued_sql(mine: str, lines: str, claimed: str) -> str:
     SLOW_GAP_MINUTES (a slow leak goes quiet for a quarter of an hour, then goes on: the same campaign)."""
     return f"""
         INSERT INTO {mine}
-        WITH addresses AS (SELECT DISTINCT client_ip FROM {mine} WHERE NOT {private_ip_sql('client_ip')}),
+        WITH addresses AS (SELECT DISTINCT client_ip FROM {mine} WHERE NOT {internal_ip_sql('client_ip')}),
         pool AS (
             SELECT request_id, start_time FROM {mine}
             UNION ALL
@@ -164,7 +165,7 @@ def find_nginx_incidents(case: Case) -> list[NginxIncident]:
         sessions = case.execute(f"""
             SELECT session_no, count(*), min(start_time), max(start_time),
                    count(*) FILTER (WHERE auth_failure), count(DISTINCT client_ip),
-                   count(DISTINCT client_ip) FILTER (WHERE NOT {private_ip_sql('client_ip')}),
+                   count(DISTINCT client_ip) FILTER (WHERE NOT {internal_ip_sql('client_ip')}),
                    count(*) FILTER (WHERE status < 400), coalesce(sum(body_bytes), 0)
             FROM {table} c WHERE NOT EXISTS (SELECT 1 FROM {claimed} x WHERE x.request_id = c.request_id)
             GROUP BY session_no HAVING count(*) >= {MIN_INCIDENT_REQUESTS} ORDER BY 3

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from forensics.analysis.incident import SPREAD_MIN_ADDRESSES, Incident, private_ip_sql
+from forensics.analysis.incident import SPREAD_MIN_ADDRESSES, Incident
+from forensics.netaddr import internal_ip_sql
 
 if TYPE_CHECKING:
     from forensics.api import Case
@@ -23,7 +24,7 @@ def _facts(case: Case, inc: Incident, facts: str) -> dict:
             count(DISTINCT client_ip) AS ips,
             count(DISTINCT client_ip) FILTER (WHERE client_ip NOT IN (SELECT client_ip FROM before
                                                                     WHERE client_ip IS NOT NULL)) AS new_ips,
-            count(DISTINCT client_ip) FILTER (WHERE NOT {private_ip_sql('client_ip')}) AS public_ips,
+            count(DISTINCT client_ip) FILTER (WHERE NOT {internal_ip_sql('client_ip')}) AS public_ips,
             count(DISTINCT (key_hash, client_ip)) FILTER (WHERE key_valid AND (key_hash, client_ip) NOT IN
                 (SELECT (key_hash, client_ip) FROM before WHERE key_hash IS NOT NULL)) AS new_key_ip_pairs,
             count(DISTINCT model) FILTER (WHERE key_valid AND (key_hash, model) NOT IN

@@ -44,9 +44,9 @@ Intervals = list[tuple[datetime, datetime]]
 def features_step() -> Step:
     """Parameters: the training intervals' starts and ends (two lists of timestamps, the same length), the request
     ids left out of the baseline."""
-    from forensics.analysis.incident import private_ip_sql
+    from forensics.netaddr import internal_ip_sql
 
-    private = private_ip_sql("ip")
+    private = internal_ip_sql("ip")
     k, sd = PRIOR_REQUESTS, SD_FLOOR
     return Step("detector_features", f"""
         WITH r AS (

@@ -44,7 +44,7 @@ class TrainingPlan:
 def excluded_requests(case: Case) -> list[str]:
     """The requests the incident search claimed, and every request from a public address whose requests it mostly
     claimed (an attacker's requests the incident's window cut off; a known public client stays in)."""
-    from forensics.analysis.incident import private_ip_sql
+    from forensics.netaddr import internal_ip_sql
     from forensics.analysis.incidents import find_incidents
 
     search = find_incidents(case)
@@ -56,7 +56,7 @@ def excluded_requests(case: Case) -> list[str]:
         WITH claimed AS ({claimed}),
         addresses AS (   -- public addresses most of whose requests an incident claimed: the incidents' own
             SELECT r.client_ip FROM llm_requests r LEFT JOIN claimed c USING (request_id)
-            WHERE r.client_ip IS NOT NULL AND NOT {private_ip_sql('r.client_ip')}
+            WHERE r.client_ip IS NOT NULL AND NOT {internal_ip_sql('r.client_ip')}
             GROUP BY r.client_ip HAVING count(c.request_id) >= {ADDRESS_CLAIMED_SHARE} * count(*)
         )
         SELECT request_id FROM claimed

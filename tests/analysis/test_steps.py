@@ -9,16 +9,8 @@ from decimal import Decimal
 import duckdb
 import pytest
 
+from conftest import steps_statements as statements
 from forensics.analysis.steps import StepLog, inline_params, literal
-
-
-def statements(script: str) -> list[tuple[str, str]]:
-    out = []
-    for chunk in re.split(r"^-- step: ", script, flags=re.M):
-        if chunk.strip():
-            name, sql = chunk.split("\n", 1)
-            out.append((name, sql.strip().removesuffix(";")))
-    return out
 
 
 def test_steps_sql_reruns_against_its_case(sample_report, tmp_path):
