@@ -678,6 +678,15 @@ def _really_root() -> bool:
     return os.geteuid() == 0
 
 
+def answered_by_nginx(row: dict) -> bool:
+    """A gateway error nginx made itself: 502/504 with nginx's own HTML page and no LiteLLM call id. LiteLLM never
+    saw such a request, so it has no callback payload. It happens in real deployments like this one: uvicorn closes
+    an idle keep-alive connection after 5 s while nginx's upstream keepalive keeps it for 60 s, so a POST sent on a
+    connection uvicorn is closing gets "Connection reset by peer" and nginx does not retry a non-idempotent request."""
+    return (row.get("status") in (502, 504) and not row.get("litellm_call_id")
+            and "nginx" in (row.get("error") or ""))
+
+
 def make_truth(out: Path, spec: dict, rows: list[dict], timings: dict) -> dict:
     upstream = [json.loads(ln) for ln in (out / "upstream" / "upstream_requests.ndjson").read_text().splitlines()
                 if ln.strip()]
@@ -694,7 +703,8 @@ def make_truth(out: Path, spec: dict, rows: list[dict], timings: dict) -> dict:
                          for k in sorted({r.get("status") for r in rs}, key=str)}
     seen_ids = {r["id"] for r in attack if r.get("id")}
     received = ndjson_call_ids(out / "capture" / "litellm" / "callbacks.ndjson")
-    missing = [r for r in rows if r.get("litellm_call_id") not in received]
+    by_nginx = [r for r in rows if answered_by_nginx(r)]
+    missing = [r for r in rows if r.get("litellm_call_id") not in received and not answered_by_nginx(r)]
     batched = batch_call_ids(out / "variants" / "generic_api")
     handled = [r["litellm_call_id"] for r in rows if r.get("litellm_call_id")]
     lost = sorted(set(handled) - set(batched))
@@ -743,7 +753,9 @@ def make_truth(out: Path, spec: dict, rows: list[dict], timings: dict) -> dict:
         "clients": {"requests": len(rows), "status": status(rows),
                     "without_callback_payload": [{k: r.get(k) for k in ("address", "model", "status", "sent",
                                                                          "received", "litellm_call_id", "error")}
-                                                 for r in missing]},
+                                                 for r in missing],
+                    "answered_by_nginx": [{k: r.get(k) for k in ("address", "model", "status", "sent", "received")}
+                                          for r in by_nginx]},
         "generic_api": {"payloads": len(batched), "requests_answered": len(handled), "lost": len(lost),
                         "lost_attack": len(lost_attack), "duplicated": len(batched) - len(set(batched)),
                         "lost_attack_cost_share": float(

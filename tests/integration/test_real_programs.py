@@ -53,7 +53,8 @@ def truth(run_dir) -> dict:
 def test_capture_loads_every_record_or_quarantines_it(run_dir, truth, tmp_path, capsys):
     """Conservation on every file of the capture and of the variants (the custom-format nginx log, the generic_api
     batches): records read = loaded + quarantined; the formats detected are printed. Every request LiteLLM answered
-    is in the custom callback's NDJSON (the harness's own check); what generic_api lost is printed."""
+    is in the custom callback's NDJSON (the harness's own check); a gateway error nginx made itself is accounted for
+    as such; what generic_api lost is printed."""
     from forensics.api import Case
     from forensics.sources.interface import LoadOptions
 
@@ -61,6 +62,8 @@ def test_capture_loads_every_record_or_quarantines_it(run_dir, truth, tmp_path, 
         reports = case.ingest([run_dir / "capture"])
         n_payloads = case.con.execute("SELECT count(*) FROM llm_requests").fetchone()[0]
         n_http = case.con.execute("SELECT count(*) FROM http_requests").fetchone()[0]
+        n_gateway_errors = case.con.execute(
+            "SELECT count(*) FROM http_requests WHERE status IN (502, 504)").fetchone()[0]
     with Case.open(tmp_path / "variant.duckdb",
                    options=LoadOptions(nginx_format=realprog.NGINX_TIMINGS_FORMAT)) as case:
         reports += case.ingest([run_dir / "variants"])
@@ -90,10 +93,19 @@ def test_capture_loads_every_record_or_quarantines_it(run_dir, truth, tmp_path, 
     batches = [r for r in reports if Path(r.path).name.startswith("batch-")]
     assert batches and all(r.format == "litellm.payload_json_array" and r.quarantined == 0 for r in batches)
     clients = [json.loads(x) for x in (run_dir / "clients" / "requests.ndjson").read_text().splitlines() if x]
-    # the harness's own check: the custom callback wrote a StandardLoggingPayload for every request answered
+    # the harness's own check: the custom callback wrote a StandardLoggingPayload for every request LiteLLM answered
     assert not truth["clients"]["without_callback_payload"], truth["clients"]["without_callback_payload"][:5]
-    assert by_name["capture/litellm/callbacks.ndjson"].records == len(clients)
-    assert n_payloads == len(clients) and n_http == len(clients)
+    # nginx's own gateway errors (a keep-alive race with uvicorn, see realprog.answered_by_nginx) never reached
+    # LiteLLM: rare, in nginx's access log with their status and in its error log with the client's address
+    by_nginx = truth["clients"]["answered_by_nginx"]
+    assert len(by_nginx) <= max(2, len(clients) // 200), by_nginx
+    assert n_gateway_errors == len(by_nginx), (n_gateway_errors, by_nginx)
+    error_log = (run_dir / "setup" / "nginx_error.log").read_text()
+    for r in by_nginx:
+        assert f"client: {r['address']}, " in error_log and "upstream" in error_log, r
+    answered = len(clients) - len(by_nginx)
+    assert by_name["capture/litellm/callbacks.ndjson"].records == answered
+    assert n_payloads == answered and n_http == len(clients)
 
 
 def test_report_finds_the_open_proxy_attack(run_dir, truth, tmp_path):
