@@ -100,14 +100,17 @@ def first_char(path: Path) -> str:
 
 # ---- JSON records -------------------------------------------------------------------------------------------
 
+# {keys} is the record's top-level keys, parsed once (KEYS_SQL): the record is parsed one time for all four checks
+# (measured: json_valid and json_keys each on their own made this statement 3.7x slower)
 _CHECK = """
   CASE WHEN {text} IS NULL THEN 'not valid UTF-8'
-       WHEN NOT json_valid({text}) THEN 'not valid JSON'
+       WHEN {keys} IS NULL AND NOT json_valid({text}) THEN 'not valid JSON'
        WHEN NOT starts_with(ltrim({text}, chr(32) || chr(9)), '{{') THEN 'not a JSON object'
-       WHEN len(json_keys({text})) <> len(list_distinct(json_keys({text}))) THEN format(
+       WHEN list_unique({keys}) <> len({keys}) THEN format(
          'key "{{}}" appears twice in the object: which value counts is ambiguous (readers differ), not loaded',
-         list_filter(json_keys({text}), lambda k: len(list_filter(json_keys({text}), lambda j: j = k)) > 1)[1])
+         list_filter({keys}, lambda k: len(list_filter({keys}, lambda j: j = k)) > 1)[1])
   END"""
+KEYS_SQL = "try(json_keys({text})) AS _keys"
 
 
 def records_relation() -> str:
@@ -117,11 +120,12 @@ def records_relation() -> str:
 
 def _stage_texts(con: duckdb.DuckDBPyConnection, texts: pa.Table) -> int:
     """_ll_rec from an arrow table of (record_no, text), with `why` when the reader already knows it is bad."""
-    check = _CHECK.format(text="text")
+    check = _CHECK.format(text="text", keys="_keys")
     if "why" in texts.column_names:
         check = f"coalesce(why, {check})"
     query_with(con, "_ll_texts", texts,
-               f"CREATE OR REPLACE TEMP TABLE _ll_rec AS SELECT record_no, text AS raw, {check} AS bad FROM _ll_texts")
+               f"CREATE OR REPLACE TEMP TABLE _ll_rec AS SELECT record_no, text AS raw, {check} AS bad "
+               f"FROM (SELECT *, {KEYS_SQL.format(text='text')} FROM _ll_texts)")
     (n,) = con.execute("SELECT count(*) FROM _ll_rec").fetchone()
     return int(n)
 
@@ -138,7 +142,7 @@ def line_batches(con: duckdb.DuckDBPyConnection, path: Path, notes: list[str],
     for batch in reader:
         invalid = reader.invalid_utf8_lines[seen_invalid:]
         seen_invalid = len(reader.invalid_utf8_lines)
-        check = _CHECK.format(text="line")
+        check = _CHECK.format(text="line", keys="_keys")
         if invalid:   # the reader shows the bad bytes as \xHH; the line is evidence, not a record
             listed = ", ".join(str(int(i)) for i in invalid)
             check = f"CASE WHEN line_no IN ({listed}) THEN 'not valid UTF-8 (bytes shown as \\\\xHH)' ELSE {check} END"
@@ -151,8 +155,9 @@ def line_batches(con: duckdb.DuckDBPyConnection, path: Path, notes: list[str],
                      f"(not valid JSON, no newline at the end of the file)' ELSE {check} END")
         query_with(con, "_ll_lines", batch, f"""
             CREATE OR REPLACE TEMP TABLE _ll_rec AS
-            SELECT line_no AS record_no, line AS raw, {check} AS bad FROM _ll_lines
-            WHERE strlen(line) > 0 AND NOT (strlen(line) < 64 AND trim(line) = '')""")
+            SELECT line_no AS record_no, line AS raw, {check} AS bad
+            FROM (SELECT *, {KEYS_SQL.format(text='line')} FROM _ll_lines
+                  WHERE strlen(line) > 0 AND NOT (strlen(line) < 64 AND trim(line) = ''))""")
         (n,) = con.execute("SELECT count(*) FROM _ll_rec").fetchone()
         blank += batch.num_rows - int(n)
         yield int(n)
