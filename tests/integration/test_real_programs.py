@@ -127,3 +127,24 @@ def test_report_finds_the_open_proxy_attack(run_dir, truth, tmp_path):
     assert hits / len(found) >= 0.95 and hits / len(true) >= 0.95, (sorted(found - true), sorted(true - found))
     cost, expected = Decimal(str(inc["cost_usd"])), Decimal(t["cost_usd"])
     assert abs(cost - expected) <= expected * Decimal("0.005"), (cost, expected)
+
+
+def test_first_look_and_parquet_case_on_the_real_capture(run_dir, truth, tmp_path):
+    """What the simulator's data alone had shown: on the real programs' logs, the first look names the attack within
+    the attack's window, and the case exported as Parquet (`export-case --parquet`) gives the same findings."""
+    from forensics import cli, first_look
+
+    said: list[str] = []
+    g = first_look.glance([run_dir / "capture"], say=said.append)
+    [t] = truth["incidents"]
+    attacks = [s for s in g.sightings if s.verdict == "attack"]
+    assert attacks and said and said[0].startswith("first look (preliminary"), said
+    start, end = (_t(t[k]).replace(tzinfo=None) for k in ("start", "end"))       # sightings are naive UTC
+    assert any(s.start <= end and start <= s.end for s in attacks), (said, t["start"], t["end"])
+
+    assert cli.main(["report", str(run_dir / "capture"), "--out", str(tmp_path / "a")]) in (0, 1)
+    assert cli.main(["export-case", str(tmp_path / "a" / "case.duckdb"), "--parquet", str(tmp_path / "pq")]) == 0
+    assert cli.main(["report", str(tmp_path / "pq"), "--out", str(tmp_path / "b")]) in (0, 1)
+    a, b = (json.loads((tmp_path / d / "findings.json").read_text()) for d in ("a", "b"))
+    assert a["incidents"] and {k: v for k, v in a.items() if k != "generated_at"} == \
+        {k: v for k, v in b.items() if k != "generated_at"}
