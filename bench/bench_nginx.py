@@ -1,6 +1,6 @@
 """Benchmark: nginx combined-format ingest vs a plain Python-regex parser vs DuckDB's own read_csv vs GoAccess.
 
-    python bench/bench_nginx.py [--lines 2000000] [--repeat 3] [--keep] [--xff]
+    python bench/bench_nginx.py [--lines 2000000] [--repeat 3] [--quick] [--keep] [--xff]
 
 Writes the log to bench/data/ (gitignored) and prints lines/s for each contender side by side. With --repeat N the
 contenders run interleaved, N rounds of one run each, and each figure is the median of its N runs: a shared machine's
@@ -282,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  round {round_ + 1}: load average {os.getloadavg()[0]:.2f}", flush=True)
     results: dict[str, tuple[float, float] | None] = {
         name: None if r[0] is None else (median([w for w, _ in r]), median([c for _, c in r])) for name, r in runs.items()}
+    for name in (n for n, r in results.items() if r is None):
+        print(f"  {name}: skipped (goaccess not on PATH)")
     base_wall = (results.get("Python regex + strptime") or (None, None))[0]
     print(f"\n{'contender':32s} {'wall s':>7s} {'lines/s':>11s} {'vs regex':>9s} {'cpu s':>7s} {'lines/cpu-s':>12s}")
     for name, r in results.items():
