@@ -210,9 +210,12 @@ class LineBatches:
     # -- segments: byte ranges that end at a line boundary (or at the end of the data) -----------------------
     def _segments(self, blocks: Iterator[bytes]) -> Iterator[_Segment]:
         """Blocks of data cut into segments of about batch_bytes at line ends; memory stays within a batch and a
-        block, whatever the lines: the rest of a line over max_line_bytes is counted, not kept."""
-        pending = bytearray()
-        pending_lines = 0                            # newlines in pending (a batch of tiny lines is many rows)
+        block, whatever the lines: the rest of a line over max_line_bytes is counted, not kept. The blocks of a
+        segment are joined once (one copy, not an append per block and a copy of the whole)."""
+        parts: list[bytes] = []                      # blocks not yielded yet; only the first may start mid-line
+        size = 0                                     # bytes in parts
+        last = 0                                     # bytes of parts up to and including their last newline
+        lines = 0                                    # newlines in parts (a batch of tiny lines is many rows)
         cut_prefix: bytes | None = None              # inside a line over the limit: its start, and its length so far
         cut_len = 0
         for data in blocks:
@@ -223,26 +226,33 @@ class LineBatches:
                     continue
                 yield _Segment.cut_line(cut_prefix, cut_len + nl)
                 cut_prefix, data = None, data[nl + 1:]
-            pending += data
-            pending_lines += data.count(b"\n")
-            last = pending.rfind(b"\n") + 1              # where the unfinished line at the end starts
-            if (len(pending) >= self.batch_bytes or pending_lines >= MAX_BATCH_LINES
-                    or len(pending) - last > self.max_line_bytes):
+            nl = data.rfind(b"\n")
+            if nl >= 0:
+                last = size + nl + 1
+                lines += data.count(b"\n")
+            parts.append(data)
+            size += len(data)
+            if size >= self.batch_bytes or lines >= MAX_BATCH_LINES or size - last > self.max_line_bytes:
                 if last:
-                    with memoryview(pending) as view:
-                        seg = _Segment.of(view[:last].tobytes())         # one copy, not a slice and a copy
-                    pending = pending[last:]          # a new, small buffer: the old one is freed before the yield
-                    pending_lines = 0
+                    joined = b"".join(parts) if len(parts) > 1 else parts[0]
+                    rest = joined[last:]                 # the unfinished line at the end (a copy)
+                    seg = _Segment(joined, 0, last, pa.py_buffer(joined))
+                    del joined                           # the segment holds the bytes, and releases them when done
+                    parts, size, last, lines = ([rest] if rest else []), len(rest), 0, 0
+                    del rest
                     yield seg
-                if len(pending) > self.max_line_bytes:   # what is left is one unfinished line, and it is too long
-                    cut_prefix, cut_len = bytes(pending[:KEPT_BYTES]), len(pending)
-                    pending.clear()
+                    del seg
+                if size > self.max_line_bytes:           # what is left is one unfinished line, and it is too long
+                    cut_prefix, cut_len = b"".join(parts)[:KEPT_BYTES], size
+                    parts, size = [], 0
         if cut_prefix is not None:                   # set before the last batch goes out, for its reader
             self.unterminated_last_line = True
             yield _Segment.cut_line(cut_prefix, cut_len)
-        elif pending:
-            self.unterminated_last_line = not pending.endswith(b"\n")
-            yield _Segment.of(bytes(pending))
+        elif parts:
+            joined = b"".join(parts) if len(parts) > 1 else parts[0]
+            parts.clear()
+            self.unterminated_last_line = not joined.endswith(b"\n")
+            yield _Segment.of(joined)
 
     def _inflate(self, f) -> Iterator[bytes]:
         """A gzip stream (several members allowed) in blocks of at most _BLOCK bytes, however well it compresses.

@@ -286,6 +286,35 @@ def test_many_batches_with_variants_mixed_and_odd_lines(tmp_path, monkeypatch):
     assert sum(1 for r in whole.quarantine().values() if "does not match" in r) == 1200 // 97
 
 
+def test_the_walk_join_only_once_a_batch_needs_it(tmp_path, monkeypatch):
+    """Batches of plain IPv4 peers are inserted without the join on walked pairs; a later batch's IPv6 peer and
+    address list still get the client the walk gives. Odd methods take the regex (GET and the like skip it), and a
+    byte count that is no number is quarantined with its reason, batch by batch as for the whole file."""
+    line = '{} - - [17/Mar/2025:01:00:{:02d} +0000] "{} /v1/models HTTP/1.1" 200 {} "-" "curl/8.5.0"'
+    body = [line.format(f"203.0.113.{i % 200 + 1}", i % 60, "GET", i) for i in range(300)]
+    body += [line.format("2A02:CF40::4E36", 1, "get", 5), line.format("10.0.0.2, 10.0.0.1, 85.181.35.98", 2,
+             "PROPFIND", 6), line.format("203.0.113.1", 3, "POST", "x12"), line.format("::ffff:203.0.113.9", 4,
+             "9GET", 7)]
+    f = tmp_path / "access.log"
+    f.write_text("\n".join(body) + "\n")
+    whole = load(f)
+    monkeypatch.setattr(nginx, "BATCH_BYTES", 8192)
+    monkeypatch.setattr(lines_module, "_BLOCK", 4096)                  # the reader cuts batches at block ends
+    walked = []
+    real = nginx._Load._insert_converted
+    monkeypatch.setattr(nginx._Load, "_insert_converted", lambda self, c: walked.append(self.walked) or real(self, c))
+    batched = load(f)
+    assert len(walked) > 3 and walked[0] == 0 and walked[-1] >= 2          # no join at first, then the walked pairs
+    cols = "method, remote_addr, forwarded_for, client_ip, body_bytes"
+    assert batched.rows(cols) == whole.rows(cols) and batched.quarantine() == whole.quarantine()
+    rows = whole.rows(cols)
+    assert rows[1] == ("GET", "203.0.113.1", None, "203.0.113.1", 0)
+    assert rows[301] == ("get", "2A02:CF40::4E36", None, "2a02:cf40::4e36", 5)
+    assert rows[302] == ("PROPFIND", "85.181.35.98", "10.0.0.2, 10.0.0.1", "85.181.35.98", 6)
+    assert rows[304] == (None, "::ffff:203.0.113.9", None, "::ffff:cb00:7109", 7)     # "9GET" is no method
+    assert whole.quarantine() == {303: 'body_bytes_sent "x12" is not a number'}
+
+
 def _nginx_escape(text: str) -> str:
     """What nginx writes for a value: '"', '\\' and bytes outside printable ASCII as \\xHH."""
     out = []

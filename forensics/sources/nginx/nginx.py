@@ -72,6 +72,7 @@ class _Load:
         self.records = self.loaded = self.quarantined = self.empty = 0
         self.redact = False                        # the batch may hold a key: redact what is stored from it
         self.tmp = 0
+        self.walked = 0                            # pairs in _nginx_ip_map the walk gave a client for
         self.scans: dict[str, pa.Table] = {}     # arrow data visible to _run's statements by name (never registered)
         self.json_objects: list[dict] | None = None    # the sample a JSON format was inferred from (not a template)
 
@@ -217,11 +218,17 @@ class _Load:
         return self._insert_converted(self._convert(f"({variant.extract_sql(source)}) WHERE ok"))
 
     def _insert_converted(self, converted: str) -> int:
-        """Insert the loadable rows of `converted`, their client_ip completed from the X-Forwarded-For walk."""
+        """Insert the loadable rows of `converted`, their client_ip completed from the X-Forwarded-For walk (no join
+        while the walk has settled no pair: a log of plain IPv4 peers and no X-Forwarded-For needs none)."""
+        if not self.walked:
+            return self._run(f"INSERT INTO http_requests ({', '.join(INSERT_COLUMNS)})\n"
+                             f"SELECT {', '.join(INSERT_COLUMNS)} FROM ({converted}) WHERE _reason IS NULL")[0][0]
         cols = ", ".join("coalesce(c.client_ip, m.client_ip)" if c == "client_ip" else f"c.{c}" for c in INSERT_COLUMNS)
+        # the keys are NULL where client_ip is settled already (most rows): nothing to hash or probe for those
         sql = (f"INSERT INTO http_requests ({', '.join(INSERT_COLUMNS)})\n"
                f"SELECT {cols} FROM ({converted}) c LEFT JOIN _nginx_ip_map m "
-               f"ON c.client_ip IS NULL AND m.chain = coalesce(c.forwarded_for, '') AND m.peer = coalesce(c.remote_addr, '')\n"
+               f"ON m.chain = CASE WHEN c.client_ip IS NULL THEN coalesce(c.forwarded_for, '') END "
+               f"AND m.peer = CASE WHEN c.client_ip IS NULL THEN coalesce(c.remote_addr, '') END\n"
                f"WHERE c._reason IS NULL")
         return self._run(sql)[0][0]
 
@@ -232,6 +239,7 @@ class _Load:
                    f"FROM ({converted}) WHERE client_ip IS NULL AND (forwarded_for IS NOT NULL OR remote_addr IS NOT NULL) "
                    f"EXCEPT SELECT chain, peer FROM _nginx_ip_map", self.trusted, run=self._run)
         self.con.execute("INSERT INTO _nginx_ip_map SELECT chain, peer, client_ip FROM _nginx_new_ips")
+        self.walked += self.con.execute("SELECT count(client_ip) FROM _nginx_new_ips").fetchone()[0]
 
     def _convert(self, staged: str) -> str:
         return convert_sql(staged, self.fmt, self.fid, self.parser.time_field, self.parser.nginx_escapes,

@@ -32,6 +32,10 @@ _TIME_SQL = {
                    "ELSE make_timestamp(epoch_us(try_strptime(time_local, '%d/%b/%Y:%H:%M:%S %z'))) END"),
     "time_iso8601": "make_timestamp(epoch_us(TRY_CAST(time_iso8601 AS TIMESTAMPTZ)))",
 }
+# a method token: the usual ones by one comparison, the regex only for the rest (the same answer, cheaper)
+_COMMON_METHODS = ("GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH")
+_METHOD_SQL = ("CASE WHEN {m} IN (" + ", ".join(f"'{m}'" for m in _COMMON_METHODS) + ") THEN true "
+               "ELSE regexp_full_match({m}, '[A-Za-z][A-Za-z0-9_.-]{{0,31}}') END")
 _MSEC = "TRY_CAST(msec AS DECIMAL(24,6))"     # seconds.milliseconds ($msec), or milliseconds where a log says so
 
 
@@ -57,8 +61,10 @@ def _number(x: str, sql_type: str) -> str:
     return f"TRY_CAST({_absent(x)} AS {sql_type})"
 
 
-def _bad_number(x: str, sql_type: str, label: str) -> str:
-    return (f"WHEN {x} NOT IN ('-', '') AND TRY_CAST({x} AS {sql_type}) IS NULL "
+def _bad_number(x: str, typed: str, label: str) -> str:
+    """The reason for a value nginx wrote that is not a number: `typed` (the column cast from `x` by _number) is
+    NULL though `x` is neither '-' nor '' (not cast twice)."""
+    return (f"WHEN {typed} IS NULL AND {x} NOT IN ('-', '') "
             f"THEN '{label} \"' || left({x}, 100) || '\" is not a number'")
 
 
@@ -110,9 +116,9 @@ def convert_sql(staged: str, fmt: str, file_id: int, time_field: str | tuple[str
 SELECT line_no, line, _reason, {out} FROM (
   SELECT *, CASE {time_check}
       WHEN status_raw IS NOT NULL AND status IS NULL THEN 'status "' || left(status_raw, 100) || '" is not a number'
-      {_bad_number('bytes_raw', 'BIGINT', 'body_bytes_sent')}
-      {_bad_number('request_length_raw', 'BIGINT', 'request_length')}
-      {_bad_number('request_time_raw', 'DOUBLE', 'request_time')}
+      {_bad_number('bytes_raw', 'body_bytes', 'body_bytes_sent')}
+      {_bad_number('request_length_raw', 'request_length', 'request_length')}
+      {_bad_number('request_time_raw', 'request_time', 'request_time')}
     END AS _reason
   FROM (
     SELECT line_no, line, status AS status_raw, coalesce(body_bytes, bytes_sent) AS bytes_raw,
@@ -126,7 +132,7 @@ SELECT line_no, line, _reason, {out} FROM (
                 AND remote_addr NOT IN ('', '-') AND (NOT contains(remote_addr, ':')
                 AND NOT contains(remote_addr, ' ') AND NOT contains(remote_addr, '"')
                 OR regexp_full_match(remote_addr, '{REDACTED_FORM}'))
-           THEN left(remote_addr, 100) END AS client_ip,
+           THEN CASE WHEN strlen(remote_addr) <= 100 THEN remote_addr ELSE left(remote_addr, 100) END END AS client_ip,
       request AS request_raw,
       CASE WHEN http THEN rq[1] ELSE {_absent('method')} END AS method,
       CASE WHEN http THEN {t('rq[2]')} ELSE {t('uri')} END AS path,
@@ -149,7 +155,7 @@ SELECT line_no, line, _reason, {out} FROM (
       '{fmt}' AS format, {int(file_id)} AS file_id
     FROM (
       SELECT *, coalesce((len(rq) = 3 AND starts_with(rq[3], 'HTTP/') OR len(rq) = 2 AND starts_with(rq[2], '/'))
-                         AND regexp_full_match(rq[1], '[A-Za-z][A-Za-z0-9_.-]{{0,31}}'), false) AS http
+                         AND {_METHOD_SQL.format(m='rq[1]')}, false) AS http
       FROM (SELECT *, string_split(request, ' ') AS rq FROM {staged})
     )
   )
