@@ -274,17 +274,43 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
     return usual_fine, spans
 
 
-def _spikes(frame: pd.DataFrame, exports: pd.DataFrame) -> list[tuple]:
-    """(provider, series, bucket_minutes, filled series, usual cost per bucket, [(first, last) bucket of each spike])
-    per series with a spike (`series_spikes`); `exports`: the time each export width covers (`export_spans_step`)."""
+def new_models(g: pd.DataFrame, spans: list[tuple]) -> set:
+    """The models a series spends on in one of its spikes that it never spent on before that spike (a key that only
+    ever ran gpt-4o-mini and gpt-4o, then gpt-4 in volume), when it also spends on others there: the new model is its
+    own workload (the spike's signature), the usual models beside it another (a nightly batch at the same hour)."""
+    spent = g[g["cost_usd"].fillna(0) > 0]
+    first = spent.groupby("model")["bucket_start"].min()
+    out = set()
+    for start, last in spans:
+        inside = set(spent.loc[(spent["bucket_start"] >= start) & (spent["bucket_start"] <= last), "model"])
+        new = {m for m in inside if first[m] >= start}
+        if new and inside - new and first.min() < start:
+            out |= new
+    return out
+
+
+def split_new_models(frame: pd.DataFrame, provider: str, series: str, models: set) -> pd.DataFrame:
+    """The series' rows of `models` as a series of their own ('<series> <model>'); the rest stays the series."""
+    mine = (frame["provider"] == provider) & (frame["series"] == series) & frame["model"].isin(models)
+    return frame.assign(series=frame["series"].where(~mine, frame["series"] + " " + frame["model"]))
+
+
+def _spikes(frame: pd.DataFrame, exports: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple]]:
+    """(the series as searched, [(provider, series, bucket_minutes, filled series, usual cost per bucket,
+    [(first, last) bucket of each spike])] per series with a spike (`series_spikes`)); `exports`: the time each
+    export width covers (`export_spans_step`). A spike holding a model new to its series (`new_models`): that
+    model is searched as a series of its own (its whole spend the spike's, its usual nothing) and the series'
+    usual models without it, so the usual models' own surge at the same time is not counted as the new model's."""
     out = []
     for (provider, series), g in frame.groupby(["provider", "series"], sort=True):
         export = frame[frame["provider"] == provider]["bucket_start"]
         width, fine = _filled(g, export.min(), export.max())
         usual, spans = series_spikes(fine, width, share=covered_share(exports, width, min(fine), max(fine)))
+        if spans and (models := new_models(g, spans)):
+            return _spikes(split_new_models(frame, provider, series, models), exports)
         if spans:
             out.append((provider, series, int(width / timedelta(minutes=1)), fine, usual, spans))
-    return out
+    return frame, out
 
 
 def find_provider_spikes(case: Case) -> list[ProviderSpike]:
@@ -298,7 +324,8 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
     if frame.empty:
         return []
     found = []
-    for provider, series, minutes, costs, usual, spans in _spikes(frame, case.query(export_spans_step())):
+    frame, spikes = _spikes(frame, case.query(export_spans_step()))
+    for provider, series, minutes, costs, usual, spans in spikes:
         step = timedelta(minutes=minutes)
         for first, last in spans:
             start, end = first, last + step
@@ -323,4 +350,7 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
             found.append(ProviderSpike(inc, provider, series, excess,
                                        around[(around["bucket_start"] >= start) & (around["bucket_start"] < end)]
                                        .reset_index(drop=True), minutes, by_model))
+    found.sort(key=lambda s: (s.incident.start, -s.cost_usd))     # at the same time, the larger first
+    for i, s in enumerate(found, start=1):
+        s.incident.id = f"P-{i}"
     return found
