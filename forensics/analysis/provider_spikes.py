@@ -264,8 +264,9 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
     per = Decimal(int(coarse_width / width))
     usual_fine = _usual(fine, width, fallback=lambda t: usual.get(t.floor(coarse_width), Decimal(0)) / per)[0]
     spans: list[tuple] = []
-    for first, last in sorted(_refine(fine, usual_fine, width, run[0], run[-1] + coarse_width,
-                                      REFINE_SHARE["whole" if against_busy else "outside_proxy"])
+    # a series that spent nothing before its spike: all it spends next to it is the spike's, however thin
+    edge = Decimal(0) if new else REFINE_SHARE["whole" if against_busy else "outside_proxy"]
+    for first, last in sorted(_refine(fine, usual_fine, width, run[0], run[-1] + coarse_width, edge)
                               for run in _runs(hot, coarse_width)):
         if spans and first <= spans[-1][1] + coarse_width:      # two runs refined into one stretch
             spans[-1] = (spans[-1][0], max(last, spans[-1][1]))
