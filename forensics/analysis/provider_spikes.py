@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from forensics.analysis.incident import Incident
+from forensics.analysis.proxy_load import proxy_adjusted, surge_slots
 from forensics.analysis.steps import Step
 
 if TYPE_CHECKING:
@@ -326,12 +327,16 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
         return []
     found = []
     frame, spikes = _spikes(frame, case.query(export_spans_step()))
+    slots = surge_slots(case)
     for provider, series, minutes, costs, usual, spans in spikes:
         step = timedelta(minutes=minutes)
         for first, last in spans:
+            run, excess, adjusted = proxy_adjusted(costs, usual, [t for t in costs if first <= t <= last], step,
+                                                   slots)
+            if not run:
+                continue
+            first, last = run[0], run[-1]
             start, end = first, last + step
-            run = [t for t in costs if first <= t <= last]
-            excess = sum((costs[t] - usual[t] for t in run), Decimal(0))
             mine = frame[(frame["provider"] == provider) & (frame["series"] == series)
                          & (frame["bucket_start"] >= start) & (frame["bucket_start"] < end)]
             requests = int(mine["requests"].sum())
@@ -345,6 +350,10 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
                 f"{end:%H:%M} UTC, spending more than {SPIKE_FACTOR:g}x the usual for that time "
                 f"(${float(sum((usual[t] for t in run), Decimal(0))):,.2f} in all); ${float(excess):,.2f} above it "
                 "at list prices")
+            if adjusted:
+                inc.evidence.append(
+                    f"nginx shows the proxy's own calls surging in {adjusted} of these bucket(s) (a batch through the "
+                    "proxy): there the spike is taken at its level in the buckets where the proxy was quiet")
             inc.evidence.append("provider data only: no proxy logs say who made these calls; a planned batch and "
                                 "abuse look alike here (compare with the proxy's spend logs and nginx)")
             around = pd.DataFrame({"bucket_start": list(costs), "cost_usd": list(costs.values())})
