@@ -171,6 +171,7 @@ def _after_quiet(costs: dict, width: pd.Timedelta, usual: dict, hot: list, floor
         return hot
     before: list[Decimal] = []
     out = []
+    after_spike = False          # a spike's sagging rate is not the usual: until spend is back at the usual
     for t in sorted(costs):
         c = costs[t]
         if t in lone and len(before) >= PRECEDING_MIN_BUCKETS:
@@ -178,9 +179,10 @@ def _after_quiet(costs: dict, width: pd.Timedelta, usual: dict, hot: list, floor
             spike = c > usual[t] * Decimal(SPIKE_FACTOR) and c - usual[t] > floor
         else:
             spike = t in hot
+        after_spike = spike or after_spike and c > usual[t]
         if spike:
             out.append(t)
-        elif c:
+        elif c and not after_spike:
             before.append(c)
     return out
 
@@ -214,6 +216,18 @@ def _refine(fine: dict, usual: dict, width: pd.Timedelta, start, end, share: Dec
         if run > best:
             best, span = run, (run_start, t)
     return span
+
+
+def _quiet_between(fine: dict, usual: dict, width: pd.Timedelta, after, before) -> bool:
+    """Whether the buckets between two spikes hold DETECTION_MINUTES of buckets in a row at or under their usual
+    (what ends a spike in `_refine`); if not, the spend never went back to usual: one spike whose rate sagged."""
+    gap = max(int(pd.Timedelta(minutes=DETECTION_MINUTES) / width), 2)
+    quiet = 0
+    for t in sorted(t for t in fine if after < t < before):
+        quiet = quiet + 1 if fine[t] <= usual[t] else 0
+        if quiet >= gap:
+            return True
+    return False
 
 
 DETECTION_MINUTES = 15           # finer exports are searched at this width (noise), then refined bucket by bucket
@@ -269,7 +283,8 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
     edge = Decimal(0) if new else REFINE_SHARE["whole" if against_busy else "outside_proxy"]
     for first, last in sorted(_refine(fine, usual_fine, width, run[0], run[-1] + coarse_width, edge)
                               for run in _runs(hot, coarse_width)):
-        if spans and first <= spans[-1][1] + coarse_width:      # two runs refined into one stretch
+        if spans and (first <= spans[-1][1] + coarse_width      # two runs refined into one stretch, or spending
+                      or not _quiet_between(fine, usual_fine, width, spans[-1][1], first)):   # above usual between
             spans[-1] = (spans[-1][0], max(last, spans[-1][1]))
         else:
             spans.append((first, last))
