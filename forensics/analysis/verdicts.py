@@ -84,7 +84,9 @@ def classify(case: Case, inc: Incident, facts: str) -> None:
                             f"{f['public_ips']} public addresses, more than twice as many as any other key of the "
                             f"case ever used; {cost}")
     elif inc.detector == "new_address":
-        public = f["public_ips"] > 0
+        # a public address the key had never used before the incident; one it had used before (the pair's later
+        # sessions: an employee's home address on another day) is not news
+        public = f["public_ips"] > 0 and f["new_key_ip_pairs"] > 0
         inc.kind, inc.verdict = "leaked_key", ("attack" if public else "suspicious")
         inc.evidence.append(f"key(s) {', '.join(map(str, f['keys'] or []))} used from {f['new_key_ip_pairs']} "
                             f"address(es) they had never used ({f['public_ips']} public); {cost}")
