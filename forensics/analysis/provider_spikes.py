@@ -215,7 +215,12 @@ def _refine(fine: dict, usual: dict, width: pd.Timedelta, start, end, share: Dec
         run += fine[t] - usual[t] - bar
         if run > best:
             best, span = run, (run_start, t)
-    return span
+    lead = bar / share * RAMP_SHARE if share else Decimal(0)
+    first = span[0]
+    while first - width in fine and fine[first - width] - usual[first - width] > max(lead, Decimal(0)) \
+            and fine[first - width] > usual[first - width] * Decimal(SPIKE_FACTOR):
+        first -= width                    # its ramp: a script starting slowly, under the bar but above its usual
+    return first, span[1]
 
 
 def _quiet_between(fine: dict, usual: dict, width: pd.Timedelta, after, before) -> bool:
@@ -235,6 +240,7 @@ DETECTION_MINUTES = 15           # finer exports are searched at this width (noi
 # left is use outside it), a thin tail is still the attacker's; in a provider's whole series, the proxy's nightly
 # batch right after an attack looks like one.
 REFINE_SHARE = {"outside_proxy": Decimal("0.1"), "whole": Decimal("0.2")}
+RAMP_SHARE = Decimal("0.05")     # before a refined spike, buckets above this share of its mean excess are its ramp
 
 
 def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,

@@ -107,3 +107,12 @@ def test_buckets_where_nginx_shows_the_proxy_surging_are_taken_at_the_spike_leve
     assert (kept, adjusted) == (run[:5], 1) and excess == Decimal(19 + 21 + 23 + 69 + 25)
     everywhere = {t + pd.Timedelta(minutes=15) for t in run[:4]}
     assert proxy_adjusted(costs, usual, run, HOUR, everywhere) == (run, Decimal(sum(spend) - 6), 0)
+
+
+def test_a_spike_starts_at_its_ramp():
+    """A stolen key's script starting slowly: one minute at a twelfth of its rate, then the full rate for 40
+    minutes, over the proxy's quiet night. The slow first minute is above twice its usual and above a twentieth of
+    the spike's mean excess: the spike starts there (matrix seed 3 #498); the minute before it, at its usual, not."""
+    costs = [0.01, 0.0] * 30 + [0.14] + [1.7] * 40 + [0.01, 0.0] * 10
+    _, spans = series_spikes(minutes(costs), MINUTE)
+    assert spans == [(T0 + 60 * MINUTE, T0 + 100 * MINUTE)]
