@@ -3,7 +3,9 @@
 The provider's usage page is often the first thing an analyst has. Per provider key id (usage report, priced at
 list prices, at the bucket width covering the longest time) or, without usage, per project (cost report), a bucket
 spending SPIKE_FACTOR times its usual (the same time of day on other days) is part of a spike; consecutive spike
-buckets make one incident whose cost is what they spent above their usual. With provider data alone a planned batch
+buckets make one incident whose cost is what they spent above their usual. A model new to its key in a spike is
+searched as its own series (`new_models`); where nginx shows the proxy's own calls surging inside a spike, those
+buckets count at the spike's level around them (analysis/proxy_load.py). With provider data alone a planned batch
 and abuse look alike, so a spike is `suspicious`: the evidence says what would tell them apart."""
 from __future__ import annotations
 
