@@ -27,8 +27,9 @@ LOAD_MIN_CALLS = 10              # ... and at least this many calls above it (a 
 
 
 def surge_slots(case: Case) -> set:
-    """Starts of the SLOT_MINUTES slots in which nginx served LOAD_FACTOR times the median slot's LLM calls (and
-    LOAD_MIN_CALLS more), over the slots from nginx's first line to its last, quiet ones as zero."""
+    """Starts of the SLOT_MINUTES slots in which nginx served LOAD_FACTOR times the usual LLM calls (and
+    LOAD_MIN_CALLS more): the median of the same slot on other days, else of every slot from nginx's first line to
+    its last, quiet ones as zero."""
     frame = case.query(Step("nginx_llm_load", f"""
         SELECT time_bucket(INTERVAL {SLOT_MINUTES} MINUTE, time) AS slot, count(*) AS calls FROM http_requests
         WHERE time IS NOT NULL AND status < 400 AND {LLM_ENDPOINT_SQL} GROUP BY ALL ORDER BY slot
@@ -37,8 +38,15 @@ def surge_slots(case: Case) -> set:
         return set()
     span = pd.date_range(frame["slot"].min(), frame["slot"].max(), freq=f"{SLOT_MINUTES}min")
     calls = dict.fromkeys(span, 0) | dict(zip(frame["slot"], frame["calls"]))
-    usual = statistics.median(calls.values())
-    return {t for t, n in calls.items() if n > usual * LOAD_FACTOR and n - usual >= LOAD_MIN_CALLS}
+    overall = statistics.median(calls.values())
+    by_time: dict = {}
+    for t, n in calls.items():
+        by_time.setdefault(t - t.normalize(), []).append((t, n))
+
+    def usual(t) -> float:   # the same slot on other days (a nightly batch is usual there), else the median slot
+        others = [n for u, n in by_time[t - t.normalize()] if u.normalize() != t.normalize()]
+        return statistics.median(others) if others else overall
+    return {t for t, n in calls.items() if n > usual(t) * LOAD_FACTOR and n - usual(t) >= LOAD_MIN_CALLS}
 
 
 def proxy_adjusted(costs: dict, usual: dict, run: list, width: pd.Timedelta, slots: set) -> tuple[list, Decimal, int]:
@@ -49,8 +57,8 @@ def proxy_adjusted(costs: dict, usual: dict, run: list, width: pd.Timedelta, slo
     itself)."""
     excess = {t: costs[t] - usual[t] for t in run}
     total = sum(excess.values(), Decimal(0))
-    if width >= pd.Timedelta(days=1) or not slots:
-        return run, total, 0
+    if width >= pd.Timedelta(days=1) or not slots or not any(usual[t] for t in run):
+        return run, total, 0      # a series that usually spends nothing there is not the proxy's: its load is not in it
     slot = pd.Timedelta(minutes=SLOT_MINUTES)
     hot = [any(s in slots for s in pd.date_range(t.floor(slot), t + width - pd.Timedelta(1), freq=slot)) for t in run]
     if not any(hot) or sum(hot) * 2 >= len(run):

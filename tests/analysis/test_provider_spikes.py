@@ -116,3 +116,43 @@ def test_a_spike_starts_at_its_ramp():
     costs = [0.01, 0.0] * 30 + [0.14] + [1.7] * 40 + [0.01, 0.0] * 10
     _, spans = series_spikes(minutes(costs), MINUTE)
     assert spans == [(T0 + 60 * MINUTE, T0 + 100 * MINUTE)]
+
+
+def _nginx_lines(rows):
+    """A case holding only nginx lines on /v1/chat/completions: (time, client_ip), all answered 200."""
+    from forensics.api import Case
+
+    c = Case.memory()
+    frame = pd.DataFrame(rows, columns=["time", "client_ip"])
+    c.con.register("lines_in", frame)
+    c.con.execute("""INSERT INTO http_requests (file_id, line_no, time, client_ip, status, method, path)
+                     SELECT 1, row_number() OVER (ORDER BY time), time, client_ip, 200, 'POST', '/v1/chat/completions'
+                     FROM lines_in""")
+    c.con.unregister("lines_in")
+    return c
+
+
+def test_the_proxys_nightly_batch_is_a_surge_in_nginx_only_where_no_other_night_shows_it():
+    """App servers calling every 3 minutes, and a batch client 60 times from 02:15 each night. With one night in the
+    lines its slot surges; with three nights the batch is that slot's usual, as a provider usual of the same hour
+    on other days already holds it (matrix seed 3 #373)."""
+    from forensics.analysis.proxy_load import surge_slots
+
+    def lines(days):
+        t0 = pd.Timestamp("2026-11-14 16:00") - pd.Timedelta(days=days - 1)
+        rows = [(t0 + i * 3 * MINUTE, "10.0.0.5") for i in range(days * 480)]
+        rows += [(t0.normalize() + pd.Timedelta(days=d, hours=2, minutes=15) + i * 10 * pd.Timedelta(seconds=1),
+                  "10.0.0.31") for d in range(1, days + 1) for i in range(60)]
+        return _nginx_lines(rows)
+    assert surge_slots(lines(1)) == {pd.Timestamp("2026-11-15 02:15")}
+    assert surge_slots(lines(3)) == set()
+
+
+def test_a_series_that_usually_spends_nothing_is_not_adjusted_for_the_proxys_load():
+    """A second key only the attacker uses: the proxy's batch cannot be in it, whatever nginx shows (#471)."""
+    from forensics.analysis.proxy_load import proxy_adjusted
+
+    t0 = pd.Timestamp("2026-11-14 22:00")
+    costs = {t0 + i * HOUR: Decimal(c) for i, c in enumerate([20, 22, 24, 26, 30])}
+    run = sorted(costs)
+    assert proxy_adjusted(costs, dict.fromkeys(costs, Decimal(0)), run, HOUR, {t0 + 4 * HOUR}) == (run, Decimal(122), 0)
