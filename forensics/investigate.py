@@ -277,13 +277,14 @@ def _prorated(spike: IncidentFindings, inc: Incident, width: timedelta) -> Decim
     cut to the part of it the incident's own (finer) window covers: an hourly bucket that also holds a nightly
     batch after the attack counts only the attack's minutes. A bucket wider than PRORATE_MAX_WIDTH the window
     touches counts whole: its usual already holds a whole day's work, so what is above it is the attack's (an
-    85-minute attack is not 85/1440 of its day's excess)."""
+    85-minute attack is not 85/1440 of its day's excess). A spike whose series usually spends nothing there (a
+    model new to its key) is all unusual: nothing else shares its buckets, it counts whole."""
     b = spike.provider_buckets
     if b is None or not len(b):
         return spike.cost_usd
     raw = [Decimal(str(c)) for c in b["cost_usd"]]
     total = sum(raw, Decimal(0))
-    if not total:
+    if not total or total == spike.cost_usd:
         return spike.cost_usd
     covered = Decimal(0)
     for start, c in zip(b["bucket_start"], raw):

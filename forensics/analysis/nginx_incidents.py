@@ -20,7 +20,7 @@ import pandas as pd
 
 from forensics.analysis.incident import Incident
 from forensics.analysis.incidents import (MIN_INCIDENT_REQUESTS, NEWCOMER_GRACE_SECONDS, SLOW_GAP_MINUTES,
-                                         sessions_sql, surge_sql)
+                                         SURGE_DRIVER_SHARE, sessions_sql, surge_sql)
 from forensics.analysis.steps import Step
 from forensics.netaddr import internal_ip_sql
 
@@ -122,9 +122,14 @@ def nginx_newcomers_step(lines: str) -> Step:
             WHERE a.arrived >= {NEWCOMERS_MIN}
               AND a.arrived >= {NEWCOMERS_FACTOR} * (SELECT count(*) FROM firsts f WHERE f.first_seen < a.s)
                                 * greatest(epoch(a.over), 3600) / greatest(epoch(a.s - span.t0), 3600)
-        )
-        SELECT c.* FROM candidates c SEMI JOIN hot USING (session_no) JOIN arrivals a USING (session_no)
-        WHERE c.client_ip IN (SELECT client_ip FROM firsts f WHERE f.first_seen >= a.s)   -- those who arrived
+        ), arrived AS (
+            SELECT c.* FROM candidates c SEMI JOIN hot USING (session_no) JOIN arrivals a USING (session_no)
+            WHERE c.client_ip IN (SELECT client_ip FROM firsts f WHERE f.first_seen >= a.s)   -- those who arrived
+        ), per_address AS (   -- who drove it: a newcomer with a fifth of the median one's calls is a bystander
+            SELECT session_no, client_ip, count(*) AS n FROM arrived GROUP BY ALL
+        ), typical AS (SELECT session_no, median(n) AS typical FROM per_address GROUP BY session_no)
+        SELECT c.* FROM arrived c JOIN per_address a USING (session_no, client_ip) JOIN typical t USING (session_no)
+        WHERE a.n * {SURGE_DRIVER_SHARE} >= t.typical
     """)
 
 

@@ -3,7 +3,9 @@
 The provider's usage page is often the first thing an analyst has. Per provider key id (usage report, priced at
 list prices, at the bucket width covering the longest time) or, without usage, per project (cost report), a bucket
 spending SPIKE_FACTOR times its usual (the same time of day on other days) is part of a spike; consecutive spike
-buckets make one incident whose cost is what they spent above their usual. With provider data alone a planned batch
+buckets make one incident whose cost is what they spent above their usual. A model new to its key in a spike is
+searched as its own series (`new_models`); where nginx shows the proxy's own calls surging inside a spike, those
+buckets count at the spike's level around them (analysis/proxy_load.py). With provider data alone a planned batch
 and abuse look alike, so a spike is `suspicious`: the evidence says what would tell them apart."""
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from forensics.analysis.incident import Incident
+from forensics.analysis.proxy_load import proxy_adjusted, surge_slots
 from forensics.analysis.steps import Step
 
 if TYPE_CHECKING:
@@ -170,6 +173,7 @@ def _after_quiet(costs: dict, width: pd.Timedelta, usual: dict, hot: list, floor
         return hot
     before: list[Decimal] = []
     out = []
+    after_spike = False          # a spike's sagging rate is not the usual: until spend is back at the usual
     for t in sorted(costs):
         c = costs[t]
         if t in lone and len(before) >= PRECEDING_MIN_BUCKETS:
@@ -177,9 +181,10 @@ def _after_quiet(costs: dict, width: pd.Timedelta, usual: dict, hot: list, floor
             spike = c > usual[t] * Decimal(SPIKE_FACTOR) and c - usual[t] > floor
         else:
             spike = t in hot
+        after_spike = spike or after_spike and c > usual[t]
         if spike:
             out.append(t)
-        elif c:
+        elif c and not after_spike:
             before.append(c)
     return out
 
@@ -212,7 +217,24 @@ def _refine(fine: dict, usual: dict, width: pd.Timedelta, start, end, share: Dec
         run += fine[t] - usual[t] - bar
         if run > best:
             best, span = run, (run_start, t)
-    return span
+    lead = bar / share * RAMP_SHARE if share else Decimal(0)
+    first = span[0]
+    while first - width in fine and fine[first - width] - usual[first - width] > max(lead, Decimal(0)) \
+            and fine[first - width] > usual[first - width] * Decimal(SPIKE_FACTOR):
+        first -= width                    # its ramp: a script starting slowly, under the bar but above its usual
+    return first, span[1]
+
+
+def _quiet_between(fine: dict, usual: dict, width: pd.Timedelta, after, before) -> bool:
+    """Whether the buckets between two spikes hold DETECTION_MINUTES of buckets in a row at or under their usual
+    (what ends a spike in `_refine`); if not, the spend never went back to usual: one spike whose rate sagged."""
+    gap = max(int(pd.Timedelta(minutes=DETECTION_MINUTES) / width), 2)
+    quiet = 0
+    for t in sorted(t for t in fine if after < t < before):
+        quiet = quiet + 1 if fine[t] <= usual[t] else 0
+        if quiet >= gap:
+            return True
+    return False
 
 
 DETECTION_MINUTES = 15           # finer exports are searched at this width (noise), then refined bucket by bucket
@@ -220,6 +242,7 @@ DETECTION_MINUTES = 15           # finer exports are searched at this width (noi
 # left is use outside it), a thin tail is still the attacker's; in a provider's whole series, the proxy's nightly
 # batch right after an attack looks like one.
 REFINE_SHARE = {"outside_proxy": Decimal("0.1"), "whole": Decimal("0.2")}
+RAMP_SHARE = Decimal("0.05")     # before a refined spike, buckets above this share of its mean excess are its ramp
 
 
 def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
@@ -264,27 +287,55 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
     per = Decimal(int(coarse_width / width))
     usual_fine = _usual(fine, width, fallback=lambda t: usual.get(t.floor(coarse_width), Decimal(0)) / per)[0]
     spans: list[tuple] = []
-    for first, last in sorted(_refine(fine, usual_fine, width, run[0], run[-1] + coarse_width,
-                                      REFINE_SHARE["whole" if against_busy else "outside_proxy"])
+    # a series that spent nothing before its spike: all it spends next to it is the spike's, however thin
+    edge = Decimal(0) if new else REFINE_SHARE["whole" if against_busy else "outside_proxy"]
+    for first, last in sorted(_refine(fine, usual_fine, width, run[0], run[-1] + coarse_width, edge)
                               for run in _runs(hot, coarse_width)):
-        if spans and first <= spans[-1][1] + coarse_width:      # two runs refined into one stretch
+        if spans and (first <= spans[-1][1] + coarse_width      # two runs refined into one stretch, or spending
+                      or not _quiet_between(fine, usual_fine, width, spans[-1][1], first)):   # above usual between
             spans[-1] = (spans[-1][0], max(last, spans[-1][1]))
         else:
             spans.append((first, last))
     return usual_fine, spans
 
 
-def _spikes(frame: pd.DataFrame, exports: pd.DataFrame) -> list[tuple]:
-    """(provider, series, bucket_minutes, filled series, usual cost per bucket, [(first, last) bucket of each spike])
-    per series with a spike (`series_spikes`); `exports`: the time each export width covers (`export_spans_step`)."""
+def new_models(g: pd.DataFrame, spans: list[tuple]) -> set:
+    """The models a series spends on in one of its spikes that it never spent on before that spike (a key that only
+    ever ran gpt-4o-mini and gpt-4o, then gpt-4 in volume), when it also spends on others there: the new model is its
+    own workload (the spike's signature), the usual models beside it another (a nightly batch at the same hour)."""
+    spent = g[g["cost_usd"].fillna(0) > 0]
+    first = spent.groupby("model")["bucket_start"].min()
+    out = set()
+    for start, last in spans:
+        inside = set(spent.loc[(spent["bucket_start"] >= start) & (spent["bucket_start"] <= last), "model"])
+        new = {m for m in inside if first[m] >= start}
+        if new and inside - new and first.min() < start:
+            out |= new
+    return out
+
+
+def split_new_models(frame: pd.DataFrame, provider: str, series: str, models: set) -> pd.DataFrame:
+    """The series' rows of `models` as a series of their own ('<series> <model>'); the rest stays the series."""
+    mine = (frame["provider"] == provider) & (frame["series"] == series) & frame["model"].isin(models)
+    return frame.assign(series=frame["series"].where(~mine, frame["series"] + " " + frame["model"]))
+
+
+def _spikes(frame: pd.DataFrame, exports: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple]]:
+    """(the series as searched, [(provider, series, bucket_minutes, filled series, usual cost per bucket,
+    [(first, last) bucket of each spike])] per series with a spike (`series_spikes`)); `exports`: the time each
+    export width covers (`export_spans_step`). A spike holding a model new to its series (`new_models`): that
+    model is searched as a series of its own (its whole spend the spike's, its usual nothing) and the series'
+    usual models without it, so the usual models' own surge at the same time is not counted as the new model's."""
     out = []
     for (provider, series), g in frame.groupby(["provider", "series"], sort=True):
         export = frame[frame["provider"] == provider]["bucket_start"]
         width, fine = _filled(g, export.min(), export.max())
         usual, spans = series_spikes(fine, width, share=covered_share(exports, width, min(fine), max(fine)))
+        if spans and (models := new_models(g, spans)):
+            return _spikes(split_new_models(frame, provider, series, models), exports)
         if spans:
             out.append((provider, series, int(width / timedelta(minutes=1)), fine, usual, spans))
-    return out
+    return frame, out
 
 
 def find_provider_spikes(case: Case) -> list[ProviderSpike]:
@@ -298,12 +349,17 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
     if frame.empty:
         return []
     found = []
-    for provider, series, minutes, costs, usual, spans in _spikes(frame, case.query(export_spans_step())):
+    frame, spikes = _spikes(frame, case.query(export_spans_step()))
+    slots = surge_slots(case)
+    for provider, series, minutes, costs, usual, spans in spikes:
         step = timedelta(minutes=minutes)
         for first, last in spans:
+            run, excess, adjusted = proxy_adjusted(costs, usual, [t for t in costs if first <= t <= last], step,
+                                                   slots)
+            if not run:
+                continue
+            first, last = run[0], run[-1]
             start, end = first, last + step
-            run = [t for t in costs if first <= t <= last]
-            excess = sum((costs[t] - usual[t] for t in run), Decimal(0))
             mine = frame[(frame["provider"] == provider) & (frame["series"] == series)
                          & (frame["bucket_start"] >= start) & (frame["bucket_start"] < end)]
             requests = int(mine["requests"].sum())
@@ -317,10 +373,17 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
                 f"{end:%H:%M} UTC, spending more than {SPIKE_FACTOR:g}x the usual for that time "
                 f"(${float(sum((usual[t] for t in run), Decimal(0))):,.2f} in all); ${float(excess):,.2f} above it "
                 "at list prices")
+            if adjusted:
+                inc.evidence.append(
+                    f"nginx shows the proxy's own calls surging in {adjusted} of these bucket(s) (a batch through the "
+                    "proxy): there the spike is taken at its level in the buckets where the proxy was quiet")
             inc.evidence.append("provider data only: no proxy logs say who made these calls; a planned batch and "
                                 "abuse look alike here (compare with the proxy's spend logs and nginx)")
             around = pd.DataFrame({"bucket_start": list(costs), "cost_usd": list(costs.values())})
             found.append(ProviderSpike(inc, provider, series, excess,
                                        around[(around["bucket_start"] >= start) & (around["bucket_start"] < end)]
                                        .reset_index(drop=True), minutes, by_model))
+    found.sort(key=lambda s: (s.incident.start, -s.cost_usd))     # at the same time, the larger first
+    for i, s in enumerate(found, start=1):
+        s.incident.id = f"P-{i}"
     return found

@@ -66,10 +66,11 @@ def classify(case: Case, inc: Incident, facts: str) -> None:
     elif inc.detector == "surge":
         keyless = f["keyless"] >= f["n"] / 2
         inc.kind = "unauthenticated_proxy" if keyless else "leaked_key"
-        # calls without a key from the internet are an open proxy; a valid key's holder showing up from one or two
+        # calls without a key from new internet addresses are an open proxy (addresses all seen calling before the
+        # surge are the proxy's own clients starting their day); a valid key's holder showing up from one or two
         # new addresses (working from home) is not yet a leak: that takes the spread of a key found and shared
-        inc.verdict = "attack" if f["public_ips"] and (keyless or f["new_ips"] >= SPREAD_MIN_ADDRESSES) \
-            else "suspicious"
+        inc.verdict = "attack" if f["public_ips"] and (keyless and f["new_ips"]
+                                                       or f["new_ips"] >= SPREAD_MIN_ADDRESSES) else "suspicious"
         if keyless:
             inc.evidence.append(f"{_keyless(f)} without any virtual key from {f['new_ips']} "
                                 f"public address(es) never seen before: the proxy accepts unauthenticated calls")
@@ -83,7 +84,9 @@ def classify(case: Case, inc: Incident, facts: str) -> None:
                             f"{f['public_ips']} public addresses, more than twice as many as any other key of the "
                             f"case ever used; {cost}")
     elif inc.detector == "new_address":
-        public = f["public_ips"] > 0
+        # a public address the key had never used before the incident; one it had used before (the pair's later
+        # sessions: an employee's home address on another day) is not news
+        public = f["public_ips"] > 0 and f["new_key_ip_pairs"] > 0
         inc.kind, inc.verdict = "leaked_key", ("attack" if public else "suspicious")
         inc.evidence.append(f"key(s) {', '.join(map(str, f['keys'] or []))} used from {f['new_key_ip_pairs']} "
                             f"address(es) they had never used ({f['public_ips']} public); {cost}")

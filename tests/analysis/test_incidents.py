@@ -118,3 +118,61 @@ def test_nginx_alone_finds_a_key_used_slowly_from_new_public_addresses():
     assert (n.incident.kind, n.incident.verdict, n.incident.requests) == ("leaked_key", "attack", len(leak))
     assert set(n.by_ip["ip"]) == {f"203.0.113.{60 + a}" for a in range(9)}
     assert find_nginx_incidents(_nginx_case(rows)) == []
+
+
+def _keyless_office(heavy_days):
+    """A proxy with no keys: two app servers all along, and an office's public address that first calls lightly on
+    day 1 (one call every 10 minutes from 09:00 to 17:00) and on `heavy_days` calls hard from 08:00 (120 calls in
+    30 minutes): the matrix's keyless baseline draws, where the office's morning is a surge over the night."""
+    rows = [(r[0], r[1], None, *r[3:]) for r in _baseline()]
+    day1 = T0 + timedelta(days=1, hours=9)
+    rows += [(f"o{i}", day1 + timedelta(minutes=10 * i), None, "198.51.100.23", "success", None, "0.05")
+             for i in range(48)]
+    for d in heavy_days:
+        start = T0 + timedelta(days=d, hours=8)
+        rows += [(f"h{d}-{i}", start + timedelta(seconds=15 * i), None, "198.51.100.23", "success", None, "0.20")
+                 for i in range(120)]
+    return _case(rows)
+
+
+def test_a_keyless_surge_from_an_address_seen_calling_before_is_not_an_open_proxy():
+    """The same burst is an open proxy being found when its address is new, and the office starting its day when
+    the address had been calling before it (matrix seed 3 #461)."""
+    found = find_incidents(_keyless_office([2])).incidents
+    assert [(i.kind, i.verdict) for i in found] == [("unauthenticated_proxy", "suspicious")]
+    rows = [(r[0], r[1], None, *r[3:]) for r in _baseline()]
+    start = T0 + timedelta(days=2, hours=8)
+    rows += [(f"h{i}", start + timedelta(seconds=15 * i), None, "203.0.113.9", "success", None, "0.20")
+             for i in range(120)]
+    assert [(i.kind, i.verdict) for i in find_incidents(_case(rows)).incidents] == [("unauthenticated_proxy", "attack")]
+
+
+def test_a_keys_later_session_from_an_address_it_used_before_is_not_a_leak():
+    """A key first used from its app server, then (a day later) from a public address for an hour, and the next day
+    from the same address again: the first time is a new address for the key (attack), the second is not news
+    (suspicious; matrix seed 3 #209)."""
+    rows = _baseline(4)
+    for n, day in enumerate((2, 3)):
+        start = T0 + timedelta(days=day, hours=10)
+        rows += [(f"p{n}-{i}", start + timedelta(minutes=2 * i), "k" * 64, "198.51.100.23", "success", None, "0.01")
+                 for i in range(30)]
+    found = find_incidents(_case(rows)).incidents
+    assert [(i.kind, i.verdict, i.start.day) for i in found] == [("leaked_key", "attack", 11),
+                                                                 ("leaked_key", "suspicious", 12)]
+
+
+def test_nginx_newcomers_leave_out_a_bystander_arriving_with_them():
+    """The slow leak of the test above, and an office address first calling once just before it: the office's one
+    call is not the leak's (a fifth of the median newcomer's calls), so neither its address nor its time is
+    (matrix seed 3 #62, #70)."""
+    from forensics.analysis.nginx_incidents import find_nginx_incidents
+
+    rows = [(T0 + timedelta(minutes=3 * i), f"10.0.0.{5 + i % 2}", 200) for i in range(20 * 60)]
+    rows += [(T0 + timedelta(hours=h), "198.51.100.7", 200) for h in range(1, 60, 3)]
+    start = T0 + timedelta(hours=40)
+    leak = [(start + timedelta(minutes=5 * a + 15 * i), f"203.0.113.{60 + a}", 200) for a in range(9)
+            for i in range(24)]
+    office = [(start - timedelta(minutes=40), "198.51.100.23", 200)]
+    [n] = find_nginx_incidents(_nginx_case(rows + office + leak))
+    assert set(n.by_ip["ip"]) == {f"203.0.113.{60 + a}" for a in range(9)}
+    assert n.incident.start == start - timedelta(seconds=2.5)     # the first call began $request_time before

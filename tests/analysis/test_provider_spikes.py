@@ -46,3 +46,113 @@ def test_the_day_the_evidence_was_collected_counts_only_its_covered_part():
     assert share(last) == Decimal("0.375") and share(pd.Timestamp("2026-11-10")) == 1
     assert share(first) == Decimal(str(23 / 24))
     assert covered_share(spans[spans["width"] == day], day, first, last) is None
+
+
+HOUR = pd.Timedelta(hours=1)
+
+
+def test_a_model_new_to_its_key_in_a_spike_is_a_series_of_its_own():
+    """An hourly usage export of the proxy's one key (the shape of the simulator's openai usage pages): gpt-4o-mini
+    and gpt-4o all evening, then in one hour gpt-4 in volume (an open proxy) beside the nightly gpt-4o batch. gpt-4
+    is new to the key: it is searched on its own, so its whole spend is the spike's and the batch is not
+    (matrix seed 3 #179 and six others)."""
+    from forensics.analysis.provider_spikes import new_models, split_new_models
+
+    t0 = pd.Timestamp("2026-11-15 16:00")
+    rows = [("openai", "key_A", t0 + h * HOUR, m, c) for h in range(10)
+            for m, c in (("gpt-4o-mini", 0.1), ("gpt-4o", 1.5))]
+    rows += [("openai", "key_A", t0 + 10 * HOUR, "gpt-4o", 58.0), ("openai", "key_A", t0 + 10 * HOUR, "gpt-4", 347.0)]
+    frame = pd.DataFrame(rows, columns=["provider", "series", "bucket_start", "model", "cost_usd"])
+    assert new_models(frame, [(t0 + 10 * HOUR, t0 + 10 * HOUR)]) == {"gpt-4"}
+    assert new_models(frame, [(t0 + 2 * HOUR, t0 + 10 * HOUR)]) == {"gpt-4"}
+    split = split_new_models(frame, "openai", "key_A", {"gpt-4"})
+    assert set(split["series"]) == {"key_A", "key_A gpt-4"}
+    assert split.loc[split["series"] == "key_A gpt-4", "cost_usd"].tolist() == [347.0]
+    alone = frame[frame["model"] != "gpt-4"]         # no new model: the key's own spike, nothing split
+    assert new_models(alone, [(t0 + 10 * HOUR, t0 + 10 * HOUR)]) == set()
+
+
+def test_a_key_that_spent_nothing_before_keeps_the_thin_tail_of_its_spike():
+    """A second key only the attacker uses: quiet for an hour, a script for three hours, then two minutes of one
+    small call each as it stops. Nothing before it was usual, so the thin tail is the spike's (matrix seed 3 #114)."""
+    quiet, attack, tail, after = [0.0] * 60, [0.6] * 180, [0.02, 0.03], [0.0] * 40
+    _, spans = series_spikes(minutes(quiet + attack + tail + after), MINUTE)
+    assert spans == [(T0 + 60 * MINUTE, T0 + (60 + 180 + 1) * MINUTE)]
+
+
+def test_a_spike_whose_rate_sags_without_going_back_to_usual_is_one_spike():
+    """A leaked key's script over five hours whose rate sags for an hour and a half in the middle (still above the
+    proxy's usual, never quiet for a quarter of an hour): one spike from its first minute to its last, and the sag
+    is not the usual of what follows (matrix seed 3 #14)."""
+    quiet, high, sag, after = [0.05] * 20, [0.5] * 90, [0.12] * 90, [0.05] * 30
+    _, spans = series_spikes(minutes(quiet + high + sag + high + after), MINUTE)
+    assert spans == [(T0 + 20 * MINUTE, T0 + (20 + 270 - 1) * MINUTE)]
+
+
+def test_buckets_where_nginx_shows_the_proxy_surging_are_taken_at_the_spike_level_around_them():
+    """Hourly provider spend of a key used outside the proxy for five hours; in the fourth hour nginx shows the
+    proxy's own nightly batch (its calls five times their usual in a 15-minute slot): that hour counts at the
+    mean of the hours either side, and a surge hour at the spike's edge is cut off. With most hours surging
+    (nginx shows the spike itself), nothing changes."""
+    from forensics.analysis.proxy_load import proxy_adjusted
+
+    t0 = pd.Timestamp("2026-11-14 22:00")
+    spend = [20, 22, 24, 70, 26, 30]
+    costs = {t0 + i * HOUR: Decimal(c) for i, c in enumerate(spend)}
+    usual = dict.fromkeys(costs, Decimal(1))
+    run = sorted(costs)
+    kept, excess, adjusted = proxy_adjusted(costs, usual, run, HOUR, {t0 + 3 * HOUR + pd.Timedelta(minutes=15)})
+    assert (kept, adjusted) == (run, 1) and excess == Decimal(19 + 21 + 23 + 24 + 25 + 29)
+    kept, excess, adjusted = proxy_adjusted(costs, usual, run, HOUR, {t0 + 5 * HOUR})
+    assert (kept, adjusted) == (run[:5], 1) and excess == Decimal(19 + 21 + 23 + 69 + 25)
+    everywhere = {t + pd.Timedelta(minutes=15) for t in run[:4]}
+    assert proxy_adjusted(costs, usual, run, HOUR, everywhere) == (run, Decimal(sum(spend) - 6), 0)
+
+
+def test_a_spike_starts_at_its_ramp():
+    """A stolen key's script starting slowly: one minute at a twelfth of its rate, then the full rate for 40
+    minutes, over the proxy's quiet night. The slow first minute is above twice its usual and above a twentieth of
+    the spike's mean excess: the spike starts there (matrix seed 3 #498); the minute before it, at its usual, not."""
+    costs = [0.01, 0.0] * 30 + [0.14] + [1.7] * 40 + [0.01, 0.0] * 10
+    _, spans = series_spikes(minutes(costs), MINUTE)
+    assert spans == [(T0 + 60 * MINUTE, T0 + 100 * MINUTE)]
+
+
+def _nginx_lines(rows):
+    """A case holding only nginx lines on /v1/chat/completions: (time, client_ip), all answered 200."""
+    from forensics.api import Case
+
+    c = Case.memory()
+    frame = pd.DataFrame(rows, columns=["time", "client_ip"])
+    c.con.register("lines_in", frame)
+    c.con.execute("""INSERT INTO http_requests (file_id, line_no, time, client_ip, status, method, path)
+                     SELECT 1, row_number() OVER (ORDER BY time), time, client_ip, 200, 'POST', '/v1/chat/completions'
+                     FROM lines_in""")
+    c.con.unregister("lines_in")
+    return c
+
+
+def test_the_proxys_nightly_batch_is_a_surge_in_nginx_only_where_no_other_night_shows_it():
+    """App servers calling every 3 minutes, and a batch client 60 times from 02:15 each night. With one night in the
+    lines its slot surges; with three nights the batch is that slot's usual, as a provider usual of the same hour
+    on other days already holds it (matrix seed 3 #373)."""
+    from forensics.analysis.proxy_load import surge_slots
+
+    def lines(days):
+        t0 = pd.Timestamp("2026-11-14 16:00") - pd.Timedelta(days=days - 1)
+        rows = [(t0 + i * 3 * MINUTE, "10.0.0.5") for i in range(days * 480)]
+        rows += [(t0.normalize() + pd.Timedelta(days=d, hours=2, minutes=15) + i * 10 * pd.Timedelta(seconds=1),
+                  "10.0.0.31") for d in range(1, days + 1) for i in range(60)]
+        return _nginx_lines(rows)
+    assert surge_slots(lines(1)) == {pd.Timestamp("2026-11-15 02:15")}
+    assert surge_slots(lines(3)) == set()
+
+
+def test_a_series_that_usually_spends_nothing_is_not_adjusted_for_the_proxys_load():
+    """A second key only the attacker uses: the proxy's batch cannot be in it, whatever nginx shows (#471)."""
+    from forensics.analysis.proxy_load import proxy_adjusted
+
+    t0 = pd.Timestamp("2026-11-14 22:00")
+    costs = {t0 + i * HOUR: Decimal(c) for i, c in enumerate([20, 22, 24, 26, 30])}
+    run = sorted(costs)
+    assert proxy_adjusted(costs, dict.fromkeys(costs, Decimal(0)), run, HOUR, {t0 + 4 * HOUR}) == (run, Decimal(122), 0)

@@ -1,0 +1,97 @@
+"""The proxy's own load as nginx shows it, beside a provider spend spike seen without LiteLLM's logs.
+
+A provider key used outside the proxy for hours spends on the same key and model as the proxy's nightly batch; with
+a day or less of export there is no earlier night to call the batch usual, and its hour looks like part of the
+spike. nginx sees the batch (the proxy's clients calling it) and never the outside use: in a slot where nginx's
+served LLM calls surge far above their usual, the provider's spend holds the proxy's surge as well as the spike,
+so there the spike is taken at its own level in the buckets where the proxy was quiet (`proxy_adjusted`). A spike
+nginx shows itself (an open proxy, a stolen key used through it) surges in nginx in most of its buckets: it is
+left as it is."""
+from __future__ import annotations
+
+import statistics
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from forensics.analysis.nginx_incidents import LLM_ENDPOINT_SQL
+from forensics.analysis.steps import Step
+
+if TYPE_CHECKING:
+    from forensics.api import Case
+
+SLOT_MINUTES = 15                # nginx's served LLM calls are counted per slot of this width
+LOAD_FACTOR = 2.0                # a slot with this many times the median slot's calls is a surge of the proxy's own
+LOAD_MIN_CALLS = 10              # ... and at least this many calls above it (a few calls are noise)
+
+
+def surge_slots(case: Case) -> set:
+    """Starts of the SLOT_MINUTES slots in which nginx served LOAD_FACTOR times the usual LLM calls (and
+    LOAD_MIN_CALLS more): the median of the same slot on other days, else of every slot from nginx's first line to
+    its last, quiet ones as zero."""
+    frame = case.query(Step("nginx_llm_load", f"""
+        SELECT time_bucket(INTERVAL {SLOT_MINUTES} MINUTE, time) AS slot, count(*) AS calls FROM http_requests
+        WHERE time IS NOT NULL AND status < 400 AND {LLM_ENDPOINT_SQL} GROUP BY ALL ORDER BY slot
+    """))
+    if frame.empty:
+        return set()
+    span = pd.date_range(frame["slot"].min(), frame["slot"].max(), freq=f"{SLOT_MINUTES}min")
+    calls = dict.fromkeys(span, 0) | dict(zip(frame["slot"], frame["calls"]))
+    overall = statistics.median(calls.values())
+    by_time: dict = {}
+    for t, n in calls.items():
+        by_time.setdefault(t - t.normalize(), []).append((t, n))
+
+    def usual(t) -> float:   # the same slot on other days (a nightly batch is usual there), else the median slot
+        others = [n for u, n in by_time[t - t.normalize()] if u.normalize() != t.normalize()]
+        return statistics.median(others) if others else overall
+    return {t for t, n in calls.items() if n > usual(t) * LOAD_FACTOR and n - usual(t) >= LOAD_MIN_CALLS}
+
+
+def proxy_adjusted(costs: dict, usual: dict, run: list, width: pd.Timedelta, slots: set) -> tuple[list, Decimal, int]:
+    """A spike's buckets `run` (sub-daily) and its excess over `usual`, with the buckets in which nginx shows the
+    proxy's own surge (`slots`) taken at the spike's level around them (`_around`; never above their own excess):
+    (the run, a surge stretch at either edge cut off when the buckets are no finer than a slot, the excess, how
+    many buckets were adjusted). Unchanged when no bucket surges, or when half or more do (nginx shows the spike
+    itself)."""
+    excess = {t: costs[t] - usual[t] for t in run}
+    total = sum(excess.values(), Decimal(0))
+    if width >= pd.Timedelta(days=1) or not slots or not any(usual[t] for t in run):
+        return run, total, 0      # a series that usually spends nothing there is not the proxy's: its load is not in it
+    slot = pd.Timedelta(minutes=SLOT_MINUTES)
+    hot = [any(s in slots for s in pd.date_range(t.floor(slot), t + width - pd.Timedelta(1), freq=slot)) for t in run]
+    if not any(hot) or sum(hot) * 2 >= len(run):
+        return run, total, 0
+    lo, hi = 0, len(run)
+    if width >= slot:
+        while hot[lo]:
+            lo += 1
+        while hot[hi - 1]:
+            hi -= 1
+    values = [excess[t] for t in run]
+    level = _around(values, hot)
+    adjusted = sum((min(v, level[i]) if hot[i] else v for i, v in enumerate(values[lo:hi], start=lo)), Decimal(0))
+    return run[lo:hi], adjusted, sum(hot[lo:hi]) + len(run) - (hi - lo)
+
+
+def _around(values: list[Decimal], hot: list[bool]) -> dict[int, Decimal]:
+    """Per hot bucket: the mean of the buckets that are not hot next to its stretch of hot buckets, as many each
+    side as the stretch is long (the spike's level around it: a script's rate drifts over hours)."""
+    out: dict[int, Decimal] = {}
+    i = 0
+    while i < len(values):
+        if not hot[i]:
+            i += 1
+            continue
+        j = i
+        while j < len(values) and hot[j]:
+            j += 1
+        n = j - i
+        near = [v for v, h in zip(values[max(i - n, 0):i], hot[max(i - n, 0):i]) if not h]
+        near += [v for v, h in zip(values[j:j + n], hot[j:j + n]) if not h]
+        clean = [v for v, h in zip(values, hot) if not h]
+        level = sum(near, Decimal(0)) / len(near) if near else statistics.median(clean)
+        out |= dict.fromkeys(range(i, j), level)
+        i = j
+    return out
