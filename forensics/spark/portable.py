@@ -1,0 +1,75 @@
+"""Which named steps run on Spark, and their SQL as Spark SQL (issue #19). Pure: no Spark needed to import this.
+
+Each step is written once, in DuckDB SQL (forensics/analysis). `to_spark` transpiles it with sqlglot (DuckDB → Spark
+SQL); there is no second copy of any step. The steps that Spark SQL cannot express as written are named in
+`DUCKDB_ONLY`, each with the reason: the Spark engine runs them on DuckDB, over the step tables Spark made before them
+(handed over as Arrow) and the case's Parquet files. Everything else runs on Spark as transpiled.
+"""
+from __future__ import annotations
+
+import re
+
+import sqlglot
+from sqlglot.dialects.spark import Spark
+from sqlglot.errors import ErrorLevel
+
+# step name (a regular expression, matched whole) -> why it cannot run on Spark as transpiled
+DUCKDB_ONLY: dict[str, str] = {
+    r"claimed|nginx_claimed|controls_.+_cutoffs":
+        "the step's table is INSERTed into afterwards (one incident or month at a time); a Spark temp view cannot be "
+        "inserted into",
+    r"spread_candidates":
+        "a row-value IN subquery ((part, session_no) IN (SELECT (part, session_no) ...)): sqlglot writes a struct "
+        "IN a one-column subquery, which Spark rejects",
+    r"surge_candidates|nginx_surge_candidates|nginx_newcomer_candidates":
+        "epoch() of an INTERVAL (a span's seconds): sqlglot writes unix_timestamp(), which takes a timestamp",
+    r"rate_candidates|cost_spike_candidates":
+        "date_bin() (fixed-width buckets from an origin): Spark SQL has no such function",
+    r"projection_rate_window|controls_.+_arrivals":
+        "epoch_us(): sqlglot passes it through unchanged, Spark SQL has no such function",
+    r"outside_usage_(span|finest)(_net)?":
+        "UNION ALL BY NAME and a row-value NOT IN subquery: neither exists in Spark SQL",
+    r"nginx_llm_lines":
+        "to_microseconds() (an INTERVAL from a number): sqlglot passes it through, Spark SQL has no such function",
+    r"nginx_to_litellm":
+        "range(a, b) t(d) as a table function with a column alias: sqlglot writes it as a call Spark cannot resolve",
+    r"figure_baseline_band":
+        "quantile_cont(x, p): sqlglot writes percentile_cont(x, p), Spark's takes p and WITHIN GROUP (ORDER BY x)",
+    r"detector_features":
+        "count(DISTINCT ...) over a RANGE window frame: Spark has no DISTINCT window aggregates",
+    r"incident_\d+_forged_forwarded_for":
+        "unnest(string_split(...)) inside an expression: Spark's explode() is a generator, not allowed nested",
+}
+_DUCKDB_ONLY = [(re.compile(pattern), reason) for pattern, reason in DUCKDB_ONLY.items()]
+
+
+class SparkSQL(Spark):
+    """Spark SQL as sqlglot writes it, except that a WITH inside a subquery stays there: Spark 3+ reads nested
+    CTEs, and hoisting them (sqlglot's default for Spark) makes two CTEs of one name when a step uses the session
+    template (forensics.analysis.incident) twice."""
+
+    class Generator(Spark.Generator):
+        EXPRESSIONS_WITHOUT_NESTED_CTES: set = set()
+STEP_TABLE = re.compile(r"\b__f_\w+", re.I)          # a step's table, as steps.table_name writes it
+
+
+def duckdb_only(step_name: str) -> str | None:
+    """Why step `step_name` runs on DuckDB under the Spark engine, or None when it runs on Spark."""
+    for pattern, reason in _DUCKDB_ONLY:
+        if pattern.fullmatch(step_name):
+            return reason
+    return None
+
+
+def to_spark(select: str) -> str:
+    """A step's DuckDB SELECT (parameters written in as literals) as Spark SQL. sqlglot.ParseError or
+    sqlglot.errors.UnsupportedError when sqlglot cannot read it or knows Spark has no equivalent."""
+    statements = sqlglot.transpile(select, read="duckdb", write=SparkSQL, unsupported_level=ErrorLevel.RAISE)
+    if len(statements) != 1:
+        raise sqlglot.ParseError(f"{len(statements)} statements where one SELECT was expected")
+    return statements[0]
+
+
+def step_tables(sql: str) -> list[str]:
+    """The step tables `sql` reads or writes (__f_<step>), in order of first mention."""
+    return list(dict.fromkeys(t.lower() for t in STEP_TABLE.findall(sql)))
