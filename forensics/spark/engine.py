@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,12 +37,15 @@ LOCAL_CONF = {
     "spark.sql.shuffle.partitions": "2",
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.timestampType": "TIMESTAMP_NTZ",
+    # DECIMAL products keep their scale as DuckDB's do (Spark's default rounds them to fit 38 digits)
+    "spark.sql.decimalOperations.allowPrecisionLoss": "false",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.ui.showConsoleProgress": "false",
 }
 # what every session the engine runs in needs, local or on a cluster (the case's time semantics)
-SESSION_CONF = {k: LOCAL_CONF[k] for k in ("spark.sql.session.timeZone", "spark.sql.timestampType",
-                                           "spark.sql.execution.arrow.pyspark.enabled")}
+SESSION_CONF = {k: LOCAL_CONF[k] for k in (
+    "spark.sql.session.timeZone", "spark.sql.timestampType", "spark.sql.decimalOperations.allowPrecisionLoss",
+    "spark.sql.execution.arrow.pyspark.enabled")}
 
 
 def local_session(app: str = "forensics", master: str = "local[2]") -> SparkSession:
@@ -49,7 +53,8 @@ def local_session(app: str = "forensics", master: str = "local[2]") -> SparkSess
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     from pyspark.sql import SparkSession
 
-    builder = SparkSession.builder.master(master).appName(app)
+    builder = SparkSession.builder.master(master).appName(app).config(
+        "spark.sql.warehouse.dir", str(Path(tempfile.gettempdir()) / "forensics-spark-warehouse"))  # not in the cwd
     for key, value in LOCAL_CONF.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
@@ -70,6 +75,7 @@ class SparkEngine:
         self.ran: dict[str, str] = {}                  # step name -> the engine that ran (its latest run)
         self._where: dict[str, set[str]] = {}          # step table -> the sides holding its current rows
         self._views: list[str] = []
+        self._columns: dict[str, list[tuple[str, str]]] = {}   # Spark-made step table -> DuckDB's (column, type)
         self._register_case()
 
     # --- the case's tables ---------------------------------------------------------------------------------------
@@ -98,7 +104,8 @@ class SparkEngine:
             if side == DUCKDB:
                 self.con.complete()                    # a read Python left unfinished would block the handover
                 self.con.register(f"__arrow_{table}", self.spark.table(table).toArrow())
-                self.con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM __arrow_{table}")
+                self.con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS "
+                                 f"SELECT {_as_duckdb(self._columns[table])} FROM __arrow_{table}")
                 self.con.unregister(f"__arrow_{table}")
             else:
                 self.con.complete()
@@ -110,6 +117,27 @@ class SparkEngine:
     def _made(self, table: str, side: str) -> None:
         self._where[table.lower()] = {side}
 
+    def _spark_step(self, table: str | None, select: str):
+        """Step `select` on Spark, as the DataFrame DuckDB's run would have made: its columns in DuckDB's order
+        with DuckDB's names, DECIMAL and TIMESTAMP columns of DuckDB's types (Spark puts a USING join's columns
+        first, and date_trunc gives a zoned TIMESTAMP). DuckDB learns the columns by binding `select` alone (never
+        run) over empty tables standing in for Spark's (made here, under the step's own name, for the next step)."""
+        spark_sql = portable.to_spark(select)
+        self._on(SPARK, select, writes=table)
+        self.con.complete()
+        columns = [(c, t) for c, t, *_ in self.con.execute(f"DESCRIBE {select}").fetchall()]
+        frame = self.spark.sql(spark_sql)
+        names = [c for c, _ in columns]
+        if len(set(names)) == len(names) and set(names) == set(frame.columns):
+            frame = frame.select(*[_as_spark(c, t) for c, t in columns])
+        elif len(frame.columns) == len(columns):
+            frame = frame.toDF(*[f"_c{i}" for i in range(len(columns))]).select(
+                *[_as_spark(f"_c{i}", t, c) for i, (c, t) in enumerate(columns)])
+        if table is not None:
+            self._columns[table.lower()] = columns
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {table} ({_column_defs(columns)})")   # bind-only
+        return frame, columns
+
     # --- the Engine interface ---------------------------------------------------------------------------------------
 
     def materialise(self, name: str, table: str, select: str, params: list) -> None:
@@ -120,9 +148,8 @@ class SparkEngine:
             self._made(table, DUCKDB)
             self.ran[name] = DUCKDB
             return
-        spark_sql = portable.to_spark(select)
-        self._on(SPARK, select, writes=table)
-        self.spark.sql(spark_sql).localCheckpoint().createOrReplaceTempView(table)
+        frame, _ = self._spark_step(table, select)
+        frame.localCheckpoint().createOrReplaceTempView(table)
         self._views.append(table)
         self._made(table, SPARK)
         self.ran[name] = SPARK
@@ -133,12 +160,11 @@ class SparkEngine:
             self._on(DUCKDB, select)
             self.ran[name] = DUCKDB
             return self.con.execute(select).df()
-        spark_sql = portable.to_spark(select)
-        self._on(SPARK, select)
-        result = self.spark.sql(spark_sql).toArrow()
+        frame, columns = self._spark_step(None, select)
+        result = frame.toArrow()
         self.ran[name] = SPARK
         self.con.complete()
-        return self.con.from_arrow(result).df()      # DuckDB's conversion, so the frame's types are the same
+        return self.con.from_arrow(result).query("r", f"SELECT {_as_duckdb(columns)} FROM r").df()  # DuckDB's types
 
     def statement(self, name: str, sql: str, params: list) -> None:
         """Not a SELECT (CREATE with columns, INSERT): DuckDB's, the tables it names brought over first."""
@@ -158,3 +184,31 @@ class SparkEngine:
         for view in dict.fromkeys(self._views):
             catalog.dropTempView(view)
         self._views.clear()
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _column_defs(columns: list[tuple[str, str]]) -> str:
+    return ", ".join(f"{_quoted(c)} {t}" for c, t in columns)
+
+
+def _as_duckdb(columns: list[tuple[str, str]]) -> str:
+    """A select list casting Spark's columns (same names, same order) to DuckDB's types."""
+    return ", ".join(f"CAST({_quoted(c)} AS {t}) AS {_quoted(c)}" for c, t in columns)
+
+
+def _as_spark(column: str, duck_type: str, alias: str | None = None):
+    """Spark column `column` as `alias`, cast where Spark's type for it would differ in meaning from DuckDB's
+    `duck_type`: DECIMAL scales (money) and TIMESTAMP (naive UTC) kinds."""
+    from pyspark.sql import functions as F
+
+    col = F.col(f"`{column}`")
+    if duck_type.startswith("DECIMAL"):
+        col = col.cast(duck_type.lower())
+    elif duck_type == "TIMESTAMP":
+        col = col.cast("timestamp_ntz")
+    elif duck_type == "TIMESTAMP WITH TIME ZONE":
+        col = col.cast("timestamp")
+    return col.alias(alias or column)

@@ -8,8 +8,10 @@ SQL); there is no second copy of any step. The steps that Spark SQL cannot expre
 from __future__ import annotations
 
 import re
+from decimal import Decimal, InvalidOperation
 
 import sqlglot
+from sqlglot import exp
 from sqlglot.dialects.spark import Spark
 from sqlglot.errors import ErrorLevel
 
@@ -64,10 +66,36 @@ def duckdb_only(step_name: str) -> str | None:
 def to_spark(select: str) -> str:
     """A step's DuckDB SELECT (parameters written in as literals) as Spark SQL. sqlglot.ParseError or
     sqlglot.errors.UnsupportedError when sqlglot cannot read it or knows Spark has no equivalent."""
-    statements = sqlglot.transpile(select, read="duckdb", write=SparkSQL, unsupported_level=ErrorLevel.RAISE)
-    if len(statements) != 1:
-        raise sqlglot.ParseError(f"{len(statements)} statements where one SELECT was expected")
-    return statements[0]
+    trees = sqlglot.parse(select, read="duckdb")
+    if len(trees) != 1 or trees[0] is None:
+        raise sqlglot.ParseError(f"{len(trees)} statements where one SELECT was expected")
+    return trees[0].transform(_double_division).transform(_narrow_decimal_literal).sql(
+        dialect=SparkSQL, unsupported_level=ErrorLevel.RAISE)
+
+
+def _narrow_decimal_literal(node: exp.Expr) -> exp.Expr:
+    """CAST('100' AS DECIMAL(38,0)) (steps.literal's money parameter) as DECIMAL(3,0): Spark compares two
+    DECIMALs in a common type of at most 38 digits, so DECIMAL(38,12) >= DECIMAL(38,0) would round the money to
+    whole dollars first; with the literal's own precision the common type is DECIMAL(38,12), exact as DuckDB's."""
+    if not (isinstance(node, exp.Cast) and isinstance(node.this, exp.Literal) and node.this.is_string
+            and node.to.this == exp.DataType.Type.DECIMAL and len(node.to.expressions) == 2):
+        return node
+    try:
+        value = Decimal(node.this.this)
+        scale = int(node.to.expressions[1].this.this)
+    except (InvalidOperation, ValueError, AttributeError):
+        return node
+    whole = len(str(abs(int(value)))) if int(value) else 1
+    return exp.cast(node.this, exp.DataType.build(f"DECIMAL({min(38, whole + scale)}, {scale})"))
+
+
+def _double_division(node: exp.Expr) -> exp.Expr:
+    """DuckDB's `/` divides as DOUBLE (DECIMAL and integers alike); Spark's keeps DECIMAL, rounded to its own
+    scale. Both sides cast to DOUBLE, Spark computes the very double DuckDB does. Not where a side holds a
+    subtraction or an INTERVAL: that may be a span of time divided (an INTERVAL / n stays an INTERVAL)."""
+    if isinstance(node, exp.Div) and not any(n.find(exp.Sub, exp.Interval) for n in (node.this, node.expression)):
+        return exp.Div(this=exp.cast(node.this, "DOUBLE"), expression=exp.cast(node.expression, "DOUBLE"))
+    return node
 
 
 def step_tables(sql: str) -> list[str]:
