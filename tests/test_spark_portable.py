@@ -83,3 +83,13 @@ def test_one_select_only():
 def test_step_tables():
     assert portable.step_tables("SELECT * FROM __f_a JOIN __F_b USING (x) WHERE y IN (SELECT y FROM __f_a)") == \
         ["__f_a", "__f_b"]
+
+
+def test_entry_point_refuses_what_is_no_parquet_case(tmp_path, capsys):
+    """`python -m forensics.spark` on a folder without the manifest: one line, exit 2, before any JVM starts."""
+    from forensics.spark.__main__ import main
+
+    assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and "not a Parquet case" in err and "export-case" in err
+    assert not (tmp_path / "out").exists()

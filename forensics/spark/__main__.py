@@ -26,6 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     from forensics.spark import open_case
     from forensics.spark.engine import local_session
 
+    from forensics import parquet_case
+
+    if not parquet_case.is_folder(args.case_dir):       # before a JVM is started for nothing
+        print(f"forensics.spark: {args.case_dir}: not a Parquet case (no {parquet_case.MANIFEST}; write one with "
+              "`forensics export-case CASE --parquet DIR`)", file=sys.stderr)
+        return 2
     started = time.perf_counter()
     if "PYSPARK_GATEWAY_PORT" in os.environ:          # spark-submit started the JVM and configured the session
         from pyspark.sql import SparkSession

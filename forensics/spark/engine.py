@@ -89,7 +89,7 @@ class SparkEngine:
             if info.get("rows"):
                 frame = self.spark.read.parquet(str(self.folder / table)).select(*[f"`{c}`" for c in columns])
             else:                                      # no rows, no files: the case schema's columns, empty
-                frame = self.spark.createDataFrame(self.con.execute(f"SELECT * FROM {table} LIMIT 0").to_arrow_table())
+                frame = self.spark.createDataFrame(self.con.sql(f"SELECT * FROM {table} LIMIT 0").to_arrow_table())
             frame.createOrReplaceTempView(table)
             self._views.append(table)
 
@@ -109,7 +109,7 @@ class SparkEngine:
                 self.con.unregister(f"__arrow_{table}")
             else:
                 self.con.complete()
-                frame = self.spark.createDataFrame(self.con.execute(f"SELECT * FROM {table}").to_arrow_table())
+                frame = self.spark.createDataFrame(self.con.sql(f"SELECT * FROM {table}").to_arrow_table())
                 frame.localCheckpoint().createOrReplaceTempView(table)
                 self._views.append(table)
             held.add(side)
