@@ -32,6 +32,9 @@ class Engine(Protocol):
     def read(self, sql: str, params: list) -> duckdb.DuckDBPyConnection:
         """An unlogged read (small results Python needs), on DuckDB: a DuckDB result."""
 
+    def close(self) -> None:
+        """Let go of what the engine made (the case's connection is the Case's to close)."""
+
 
 class DuckEngine:
     """Every step on the case's DuckDB connection."""

@@ -42,6 +42,8 @@ def test_findings_on_spark_equal_duckdb(scenario, scenario_case, spark_session, 
     assert json.dumps(got, sort_keys=True) == json.dumps(expected, sort_keys=True)
     # most steps ran on Spark; exactly the named ones, and the statements that are no SELECT, on DuckDB
     on_spark = [n for n, e in ran.items() if e == "spark"]
+    print(f"{scenario}: {len(on_spark)} of {len(ran)} named steps on Spark; on DuckDB: "
+          f"{sorted(set(ran) - set(on_spark))}")
     assert len(on_spark) >= 0.6 * len(ran)
     assert all(duckdb_only(n) is None for n in on_spark)
     # steps.sql is the DuckDB SQL whichever engine ran each step: the same script

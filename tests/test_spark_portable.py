@@ -93,3 +93,13 @@ def test_entry_point_refuses_what_is_no_parquet_case(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.strip().count("\n") == 0 and "not a Parquet case" in err and "export-case" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_duckdb_functions_spark_lacks_are_rewritten():
+    """epoch_us, to_microseconds, range(a, b) t(d) and a row-value IN subquery: as Spark writes the same."""
+    assert portable.to_spark("SELECT epoch_us(t) // 1000 AS ms FROM x") == \
+        "SELECT UNIX_MICROS(CAST(t AS TIMESTAMP_LTZ)) DIV 1000 AS ms FROM x"
+    assert "* INTERVAL '0.000001' SECOND" in portable.to_spark("SELECT t - to_microseconds(n) AS s FROM x")
+    assert portable.to_spark("SELECT d FROM range(-2, 2 + 1) t(d)") == "SELECT d FROM RANGE(-2, 2 + 1) AS t(d)"
+    assert portable.to_spark("SELECT * FROM c WHERE (a, b) IN (SELECT (a, b) FROM c)") == \
+        "SELECT * FROM c WHERE (a, b) IN (SELECT a, b FROM c)"

@@ -20,23 +20,15 @@ DUCKDB_ONLY: dict[str, str] = {
     r"claimed|nginx_claimed|controls_.+_cutoffs":
         "the step's table is INSERTed into afterwards (one incident or month at a time); a Spark temp view cannot be "
         "inserted into",
-    r"spread_candidates":
-        "a row-value IN subquery ((part, session_no) IN (SELECT (part, session_no) ...)): sqlglot writes a struct "
-        "IN a one-column subquery, which Spark rejects",
     r"surge_candidates|nginx_surge_candidates|nginx_newcomer_candidates":
         "epoch() of an INTERVAL (a span's seconds): sqlglot writes unix_timestamp(), which takes a timestamp",
     r"rate_candidates|cost_spike_candidates":
         "date_bin() (fixed-width buckets from an origin): Spark SQL has no such function",
-    r"projection_rate_window|controls_.+_arrivals":
-        "epoch_us(): sqlglot passes it through unchanged, Spark SQL has no such function",
     r"outside_usage_(span|finest)(_net)?":
         "UNION ALL BY NAME and a row-value NOT IN subquery: neither exists in Spark SQL",
-    r"nginx_llm_lines":
-        "to_microseconds() (an INTERVAL from a number): sqlglot passes it through, Spark SQL has no such function",
-    r"nginx_to_litellm":
-        "range(a, b) t(d) as a table function with a column alias: sqlglot writes it as a call Spark cannot resolve",
     r"figure_baseline_band":
-        "quantile_cont(x, p): sqlglot writes percentile_cont(x, p), Spark's takes p and WITHIN GROUP (ORDER BY x)",
+        "quantile_cont(x, p) of DECIMAL money interpolates in DECIMAL; Spark's percentile() works in DOUBLE (and "
+        "sqlglot writes percentile_cont(x, p), which Spark rejects)",
     r"detector_features":
         "count(DISTINCT ...) over a RANGE window frame: Spark has no DISTINCT window aggregates",
     r"incident_\d+_forged_forwarded_for":
@@ -69,8 +61,47 @@ def to_spark(select: str) -> str:
     trees = sqlglot.parse(select, read="duckdb")
     if len(trees) != 1 or trees[0] is None:
         raise sqlglot.ParseError(f"{len(trees)} statements where one SELECT was expected")
-    return trees[0].transform(_double_division).transform(_narrow_decimal_literal).sql(
+    return trees[0].transform(_double_division).transform(_narrow_decimal_literal).transform(_microseconds).transform(_row_value_in).transform(_range_table).sql(
         dialect=SparkSQL, unsupported_level=ErrorLevel.RAISE)
+
+
+def _row_value_in(node: exp.Expr) -> exp.Expr:
+    """(a, b) IN (SELECT (a, b) ...): DuckDB compares a row with a one-column subquery of rows; sqlglot writes a
+    struct against it, which Spark rejects. Spark compares a row with a subquery of as many columns: unpack it."""
+    if isinstance(node, exp.In) and isinstance(node.this, exp.Tuple) and node.args.get("query") is not None:
+        select = node.args["query"].this if isinstance(node.args["query"], exp.Subquery) else node.args["query"]
+        if isinstance(select, exp.Select) and len(select.expressions) == 1 \
+                and isinstance(select.expressions[0], exp.Tuple):
+            select.set("expressions", list(select.expressions[0].expressions))
+    return node
+
+
+def _range_table(node: exp.Expr) -> exp.Expr:
+    """range(a, b) t(d) (a table of the integers a..b-1 as column d): sqlglot writes an EXPLODE Spark cannot
+    alias; Spark's own range(a, b) table function is the same table (its column renamed by the alias)."""
+    if isinstance(node, exp.Table) and isinstance(node.this, exp.GenerateSeries) and node.args.get("alias") \
+            and node.this.args.get("step") is None:
+        series = node.this
+        end = series.args["end"] if series.args.get("is_end_exclusive") else \
+            exp.Add(this=exp.Paren(this=series.args["end"]), expression=exp.Literal.number(1))
+        return exp.Table(this=exp.Anonymous(this="RANGE", expressions=[series.args["start"], end]),
+                         alias=node.args["alias"])
+    return node
+
+
+def _microseconds(node: exp.Expr) -> exp.Expr:
+    """DuckDB's epoch_us(t) (microseconds since 1970 of a naive UTC TIMESTAMP) as Spark's unix_micros of t read in
+    UTC (the session's time zone), and to_microseconds(n) (an INTERVAL of n microseconds) as n times one
+    microsecond: sqlglot passes both through unchanged, and Spark has neither."""
+    if not isinstance(node, exp.Anonymous) or len(node.expressions) != 1:
+        return node
+    name, (arg,) = str(node.this).lower(), node.expressions
+    if name == "epoch_us":
+        return exp.Anonymous(this="UNIX_MICROS", expressions=[exp.cast(arg, "TIMESTAMPLTZ")])
+    if name == "to_microseconds":
+        return exp.Mul(this=exp.Paren(this=arg), expression=sqlglot.parse_one("INTERVAL '0.000001' SECOND",
+                                                                               read="spark"))
+    return node
 
 
 def _narrow_decimal_literal(node: exp.Expr) -> exp.Expr:
