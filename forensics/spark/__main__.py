@@ -8,6 +8,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 
@@ -32,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"forensics.spark: {args.case_dir}: not a Parquet case (no {parquet_case.MANIFEST}; write one with "
               "`forensics export-case CASE --parquet DIR`)", file=sys.stderr)
         return 2
+    # pyspark's notice that it is not yet tested with pandas 3: the engine hands results over as Arrow, not pandas
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
     started = time.perf_counter()
     if "PYSPARK_GATEWAY_PORT" in os.environ:          # spark-submit started the JVM and configured the session
         from pyspark.sql import SparkSession

@@ -130,9 +130,11 @@ class SparkEngine:
         names = [c for c, _ in columns]
         if len(set(names)) == len(names) and set(names) == set(frame.columns):
             frame = frame.select(*[_as_spark(c, t) for c, t in columns])
-        elif len(frame.columns) == len(columns):
+        elif len(frame.columns) == len(columns):            # names repeat: by position
             frame = frame.toDF(*[f"_c{i}" for i in range(len(columns))]).select(
                 *[_as_spark(f"_c{i}", t, c) for i, (c, t) in enumerate(columns)])
+        else:
+            raise ValueError(f"{table or 'a step'}: Spark's result has the columns {frame.columns}, DuckDB's {names}")
         if table is not None:
             self._columns[table.lower()] = columns
             self.con.execute(f"CREATE OR REPLACE TEMP TABLE {table} ({_column_defs(columns)})")   # bind-only
