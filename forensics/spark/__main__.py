@@ -21,18 +21,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-detector", action="store_true", help="skip the anomaly detector")
     args = parser.parse_args(argv)
 
-    from forensics.api import write_report
-    from forensics.analysis.controls import DEFAULT_CONTROLS
-    from forensics.case import NotACase
-    from forensics.spark import open_case
-    from forensics.spark.engine import local_session
-
     from forensics import parquet_case
 
     if not parquet_case.is_folder(args.case_dir):       # before a JVM is started for nothing
         print(f"forensics.spark: {args.case_dir}: not a Parquet case (no {parquet_case.MANIFEST}; write one with "
               "`forensics export-case CASE --parquet DIR`)", file=sys.stderr)
         return 2
+    from forensics.analysis.controls import DEFAULT_CONTROLS
+    from forensics.api import write_report
+    from forensics.case import NotACase
+    from forensics.spark import open_case
+    from forensics.spark.engine import local_session
+
     # pyspark's notice that it is not yet tested with pandas 3: the engine hands results over as Arrow, not pandas
     warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
     started = time.perf_counter()
