@@ -21,6 +21,7 @@ import duckdb
 from forensics import case as case_db
 from forensics.case import NotACase  # noqa: F401  (part of the API: raised by open, from_inputs, merge)
 from forensics.analysis.steps import Step, StepLog, table_name
+from forensics.engine import DuckEngine, Engine
 from forensics.sources.interface import LoadOptions
 
 if TYPE_CHECKING:
@@ -58,6 +59,11 @@ class Case:
     tables: dict[str, str] = field(default_factory=dict)        # step name -> the temp table it made
     reports: list = field(default_factory=list)                 # FileReports of what this session loaded
     read_only: bool = False
+    engine: Engine | None = None          # runs the named steps (forensics/engine.py); None: DuckDB on `con`
+
+    def __post_init__(self) -> None:
+        if self.engine is None:
+            self.engine = DuckEngine(self.con)
 
     # --- opening -------------------------------------------------------------------------------------------------
 
@@ -132,6 +138,7 @@ class Case:
         """Close the connection (also after an error or Ctrl-C: callers close in `with` / `finally`); DuckDB removes
         its spill then, and what a killed run left is removed by the next read-write open (case.connect)."""
         try:
+            self.engine.close()
             self.con.close()
         finally:
             if self.path is not None and not self.read_only:
@@ -194,9 +201,10 @@ class Case:
 
     def run(self, step: Step, params: list | None = None) -> str:
         """Materialise `step` as a temp table, log it, and return the table's name (the handle later steps take)."""
-        statement = f"CREATE OR REPLACE TEMP TABLE {step.table} AS\n{dedent(step.sql).strip()}"
+        select = dedent(step.sql).strip()
+        statement = f"CREATE OR REPLACE TEMP TABLE {step.table} AS\n{select}"
         started = time.perf_counter()
-        self.con.execute(statement, params or [])
+        self.engine.materialise(step.name, step.table, select, params or [])
         self.steps.add(step.name, statement, params, time.perf_counter() - started)
         self.tables[step.name] = step.table
         return step.table
@@ -205,14 +213,14 @@ class Case:
         """Run `step` and return its rows as a pandas frame (logged like `run`)."""
         sql = dedent(step.sql).strip()
         started = time.perf_counter()
-        frame = self.con.execute(sql, params or []).df()
+        frame = self.engine.frame(step.name, sql, params or [])
         self.steps.add(step.name, sql, params, time.perf_counter() - started)
         return frame
 
     def statement(self, name: str, sql: str, params: list | None = None) -> None:
         """A logged statement that is not a SELECT (CREATE with columns, INSERT): part of the re-runnable script."""
         started = time.perf_counter()
-        self.con.execute(sql, params or [])
+        self.engine.statement(name, sql, params or [])
         self.steps.add(name, sql, params, time.perf_counter() - started)
 
     def load_ids(self, name: str, request_ids: Iterable) -> str:
@@ -226,7 +234,7 @@ class Case:
 
     def execute(self, sql: str, params: list | None = None):
         """A read of the case (not logged): a DuckDB result."""
-        return self.con.execute(sql, params or [])
+        return self.engine.read(sql, params or [])
 
     # --- the investigation -----------------------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """Test tiers, the in-process command line, and the expensive artefacts built once per test session.
 
-Tiers: `python -m pytest` runs the default tier (every module, in a few minutes); the tests marked `slow`, `notebooks`
-or `integration` run with `python -m pytest --all` (what CI runs), or with a marker expression (`-m slow`), or when
+Tiers: `python -m pytest` runs the default tier (every module, in a few minutes); the tests marked `slow`, `notebooks`,
+`integration` or `spark` run with `python -m pytest --all` (what CI runs), or with a marker expression (`-m slow`), or when
 named by node id.
 
 Built once per session, shared read-only (a test that writes gets a copy): sample_logs/ ingested into a case
@@ -33,7 +33,7 @@ from forensics import case as case_db
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_LOGS = ROOT / "sample_logs"
-TIERS = ("slow", "notebooks", "integration")
+TIERS = ("slow", "notebooks", "integration", "spark")
 
 
 # --- tiers ----------------------------------------------------------------------------------------------------------
@@ -459,6 +459,17 @@ def scenario_case(request):
     for key, case in cache.items():
         if key != SAMPLE_SCENARIO:
             case.con.close()
+
+
+@pytest.fixture(scope="session")
+def spark_session():
+    """One local SparkSession for the whole test session (its JVM takes 10-20 s to start): local[2], 1 GB, no UI,
+    bound to 127.0.0.1 (forensics.spark.engine.local_session); stopped at the end."""
+    from forensics.spark.engine import local_session
+
+    spark = local_session("forensics-tests")
+    yield spark
+    spark.stop()
 
 
 @pytest.fixture(scope="session")
