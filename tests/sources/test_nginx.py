@@ -265,6 +265,21 @@ def test_detection_claims_only_access_logs(tmp_path):
     assert SOURCE.detect(((line + "\n") * 3 + line[:20]).encode(), Path("a")) == "nginx.combined"
 
 
+def _spy_on_batches(monkeypatch, batch_bytes: int, method: str, record) -> list:
+    """Small batches (the reader cuts them at block ends), and what `record(self, batch)` says of each call of
+    nginx._Load.`method`, in order."""
+    monkeypatch.setattr(nginx, "BATCH_BYTES", batch_bytes)
+    monkeypatch.setattr(lines_module, "_BLOCK", 4096)
+    seen = []
+    real = getattr(nginx._Load, method)
+
+    def spy(self, batch):
+        seen.append(record(self, batch))
+        return real(self, batch)
+    monkeypatch.setattr(nginx._Load, method, spy)
+    return seen
+
+
 @pytest.mark.slow
 def test_many_batches_with_variants_mixed_and_odd_lines(tmp_path, monkeypatch):
     lines = (ASSETS / "timings.log").read_text().splitlines()
@@ -272,11 +287,7 @@ def test_many_batches_with_variants_mixed_and_odd_lines(tmp_path, monkeypatch):
     f = tmp_path / "big.log"
     f.write_text("\n".join(body) + "\n")
     whole = load(f)
-    monkeypatch.setattr(nginx, "BATCH_BYTES", 16384)
-    monkeypatch.setattr(lines_module, "_BLOCK", 4096)                  # the reader cuts batches at block ends
-    seen = []
-    real_batch = nginx._Load._batch
-    monkeypatch.setattr(nginx._Load, "_batch", lambda self, batch: seen.append(batch.num_rows) or real_batch(self, batch))
+    seen = _spy_on_batches(monkeypatch, 16384, "_batch", lambda self, batch: batch.num_rows)
     batched = load(f)
     assert len(seen) > 5 and sum(seen) == 1200
     assert batched.result == whole.result
@@ -298,11 +309,7 @@ def test_the_walk_join_only_once_a_batch_needs_it(tmp_path, monkeypatch):
     f = tmp_path / "access.log"
     f.write_text("\n".join(body) + "\n")
     whole = load(f)
-    monkeypatch.setattr(nginx, "BATCH_BYTES", 8192)
-    monkeypatch.setattr(lines_module, "_BLOCK", 4096)                  # the reader cuts batches at block ends
-    walked = []
-    real = nginx._Load._insert_converted
-    monkeypatch.setattr(nginx._Load, "_insert_converted", lambda self, c: walked.append(self.walked) or real(self, c))
+    walked = _spy_on_batches(monkeypatch, 8192, "_insert_converted", lambda self, converted: self.walked)
     batched = load(f)
     assert len(walked) > 3 and walked[0] == 0 and walked[-1] >= 2          # no join at first, then the walked pairs
     cols = "method, remote_addr, forwarded_for, client_ip, body_bytes"
