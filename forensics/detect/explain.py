@@ -55,7 +55,8 @@ def describe(feature: str, value, median, keyless: bool = False, shown: bool = T
         return (f"from a public address, where {1 - v:.0%} of {whose} in the baseline came from public ones"
                 if v > 0 else f"from the kind of address {whose} always used")
     if feature == "key_new_address":
-        return f"a public address {whose} {'hardly ever' if v < 0.95 else 'never'} used in the baseline"
+        return (f"a public address in a network (/24) {whose} {'hardly ever' if v < 0.95 else 'never'} used in the "
+                "baseline")
     if feature == "key_new_agent":
         return f"client software {whose} {'hardly ever' if v < 0.95 else 'never'} used in the baseline"
     if feature in WORDS:

@@ -35,7 +35,8 @@ SD_FLOOR = 0.5             # log2 units: a key that always sends the same still 
 FEATURES = CONTENT + ACTIVITY + PROFILE
 # what a request asks for and how it departs from its key's profile; not rates nor the key's pace, which follow the
 # time of day and the load (a training stretch of nights sees none of the day's): past their training range no news
-BEYOND = [c for c in (*CONTENT, *PROFILE) if c != "key_rate_rise"]
+BEYOND = [c for c in (*CONTENT, *PROFILE) if c not in ("key_rate_rise", "auth_failure")]   # a 401: a typo, or stuffing
+HABIT_SHARE = 0.1          # a network or client software carrying this share of a key's baseline requests is its own
 PRIOR_REQUESTS = 10        # a key's baseline profile counts this many requests of the whole baseline's beside its own
 
 Intervals = list[tuple[datetime, datetime]]
@@ -47,11 +48,14 @@ def features_step() -> Step:
     from forensics.netaddr import internal_ip_sql
 
     private = internal_ip_sql("ip")
-    k, sd = PRIOR_REQUESTS, SD_FLOOR
+    k, sd, habit = PRIOR_REQUESTS, SD_FLOOR, HABIT_SHARE
     return Step("detector_features", f"""
         WITH r AS (
             SELECT r.request_id, r.start_time, r.key_hash, coalesce(r.key_hash, '(no key)') AS grp,
                    coalesce(r.client_ip, '?') AS ip, coalesce(r.user_agent, '?') AS agent, r.status,
+                   -- the address's network: its /24 for IPv4 (an office's or a cloud's pool of addresses), else itself
+                   CASE WHEN regexp_matches(coalesce(r.client_ip, '?'), '^[0-9]+[.][0-9]+[.][0-9]+[.][0-9]+$')
+                        THEN regexp_replace(r.client_ip, '[.][0-9]+$', '') ELSE coalesce(r.client_ip, '?') END AS net,
                    CAST(r.status = 'failure' AND r.error_code IN ('401', '403') AS INTEGER) AS auth_failure,
                    coalesce(r.prompt_tokens, 0) AS prompt_tokens, coalesce(r.completion_tokens, 0) AS completion_tokens,
                    -- a file that shows max_tokens on some rows did not get it on the others: 0, not sent; a file
@@ -91,7 +95,7 @@ def features_step() -> Step:
                    coalesce(var_pop(m_prompt), 0) + coalesce(sum(n * v_prompt) / sum(n), 0) AS v_prompt,
                    coalesce(var_pop(m_max), 0) + coalesce(sum(n_max * v_max) / nullif(sum(n_max), 0), 0) AS v_max
             FROM key_stats
-        ), addresses AS (SELECT ip, count(*) AS n FROM base GROUP BY ip),
+        ), networks AS (SELECT net, count(*) AS n FROM base GROUP BY net),
         agents AS (SELECT agent, count(*) AS n FROM base GROUP BY agent),
         profiles AS (    -- per key (or the keyless group): means and spreads shrunk toward the prior
             SELECT b.grp, count(*) AS n,
@@ -111,7 +115,7 @@ def features_step() -> Step:
                        AS sd_rate,
                    (sum(b.public_address) + {k} * any_value(e.public_share)) / (count(*) + {k}) AS public_share
             FROM base b, everyone e, prior q GROUP BY b.grp
-        ), pair_share AS (SELECT grp, ip, count(*) AS n FROM base GROUP BY ALL),
+        ), pair_share AS (SELECT grp, net, count(*) AS n FROM base GROUP BY ALL),
         agent_share AS (SELECT grp, agent, count(*) AS n FROM base GROUP BY ALL)
         SELECT x.request_id, x.start_time,
                x.prompt_tokens, x.completion_tokens, x.max_tokens, x.output_price_mtok,
@@ -145,17 +149,20 @@ def features_step() -> Step:
                greatest(0, (x.l_rate - coalesce(p.l_rate, q.l_rate))
                            / coalesce(p.sd_rate, greatest({sd}, sqrt(q.v_rate)))) AS key_rate_rise,
                greatest(0, x.public_address - coalesce(p.public_share, e.public_share)) AS key_public_shift,
-               -- a public address only: a new private one is the operator's own new server, not news
-               x.public_address * (1 - (coalesce(ps.n, 0) + {k} * coalesce(a.n, 0) / greatest(e.n, 1))
-                                       / (coalesce(p.n, 0) + {k})) AS key_new_address,
+               -- a public address only: a new private one is the operator's own new server, not news; new when
+               -- its network is: a key used from one office's or cloud's pool of addresses moves within it
+               -- (1 - its share of the key's baseline requests over HABIT_SHARE: what the key uses that often is
+               -- its habit, however many others it uses)
+               x.public_address * greatest(0, 1 - (coalesce(ps.n, 0) + {k} * coalesce(a.n, 0) / greatest(e.n, 1))
+                                       / (coalesce(p.n, 0) + {k}) / {habit}) AS key_new_address,
                -- the same: new client software on the operator's own servers is an upgrade or a new service
-               x.public_address * (1 - (coalesce(gs.n, 0) + {k} * coalesce(g.n, 0) / greatest(e.n, 1))
-                                       / (coalesce(p.n, 0) + {k})) AS key_new_agent
+               x.public_address * greatest(0, 1 - (coalesce(gs.n, 0) + {k} * coalesce(g.n, 0) / greatest(e.n, 1))
+                                       / (coalesce(p.n, 0) + {k}) / {habit}) AS key_new_agent
         FROM x CROSS JOIN everyone e CROSS JOIN prior q
         LEFT JOIN profiles p ON p.grp = x.grp
-        LEFT JOIN pair_share ps ON ps.grp = x.grp AND ps.ip = x.ip
+        LEFT JOIN pair_share ps ON ps.grp = x.grp AND ps.net = x.net
         LEFT JOIN agent_share gs ON gs.grp = x.grp AND gs.agent = x.agent
-        LEFT JOIN addresses a ON a.ip = x.ip
+        LEFT JOIN networks a ON a.net = x.net
         LEFT JOIN agents g ON g.agent = x.agent
         ORDER BY x.start_time, x.request_id
     """)

@@ -36,7 +36,10 @@ KEY_DRIFT = list(PROFILE)
 # counts of requests in a window follow the time of day and the load (a CI job's bursts, a busier weekday): the
 # forests see the key's pace against its own (key_rate_rise) instead; the counts stay for the explanations
 PACE = ("ip_rate_1m", "ip_rate_15m", "key_rate_1m", "key_rate_15m")
-VIEWS = {"request": [c for c in FEATURES if c not in PACE], "key_drift": KEY_DRIFT}
+# one rejected request is a person's mistyped key (they retry it a few times), never news by itself: the forests see
+# the address's rejections beyond TYPO_RETRIES in 15 minutes (stuffing makes hundreds), not the request's own 401
+TYPO_RETRIES = 3
+VIEWS = {"request": [c for c in FEATURES if c not in PACE and c != "auth_failure"], "key_drift": KEY_DRIFT}
 RISES = ("key_price_rise", "key_prompt_rise", "key_max_tokens_rise")    # in the key's own spreads
 RISE_FLOOR = 3.0                    # a rise this large is never past the training range (ceilings start here)
 RANGE_FLOOR = 1.0                   # a feature constant in training: a step of 1 (x e on log scales) past it counts 1
@@ -126,8 +129,10 @@ def _matrix(frame: pd.DataFrame, features) -> np.ndarray:
 
 
 def _transform(frame: pd.DataFrame) -> pd.DataFrame:
-    """Counts and sizes on a log scale so a 10x burst matters as much at 3 requests as at 300."""
+    """Counts and sizes on a log scale so a 10x burst matters as much at 3 requests as at 300 (an address's rejected
+    keys past TYPO_RETRIES)."""
     out = frame.copy()
+    out["ip_auth_failures_15m"] = out["ip_auth_failures_15m"].astype("float64") - TYPO_RETRIES
     for c in FEATURES:
         if c not in LINEAR:
             out[c] = np.log1p(out[c].astype("float64").clip(lower=0))

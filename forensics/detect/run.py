@@ -4,7 +4,7 @@ The detector learns from the case's quiet requests: every request no incident de
 public address whose requests the incidents mostly claimed (what an attacker sent beside the incident's window).
 They are taken from the whole case, before and after the incidents: a short history before an attack holds too
 little, and none of the day's clients when it was a night. The case is cut in blocks (whole days when it spans
-HOLD_BACK_EVERY days or more, else eighths) and every HOLD_BACK_EVERY-th block is held back when enough remains, to
+HOLD_BACK_EVERY days or more, else eighths of at most an hour) and every HOLD_BACK_EVERY-th block is held back when enough remains, to
 count the alerts a day on quiet time the model never saw: the same hours and weekdays as the training blocks, not
 another season. With too little quiet data the detector says so in one line and learns from what there is (or, with
 almost none, from the case's first requests, incidents included); it fails only when the case holds no request to
@@ -29,6 +29,7 @@ MIN_QUIET = 200                        # fewer quiet requests than this: said in
 MIN_FALLBACK = 10                      # fewer than this: learn from the case's first requests instead
 HOLD_BACK_EVERY, HOLD_BACK_AT = 4, 2   # every 4th block (the 3rd, 7th, ...) is held back ...
 MIN_HELD_BACK = 50                     # ... when that holds this many quiet requests and leaves MIN_QUIET to train on
+MAX_SHORT_BLOCK = timedelta(hours=1)
 ADDRESS_CLAIMED_SHARE = 0.5
 TICK = timedelta(microseconds=1)
 
@@ -48,7 +49,9 @@ def excluded_requests(case: Case) -> list[str]:
     from forensics.analysis.incidents import find_incidents
 
     search = find_incidents(case)
-    tables = [i.table for i in search.incidents if i.table]
+    # an incident the search itself judged benign (a cost spike of the keys' ordinary work, a planned batch) is
+    # ordinary traffic: left out, its keys' big requests would be news to the detector ever after
+    tables = [i.table for i in search.incidents if i.table and i.verdict != "benign"]
     if not tables:
         return []
     claimed = " UNION ".join(f"SELECT request_id FROM {t}" for t in tables)
@@ -63,6 +66,14 @@ def excluded_requests(case: Case) -> list[str]:
         UNION SELECT request_id FROM llm_requests SEMI JOIN addresses USING (client_ip)
         ORDER BY 1
     """).fetchall()]
+
+
+def block_length(span: timedelta) -> timedelta:
+    """Whole days over HOLD_BACK_EVERY days or more; else eighths, at most an hour: a held-back block of a short case
+    never takes a whole part of a day (an office key's one busy morning) from training."""
+    if span >= HOLD_BACK_EVERY * timedelta(days=1):
+        return timedelta(days=1)
+    return max(min(span / 8, MAX_SHORT_BLOCK), timedelta(minutes=1))
 
 
 def _blocks(first: datetime, last: datetime, block: timedelta) -> list[tuple[int, datetime, datetime]]:
@@ -99,7 +110,7 @@ def training_plan(case: Case) -> TrainingPlan:
     if n < MIN_QUIET:
         return TrainingPlan(whole, [], excluded, f"{what}: learnt from those, none held back to check the alert rate")
     span = last - first
-    block = timedelta(days=1) if span >= HOLD_BACK_EVERY * timedelta(days=1) else max(span / 8, timedelta(minutes=1))
+    block = block_length(span)
     pieces = _blocks(first, last, block)
     held_mask = np.zeros(len(times), dtype=bool)
     for k, a, b in pieces:

@@ -54,7 +54,7 @@ def test_too_little_quiet_data_says_so_and_still_scores(scenario):
 def test_blocks_are_never_empty_or_inverted(span):
     """A case of one instant, of microseconds, of minutes, of days: the blocks the plan cuts cover it in order."""
     first = datetime(2026, 11, 16, 2, 0)
-    block = timedelta(days=1) if span >= timedelta(days=4) else max(span / 8, timedelta(minutes=1))
+    block = run.block_length(span)
     pieces = run._blocks(first, first + span, block)
     assert pieces and all(a < b for _, a, b in pieces)
     assert pieces[0][1] == first and pieces[-1][2] == first + span + run.TICK
