@@ -35,7 +35,8 @@ SD_FLOOR = 0.5             # log2 units: a key that always sends the same still 
 FEATURES = CONTENT + ACTIVITY + PROFILE
 # what a request asks for and how it departs from its key's profile; not rates nor the key's pace, which follow the
 # time of day and the load (a training stretch of nights sees none of the day's): past their training range no news
-BEYOND = [c for c in (*CONTENT, *PROFILE) if c not in ("key_rate_rise", "auth_failure")]   # a 401: a typo, or stuffing
+# and an address's rejected keys (past a person's few typos: model.TYPO_RETRIES), which no load explains
+BEYOND = [c for c in (*CONTENT, *PROFILE) if c not in ("key_rate_rise", "auth_failure")] + ["ip_auth_failures_15m"]
 HABIT_SHARE = 0.1          # a network or client software carrying this share of a key's baseline requests is its own
 PRIOR_REQUESTS = 10        # a key's baseline profile counts this many requests of the whole baseline's beside its own
 
@@ -81,12 +82,13 @@ def features_step() -> Step:
                    AND r.request_id NOT IN (SELECT unnest(?::VARCHAR[])) AS in_baseline
             FROM r
         ), base AS (SELECT * FROM x WHERE in_baseline),
+        accepted AS (SELECT * FROM base WHERE auth_failure = 0),   -- a rejected secret is no key's use
         everyone AS (SELECT coalesce(avg(public_address), 0) AS public_share, count(*) AS n FROM base),
         key_stats AS (
             SELECT grp, count(*) AS n, avg(l_price) AS m_price, var_pop(l_price) AS v_price, avg(l_prompt) AS m_prompt,
                    var_pop(l_prompt) AS v_prompt, count(l_max) AS n_max, avg(l_max) AS m_max, var_pop(l_max) AS v_max,
                    avg(l_rate) AS m_rate, var_pop(l_rate) AS v_rate
-            FROM base GROUP BY grp
+            FROM accepted GROUP BY grp
         ), prior AS (    -- a key of this case: the mean of the keys' means, the spread between keys plus within one
             SELECT coalesce(avg(m_price), 0) AS l_price, coalesce(avg(m_prompt), 0) AS l_prompt, avg(m_max) AS l_max,
                    coalesce(avg(m_rate), 0) AS l_rate,
@@ -114,9 +116,10 @@ def features_step() -> Step:
                    greatest({sd}, sqrt((count(*) * var_pop(b.l_rate) + {k} * any_value(q.v_rate)) / (count(*) + {k})))
                        AS sd_rate,
                    (sum(b.public_address) + {k} * any_value(e.public_share)) / (count(*) + {k}) AS public_share
-            FROM base b, everyone e, prior q GROUP BY b.grp
-        ), pair_share AS (SELECT grp, net, count(*) AS n FROM base GROUP BY ALL),
-        agent_share AS (SELECT grp, agent, count(*) AS n FROM base GROUP BY ALL)
+            FROM accepted b, everyone e, prior q GROUP BY b.grp
+        ), pair_share AS (SELECT grp, net, count(*) AS n FROM accepted GROUP BY ALL),
+        agent_share AS (SELECT grp, agent, count(*) AS n FROM accepted GROUP BY ALL),
+        features AS (
         SELECT x.request_id, x.start_time,
                x.prompt_tokens, x.completion_tokens, x.max_tokens, x.output_price_mtok,
                x.completion_tokens / (x.prompt_tokens + 1.0) AS completion_per_prompt,
@@ -164,7 +167,11 @@ def features_step() -> Step:
         LEFT JOIN agent_share gs ON gs.grp = x.grp AND gs.agent = x.agent
         LEFT JOIN networks a ON a.net = x.net
         LEFT JOIN agents g ON g.agent = x.agent
-        ORDER BY x.start_time, x.request_id
+        )
+        -- a rejected request departs from no key's profile (its secret is a typo or a stuffer's guess): its
+        -- address's rejections speak for it
+        SELECT * REPLACE ({', '.join(f'CASE WHEN auth_failure = 1 THEN 0 ELSE {c} END AS {c}' for c in PROFILE)})
+        FROM features ORDER BY start_time, request_id
     """)
 
 

@@ -103,8 +103,11 @@ class Detector:
     def score(self, frame: pd.DataFrame) -> np.ndarray:
         """Higher = more anomalous (`frame` already transformed): the larger of the views' scaled scores, plus how
         far past the training range it lies (an isolation forest scores a point 10x past the largest value it saw
-        like that value: it cannot tell 'rare' from 'never seen')."""
-        return np.max(np.vstack(list(self.view_scores(frame).values())), axis=0) + self.beyond(frame)
+        like that value: it cannot tell 'rare' from 'never seen'). A request rejected for its key carries no
+        content (no model call was made): it is judged by its address's rejections alone (stuffing), never by the
+        forests, to which a person's mistyped key is as rare as an attack."""
+        views = np.max(np.vstack(list(self.view_scores(frame).values())), axis=0)
+        return np.where(rejected(frame), 0.0, views) + self.beyond(frame)
 
     def flag(self, frame: pd.DataFrame) -> np.ndarray:
         return self.score(frame) > self.card.threshold
@@ -122,6 +125,10 @@ def score_samples(forest: IsolationForest, x: np.ndarray) -> np.ndarray:
     chunks = np.array_split(x, workers)
     with ThreadPoolExecutor(workers) as pool:
         return np.concatenate(list(pool.map(forest.score_samples, chunks)))
+
+
+def rejected(frame: pd.DataFrame) -> np.ndarray:
+    return frame["auth_failure"].fillna(0).to_numpy(dtype=float) > 0
 
 
 def _matrix(frame: pd.DataFrame, features) -> np.ndarray:
@@ -179,13 +186,15 @@ def train(frame: pd.DataFrame, intervals: Intervals, alerts_per_day: float = ALE
         ceilings[c] = None if ceilings[c] is None else max(ceilings[c], RISE_FLOOR)
     ranges = {c: float(max(np.nan_to_num(x[c].quantile(0.99) - x[c].quantile(0.01)), RANGE_FLOOR)) for c in FEATURES}
     forests, scales, scaled = {}, {}, []
+    no = rejected(x)
+    fit = x[~no] if (~no).sum() >= MIN_TRAIN_REQUESTS else x      # the forests learn the requests that were served
     for view, features in VIEWS.items():
-        forests[view] = IsolationForest(n_estimators=n_estimators, max_samples=max(2, min(SUBSAMPLE, len(base) // 2)),
-                                        random_state=SEED, n_jobs=-1).fit(_matrix(x, features))
+        forests[view] = IsolationForest(n_estimators=n_estimators, max_samples=max(2, min(SUBSAMPLE, len(fit) // 2)),
+                                        random_state=SEED, n_jobs=-1).fit(_matrix(fit, features))
         raw = -score_samples(forests[view], _matrix(x, features))     # scored once: scale and threshold from it
-        scales[view] = float(np.quantile(raw, SCALE_QUANTILE))
+        scales[view] = float(np.quantile(raw[~no] if len(fit) < len(x) else raw, SCALE_QUANTILE))
         scaled.append(raw / scales[view])
-    train_scores = np.max(np.vstack(scaled), axis=0)
+    train_scores = np.where(no, 0.0, np.max(np.vstack(scaled), axis=0))   # beyond is 0 on training rows
     scores = np.sort(train_scores)[::-1]
     # the budget a day, but never more than MAX_ALERT_SHARE of the requests: a quiet proxy (a hundred requests a day)
     # would otherwise spend it on a percent of its ordinary traffic

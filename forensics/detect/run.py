@@ -1,14 +1,14 @@
 """The `detect` command's library side: choose the quiet training data, train (or load), score every request.
 
-The detector learns from the case's quiet requests: every request no incident detector claimed, and none from a
-public address whose requests the incidents mostly claimed (what an attacker sent beside the incident's window).
-They are taken from the whole case, before and after the incidents: a short history before an attack holds too
-little, and none of the day's clients when it was a night. The case is cut in blocks (whole days when it spans
-HOLD_BACK_EVERY days or more, else eighths of at most an hour) and every HOLD_BACK_EVERY-th block is held back when enough remains, to
-count the alerts a day on quiet time the model never saw: the same hours and weekdays as the training blocks, not
-another season. With too little quiet data the detector says so in one line and learns from what there is (or, with
-almost none, from the case's first requests, incidents included); it fails only when the case holds no request to
-score."""
+The detector learns from the case's quiet requests: every request no incident detector claimed (but those of an
+incident the search itself judged benign: ordinary work at a busy hour), and none from a public address whose
+requests the incidents mostly claimed (what an attacker sent beside the incident's window). They are taken from the
+whole case, before and after the incidents: a short history before an attack holds too little, and none of the day's
+clients when it was a night. The case is cut in blocks (whole days when it spans HOLD_BACK_EVERY days or more, else
+eighths of at most an hour) and every HOLD_BACK_EVERY-th block is held back when enough remains, to count the alerts a
+day on quiet time the model never saw: the same hours and weekdays as the training blocks, not another season. With
+too little quiet data the detector says so in one line and learns from what there is (or, with almost none, from the
+case's first requests, incidents included); it fails only when the case holds no request to score."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
