@@ -74,7 +74,7 @@ class Card:
     spreads: dict
     views: dict            # view name -> its features
     scales: dict           # view name -> its baseline SCALE_QUANTILE score (the divisor)
-    ceilings: dict         # feature -> its largest value in training (the model's scale)
+    ceilings: dict         # feature -> its largest value in training and the top percent's stretch (model scale)
     ranges: dict           # feature -> its training range (1st to 99th percentile, at least RANGE_FLOOR)
 
 
@@ -180,8 +180,10 @@ def train(frame: pd.DataFrame, intervals: Intervals, alerts_per_day: float = ALE
         raise ValueError(f"only {len(base)} requests in the training intervals {first} .. {last}: too few to learn "
                          "from")
     x = _transform(base)
-    # a feature the training rows never show (max_tokens in spend logs without request bodies): no ceiling
-    ceilings = {c: float(x[c].max()) if x[c].notna().any() else None for c in FEATURES}
+    # a feature the training rows never show (max_tokens in spend logs without request bodies): no ceiling; else the
+    # largest value plus the stretch of the top percent above the 99th: a new request a little past the largest of a
+    # long tail (a short training time's few hundred ratios) is the tail going on, not news
+    ceilings = {c: float(2 * x[c].max() - x[c].quantile(0.99)) if x[c].notna().any() else None for c in FEATURES}
     for c in RISES:        # a few of the key's own spreads above its profile is ordinary, however short the training
         ceilings[c] = None if ceilings[c] is None else max(ceilings[c], RISE_FLOOR)
     ranges = {c: float(max(np.nan_to_num(x[c].quantile(0.99) - x[c].quantile(0.01)), RANGE_FLOOR)) for c in FEATURES}
