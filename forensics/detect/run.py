@@ -31,6 +31,7 @@ HOLD_BACK_EVERY, HOLD_BACK_AT = 4, 2   # every 4th block (the 3rd, 7th, ...) is 
 MIN_HELD_BACK = 50                     # ... when that holds this many quiet requests and leaves MIN_QUIET to train on
 MAX_SHORT_BLOCK = timedelta(hours=1)
 ADDRESS_CLAIMED_SHARE = 0.5
+VOLUME_DETECTORS = ("surge", "keyless")   # the incident search's detectors whose evidence is volume
 TICK = timedelta(microseconds=1)
 
 
@@ -51,7 +52,10 @@ def excluded_requests(case: Case) -> list[str]:
     search = find_incidents(case)
     # an incident the search itself judged benign (a cost spike of the keys' ordinary work, a planned batch) is
     # ordinary traffic: left out, its keys' big requests would be news to the detector ever after
-    tables = [i.table for i in search.incidents if i.table and i.verdict != "benign"]
+    found = [i for i in search.incidents if i.table and i.verdict != "benign"]
+    tables = [i.table for i in found]
+    tables = [i.table for i in found if not (i.detector in VOLUME_DETECTORS
+                                             and _no_faster_than_the_rest(case, i.table, tables))]
     if not tables:
         return []
     claimed = " UNION ".join(f"SELECT request_id FROM {t}" for t in tables)
@@ -61,11 +65,36 @@ def excluded_requests(case: Case) -> list[str]:
             SELECT r.client_ip FROM llm_requests r LEFT JOIN claimed c USING (request_id)
             WHERE r.client_ip IS NOT NULL AND NOT {internal_ip_sql('r.client_ip')}
             GROUP BY r.client_ip HAVING count(c.request_id) >= {ADDRESS_CLAIMED_SHARE} * count(*)
+        ), own AS (      -- a key's own servers: the private addresses it used outside every incident
+            SELECT DISTINCT coalesce(r.key_hash, '') AS grp, r.client_ip FROM llm_requests r ANTI JOIN claimed c
+                USING (request_id)
+            WHERE r.client_ip IS NOT NULL AND {internal_ip_sql('r.client_ip')}
+        ), mixed AS (    -- ... when the case tells its addresses apart (not one balancer's address for every request)
+            SELECT count(DISTINCT client_ip) > 1 AS shown FROM llm_requests WHERE {internal_ip_sql('client_ip')}
         )
-        SELECT request_id FROM claimed
+        -- the requests an incident's window caught from a key's own servers are the key's ordinary work
+        (SELECT request_id FROM claimed
+         EXCEPT SELECT r.request_id FROM llm_requests r SEMI JOIN claimed c USING (request_id)
+                JOIN own o ON o.grp = coalesce(r.key_hash, '') AND o.client_ip = r.client_ip, mixed WHERE mixed.shown)
         UNION SELECT request_id FROM llm_requests SEMI JOIN addresses USING (client_ip)
         ORDER BY 1
     """).fetchall()]
+
+
+def _no_faster_than_the_rest(case: Case, table: str, tables: list[str]) -> bool:
+    """An incident found by its volume (newcomers' surge, keyless calls) whose requests go no faster than the case's
+    other traffic (outside every incident): the proxy's own clients (an office behind its public addresses), not its
+    abuse (an open proxy's: the write-up's 1,200 calls in 45 minutes), whatever window the search gave them; they
+    stay in training."""
+    others = " UNION ".join(f"SELECT request_id FROM {t}" for t in tables)
+    found, rest = case.execute(f"""
+        WITH r AS (SELECT request_id, epoch(start_time) AS t FROM llm_requests WHERE start_time IS NOT NULL),
+        c AS (SELECT t FROM r SEMI JOIN {table} USING (request_id)),
+        q AS (SELECT t FROM r ANTI JOIN ({others}) o USING (request_id))
+        SELECT (SELECT count(*) / greatest((max(t) - min(t)) / 60, 1) FROM c),
+               (SELECT count(*) / greatest((max(t) - min(t)) / 60, 1) FROM q)
+    """).fetchone()
+    return rest is not None and found is not None and found <= rest
 
 
 def block_length(span: timedelta) -> timedelta:

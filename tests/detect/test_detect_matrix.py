@@ -3,7 +3,7 @@
 Per draw with an attack: per-request ROC-AUC >= 0.97 and recall >= 0.9 at the calibrated threshold; normal requests
 flagged <= 1 % in every draw; false alerts per held-back quiet day <= 2 in the median draw; no draw crashes. A draw
 the incident search misleads (it leaves the attack in the quiet data the detector learns from, or calls normal
-traffic an incident so that its like never reaches training) is counted apart and bounded by the one known (#12).
+traffic an incident so that its like never reaches training) is counted apart: none may fail either.
 Draws are short (history capped) so 50 of them take a few minutes; bench/detect_matrix.py runs hundreds with full-
 length histories.
 """
@@ -19,10 +19,11 @@ SLOW_DRAWS = 50
 SLOW_SEED = 1
 MAX_HISTORY_S = 6 * 3600
 FAST_ESTIMATORS = 100
-# draws failing because the incident search missed the attack or made one up (#12), seed 1: one, draw 4, where the
-# search calls the data team's key a leaked key ("2 public addresses never seen before": the capped history has no
-# before) over the whole 8 h case, so none of that public client's 462 requests reach training and all are flagged
-MAX_MISFIRES = 1
+# draws failing because the incident search missed the attack or made one up (#12): none (draw 4 of seed 1, once
+# allowed here, no longer misfires: the search finds no incident in it). The full-length bench's misfires (data-team
+# called a leaked key on day after day, benign cost spikes) pass on the detector's own criteria: a network or client
+# software a key uses a tenth of the time is its own, a benign incident stays in training
+MAX_MISFIRES = 0
 
 
 def test_one_draw_meets_the_thresholds():
@@ -77,7 +78,7 @@ def test_fifty_randomized_draws_meet_the_acceptance_thresholds():
     # key's, a leaked key whose every request the search claimed): judged against the case's keys, still caught
     attacked = {r.draw.scenario for r in results if not r.error and r.metrics["attack"]}
     assert {"open_proxy", "key_stuffing", "leaked_virtual_key"} <= attacked
-    # the search's misses and false incidents (issue #12): counted apart, at most the one known
+    # the search's misses and false incidents (issue #12): counted apart, and none fails either
     misfires = [r for r in results if r.failures and r.search_misfire]
     assert len(misfires) <= MAX_MISFIRES, matrix.draw_table(misfires)
     per_day = [r.metrics["heldout_alerts_per_day"] for r in results
