@@ -4,9 +4,10 @@ Each feature is something an analyst would look at, and each means the same afte
 month, so a model learnt on one stretch of quiet traffic carries over to the rest: what the request asked for, how
 fast its address and key were going in the last minutes (trailing windows, never counts since the case began), how
 often the address failed, and how the request departs from its key's profile in the quiet baseline (the training
-intervals): a dearer model, a bigger prompt or max_tokens, a faster pace, a public address (one the key did not use
-there), client software it did not use there (from a public address). Requests without a key form one group of their
-own (a proxy without keys has only that group).
+intervals): a dearer model, a bigger prompt or max_tokens, a faster pace, a public address in a network (/24) the key
+used less than HABIT_SHARE of the time there, client software it used that seldom there (from a public address).
+Requests without a key form one group of their own (a proxy without keys has only that group); a request rejected
+for its key forms none and departs from none (a typo's or a stuffer's secret is no key's use).
 Sizes are shrunk toward a key of this case by PRIOR_REQUESTS (the mean of the keys' means; the spread between keys
 plus within one), so a key seen a few times, or never (a nightly job first seen after the training time), is judged
 against the case's own keys, not against its busiest key's requests; addresses and client software toward the whole
