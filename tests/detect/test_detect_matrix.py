@@ -84,3 +84,24 @@ def test_fifty_randomized_draws_meet_the_acceptance_thresholds():
     per_day = [r.metrics["heldout_alerts_per_day"] for r in results
                if not r.error and not np.isnan(r.metrics["heldout_alerts_per_day"])]
     assert per_day and np.median(per_day) <= matrix.MAX_MEDIAN_HELDOUT_ALERTS_PER_DAY, matrix.summary(results)
+
+
+# full-length draws where the incident search misfired and the detector once followed it (bench/detect_matrix.py):
+# (draws, seed, index) -> what the search did
+MISFIRES = {
+    (200, 0, 131): "benign cost spikes over the data team's big requests, left out of training",
+    (200, 0, 108): "the data team's key called a leaked key on day after day from its own office network",
+    (200, 0, 6): "a benign cost spike, and a held-back block that took the office key's one busy morning",
+    (500, 7, 68): "a keyless proxy's office clients called an open proxy over the whole case",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", list(MISFIRES), ids=[f"seed{s}-draw{i}" for _, s, i in MISFIRES])
+def test_a_misfiring_incident_search_does_not_make_the_detector_flag_normal_traffic(where):
+    n, seed, index = where
+    r = matrix.run_detect_draw(matrix.detect_draws(n, seed)[index])
+    assert r.error is None, r.error
+    assert r.metrics["normal_flagged_share"] <= matrix.MAX_NORMAL_FLAGGED, (MISFIRES[where], r.metrics)
+    if r.metrics["attack"]:
+        assert r.metrics["recall"] >= matrix.MIN_RECALL, r.metrics
