@@ -83,16 +83,16 @@ def excluded_requests(case: Case) -> list[str]:
 
 def _no_faster_than_the_rest(case: Case, table: str, tables: list[str]) -> bool:
     """An incident found by its volume (newcomers' surge, keyless calls) whose requests go no faster than the case's
-    other traffic (outside every incident): the proxy's own clients (an office behind its public addresses), not its
-    abuse (an open proxy's: the write-up's 1,200 calls in 45 minutes), whatever window the search gave them; they
-    stay in training."""
+    other traffic at the same time (outside every incident): the proxy's own clients (an office behind its public
+    addresses), not its abuse (an open proxy's: the write-up's 1,200 calls in 45 minutes at night), whatever window
+    the search gave them; they stay in training."""
     others = " UNION ".join(f"SELECT request_id FROM {t}" for t in tables)
     found, rest = case.execute(f"""
         WITH r AS (SELECT request_id, epoch(start_time) AS t FROM llm_requests WHERE start_time IS NOT NULL),
         c AS (SELECT t FROM r SEMI JOIN {table} USING (request_id)),
-        q AS (SELECT t FROM r ANTI JOIN ({others}) o USING (request_id))
-        SELECT (SELECT count(*) / greatest((max(t) - min(t)) / 60, 1) FROM c),
-               (SELECT count(*) / greatest((max(t) - min(t)) / 60, 1) FROM q)
+        span AS (SELECT min(t) AS a, max(t) AS b, greatest((max(t) - min(t)) / 60, 1) AS minutes FROM c),
+        q AS (SELECT t FROM r ANTI JOIN ({others}) o USING (request_id), span WHERE t BETWEEN span.a AND span.b)
+        SELECT (SELECT count(*) FROM c) / any_value(minutes), (SELECT count(*) FROM q) / any_value(minutes) FROM span
     """).fetchone()
     return rest is not None and found is not None and found <= rest
 

@@ -93,6 +93,7 @@ MISFIRES = {
     (200, 0, 108): "the data team's key called a leaked key on day after day from its own office network",
     (200, 0, 6): "a benign cost spike, and a held-back block that took the office key's one busy morning",
     (500, 7, 68): "a keyless proxy's office clients called an open proxy over the whole case",
+    (500, 7, 194): "the data team's whole day called a leaked key by a surge no faster than the office's traffic",
 }
 
 
