@@ -11,6 +11,7 @@ import pandas as pd
 from forensics.detect.features import BEYOND, FEATURES
 
 TOP_REASONS = 3
+FAR_PAST = 0.5                # past the training range by this share of its range: as far past as any
 KEY_ONLY = ("key_rate_1m", "key_rate_15m", "key_ips_1h")      # zero by construction without a key
 
 WORDS = {
@@ -55,7 +56,8 @@ def describe(feature: str, value, median, keyless: bool = False, shown: bool = T
         return (f"from a public address, where {1 - v:.0%} of {whose} in the baseline came from public ones"
                 if v > 0 else f"from the kind of address {whose} always used")
     if feature == "key_new_address":
-        return f"a public address {whose} {'hardly ever' if v < 0.95 else 'never'} used in the baseline"
+        return (f"a public address in a network (/24) {whose} {'hardly ever' if v < 0.95 else 'never'} used in the "
+                "baseline")
     if feature == "key_new_agent":
         return f"client software {whose} {'hardly ever' if v < 0.95 else 'never'} used in the baseline"
     if feature in WORDS:
@@ -79,7 +81,10 @@ def reasons(card, frame: pd.DataFrame, x: pd.DataFrame, flagged: np.ndarray) -> 
     ceilings = np.array([np.inf if card.ceilings[c] is None else card.ceilings[c] for c in features])
     ranges = np.array([card.ranges[c] for c in features])
     with np.errstate(invalid="ignore"):
-        z = z / (1 + z) + beyond * np.maximum(xs - ceilings, 0) / ranges * 10   # past the training range outranks z
+        # past the training range outranks z; half a range past or more is far past alike, and then what the request
+        # asked for (a dearer model, no key) comes before how it departs from its key (a new network, new software)
+        past = beyond * np.minimum(np.maximum(xs - ceilings, 0) / ranges, FAR_PAST)
+        z = np.where(past > 0, 1 + past * 10, z / (1 + z))
     keyless = frame["keyless"].to_numpy()[rows].astype(bool)
     z[np.ix_(keyless, [features.index(c) for c in KEY_ONLY])] = -1.0   # no key: no key rate to speak of
     z[z == 0] = -1.0                         # a feature at its usual value explains nothing

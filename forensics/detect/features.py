@@ -4,9 +4,10 @@ Each feature is something an analyst would look at, and each means the same afte
 month, so a model learnt on one stretch of quiet traffic carries over to the rest: what the request asked for, how
 fast its address and key were going in the last minutes (trailing windows, never counts since the case began), how
 often the address failed, and how the request departs from its key's profile in the quiet baseline (the training
-intervals): a dearer model, a bigger prompt or max_tokens, a faster pace, a public address (one the key did not use
-there), client software it did not use there (from a public address). Requests without a key form one group of their
-own (a proxy without keys has only that group).
+intervals): a dearer model, a bigger prompt or max_tokens, a faster pace, a public address in a network (/24) the key
+used less than HABIT_SHARE of the time there, client software it used that seldom there (from a public address).
+Requests without a key form one group of their own (a proxy without keys has only that group); a request rejected
+for its key forms none and departs from none (a typo's or a stuffer's secret is no key's use).
 Sizes are shrunk toward a key of this case by PRIOR_REQUESTS (the mean of the keys' means; the spread between keys
 plus within one), so a key seen a few times, or never (a nightly job first seen after the training time), is judged
 against the case's own keys, not against its busiest key's requests; addresses and client software toward the whole
@@ -35,7 +36,9 @@ SD_FLOOR = 0.5             # log2 units: a key that always sends the same still 
 FEATURES = CONTENT + ACTIVITY + PROFILE
 # what a request asks for and how it departs from its key's profile; not rates nor the key's pace, which follow the
 # time of day and the load (a training stretch of nights sees none of the day's): past their training range no news
-BEYOND = [c for c in (*CONTENT, *PROFILE) if c != "key_rate_rise"]
+# and an address's rejected keys (past a person's few typos: model.TYPO_RETRIES), which no load explains
+BEYOND = [c for c in (*CONTENT, *PROFILE) if c not in ("key_rate_rise", "auth_failure")] + ["ip_auth_failures_15m"]
+HABIT_SHARE = 0.1          # a network or client software carrying this share of a key's baseline requests is its own
 PRIOR_REQUESTS = 10        # a key's baseline profile counts this many requests of the whole baseline's beside its own
 
 Intervals = list[tuple[datetime, datetime]]
@@ -47,11 +50,14 @@ def features_step() -> Step:
     from forensics.netaddr import internal_ip_sql
 
     private = internal_ip_sql("ip")
-    k, sd = PRIOR_REQUESTS, SD_FLOOR
+    k, sd, habit = PRIOR_REQUESTS, SD_FLOOR, HABIT_SHARE
     return Step("detector_features", f"""
         WITH r AS (
             SELECT r.request_id, r.start_time, r.key_hash, coalesce(r.key_hash, '(no key)') AS grp,
                    coalesce(r.client_ip, '?') AS ip, coalesce(r.user_agent, '?') AS agent, r.status,
+                   -- the address's network: its /24 for IPv4 (an office's or a cloud's pool of addresses), else itself
+                   CASE WHEN regexp_matches(coalesce(r.client_ip, '?'), '^[0-9]+[.][0-9]+[.][0-9]+[.][0-9]+$')
+                        THEN regexp_replace(r.client_ip, '[.][0-9]+$', '') ELSE coalesce(r.client_ip, '?') END AS net,
                    CAST(r.status = 'failure' AND r.error_code IN ('401', '403') AS INTEGER) AS auth_failure,
                    coalesce(r.prompt_tokens, 0) AS prompt_tokens, coalesce(r.completion_tokens, 0) AS completion_tokens,
                    -- a file that shows max_tokens on some rows did not get it on the others: 0, not sent; a file
@@ -77,12 +83,13 @@ def features_step() -> Step:
                    AND r.request_id NOT IN (SELECT unnest(?::VARCHAR[])) AS in_baseline
             FROM r
         ), base AS (SELECT * FROM x WHERE in_baseline),
+        accepted AS (SELECT * FROM base WHERE auth_failure = 0),   -- a rejected secret is no key's use
         everyone AS (SELECT coalesce(avg(public_address), 0) AS public_share, count(*) AS n FROM base),
         key_stats AS (
             SELECT grp, count(*) AS n, avg(l_price) AS m_price, var_pop(l_price) AS v_price, avg(l_prompt) AS m_prompt,
                    var_pop(l_prompt) AS v_prompt, count(l_max) AS n_max, avg(l_max) AS m_max, var_pop(l_max) AS v_max,
                    avg(l_rate) AS m_rate, var_pop(l_rate) AS v_rate
-            FROM base GROUP BY grp
+            FROM accepted GROUP BY grp
         ), prior AS (    -- a key of this case: the mean of the keys' means, the spread between keys plus within one
             SELECT coalesce(avg(m_price), 0) AS l_price, coalesce(avg(m_prompt), 0) AS l_prompt, avg(m_max) AS l_max,
                    coalesce(avg(m_rate), 0) AS l_rate,
@@ -91,7 +98,7 @@ def features_step() -> Step:
                    coalesce(var_pop(m_prompt), 0) + coalesce(sum(n * v_prompt) / sum(n), 0) AS v_prompt,
                    coalesce(var_pop(m_max), 0) + coalesce(sum(n_max * v_max) / nullif(sum(n_max), 0), 0) AS v_max
             FROM key_stats
-        ), addresses AS (SELECT ip, count(*) AS n FROM base GROUP BY ip),
+        ), networks AS (SELECT net, count(*) AS n FROM base GROUP BY net),
         agents AS (SELECT agent, count(*) AS n FROM base GROUP BY agent),
         profiles AS (    -- per key (or the keyless group): means and spreads shrunk toward the prior
             SELECT b.grp, count(*) AS n,
@@ -110,9 +117,10 @@ def features_step() -> Step:
                    greatest({sd}, sqrt((count(*) * var_pop(b.l_rate) + {k} * any_value(q.v_rate)) / (count(*) + {k})))
                        AS sd_rate,
                    (sum(b.public_address) + {k} * any_value(e.public_share)) / (count(*) + {k}) AS public_share
-            FROM base b, everyone e, prior q GROUP BY b.grp
-        ), pair_share AS (SELECT grp, ip, count(*) AS n FROM base GROUP BY ALL),
-        agent_share AS (SELECT grp, agent, count(*) AS n FROM base GROUP BY ALL)
+            FROM accepted b, everyone e, prior q GROUP BY b.grp
+        ), pair_share AS (SELECT grp, net, count(*) AS n FROM accepted GROUP BY ALL),
+        agent_share AS (SELECT grp, agent, count(*) AS n FROM accepted GROUP BY ALL),
+        features AS (
         SELECT x.request_id, x.start_time,
                x.prompt_tokens, x.completion_tokens, x.max_tokens, x.output_price_mtok,
                x.completion_tokens / (x.prompt_tokens + 1.0) AS completion_per_prompt,
@@ -145,19 +153,26 @@ def features_step() -> Step:
                greatest(0, (x.l_rate - coalesce(p.l_rate, q.l_rate))
                            / coalesce(p.sd_rate, greatest({sd}, sqrt(q.v_rate)))) AS key_rate_rise,
                greatest(0, x.public_address - coalesce(p.public_share, e.public_share)) AS key_public_shift,
-               -- a public address only: a new private one is the operator's own new server, not news
-               x.public_address * (1 - (coalesce(ps.n, 0) + {k} * coalesce(a.n, 0) / greatest(e.n, 1))
-                                       / (coalesce(p.n, 0) + {k})) AS key_new_address,
+               -- a public address only: a new private one is the operator's own new server, not news; new when
+               -- its network is: a key used from one office's or cloud's pool of addresses moves within it
+               -- (1 - its share of the key's baseline requests over HABIT_SHARE: what the key uses that often is
+               -- its habit, however many others it uses)
+               x.public_address * greatest(0, 1 - (coalesce(ps.n, 0) + {k} * coalesce(a.n, 0) / greatest(e.n, 1))
+                                       / (coalesce(p.n, 0) + {k}) / {habit}) AS key_new_address,
                -- the same: new client software on the operator's own servers is an upgrade or a new service
-               x.public_address * (1 - (coalesce(gs.n, 0) + {k} * coalesce(g.n, 0) / greatest(e.n, 1))
-                                       / (coalesce(p.n, 0) + {k})) AS key_new_agent
+               x.public_address * greatest(0, 1 - (coalesce(gs.n, 0) + {k} * coalesce(g.n, 0) / greatest(e.n, 1))
+                                       / (coalesce(p.n, 0) + {k}) / {habit}) AS key_new_agent
         FROM x CROSS JOIN everyone e CROSS JOIN prior q
         LEFT JOIN profiles p ON p.grp = x.grp
-        LEFT JOIN pair_share ps ON ps.grp = x.grp AND ps.ip = x.ip
+        LEFT JOIN pair_share ps ON ps.grp = x.grp AND ps.net = x.net
         LEFT JOIN agent_share gs ON gs.grp = x.grp AND gs.agent = x.agent
-        LEFT JOIN addresses a ON a.ip = x.ip
+        LEFT JOIN networks a ON a.net = x.net
         LEFT JOIN agents g ON g.agent = x.agent
-        ORDER BY x.start_time, x.request_id
+        )
+        -- a rejected request departs from no key's profile (its secret is a typo or a stuffer's guess): its
+        -- address's rejections speak for it
+        SELECT * REPLACE ({', '.join(f'CASE WHEN auth_failure = 1 THEN 0 ELSE {c} END AS {c}' for c in PROFILE)})
+        FROM features ORDER BY start_time, request_id
     """)
 
 

@@ -3,8 +3,8 @@ save and load them with a card that says what they were trained on.
 
 Two views of each request, each its own forest: `request` sees every feature but the raw counts of requests in a
 window (sizes, failures, addresses and keys per hour, how it departs from its key's baseline profile); `key_drift`
-sees only that departure (model, prompt and max_tokens size, kind of address, an address or client software the key
-did not use, its pace against its own). A leaked key used from new places with other
+sees only that departure (model, prompt and max_tokens size, kind of address, a network or client software the key
+seldom used, its pace against its own). A leaked key used from new places with other
 models is ordinary traffic to the first view and stands out in the second. Each view's score is divided by its
 baseline 99th percentile, the request's score is the larger of the two, and the threshold on that lets through at
 most `alerts_per_day` on the training intervals (and at most MAX_ALERT_SHARE of their requests); the card also says
@@ -36,7 +36,10 @@ KEY_DRIFT = list(PROFILE)
 # counts of requests in a window follow the time of day and the load (a CI job's bursts, a busier weekday): the
 # forests see the key's pace against its own (key_rate_rise) instead; the counts stay for the explanations
 PACE = ("ip_rate_1m", "ip_rate_15m", "key_rate_1m", "key_rate_15m")
-VIEWS = {"request": [c for c in FEATURES if c not in PACE], "key_drift": KEY_DRIFT}
+# one rejected request is a person's mistyped key (they retry it a few times), never news by itself: the forests see
+# the address's rejections beyond TYPO_RETRIES in 15 minutes (stuffing makes hundreds), not the request's own 401
+TYPO_RETRIES = 3
+VIEWS = {"request": [c for c in FEATURES if c not in PACE and c != "auth_failure"], "key_drift": KEY_DRIFT}
 RISES = ("key_price_rise", "key_prompt_rise", "key_max_tokens_rise")    # in the key's own spreads
 RISE_FLOOR = 3.0                    # a rise this large is never past the training range (ceilings start here)
 RANGE_FLOOR = 1.0                   # a feature constant in training: a step of 1 (x e on log scales) past it counts 1
@@ -71,7 +74,7 @@ class Card:
     spreads: dict
     views: dict            # view name -> its features
     scales: dict           # view name -> its baseline SCALE_QUANTILE score (the divisor)
-    ceilings: dict         # feature -> its largest value in training (the model's scale)
+    ceilings: dict         # feature -> its largest value in training and the top percent's stretch (model scale)
     ranges: dict           # feature -> its training range (1st to 99th percentile, at least RANGE_FLOOR)
 
 
@@ -100,8 +103,11 @@ class Detector:
     def score(self, frame: pd.DataFrame) -> np.ndarray:
         """Higher = more anomalous (`frame` already transformed): the larger of the views' scaled scores, plus how
         far past the training range it lies (an isolation forest scores a point 10x past the largest value it saw
-        like that value: it cannot tell 'rare' from 'never seen')."""
-        return np.max(np.vstack(list(self.view_scores(frame).values())), axis=0) + self.beyond(frame)
+        like that value: it cannot tell 'rare' from 'never seen'). A request rejected for its key carries no
+        content (no model call was made): it is judged by its address's rejections alone (stuffing), never by the
+        forests, to which a person's mistyped key is as rare as an attack."""
+        views = np.max(np.vstack(list(self.view_scores(frame).values())), axis=0)
+        return np.where(rejected(frame), 0.0, views) + self.beyond(frame)
 
     def flag(self, frame: pd.DataFrame) -> np.ndarray:
         return self.score(frame) > self.card.threshold
@@ -121,13 +127,19 @@ def score_samples(forest: IsolationForest, x: np.ndarray) -> np.ndarray:
         return np.concatenate(list(pool.map(forest.score_samples, chunks)))
 
 
+def rejected(frame: pd.DataFrame) -> np.ndarray:
+    return frame["auth_failure"].fillna(0).to_numpy(dtype=float) > 0
+
+
 def _matrix(frame: pd.DataFrame, features) -> np.ndarray:
     return frame[list(features)].astype("float64").fillna(0.0).to_numpy()
 
 
 def _transform(frame: pd.DataFrame) -> pd.DataFrame:
-    """Counts and sizes on a log scale so a 10x burst matters as much at 3 requests as at 300."""
+    """Counts and sizes on a log scale so a 10x burst matters as much at 3 requests as at 300 (an address's rejected
+    keys past TYPO_RETRIES)."""
     out = frame.copy()
+    out["ip_auth_failures_15m"] = out["ip_auth_failures_15m"].astype("float64") - TYPO_RETRIES
     for c in FEATURES:
         if c not in LINEAR:
             out[c] = np.log1p(out[c].astype("float64").clip(lower=0))
@@ -168,19 +180,23 @@ def train(frame: pd.DataFrame, intervals: Intervals, alerts_per_day: float = ALE
         raise ValueError(f"only {len(base)} requests in the training intervals {first} .. {last}: too few to learn "
                          "from")
     x = _transform(base)
-    # a feature the training rows never show (max_tokens in spend logs without request bodies): no ceiling
-    ceilings = {c: float(x[c].max()) if x[c].notna().any() else None for c in FEATURES}
+    # a feature the training rows never show (max_tokens in spend logs without request bodies): no ceiling; else the
+    # largest value plus the stretch of the top percent above the 99th: a new request a little past the largest of a
+    # long tail (a short training time's few hundred ratios) is the tail going on, not news
+    ceilings = {c: float(2 * x[c].max() - x[c].quantile(0.99)) if x[c].notna().any() else None for c in FEATURES}
     for c in RISES:        # a few of the key's own spreads above its profile is ordinary, however short the training
         ceilings[c] = None if ceilings[c] is None else max(ceilings[c], RISE_FLOOR)
     ranges = {c: float(max(np.nan_to_num(x[c].quantile(0.99) - x[c].quantile(0.01)), RANGE_FLOOR)) for c in FEATURES}
     forests, scales, scaled = {}, {}, []
+    no = rejected(x)
+    fit = x[~no] if (~no).sum() >= MIN_TRAIN_REQUESTS else x      # the forests learn the requests that were served
     for view, features in VIEWS.items():
-        forests[view] = IsolationForest(n_estimators=n_estimators, max_samples=max(2, min(SUBSAMPLE, len(base) // 2)),
-                                        random_state=SEED, n_jobs=-1).fit(_matrix(x, features))
+        forests[view] = IsolationForest(n_estimators=n_estimators, max_samples=max(2, min(SUBSAMPLE, len(fit) // 2)),
+                                        random_state=SEED, n_jobs=-1).fit(_matrix(fit, features))
         raw = -score_samples(forests[view], _matrix(x, features))     # scored once: scale and threshold from it
-        scales[view] = float(np.quantile(raw, SCALE_QUANTILE))
+        scales[view] = float(np.quantile(raw[~no] if len(fit) < len(x) else raw, SCALE_QUANTILE))
         scaled.append(raw / scales[view])
-    train_scores = np.max(np.vstack(scaled), axis=0)
+    train_scores = np.where(no, 0.0, np.max(np.vstack(scaled), axis=0))   # beyond is 0 on training rows
     scores = np.sort(train_scores)[::-1]
     # the budget a day, but never more than MAX_ALERT_SHARE of the requests: a quiet proxy (a hundred requests a day)
     # would otherwise spend it on a percent of its ordinary traffic

@@ -1,14 +1,14 @@
 """The `detect` command's library side: choose the quiet training data, train (or load), score every request.
 
-The detector learns from the case's quiet requests: every request no incident detector claimed, and none from a
-public address whose requests the incidents mostly claimed (what an attacker sent beside the incident's window).
-They are taken from the whole case, before and after the incidents: a short history before an attack holds too
-little, and none of the day's clients when it was a night. The case is cut in blocks (whole days when it spans
-HOLD_BACK_EVERY days or more, else eighths) and every HOLD_BACK_EVERY-th block is held back when enough remains, to
-count the alerts a day on quiet time the model never saw: the same hours and weekdays as the training blocks, not
-another season. With too little quiet data the detector says so in one line and learns from what there is (or, with
-almost none, from the case's first requests, incidents included); it fails only when the case holds no request to
-score."""
+The detector learns from the case's quiet requests: every request no incident detector claimed (but those of an
+incident the search itself judged benign: ordinary work at a busy hour), and none from a public address whose
+requests the incidents mostly claimed (what an attacker sent beside the incident's window). They are taken from the
+whole case, before and after the incidents: a short history before an attack holds too little, and none of the day's
+clients when it was a night. The case is cut in blocks (whole days when it spans HOLD_BACK_EVERY days or more, else
+eighths of at most an hour) and every HOLD_BACK_EVERY-th block is held back when enough remains, to count the alerts a
+day on quiet time the model never saw: the same hours and weekdays as the training blocks, not another season. With
+too little quiet data the detector says so in one line and learns from what there is (or, with almost none, from the
+case's first requests, incidents included); it fails only when the case holds no request to score."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -29,7 +29,9 @@ MIN_QUIET = 200                        # fewer quiet requests than this: said in
 MIN_FALLBACK = 10                      # fewer than this: learn from the case's first requests instead
 HOLD_BACK_EVERY, HOLD_BACK_AT = 4, 2   # every 4th block (the 3rd, 7th, ...) is held back ...
 MIN_HELD_BACK = 50                     # ... when that holds this many quiet requests and leaves MIN_QUIET to train on
+MAX_SHORT_BLOCK = timedelta(hours=1)
 ADDRESS_CLAIMED_SHARE = 0.5
+VOLUME_DETECTORS = ("surge", "keyless")   # the incident search's detectors whose evidence is volume
 TICK = timedelta(microseconds=1)
 
 
@@ -48,7 +50,12 @@ def excluded_requests(case: Case) -> list[str]:
     from forensics.analysis.incidents import find_incidents
 
     search = find_incidents(case)
-    tables = [i.table for i in search.incidents if i.table]
+    # an incident the search itself judged benign (a cost spike of the keys' ordinary work, a planned batch) is
+    # ordinary traffic: left out, its keys' big requests would be news to the detector ever after
+    found = [i for i in search.incidents if i.table and i.verdict != "benign"]
+    tables = [i.table for i in found]
+    tables = [i.table for i in found if not (i.detector in VOLUME_DETECTORS
+                                             and _no_faster_than_the_rest(case, i.table, tables))]
     if not tables:
         return []
     claimed = " UNION ".join(f"SELECT request_id FROM {t}" for t in tables)
@@ -58,11 +65,44 @@ def excluded_requests(case: Case) -> list[str]:
             SELECT r.client_ip FROM llm_requests r LEFT JOIN claimed c USING (request_id)
             WHERE r.client_ip IS NOT NULL AND NOT {internal_ip_sql('r.client_ip')}
             GROUP BY r.client_ip HAVING count(c.request_id) >= {ADDRESS_CLAIMED_SHARE} * count(*)
+        ), own AS (      -- a key's own servers: the private addresses it used outside every incident
+            SELECT DISTINCT coalesce(r.key_hash, '') AS grp, r.client_ip FROM llm_requests r ANTI JOIN claimed c
+                USING (request_id)
+            WHERE r.client_ip IS NOT NULL AND {internal_ip_sql('r.client_ip')}
+        ), mixed AS (    -- ... when the case tells its addresses apart (not one balancer's address for every request)
+            SELECT count(DISTINCT client_ip) > 1 AS shown FROM llm_requests WHERE {internal_ip_sql('client_ip')}
         )
-        SELECT request_id FROM claimed
+        -- the requests an incident's window caught from a key's own servers are the key's ordinary work
+        (SELECT request_id FROM claimed
+         EXCEPT SELECT r.request_id FROM llm_requests r SEMI JOIN claimed c USING (request_id)
+                JOIN own o ON o.grp = coalesce(r.key_hash, '') AND o.client_ip = r.client_ip, mixed WHERE mixed.shown)
         UNION SELECT request_id FROM llm_requests SEMI JOIN addresses USING (client_ip)
         ORDER BY 1
     """).fetchall()]
+
+
+def _no_faster_than_the_rest(case: Case, table: str, tables: list[str]) -> bool:
+    """An incident found by its volume (newcomers' surge, keyless calls) whose requests go no faster than the case's
+    other traffic at the same time (outside every incident): the proxy's own clients (an office behind its public
+    addresses), not its abuse (an open proxy's: the write-up's 1,200 calls in 45 minutes at night), whatever window
+    the search gave them; they stay in training."""
+    others = " UNION ".join(f"SELECT request_id FROM {t}" for t in tables)
+    found, rest = case.execute(f"""
+        WITH r AS (SELECT request_id, epoch(start_time) AS t FROM llm_requests WHERE start_time IS NOT NULL),
+        c AS (SELECT t FROM r SEMI JOIN {table} USING (request_id)),
+        span AS (SELECT min(t) AS a, max(t) AS b, greatest((max(t) - min(t)) / 60, 1) AS minutes FROM c),
+        q AS (SELECT t FROM r ANTI JOIN ({others}) o USING (request_id), span WHERE t BETWEEN span.a AND span.b)
+        SELECT (SELECT count(*) FROM c) / any_value(minutes), (SELECT count(*) FROM q) / any_value(minutes) FROM span
+    """).fetchone()
+    return rest is not None and found is not None and found <= rest
+
+
+def block_length(span: timedelta) -> timedelta:
+    """Whole days over HOLD_BACK_EVERY days or more; else eighths, at most an hour: a held-back block of a short case
+    never takes a whole part of a day (an office key's one busy morning) from training."""
+    if span >= HOLD_BACK_EVERY * timedelta(days=1):
+        return timedelta(days=1)
+    return max(min(span / 8, MAX_SHORT_BLOCK), timedelta(minutes=1))
 
 
 def _blocks(first: datetime, last: datetime, block: timedelta) -> list[tuple[int, datetime, datetime]]:
@@ -99,7 +139,7 @@ def training_plan(case: Case) -> TrainingPlan:
     if n < MIN_QUIET:
         return TrainingPlan(whole, [], excluded, f"{what}: learnt from those, none held back to check the alert rate")
     span = last - first
-    block = timedelta(days=1) if span >= HOLD_BACK_EVERY * timedelta(days=1) else max(span / 8, timedelta(minutes=1))
+    block = block_length(span)
     pieces = _blocks(first, last, block)
     held_mask = np.zeros(len(times), dtype=bool)
     for k, a, b in pieces:

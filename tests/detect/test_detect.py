@@ -101,11 +101,14 @@ def test_two_views_each_scaled_to_the_baseline(scored, sample_case):
     assert len(left_out) == det.card.excluded_requests > 1000          # the open proxy's requests, at least
     base = model.within(frame, intervals) & ~frame["request_id"].isin(left_out).to_numpy()
     assert base.sum() == det.card.train_requests
-    for v, s in views.items():                        # 1.0 is each view's baseline 99th percentile
-        assert abs((s[base] <= 1.0).mean() - 0.99) < 0.002, v
+    served = base & ~model.rejected(x)                # a request rejected for its key: no forest's business
+    assert served.sum() < base.sum()
+    for v, s in views.items():                        # 1.0 is each view's 99th percentile on the served baseline
+        assert abs((s[served] <= 1.0).mean() - 0.99) < 0.002, v
     beyond = det.beyond(x)
     assert (beyond[base] == 0).all() and (beyond >= 0).all()       # 0 inside the training range
-    assert (scores["score"].to_numpy() == np.round(np.maximum(views["request"], views["key_drift"]) + beyond, 6)).all()
+    forests = np.where(model.rejected(x), 0.0, np.maximum(views["request"], views["key_drift"]))
+    assert (scores["score"].to_numpy() == np.round(forests + beyond, 6)).all()
 
 
 def test_the_card_says_both_alert_rates(scored):
@@ -119,7 +122,8 @@ def test_the_card_says_both_alert_rates(scored):
 
 def test_a_key_with_no_quiet_past_is_judged_against_the_case_keys(scored, sample_case):
     """The sample's busiest key taken out of the baseline: its requests are measured against a key of this case (the
-    mean of the keys' means; the spread between keys plus within one), not against the busiest keys' requests."""
+    mean of the keys' means; the spread between keys plus within one), not against the busiest keys' requests. A
+    request rejected for its key is no key's use: it forms no key and departs from none."""
     con, _ = sample_case
     _, det, frame = scored
     intervals = [(model.utc(a).to_pydatetime(), model.utc(b).to_pydatetime()) for a, b in det.card.train_intervals]
@@ -129,15 +133,16 @@ def test_a_key_with_no_quiet_past_is_judged_against_the_case_keys(scored, sample
     base = f[model.within(f, intervals) & ~f["request_id"].isin(left_out).to_numpy()]
     busiest = base["grp"].value_counts().index[0]
     again = build_features(con, intervals, sorted(left_out | set(f.loc[f["grp"] == busiest, "request_id"])))
-    rest = base[base["grp"] != busiest].assign(l=lambda d: np.log2(d["prompt_tokens"] + 1.0))
+    rest = base[(base["grp"] != busiest) & (base["auth_failure"] == 0)]
+    rest = rest.assign(l=np.log2(rest["prompt_tokens"] + 1.0))
     per_key = rest.groupby("grp")["l"].agg(n="size", mean="mean", var=lambda s: s.var(ddof=0))
     mu = per_key["mean"].mean()
     within_key = (per_key["n"] * per_key["var"]).sum() / per_key["n"].sum()
     sd = max(SD_FLOOR, np.sqrt(per_key["mean"].var(ddof=0) + within_key))
     new = again.merge(keys, on="request_id").query("grp == @busiest")
     assert len(per_key) >= 3 and len(new) > 100
-    expected = np.maximum(0, (np.log2(new["prompt_tokens"] + 1.0) - mu) / sd)
-    np.testing.assert_allclose(new["key_prompt_rise"].to_numpy(), expected.to_numpy(), rtol=1e-9, atol=1e-9)
+    expected = np.where(new["auth_failure"] == 1, 0.0, np.maximum(0, (np.log2(new["prompt_tokens"] + 1.0) - mu) / sd))
+    np.testing.assert_allclose(new["key_prompt_rise"].to_numpy(), expected, rtol=1e-9, atol=1e-9)
 
 
 def test_the_threshold_never_flags_more_than_a_share_of_the_training_requests(scored, sample_case):

@@ -3,7 +3,7 @@
 Per draw with an attack: per-request ROC-AUC >= 0.97 and recall >= 0.9 at the calibrated threshold; normal requests
 flagged <= 1 % in every draw; false alerts per held-back quiet day <= 2 in the median draw; no draw crashes. A draw
 the incident search misleads (it leaves the attack in the quiet data the detector learns from, or calls normal
-traffic an incident so that its like never reaches training) is counted apart and bounded by the one known (#12).
+traffic an incident so that its like never reaches training) is counted apart: none may fail either.
 Draws are short (history capped) so 50 of them take a few minutes; bench/detect_matrix.py runs hundreds with full-
 length histories.
 """
@@ -19,10 +19,11 @@ SLOW_DRAWS = 50
 SLOW_SEED = 1
 MAX_HISTORY_S = 6 * 3600
 FAST_ESTIMATORS = 100
-# draws failing because the incident search missed the attack or made one up (#12), seed 1: one, draw 4, where the
-# search calls the data team's key a leaked key ("2 public addresses never seen before": the capped history has no
-# before) over the whole 8 h case, so none of that public client's 462 requests reach training and all are flagged
-MAX_MISFIRES = 1
+# draws failing because the incident search missed the attack or made one up (#12): none (draw 4 of seed 1, once
+# allowed here, no longer misfires: the search finds no incident in it). The full-length bench's misfires (data-team
+# called a leaked key on day after day, benign cost spikes) pass on the detector's own criteria: a network or client
+# software a key uses a tenth of the time is its own, a benign incident stays in training
+MAX_MISFIRES = 0
 
 
 def test_one_draw_meets_the_thresholds():
@@ -54,7 +55,7 @@ def test_too_little_quiet_data_says_so_and_still_scores(scenario):
 def test_blocks_are_never_empty_or_inverted(span):
     """A case of one instant, of microseconds, of minutes, of days: the blocks the plan cuts cover it in order."""
     first = datetime(2026, 11, 16, 2, 0)
-    block = timedelta(days=1) if span >= timedelta(days=4) else max(span / 8, timedelta(minutes=1))
+    block = run.block_length(span)
     pieces = run._blocks(first, first + span, block)
     assert pieces and all(a < b for _, a, b in pieces)
     assert pieces[0][1] == first and pieces[-1][2] == first + span + run.TICK
@@ -77,9 +78,31 @@ def test_fifty_randomized_draws_meet_the_acceptance_thresholds():
     # key's, a leaked key whose every request the search claimed): judged against the case's keys, still caught
     attacked = {r.draw.scenario for r in results if not r.error and r.metrics["attack"]}
     assert {"open_proxy", "key_stuffing", "leaked_virtual_key"} <= attacked
-    # the search's misses and false incidents (issue #12): counted apart, at most the one known
+    # the search's misses and false incidents (issue #12): counted apart, and none fails either
     misfires = [r for r in results if r.failures and r.search_misfire]
     assert len(misfires) <= MAX_MISFIRES, matrix.draw_table(misfires)
     per_day = [r.metrics["heldout_alerts_per_day"] for r in results
                if not r.error and not np.isnan(r.metrics["heldout_alerts_per_day"])]
     assert per_day and np.median(per_day) <= matrix.MAX_MEDIAN_HELDOUT_ALERTS_PER_DAY, matrix.summary(results)
+
+
+# full-length draws where the incident search misfired and the detector once followed it (bench/detect_matrix.py):
+# (draws, seed, index) -> what the search did
+MISFIRES = {
+    (200, 0, 131): "benign cost spikes over the data team's big requests, left out of training",
+    (200, 0, 108): "the data team's key called a leaked key on day after day from its own office network",
+    (200, 0, 6): "a benign cost spike, and a held-back block that took the office key's one busy morning",
+    (500, 7, 68): "a keyless proxy's office clients called an open proxy over the whole case",
+    (500, 7, 194): "the data team's whole day called a leaked key by a surge no faster than the office's traffic",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", list(MISFIRES), ids=[f"seed{s}-draw{i}" for _, s, i in MISFIRES])
+def test_a_misfiring_incident_search_does_not_make_the_detector_flag_normal_traffic(where):
+    n, seed, index = where
+    r = matrix.run_detect_draw(matrix.detect_draws(n, seed)[index])
+    assert r.error is None, r.error
+    assert r.metrics["normal_flagged_share"] <= matrix.MAX_NORMAL_FLAGGED, (MISFIRES[where], r.metrics)
+    if r.metrics["attack"]:
+        assert r.metrics["recall"] >= matrix.MIN_RECALL, r.metrics
