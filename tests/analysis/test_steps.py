@@ -22,7 +22,9 @@ def test_steps_sql_reruns_against_its_case(sample_report, tmp_path):
     steps = statements((out / "steps.sql").read_text())
     assert len(steps) > 50
     for name, sql in steps:
-        assert "?" not in re.sub(r"'[^']*'", "", sql), f"{name}: a parameter left as ?"
+        # strings and comments out, left to right (a comment may hold an apostrophe: "-- no key's use")
+        code = re.sub(r"'(?:[^']|'')*'|--[^\n]*", "", sql)
+        assert "?" not in code, f"{name}: a parameter left as ?"
         con.execute(sql)        # fails the test with DuckDB's own message if any statement does not run
     # what the script rebuilt is what the report says
     [inc] = findings["incidents"]
