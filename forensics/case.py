@@ -16,6 +16,7 @@ from pathlib import Path
 import duckdb
 
 from forensics import __version__
+from forensics.duck import quote_ident
 from forensics.schema import MONEY, SCHEMA_SQL, SCHEMA_VERSION, META_TABLE, tables_of_version  # noqa: F401
 
 
@@ -96,16 +97,12 @@ def _tables(con: duckdb.DuckDBPyConnection, catalog: str) -> set[str]:
         [catalog]).fetchall()}
 
 
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def schema_version(con: duckdb.DuckDBPyConnection, catalog: str | None = None) -> int | None:
     """The schema version case_meta holds (1 for a case without case_meta); None when case_meta holds none."""
     catalog = catalog or _catalog(con)
     if META_TABLE not in _tables(con, catalog):
         return 1
-    rows = con.execute(f"SELECT value FROM {_quoted(catalog)}.main.{META_TABLE} WHERE key = 'schema_version'"
+    rows = con.execute(f"SELECT value FROM {quote_ident(catalog)}.main.{META_TABLE} WHERE key = 'schema_version'"
                        ).fetchall()
     try:
         return int(rows[0][0])

@@ -5,6 +5,11 @@ import duckdb
 import pyarrow as pa
 
 
+def quote_ident(name: str) -> str:
+    """`name` as a quoted SQL identifier (a column or catalog name that may hold anything)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def query_with(con: duckdb.DuckDBPyConnection, name: str, data, sql: str) -> list[tuple]:
     """Run one statement `sql` that reads `data` (a pyarrow Table or a pandas DataFrame) as the table `name`, and
     return its rows.

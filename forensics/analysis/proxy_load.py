@@ -46,7 +46,8 @@ def surge_slots(case: Case) -> set:
     def usual(t) -> float:   # the same slot on other days (a nightly batch is usual there), else the median slot
         others = [n for u, n in by_time[t - t.normalize()] if u.normalize() != t.normalize()]
         return statistics.median(others) if others else overall
-    return {t for t, n in calls.items() if n > usual(t) * LOAD_FACTOR and n - usual(t) >= LOAD_MIN_CALLS}
+    usuals = {t: usual(t) for t in calls}
+    return {t for t, n in calls.items() if n > usuals[t] * LOAD_FACTOR and n - usuals[t] >= LOAD_MIN_CALLS}
 
 
 def proxy_adjusted(costs: dict, usual: dict, run: list, width: pd.Timedelta, slots: set) -> tuple[list, Decimal, int]:
@@ -79,6 +80,7 @@ def _around(values: list[Decimal], hot: list[bool]) -> dict[int, Decimal]:
     """Per hot bucket: the mean of the buckets that are not hot next to its stretch of hot buckets, as many each
     side as the stretch is long (the spike's level around it: a script's rate drifts over hours)."""
     out: dict[int, Decimal] = {}
+    clean = [v for v, h in zip(values, hot) if not h]
     i = 0
     while i < len(values):
         if not hot[i]:
@@ -90,7 +92,6 @@ def _around(values: list[Decimal], hot: list[bool]) -> dict[int, Decimal]:
         n = j - i
         near = [v for v, h in zip(values[max(i - n, 0):i], hot[max(i - n, 0):i]) if not h]
         near += [v for v, h in zip(values[j:j + n], hot[j:j + n]) if not h]
-        clean = [v for v, h in zip(values, hot) if not h]
         level = sum(near, Decimal(0)) / len(near) if near else statistics.median(clean)
         out |= dict.fromkeys(range(i, j), level)
         i = j

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from forensics import parquet_case
+from forensics.duck import quote_ident
 from forensics.analysis.steps import inline_params
 from forensics.spark import portable
 
@@ -188,17 +189,13 @@ class SparkEngine:
         self._views.clear()
 
 
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _column_defs(columns: list[tuple[str, str]]) -> str:
-    return ", ".join(f"{_quoted(c)} {t}" for c, t in columns)
+    return ", ".join(f"{quote_ident(c)} {t}" for c, t in columns)
 
 
 def _as_duckdb(columns: list[tuple[str, str]]) -> str:
     """A select list casting Spark's columns (same names, same order) to DuckDB's types."""
-    return ", ".join(f"CAST({_quoted(c)} AS {t}) AS {_quoted(c)}" for c, t in columns)
+    return ", ".join(f"CAST({quote_ident(c)} AS {t}) AS {quote_ident(c)}" for c, t in columns)
 
 
 def _as_spark(column: str, duck_type: str, alias: str | None = None):

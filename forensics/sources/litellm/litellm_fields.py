@@ -6,6 +6,8 @@ A source path is `col:<name>` (a SpendLogs column), `doc:$.path` (the record's J
 """
 from __future__ import annotations
 
+from forensics.duck import quote_ident
+
 FIELDS = (
     "request_id", "litellm_call_id", "call_type", "start_raw", "end_raw", "completion_start_raw",
     "api_key", "meta_key", "key_alias", "user_id", "team_id", "team_alias", "org_id", "end_user",
@@ -155,10 +157,6 @@ FLAT = {
     "session_id": ["doc:$.session_id", "doc:$.trace_id"],
     "spend_raw": ["doc:$.spend"],
 }
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _sql_str(text: str) -> str:

@@ -21,9 +21,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from forensics.duck import query_with
+from forensics.duck import query_with, quote_ident
 from forensics.sources.lines import ReadSpec, iter_line_batches
-from forensics.sources.litellm.litellm_fields import quote_ident
 from forensics.sources.litellm.litellm_merge import store_quarantine
 
 LINE_BATCH_BYTES = 32 << 20

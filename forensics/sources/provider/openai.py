@@ -16,6 +16,7 @@ from pathlib import Path
 
 import duckdb
 
+from forensics.duck import quote_ident
 from forensics.sources.interface import LoadContext, LoadResult
 from forensics.sources.provider import provider_stage as stage
 from forensics.sources.provider.provider_pages import (PageFormat, field_sql, load_pages, rfc3339_us_sql,
@@ -137,19 +138,15 @@ _READ_CSV = ("read_csv($path, header = true, all_varchar = true, delim = ',', qu
              ", store_rejects = true, rejects_table = '_openai_csv_rejects', rejects_scan = '_openai_csv_scans')")
 
 
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _csv_time_sql(columns: dict[str, str], base: str) -> tuple[str, str]:
     """(microseconds expression, raw text expression) from the unix column, else the ISO one."""
     parts, raws = [], []
     if base in columns:
-        col = f"r.{_ident(columns[base])}"
+        col = f"r.{quote_ident(columns[base])}"
         parts.append(unix_us_sql(col))
         raws.append(col)
     if f"{base}_iso" in columns:
-        col = f"r.{_ident(columns[f'{base}_iso'])}"
+        col = f"r.{quote_ident(columns[f'{base}_iso'])}"
         parts.append(rfc3339_us_sql(col))
         raws.append(col)
     if not parts:
@@ -170,7 +167,7 @@ def csv_frame_sql(fmt: str, columns: dict[str, str], first_rowid: int = 0) -> st
         if name == "amount_in_cents":
             exprs.append("'false' AS amount_in_cents")
         elif src in columns:
-            exprs.append(f"r.{_ident(columns[src])} AS {name}")
+            exprs.append(f"r.{quote_ident(columns[src])} AS {name}")
         else:
             exprs.append(f"NULL::VARCHAR AS {name}")
     start, start_raw = _csv_time_sql(columns, "start_time")
