@@ -61,8 +61,10 @@ def to_spark(select: str) -> str:
     trees = sqlglot.parse(select, read="duckdb")
     if len(trees) != 1 or trees[0] is None:
         raise sqlglot.ParseError(f"{len(trees)} statements where one SELECT was expected")
-    return trees[0].transform(_double_division).transform(_narrow_decimal_literal).transform(_microseconds).transform(_row_value_in).transform(_range_table).sql(
-        dialect=SparkSQL, unsupported_level=ErrorLevel.RAISE)
+    tree = trees[0]
+    for rewrite in REWRITES:
+        tree = tree.transform(rewrite)
+    return tree.sql(dialect=SparkSQL, unsupported_level=ErrorLevel.RAISE)
 
 
 def _row_value_in(node: exp.Expr) -> exp.Expr:
@@ -127,6 +129,10 @@ def _double_division(node: exp.Expr) -> exp.Expr:
     if isinstance(node, exp.Div) and not any(n.find(exp.Sub, exp.Interval) for n in (node.this, node.expression)):
         return exp.Div(this=exp.cast(node.this, "DOUBLE"), expression=exp.cast(node.expression, "DOUBLE"))
     return node
+
+
+# applied in this order by to_spark, each over the whole tree
+REWRITES = (_double_division, _narrow_decimal_literal, _microseconds, _row_value_in, _range_table)
 
 
 def step_tables(sql: str) -> list[str]:

@@ -11,6 +11,7 @@ import pytest
 from conftest import run_cli
 from forensics import case
 from forensics.ingest import ingest_paths
+from forensics.analysis.timeline import nginx_events_step
 from forensics.sources.nginx import error_log
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "nginx"
@@ -45,7 +46,7 @@ def test_every_entry_is_classified_with_its_fields(con):
         "FROM nginx_errors ORDER BY line_no").fetchall()}
     assert [rows[n][0] for n in sorted(rows)] == [
         "other", "other", "limit_req", "limit_conn", "limit_req_delayed", "upstream_timed_out", "connect_failed",
-        "upstream_prematurely_closed", "no_live_upstreams", "ssl", "body_too_large", "other", "other",
+        "upstream_prematurely_closed", "no_live_upstreams", "ssl", "body_too_large", "file_not_found", "other",
         "limit_req_dry_run"]
     assert rows[3] == ["limit_req", "error", 31, 31, 1201, "llm", "203.0.113.7", "api.example.com",
                        "POST /v1/chat/completions HTTP/1.1", None, "api.example.com"]
@@ -57,6 +58,23 @@ def test_every_entry_is_classified_with_its_fields(con):
     (message,) = con.execute("SELECT message FROM nginx_errors WHERE line_no = 13").fetchone()
     assert "first line\nPHP message: PHP Warning:  second line\" while reading" in message
     assert 14 not in rows
+
+
+# tests/assets/nginx/error_auth.log: entries shaped like fail2ban's nginx test logs (fail2ban/tests/files/logs/
+# nginx-http-auth, nginx-limit-req: auth_basic's wrong user and password, `server: ,` empty, `#0` thread ids, a
+# referrer after the host), and like ngx_http_access_module's deny and a scanner's missing file; our own values
+def test_auth_basic_deny_and_missing_files_are_classes_of_their_own(con):
+    [r] = ingest_paths(con, [ASSETS / "error_auth.log"])
+    assert (r.records, r.loaded, r.quarantined) == (8, 8, 0)
+    got = con.execute("SELECT line_no, class, client_ip, server, path FROM nginx_errors ORDER BY line_no").fetchall()
+    assert [row[1] for row in got] == ["limit_req", "auth_basic_failed", "auth_basic_failed", "auth_basic_failed",
+                                       "access_forbidden", "file_not_found", "other", "other"]
+    assert got[2][2:] == ("203.0.113.52", None, "/v1/chat/completions")        # `server: ,` is no server
+    assert got[4][2] == "2001:db8::54" and got[5][4] == "/.git/config"
+    # the incident timeline's error-log events name them (an auth failure burst is the stuffing's own trace)
+    step = nginx_events_step("events")
+    events = {c: n for c, n, *_ in con.execute(step.sql, [datetime(2026, 12, 3), datetime(2026, 12, 4)]).fetchall()}
+    assert events == {"limit_req": 1, "auth_basic_failed": 3, "access_forbidden": 1, "file_not_found": 1}
 
 
 def test_times_take_the_offset_the_access_log_shows_across_dst(con):

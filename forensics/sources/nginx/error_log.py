@@ -47,6 +47,11 @@ CLASSES: tuple[tuple[str, str], ...] = (
     ("no_live_upstreams", "no live upstreams"),
     ("body_too_large", "client intended to send too large"),
     ("ssl", r"\bSSL[_ ]|\bSSL: "),
+    # ngx_http_auth_basic_module: a wrong user or password (the access log shows the 401; this names the user)
+    ("auth_basic_failed", r'^user "[^"]*"(?: was not found in "|: password mismatch)|^no user/password was provided '
+                          r"for basic authentication"),
+    ("access_forbidden", r"^access forbidden by rule"),             # ngx_http_access_module's deny
+    ("file_not_found", r'^open\(\) "[^"]*" failed \(2: '),           # a path that does not exist: scanners' probes
 )
 ORPHAN = "lines before the first error-log entry (no time, no level): not an entry of their own"
 REJECTIONS = ("limit_req", "limit_conn")                      # requests nginx refused (503 or limit_*_status)
