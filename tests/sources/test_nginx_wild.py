@@ -13,6 +13,7 @@ are Debian's /etc/nginx layout and `nginx -T` output (see test_nginx_conf.py).
 from __future__ import annotations
 
 import itertools
+import re
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -115,6 +116,59 @@ def test_inference_refuses_a_file_whose_fields_change_type(tmp_path):
         "$upstream_response_time expected, found '\"203.0.113.7\"' (no format inferred: field 3 after "
         "$body_bytes_sent holds a number on line 1 and a quoted address list on line 2: not one format); pass its "
         "log_format with --nginx-format '...' or the server's nginx.conf with --nginx-conf FILE")
+
+
+# upstream_time.log: nginx's own `upstream_time` log_format example (docs.nginx.com and the nginx blog on
+# application performance monitoring: `"$http_user_agent"' 'rt=$request_time uct="$upstream_connect_time"
+# uht="$upstream_header_time" urt="$upstream_response_time"`, the two strings joined with no space); trace_pairs.log
+# a test config's `"$http_x_forwarded_for" $http_x_request_id $msec ua="$upstream_addr" us="$upstream_status" ...`;
+# quoted_times.log an ELK guide's `"$request_time" "$upstream_response_time" "$http_x_forwarded_for"
+# "$http_client_ip" "$http_x_real_ip"`. Our own values in each.
+UPSTREAM_TIME = (COMBINED + 'rt=$request_time uct="$inferred_text" uht="$inferred_text" '
+                 'urt="$upstream_response_time"')
+
+
+def test_name_value_pairs_load_by_inference_named_by_their_keys():
+    got = load(ASSETS / "upstream_time.log")
+    assert got.fmt == "nginx.inferred" and (got.result.loaded, got.result.quarantined) == (4, 0)
+    assert f"log_format inferred from the lines: '{UPSTREAM_TIME}'" in got.result.notes
+    rows = got.rows("time, client_ip, user_agent, request_time, upstream_time, upstream_time_raw")
+    assert rows[1] == (datetime(2026, 12, 3, 3, 11, 2), "203.0.113.7", "OpenAI/Python 1.51.0", 12.301, 12.3, "12.300")
+    assert rows[2][3:] == (0.0, None, "-")
+    assert rows[3][1] == "2001:db8::9" and rows[3][3] == 3.002 and rows[3][4] == pytest.approx(3.001)
+    assert rows[4][2] == "Mozilla/5.0 (l9scan/2.0.; +https://leakix.net)"
+
+    trace = load(ASSETS / "trace_pairs.log")
+    assert trace.fmt == "nginx.inferred" and (trace.result.loaded, trace.result.quarantined) == (3, 0)
+    rows = trace.rows("client_ip, request_id, request_time, upstream_addr, upstream_status, upstream_time")
+    # the trailing $msec is the line's time again, not a request that took 56 years: no column takes it
+    assert rows[1] == ("198.51.100.7", "7f9c3f0e2b1a4d5e8c6b9a0f1e2d3c4b", None, "127.0.0.1:4000", "200", 12.3)
+    assert rows[2][2:] == (None, None, None, None)
+    assert rows[3][3:5] == ("127.0.0.1:4000, 127.0.0.1:4001", "504, 504") and rows[3][5] == pytest.approx(120.003)
+
+
+def test_quoted_times_are_request_and_upstream_times():
+    got = load(ASSETS / "quoted_times.log")
+    assert got.fmt == "nginx.inferred" and (got.result.loaded, got.result.quarantined) == (3, 0)
+    rows = got.rows("client_ip, forwarded_for, request_time, upstream_time")
+    assert rows[1] == ("198.51.100.7", "198.51.100.7, 10.0.0.9", 12.301, 12.3)
+    assert rows[2] == ("10.0.0.2", None, 0.0, None)
+    assert rows[3][:3] == ("203.0.113.50", "203.0.113.50", 3.002) and rows[3][3] == pytest.approx(3.001)
+
+
+def test_inference_refuses_pairs_whose_keys_change_and_names_no_column_from_an_unknown_key():
+    lines = list(enumerate((ASSETS / "upstream_time.log").read_text().splitlines(), start=1))
+    # the same position holds rt= on some lines and urt= on others: two formats, none inferred
+    swapped = [(n, ln.replace("rt=", "xx=", 1).replace("urt=", "rt=").replace("xx=", "urt=", 1) if n % 2 else ln)
+               for n, ln in lines]
+    refused = infer(swapped)
+    assert refused.text is None and refused.reason == (
+        'field 3 after $body_bytes_sent holds urt= with a number on line 1 and rt= with a number on line 2: '
+        'not one format')
+    # a well-known key whose values do not fit its variable (rt= holding words) is parsed but names no column
+    words = [(n, re.sub(r'"rt=[0-9.]+ ', '"rt=slow ', ln)) for n, ln in lines]
+    assert infer(words).text == COMBINED + 'rt=$inferred_token uct="$inferred_text" uht="$inferred_text" ' \
+                                           'urt="$upstream_response_time"'
 
 
 def test_a_given_nginx_format_is_always_used_or_the_file_fails(tmp_path):
