@@ -246,6 +246,17 @@ def _nginx_findings(case: Case) -> list[IncidentFindings]:
             for n in find_nginx_incidents(case)]
 
 
+def _nginx_load_findings(case: Case, found: list[IncidentFindings]) -> list[IncidentFindings]:
+    """Surges of the gateway's LLM calls in nginx that none of the incidents `found` explains (nginx_load)."""
+    from forensics.analysis.nginx_load import find_nginx_load
+
+    empty = pd.DataFrame()
+    taken = [(f.incident.start, f.incident.end) for f in found]
+    return [IncidentFindings(n.incident, Decimal(0), [], n.by_ip, empty, empty, n.by_user_agent, None, [], None,
+                             limits=limits.limits_seen(case, n.incident.start, n.incident.end))
+            for n in find_nginx_load(case, taken, len(found) + 1)]
+
+
 def _provider_spike_findings(case: Case) -> list[IncidentFindings]:
     from forensics.analysis.provider_spikes import find_provider_spikes
 
@@ -369,6 +380,7 @@ def investigate(case: Case, control_set=None) -> Investigation:
         found += _outside_incidents(recs, len(found) + 1, control_set)
     with phase("nginx-only incidents, provider spikes and the nginx join"):
         found = _one_campaign(found, _nginx_findings(case), _provider_spike_findings(case))
+        found += _nginx_load_findings(case, found)
         nginx_match = joins.join_nginx(case)
         _sources_of(case, found, case.table("nginx_to_litellm"))
     found.sort(key=lambda f: f.incident.start)

@@ -260,7 +260,8 @@ def _summary(findings, inv) -> list[tuple[str, str]]:
     keys = [k for k in main["keys"] if k["key_hash"]]
     who = (f"{len(main['ips'])} client addresses; " if main["ips"] else "") + \
         (f"{len(keys)} key(s): " + ", ".join(key_label(k["key_hash"], k["key_hint"]) for k in keys[:3])
-         if keys else "no virtual key" if main["keys"] else "a provider key outside the proxy")
+         if keys else "no virtual key" if main["keys"] else
+         "keys unknown (nginx logs none)" if main.get("sources") == ["nginx"] else "a provider key outside the proxy")
     if main["user_agents"]:
         who += "; user agents " + ", ".join(f"{u['user_agent']} ({u['requests']:,})" for u in main["user_agents"][:3])
     last = inv.logs_end or inv.coverage.end
