@@ -21,6 +21,7 @@ from forensics.secrets import redact_text
 from forensics.accounting import FileReport  # noqa: F401  (forensics.ingest.FileReport, as before)
 from forensics.sources import (SAMPLE_BYTES, SOURCES, TABLES_OF_FAMILY, LoadContext, LoadOptions, LoadResult,  # noqa: F401
                                detect_format)
+from forensics.sources import envelope as envelopes
 from forensics.sources.lines import ReadSpec
 from forensics.sources.nginx import error_log
 from forensics.sources.plausible import TimeWindow
@@ -361,7 +362,10 @@ def ingest_file(
             if blank:
                 notes.append(f"only blank lines: {blank:,} blank lines skipped")
         else:
-            source, fmt = detect_format(sample, path, options)
+            source, fmt, envelope = _detect_wrapped(sample, path, options)
+            if envelope is not None:
+                spec.envelope = envelope
+                notes.append(f"read as {envelopes.description(envelope)}: that prefix cut off each line")
             resumed = (grown is not None and grown.start is not None and fmt == grown.format
                        and fmt.startswith(LINE_FORMATS))
             if resumed:
@@ -409,6 +413,20 @@ def ingest_file(
         report = FileReport(display, sha, None, 0, 0, 0, False, status="failed", message=reason)
         report.error = e  # kept for --debug
         return report
+
+
+def _detect_wrapped(sample: bytes, path: Path, options: LoadOptions) -> tuple:
+    """(source, format, envelope): a sample whose lines a collector prefixed (forensics.sources.envelope) is
+    detected without the prefix when a line format is recognised that way, else as it is (envelope None)."""
+    envelope = envelopes.detect(sample)
+    if envelope is not None:
+        try:
+            source, fmt = detect_format(envelopes.unwrap(sample, envelope), path, options)
+        except ValueError:      # e.g. a --nginx-format the cut lines do not fit: the lines as they are may
+            source = fmt = None
+        if source is not None and fmt.startswith(LINE_FORMATS):
+            return source, fmt, envelope
+    return (*detect_format(sample, path, options), None)
 
 
 def _grown_note(grown: _Grown, spec: ReadSpec, fmt: str, resumed: bool) -> str:

@@ -90,6 +90,7 @@ class ReadSpec:
     first_line: int = 1          # the number of the line that starts there
     read_by_lines: bool = False  # set by the reader once it has read the file (the start honoured, the bytes checked)
     last_line: int = 0           # set by the reader: the number of the last line it read
+    envelope: str | None = None  # a collector's prefix cut off every line (forensics.sources.envelope), if any
 
 
 class _CheckedFile:
@@ -161,7 +162,7 @@ class LineBatches:
                     table = self._table(seg)
                     may_hold_key = secret()          # waited for even when the segment gave no table
                     if table is not None:
-                        table = self._flagged(table, may_hold_key)
+                        table = self._flagged(self._unwrapped(table), may_hold_key)
                     seg.release()            # the raw bytes are not kept while the caller works on the batch
                     if table is not None and table.num_rows:
                         yield table
@@ -189,6 +190,21 @@ class LineBatches:
                 return True
             return answer[0]
         return result
+
+    def _unwrapped(self, table: pa.Table) -> pa.Table:
+        """The lines with the spec's envelope (a collector's prefix) cut off, where they carry it."""
+        if self.spec is None or self.spec.envelope is None:
+            return table
+        from forensics.sources.envelope import pattern
+
+        lines = pc.replace_substring_regex(table.column(1), pattern=pattern(self.spec.envelope), replacement="",
+                                           max_replacements=1)
+        table = table.set_column(1, SCHEMA.field(1), lines)
+        if self.skip_empty:                  # a blank line the collector wrapped is a blank line
+            filled = pc.greater(pc.binary_length(lines), 0)
+            self.empty_lines += table.num_rows - (pc.sum(filled).as_py() or 0)
+            table = table.filter(filled)
+        return table
 
     def _flagged(self, table: pa.Table, may_hold_key: bool) -> pa.Table:
         meta = {}
