@@ -12,8 +12,9 @@ $request_time, where logged) are far above anything the gateway did:
 - with less than that (minutes to a day of history): FACTOR times the busiest slot before the surge, once
   SHORT_MIN_SLOTS slots of it exist.
 
-Hot slots less than GAP_SLOTS apart are one surge; its edges take the slots around it still above twice their
-usual (a script's ramp). Each surge no other incident overlaps is a `suspicious` incident resting on nginx alone: a
+Where $request_time is logged, a slot hot by its calls must also be busy (MIN_BUSY_S). Hot slots less than
+GAP_SLOTS apart are one surge; its edges take the slots around it still above twice their usual (a script's ramp);
+a surge of fewer than MIN_SURGE_CALLS served calls is someone's burst, not a drain. Each surge no other incident overlaps is a `suspicious` incident resting on nginx alone: a
 planned job the analyst was not told of looks the same, and who called, with which key and at what cost, needs
 LiteLLM or provider data. Slots are integers (microseconds since 1970 divided by the slot's width), so the steps
 run on any engine.
@@ -39,7 +40,10 @@ SLOTS_PER_DAY = 24 * 60 // SLOT_MINUTES
 FACTOR = 3.0            # times the usual (busiest same slot on other days, or busiest slot before)
 ABOVE_ALL = 1.5         # and, with other days, this many times their busiest slot of all
 MIN_CALLS = 20          # served LLM calls in a slot, at least (a few calls are noise)
-MIN_BUSY_S = 300.0      # or seconds of $request_time in a slot (one call running all the slot long, on average)
+MIN_BUSY_S = 300.0      # or seconds of $request_time in a slot (one call running all the slot long, on average);
+                        # where $request_time is logged, a slot hot by its calls must also be this busy (a loop of
+                        # quick calls from a developer's shell is no drain)
+MIN_SURGE_CALLS = 100   # served calls in a whole surge, at least: below that, a burst of someone's script
 SHORT_MIN_SLOTS = 2     # slots of history before a surge, at least, when the log holds no other day
 GAP_SLOTS = 2           # hot slots this many apart or fewer are one surge
 
@@ -68,7 +72,6 @@ def surges(frame: pd.DataFrame) -> list[tuple[int, int, float, str]]:
     if frame["timed"].sum() >= 0.5 * frame["calls"].sum():        # $request_time logged: busy time says it too
         metrics["busy time"] = (dict.fromkeys(slots, 0.0) | dict(zip(frame["slot"].astype(int),
                                                                         frame["busy_s"].astype(float))), MIN_BUSY_S)
-    days = {s // SLOTS_PER_DAY for s in slots}
     usual: dict[str, dict[int, float]] = {}
     hot: dict[int, tuple[float, str]] = {}
     for metric, (values, floor) in metrics.items():
@@ -92,6 +95,8 @@ def surges(frame: pd.DataFrame) -> list[tuple[int, int, float, str]]:
             else:              # no other day: the busiest slot before it (a surge's own slots not counted)
                 base[s] = earlier
                 is_hot = s - lo >= SHORT_MIN_SLOTS and v >= FACTOR * earlier and v >= floor
+            if is_hot and metric == "calls" and "busy time" in metrics:
+                is_hot = metrics["busy time"][0][s] >= MIN_BUSY_S
             if is_hot:
                 ratio = v / base[s] if base[s] else float("inf")
                 if ratio > hot.get(s, (0.0, ""))[0]:
@@ -109,7 +114,8 @@ def surges(frame: pd.DataFrame) -> list[tuple[int, int, float, str]]:
             while last + 1 <= hi and _above(last + 1, metrics, usual):
                 last += 1
             peak = max((hot[x] for x in run), key=lambda r: r[0])
-            out.append((first, last, peak[0], peak[1]))
+            if sum(calls[x] for x in range(first, last + 1)) >= MIN_SURGE_CALLS:
+                out.append((first, last, peak[0], peak[1]))
             run = []
         if s is not None:
             run.append(s)
