@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from forensics.detect import model
-from forensics.detect.features import Intervals, build_features
+from forensics.detect.features import Intervals
 
 if TYPE_CHECKING:
     from forensics.api import Case
@@ -162,21 +162,83 @@ def _merge(intervals: Intervals) -> Intervals:
     return out
 
 
+class TableRows:
+    """The feature rows of a case as the step table detector_features (in its order: start time, request id), read
+    a chunk at a time (model.FrameRows has the same methods over a frame in memory)."""
+
+    CHUNK_VECTORS = model.CHUNK_ROWS // 2048 + 1      # DuckDB hands a result over in vectors of 2,048 rows
+
+    def __init__(self, case: Case, table: str):
+        self.case, self.table = case, table
+        (self.n,) = case.execute(f"SELECT count(*) FROM {table}").fetchone()
+
+    def __len__(self) -> int:
+        return int(self.n)
+
+    def chunks(self):
+        result = self.case.execute(f"SELECT * FROM {self.table} ORDER BY rowid")
+        while len(chunk := result.fetch_df_chunk(self.CHUNK_VECTORS)):
+            yield chunk
+
+    def frame(self) -> pd.DataFrame:
+        return self.case.execute(f"SELECT * FROM {self.table} ORDER BY rowid").df()
+
+    def training(self, intervals: Intervals, excluded: set, limit: int) -> tuple[pd.DataFrame, int, dict]:
+        """As model.FrameRows.training, in SQL: only the sample comes into memory."""
+        from forensics.detect.features import FEATURES
+
+        base = f"""(SELECT rowid AS _row, * FROM {self.table} t
+                   WHERE EXISTS (SELECT 1 FROM (SELECT unnest(?::TIMESTAMP[]) AS s, unnest(?::TIMESTAMP[]) AS e) w
+                                 WHERE t.start_time >= w.s AND t.start_time < w.e)
+                     AND request_id NOT IN (SELECT unnest(?::VARCHAR[])))"""
+        params = [[a for a, _ in intervals], [b for _, b in intervals], sorted(excluded)]
+        n, *tops = self.case.execute(f"SELECT count(*), {', '.join(f'max({c})' for c in FEATURES)} FROM {base}",
+                                     params).fetchone()
+        sample = f"(SELECT * FROM {base} ORDER BY md5(request_id) LIMIT {int(limit)})" if n > limit else base
+        rows = self.case.execute(f"SELECT * EXCLUDE (_row) FROM {sample} ORDER BY _row", params).df()
+        return rows, int(n), dict(zip(FEATURES, tops))
+
+    def rows(self, index: np.ndarray) -> pd.DataFrame:
+        return self.case.execute(f"SELECT * FROM {self.table} WHERE rowid IN (SELECT unnest(?::BIGINT[])) "
+                                 "ORDER BY rowid", [[int(i) for i in index]]).df()
+
+
+def detect_rows(case: Case, model_path: Path | None = None, save_path: Path | None = None,
+                window: tuple[datetime, datetime] | None = None, alerts_per_day: float = model.ALERTS_PER_DAY,
+                n_estimators: int = model.N_ESTIMATORS) -> tuple[model.Scored, TableRows]:
+    """Score every request of the case (see `detect`), the features staying in the case's step table: what comes
+    into memory is a bounded training sample, a chunk of rows at a time and a few numbers per request."""
+    from forensics.detect.features import features_step
+
+    if model_path is not None:
+        det = model.load(model_path)
+        intervals = [(model.utc(a).to_pydatetime(), model.utc(b).to_pydatetime()) for a, b in det.card.train_intervals]
+        excluded = excluded_requests(case) if det.card.excluded_requests else []
+        rows = TableRows(case, case.run(features_step(), feature_params(intervals, excluded)))
+        scores, flagged = model.score_rows(det, rows)
+        scored = model.Scored(det, scores, flagged)
+    else:
+        plan = TrainingPlan([window]) if window is not None else training_plan(case)
+        rows = TableRows(case, case.run(features_step(), feature_params(plan.train, plan.excluded)))
+        scored = model.fit_score(rows, plan.train, alerts_per_day, n_estimators, plan.held_back, plan.note,
+                                 set(plan.excluded))
+    if save_path is not None:
+        model.save(scored.detector, save_path)
+    return scored, rows
+
+
+def feature_params(baseline: Intervals, excluded) -> list:
+    return [[s for s, _ in baseline], [e for _, e in baseline], list(excluded)]
+
+
 def detect(case: Case, model_path: Path | None = None, save_path: Path | None = None,
            window: tuple[datetime, datetime] | None = None, alerts_per_day: float = model.ALERTS_PER_DAY,
            n_estimators: int = model.N_ESTIMATORS) -> tuple[pd.DataFrame, model.Detector, pd.DataFrame]:
     """Scores for every request of the case, the detector used, and the feature frame. `window`: train on every
     request in [start, end) instead (the analyst's choice: nothing left out, nothing held back)."""
-    if model_path is not None:
-        det = model.load(model_path)
-        intervals = [(model.utc(a).to_pydatetime(), model.utc(b).to_pydatetime()) for a, b in det.card.train_intervals]
-        excluded = excluded_requests(case) if det.card.excluded_requests else []
-        frame = build_features(case, intervals, excluded)
-    else:
-        plan = TrainingPlan([window]) if window is not None else training_plan(case)
-        frame = build_features(case, plan.train, plan.excluded)
-        det = model.train(frame, plan.train, alerts_per_day, n_estimators, plan.held_back, plan.note,
-                          set(plan.excluded))
-    if save_path is not None:
-        model.save(det, save_path)
-    return model.score_frame(det, frame), det, frame
+    scored, rows = detect_rows(case, model_path, save_path, window, alerts_per_day, n_estimators)
+    frame = rows.frame()
+    scores = pd.DataFrame({"request_id": frame["request_id"].to_numpy(), "score": np.round(scored.scores, 6),
+                           "flagged": scored.flagged,
+                           "reasons": model.explain_rows(scored.detector, rows, scored.flagged)})
+    return scores, scored.detector, frame
