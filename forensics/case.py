@@ -25,7 +25,7 @@ from forensics.schema import MONEY, SCHEMA_SQL, SCHEMA_VERSION, META_TABLE, tabl
 # lines that was 2 GB more than on one of 1 M. Under this limit a file-backed case spills to disk instead (the
 # temp_directory below), so a run's memory stays flat however large the case grows; ingest sets its own
 # (ingest.INGEST_MEMORY_LIMIT). An in-memory case keeps DuckDB's default: it has nowhere to spill its tables.
-CASE_MEMORY_LIMIT = os.environ.get("FORENSICS_MEMORY_LIMIT", "512MB")
+CASE_MEMORY_LIMIT = "512MB"
 
 
 class NotACase(ValueError):

@@ -116,38 +116,42 @@ def _blocks(first: datetime, last: datetime, block: timedelta) -> list[tuple[int
 
 def training_plan(case: Case) -> TrainingPlan:
     """The intervals to train on and those to hold back, the requests to leave out; a note when quiet data was
-    scarce."""
-    rows = case.execute("SELECT request_id, start_time FROM llm_requests WHERE start_time IS NOT NULL "
-                        "ORDER BY start_time, request_id").df()
-    if len(rows) < model.MIN_TRAIN_REQUESTS:
-        raise ValueError(f"{len(rows)} LLM requests with a start time in the case: nothing to score")
+    scarce. Counted in SQL: no list of the case's requests comes into memory."""
+    timed = "FROM llm_requests WHERE start_time IS NOT NULL"
+    total, first, last = case.execute(f"SELECT count(*), min(start_time), max(start_time) {timed}").fetchone()
+    if total < model.MIN_TRAIN_REQUESTS:
+        raise ValueError(f"{total} LLM requests with a start time in the case: nothing to score")
     excluded = excluded_requests(case)
-    times = rows["start_time"].to_numpy()
-    quiet = ~rows["request_id"].isin(set(excluded)).to_numpy()
-    first, last = pd.Timestamp(times[0]).to_pydatetime(), pd.Timestamp(times[-1]).to_pydatetime()
+    quiet = f"{timed} AND request_id NOT IN (SELECT unnest(?::VARCHAR[]))"
+
+    def quiet_in(intervals: Intervals) -> int:
+        (count,) = case.execute(f"""SELECT count(*) {quiet} AND EXISTS (
+            SELECT 1 FROM (SELECT unnest(?::TIMESTAMP[]) AS s, unnest(?::TIMESTAMP[]) AS e) w
+            WHERE start_time >= w.s AND start_time < w.e)""",
+            [excluded, [a for a, _ in intervals], [b for _, b in intervals]]).fetchone()
+        return int(count)
+
     whole = [(first, last + TICK)]
-    n = int(quiet.sum())
+    (n,) = case.execute(f"SELECT count(*) {quiet}", [excluded]).fetchone()
     what = f"only {n} quiet requests (outside the incidents and their addresses)"
     if n < MIN_FALLBACK and not excluded:
         return TrainingPlan(whole, [], [], f"only {n} requests in the case: learnt from all of them, the threshold "
                                            "is a rough guide")
     if n < MIN_FALLBACK:
-        k = min(len(times), max(MIN_QUIET, len(times) // 4))
-        end = pd.Timestamp(times[k - 1]).to_pydatetime() + TICK
-        return TrainingPlan([(first, end)], [], [], f"{what}: learnt from the case's first {k} requests, incidents "
-                                                    "included (what they share with the incidents is not flagged)")
+        k = min(total, max(MIN_QUIET, total // 4))
+        (kth,) = case.execute(f"SELECT start_time {timed} ORDER BY start_time, request_id LIMIT 1 OFFSET {k - 1}"
+                              ).fetchone()
+        return TrainingPlan([(first, kth + TICK)], [], [], f"{what}: learnt from the case's first {k} requests, "
+                                                          "incidents included (what they share with the incidents "
+                                                          "is not flagged)")
     if n < MIN_QUIET:
         return TrainingPlan(whole, [], excluded, f"{what}: learnt from those, none held back to check the alert rate")
     span = last - first
     block = block_length(span)
     pieces = _blocks(first, last, block)
-    held_mask = np.zeros(len(times), dtype=bool)
-    for k, a, b in pieces:
-        if k % HOLD_BACK_EVERY == HOLD_BACK_AT:
-            held_mask |= (times >= np.datetime64(a)) & (times < np.datetime64(b))
-    if (quiet & ~held_mask).sum() >= MIN_QUIET and (quiet & held_mask).sum() >= MIN_HELD_BACK:
-        kept = _merge([(a, b) for k, a, b in pieces if k % HOLD_BACK_EVERY != HOLD_BACK_AT])
-        held = _merge([(a, b) for k, a, b in pieces if k % HOLD_BACK_EVERY == HOLD_BACK_AT])
+    kept = _merge([(a, b) for k, a, b in pieces if k % HOLD_BACK_EVERY != HOLD_BACK_AT])
+    held = _merge([(a, b) for k, a, b in pieces if k % HOLD_BACK_EVERY == HOLD_BACK_AT])
+    if held and quiet_in(kept) >= MIN_QUIET and quiet_in(held) >= MIN_HELD_BACK:
         return TrainingPlan(kept, held, excluded)
     return TrainingPlan(whole, [], excluded, f"{n} quiet requests: too few to hold any back to check the alert rate")
 
