@@ -170,8 +170,6 @@ class TableRows:
     """The feature rows of a case as the step table detector_features (in its order: start time, request id), read
     a chunk at a time (model.FrameRows has the same methods over a frame in memory)."""
 
-    CHUNK_VECTORS = model.CHUNK_ROWS // 2048 + 1      # DuckDB hands a result over in vectors of 2,048 rows
-
     def __init__(self, case: Case, table: str):
         self.case, self.table = case, table
         (self.n,) = case.execute(f"SELECT count(*) FROM {table}").fetchone()
@@ -181,7 +179,8 @@ class TableRows:
 
     def chunks(self):
         result = self.case.execute(f"SELECT * FROM {self.table} ORDER BY rowid")
-        while len(chunk := result.fetch_df_chunk(self.CHUNK_VECTORS)):
+        vectors = model.CHUNK_ROWS // 2048 + 1           # DuckDB hands a result over in vectors of 2,048 rows
+        while len(chunk := result.fetch_df_chunk(vectors)):
             yield chunk
 
     def frame(self) -> pd.DataFrame:
