@@ -139,7 +139,8 @@ def run_report(folder: Path, detector: bool) -> dict:
         elif into is not None and (m := TIMED.match(line)):
             name = "ingest: " + m[2].split(" ", 1)[0] if m[2].startswith("loading ") else m[2]
             into[name] = into.get(name, 0.0) + float(m[1])      # the files of a size: one row, "ingest: loading"
-    return {"exit": code, "wall": wall, "rss_gb": usage.ru_maxrss * 1024 / 1e9, "phases": phases, "steps": steps,
+    return {"exit": code, "wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_gb": usage.ru_maxrss * 1024 / 1e9,
+            "phases": phases, "steps": steps,
             "error": "" if code in (0, 1) else err.strip().splitlines()[-1:]}
 
 
@@ -156,17 +157,20 @@ def main() -> None:
         folder = generate(n)
         print(f"{n:g} M nginx lines + {n / 10:g} M payloads: generated in {time.perf_counter() - t:.1f} s "
               f"({sum(p.stat().st_size for p in folder.rglob('*') if p.is_file()) / 1e9:.2f} GB)", flush=True)
+        load_before = os.getloadavg()[0]
         r = run_report(folder, not args.no_detector)
+        r["load"] = (load_before, os.getloadavg()[0])
         results.append((n, r))
-        print(f"  report: exit {r['exit']}, {r['wall']:.1f} s wall, peak RSS {r['rss_gb']:.2f} GB {r['error'] or ''}",
+        print(f"  report: exit {r['exit']}, {r['wall']:.1f} s wall, {r['cpu']:.1f} s CPU, peak RSS {r['rss_gb']:.2f} GB, "
+              f"load average {r['load'][0]:.1f} before, {r['load'][1]:.1f} after {r['error'] or ''}",
               flush=True)
         if not args.keep:
             shutil.rmtree(folder)
     base_n, base = results[0]
-    print("\n| nginx lines + payloads | wall s | peak RSS GB | wall / smallest | RSS / smallest |")
-    print("|---|---|---|---|---|")
+    print("\n| nginx lines + payloads | wall s | CPU s | peak RSS GB | wall / smallest | RSS / smallest |")
+    print("|---|---|---|---|---|---|")
     for n, r in results:
-        print(f"| {n:g} M + {n / 10:g} M | {r['wall']:.1f} | {r['rss_gb']:.2f} | {r['wall'] / base['wall']:.2f}x "
+        print(f"| {n:g} M + {n / 10:g} M | {r['wall']:.1f} | {r['cpu']:.1f} | {r['rss_gb']:.2f} | {r['wall'] / base['wall']:.2f}x "
               f"| {r['rss_gb'] / base['rss_gb']:.2f}x |")
     names = list(dict.fromkeys(k for _, r in results for k in r["phases"]))
     print("\n| phase | " + " | ".join(f"{n:g} M" for n, _ in results) + " |")

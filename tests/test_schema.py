@@ -2,6 +2,10 @@
 log family, which declares it in its package's TABLES."""
 from __future__ import annotations
 
+import os
+
+import duckdb
+
 from forensics import case as case_db
 from forensics import sources
 from forensics.schema import CASE_OWN_TABLES, CASE_TABLES, FAMILY_TABLES, SCHEMA_SQL, TABLE_DDL
@@ -45,3 +49,27 @@ def test_the_schema_creates_exactly_the_case_tables(tmp_path):
     finally:
         con.close()
     assert made == list(CASE_TABLES)
+
+
+def test_a_case_database_spills_past_its_memory_limit(tmp_path, sample_case_copy):
+    """Issue #19: DuckDB's buffer pool grows to 80 % of RAM by default and kept 2 GB more at 10 M lines than at
+    1 M: a case file is opened under CASE_MEMORY_LIMIT and spills past it; read-only, into a folder of this
+    process's own (not beside the case, which may sit on read-only media)."""
+    from forensics import case as case_db
+
+    def limit(con):
+        (text,) = con.execute("SELECT current_setting('memory_limit')").fetchone()
+        return text
+
+    con = case_db.connect(tmp_path / "new.duckdb")
+    probe = duckdb.connect()
+    probe.execute(f"SET memory_limit = '{case_db.CASE_MEMORY_LIMIT}'")
+    (want,) = probe.execute("SELECT current_setting('memory_limit')").fetchone()
+    assert limit(con) == want
+    con.close()
+    ro = case_db.connect(sample_case_copy, read_only=True)
+    assert limit(ro) == want
+    (spill,) = ro.execute("SELECT current_setting('temp_directory')").fetchone()
+    assert not spill.startswith(str(sample_case_copy)) and str(os.getpid()) in spill
+    ro.close()
+    assert limit(case_db.connect(":memory:")) != want          # an in-memory case has nowhere to spill

@@ -168,56 +168,162 @@ def days(intervals) -> float:
     return max(sum((pd.Timestamp(b) - pd.Timestamp(a)).total_seconds() for a, b in intervals) / 86400, 1 / 24)
 
 
+MAX_TRAIN_ROWS = 200_000             # training rows the forests and the card's statistics learn from: all of them up
+                                    # to this, else a deterministic sample of this many (those whose request id's
+                                    # md5 comes first): a forest sees SUBSAMPLE rows per tree, and medians and
+                                    # percentiles have long settled; the maxima and the threshold still come from
+                                    # every training row
+CHUNK_ROWS = 100_000                 # rows scored at a time: memory stays flat however many requests the case has
+
+
+class FrameRows:
+    """The rows to train on and score, from a feature frame in memory (build_features). `detect` on a case reads
+    them from a DuckDB table instead (run.TableRows), chunk by chunk: both give the same numbers."""
+
+    def __init__(self, frame: pd.DataFrame):
+        self.frame = frame
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def chunks(self):
+        for lo in range(0, len(self.frame), CHUNK_ROWS):
+            yield self.frame.iloc[lo:lo + CHUNK_ROWS]
+
+    def training(self, intervals, excluded: set, limit: int) -> tuple[pd.DataFrame, int, dict]:
+        """(the training rows, or a deterministic sample of `limit` of them; how many there are; each feature's
+        largest value over all of them, NaN when none shows it)."""
+        base = self.frame[within(self.frame, intervals) & ~self.frame["request_id"].isin(excluded).to_numpy()]
+        n, maxima = len(base), {c: base[c].max() for c in FEATURES}
+        if n > limit:      # the `limit` rows whose request id's md5 comes first (TableRows takes the same rows)
+            digests = np.array([hashlib.md5(str(r).encode()).hexdigest() for r in base["request_id"]])
+            base = base.iloc[np.sort(np.argsort(digests, kind="stable")[:limit])]
+        return base, n, maxima
+
+    def rows(self, index: np.ndarray) -> pd.DataFrame:
+        return self.frame.iloc[index]
+
+
+@dataclass
+class Scored:
+    """A detector and what it says of every row (in the rows' order)."""
+    detector: Detector
+    scores: np.ndarray
+    flagged: np.ndarray
+
+
 def train(frame: pd.DataFrame, intervals: Intervals, alerts_per_day: float = ALERTS_PER_DAY,
           n_estimators: int = N_ESTIMATORS, held_back: Intervals = (), note: str = "",
           excluded: set = frozenset()) -> Detector:
     """Fit on requests starting in the training intervals (but those `excluded`); the threshold lets through at
     most `alerts_per_day` there; the card also counts the alerts a day on the `held_back` intervals."""
-    kept = ~frame["request_id"].isin(excluded).to_numpy()
-    base = frame[within(frame, intervals) & kept]
-    if len(base) < MIN_TRAIN_REQUESTS:
+    return fit_score(FrameRows(frame), intervals, alerts_per_day, n_estimators, held_back, note, excluded).detector
+
+
+def _ceiling_of(top: float, q99: float) -> float:
+    return float(2 * top - q99)
+
+
+def fit_score(rows, intervals: Intervals, alerts_per_day: float = ALERTS_PER_DAY,
+              n_estimators: int = N_ESTIMATORS, held_back: Intervals = (), note: str = "",
+              excluded: set = frozenset(), sample: int | None = None) -> Scored:
+    """Train on `rows` (FrameRows, run.TableRows) and score every one of them, a chunk at a time.
+
+    The forests and the card's medians, spreads and percentiles learn from the training rows (at most `sample` of
+    them, a deterministic sample past that); every training row is scored for the scales and the threshold, once:
+    the same scores then serve every row's score."""
+    base, n_train, maxima = rows.training(intervals, excluded, MAX_TRAIN_ROWS if sample is None else sample)
+    if n_train < MIN_TRAIN_REQUESTS:
         first, last = iso(intervals[0][0]) if intervals else "-", iso(intervals[-1][1]) if intervals else "-"
-        raise ValueError(f"only {len(base)} requests in the training intervals {first} .. {last}: too few to learn "
+        raise ValueError(f"only {n_train} requests in the training intervals {first} .. {last}: too few to learn "
                          "from")
     x = _transform(base)
+    # the largest transformed value is the transformed largest value (the transform never decreases)
+    top = _transform(pd.DataFrame([{c: np.nan if pd.isna(v) else float(v) for c, v in maxima.items()}]))
     # a feature the training rows never show (max_tokens in spend logs without request bodies): no ceiling; else the
     # largest value plus the stretch of the top percent above the 99th: a new request a little past the largest of a
     # long tail (a short training time's few hundred ratios) is the tail going on, not news
-    ceilings = {c: float(2 * x[c].max() - x[c].quantile(0.99)) if x[c].notna().any() else None for c in FEATURES}
+    ceilings = {c: _ceiling_of(top[c].iloc[0], x[c].quantile(0.99)) if x[c].notna().any() else None
+                for c in FEATURES}
     for c in RISES:        # a few of the key's own spreads above its profile is ordinary, however short the training
         ceilings[c] = None if ceilings[c] is None else max(ceilings[c], RISE_FLOOR)
     ranges = {c: float(max(np.nan_to_num(x[c].quantile(0.99) - x[c].quantile(0.01)), RANGE_FLOOR)) for c in FEATURES}
-    forests, scales, scaled = {}, {}, []
+    forests = {}
     no = rejected(x)
     fit = x[~no] if (~no).sum() >= MIN_TRAIN_REQUESTS else x      # the forests learn the requests that were served
     for view, features in VIEWS.items():
         forests[view] = IsolationForest(n_estimators=n_estimators, max_samples=max(2, min(SUBSAMPLE, len(fit) // 2)),
                                         random_state=SEED, n_jobs=-1).fit(_matrix(fit, features))
-        raw = -score_samples(forests[view], _matrix(x, features))     # scored once: scale and threshold from it
-        scales[view] = float(np.quantile(raw[~no] if len(fit) < len(x) else raw, SCALE_QUANTILE))
-        scaled.append(raw / scales[view])
-    train_scores = np.where(no, 0.0, np.max(np.vstack(scaled), axis=0))   # beyond is 0 on training rows
-    scores = np.sort(train_scores)[::-1]
-    # the budget a day, but never more than MAX_ALERT_SHARE of the requests: a quiet proxy (a hundred requests a day)
-    # would otherwise spend it on a percent of its ordinary traffic
-    allowed = int(np.floor(min(alerts_per_day * days(intervals), MAX_ALERT_SHARE * len(base))))
-    threshold = float(scores[allowed]) if allowed < len(scores) else float(scores[-1])
-    digest = hashlib.sha256(pd.util.hash_pandas_object(base[["request_id"]], index=False).to_numpy().tobytes())
     card = Card(list(FEATURES), iso(intervals[0][0]), iso(intervals[-1][1]),
                 [[iso(a), iso(b)] for a, b in intervals], [[iso(a), iso(b)] for a, b in held_back], note,
-                len(base), 0, len(excluded), digest.hexdigest(), threshold, alerts_per_day,
-                float((train_scores > threshold).sum() / days(intervals)), None,
+                n_train, 0, len(excluded), "", 0.0, alerts_per_day, 0.0, None,
                 {p: version(p) for p in ("scikit-learn", "numpy", "pandas", "duckdb")},
                 {c: float(np.nan_to_num(x[c].median())) for c in FEATURES},      # over the rows that show it
                 {c: float(max(np.nan_to_num((x[c] - x[c].median()).abs().median()), 1e-3)) for c in FEATURES},
-                {v: list(f) for v, f in VIEWS.items()}, scales,
-                ceilings, ranges)
+                {v: list(f) for v, f in VIEWS.items()}, {v: 1.0 for v in VIEWS}, ceilings, ranges)
     det = Detector(forests, card)
-    held = frame[within(frame, held_back) & kept] if len(held_back) else frame.iloc[0:0]
-    if len(held):
-        card.heldout_requests = len(held)
-        card.heldout_alerts_per_day = float(det.flag(_transform(held)).sum() / days(held_back))
-    return det
+    raw, beyond, no, trained, held, digest = _score_rows(det, rows, intervals, held_back, excluded)
+    served = trained & ~no
+    for view in VIEWS:    # each view over its baseline 99th percentile (of the served requests, when some were not)
+        scale = raw[view][served] if served.sum() >= MIN_TRAIN_REQUESTS and served.sum() < trained.sum() \
+            else raw[view][trained]
+        card.scales[view] = float(np.quantile(scale, SCALE_QUANTILE))
+    views = np.where(no, 0.0, np.max(np.vstack([raw[v] / card.scales[v] for v in VIEWS]), axis=0))
+    del raw
+    scores = np.sort(views[trained])[::-1]                       # beyond is 0 on training rows
+    # the budget a day, but never more than MAX_ALERT_SHARE of the requests: a quiet proxy (a hundred requests a day)
+    # would otherwise spend it on a percent of its ordinary traffic
+    allowed = int(np.floor(min(alerts_per_day * days(intervals), MAX_ALERT_SHARE * n_train)))
+    card.threshold = threshold = float(scores[allowed]) if allowed < len(scores) else float(scores[-1])
+    card.train_alerts_per_day = float((scores > threshold).sum() / days(intervals))
+    card.data_sha256 = digest.hexdigest()
+    total = views + beyond
+    flagged = total > threshold
+    if held.any():
+        card.heldout_requests = int(held.sum())
+        card.heldout_alerts_per_day = float(flagged[held].sum() / days(held_back))
+    return Scored(det, total, flagged)
+
+
+def _score_rows(det: Detector, rows, intervals: Intervals, held_back: Intervals, excluded: set):
+    """Each view's raw score, how far past the training range, rejected, in training, held back, and the sha256 of
+    the training rows' ids: for every row, a chunk at a time."""
+    raw = {v: [] for v in det.forests}
+    beyond, no, trained, held = [], [], [], []
+    digest = hashlib.sha256()
+    for chunk in rows.chunks():
+        x = _transform(chunk)
+        for view, forest in det.forests.items():
+            raw[view].append(-score_samples(forest, _matrix(x, det.card.views[view])))
+        beyond.append(det.beyond(x))
+        no.append(rejected(x))
+        kept = ~chunk["request_id"].isin(excluded).to_numpy()
+        trained.append(within(chunk, intervals) & kept)
+        held.append((within(chunk, held_back) & kept) if len(held_back) else np.zeros(len(chunk), dtype=bool))
+        digest.update(pd.util.hash_pandas_object(chunk.loc[trained[-1], ["request_id"]], index=False)
+                      .to_numpy().tobytes())
+    join = lambda parts, dtype: np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)  # noqa: E731
+    return ({v: join(r, float) for v, r in raw.items()}, join(beyond, float), join(no, bool), join(trained, bool),
+            join(held, bool), digest)
+
+
+def score_rows(det: Detector, rows) -> tuple[np.ndarray, np.ndarray]:
+    """A trained (or loaded) detector's scores and flags for every row, a chunk at a time."""
+    scores = [det.score(_transform(chunk)) for chunk in rows.chunks()]
+    scores = np.concatenate(scores) if scores else np.zeros(0)
+    return scores, scores > det.card.threshold
+
+
+def explain_rows(det: Detector, rows, flagged: np.ndarray) -> np.ndarray:
+    """The reasons of the flagged rows ('' for the others), reading only those rows."""
+    from forensics.detect.explain import reasons
+
+    out = np.full(len(flagged), "", dtype=object)
+    index = np.flatnonzero(flagged)
+    if len(index):
+        frame = rows.rows(index)
+        out[index] = reasons(det.card, frame, _transform(frame), np.ones(len(frame), dtype=bool))
+    return out
 
 
 def score_frame(det: Detector, frame: pd.DataFrame) -> pd.DataFrame:

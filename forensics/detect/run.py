@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from forensics.detect import model
-from forensics.detect.features import Intervals, build_features
+from forensics.detect.features import Intervals
 
 if TYPE_CHECKING:
     from forensics.api import Case
@@ -116,38 +116,42 @@ def _blocks(first: datetime, last: datetime, block: timedelta) -> list[tuple[int
 
 def training_plan(case: Case) -> TrainingPlan:
     """The intervals to train on and those to hold back, the requests to leave out; a note when quiet data was
-    scarce."""
-    rows = case.execute("SELECT request_id, start_time FROM llm_requests WHERE start_time IS NOT NULL "
-                        "ORDER BY start_time, request_id").df()
-    if len(rows) < model.MIN_TRAIN_REQUESTS:
-        raise ValueError(f"{len(rows)} LLM requests with a start time in the case: nothing to score")
+    scarce. Counted in SQL: no list of the case's requests comes into memory."""
+    timed = "FROM llm_requests WHERE start_time IS NOT NULL"
+    total, first, last = case.execute(f"SELECT count(*), min(start_time), max(start_time) {timed}").fetchone()
+    if total < model.MIN_TRAIN_REQUESTS:
+        raise ValueError(f"{total} LLM requests with a start time in the case: nothing to score")
     excluded = excluded_requests(case)
-    times = rows["start_time"].to_numpy()
-    quiet = ~rows["request_id"].isin(set(excluded)).to_numpy()
-    first, last = pd.Timestamp(times[0]).to_pydatetime(), pd.Timestamp(times[-1]).to_pydatetime()
+    quiet = f"{timed} AND request_id NOT IN (SELECT unnest(?::VARCHAR[]))"
+
+    def quiet_in(intervals: Intervals) -> int:
+        (count,) = case.execute(f"""SELECT count(*) {quiet} AND EXISTS (
+            SELECT 1 FROM (SELECT unnest(?::TIMESTAMP[]) AS s, unnest(?::TIMESTAMP[]) AS e) w
+            WHERE start_time >= w.s AND start_time < w.e)""",
+            [excluded, [a for a, _ in intervals], [b for _, b in intervals]]).fetchone()
+        return int(count)
+
     whole = [(first, last + TICK)]
-    n = int(quiet.sum())
+    (n,) = case.execute(f"SELECT count(*) {quiet}", [excluded]).fetchone()
     what = f"only {n} quiet requests (outside the incidents and their addresses)"
     if n < MIN_FALLBACK and not excluded:
         return TrainingPlan(whole, [], [], f"only {n} requests in the case: learnt from all of them, the threshold "
                                            "is a rough guide")
     if n < MIN_FALLBACK:
-        k = min(len(times), max(MIN_QUIET, len(times) // 4))
-        end = pd.Timestamp(times[k - 1]).to_pydatetime() + TICK
-        return TrainingPlan([(first, end)], [], [], f"{what}: learnt from the case's first {k} requests, incidents "
-                                                    "included (what they share with the incidents is not flagged)")
+        k = min(total, max(MIN_QUIET, total // 4))
+        (kth,) = case.execute(f"SELECT start_time {timed} ORDER BY start_time, request_id LIMIT 1 OFFSET {k - 1}"
+                              ).fetchone()
+        return TrainingPlan([(first, kth + TICK)], [], [], f"{what}: learnt from the case's first {k} requests, "
+                                                          "incidents included (what they share with the incidents "
+                                                          "is not flagged)")
     if n < MIN_QUIET:
         return TrainingPlan(whole, [], excluded, f"{what}: learnt from those, none held back to check the alert rate")
     span = last - first
     block = block_length(span)
     pieces = _blocks(first, last, block)
-    held_mask = np.zeros(len(times), dtype=bool)
-    for k, a, b in pieces:
-        if k % HOLD_BACK_EVERY == HOLD_BACK_AT:
-            held_mask |= (times >= np.datetime64(a)) & (times < np.datetime64(b))
-    if (quiet & ~held_mask).sum() >= MIN_QUIET and (quiet & held_mask).sum() >= MIN_HELD_BACK:
-        kept = _merge([(a, b) for k, a, b in pieces if k % HOLD_BACK_EVERY != HOLD_BACK_AT])
-        held = _merge([(a, b) for k, a, b in pieces if k % HOLD_BACK_EVERY == HOLD_BACK_AT])
+    kept = _merge([(a, b) for k, a, b in pieces if k % HOLD_BACK_EVERY != HOLD_BACK_AT])
+    held = _merge([(a, b) for k, a, b in pieces if k % HOLD_BACK_EVERY == HOLD_BACK_AT])
+    if held and quiet_in(kept) >= MIN_QUIET and quiet_in(held) >= MIN_HELD_BACK:
         return TrainingPlan(kept, held, excluded)
     return TrainingPlan(whole, [], excluded, f"{n} quiet requests: too few to hold any back to check the alert rate")
 
@@ -162,21 +166,82 @@ def _merge(intervals: Intervals) -> Intervals:
     return out
 
 
+class TableRows:
+    """The feature rows of a case as the step table detector_features (in its order: start time, request id), read
+    a chunk at a time (model.FrameRows has the same methods over a frame in memory)."""
+
+    def __init__(self, case: Case, table: str):
+        self.case, self.table = case, table
+        (self.n,) = case.execute(f"SELECT count(*) FROM {table}").fetchone()
+
+    def __len__(self) -> int:
+        return int(self.n)
+
+    def chunks(self):
+        result = self.case.execute(f"SELECT * FROM {self.table} ORDER BY rowid")
+        vectors = model.CHUNK_ROWS // 2048 + 1           # DuckDB hands a result over in vectors of 2,048 rows
+        while len(chunk := result.fetch_df_chunk(vectors)):
+            yield chunk
+
+    def frame(self) -> pd.DataFrame:
+        return self.case.execute(f"SELECT * FROM {self.table} ORDER BY rowid").df()
+
+    def training(self, intervals: Intervals, excluded: set, limit: int) -> tuple[pd.DataFrame, int, dict]:
+        """As model.FrameRows.training, in SQL: only the sample comes into memory."""
+        from forensics.detect.features import FEATURES
+
+        base = f"""(SELECT rowid AS _row, * FROM {self.table} t
+                   WHERE EXISTS (SELECT 1 FROM (SELECT unnest(?::TIMESTAMP[]) AS s, unnest(?::TIMESTAMP[]) AS e) w
+                                 WHERE t.start_time >= w.s AND t.start_time < w.e)
+                     AND request_id NOT IN (SELECT unnest(?::VARCHAR[])))"""
+        params = [[a for a, _ in intervals], [b for _, b in intervals], sorted(excluded)]
+        n, *tops = self.case.execute(f"SELECT count(*), {', '.join(f'max({c})' for c in FEATURES)} FROM {base}",
+                                     params).fetchone()
+        sample = f"(SELECT * FROM {base} ORDER BY md5(request_id) LIMIT {int(limit)})" if n > limit else base
+        rows = self.case.execute(f"SELECT * EXCLUDE (_row) FROM {sample} ORDER BY _row", params).df()
+        return rows, int(n), dict(zip(FEATURES, tops))
+
+    def rows(self, index: np.ndarray) -> pd.DataFrame:
+        return self.case.execute(f"SELECT * FROM {self.table} WHERE rowid IN (SELECT unnest(?::BIGINT[])) "
+                                 "ORDER BY rowid", [[int(i) for i in index]]).df()
+
+
+def detect_rows(case: Case, model_path: Path | None = None, save_path: Path | None = None,
+                window: tuple[datetime, datetime] | None = None, alerts_per_day: float = model.ALERTS_PER_DAY,
+                n_estimators: int = model.N_ESTIMATORS) -> tuple[model.Scored, TableRows]:
+    """Score every request of the case (see `detect`), the features staying in the case's step table: what comes
+    into memory is a bounded training sample, a chunk of rows at a time and a few numbers per request."""
+    from forensics.detect.features import features_step
+
+    if model_path is not None:
+        det = model.load(model_path)
+        intervals = [(model.utc(a).to_pydatetime(), model.utc(b).to_pydatetime()) for a, b in det.card.train_intervals]
+        excluded = excluded_requests(case) if det.card.excluded_requests else []
+        rows = TableRows(case, case.run(features_step(), feature_params(intervals, excluded)))
+        scores, flagged = model.score_rows(det, rows)
+        scored = model.Scored(det, scores, flagged)
+    else:
+        plan = TrainingPlan([window]) if window is not None else training_plan(case)
+        rows = TableRows(case, case.run(features_step(), feature_params(plan.train, plan.excluded)))
+        scored = model.fit_score(rows, plan.train, alerts_per_day, n_estimators, plan.held_back, plan.note,
+                                 set(plan.excluded))
+    if save_path is not None:
+        model.save(scored.detector, save_path)
+    return scored, rows
+
+
+def feature_params(baseline: Intervals, excluded) -> list:
+    return [[s for s, _ in baseline], [e for _, e in baseline], list(excluded)]
+
+
 def detect(case: Case, model_path: Path | None = None, save_path: Path | None = None,
            window: tuple[datetime, datetime] | None = None, alerts_per_day: float = model.ALERTS_PER_DAY,
            n_estimators: int = model.N_ESTIMATORS) -> tuple[pd.DataFrame, model.Detector, pd.DataFrame]:
     """Scores for every request of the case, the detector used, and the feature frame. `window`: train on every
     request in [start, end) instead (the analyst's choice: nothing left out, nothing held back)."""
-    if model_path is not None:
-        det = model.load(model_path)
-        intervals = [(model.utc(a).to_pydatetime(), model.utc(b).to_pydatetime()) for a, b in det.card.train_intervals]
-        excluded = excluded_requests(case) if det.card.excluded_requests else []
-        frame = build_features(case, intervals, excluded)
-    else:
-        plan = TrainingPlan([window]) if window is not None else training_plan(case)
-        frame = build_features(case, plan.train, plan.excluded)
-        det = model.train(frame, plan.train, alerts_per_day, n_estimators, plan.held_back, plan.note,
-                          set(plan.excluded))
-    if save_path is not None:
-        model.save(det, save_path)
-    return model.score_frame(det, frame), det, frame
+    scored, rows = detect_rows(case, model_path, save_path, window, alerts_per_day, n_estimators)
+    frame = rows.frame()
+    scores = pd.DataFrame({"request_id": frame["request_id"].to_numpy(), "score": np.round(scored.scores, 6),
+                           "flagged": scored.flagged,
+                           "reasons": model.explain_rows(scored.detector, rows, scored.flagged)})
+    return scores, scored.detector, frame

@@ -155,3 +155,38 @@ def test_the_threshold_never_flags_more_than_a_share_of_the_training_requests(sc
     alerts = loose.card.train_alerts_per_day * model.days(intervals)
     assert 0 < round(alerts) <= model.MAX_ALERT_SHARE * loose.card.train_requests
     assert loose.card.train_alerts_per_day < 1000 / 10
+
+
+def test_a_large_case_trains_on_a_bounded_sample_and_scores_in_chunks(sample_case, scored, monkeypatch):
+    """Issue #19: past MAX_TRAIN_ROWS training rows the forests and the card's percentiles learn from a fixed sample
+    (the rows whose request id's md5 comes first), read from the features' step table alone; every row is still
+    scored, a chunk at a time, and the threshold still set over every training row. The frame in memory and the
+    step table give the same numbers."""
+    from forensics.detect import run
+
+    con, _ = sample_case
+    _, full, _ = scored
+    monkeypatch.setattr(model, "MAX_TRAIN_ROWS", 2_000)
+    monkeypatch.setattr(model, "CHUNK_ROWS", 3_000)
+    fitted = []
+    real_fit = model.IsolationForest.fit
+    monkeypatch.setattr(model.IsolationForest, "fit", lambda self, x, *a, **k: fitted.append(len(x)) or
+                        real_fit(self, x, *a, **k))
+    chunks = []
+    real_chunks = run.TableRows.chunks
+    monkeypatch.setattr(run.TableRows, "chunks", lambda self: (chunks.append(len(c)) or c for c in real_chunks(self)))
+
+    scored_rows, rows = run.detect_rows(con)
+    card = scored_rows.detector.card
+    assert card.train_requests == full.card.train_requests > 2_000        # counted over every training row
+    assert fitted and max(fitted) <= 2_000
+    assert len(chunks) >= 2 and max(chunks) <= 3_000 + 2048 and sum(chunks) == len(rows) == len(scored_rows.scores)
+    # the sample is the one the md5 of the ids names, whichever side reads it
+    plan = run.training_plan(con)
+    frame = build_features(con, plan.train, plan.excluded)
+    in_memory = model.fit_score(model.FrameRows(frame), plan.train, held_back=plan.held_back, note=plan.note,
+                                excluded=set(plan.excluded))
+    assert in_memory.detector.card.threshold == card.threshold
+    np.testing.assert_allclose(in_memory.scores, scored_rows.scores, rtol=0, atol=1e-9)
+    # and it still catches the open proxy with few false alerts on the quiet time it never saw
+    assert card.heldout_alerts_per_day <= 2 * max(full.card.heldout_alerts_per_day, 1.0)

@@ -302,21 +302,21 @@ def test_export_that_fails_half_way_leaves_no_bundle(tiny_case, tmp_path, capsys
 
 
 def test_detect_that_fails_half_way_leaves_the_previous_scores(tiny_case, tmp_path, capsys, monkeypatch):
-    from forensics.detect import model
+    from forensics.detect import run
 
-    real = model.score_frame
+    real = run.detect
 
     class Bomb:                                # a reason whose text cannot be written: the disk filled up here
         def __str__(self):
             raise OSError(28, "No space left on device")
 
-    def score_frame(det, frame):
-        scores = real(det, frame)
+    def detect(*args, **kwargs):
+        scores, det, frame = real(*args, **kwargs)
         scores["reasons"] = scores["reasons"].astype(object)
         scores.loc[scores.index[len(scores) // 2], "reasons"] = Bomb()
-        return scores
+        return scores, det, frame
 
-    monkeypatch.setattr(model, "score_frame", score_frame)
+    monkeypatch.setattr(run, "detect", detect)
     out = tmp_path / "scores.csv"
     out.write_text("request_id,score,flagged,reasons\nold,0.5,False,\n")
     code, _, err = main(capsys, "detect", tiny_case, "--out", out)
