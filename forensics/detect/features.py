@@ -75,9 +75,11 @@ def features_step() -> Step:
             SELECT *, CAST(NOT {private} AS INTEGER) AS public_address,
                    log2(output_price_mtok + 0.01) AS l_price, log2(prompt_tokens + 1.0) AS l_prompt,
                    log2(max_tokens + 1.0) AS l_max,
-                   -- the key's (or the keyless group's) pace: its requests in the last 15 minutes
-                   log2(count(*) OVER (PARTITION BY grp ORDER BY t RANGE BETWEEN 900 PRECEDING AND CURRENT ROW))
-                       AS l_rate,
+                   -- the key's (or the keyless group's) pace from the request's network: its requests from
+                   -- there in the last 15 minutes (a leaked key's owner, still calling from its own servers while
+                   -- others hammer the key elsewhere, keeps its own pace)
+                   log2(count(*) OVER (PARTITION BY grp, net ORDER BY t
+                                       RANGE BETWEEN 900 PRECEDING AND CURRENT ROW)) AS l_rate,
                    EXISTS (SELECT 1 FROM (SELECT unnest(?::TIMESTAMP[]) AS s, unnest(?::TIMESTAMP[]) AS e) w
                            WHERE r.start_time >= w.s AND r.start_time < w.e)
                    AND r.request_id NOT IN (SELECT unnest(?::VARCHAR[])) AS in_baseline

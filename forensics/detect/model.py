@@ -42,6 +42,7 @@ TYPO_RETRIES = 3
 VIEWS = {"request": [c for c in FEATURES if c not in PACE and c != "auth_failure"], "key_drift": KEY_DRIFT}
 RISES = ("key_price_rise", "key_prompt_rise", "key_max_tokens_rise")    # in the key's own spreads
 RISE_FLOOR = 3.0                    # a rise this large is never past the training range (ceilings start here)
+TAIL_QUANTILE, TAIL_ROWS = 0.99, 5  # a tail's stretch: above its 99th percentile, or above its 5th largest value
 RANGE_FLOOR = 1.0                   # a feature constant in training: a step of 1 (x e on log scales) past it counts 1
 N_ESTIMATORS = 100                  # trees per view (sklearn's default; scoring 1 M training rows is most of training)
 SUBSAMPLE = 256                     # rows per tree (the isolation forest's own default): each training row sits in
@@ -137,12 +138,16 @@ def _matrix(frame: pd.DataFrame, features) -> np.ndarray:
 
 def _transform(frame: pd.DataFrame) -> pd.DataFrame:
     """Counts and sizes on a log scale so a 10x burst matters as much at 3 requests as at 300 (an address's rejected
-    keys past TYPO_RETRIES)."""
+    keys past TYPO_RETRIES); completion per prompt token as its log2: a chat's short question and long answer (a
+    ratio of 1) is as far from a retrieval job's long context and short answer (0.01) as that is from it, not a
+    hundred times further (on a linear scale every generation task is an outlier in a baseline of long prompts)."""
     out = frame.copy()
     out["ip_auth_failures_15m"] = out["ip_auth_failures_15m"].astype("float64") - TYPO_RETRIES
     for c in FEATURES:
         if c not in LINEAR:
             out[c] = np.log1p(out[c].astype("float64").clip(lower=0))
+    out["completion_per_prompt"] = np.log2((frame["completion_tokens"].astype("float64").clip(lower=0) + 1)
+                                           / (frame["prompt_tokens"].astype("float64").clip(lower=0) + 1))
     return out
 
 
@@ -163,6 +168,14 @@ def within(frame: pd.DataFrame, intervals) -> np.ndarray:
     return mask
 
 
+def stretch(values: np.ndarray) -> float:
+    """The largest value plus the stretch of the tail above its TAIL_QUANTILE (above its TAIL_ROWS-th largest
+    value when that is lower: the 99th percentile of a few hundred values is the largest one or two, no tail)."""
+    q = min(TAIL_QUANTILE, max(0.0, 1 - TAIL_ROWS / len(values)))
+    top = float(np.max(values))
+    return 2 * top - float(np.quantile(values, q))
+
+
 def days(intervals) -> float:
     """The intervals' length in days (at least an hour: a rate over minutes says little)."""
     return max(sum((pd.Timestamp(b) - pd.Timestamp(a)).total_seconds() for a, b in intervals) / 86400, 1 / 24)
@@ -181,9 +194,9 @@ def train(frame: pd.DataFrame, intervals: Intervals, alerts_per_day: float = ALE
                          "from")
     x = _transform(base)
     # a feature the training rows never show (max_tokens in spend logs without request bodies): no ceiling; else the
-    # largest value plus the stretch of the top percent above the 99th: a new request a little past the largest of a
+    # largest value plus the stretch of the tail above it (stretch): a new request a little past the largest of a
     # long tail (a short training time's few hundred ratios) is the tail going on, not news
-    ceilings = {c: float(2 * x[c].max() - x[c].quantile(0.99)) if x[c].notna().any() else None for c in FEATURES}
+    ceilings = {c: stretch(x[c].dropna().to_numpy()) if x[c].notna().any() else None for c in FEATURES}
     for c in RISES:        # a few of the key's own spreads above its profile is ordinary, however short the training
         ceilings[c] = None if ceilings[c] is None else max(ceilings[c], RISE_FLOOR)
     ranges = {c: float(max(np.nan_to_num(x[c].quantile(0.99) - x[c].quantile(0.01)), RANGE_FLOOR)) for c in FEATURES}
@@ -201,7 +214,11 @@ def train(frame: pd.DataFrame, intervals: Intervals, alerts_per_day: float = ALE
     # the budget a day, but never more than MAX_ALERT_SHARE of the requests: a quiet proxy (a hundred requests a day)
     # would otherwise spend it on a percent of its ordinary traffic
     allowed = int(np.floor(min(alerts_per_day * days(intervals), MAX_ALERT_SHARE * len(base))))
-    threshold = float(scores[allowed]) if allowed < len(scores) else float(scores[-1])
+    # a budget of less than one alert on the training time (under a day of it, or a quiet proxy's few hundred
+    # requests): not the top training score, which a few of the next requests pass by chance alone (a new request
+    # tops n others once in n + 1), but past it by the tail's own stretch, as a feature's ceiling
+    served = train_scores[~no] if (~no).any() else train_scores
+    threshold = float(scores[min(allowed, len(scores) - 1)]) if allowed else stretch(served)
     digest = hashlib.sha256(pd.util.hash_pandas_object(base[["request_id"]], index=False).to_numpy().tobytes())
     card = Card(list(FEATURES), iso(intervals[0][0]), iso(intervals[-1][1]),
                 [[iso(a), iso(b)] for a, b in intervals], [[iso(a), iso(b)] for a, b in held_back], note,
