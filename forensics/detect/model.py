@@ -4,7 +4,7 @@ save and load them with a card that says what they were trained on.
 Two views of each request, each its own forest: `request` sees every feature but the raw counts of requests in a
 window (sizes, failures, addresses and keys per hour, how it departs from its key's baseline profile); `key_drift`
 sees only that departure (model, prompt and max_tokens size, kind of address, a network or client software the key
-seldom used, its pace against its own). A leaked key used from new places with other
+seldom used, its pace from the request's network against its own). A leaked key used from new places with other
 models is ordinary traffic to the first view and stands out in the second. Each view's score is divided by its
 baseline 99th percentile, the request's score is the larger of the two, and the threshold on that lets through at
 most `alerts_per_day` on the training intervals (and at most MAX_ALERT_SHARE of their requests); the card also says
