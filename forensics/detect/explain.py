@@ -51,7 +51,10 @@ def describe(feature: str, value, median, keyless: bool = False, shown: bool = T
     if feature == "key_max_tokens_rise":
         return f"a higher max_tokens than {whose} usually ask for ({v:,.1f} of its usual spreads above its average)"
     if feature == "key_rate_rise":
-        return f"faster than {whose} usually go ({v:,.1f} of its usual spreads above its average pace)"
+        return (f"faster from this network than {whose} usually go ({v:,.1f} of its usual spreads above its "
+                "average pace)")
+    if feature == "completion_per_prompt":    # on the model's scale a log2 of the ratio
+        return f"{v:.2g} completion tokens per prompt token (usually {2 ** median:.2g})"
     if feature == "key_public_shift":
         return (f"from a public address, where {1 - v:.0%} of {whose} in the baseline came from public ones"
                 if v > 0 else f"from the kind of address {whose} always used")

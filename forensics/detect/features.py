@@ -4,8 +4,9 @@ Each feature is something an analyst would look at, and each means the same afte
 month, so a model learnt on one stretch of quiet traffic carries over to the rest: what the request asked for, how
 fast its address and key were going in the last minutes (trailing windows, never counts since the case began), how
 often the address failed, and how the request departs from its key's profile in the quiet baseline (the training
-intervals): a dearer model, a bigger prompt or max_tokens, a faster pace, a public address in a network (/24) the key
-used less than HABIT_SHARE of the time there, client software it used that seldom there (from a public address).
+intervals): a dearer model, a bigger prompt or max_tokens, a faster pace from the request's network (its /24) than
+its own, a public address in a network the key used less than HABIT_SHARE of the time there, client software it used
+that seldom there (from a public address).
 Requests without a key form one group of their own (a proxy without keys has only that group); a request rejected
 for its key forms none and departs from none (a typo's or a stuffer's secret is no key's use).
 Sizes are shrunk toward a key of this case by PRIOR_REQUESTS (the mean of the keys' means; the spread between keys
@@ -75,9 +76,11 @@ def features_step() -> Step:
             SELECT *, CAST(NOT {private} AS INTEGER) AS public_address,
                    log2(output_price_mtok + 0.01) AS l_price, log2(prompt_tokens + 1.0) AS l_prompt,
                    log2(max_tokens + 1.0) AS l_max,
-                   -- the key's (or the keyless group's) pace: its requests in the last 15 minutes
-                   log2(count(*) OVER (PARTITION BY grp ORDER BY t RANGE BETWEEN 900 PRECEDING AND CURRENT ROW))
-                       AS l_rate,
+                   -- the key's (or the keyless group's) pace from the request's network: its requests from
+                   -- there in the last 15 minutes (a leaked key's owner, still calling from its own servers while
+                   -- others hammer the key elsewhere, keeps its own pace)
+                   log2(count(*) OVER (PARTITION BY grp, net ORDER BY t
+                                       RANGE BETWEEN 900 PRECEDING AND CURRENT ROW)) AS l_rate,
                    EXISTS (SELECT 1 FROM (SELECT unnest(?::TIMESTAMP[]) AS s, unnest(?::TIMESTAMP[]) AS e) w
                            WHERE r.start_time >= w.s AND r.start_time < w.e)
                    AND r.request_id NOT IN (SELECT unnest(?::VARCHAR[])) AS in_baseline
@@ -149,7 +152,8 @@ def features_step() -> Step:
                -- max_tokens only against a baseline that shows it: unknown on either side, no claim (0)
                coalesce(greatest(0, (x.l_max - coalesce(p.l_max, q.l_max))
                            / coalesce(p.sd_max, greatest({sd}, sqrt(q.v_max)))), 0) AS key_max_tokens_rise,
-               -- its pace against its own (a CI job's bursts are its habit, a leaked key's hammering is not)
+               -- its pace from this network against its own (a CI job's bursts are its habit, a leaked key's
+               -- hammering is not)
                greatest(0, (x.l_rate - coalesce(p.l_rate, q.l_rate))
                            / coalesce(p.sd_rate, greatest({sd}, sqrt(q.v_rate)))) AS key_rate_rise,
                greatest(0, x.public_address - coalesce(p.public_share, e.public_share)) AS key_public_shift,

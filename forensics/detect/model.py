@@ -4,7 +4,7 @@ save and load them with a card that says what they were trained on.
 Two views of each request, each its own forest: `request` sees every feature but the raw counts of requests in a
 window (sizes, failures, addresses and keys per hour, how it departs from its key's baseline profile); `key_drift`
 sees only that departure (model, prompt and max_tokens size, kind of address, a network or client software the key
-seldom used, its pace against its own). A leaked key used from new places with other
+seldom used, its pace from the request's network against its own). A leaked key used from new places with other
 models is ordinary traffic to the first view and stands out in the second. Each view's score is divided by its
 baseline 99th percentile, the request's score is the larger of the two, and the threshold on that lets through at
 most `alerts_per_day` on the training intervals (and at most MAX_ALERT_SHARE of their requests); the card also says
@@ -42,6 +42,7 @@ TYPO_RETRIES = 3
 VIEWS = {"request": [c for c in FEATURES if c not in PACE and c != "auth_failure"], "key_drift": KEY_DRIFT}
 RISES = ("key_price_rise", "key_prompt_rise", "key_max_tokens_rise")    # in the key's own spreads
 RISE_FLOOR = 3.0                    # a rise this large is never past the training range (ceilings start here)
+TAIL_QUANTILE, TAIL_ROWS = 0.99, 5  # a tail's stretch: above its 99th percentile, or above its 5th largest value
 RANGE_FLOOR = 1.0                   # a feature constant in training: a step of 1 (x e on log scales) past it counts 1
 N_ESTIMATORS = 100                  # trees per view (sklearn's default; scoring 1 M training rows is most of training)
 SUBSAMPLE = 256                     # rows per tree (the isolation forest's own default): each training row sits in
@@ -137,12 +138,35 @@ def _matrix(frame: pd.DataFrame, features) -> np.ndarray:
 
 def _transform(frame: pd.DataFrame) -> pd.DataFrame:
     """Counts and sizes on a log scale so a 10x burst matters as much at 3 requests as at 300 (an address's rejected
-    keys past TYPO_RETRIES)."""
+    keys past TYPO_RETRIES); completion per prompt token as its log2: a chat's short question and long answer (a
+    ratio of 1) is as far from a retrieval job's long context and short answer (0.01) as that is from it, not a
+    hundred times further (on a linear scale every generation task is an outlier in a baseline of long prompts)."""
     out = frame.copy()
     out["ip_auth_failures_15m"] = out["ip_auth_failures_15m"].astype("float64") - TYPO_RETRIES
     for c in FEATURES:
         if c not in LINEAR:
             out[c] = np.log1p(out[c].astype("float64").clip(lower=0))
+    out["completion_per_prompt"] = np.log2((frame["completion_tokens"].astype("float64").clip(lower=0) + 1)
+                                           / (frame["prompt_tokens"].astype("float64").clip(lower=0) + 1))
+    return out
+
+
+# completion per prompt is transformed from two columns (_transform): its largest value is not the transform of
+# the column's largest, so a table's maxima are taken of this expression (run.TableRows.training)
+RATIO_SQL = "log2((greatest(completion_tokens, 0) + 1) / (greatest(prompt_tokens, 0) + 1))"
+
+
+def transformed_maxima(x: pd.DataFrame) -> dict:
+    """Each feature's largest transformed value (NaN where no row shows it)."""
+    return {c: float(v) if pd.notna(v := x[c].max()) else np.nan for c in FEATURES}
+
+
+def maxima_of(raw: dict, ratio: float | None) -> dict:
+    """The transformed maxima from each feature column's raw maximum (the transform never decreases) and the
+    largest completion per prompt as RATIO_SQL gives it."""
+    row = pd.DataFrame([{c: np.nan if v is None or pd.isna(v) else float(v) for c, v in raw.items()}])
+    out = transformed_maxima(_transform(row))
+    out["completion_per_prompt"] = np.nan if ratio is None else float(ratio)
     return out
 
 
@@ -161,6 +185,15 @@ def within(frame: pd.DataFrame, intervals) -> np.ndarray:
     for a, b in intervals:
         mask |= (t >= np.datetime64(pd.Timestamp(a))) & (t < np.datetime64(pd.Timestamp(b)))
     return mask
+
+
+def stretch(values: np.ndarray, top: float | None = None) -> float:
+    """The largest value plus the stretch of the tail above its TAIL_QUANTILE (above its TAIL_ROWS-th largest
+    value when that is lower: the 99th percentile of a few hundred values is the largest one or two, no tail).
+    `top`: the largest value when `values` are a sample of the rows (the largest of them all)."""
+    q = min(TAIL_QUANTILE, max(0.0, 1 - TAIL_ROWS / len(values)))
+    top = float(np.max(values)) if top is None else float(top)
+    return 2 * top - float(np.quantile(values, q))
 
 
 def days(intervals) -> float:
@@ -194,7 +227,7 @@ class FrameRows:
         """(the training rows, or a deterministic sample of `limit` of them; how many there are; each feature's
         largest value over all of them, NaN when none shows it)."""
         base = self.frame[within(self.frame, intervals) & ~self.frame["request_id"].isin(excluded).to_numpy()]
-        n, maxima = len(base), {c: base[c].max() for c in FEATURES}
+        n, maxima = len(base), transformed_maxima(_transform(base)) if len(base) else {}
         if n > limit:      # the `limit` rows whose request id's md5 comes first (TableRows takes the same rows)
             digests = np.array([hashlib.md5(str(r).encode()).hexdigest() for r in base["request_id"]])
             base = base.iloc[np.sort(np.argsort(digests, kind="stable")[:limit])]
@@ -220,10 +253,6 @@ def train(frame: pd.DataFrame, intervals: Intervals, alerts_per_day: float = ALE
     return fit_score(FrameRows(frame), intervals, alerts_per_day, n_estimators, held_back, note, excluded).detector
 
 
-def _ceiling_of(top: float, q99: float) -> float:
-    return float(2 * top - q99)
-
-
 def fit_score(rows, intervals: Intervals, alerts_per_day: float = ALERTS_PER_DAY,
               n_estimators: int = N_ESTIMATORS, held_back: Intervals = (), note: str = "",
               excluded: set = frozenset(), sample: int | None = None) -> Scored:
@@ -238,12 +267,11 @@ def fit_score(rows, intervals: Intervals, alerts_per_day: float = ALERTS_PER_DAY
         raise ValueError(f"only {n_train} requests in the training intervals {first} .. {last}: too few to learn "
                          "from")
     x = _transform(base)
-    # the largest transformed value is the transformed largest value (the transform never decreases)
-    top = _transform(pd.DataFrame([{c: np.nan if pd.isna(v) else float(v) for c, v in maxima.items()}]))
+    # `maxima`: each transformed feature's largest value over every training row, not only the sample
     # a feature the training rows never show (max_tokens in spend logs without request bodies): no ceiling; else the
-    # largest value plus the stretch of the top percent above the 99th: a new request a little past the largest of a
+    # largest value plus the stretch of the tail above it (stretch): a new request a little past the largest of a
     # long tail (a short training time's few hundred ratios) is the tail going on, not news
-    ceilings = {c: _ceiling_of(top[c].iloc[0], x[c].quantile(0.99)) if x[c].notna().any() else None
+    ceilings = {c: stretch(x[c].dropna().to_numpy(), maxima[c]) if x[c].notna().any() else None
                 for c in FEATURES}
     for c in RISES:        # a few of the key's own spreads above its profile is ordinary, however short the training
         ceilings[c] = None if ceilings[c] is None else max(ceilings[c], RISE_FLOOR)
@@ -274,7 +302,11 @@ def fit_score(rows, intervals: Intervals, alerts_per_day: float = ALERTS_PER_DAY
     # the budget a day, but never more than MAX_ALERT_SHARE of the requests: a quiet proxy (a hundred requests a day)
     # would otherwise spend it on a percent of its ordinary traffic
     allowed = int(np.floor(min(alerts_per_day * days(intervals), MAX_ALERT_SHARE * n_train)))
-    card.threshold = threshold = float(scores[allowed]) if allowed < len(scores) else float(scores[-1])
+    # a budget of less than one alert on the training time (under a day of it, or a quiet proxy's few hundred
+    # requests): not the top training score, which a few of the next requests pass by chance alone (a new request
+    # tops n others once in n + 1), but past it by the tail's own stretch, as a feature's ceiling
+    tail = views[served] if served.any() else views[trained]
+    card.threshold = threshold = float(scores[min(allowed, len(scores) - 1)]) if allowed else stretch(tail)
     card.train_alerts_per_day = float((scores > threshold).sum() / days(intervals))
     card.data_sha256 = digest.hexdigest()
     total = views + beyond

@@ -195,11 +195,12 @@ class TableRows:
                                  WHERE t.start_time >= w.s AND t.start_time < w.e)
                      AND request_id NOT IN (SELECT unnest(?::VARCHAR[])))"""
         params = [[a for a, _ in intervals], [b for _, b in intervals], sorted(excluded)]
-        n, *tops = self.case.execute(f"SELECT count(*), {', '.join(f'max({c})' for c in FEATURES)} FROM {base}",
-                                     params).fetchone()
+        n, ratio, *tops = self.case.execute(
+            f"SELECT count(*), max({model.RATIO_SQL}), {', '.join(f'max({c})' for c in FEATURES)} FROM {base}",
+            params).fetchone()
         sample = f"(SELECT * FROM {base} ORDER BY md5(request_id) LIMIT {int(limit)})" if n > limit else base
         rows = self.case.execute(f"SELECT * EXCLUDE (_row) FROM {sample} ORDER BY _row", params).df()
-        return rows, int(n), dict(zip(FEATURES, tops))
+        return rows, int(n), model.maxima_of(dict(zip(FEATURES, tops)), ratio)
 
     def rows(self, index: np.ndarray) -> pd.DataFrame:
         return self.case.execute(f"SELECT * FROM {self.table} WHERE rowid IN (SELECT unnest(?::BIGINT[])) "

@@ -42,6 +42,9 @@ def test_flagged_requests_are_explained_in_words(scored, sample_truth):
     assert not scores["reasons"].str.contains("max_tokens [0-9,]+ \\(usually 0\\)").any()
     assert describe("max_tokens", 4000, np.log1p(0)) == "max_tokens 4,000 (usually not sent)"
     assert describe("max_tokens", 4000, np.log1p(64)) == "max_tokens 4,000 (usually 64)"
+    # completion per prompt token lies on a log2 scale in the model: its usual value in words is the ratio again
+    assert describe("completion_per_prompt", 0.84, np.log2(0.0131)) == ("0.84 completion tokens per prompt token "
+                                                                       "(usually 0.013)")
     assert attack["reasons"].str.contains("no virtual key on the request").mean() >= 0.95
     assert (scores.loc[~scores["flagged"], "reasons"] == "").all()
 
@@ -190,3 +193,67 @@ def test_a_large_case_trains_on_a_bounded_sample_and_scores_in_chunks(sample_cas
     np.testing.assert_allclose(in_memory.scores, scored_rows.scores, rtol=0, atol=1e-9)
     # and it still catches the open proxy with few false alerts on the quiet time it never saw
     assert card.heldout_alerts_per_day <= 2 * max(full.card.heldout_alerts_per_day, 1.0)
+
+
+def test_a_leaked_keys_owner_keeps_its_own_pace_while_others_hammer_the_key(tmp_path):
+    """A key's pace is counted per network (the /24 of its address): the owner's server calling every ten minutes
+    while an attacker sends 30 a minute with the same key from another network keeps the owner's usual pace (its
+    requests are its own, not the attack's), and the attacker's requests go far faster than the key's habit."""
+    from datetime import datetime, timedelta
+
+    from forensics.api import Case
+
+    t0 = datetime(2026, 11, 16)
+    rows = [(f"own{i:02}", t0 + timedelta(minutes=10 * i), "10.1.2.5") for i in range(36)]          # six hours
+    rows += [(f"atk{i:03}", t0 + timedelta(hours=5, seconds=2 * i), f"203.0.113.{i % 4 + 1}")        # 20 minutes
+             for i in range(600)]
+    with Case.open(tmp_path / "case.duckdb") as case:
+        case.execute("CREATE TEMP TABLE given (request_id VARCHAR, start_time TIMESTAMP, client_ip VARCHAR)")
+        case.con.executemany("INSERT INTO given VALUES (?, ?, ?)", rows)
+        case.execute("""INSERT INTO llm_requests (request_id, start_time, key_hash, client_ip, model, provider, status,
+                                                  prompt_tokens, completion_tokens, file_id)
+                        SELECT request_id, start_time, 'k1', client_ip, 'gpt-4o-mini', 'openai', 'success', 1000, 200,
+                               1 FROM given""")
+        frame = build_features(case, [(t0, t0 + timedelta(hours=5))], [])
+    during = frame["start_time"] >= t0 + timedelta(hours=5)
+    own = frame[frame["request_id"].str.startswith("own") & during]
+    attack = frame[frame["request_id"].str.startswith("atk")]
+    assert len(own) == 6 and own["key_rate_15m"].max() > 300       # the key itself was hammered meanwhile
+    assert (own["key_rate_rise"] < 0.5).all(), own
+    assert attack["key_rate_rise"].median() > 5
+
+
+def test_under_one_alert_of_budget_the_threshold_lies_past_the_top_training_score():
+    """An hour of training (a budget of 1 alert a day allows none there): the threshold is not the top training
+    score, which about one in n + 1 of the next requests of the very same traffic passes by chance alone, but past
+    it by the tail's own stretch. Ten more hours of that traffic raise a couple of alerts at most (the budget's 0.4),
+    not the eight or so the top score lets through."""
+    from datetime import datetime, timedelta
+
+    from forensics.detect.features import FEATURES
+
+    rng = np.random.default_rng(1)
+    t0 = datetime(2026, 11, 16)
+
+    def traffic(n: int, start: datetime, seconds: float) -> pd.DataFrame:
+        f = pd.DataFrame({"request_id": [f"{start:%H}-{i}" for i in range(n)],
+                          "start_time": start + pd.to_timedelta(np.sort(rng.uniform(0, seconds, n)), unit="s")})
+        for c in FEATURES:
+            f[c] = 0.0
+        f["prompt_tokens"] = np.round(2 ** rng.normal(11, 1.5, n))
+        f["completion_tokens"] = np.round(2 ** rng.normal(8, 1, n))
+        f["completion_per_prompt"] = f["completion_tokens"] / (f["prompt_tokens"] + 1)
+        f["output_price_mtok"] = rng.choice([0.6, 10.0], n)
+        f["max_tokens"] = rng.choice([0, 1024, 4096], n)
+        f["ip_rate_1m"] = f["key_rate_1m"] = rng.poisson(1, n) + 1
+        f["ip_rate_15m"] = f["key_rate_15m"] = f["ip_rate_1m"] + rng.poisson(3, n)
+        f["ip_keys_1h"], f["key_ips_1h"] = 1, rng.integers(1, 3, n)
+        for c in ("key_rate_rise", "key_price_rise", "key_prompt_rise"):
+            f[c] = np.abs(rng.normal(0, 1, n))
+        return f
+
+    train = traffic(600, t0, 3600)
+    later = traffic(6000, t0 + timedelta(hours=1), 10 * 3600)
+    det = model.train(train, [(t0, t0 + timedelta(hours=1))], n_estimators=50)
+    assert det.card.threshold > det.score(model._transform(train)).max()
+    assert det.flag(model._transform(later)).sum() <= 2

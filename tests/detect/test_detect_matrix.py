@@ -94,6 +94,12 @@ MISFIRES = {
     (200, 0, 6): "a benign cost spike, and a held-back block that took the office key's one busy morning",
     (500, 7, 68): "a keyless proxy's office clients called an open proxy over the whole case",
     (500, 7, 194): "the data team's whole day called a leaked key by a surge no faster than the office's traffic",
+    (500, 7, 2): "a leaked key whose only own traffic, a CI burst from a private runner, was called a rate incident: "
+                 "judged against the case's keys, its short prompts' long answers are no outlier on a log scale",
+    (500, 7, 53): "a stuffed key's owner, calling from its own servers during the attack, caught in the incident: "
+                  "its pace is its own network's, not the attacker's (22 quiet requests to learn from)",
+    (500, 7, 186): "an office's second address called a leaked key's day after day: the key's cheap model's long "
+                   "answers are no outlier on a log scale",
 }
 
 
@@ -106,3 +112,21 @@ def test_a_misfiring_incident_search_does_not_make_the_detector_flag_normal_traf
     assert r.metrics["normal_flagged_share"] <= matrix.MAX_NORMAL_FLAGGED, (MISFIRES[where], r.metrics)
     if r.metrics["attack"]:
         assert r.metrics["recall"] >= matrix.MIN_RECALL, r.metrics
+
+
+# full-length draws where the detector alone flagged over 1 % of normal traffic (bench/detect_matrix.py)
+DETECTOR_SIDE = {
+    (500, 7, 74): "under an hour, a benign batch three quarters of the training: an office key's few cheap-model "
+                  "requests with long answers topped the largest training score by chance",
+    (500, 7, 148): "the same in a keyless proxy",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", list(DETECTOR_SIDE), ids=[f"seed{s}-draw{i}" for _, s, i in DETECTOR_SIDE])
+def test_a_short_training_time_does_not_make_the_detector_flag_normal_traffic(where):
+    n, seed, index = where
+    r = matrix.run_detect_draw(matrix.detect_draws(n, seed)[index])
+    assert r.error is None, r.error
+    assert r.metrics["train_hours"] < 24                # a budget of less than one alert on the training time
+    assert r.metrics["normal_flagged_share"] <= matrix.MAX_NORMAL_FLAGGED, (DETECTOR_SIDE[where], r.metrics)
