@@ -72,7 +72,6 @@ class _Load:
         self.records = self.loaded = self.quarantined = self.empty = 0
         self.redact = False                        # the batch may hold a key: redact what is stored from it
         self.tmp = 0
-        self.walked = 0                            # pairs in _nginx_ip_map the walk gave a client for
         self.scans: dict[str, pa.Table] = {}     # arrow data visible to _run's statements by name (never registered)
         self.json_objects: list[dict] | None = None    # the sample a JSON format was inferred from (not a template)
 
@@ -206,40 +205,38 @@ class _Load:
                     break
             if remaining:
                 self._slow_path(source)
+            self._walk_batch(lo, hi)
         finally:
             for name in ("_nginx_batch", "_nginx_rest0", "_nginx_rest1"):
                 self.scans.pop(name, None)
 
     def _insert(self, variant, source: str) -> int:
-        # the pairs query skips the shape check (extra pairs are harmless) and, where it can, most lines
-        walk = getattr(variant, "walk_filter_sql", lambda: None)()
-        lines = f"(SELECT * FROM {source} WHERE {walk})" if walk else source
-        self._extend_ip_map(self._convert(f"({variant.extract_sql(lines)})"))
         return self._insert_converted(self._convert(f"({variant.extract_sql(source)}) WHERE ok"))
 
     def _insert_converted(self, converted: str) -> int:
-        """Insert the loadable rows of `converted`, their client_ip completed from the X-Forwarded-For walk (no join
-        while the walk has settled no pair: a log of plain IPv4 peers and no X-Forwarded-For needs none)."""
-        if not self.walked:
-            return self._run(f"INSERT INTO http_requests ({', '.join(INSERT_COLUMNS)})\n"
-                             f"SELECT {', '.join(INSERT_COLUMNS)} FROM ({converted}) WHERE _reason IS NULL")[0][0]
-        cols = ", ".join("coalesce(c.client_ip, m.client_ip)" if c == "client_ip" else f"c.{c}" for c in INSERT_COLUMNS)
-        # the keys are NULL where client_ip is settled already (most rows): nothing to hash or probe for those
-        sql = (f"INSERT INTO http_requests ({', '.join(INSERT_COLUMNS)})\n"
-               f"SELECT {cols} FROM ({converted}) c LEFT JOIN _nginx_ip_map m "
-               f"ON m.chain = CASE WHEN c.client_ip IS NULL THEN coalesce(c.forwarded_for, '') END "
-               f"AND m.peer = CASE WHEN c.client_ip IS NULL THEN coalesce(c.remote_addr, '') END\n"
-               f"WHERE c._reason IS NULL")
-        return self._run(sql)[0][0]
+        """Insert the loadable rows of `converted`: client_ip is the peer where no X-Forwarded-For was logged and
+        the peer is a plain address (convert_sql), else NULL until the batch is in (_walk_batch)."""
+        return self._run(f"INSERT INTO http_requests ({', '.join(INSERT_COLUMNS)})\n"
+                         f"SELECT {', '.join(INSERT_COLUMNS)} FROM ({converted}) WHERE _reason IS NULL")[0][0]
 
-    def _extend_ip_map(self, converted: str) -> None:
-        """Walk each new (X-Forwarded-For, peer) pair the SQL could not settle, once per file (netaddr's rule)."""
+    def _walk_batch(self, lo: int, hi: int) -> None:
+        """The client of the batch's rows the insert could not settle (IPv6 or odd hops in X-Forwarded-For, an
+        IPv6 or odd peer): each new (X-Forwarded-For, peer) pair walked once per file (netaddr.walk_pairs: SQL,
+        then Python's rule for the rest), the rows then updated from the stored values. Nothing is parsed twice;
+        a batch of plain IPv4 traffic has no such rows and costs one scan of its stored rows."""
+        rows = (f"FROM http_requests WHERE file_id = {self.fid} AND line_no BETWEEN {lo} AND {hi} "
+                f"AND client_ip IS NULL AND (forwarded_for IS NOT NULL OR remote_addr IS NOT NULL)")
+        if not self.con.execute(f"SELECT EXISTS (SELECT 1 {rows})").fetchone()[0]:
+            return
         walk_pairs(self.con, "_nginx_new_ips",
-                   f"SELECT DISTINCT coalesce(forwarded_for, '') AS chain, coalesce(remote_addr, '') AS peer "
-                   f"FROM ({converted}) WHERE client_ip IS NULL AND (forwarded_for IS NOT NULL OR remote_addr IS NOT NULL) "
-                   f"EXCEPT SELECT chain, peer FROM _nginx_ip_map", self.trusted, run=self._run)
+                   f"SELECT DISTINCT coalesce(forwarded_for, '') AS chain, coalesce(remote_addr, '') AS peer {rows} "
+                   f"EXCEPT SELECT chain, peer FROM _nginx_ip_map", self.trusted)
         self.con.execute("INSERT INTO _nginx_ip_map SELECT chain, peer, client_ip FROM _nginx_new_ips")
-        self.walked += self.con.execute("SELECT count(client_ip) FROM _nginx_new_ips").fetchone()[0]
+        self.con.execute(f"""
+            UPDATE http_requests AS h SET client_ip = m.client_ip FROM _nginx_ip_map AS m
+            WHERE h.file_id = {self.fid} AND h.line_no BETWEEN {lo} AND {hi} AND h.client_ip IS NULL
+              AND m.chain = coalesce(h.forwarded_for, '') AND m.peer = coalesce(h.remote_addr, '')
+              AND m.client_ip IS NOT NULL""")
 
     def _convert(self, staged: str) -> str:
         return convert_sql(staged, self.fmt, self.fid, self.parser.time_field, self.parser.nginx_escapes,
@@ -278,7 +275,6 @@ class _Load:
             self.scans["_nginx_slow"] = table
             try:
                 converted = self._convert("_nginx_slow")
-                self._extend_ip_map(converted)
                 self.loaded += self._insert_converted(converted)
                 failed.extend(self._run(f"SELECT line_no, line, _reason FROM ({converted}) WHERE _reason IS NOT NULL"))
             finally:
