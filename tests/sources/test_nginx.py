@@ -297,11 +297,10 @@ def test_many_batches_with_variants_mixed_and_odd_lines(tmp_path, monkeypatch):
     assert sum(1 for r in whole.quarantine().values() if "does not match" in r) == 1200 // 97
 
 
-def test_each_batch_is_parsed_once_and_the_walk_settles_the_rest(tmp_path, monkeypatch):
-    """One statement reads a batch's lines (the insert): no second pass gathers X-Forwarded-For pairs. Batches of
-    plain IPv4 peers walk nothing; a later batch's IPv6 peer and address list still get the client the walk gives.
-    Odd methods take the regex (GET and the like skip it), and a byte count that is no number is quarantined with
-    its reason, batch by batch as for the whole file."""
+def test_the_walk_join_only_once_a_batch_needs_it(tmp_path, monkeypatch):
+    """Batches of plain IPv4 peers are inserted without the join on walked pairs; a later batch's IPv6 peer and
+    address list still get the client the walk gives. Odd methods take the regex (GET and the like skip it), and a
+    byte count that is no number is quarantined with its reason, batch by batch as for the whole file."""
     line = '{} - - [17/Mar/2025:01:00:{:02d} +0000] "{} /v1/models HTTP/1.1" 200 {} "-" "curl/8.5.0"'
     body = [line.format(f"203.0.113.{i % 200 + 1}", i % 60, "GET", i) for i in range(300)]
     body += [line.format("2A02:CF40::4E36", 1, "get", 5), line.format("10.0.0.2, 10.0.0.1, 85.181.35.98", 2,
@@ -310,16 +309,9 @@ def test_each_batch_is_parsed_once_and_the_walk_settles_the_rest(tmp_path, monke
     f = tmp_path / "access.log"
     f.write_text("\n".join(body) + "\n")
     whole = load(f)
-    reads, walks = [], []
-    real_run, real_walk = nginx._Load._run, nginx.walk_pairs
-    monkeypatch.setattr(nginx._Load, "_run",
-                        lambda self, sql: reads.append("_nginx_batch" in sql) or real_run(self, sql))
-    monkeypatch.setattr(nginx, "walk_pairs", lambda *a, **k: walks.append(len(reads)) or real_walk(*a, **k))
-    seen = _spy_on_batches(monkeypatch, 8192, "_batch", lambda self, batch: len(reads))
+    walked = _spy_on_batches(monkeypatch, 8192, "_insert_converted", lambda self, converted: self.walked)
     batched = load(f)
-    assert len(seen) > 3
-    assert [sum(reads[a:b]) for a, b in zip(seen, seen[1:] + [len(reads)])] == [1] * len(seen)
-    assert len(walks) == 1 and walks[0] > seen[-1]            # a walk for the batch with the IPv6 and listed peers
+    assert len(walked) > 3 and walked[0] == 0 and walked[-1] >= 2          # no join at first, then the walked pairs
     cols = "method, remote_addr, forwarded_for, client_ip, body_bytes"
     assert batched.rows(cols) == whole.rows(cols) and batched.quarantine() == whole.quarantine()
     rows = whole.rows(cols)
@@ -328,6 +320,35 @@ def test_each_batch_is_parsed_once_and_the_walk_settles_the_rest(tmp_path, monke
     assert rows[302] == ("PROPFIND", "85.181.35.98", "10.0.0.2, 10.0.0.1", "85.181.35.98", 6)
     assert rows[304] == (None, "::ffff:203.0.113.9", None, "::ffff:cb00:7109", 7)     # "9GET" is no method
     assert whole.quarantine() == {303: 'body_bytes_sent "x12" is not a number'}
+
+
+def test_lines_with_forwarded_for_are_parsed_once(tmp_path, monkeypatch):
+    """main format behind a balancer (every line needs the walk): one statement reads a batch's lines, the insert;
+    no second parse gathers X-Forwarded-For pairs. The walk runs after each batch on the stored pairs, and a later
+    batch joins the pairs walked before: the clients are those of one batch for the whole file."""
+    line = '10.0.0.{} - - [17/Mar/2025:01:00:{:02d} +0000] "GET /v1/models HTTP/1.1" 200 5 "-" "curl/8.5.0" "{}"'
+    xffs = ["198.51.100.{}, 10.0.0.1", "2001:db8::{:x}, 10.0.0.1", "-"]
+    body = [line.format(i % 4 + 2, i % 60, xffs[i % 3].format(i % 50 + 1)) for i in range(400)]
+    f = tmp_path / "main.log"
+    f.write_text("\n".join(body) + "\n")
+    whole = load(f, "nginx.main")
+    reads, walks = [], []
+    real_run, real_walk = nginx._Load._run, nginx.walk_pairs
+    monkeypatch.setattr(nginx._Load, "_run",
+                        lambda self, sql: reads.append("_nginx_batch" in sql) or real_run(self, sql))
+    monkeypatch.setattr(nginx, "walk_pairs", lambda *a, **k: walks.append(len(reads)) or real_walk(*a, **k))
+    seen = _spy_on_batches(monkeypatch, 8192, "_batch", lambda self, batch: len(reads))
+    batched = load(f, "nginx.main")
+    assert len(seen) > 3
+    assert [sum(reads[a:b]) for a, b in zip(seen, seen[1:] + [len(reads)])] == [1] * len(seen)
+    # walked after the first batch's insert; later batches join the pairs walked before, and walk only new ones
+    assert seen[0] < walks[0] <= seen[1] and len(walks) < len(seen)
+    cols = "remote_addr, forwarded_for, client_ip"
+    assert batched.rows(cols) == whole.rows(cols)
+    rows = whole.rows(cols)
+    assert rows[1] == ("10.0.0.2", "198.51.100.1, 10.0.0.1", "198.51.100.1")
+    assert rows[2] == ("10.0.0.3", "2001:db8::2, 10.0.0.1", "2001:db8::2")
+    assert rows[3] == ("10.0.0.4", None, "10.0.0.4")
 
 
 # (X-Forwarded-For as nginx logs it, peer, the client netaddr's walk gives with the default trusted networks)

@@ -72,6 +72,7 @@ class _Load:
         self.records = self.loaded = self.quarantined = self.empty = 0
         self.redact = False                        # the batch may hold a key: redact what is stored from it
         self.tmp = 0
+        self.walked = 0                            # pairs in _nginx_ip_map the walk gave a client for
         self.scans: dict[str, pa.Table] = {}     # arrow data visible to _run's statements by name (never registered)
         self.json_objects: list[dict] | None = None    # the sample a JSON format was inferred from (not a template)
 
@@ -211,13 +212,38 @@ class _Load:
                 self.scans.pop(name, None)
 
     def _insert(self, variant, source: str) -> int:
+        walk = getattr(variant, "walk_filter_sql", lambda: None)()
+        if walk is not None:
+            # no X-Forwarded-For logged: the few lines whose peer may need the walk (IPv6, an address list) are
+            # picked by a cheap test on the raw line, their pairs walked first and joined in the insert
+            self._extend_ip_map(self._convert(f"({variant.extract_sql(f'(SELECT * FROM {source} WHERE {walk})')})"))
+        # with X-Forwarded-For (most lines need the walk) the lines are parsed once: _walk_batch settles the rest
         return self._insert_converted(self._convert(f"({variant.extract_sql(source)}) WHERE ok"))
 
     def _insert_converted(self, converted: str) -> int:
-        """Insert the loadable rows of `converted`: client_ip is the peer where no X-Forwarded-For was logged and
-        the peer is a plain address (convert_sql), else NULL until the batch is in (_walk_batch)."""
-        return self._run(f"INSERT INTO http_requests ({', '.join(INSERT_COLUMNS)})\n"
-                         f"SELECT {', '.join(INSERT_COLUMNS)} FROM ({converted}) WHERE _reason IS NULL")[0][0]
+        """Insert the loadable rows of `converted`, their client_ip completed from the pairs walked so far (no join
+        while none was: a log of plain IPv4 peers and no X-Forwarded-For needs none); rows still unsettled get
+        theirs once the batch is in (_walk_batch)."""
+        if not self.walked:
+            return self._run(f"INSERT INTO http_requests ({', '.join(INSERT_COLUMNS)})\n"
+                             f"SELECT {', '.join(INSERT_COLUMNS)} FROM ({converted}) WHERE _reason IS NULL")[0][0]
+        cols = ", ".join("coalesce(c.client_ip, m.client_ip)" if c == "client_ip" else f"c.{c}" for c in INSERT_COLUMNS)
+        # the keys are NULL where client_ip is settled already (most rows): nothing to hash or probe for those
+        sql = (f"INSERT INTO http_requests ({', '.join(INSERT_COLUMNS)})\n"
+               f"SELECT {cols} FROM ({converted}) c LEFT JOIN _nginx_ip_map m "
+               f"ON m.chain = CASE WHEN c.client_ip IS NULL THEN coalesce(c.forwarded_for, '') END "
+               f"AND m.peer = CASE WHEN c.client_ip IS NULL THEN coalesce(c.remote_addr, '') END\n"
+               f"WHERE c._reason IS NULL")
+        return self._run(sql)[0][0]
+
+    def _extend_ip_map(self, converted: str) -> None:
+        """Walk each new (X-Forwarded-For, peer) pair the SQL could not settle, once per file (netaddr's rule)."""
+        walk_pairs(self.con, "_nginx_new_ips",
+                   f"SELECT DISTINCT coalesce(forwarded_for, '') AS chain, coalesce(remote_addr, '') AS peer "
+                   f"FROM ({converted}) WHERE client_ip IS NULL AND (forwarded_for IS NOT NULL OR remote_addr IS NOT NULL) "
+                   f"EXCEPT SELECT chain, peer FROM _nginx_ip_map", self.trusted, run=self._run)
+        self.con.execute("INSERT INTO _nginx_ip_map SELECT chain, peer, client_ip FROM _nginx_new_ips")
+        self.walked += self.con.execute("SELECT count(client_ip) FROM _nginx_new_ips").fetchone()[0]
 
     def _walk_batch(self, lo: int, hi: int) -> None:
         """The client of the batch's rows the insert could not settle (IPv6 or odd hops in X-Forwarded-For, an
@@ -232,6 +258,7 @@ class _Load:
                    f"SELECT DISTINCT coalesce(forwarded_for, '') AS chain, coalesce(remote_addr, '') AS peer {rows} "
                    f"EXCEPT SELECT chain, peer FROM _nginx_ip_map", self.trusted)
         self.con.execute("INSERT INTO _nginx_ip_map SELECT chain, peer, client_ip FROM _nginx_new_ips")
+        self.walked += self.con.execute("SELECT count(client_ip) FROM _nginx_new_ips").fetchone()[0]
         self.con.execute(f"""
             UPDATE http_requests AS h SET client_ip = m.client_ip FROM _nginx_ip_map AS m
             WHERE h.file_id = {self.fid} AND h.line_no BETWEEN {lo} AND {hi} AND h.client_ip IS NULL

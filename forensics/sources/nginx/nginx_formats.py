@@ -257,6 +257,17 @@ class LogFormat:
             return f"p[{i}][{-width - 26}:{-width - 1}]"
         return f"({first} || ' ' || {last})[{len(head) + 1}:{-len(tail) - 1}]"
 
+    def walk_filter_sql(self) -> str | None:
+        """A cheap test on the raw line for rows whose client_ip needs the X-Forwarded-For walk; None = any may."""
+        if "forwarded_for" in self.fields.values() or self.tokens[0] != ("var", "remote_addr"):
+            return None
+        kind, lit = self.tokens[1] if len(self.tokens) > 1 else ("var", "")
+        if kind != "lit" or not lit.startswith(" "):
+            return None
+        # an IPv6 or unix: peer, or an X-Forwarded-For list logged in its place: ':' or ',' before that literal
+        head = f"left(line, strpos(line, {sql_str(lit)}))"       # not split_part: that splits the whole line
+        return f"(contains({head}, ':') OR contains({head}, ','))"
+
     def _part_regex(self, part) -> tuple[str, list[str]]:
         """An RE2 pattern for one unquoted part; group _all is '' exactly when the part does not match."""
         out, names = [], ["_all"]
