@@ -322,6 +322,87 @@ def test_the_walk_join_only_once_a_batch_needs_it(tmp_path, monkeypatch):
     assert whole.quarantine() == {303: 'body_bytes_sent "x12" is not a number'}
 
 
+def test_lines_with_forwarded_for_are_parsed_once(tmp_path, monkeypatch):
+    """main format behind a balancer (every line needs the walk): one statement reads a batch's lines, the insert;
+    no second parse gathers X-Forwarded-For pairs. The walk runs after each batch on the stored pairs, and a later
+    batch joins the pairs walked before: the clients are those of one batch for the whole file."""
+    line = '10.0.0.{} - - [17/Mar/2025:01:00:{:02d} +0000] "GET /v1/models HTTP/1.1" 200 5 "-" "curl/8.5.0" "{}"'
+    xffs = ["198.51.100.{}, 10.0.0.1", "2001:db8::{:x}, 10.0.0.1", "-"]
+    body = [line.format(i % 4 + 2, i % 60, xffs[i % 3].format(i % 50 + 1)) for i in range(400)]
+    f = tmp_path / "main.log"
+    f.write_text("\n".join(body) + "\n")
+    whole = load(f, "nginx.main")
+    reads, walks = [], []
+    real_run, real_walk = nginx._Load._run, nginx.walk_pairs
+    monkeypatch.setattr(nginx._Load, "_run",
+                        lambda self, sql: reads.append("_nginx_batch" in sql) or real_run(self, sql))
+    monkeypatch.setattr(nginx, "walk_pairs", lambda *a, **k: walks.append(len(reads)) or real_walk(*a, **k))
+    seen = _spy_on_batches(monkeypatch, 8192, "_batch", lambda self, batch: len(reads))
+    batched = load(f, "nginx.main")
+    assert len(seen) > 3
+    assert [sum(reads[a:b]) for a, b in zip(seen, seen[1:] + [len(reads)])] == [1] * len(seen)
+    # walked after the first batch's insert; later batches join the pairs walked before, and walk only new ones
+    assert seen[0] < walks[0] <= seen[1] and len(walks) < len(seen)
+    cols = "remote_addr, forwarded_for, client_ip"
+    assert batched.rows(cols) == whole.rows(cols)
+    rows = whole.rows(cols)
+    assert rows[1] == ("10.0.0.2", "198.51.100.1, 10.0.0.1", "198.51.100.1")
+    assert rows[2] == ("10.0.0.3", "2001:db8::2, 10.0.0.1", "2001:db8::2")
+    assert rows[3] == ("10.0.0.4", None, "10.0.0.4")
+
+
+# (X-Forwarded-For as nginx logs it, peer, the client netaddr's walk gives with the default trusted networks)
+TRICKY_XFF = [
+    ("203.0.113.9, 198.51.100.7, 10.0.0.1", "10.0.0.2", "198.51.100.7"),     # a spoofed left-most entry
+    ("127.0.0.1, 198.51.100.7", "10.0.0.2", "198.51.100.7"),                 # a forged "trusted" one too
+    ("10.0.0.5, 192.168.1.1", "10.0.0.2", "10.0.0.5"),                       # every hop trusted: the left-most
+    ("198.51.100.7", "203.0.113.50", "203.0.113.50"),                        # an untrusted peer is the client
+    ("2001:DB8:0:0::1, 10.0.0.1", "10.0.0.2", "2001:db8::1"),                # IPv6, written as Python writes it
+    ("198.51.100.7, fd00::7", "::1", "198.51.100.7"),                        # trusted IPv6 hops skipped
+    ("[2001:db8::5]:443", "10.0.0.2", "2001:db8::5"),                        # with a port
+    ("198.51.100.7:5555, 10.0.0.1", "10.0.0.2", "198.51.100.7"),
+    ("unknown, 10.0.0.1", "10.0.0.2", "unknown"),                            # garbage: kept, never guessed past
+    ("198.51.100.7, garbage", "10.0.0.2", "garbage"),
+    ("01.2.3.4", "10.0.0.2", "01.2.3.4"),                                    # leading zeros: no address
+    ("x" * 150, "10.0.0.2", "x" * 100),
+    (", , 203.0.113.9 ,,", "10.0.0.2", "203.0.113.9"),                       # empty hops
+    ("-, 198.51.100.7, -", "10.0.0.2", "198.51.100.7"),
+    ("\\x22198.51.100.7\\x22, 10.0.0.1", "10.0.0.2", "198.51.100.7"),   # a quoted list (nginx writes \x22)
+    ("-", "10.0.0.2", "10.0.0.2"),                                           # no header: the peer
+    ("", "10.0.0.2", "10.0.0.2"),
+    ("-", "2A02:CF40::1", "2a02:cf40::1"),                                   # an IPv6 peer, no header
+]
+
+
+@pytest.mark.parametrize("batch_bytes", [1 << 20, 8192])
+def test_tricky_forwarded_for_values_get_the_walks_client(tmp_path, monkeypatch, batch_bytes):
+    """main format behind balancers, each odd X-Forwarded-For value in several batches between plain lines: the
+    client is netaddr's rule on the stored (X-Forwarded-For, peer) for every row (what the join on walked pairs
+    gave before), with the default trusted networks and the operator's own."""
+    line = '{} - - [17/Mar/2025:01:00:{:02d} +0000] "GET /v1/models HTTP/1.1" 200 5 "-" "curl/8.5.0" "{}"'
+    body, expected = [], {}
+    for i in range(240):
+        xff, peer, client = TRICKY_XFF[i % len(TRICKY_XFF)] if i % 3 == 0 else (f"198.51.100.{i}, 10.0.0.1",
+                                                                                 "10.0.0.3", f"198.51.100.{i}")
+        body.append(line.format(peer, i % 60, xff))
+        expected[i + 1] = client
+    f = tmp_path / "main.log"
+    f.write_text("\n".join(body) + "\n")
+    seen = _spy_on_batches(monkeypatch, batch_bytes, "_batch", lambda self, batch: batch.num_rows)
+    got = load(f, "nginx.main")
+    assert got.result.loaded == 240 and (len(seen) == 1 if batch_bytes > f.stat().st_size else len(seen) > 2)
+    rows = got.rows("forwarded_for, remote_addr, client_ip")
+    assert {n: r[2] for n, r in rows.items()} == expected
+    rule = nginx.TrustedProxies(())
+    assert all(client == rule.client(xff, peer) for xff, peer, client in rows.values())
+    own = ("198.51.100.0/24", "10.0.0.0/8", "::1/128")
+    mine = load(f, "nginx.main", LoadOptions(trusted_proxies=own))
+    rule = nginx.TrustedProxies(own)
+    clients = mine.rows("forwarded_for, remote_addr, client_ip")
+    assert all(client == rule.client(xff, peer) for xff, peer, client in clients.values())
+    assert clients[1][2] == "203.0.113.9" and clients[2][2] == "198.51.100.1"   # the balancers' own range skipped
+
+
 def _nginx_escape(text: str) -> str:
     """What nginx writes for a value: '"', '\\' and bytes outside printable ASCII as \\xHH."""
     out = []

@@ -206,20 +206,24 @@ class _Load:
                     break
             if remaining:
                 self._slow_path(source)
+            self._walk_batch(lo, hi)
         finally:
             for name in ("_nginx_batch", "_nginx_rest0", "_nginx_rest1"):
                 self.scans.pop(name, None)
 
     def _insert(self, variant, source: str) -> int:
-        # the pairs query skips the shape check (extra pairs are harmless) and, where it can, most lines
         walk = getattr(variant, "walk_filter_sql", lambda: None)()
-        lines = f"(SELECT * FROM {source} WHERE {walk})" if walk else source
-        self._extend_ip_map(self._convert(f"({variant.extract_sql(lines)})"))
+        if walk is not None:
+            # no X-Forwarded-For logged: the few lines whose peer may need the walk (IPv6, an address list) are
+            # picked by a cheap test on the raw line, their pairs walked first and joined in the insert
+            self._extend_ip_map(self._convert(f"({variant.extract_sql(f'(SELECT * FROM {source} WHERE {walk})')})"))
+        # with X-Forwarded-For (most lines need the walk) the lines are parsed once: _walk_batch settles the rest
         return self._insert_converted(self._convert(f"({variant.extract_sql(source)}) WHERE ok"))
 
     def _insert_converted(self, converted: str) -> int:
-        """Insert the loadable rows of `converted`, their client_ip completed from the X-Forwarded-For walk (no join
-        while the walk has settled no pair: a log of plain IPv4 peers and no X-Forwarded-For needs none)."""
+        """Insert the loadable rows of `converted`, their client_ip completed from the pairs walked so far (no join
+        while none was: a log of plain IPv4 peers and no X-Forwarded-For needs none); rows still unsettled get
+        theirs once the batch is in (_walk_batch)."""
         if not self.walked:
             return self._run(f"INSERT INTO http_requests ({', '.join(INSERT_COLUMNS)})\n"
                              f"SELECT {', '.join(INSERT_COLUMNS)} FROM ({converted}) WHERE _reason IS NULL")[0][0]
@@ -240,6 +244,26 @@ class _Load:
                    f"EXCEPT SELECT chain, peer FROM _nginx_ip_map", self.trusted, run=self._run)
         self.con.execute("INSERT INTO _nginx_ip_map SELECT chain, peer, client_ip FROM _nginx_new_ips")
         self.walked += self.con.execute("SELECT count(client_ip) FROM _nginx_new_ips").fetchone()[0]
+
+    def _walk_batch(self, lo: int, hi: int) -> None:
+        """The client of the batch's rows the insert could not settle (IPv6 or odd hops in X-Forwarded-For, an
+        IPv6 or odd peer): each new (X-Forwarded-For, peer) pair walked once per file (netaddr.walk_pairs: SQL,
+        then Python's rule for the rest), the rows then updated from the stored values. Nothing is parsed twice;
+        a batch of plain IPv4 traffic has no such rows and costs one scan of its stored rows."""
+        rows = (f"FROM http_requests WHERE file_id = {self.fid} AND line_no BETWEEN {lo} AND {hi} "
+                f"AND client_ip IS NULL AND (forwarded_for IS NOT NULL OR remote_addr IS NOT NULL)")
+        if not self.con.execute(f"SELECT EXISTS (SELECT 1 {rows})").fetchone()[0]:
+            return
+        walk_pairs(self.con, "_nginx_new_ips",
+                   f"SELECT DISTINCT coalesce(forwarded_for, '') AS chain, coalesce(remote_addr, '') AS peer {rows} "
+                   f"EXCEPT SELECT chain, peer FROM _nginx_ip_map", self.trusted)
+        self.con.execute("INSERT INTO _nginx_ip_map SELECT chain, peer, client_ip FROM _nginx_new_ips")
+        self.walked += self.con.execute("SELECT count(client_ip) FROM _nginx_new_ips").fetchone()[0]
+        self.con.execute(f"""
+            UPDATE http_requests AS h SET client_ip = m.client_ip FROM _nginx_ip_map AS m
+            WHERE h.file_id = {self.fid} AND h.line_no BETWEEN {lo} AND {hi} AND h.client_ip IS NULL
+              AND m.chain = coalesce(h.forwarded_for, '') AND m.peer = coalesce(h.remote_addr, '')
+              AND m.client_ip IS NOT NULL""")
 
     def _convert(self, staged: str) -> str:
         return convert_sql(staged, self.fmt, self.fid, self.parser.time_field, self.parser.nginx_escapes,
@@ -278,7 +302,6 @@ class _Load:
             self.scans["_nginx_slow"] = table
             try:
                 converted = self._convert("_nginx_slow")
-                self._extend_ip_map(converted)
                 self.loaded += self._insert_converted(converted)
                 failed.extend(self._run(f"SELECT line_no, line, _reason FROM ({converted}) WHERE _reason IS NOT NULL"))
             finally:
