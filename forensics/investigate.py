@@ -184,6 +184,25 @@ def _trickle_rate(net: pd.DataFrame, spikes: list[tuple], buckets: pd.DataFrame,
     return rest / hours if hours >= 1 else Decimal(0)
 
 
+def _beyond_logs(rec: reconcile.Reconciliation, buckets: pd.DataFrame, step: pd.Timedelta) -> list[str]:
+    """Where a key's outside-proxy use runs past the proxy's logs (they begin later or end earlier), one line saying
+    where the proxy's coverage ends: the provider's data alone shows that part."""
+    if rec.logs_start is None or rec.logs_end is None or not len(buckets):
+        return []
+    first, last = buckets["bucket_start"].min(), buckets["bucket_start"].max() + step
+    lo, hi = pd.Timestamp(rec.logs_start), pd.Timestamp(rec.logs_end)
+    parts = []
+    if first < lo:
+        parts.append(f"begins at {first:%Y-%m-%d %H:%M} UTC, before the proxy's logs begin ({lo:%Y-%m-%d %H:%M:%S})")
+    if last > hi:
+        parts.append(f"runs to {last:%Y-%m-%d %H:%M} UTC, after the proxy's logs end (its last request, "
+                     f"{hi:%Y-%m-%d %H:%M:%S})")
+    if not parts:
+        return []
+    return [f"the provider's data {' and '.join(parts)}: a key the proxy did not use while it logged, so that part "
+            "is counted from the provider's export alone"]
+
+
 def _outside_incidents(recs: list[reconcile.Reconciliation], first_number: int, control_set) -> list[IncidentFindings]:
     """Provider key usage the proxy never saw, per key id: each spike an incident (attack), a steady trickle beside
     it another (suspicious); windows and cost from the provider's data."""
@@ -225,6 +244,7 @@ def _outside_incidents(recs: list[reconcile.Reconciliation], first_number: int, 
                 inc.evidence.append(
                     f"{rec.provider} key {k['api_key_id']}: usage ({', '.join(k['models'])}) that no proxy request "
                     f"accounts for{what}, ${float(cost):,.2f} at list prices; only the provider saw it")
+                inc.evidence += _beyond_logs(rec, buckets, step)
                 costs = {b.to_pydatetime(): c for b, c in zip(buckets["bucket_start"], buckets["cost_usd"])}
                 proj = projection.project_buckets(costs, k["bucket_minutes"])
                 empty = pd.DataFrame()
