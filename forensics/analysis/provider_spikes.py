@@ -54,6 +54,7 @@ def usage_series_step(prices: str = "prices") -> Step:
         )
         SELECT u.provider, coalesce(u.api_key_id, '(no key id)') AS series, u.bucket_start, u.bucket_end,
                coalesce(p.matched_model, u.model) AS model, coalesce(u.requests, 0) AS requests,
+               coalesce(u.input_tokens, 0) AS input_tokens,
                CAST((greatest(coalesce(u.input_tokens, 0) - coalesce(u.cache_read_tokens, 0)
                               - coalesce(u.cache_write_tokens, 0), 0) * p.input_mtok
                      + coalesce(u.cache_read_tokens, 0) * coalesce(p.cache_read_mtok, p.input_mtok)
@@ -72,7 +73,7 @@ def cost_series_step() -> Step:
             SELECT provider, bucket_start, bucket_end, max(file_id) AS file_id FROM provider_costs GROUP BY ALL
         )
         SELECT c.provider, 'project ' || coalesce(c.project_id, '(default)') AS series, c.bucket_start, c.bucket_end,
-               coalesce(c.model, c.line_item) AS model, 0 AS requests, c.amount_usd AS cost_usd
+               coalesce(c.model, c.line_item) AS model, 0 AS requests, 0 AS input_tokens, c.amount_usd AS cost_usd
         FROM provider_costs c JOIN chosen USING (provider, bucket_start, bucket_end, file_id)
     """)
 
@@ -338,6 +339,49 @@ def _spikes(frame: pd.DataFrame, exports: pd.DataFrame) -> tuple[pd.DataFrame, l
     return frame, out
 
 
+WORKLOAD_FACTOR = 2.5           # a bucket whose calls carry this many times the spike's input tokens a call...
+WORKLOAD_MAX_SHARE = 0.25       # ...is another workload on the key, when such buckets are at most this share of it
+
+
+def other_workload(rows: pd.DataFrame, costs: dict, usual: dict, run: list) -> tuple[set, tuple]:
+    """The buckets of a spike (sub-daily `run`) whose calls are of another size: input tokens per call
+    WORKLOAD_FACTOR times the median bucket's of the spike, in at most WORKLOAD_MAX_SHARE of its busy buckets (a
+    nightly batch of long documents on the key the attacker also uses: the provider's usage shows each minute's calls
+    and tokens, not whose they were). Returns (those buckets, (the spike's input tokens a call, theirs)); none when
+    the export has no call counts."""
+    if not run or "input_tokens" not in rows:
+        return set(), (0, 0)
+    inside = rows[(rows["bucket_start"] >= run[0]) & (rows["bucket_start"] <= run[-1])]
+    per = inside.groupby("bucket_start")[["requests", "input_tokens"]].sum()
+    per = per[(per["requests"] > 0) & per.index.isin([t for t in run if costs[t] > usual[t]])]
+    if len(per) < 4:
+        return set(), (0, 0)
+    size = per["input_tokens"] / per["requests"]
+    typical = float(size.median())
+    other = size[size >= WORKLOAD_FACTOR * typical]
+    if other.empty or len(other) > WORKLOAD_MAX_SHARE * len(per):
+        return set(), (0, 0)
+    return set(other.index), (typical, float(other.median()))
+
+
+def _trimmed(run: list, other: set, costs: dict, usual: dict) -> list:
+    """A spike whose first or last buckets are another workload's (`other_workload`) ends before them: those
+    buckets, and the buckets between them and the spike that spent no more than a fifth of its mean excess (the
+    refinement's bar, REFINE_SHARE), are cut off."""
+    if not other:
+        return run
+    mine = [costs[t] - usual[t] for t in run if t not in other]
+    bar = sum(mine, Decimal(0)) / max(len(mine), 1) * REFINE_SHARE["whole"]
+    lo, hi = 0, len(run)
+    if run[-1] in other or any(t in other for t in run[-1:]):
+        while hi > lo and (run[hi - 1] in other or costs[run[hi - 1]] - usual[run[hi - 1]] <= bar):
+            hi -= 1
+    if run[0] in other:
+        while lo < hi and (run[lo] in other or costs[run[lo]] - usual[run[lo]] <= bar):
+            lo += 1
+    return run[lo:hi]
+
+
 def find_provider_spikes(case: Case) -> list[ProviderSpike]:
     """Spikes per provider key id (or project) when the case holds no proxy requests to reconcile with."""
     (proxy,) = case.execute("SELECT count(*) FROM llm_requests").fetchone()
@@ -353,9 +397,13 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
     slots = surge_slots(case)
     for provider, series, minutes, costs, usual, spans in spikes:
         step = timedelta(minutes=minutes)
+        mine_all = frame[(frame["provider"] == provider) & (frame["series"] == series)]
         for first, last in spans:
-            run, excess, adjusted = proxy_adjusted(costs, usual, [t for t in costs if first <= t <= last], step,
-                                                   slots)
+            run = [t for t in costs if first <= t <= last]
+            other, sizes = other_workload(mine_all, costs, usual, run)
+            run = _trimmed(run, other, costs, usual)
+            adjusted = proxy_adjusted(costs, usual, run, step, slots)[2] if slots else 0   # nginx's part alone
+            run, excess, _ = proxy_adjusted(costs, usual, run, step, slots, other)
             if not run:
                 continue
             first, last = run[0], run[-1]
@@ -373,6 +421,12 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
                 f"{end:%H:%M} UTC, spending more than {SPIKE_FACTOR:g}x the usual for that time "
                 f"(${float(sum((usual[t] for t in run), Decimal(0))):,.2f} in all); ${float(excess):,.2f} above it "
                 "at list prices")
+            if other_in := sorted(other):
+                inc.evidence.append(
+                    f"{len(other_in)} bucket(s) in or next to it ({other_in[0]:%H:%M} to {other_in[-1] + step:%H:%M} "
+                    f"UTC) hold calls of another size, {sizes[1]:,.0f} input tokens a call against the spike's "
+                    f"{sizes[0]:,.0f}: another workload on the same key (a batch?); where it starts or ends the spike "
+                    "it is left out, inside it those buckets are taken at the spike's level around them")
             if adjusted:
                 inc.evidence.append(
                     f"nginx shows the proxy's own calls surging in {adjusted} of these bucket(s) (a batch through the "
