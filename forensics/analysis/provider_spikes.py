@@ -37,6 +37,7 @@ class ProviderSpike:
     buckets: pd.DataFrame        # bucket_start, cost_usd: the series around the spike (what the figure draws)
     bucket_minutes: int
     by_model: pd.DataFrame       # model, requests, cost_usd within the spike
+    series: dict | None = None   # the whole series it was found in: {bucket_start: cost}
 
 
 def usage_series_step(prices: str = "prices") -> Step:
@@ -436,7 +437,7 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
             around = pd.DataFrame({"bucket_start": list(costs), "cost_usd": list(costs.values())})
             found.append(ProviderSpike(inc, provider, series, excess,
                                        around[(around["bucket_start"] >= start) & (around["bucket_start"] < end)]
-                                       .reset_index(drop=True), minutes, by_model))
+                                       .reset_index(drop=True), minutes, by_model, costs))
     found.sort(key=lambda s: (s.incident.start, -s.cost_usd))     # at the same time, the larger first
     for i, s in enumerate(found, start=1):
         s.incident.id = f"P-{i}"

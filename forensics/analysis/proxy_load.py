@@ -98,3 +98,19 @@ def _around(values: list[Decimal], hot: list[bool]) -> dict[int, Decimal]:
         out |= dict.fromkeys(range(i, j), level)
         i = j
     return out
+
+
+def served_calls(case: Case, width: pd.Timedelta, leave_out: set) -> tuple[dict, tuple]:
+    """nginx's served calls to the LLM endpoints per bucket of `width` (aligned to UTC midnight), the addresses in
+    `leave_out` (an incident's) not counted, and the time nginx's lines span: ({bucket_start: calls}, (first, last))."""
+    minutes = int(width / pd.Timedelta(minutes=1))
+    frame = case.query(Step("nginx_llm_calls_per_bucket", f"""
+        SELECT time_bucket(INTERVAL {minutes} MINUTE, time, TIMESTAMP '2000-01-01') AS bucket,
+               count(*) FILTER (WHERE status < 400 AND {LLM_ENDPOINT_SQL}
+                                AND coalesce(client_ip, '') NOT IN (SELECT unnest(CAST(? AS VARCHAR[])))) AS calls,
+               min(time) AS first, max(time) AS last
+        FROM http_requests WHERE time IS NOT NULL GROUP BY ALL ORDER BY bucket
+    """), [sorted(leave_out)])
+    if frame.empty:
+        return {}, (None, None)
+    return dict(zip(frame["bucket"], frame["calls"])), (frame["first"].min(), frame["last"].max())
