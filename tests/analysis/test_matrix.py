@@ -119,7 +119,7 @@ def test_a_key_the_proxy_never_used_is_followed_past_the_end_of_its_logs(tmp_pat
     assert any("after the proxy's logs end (its last request, 2026-11-15 03:09:" in e for e in inc["evidence"])
 
 
-@pytest.mark.parametrize("index", [127, 390])
+@pytest.mark.parametrize("index", [127, pytest.param(390, marks=pytest.mark.slow)])
 def test_nginx_without_request_time_dates_requests_from_the_pace_of_their_answers(index, tmp_path):
     """Seed 3, draws 127 and 390: an open proxy in nginx `main` / `combined` format (no $request_time), each line
     written when a 4,000-token answer ended, 1-2 minutes after its request began: the window ran 111-126 s late.
@@ -143,7 +143,7 @@ def test_an_address_joining_a_slow_leak_later_with_its_client_software_is_one_of
     assert reasons == [] and metrics["recall"] == 1.0 and metrics["precision"] == 1.0
 
 
-@pytest.mark.parametrize("index", [23, 323])
+@pytest.mark.parametrize("index", [23, pytest.param(323, marks=pytest.mark.slow)])
 def test_a_batch_of_long_documents_on_the_attacked_key_is_not_the_attack(index, tmp_path):
     """Seed 3, draws 23 and 323: the proxy's own OpenAI key used outside it for hours, provider data alone
     (per-minute usage), the proxy's nightly batch on the same key and model at 02:15, no earlier night in the export
@@ -156,3 +156,17 @@ def test_a_batch_of_long_documents_on_the_attacked_key_is_not_the_attack(index, 
     assert abs(metrics["cost_err_pct"]) < 5 and metrics["end_err_s"] == 0
     (inc,) = [i for i in findings["incidents"] if i["sources"] == ["openai"]]
     assert any("hold calls of another size" in e for e in inc["evidence"])
+
+
+@pytest.mark.slow
+def test_a_daily_spike_beside_an_nginx_attack_leaves_the_proxy_its_own_calls(tmp_path):
+    """Seed 3, draw 224: credential stuffing through the proxy on a Monday, nginx (combined) plus the provider's
+    daily buckets, from a Saturday evening on. The day's usual was the other days' spend (a partial Saturday, a
+    Sunday), so the Monday's office traffic counted as the attack's: +68.8 %. The proxy's other served calls that day
+    (nginx, the attackers' addresses left out) at the spend per call of the whole day nginx covers are its usual now.
+    Still -13.6 %, outside the matrix's 10 %: one reference day prices a call only that well (see the report)."""
+    truth, findings = _investigated(3, 224, tmp_path)
+    _, metrics = matrix.check(truth, findings)
+    assert abs(metrics["cost_err_pct"]) < 15
+    (inc,) = [i for i in findings["incidents"] if i["verdict"] == "attack"]
+    assert any("served call(s) nginx shows at $" in e for e in inc["evidence"])
