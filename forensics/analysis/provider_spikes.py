@@ -342,44 +342,54 @@ def _spikes(frame: pd.DataFrame, exports: pd.DataFrame) -> tuple[pd.DataFrame, l
 
 WORKLOAD_FACTOR = 2.5           # a bucket whose calls carry this many times the spike's input tokens a call...
 WORKLOAD_MAX_SHARE = 0.25       # ...is another workload on the key, when such buckets are at most this share of it
+WORKLOAD_ON_TOP = 1.5            # ...and each spends this many times the spike's median bucket above its usual
 
 
 def other_workload(rows: pd.DataFrame, costs: dict, usual: dict, run: list) -> tuple[set, tuple]:
     """The buckets of a spike (sub-daily `run`) whose calls are of another size: input tokens per call
-    WORKLOAD_FACTOR times the median bucket's of the spike, in at most WORKLOAD_MAX_SHARE of its busy buckets (a
+    WORKLOAD_FACTOR times the median bucket's of the spike, spending WORKLOAD_ON_TOP times its median bucket's excess
+    (a load on top of it), in at most WORKLOAD_MAX_SHARE of its busy buckets, on a series that usually spends there (a
     nightly batch of long documents on the key the attacker also uses: the provider's usage shows each minute's calls
-    and tokens, not whose they were). Returns (those buckets, (the spike's input tokens a call, theirs)); none when
+    and tokens, not whose they were). Returns (those buckets, (the spike's input tokens a call, theirs, every bucket of calls that size)); none when
     the export has no call counts."""
-    if not run or "input_tokens" not in rows:
-        return set(), (0, 0)
+    if not run or "input_tokens" not in rows or not any(usual[t] for t in run):
+        return set(), (0, 0, set())      # a series that usually spends nothing there: no other workload shares it
     inside = rows[(rows["bucket_start"] >= run[0]) & (rows["bucket_start"] <= run[-1])]
     per = inside.groupby("bucket_start")[["requests", "input_tokens"]].sum()
     per = per[(per["requests"] > 0) & per.index.isin([t for t in run if costs[t] > usual[t]])]
     if len(per) < 4:
-        return set(), (0, 0)
+        return set(), (0, 0, set())
     size = per["input_tokens"] / per["requests"]
     typical = float(size.median())
-    other = size[size >= WORKLOAD_FACTOR * typical]
+    excess = pd.Series({t: float(costs[t] - usual[t]) for t in per.index})
+    # of another size, and spending on top of the spike (a few large calls where the spike is thin are its own)
+    large = size >= WORKLOAD_FACTOR * typical
+    other = size[large & (excess >= WORKLOAD_ON_TOP * float(excess.median()))]
     if other.empty or len(other) > WORKLOAD_MAX_SHARE * len(per):
-        return set(), (0, 0)
-    return set(other.index), (typical, float(other.median()))
+        return set(), (0, 0, set())
+    return set(other.index), (typical, float(other.median()), set(size[large].index))
 
 
-def _trimmed(run: list, other: set, costs: dict, usual: dict) -> list:
-    """A spike whose first or last buckets are another workload's (`other_workload`) ends before them: those
-    buckets, and the buckets between them and the spike that spent no more than a fifth of its mean excess (the
-    refinement's bar, REFINE_SHARE), are cut off."""
+def _trimmed(run: list, other: set, sizes: tuple, costs: dict, usual: dict) -> list:
+    """A spike whose first or last buckets are another workload's (`other_workload`; `sizes[2]`: every bucket of
+    calls that size, its thin ends included) ends before them: those buckets, and the buckets between them and the
+    spike that spent no more than a fifth of its mean excess (the refinement's bar, REFINE_SHARE), are cut off."""
     if not other:
         return run
-    mine = [costs[t] - usual[t] for t in run if t not in other]
+    large = sizes[2] | other
+    mine = [costs[t] - usual[t] for t in run if t not in large]
     bar = sum(mine, Decimal(0)) / max(len(mine), 1) * REFINE_SHARE["whole"]
-    lo, hi = 0, len(run)
-    if run[-1] in other or any(t in other for t in run[-1:]):
-        while hi > lo and (run[hi - 1] in other or costs[run[hi - 1]] - usual[run[hi - 1]] <= bar):
-            hi -= 1
-    if run[0] in other:
-        while lo < hi and (run[lo] in other or costs[run[lo]] - usual[run[lo]] <= bar):
-            lo += 1
+
+    def edge(order: list) -> int:
+        """How many buckets from this end are the other workload's (its calls' size; its thin ends too) or spend
+        no more than the bar, when that stretch holds one of its buckets proper; else 0."""
+        n = 0
+        while n < len(order) and (order[n] in large or costs[order[n]] - usual[order[n]] <= bar):
+            n += 1
+        return n if any(t in other for t in order[:n]) else 0
+
+    hi = len(run) - edge(run[::-1])
+    lo = edge(run[:hi])
     return run[lo:hi]
 
 
@@ -402,7 +412,7 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
         for first, last in spans:
             run = [t for t in costs if first <= t <= last]
             other, sizes = other_workload(mine_all, costs, usual, run)
-            run = _trimmed(run, other, costs, usual)
+            run = _trimmed(run, other, sizes, costs, usual)
             adjusted = proxy_adjusted(costs, usual, run, step, slots)[2] if slots else 0   # nginx's part alone
             run, excess, _ = proxy_adjusted(costs, usual, run, step, slots, other)
             if not run:

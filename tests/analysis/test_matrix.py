@@ -170,3 +170,13 @@ def test_a_daily_spike_beside_an_nginx_attack_leaves_the_proxy_its_own_calls(tmp
     assert abs(metrics["cost_err_pct"]) < 15
     (inc,) = [i for i in findings["incidents"] if i["verdict"] == "attack"]
     assert any("served call(s) nginx shows at $" in e for e in inc["evidence"])
+
+
+@pytest.mark.slow
+def test_large_first_calls_on_a_key_only_the_attacker_uses_are_the_attack(tmp_path):
+    """Seed 3, draw 20: a second OpenAI key used only outside the proxy, whose first minutes hold a few calls of
+    ~75k input tokens. On a key that usually spends nothing nobody else's workload shares the spike, and a few large
+    calls where it is thin are its own: its start stays (the other-workload rule once cut two minutes off it)."""
+    truth, findings = _investigated(3, 20, tmp_path)
+    reasons, metrics = matrix.check(truth, findings)
+    assert reasons == [] and metrics["start_err_s"] == 0
