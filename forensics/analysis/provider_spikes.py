@@ -365,16 +365,17 @@ def other_workload(rows: pd.DataFrame, costs: dict, usual: dict, run: list) -> t
     # of another size, and spending on top of the spike (a few large calls where the spike is thin are its own)
     large = size >= WORKLOAD_FACTOR * typical
     other = size[large & (excess >= WORKLOAD_ON_TOP * float(excess.median()))]
-    if other.empty or len(other) > WORKLOAD_MAX_SHARE * len(per):
+    if not large.any() or large.sum() > WORKLOAD_MAX_SHARE * len(per):
         return set(), (0, 0, set())
-    return set(other.index), (typical, float(other.median()), set(size[large].index))
+    return set(other.index), (typical, float(size[large].median()), set(size[large].index))
 
 
 def _trimmed(run: list, other: set, sizes: tuple, costs: dict, usual: dict) -> list:
     """A spike whose first or last buckets are another workload's (`other_workload`; `sizes[2]`: every bucket of
-    calls that size, its thin ends included) ends before them: those buckets, and the buckets between them and the
-    spike that spent no more than a fifth of its mean excess (the refinement's bar, REFINE_SHARE), are cut off."""
-    if not other:
+    calls that size, its thin ends included, cut off when apart from the spike by a quiet bucket) ends before them:
+    those buckets, and the buckets between them and the spike that spent no more than a fifth of its mean excess (the
+    refinement's bar, REFINE_SHARE), are cut off."""
+    if not (other or sizes[2]):
         return run
     large = sizes[2] | other
     mine = [costs[t] - usual[t] for t in run if t not in large]
@@ -382,11 +383,14 @@ def _trimmed(run: list, other: set, sizes: tuple, costs: dict, usual: dict) -> l
 
     def edge(order: list) -> int:
         """How many buckets from this end are the other workload's (its calls' size; its thin ends too) or spend
-        no more than the bar, when that stretch holds one of its buckets proper; else 0."""
+        no more than the bar, when that stretch holds one of its buckets proper, or calls of its size apart from the
+        spike by a quiet bucket (a batch starting after the spike went quiet); else 0."""
         n = 0
         while n < len(order) and (order[n] in large or costs[order[n]] - usual[order[n]] <= bar):
             n += 1
-        return n if any(t in other for t in order[:n]) else 0
+        stretch = order[:n]
+        apart = any(t in large for t in stretch) and any(t not in large for t in stretch)
+        return n if apart or any(t in other for t in stretch) else 0
 
     hi = len(run) - edge(run[::-1])
     lo = edge(run[:hi])
@@ -432,7 +436,7 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
                 f"{end:%H:%M} UTC, spending more than {SPIKE_FACTOR:g}x the usual for that time "
                 f"(${float(sum((usual[t] for t in run), Decimal(0))):,.2f} in all); ${float(excess):,.2f} above it "
                 "at list prices")
-            if other_in := sorted(other):
+            if other_in := sorted(other | (set(sizes[2]) - set(run))):
                 inc.evidence.append(
                     f"{len(other_in)} bucket(s) in or next to it ({other_in[0]:%H:%M} to {other_in[-1] + step:%H:%M} "
                     f"UTC) hold calls of another size, {sizes[1]:,.0f} input tokens a call against the spike's "
