@@ -45,6 +45,7 @@ class IncidentFindings:
     series: series.IncidentSeries | None = None      # what its timeline figure and hourly table draw
     headline: Headline | None = None                 # the figures every document repeats (analysis/headline.py)
     limits: pd.DataFrame | None = None               # nginx limits in force during it (error log; limits.limits_seen)
+    provider_series: dict | None = None              # a provider spike: its key's whole series {bucket_start: cost}
 
 
 @dataclass
@@ -184,6 +185,25 @@ def _trickle_rate(net: pd.DataFrame, spikes: list[tuple], buckets: pd.DataFrame,
     return rest / hours if hours >= 1 else Decimal(0)
 
 
+def _beyond_logs(rec: reconcile.Reconciliation, buckets: pd.DataFrame, step: pd.Timedelta) -> list[str]:
+    """Where a key's outside-proxy use runs past the proxy's logs (they begin later or end earlier), one line saying
+    where the proxy's coverage ends: the provider's data alone shows that part."""
+    if rec.logs_start is None or rec.logs_end is None or not len(buckets):
+        return []
+    first, last = buckets["bucket_start"].min(), buckets["bucket_start"].max() + step
+    lo, hi = pd.Timestamp(rec.logs_start), pd.Timestamp(rec.logs_end)
+    parts = []
+    if first < lo:
+        parts.append(f"begins at {first:%Y-%m-%d %H:%M} UTC, before the proxy's logs begin ({lo:%Y-%m-%d %H:%M:%S})")
+    if last > hi:
+        parts.append(f"runs to {last:%Y-%m-%d %H:%M} UTC, after the proxy's logs end (its last request, "
+                     f"{hi:%Y-%m-%d %H:%M:%S})")
+    if not parts:
+        return []
+    return [f"the provider's data {' and '.join(parts)}: a key the proxy did not use while it logged, so that part "
+            "is counted from the provider's export alone"]
+
+
 def _outside_incidents(recs: list[reconcile.Reconciliation], first_number: int, control_set) -> list[IncidentFindings]:
     """Provider key usage the proxy never saw, per key id: each spike an incident (attack), a steady trickle beside
     it another (suspicious); windows and cost from the provider's data."""
@@ -225,6 +245,7 @@ def _outside_incidents(recs: list[reconcile.Reconciliation], first_number: int, 
                 inc.evidence.append(
                     f"{rec.provider} key {k['api_key_id']}: usage ({', '.join(k['models'])}) that no proxy request "
                     f"accounts for{what}, ${float(cost):,.2f} at list prices; only the provider saw it")
+                inc.evidence += _beyond_logs(rec, buckets, step)
                 costs = {b.to_pydatetime(): c for b, c in zip(buckets["bucket_start"], buckets["cost_usd"])}
                 proj = projection.project_buckets(costs, k["bucket_minutes"])
                 empty = pd.DataFrame()
@@ -266,7 +287,8 @@ def _provider_spike_findings(case: Case) -> list[IncidentFindings]:
         costs = {b.to_pydatetime(): c for b, c in zip(s.buckets["bucket_start"], s.buckets["cost_usd"])}
         out.append(IncidentFindings(s.incident, s.cost_usd, [], empty, empty, s.by_model, empty,
                                     projection.project_buckets(costs, s.bucket_minutes), [], None,
-                                    provider_buckets=s.buckets, provider=s.provider, provider_key_id=s.key_id))
+                                    provider_buckets=s.buckets, provider=s.provider, provider_key_id=s.key_id,
+                                    provider_series=s.series))
     return out
 
 
@@ -305,8 +327,43 @@ def _prorated(spike: IncidentFindings, inc: Incident, width: timedelta) -> Decim
     return spike.cost_usd * covered / total
 
 
+CALLS_MIN_REFERENCE = 50        # served proxy calls in the whole buckets that price a call (fewer: too few to say)
+
+
+def _calls_priced(case: Case, n: IncidentFindings, s: IncidentFindings, width: timedelta) -> tuple | None:
+    """The attack's part of a coarse provider spike (daily buckets) from what nginx shows of the proxy's own work:
+    in the buckets the nginx incident touches, the provider's spend less the proxy's other served calls (nginx, the
+    incident's addresses left out) at the spend per call of the buckets nginx covers whole and no incident touches.
+    The usual of a day is then what its own calls cost, not another day's spend (a Monday's office traffic against
+    a Sunday's). None when nginx does not cover those buckets whole, the incident's addresses are the balancer's,
+    or the reference days hold fewer than CALLS_MIN_REFERENCE calls: (cost, the evidence's words) otherwise."""
+    series = s.provider_series
+    ips = _ips(n)
+    if not series or not ips or any(is_internal(ip) for ip in ips):
+        return None
+    from forensics.analysis.proxy_load import served_calls
+
+    step = pd.Timedelta(width)
+    calls, (first, last) = served_calls(case, step, ips)
+    if first is None:
+        return None
+    whole = [t for t in series if first <= t and t + step <= last]
+    touched = [t for t in series if t < n.incident.end and n.incident.start < t + step]
+    if not touched or any(t not in whole for t in touched):
+        return None
+    reference = [t for t in whole if t not in touched and calls.get(t, 0) > 0]
+    ref_calls = sum(calls.get(t, 0) for t in reference)
+    if ref_calls < CALLS_MIN_REFERENCE:
+        return None
+    per_call = sum((Decimal(str(series[t])) for t in reference), Decimal(0)) / ref_calls
+    cost = sum((max(Decimal(str(series[t])) - per_call * calls.get(t, 0), Decimal(0)) for t in touched), Decimal(0))
+    return cost, (f"is counted as the attack's: the rest of its bucket(s) is the proxy's other {sum(calls.get(t, 0) for t in touched):,} "
+                  f"served call(s) nginx shows at ${float(per_call):,.4f} a call, the spend per call of "
+                  f"{len(reference)} other whole bucket(s)")
+
+
 def _one_campaign(found: list[IncidentFindings], nginx: list[IncidentFindings],
-                  spikes: list[IncidentFindings]) -> list[IncidentFindings]:
+                  spikes: list[IncidentFindings], case: Case | None = None) -> list[IncidentFindings]:
     """One incident per campaign across sources. An nginx incident beside a LiteLLM one by the same addresses (less
     than an hour apart) is that incident's first phase, typically the 401s LiteLLM never logged: its window opens
     there and it rests on nginx too (behind a balancer whose log keeps only its own address: by time alone, the
@@ -337,11 +394,13 @@ def _one_campaign(found: list[IncidentFindings], nginx: list[IncidentFindings],
             width = b["bucket_start"].diff().min().to_pytimedelta() if b is not None and len(b) > 1 \
                 else s.incident.end - s.incident.start
             if n.cost_usd == 0 and _near(n.incident, s.incident, width):
-                n.cost_usd = _prorated(s, n.incident, width)
+                priced = _calls_priced(case, n, s, width) if case is not None and width > PRORATE_MAX_WIDTH \
+                    else None
+                n.cost_usd = priced[0] if priced else _prorated(s, n.incident, width)
                 n.provider, n.provider_key_id, n.provider_buckets = s.provider, s.provider_key_id, s.provider_buckets
                 n.incident.sources += [x for x in s.incident.sources if x not in n.incident.sources]
                 share = ("falls in the part of each bucket nginx shows the attack in (prorated by time)"
-                         if width <= PRORATE_MAX_WIDTH else
+                         if width <= PRORATE_MAX_WIDTH else priced[1] if priced else
                          "is counted as the attack's: the rest of each bucket is taken to have spent as usual")
                 n.incident.evidence.append(f"the provider's export shows the spend at the same time: "
                                            f"{s.incident.evidence[0]}; ${float(n.cost_usd):,.2f} of it {share}")
@@ -379,7 +438,7 @@ def investigate(case: Case, control_set=None) -> Investigation:
         recs = reconcile.reconcile(case)
         found += _outside_incidents(recs, len(found) + 1, control_set)
     with phase("nginx-only incidents, provider spikes and the nginx join"):
-        found = _one_campaign(found, _nginx_findings(case), _provider_spike_findings(case))
+        found = _one_campaign(found, _nginx_findings(case), _provider_spike_findings(case), case)
         found += _nginx_load_findings(case, found)
         nginx_match = joins.join_nginx(case)
         _sources_of(case, found, case.table("nginx_to_litellm"))

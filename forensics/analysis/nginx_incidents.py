@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from forensics.analysis.incident import Incident
-from forensics.analysis.incidents import (MIN_INCIDENT_REQUESTS, NEWCOMER_GRACE_SECONDS, SLOW_GAP_MINUTES,
-                                         SURGE_DRIVER_SHARE, sessions_sql, surge_sql)
+from forensics.analysis.incidents import (MIN_INCIDENT_REQUESTS, NEWCOMER_GRACE_SECONDS, SESSION_GAP_MINUTES,
+                                         SLOW_GAP_MINUTES, SURGE_DRIVER_SHARE, sessions_sql, surge_sql)
 from forensics.analysis.steps import Step
 from forensics.netaddr import internal_ip_sql
 
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 LLM_ENDPOINT_SQL = ("regexp_matches(coalesce(path, ''), "
                     "'^(/openai)?(/v1)?/(chat/completions|completions|embeddings|messages|responses|"
                     "engines/[^/]+/(chat/)?completions|openai/deployments/[^/]+/(chat/)?completions)')")
+PACE_MIN_GAPS = 5                 # an address's answers in a row that time its requests (no $request_time)...
+PACE_MAX_CV = 0.25                # ...when its seconds per response byte between them vary this little
 AUTH_BURST_MIN = 20               # 401/403 answers from one address in one burst
 NEWCOMERS_MIN = 5                 # new public addresses arriving in one slow session...
 NEWCOMERS_FACTOR = 4              # ...this many times as many as new clients arrived before
@@ -133,12 +135,48 @@ def nginx_newcomers_step(lines: str) -> Step:
     """)
 
 
-def continued_sql(mine: str, lines: str, claimed: str) -> str:
+def pace_step(mine: str, k: int) -> Step:
+    """Seconds per response byte of the incident's requests, timed by its own lines where nginx logged no
+    $request_time (its line time is when the answer ended; when the request began is not logged). An address whose
+    client sends each request when the previous answer arrived (a loop of calls, one at a time) logs its answers one
+    request's duration apart: between two of its served lines under SESSION_GAP_MINUTES apart, the gap over the later
+    answer's bytes. Addresses with PACE_MIN_GAPS such gaps whose ratio varies by at most PACE_MAX_CV (coefficient of
+    variation) call that way; the median of their medians is the pace. None without such an address (calls spaced by
+    pauses, several at a time, or request times logged): then nothing is estimated."""
+    return Step(f"nginx_incident_{k}_pace", f"""
+        WITH served AS (
+            SELECT client_ip, end_time, body_bytes, request_time,
+                   epoch(end_time - lag(end_time) OVER (PARTITION BY client_ip ORDER BY end_time, request_id)) AS gap
+            FROM {mine} WHERE status < 400 AND client_ip IS NOT NULL
+        ), ratios AS (
+            SELECT client_ip, gap / body_bytes AS r FROM served
+            WHERE request_time IS NULL AND body_bytes > 0 AND gap > 0 AND gap < {SESSION_GAP_MINUTES * 60}
+        ), steady AS (
+            SELECT client_ip, median(r) AS r FROM ratios GROUP BY client_ip
+            HAVING count(*) >= {PACE_MIN_GAPS} AND stddev_samp(r) <= {PACE_MAX_CV} * avg(r)
+        )
+        SELECT median(r) AS seconds_per_byte, count(*) AS addresses FROM steady
+    """)
+
+
+def continued_sql(mine: str, lines: str, claimed: str, every: str) -> str:
     """Adds to a surge's lines the later served calls of its public addresses, as long as none pauses for more than
-    SLOW_GAP_MINUTES (a slow leak goes quiet for a quarter of an hour, then goes on: the same campaign)."""
+    SLOW_GAP_MINUTES (a slow leak goes quiet for a quarter of an hour, then goes on: the same campaign). Its
+    addresses include those that join it later: public addresses never seen on the LLM endpoints (`every`: all
+    their lines) before the surge began, every call of which comes from the surge's own client software (user
+    agent) and none refused for auth (a key passed on to a new machine, an attacker's next proxy address)."""
     return f"""
         INSERT INTO {mine}
-        WITH addresses AS (SELECT DISTINCT client_ip FROM {mine} WHERE NOT {internal_ip_sql('client_ip')}),
+        WITH own AS (SELECT DISTINCT client_ip FROM {mine} WHERE NOT {internal_ip_sql('client_ip')}),
+        agents AS (SELECT DISTINCT user_agent FROM {mine} WHERE client_ip IN (SELECT client_ip FROM own)),
+        joined AS (
+            SELECT client_ip FROM {every}
+            WHERE client_ip IS NOT NULL AND NOT {internal_ip_sql('client_ip')}
+              AND client_ip NOT IN (SELECT client_ip FROM own)
+            GROUP BY client_ip
+            HAVING min(start_time) > (SELECT min(start_time) FROM {mine})
+               AND bool_and(user_agent IN (SELECT user_agent FROM agents)) AND NOT bool_or(auth_failure)
+        ), addresses AS (SELECT client_ip FROM own UNION ALL SELECT client_ip FROM joined),
         pool AS (
             SELECT request_id, start_time FROM {mine}
             UNION ALL
@@ -183,10 +221,13 @@ def find_nginx_incidents(case: Case) -> list[NginxIncident]:
                 SELECT c.* FROM {table} c WHERE c.session_no = ?
                   AND NOT EXISTS (SELECT 1 FROM {claimed} x WHERE x.request_id = c.request_id)"""), [session_no])
             if detector == "surge":
-                case.statement("nginx_surge_continued", continued_sql(mine, uncovered, claimed))
+                case.statement("nginx_surge_continued", continued_sql(mine, uncovered, claimed, every))
                 count, end, served, body = case.execute(f"""
                     SELECT count(*), max(start_time), count(*) FILTER (WHERE status < 400), coalesce(sum(body_bytes), 0)
                     FROM {mine}""").fetchone()
+            paced = _paced(case, mine, k)
+            if paced:
+                start, end = case.execute(f"SELECT min(start_time), max(start_time) FROM {mine}").fetchone()
             case.statement("nginx_claimed", f"INSERT INTO {claimed} SELECT request_id FROM {mine}")
             inc = Incident(f"N-{k}", "other", "suspicious", f"nginx_{detector}", start, end, count,
                            sources=["nginx"])
@@ -208,11 +249,29 @@ def find_nginx_incidents(case: Case) -> list[NginxIncident]:
                 inc.evidence.append(f"{count} requests to the LLM endpoints from {ips} address(es) never seen "
                                     f"before ({public} public), at several times the gateway's rate of the hour "
                                     f"before; {served} served, {body:,} response bytes")
+            if paced:
+                inc.evidence.append(paced)
             inc.evidence.append("seen in nginx only: who held which key and what it cost is unknown without "
                                 "LiteLLM or provider data")
             found.append(NginxIncident(inc, mine, case.query(by_ip_step(mine, f"nginx_incident_{k}_by_ip")),
                                        case.query(by_user_agent_step(mine, f"nginx_incident_{k}_by_user_agent"))))
     return _merged(case, found)
+
+
+def _paced(case: Case, mine: str, k: int) -> str | None:
+    """Where nginx logged no $request_time, the incident's lines get estimated request starts: line time less its
+    response bytes at the incident's own pace (pace_step). Returns the evidence line saying so, or None."""
+    pace, addresses = case.execute(f"SELECT * FROM {case.run(pace_step(mine, k))}").fetchone()
+    if not pace:
+        return None
+    first = case.execute(f"SELECT min(end_time) FROM {mine}").fetchone()[0]
+    case.statement(f"nginx_incident_{k}_paced", f"""
+        UPDATE {mine} SET start_time = end_time - to_microseconds(CAST(round(? * body_bytes * 1e6) AS BIGINT))
+        WHERE request_time IS NULL AND body_bytes > 0""", [pace])
+    return (f"this nginx format logs no $request_time: a line's time is when the answer ended. {addresses} "
+            f"address(es) sent each request when the previous answer arrived, {pace * 1000:.1f} s per kB of answer "
+            f"apart, so each request is taken to have begun that long before its line (an estimate); the first "
+            f"line was written at {first:%Y-%m-%d %H:%M:%S} UTC")
 
 
 def _merged(case: Case, found: list[NginxIncident]) -> list[NginxIncident]:

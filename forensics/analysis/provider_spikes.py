@@ -37,6 +37,7 @@ class ProviderSpike:
     buckets: pd.DataFrame        # bucket_start, cost_usd: the series around the spike (what the figure draws)
     bucket_minutes: int
     by_model: pd.DataFrame       # model, requests, cost_usd within the spike
+    series: dict | None = None   # the whole series it was found in: {bucket_start: cost}
 
 
 def usage_series_step(prices: str = "prices") -> Step:
@@ -54,6 +55,7 @@ def usage_series_step(prices: str = "prices") -> Step:
         )
         SELECT u.provider, coalesce(u.api_key_id, '(no key id)') AS series, u.bucket_start, u.bucket_end,
                coalesce(p.matched_model, u.model) AS model, coalesce(u.requests, 0) AS requests,
+               coalesce(u.input_tokens, 0) AS input_tokens,
                CAST((greatest(coalesce(u.input_tokens, 0) - coalesce(u.cache_read_tokens, 0)
                               - coalesce(u.cache_write_tokens, 0), 0) * p.input_mtok
                      + coalesce(u.cache_read_tokens, 0) * coalesce(p.cache_read_mtok, p.input_mtok)
@@ -72,7 +74,7 @@ def cost_series_step() -> Step:
             SELECT provider, bucket_start, bucket_end, max(file_id) AS file_id FROM provider_costs GROUP BY ALL
         )
         SELECT c.provider, 'project ' || coalesce(c.project_id, '(default)') AS series, c.bucket_start, c.bucket_end,
-               coalesce(c.model, c.line_item) AS model, 0 AS requests, c.amount_usd AS cost_usd
+               coalesce(c.model, c.line_item) AS model, 0 AS requests, 0 AS input_tokens, c.amount_usd AS cost_usd
         FROM provider_costs c JOIN chosen USING (provider, bucket_start, bucket_end, file_id)
     """)
 
@@ -338,6 +340,63 @@ def _spikes(frame: pd.DataFrame, exports: pd.DataFrame) -> tuple[pd.DataFrame, l
     return frame, out
 
 
+WORKLOAD_FACTOR = 2.5           # a bucket whose calls carry this many times the spike's input tokens a call...
+WORKLOAD_MAX_SHARE = 0.25       # ...is another workload on the key, when such buckets are at most this share of it
+WORKLOAD_ON_TOP = 1.5            # ...and each spends this many times the spike's median bucket above its usual
+
+
+def other_workload(rows: pd.DataFrame, costs: dict, usual: dict, run: list) -> tuple[set, tuple]:
+    """The buckets of a spike (sub-daily `run`) whose calls are of another size: input tokens per call
+    WORKLOAD_FACTOR times the median bucket's of the spike, spending WORKLOAD_ON_TOP times its median bucket's excess
+    (a load on top of it), in at most WORKLOAD_MAX_SHARE of its busy buckets, on a series that usually spends there (a
+    nightly batch of long documents on the key the attacker also uses: the provider's usage shows each minute's calls
+    and tokens, not whose they were). Returns (those buckets, (the spike's input tokens a call, theirs, every bucket of calls that size)); none when
+    the export has no call counts."""
+    if not run or "input_tokens" not in rows or not any(usual[t] for t in run):
+        return set(), (0, 0, set())      # a series that usually spends nothing there: no other workload shares it
+    inside = rows[(rows["bucket_start"] >= run[0]) & (rows["bucket_start"] <= run[-1])]
+    per = inside.groupby("bucket_start")[["requests", "input_tokens"]].sum()
+    per = per[(per["requests"] > 0) & per.index.isin([t for t in run if costs[t] > usual[t]])]
+    if len(per) < 4:
+        return set(), (0, 0, set())
+    size = per["input_tokens"] / per["requests"]
+    typical = float(size.median())
+    excess = pd.Series({t: float(costs[t] - usual[t]) for t in per.index})
+    # of another size, and spending on top of the spike (a few large calls where the spike is thin are its own)
+    large = size >= WORKLOAD_FACTOR * typical
+    other = size[large & (excess >= WORKLOAD_ON_TOP * float(excess.median()))]
+    if not large.any() or large.sum() > WORKLOAD_MAX_SHARE * len(per):
+        return set(), (0, 0, set())
+    return set(other.index), (typical, float(size[large].median()), set(size[large].index))
+
+
+def _trimmed(run: list, other: set, sizes: tuple, costs: dict, usual: dict) -> list:
+    """A spike whose first or last buckets are another workload's (`other_workload`; `sizes[2]`: every bucket of
+    calls that size, its thin ends included, cut off when apart from the spike by a quiet bucket) ends before them:
+    those buckets, and the buckets between them and the spike that spent no more than a fifth of its mean excess (the
+    refinement's bar, REFINE_SHARE), are cut off."""
+    if not (other or sizes[2]):
+        return run
+    large = sizes[2] | other
+    mine = [costs[t] - usual[t] for t in run if t not in large]
+    bar = sum(mine, Decimal(0)) / max(len(mine), 1) * REFINE_SHARE["whole"]
+
+    def edge(order: list) -> int:
+        """How many buckets from this end are the other workload's (its calls' size; its thin ends too) or spend
+        no more than the bar, when that stretch holds one of its buckets proper, or calls of its size apart from the
+        spike by a quiet bucket (a batch starting after the spike went quiet); else 0."""
+        n = 0
+        while n < len(order) and (order[n] in large or costs[order[n]] - usual[order[n]] <= bar):
+            n += 1
+        stretch = order[:n]
+        apart = any(t in large for t in stretch) and any(t not in large for t in stretch)
+        return n if apart or any(t in other for t in stretch) else 0
+
+    hi = len(run) - edge(run[::-1])
+    lo = edge(run[:hi])
+    return run[lo:hi]
+
+
 def find_provider_spikes(case: Case) -> list[ProviderSpike]:
     """Spikes per provider key id (or project) when the case holds no proxy requests to reconcile with."""
     (proxy,) = case.execute("SELECT count(*) FROM llm_requests").fetchone()
@@ -353,9 +412,13 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
     slots = surge_slots(case)
     for provider, series, minutes, costs, usual, spans in spikes:
         step = timedelta(minutes=minutes)
+        mine_all = frame[(frame["provider"] == provider) & (frame["series"] == series)]
         for first, last in spans:
-            run, excess, adjusted = proxy_adjusted(costs, usual, [t for t in costs if first <= t <= last], step,
-                                                   slots)
+            run = [t for t in costs if first <= t <= last]
+            other, sizes = other_workload(mine_all, costs, usual, run)
+            run = _trimmed(run, other, sizes, costs, usual)
+            adjusted = proxy_adjusted(costs, usual, run, step, slots)[2] if slots else 0   # nginx's part alone
+            run, excess, _ = proxy_adjusted(costs, usual, run, step, slots, other)
             if not run:
                 continue
             first, last = run[0], run[-1]
@@ -373,6 +436,12 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
                 f"{end:%H:%M} UTC, spending more than {SPIKE_FACTOR:g}x the usual for that time "
                 f"(${float(sum((usual[t] for t in run), Decimal(0))):,.2f} in all); ${float(excess):,.2f} above it "
                 "at list prices")
+            if other_in := sorted(other | (set(sizes[2]) - set(run))):
+                inc.evidence.append(
+                    f"{len(other_in)} bucket(s) in or next to it ({other_in[0]:%H:%M} to {other_in[-1] + step:%H:%M} "
+                    f"UTC) hold calls of another size, {sizes[1]:,.0f} input tokens a call against the spike's "
+                    f"{sizes[0]:,.0f}: another workload on the same key (a batch?); where it starts or ends the spike "
+                    "it is left out, inside it those buckets are taken at the spike's level around them")
             if adjusted:
                 inc.evidence.append(
                     f"nginx shows the proxy's own calls surging in {adjusted} of these bucket(s) (a batch through the "
@@ -382,7 +451,7 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
             around = pd.DataFrame({"bucket_start": list(costs), "cost_usd": list(costs.values())})
             found.append(ProviderSpike(inc, provider, series, excess,
                                        around[(around["bucket_start"] >= start) & (around["bucket_start"] < end)]
-                                       .reset_index(drop=True), minutes, by_model))
+                                       .reset_index(drop=True), minutes, by_model, costs))
     found.sort(key=lambda s: (s.incident.start, -s.cost_usd))     # at the same time, the larger first
     for i, s in enumerate(found, start=1):
         s.incident.id = f"P-{i}"

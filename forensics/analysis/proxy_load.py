@@ -50,18 +50,20 @@ def surge_slots(case: Case) -> set:
     return {t for t, n in calls.items() if n > usuals[t] * LOAD_FACTOR and n - usuals[t] >= LOAD_MIN_CALLS}
 
 
-def proxy_adjusted(costs: dict, usual: dict, run: list, width: pd.Timedelta, slots: set) -> tuple[list, Decimal, int]:
+def proxy_adjusted(costs: dict, usual: dict, run: list, width: pd.Timedelta, slots: set,
+                   also: set = frozenset()) -> tuple[list, Decimal, int]:
     """A spike's buckets `run` (sub-daily) and its excess over `usual`, with the buckets in which nginx shows the
     proxy's own surge (`slots`) taken at the spike's level around them (`_around`; never above their own excess):
     (the run, a surge stretch at either edge cut off when the buckets are no finer than a slot, the excess, how
     many buckets were adjusted). Unchanged when no bucket surges, or when half or more do (nginx shows the spike
-    itself)."""
+    itself). `also`: buckets taken the same way for another reason (provider_spikes.other_workload)."""
     excess = {t: costs[t] - usual[t] for t in run}
     total = sum(excess.values(), Decimal(0))
-    if width >= pd.Timedelta(days=1) or not slots or not any(usual[t] for t in run):
+    if width >= pd.Timedelta(days=1) or not (slots or also) or not any(usual[t] for t in run):
         return run, total, 0      # a series that usually spends nothing there is not the proxy's: its load is not in it
     slot = pd.Timedelta(minutes=SLOT_MINUTES)
-    hot = [any(s in slots for s in pd.date_range(t.floor(slot), t + width - pd.Timedelta(1), freq=slot)) for t in run]
+    hot = [t in also or any(s in slots for s in pd.date_range(t.floor(slot), t + width - pd.Timedelta(1), freq=slot))
+           for t in run]
     if not any(hot) or sum(hot) * 2 >= len(run):
         return run, total, 0
     lo, hi = 0, len(run)
@@ -96,3 +98,19 @@ def _around(values: list[Decimal], hot: list[bool]) -> dict[int, Decimal]:
         out |= dict.fromkeys(range(i, j), level)
         i = j
     return out
+
+
+def served_calls(case: Case, width: pd.Timedelta, leave_out: set) -> tuple[dict, tuple]:
+    """nginx's served calls to the LLM endpoints per bucket of `width` (aligned to UTC midnight), the addresses in
+    `leave_out` (an incident's) not counted, and the time nginx's lines span: ({bucket_start: calls}, (first, last))."""
+    minutes = int(width / pd.Timedelta(minutes=1))
+    frame = case.query(Step("nginx_llm_calls_per_bucket", f"""
+        SELECT time_bucket(INTERVAL {minutes} MINUTE, time, TIMESTAMP '2000-01-01') AS bucket,
+               count(*) FILTER (WHERE status < 400 AND {LLM_ENDPOINT_SQL}
+                                AND coalesce(client_ip, '') NOT IN (SELECT unnest(CAST(? AS VARCHAR[])))) AS calls,
+               min(time) AS first, max(time) AS last
+        FROM http_requests WHERE time IS NOT NULL GROUP BY ALL ORDER BY bucket
+    """), [sorted(leave_out)])
+    if frame.empty:
+        return {}, (None, None)
+    return dict(zip(frame["bucket"], frame["calls"])), (frame["first"].min(), frame["last"].max())

@@ -34,6 +34,8 @@ class Reconciliation:
     unexplained_usd: Decimal
     outside_proxy: list[dict] = field(default_factory=list)
     daily: object = None            # pandas frame: per day provider vs proxy
+    logs_start: object = None       # the proxy's logs: first request start and last request end (what they cover)
+    logs_end: object = None
 
 
 LOG_WINDOW_SQL = """(SELECT min(start_time) AS first, max(coalesce(end_time, start_time)) AS last
@@ -129,18 +131,20 @@ def usage_price_rows(case: Case) -> list[list[str | None]]:
     return rows
 
 
-def usage_vs_proxy_step(which: str, prices: str) -> Step:
+def usage_vs_proxy_step(which: str, prices: str, whole: bool = False) -> Step:
     """Per provider, bucket, key id and canonical model: the provider's tokens by type beside the proxy's.
 
     Models are compared by genai-prices' canonical id (usage reports dated snapshots, the proxy often the alias).
     The proxy's successful requests are bucketed by start time at the same width. `prices`: usage_prices_step's.
+    Only the buckets the proxy's logs cover; `whole`: every bucket of the provider's export (the period of a key
+    the proxy did not use while it logged: its use is outside the proxy whether or not the proxy logged then).
     """
-    return Step(f"usage_vs_proxy_{which}", f"""
+    return Step(f"usage_vs_proxy_{which}{'_whole' if whole else ''}", f"""
         WITH width AS ({usage_width_sql(which)}),
         chosen AS (   -- one file per bucket: overlapping exports never double; only where the proxy logged
             SELECT u.provider, u.bucket_start, max(u.file_id) AS file_id
             FROM provider_usage u JOIN width w USING (provider, bucket_width)
-            WHERE {inside_logs_sql('u')} GROUP BY ALL
+            WHERE {"true" if whole else inside_logs_sql('u')} GROUP BY ALL
         ), usage AS (
             SELECT u.provider, u.bucket_start, any_value(u.bucket_end) AS bucket_end,
                    coalesce(u.api_key_id, '(no key id)') AS api_key_id,
@@ -196,9 +200,16 @@ def proxy_keys_step(src: str) -> Step:
     """)
 
 
-def outside_usage_step(which: str, src: str, proxy_keys: str, prices: str, net: bool = False) -> Step:
+def outside_usage_step(which: str, src: str, whole: str, proxy_keys: str, prices: str, net: bool = False) -> Step:
     """Usage the proxy does not explain: all of a key id the proxy never used (it explains under half of its
-    tokens), and on the proxy's own key ids the tokens above the proxy's, per type, model and bucket. `net`: the
+    tokens), and on the proxy's own key ids the tokens above the proxy's, per type, model and bucket.
+
+    `src`: usage_vs_proxy_step's rows where the proxy's logs cover, `whole`: its rows over the provider's whole
+    export. The proxy's own key ids are compared only where its logs cover (elsewhere its silence is not evidence:
+    the export may have been taken earlier, or the proxy was down); a key id that was used while the proxy logged and
+    that the proxy did not use is counted over the whole export, before the proxy's logs begin and after they end
+    (`beyond_logs` marks those buckets): its use never went through the proxy. A key id seen only outside the logs
+    is not judged (the proxy's own key before a rotation looks just like that). `net`: the
     signed difference in every bucket (a request the proxy logged at 10:00:59 and the provider counted at 10:01 is
     +1 in one minute and -1 in the next), what a window's outside-proxy cost is summed from."""
     def diff(col: str) -> str:
@@ -215,12 +226,14 @@ def outside_usage_step(which: str, src: str, proxy_keys: str, prices: str, net: 
                    string_agg(DISTINCT api_key_id, ',' ORDER BY api_key_id) AS api_key_id,
                    {diff("input_tokens")} AS input_tokens, {diff("output_tokens")} AS output_tokens,
                    {diff("cache_read_tokens")} AS cache_read_tokens, {diff("cache_write_tokens")} AS cache_write_tokens,
-                   {diff("requests")} AS requests
+                   {diff("requests")} AS requests, false AS beyond_logs, true AS own_key
             FROM {src} JOIN proxy_keys USING (provider, api_key_id) GROUP BY provider, bucket_start, model
         ), foreign_keys AS (
             SELECT provider, bucket_start, bucket_end, model, provider_model, api_key_id, input_tokens, output_tokens,
-                   cache_read_tokens, cache_write_tokens, requests
-            FROM {src} WHERE (provider, api_key_id) NOT IN (SELECT (provider, api_key_id) FROM proxy_keys)
+                   cache_read_tokens, cache_write_tokens, requests,
+                   (provider, bucket_start) NOT IN (SELECT (provider, bucket_start) FROM {src}) AS beyond_logs, false AS own_key
+            FROM {whole} WHERE (provider, api_key_id) NOT IN (SELECT (provider, api_key_id) FROM proxy_keys)
+              AND (provider, api_key_id) IN (SELECT (provider, api_key_id) FROM {src})
         )
         SELECT o.*, date_diff('minute', o.bucket_start, o.bucket_end) AS bucket_minutes,
                CAST(({clip("o.input_tokens - o.cache_read_tokens - o.cache_write_tokens")} * p.input_mtok
@@ -258,11 +271,13 @@ def reconcile(case: Case) -> list[Reconciliation]:
     daily = case.query(daily_reconciliation_step(buckets))
     prices = case.run(usage_prices_step(), [usage_price_rows(case)])
     usage = {which: case.run(usage_vs_proxy_step(which, prices)) for which in ("span", "finest")}
+    whole = {which: case.run(usage_vs_proxy_step(which, prices, whole=True)) for which in ("span", "finest")}
     proxy_keys = case.run(proxy_keys_step(usage["span"]))
-    outside = case.query(outside_usage_step("span", usage["span"], proxy_keys, prices))
-    fine = case.query(outside_usage_step("finest", usage["finest"], proxy_keys, prices))
-    net = {which: case.query(outside_usage_step(which, usage[which], proxy_keys, prices, net=True))
+    outside = case.query(outside_usage_step("span", usage["span"], whole["span"], proxy_keys, prices))
+    fine = case.query(outside_usage_step("finest", usage["finest"], whole["finest"], proxy_keys, prices))
+    net = {which: case.query(outside_usage_step(which, usage[which], whole[which], proxy_keys, prices, net=True))
            for which in ("span", "finest")}
+    logs = case.execute(f"SELECT first, last FROM {LOG_WINDOW_SQL}").fetchone()
     providers = sorted(set(daily["provider"]) | set(outside["provider"]))
     out = []
     for provider in providers:
@@ -271,6 +286,7 @@ def reconcile(case: Case) -> list[Reconciliation]:
         keys = []
         f = fine[fine["provider"] == provider]
         for key_id, g in o.groupby("api_key_id", sort=True):
+            foreign = not g["own_key"].any()
             w = _finest_covering(f[f["api_key_id"] == key_id], g)
             nets = {which: x[(x["provider"] == provider) & (x["api_key_id"] == key_id)] for which, x in net.items()}
             n = nets["finest" if w is not g else "span"]
@@ -291,15 +307,21 @@ def reconcile(case: Case) -> list[Reconciliation]:
                 # the signed difference per bucket, every bucket: a window's cost outside the proxy is its sum
                 "net_buckets": _per_bucket(n),
                 "net_span": (_per_bucket(nets["span"]), int(g["bucket_minutes"].iloc[0])),  # the longest past
-                # the first and last bucket of the provider's exports: a key used only in a spike is quiet there
-                "export_range": {which: (x.loc[x["provider"] == provider, "bucket_start"].min(),
-                                         x.loc[x["provider"] == provider, "bucket_start"].max())
+                # the first and last bucket of the provider's exports (a key the proxy did not use: all of them;
+                # the proxy's own: those its logs cover): a key used only in a spike is quiet there
+                "export_range": {which: _range(x[(x["provider"] == provider) & (foreign | ~x["beyond_logs"])])
                                  for which, x in net.items()},
                 "finest": w is not g,
+                "beyond_logs_usd": sum((Decimal(str(c)) for c in g.loc[g["beyond_logs"], "cost_usd"].dropna()),
+                                       Decimal(0)),
             })
         provider_cost = sum((Decimal(str(v)) for v in d["provider_cost_usd"]), Decimal(0))
         proxy_cost = sum((Decimal(str(v)) for v in d["proxy_cost_usd"]), Decimal(0))
         out.append(Reconciliation(
             provider, d["bucket_start"].min() if len(d) else None, d["bucket_end"].max() if len(d) else None,
-            provider_cost, proxy_cost, provider_cost - proxy_cost, keys, d))
+            provider_cost, proxy_cost, provider_cost - proxy_cost, keys, d, logs_start=logs[0], logs_end=logs[1]))
     return out
+
+
+def _range(frame: pd.DataFrame) -> tuple:
+    return frame["bucket_start"].min(), frame["bucket_start"].max()

@@ -204,12 +204,15 @@ def _quarantine(inv, names: dict) -> Table:
 
 
 def _reconciliation(findings, inv) -> list[Table]:
-    rows = [[r["provider"], f"{when(r['start'])} .. {when(r['end'])}", money(r["provider_cost_usd"]),
+    logs = {rec.provider: (rec.logs_start, rec.logs_end) for rec in inv.reconciliation}
+    rows = [[r["provider"], f"{when(r['start'])} .. {when(r['end'])}",
+             " .. ".join(when(t) for t in logs.get(r["provider"], (None, None))), money(r["provider_cost_usd"]),
              money(r["proxy_cost_usd"]), money(r["unexplained_usd"]), str(len(r["outside_proxy"]))]
             for r in findings["reconciliation"]]
-    out = [Table("Provider bill against the proxy's logs", ["provider", "window", "provider billed",
-                                                             "proxy re-priced", "unexplained", "keys outside proxy"],
-                 rows, {2, 3, 4, 5})]
+    out = [Table("Provider bill against the proxy's logs (billing buckets the logs cover; a provider key the proxy "
+                 "did not use is followed over the provider's whole export)",
+                 ["provider", "window", "proxy's logs", "provider billed", "proxy re-priced", "unexplained",
+                  "keys outside proxy"], rows, {3, 4, 5, 6})]
     outside = [[r["provider"], k["api_key_id"], f"{when(k['start'])} .. {when(k['end'])}", money(k["cost_usd"])]
                for r in findings["reconciliation"] for k in r["outside_proxy"]]
     if outside:

@@ -89,3 +89,94 @@ def test_draws_that_failed_on_untuned_seeds_meet_the_criteria(seed):
     todo = matrix.draws(max(UNTUNED_DRAWS[seed]) + 1, seed)
     results = [matrix.run_draw(todo[i]) for i in UNTUNED_DRAWS[seed]]
     assert all(r.ok for r in results), matrix.failure_message(results)
+
+
+def _investigated(seed: int, index: int, tmp_path) -> tuple[dict, dict]:
+    """One matrix draw simulated into tmp_path and investigated as run_draw does: (truth, findings)."""
+    from forensics.api import Case
+    from forensics.outputs import findings as findings_out
+    from forensics.simulate.simulation import simulate
+    from forensics.sources.interface import LoadOptions
+
+    draw = matrix.draws(index + 1, seed)[index]
+    dep = draw.deployment
+    truth = simulate(draw.scenario, tmp_path / "logs", seed=draw.seed, deployment=dep)
+    options = LoadOptions(nginx_format=dep.nginx_log_format if dep.nginx_format == "custom" else None)
+    with Case.from_inputs([tmp_path / "logs"], tmp_path / "out", options) as case:
+        return truth, findings_out.build(case.investigate())
+
+
+def test_a_key_the_proxy_never_used_is_followed_past_the_end_of_its_logs(tmp_path):
+    """Seed 3, draw 349: a second OpenAI key used outside the proxy until 03:17, the proxy's last logged request at
+    03:09 (its spend logs simply end). The reconciliation stopped at the proxy's last log, so the incident ended at
+    03:10 and missed $4.45; a key the proxy did not use while it logged is outside it whether or not the proxy logged,
+    so its use is counted to the end of the provider's export, and the evidence says where the proxy's logs end."""
+    truth, findings = _investigated(3, 349, tmp_path)
+    reasons, metrics = matrix.check(truth, findings)
+    assert reasons == [] and metrics["end_err_s"] == 0 and abs(metrics["cost_err_pct"]) < 0.01
+    (inc,) = [i for i in findings["incidents"] if i["verdict"] == "attack"]
+    assert inc["end"] == "2026-11-15T03:18:00Z"
+    assert any("after the proxy's logs end (its last request, 2026-11-15 03:09:" in e for e in inc["evidence"])
+
+
+@pytest.mark.parametrize("index", [127, pytest.param(390, marks=pytest.mark.slow)])
+def test_nginx_without_request_time_dates_requests_from_the_pace_of_their_answers(index, tmp_path):
+    """Seed 3, draws 127 and 390: an open proxy in nginx `main` / `combined` format (no $request_time), each line
+    written when a 4,000-token answer ended, 1-2 minutes after its request began: the window ran 111-126 s late.
+    Addresses that send each request when the previous answer arrived time their requests: the window is set back by
+    each answer's bytes at that pace, an estimate the evidence states."""
+    truth, findings = _investigated(3, index, tmp_path)
+    reasons, metrics = matrix.check(truth, findings)
+    assert reasons == [], reasons
+    assert abs(metrics["start_err_s"]) < 60 and abs(metrics["end_err_s"]) < 60
+    (inc,) = [i for i in findings["incidents"] if i["verdict"] == "attack"]
+    assert any("logs no $request_time" in e and "an estimate" in e for e in inc["evidence"])
+
+
+def test_an_address_joining_a_slow_leak_later_with_its_client_software_is_one_of_its_addresses(tmp_path):
+    """Seed 3, draw 277: a leaked key used from 9 new public addresses over 7 hours, nginx only (with the provider's
+    hourly export); the 9th first called 75 minutes in, after a 10-minute pause had ended the surge's first session,
+    and was left out (recall 0.89). A public address never seen before that joins during the campaign with the
+    campaign's own client software, never refused, is one of its addresses."""
+    truth, findings = _investigated(3, 277, tmp_path)
+    reasons, metrics = matrix.check(truth, findings)
+    assert reasons == [] and metrics["recall"] == 1.0 and metrics["precision"] == 1.0
+
+
+@pytest.mark.parametrize("index", [23, pytest.param(323, marks=pytest.mark.slow)])
+def test_a_batch_of_long_documents_on_the_attacked_key_is_not_the_attack(index, tmp_path):
+    """Seed 3, draws 23 and 323: the proxy's own OpenAI key used outside it for hours, provider data alone
+    (per-minute usage), the proxy's nightly batch on the same key and model at 02:15, no earlier night in the export
+    to call it usual. Inside the spike (23) it added $25 (+11.5 %); just after it (323) it stretched the spike by 22
+    minutes (+13 %). Its calls carry ~110k input tokens each against the attacker's ~26k: another workload, cut off
+    at the spike's edges and taken at the spike's level inside it, as the evidence says."""
+    truth, findings = _investigated(3, index, tmp_path)
+    reasons, metrics = matrix.check(truth, findings)
+    assert reasons == [], reasons
+    assert abs(metrics["cost_err_pct"]) < 5 and metrics["end_err_s"] == 0
+    (inc,) = [i for i in findings["incidents"] if i["sources"] == ["openai"]]
+    assert any("hold calls of another size" in e for e in inc["evidence"])
+
+
+@pytest.mark.slow
+def test_a_daily_spike_beside_an_nginx_attack_leaves_the_proxy_its_own_calls(tmp_path):
+    """Seed 3, draw 224: credential stuffing through the proxy on a Monday, nginx (combined) plus the provider's
+    daily buckets, from a Saturday evening on. The day's usual was the other days' spend (a partial Saturday, a
+    Sunday), so the Monday's office traffic counted as the attack's: +68.8 %. The proxy's other served calls that day
+    (nginx, the attackers' addresses left out) at the spend per call of the whole day nginx covers are its usual now.
+    Still -13.6 %, outside the matrix's 10 %: one reference day prices a call only that well (see the report)."""
+    truth, findings = _investigated(3, 224, tmp_path)
+    _, metrics = matrix.check(truth, findings)
+    assert abs(metrics["cost_err_pct"]) < 15
+    (inc,) = [i for i in findings["incidents"] if i["verdict"] == "attack"]
+    assert any("served call(s) nginx shows at $" in e for e in inc["evidence"])
+
+
+@pytest.mark.slow
+def test_large_first_calls_on_a_key_only_the_attacker_uses_are_the_attack(tmp_path):
+    """Seed 3, draw 20: a second OpenAI key used only outside the proxy, whose first minutes hold a few calls of
+    ~75k input tokens. On a key that usually spends nothing nobody else's workload shares the spike, and a few large
+    calls where it is thin are its own: its start stays (the other-workload rule once cut two minutes off it)."""
+    truth, findings = _investigated(3, 20, tmp_path)
+    reasons, metrics = matrix.check(truth, findings)
+    assert reasons == [] and metrics["start_err_s"] == 0
