@@ -106,12 +106,19 @@ MISFIRES = {
 @pytest.mark.slow
 @pytest.mark.parametrize("where", list(MISFIRES), ids=[f"seed{s}-draw{i}" for _, s, i in MISFIRES])
 def test_a_misfiring_incident_search_does_not_make_the_detector_flag_normal_traffic(where):
+    r = _quiet_enough(where, MISFIRES[where])
+    if r.metrics["attack"]:
+        assert r.metrics["recall"] >= matrix.MIN_RECALL, r.metrics
+
+
+def _quiet_enough(where: tuple[int, int, int], why: str) -> matrix.DrawScore:
+    """Draw `where` (draws, seed, index) run alone: no error, at most MAX_NORMAL_FLAGGED of its normal requests
+    flagged."""
     n, seed, index = where
     r = matrix.run_detect_draw(matrix.detect_draws(n, seed)[index])
     assert r.error is None, r.error
-    assert r.metrics["normal_flagged_share"] <= matrix.MAX_NORMAL_FLAGGED, (MISFIRES[where], r.metrics)
-    if r.metrics["attack"]:
-        assert r.metrics["recall"] >= matrix.MIN_RECALL, r.metrics
+    assert r.metrics["normal_flagged_share"] <= matrix.MAX_NORMAL_FLAGGED, (why, r.metrics)
+    return r
 
 
 # full-length draws where the detector alone flagged over 1 % of normal traffic (bench/detect_matrix.py)
@@ -125,8 +132,5 @@ DETECTOR_SIDE = {
 @pytest.mark.slow
 @pytest.mark.parametrize("where", list(DETECTOR_SIDE), ids=[f"seed{s}-draw{i}" for _, s, i in DETECTOR_SIDE])
 def test_a_short_training_time_does_not_make_the_detector_flag_normal_traffic(where):
-    n, seed, index = where
-    r = matrix.run_detect_draw(matrix.detect_draws(n, seed)[index])
-    assert r.error is None, r.error
+    r = _quiet_enough(where, DETECTOR_SIDE[where])
     assert r.metrics["train_hours"] < 24                # a budget of less than one alert on the training time
-    assert r.metrics["normal_flagged_share"] <= matrix.MAX_NORMAL_FLAGGED, (DETECTOR_SIDE[where], r.metrics)
