@@ -146,9 +146,14 @@ def _transform(frame: pd.DataFrame) -> pd.DataFrame:
     for c in FEATURES:
         if c not in LINEAR:
             out[c] = np.log1p(out[c].astype("float64").clip(lower=0))
-    out["completion_per_prompt"] = np.log2((frame["completion_tokens"].astype("float64").clip(lower=0) + 1)
-                                           / (frame["prompt_tokens"].astype("float64").clip(lower=0) + 1))
+    out["completion_per_prompt"] = _ratio(frame)
     return out
+
+
+def _ratio(frame: pd.DataFrame) -> pd.Series:
+    """Completion per prompt token as the model sees it (a log2); RATIO_SQL is the same in SQL."""
+    return np.log2((frame["completion_tokens"].astype("float64").clip(lower=0) + 1)
+                   / (frame["prompt_tokens"].astype("float64").clip(lower=0) + 1))
 
 
 # completion per prompt is transformed from two columns (_transform): its largest value is not the transform of
@@ -156,17 +161,13 @@ def _transform(frame: pd.DataFrame) -> pd.DataFrame:
 RATIO_SQL = "log2((greatest(completion_tokens, 0) + 1) / (greatest(prompt_tokens, 0) + 1))"
 
 
-def transformed_maxima(x: pd.DataFrame) -> dict:
-    """Each feature's largest transformed value (NaN where no row shows it)."""
-    return {c: float(v) if pd.notna(v := x[c].max()) else np.nan for c in FEATURES}
-
-
 def maxima_of(raw: dict, ratio: float | None) -> dict:
-    """The transformed maxima from each feature column's raw maximum (the transform never decreases) and the
-    largest completion per prompt as RATIO_SQL gives it."""
+    """Each feature's largest transformed value (NaN where no row shows it), from each feature column's raw maximum
+    (the transform never decreases) and the largest completion per prompt as _ratio (RATIO_SQL) gives it."""
     row = pd.DataFrame([{c: np.nan if v is None or pd.isna(v) else float(v) for c, v in raw.items()}])
-    out = transformed_maxima(_transform(row))
-    out["completion_per_prompt"] = np.nan if ratio is None else float(ratio)
+    x = _transform(row)
+    out = {c: float(v) if pd.notna(v := x[c].iloc[0]) else np.nan for c in FEATURES}
+    out["completion_per_prompt"] = np.nan if ratio is None or pd.isna(ratio) else float(ratio)
     return out
 
 
@@ -227,7 +228,7 @@ class FrameRows:
         """(the training rows, or a deterministic sample of `limit` of them; how many there are; each feature's
         largest value over all of them, NaN when none shows it)."""
         base = self.frame[within(self.frame, intervals) & ~self.frame["request_id"].isin(excluded).to_numpy()]
-        n, maxima = len(base), transformed_maxima(_transform(base)) if len(base) else {}
+        n, maxima = len(base), maxima_of({c: base[c].max() for c in FEATURES}, _ratio(base).max()) if len(base) else {}
         if n > limit:      # the `limit` rows whose request id's md5 comes first (TableRows takes the same rows)
             digests = np.array([hashlib.md5(str(r).encode()).hexdigest() for r in base["request_id"]])
             base = base.iloc[np.sort(np.argsort(digests, kind="stable")[:limit])]

@@ -200,11 +200,8 @@ class LineBatches:
         lines = pc.replace_substring_regex(table.column(1), pattern=pattern(self.spec.envelope), replacement="",
                                            max_replacements=1)
         table = table.set_column(1, SCHEMA.field(1), lines)
-        if self.skip_empty:                  # a blank line the collector wrapped is a blank line
-            filled = pc.greater(pc.binary_length(lines), 0)
-            self.empty_lines += table.num_rows - (pc.sum(filled).as_py() or 0)
-            table = table.filter(filled)
-        return table
+        # a blank line the collector wrapped is a blank line
+        return self._without_empty(table) if self.skip_empty and table.num_rows else table
 
     def _flagged(self, table: pa.Table, may_hold_key: bool) -> pa.Table:
         meta = {}
@@ -331,12 +328,17 @@ class LineBatches:
         line_no = pa.chunked_array([np.arange(start, start + n, dtype=np.int64)], pa.int64())
         table = pa.Table.from_arrays([line_no, lines], schema=SCHEMA)
         if self.skip_empty and n:
-            lengths = pc.binary_length(lines)
-            if pc.min(lengths).as_py() == 0:          # one pass over the offsets, not over the bytes
-                filled = pc.greater(lengths, 0)
-                self.empty_lines += n - (pc.sum(filled).as_py() or 0)
-                table = table.filter(filled)
+            table = self._without_empty(table)
         return table
+
+    def _without_empty(self, table: pa.Table) -> pa.Table:
+        """`table` without its empty lines, counted in empty_lines."""
+        lengths = pc.binary_length(table.column(1))
+        if pc.min(lengths).as_py() != 0:              # one pass over the offsets, not over the bytes
+            return table
+        filled = pc.greater(lengths, 0)
+        self.empty_lines += table.num_rows - (pc.sum(filled).as_py() or 0)
+        return table.filter(filled)
 
     def _cut_long(self, lines: pa.ChunkedArray, start: int) -> pa.ChunkedArray:
         """Lines over the limit (but within one batch) replaced by their first KEPT_BYTES, and remembered."""

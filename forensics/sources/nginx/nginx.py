@@ -62,6 +62,10 @@ class NginxSource:
 SOURCE = NginxSource()
 
 
+# a row whose client the SQL could not settle, that has a peer or an X-Forwarded-For to walk
+UNSETTLED = "client_ip IS NULL AND (forwarded_for IS NOT NULL OR remote_addr IS NOT NULL)"
+
+
 class _Load:
     """One file: batches through the SQL variants, leftovers through the slow path, then client IPs and secrets."""
 
@@ -216,7 +220,8 @@ class _Load:
         if walk is not None:
             # no X-Forwarded-For logged: the few lines whose peer may need the walk (IPv6, an address list) are
             # picked by a cheap test on the raw line, their pairs walked first and joined in the insert
-            self._extend_ip_map(self._convert(f"({variant.extract_sql(f'(SELECT * FROM {source} WHERE {walk})')})"))
+            converted = self._convert(f"({variant.extract_sql(f'(SELECT * FROM {source} WHERE {walk})')})")
+            self._extend_ip_map(f"FROM ({converted}) WHERE {UNSETTLED}", run=self._run)
         # with X-Forwarded-For (most lines need the walk) the lines are parsed once: _walk_batch settles the rest
         return self._insert_converted(self._convert(f"({variant.extract_sql(source)}) WHERE ok"))
 
@@ -236,12 +241,12 @@ class _Load:
                f"WHERE c._reason IS NULL")
         return self._run(sql)[0][0]
 
-    def _extend_ip_map(self, converted: str) -> None:
-        """Walk each new (X-Forwarded-For, peer) pair the SQL could not settle, once per file (netaddr's rule)."""
+    def _extend_ip_map(self, rows: str, run=None) -> None:
+        """Walk each new (X-Forwarded-For, peer) pair of `rows` (a FROM ... WHERE clause over rows the SQL could not
+        settle), once per file (netaddr's rule); `run` as netaddr.walk_pairs."""
         walk_pairs(self.con, "_nginx_new_ips",
-                   f"SELECT DISTINCT coalesce(forwarded_for, '') AS chain, coalesce(remote_addr, '') AS peer "
-                   f"FROM ({converted}) WHERE client_ip IS NULL AND (forwarded_for IS NOT NULL OR remote_addr IS NOT NULL) "
-                   f"EXCEPT SELECT chain, peer FROM _nginx_ip_map", self.trusted, run=self._run)
+                   f"SELECT DISTINCT coalesce(forwarded_for, '') AS chain, coalesce(remote_addr, '') AS peer {rows} "
+                   f"EXCEPT SELECT chain, peer FROM _nginx_ip_map", self.trusted, run=run)
         self.con.execute("INSERT INTO _nginx_ip_map SELECT chain, peer, client_ip FROM _nginx_new_ips")
         self.walked += self.con.execute("SELECT count(client_ip) FROM _nginx_new_ips").fetchone()[0]
 
@@ -250,15 +255,10 @@ class _Load:
         IPv6 or odd peer): each new (X-Forwarded-For, peer) pair walked once per file (netaddr.walk_pairs: SQL,
         then Python's rule for the rest), the rows then updated from the stored values. Nothing is parsed twice;
         a batch of plain IPv4 traffic has no such rows and costs one scan of its stored rows."""
-        rows = (f"FROM http_requests WHERE file_id = {self.fid} AND line_no BETWEEN {lo} AND {hi} "
-                f"AND client_ip IS NULL AND (forwarded_for IS NOT NULL OR remote_addr IS NOT NULL)")
+        rows = f"FROM http_requests WHERE file_id = {self.fid} AND line_no BETWEEN {lo} AND {hi} AND {UNSETTLED}"
         if not self.con.execute(f"SELECT EXISTS (SELECT 1 {rows})").fetchone()[0]:
             return
-        walk_pairs(self.con, "_nginx_new_ips",
-                   f"SELECT DISTINCT coalesce(forwarded_for, '') AS chain, coalesce(remote_addr, '') AS peer {rows} "
-                   f"EXCEPT SELECT chain, peer FROM _nginx_ip_map", self.trusted)
-        self.con.execute("INSERT INTO _nginx_ip_map SELECT chain, peer, client_ip FROM _nginx_new_ips")
-        self.walked += self.con.execute("SELECT count(client_ip) FROM _nginx_new_ips").fetchone()[0]
+        self._extend_ip_map(rows)
         self.con.execute(f"""
             UPDATE http_requests AS h SET client_ip = m.client_ip FROM _nginx_ip_map AS m
             WHERE h.file_id = {self.fid} AND h.line_no BETWEEN {lo} AND {hi} AND h.client_ip IS NULL
