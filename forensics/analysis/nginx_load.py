@@ -14,10 +14,10 @@ $request_time, where logged) are far above anything the gateway did:
 
 Where $request_time is logged, a slot hot by its calls must also be busy (MIN_BUSY_S). Hot slots less than
 GAP_SLOTS apart are one surge; its edges take the slots around it still above twice their usual (a script's ramp);
-a surge of fewer than MIN_SURGE_CALLS served calls is someone's burst, not a drain. Each surge no other incident overlaps is a `suspicious` incident resting on nginx alone: a
-planned job the analyst was not told of looks the same, and who called, with which key and at what cost, needs
-LiteLLM or provider data. Slots are integers (microseconds since 1970 divided by the slot's width), so the steps
-run on any engine.
+a surge of fewer than MIN_SURGE_CALLS served calls is someone's burst, not a drain. Each surge no other incident
+overlaps is a `suspicious` incident resting on nginx alone: a planned job the analyst was not told of looks the
+same, and who called, with which key and at what cost, needs LiteLLM or provider data. Slots are integers
+(microseconds since 1970 divided by the slot's width), so the steps run on any engine.
 """
 from __future__ import annotations
 
@@ -72,14 +72,12 @@ def surges(frame: pd.DataFrame) -> list[tuple[int, int, float, str]]:
     if frame["timed"].sum() >= 0.5 * frame["calls"].sum():        # $request_time logged: busy time says it too
         metrics["busy time"] = (dict.fromkeys(slots, 0.0) | dict(zip(frame["slot"].astype(int),
                                                                         frame["busy_s"].astype(float))), MIN_BUSY_S)
-    usual: dict[str, dict[int, float]] = {}
+    usual: dict[int, float] = {}      # each slot's usual calls, for a surge's edges
     hot: dict[int, tuple[float, str]] = {}
     for metric, (values, floor) in metrics.items():
-        same: dict[int, dict[int, float]] = {}
+        same: dict[int, dict[int, float]] = {}          # time of day -> day -> value (every slot is in `values`)
         for s, v in values.items():
-            same.setdefault(s % SLOTS_PER_DAY, {})
-            day = s // SLOTS_PER_DAY
-            same[s % SLOTS_PER_DAY][day] = max(same[s % SLOTS_PER_DAY].get(day, 0.0), v)
+            same.setdefault(s % SLOTS_PER_DAY, {})[s // SLOTS_PER_DAY] = v
         by_day: dict[int, float] = {}
         for s, v in values.items():
             by_day[s // SLOTS_PER_DAY] = max(by_day.get(s // SLOTS_PER_DAY, 0.0), v)
@@ -103,15 +101,16 @@ def surges(frame: pd.DataFrame) -> list[tuple[int, int, float, str]]:
                     hot[s] = (ratio, metric)
             else:
                 earlier = max(earlier, v)
-        usual[metric] = base
+        if metric == "calls":
+            usual = base
     out = []
     run: list[int] = []
     for s in sorted(hot) + [None]:
         if run and (s is None or s - run[-1] > GAP_SLOTS + 1):
             first, last = run[0], run[-1]
-            while first - 1 >= lo and _above(first - 1, metrics, usual):
+            while first - 1 >= lo and _above(calls[first - 1], usual[first - 1]):
                 first -= 1
-            while last + 1 <= hi and _above(last + 1, metrics, usual):
+            while last + 1 <= hi and _above(calls[last + 1], usual[last + 1]):
                 last += 1
             peak = max((hot[x] for x in run), key=lambda r: r[0])
             if sum(calls[x] for x in range(first, last + 1)) >= MIN_SURGE_CALLS:
@@ -122,10 +121,9 @@ def surges(frame: pd.DataFrame) -> list[tuple[int, int, float, str]]:
     return out
 
 
-def _above(s: int, metrics: dict, usual: dict) -> bool:
-    """A slot next to a surge still belongs to it: above twice its usual by calls (and at least a few calls)."""
-    values, floor = metrics["calls"]
-    return values[s] >= max(2 * usual["calls"][s], floor / 4) and values[s] > 0
+def _above(calls: float, usual: float) -> bool:
+    """A slot next to a surge still belongs to it: above twice its usual calls (and at least a few calls)."""
+    return calls >= max(2 * usual, MIN_CALLS / 4) and calls > 0
 
 
 def find_nginx_load(case: Case, taken: list[tuple[datetime, datetime]], first_id: int) -> list[NginxIncident]:

@@ -350,8 +350,8 @@ def other_workload(rows: pd.DataFrame, costs: dict, usual: dict, run: list) -> t
     WORKLOAD_FACTOR times the median bucket's of the spike, spending WORKLOAD_ON_TOP times its median bucket's excess
     (a load on top of it), in at most WORKLOAD_MAX_SHARE of its busy buckets, on a series that usually spends there (a
     nightly batch of long documents on the key the attacker also uses: the provider's usage shows each minute's calls
-    and tokens, not whose they were). Returns (those buckets, (the spike's input tokens a call, theirs, every bucket of calls that size)); none when
-    the export has no call counts."""
+    and tokens, not whose they were). Returns (those buckets, (the spike's input tokens a call, theirs, every
+    bucket of calls that size)); none when the export has no call counts."""
     if not run or "input_tokens" not in rows or not any(usual[t] for t in run):
         return set(), (0, 0, set())      # a series that usually spends nothing there: no other workload shares it
     inside = rows[(rows["bucket_start"] >= run[0]) & (rows["bucket_start"] <= run[-1])]
