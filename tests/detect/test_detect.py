@@ -257,3 +257,29 @@ def test_under_one_alert_of_budget_the_threshold_lies_past_the_top_training_scor
     det = model.train(train, [(t0, t0 + timedelta(hours=1))], n_estimators=50)
     assert det.card.threshold > det.score(model._transform(train)).max()
     assert det.flag(model._transform(later)).sum() <= 2
+
+
+def test_the_training_filter_keeps_half_open_intervals_without_a_join():
+    """run.within_sql: one range test per interval (start inclusive, end exclusive), and no interval keeps nothing;
+    the same rows as the EXISTS over the unnested interval lists it replaced (issue #19: that join held 240 MB)."""
+    import duckdb
+    from datetime import datetime
+
+    from forensics.detect import run
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT TIMESTAMP '2026-11-16 00:00:00' + to_minutes(i) AS start_time "
+                "FROM range(0, 300) r(i)")
+    intervals = [(datetime(2026, 11, 16, 1), datetime(2026, 11, 16, 2)),
+                 (datetime(2026, 11, 16, 3, 30), datetime(2026, 11, 16, 4))]
+    inside, params = run.within_sql("start_time", intervals)
+    got = [r[0] for r in con.execute(f"SELECT start_time FROM t WHERE {inside} ORDER BY 1", params).fetchall()]
+    joined = [r[0] for r in con.execute(
+        """SELECT start_time FROM t WHERE EXISTS (SELECT 1 FROM (SELECT unnest(?::TIMESTAMP[]) AS s,
+                                                                    unnest(?::TIMESTAMP[]) AS e) w
+                                                  WHERE start_time >= w.s AND start_time < w.e) ORDER BY 1""",
+        [[a for a, _ in intervals], [b for _, b in intervals]]).fetchall()]
+    assert got == joined and len(got) == 60 + 30
+    assert got[0] == datetime(2026, 11, 16, 1) and datetime(2026, 11, 16, 2) not in got
+    inside, params = run.within_sql("start_time", [])
+    assert con.execute(f"SELECT count(*) FROM t WHERE {inside}", params).fetchone() == (0,)

@@ -31,9 +31,10 @@ from forensics.sources.quarantine import insert_sql as quarantine_sql
 JSON_FORMATS = ("nginx.json", "nginx.json_default")
 # nginx's own header buffers keep a real access-log line far shorter; a longer one is quarantined, cut
 MAX_LINE_BYTES = 1 << 20
-# about 1 M combined-format lines: DuckDB writes fewer, fuller row groups than with 32 MiB batches, and the case
-# needs no rewrite of partial ones when it is closed; an ingest of 2 M lines took 7.0 s instead of 11.5 s (bench/)
-BATCH_BYTES = 128 << 20
+# about half a million combined-format lines. Ingest of 10 M lines: the same CPU time (27-28 s) with 32, 64 and
+# 128 MiB, peak RSS 0.56, 0.71-0.73 and 0.98-1.00 GB (the batch's text, its parsed columns and DuckDB's insert at
+# once); the whole report was no faster with 32 than with 64 (bench/bench_scale.py), whose row groups are fuller
+BATCH_BYTES = 64 << 20
 _ERROR_LOG = re.compile(r"^\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2} \[(?:emerg|alert|crit|error|warn|notice|info|debug)\]")
 _SYSLOG = re.compile(r"^(?:[A-Z][a-z]{2} [ \d]\d \d{2}:\d{2}:\d{2}|\d{4}-\d{2}-\d{2}T\S+) \S+ [\w./-]+(?:\[\d+\])?: ")
 
