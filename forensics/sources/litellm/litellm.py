@@ -195,11 +195,11 @@ class LiteLLMSource:
         records = quarantined = 0
         notes: list[str] = []
 
-        def run(relation_fields: str, raw_sql: str, n: int) -> None:
+        def run(relation_fields: str, raw_sql: str, n: int, secret: bool = True) -> None:
             nonlocal records, quarantined
             records += n
             merge.stage(con, relation_fields, fmt, ctx.file_id, ctx.window)
-            quarantined += merge.finish(con, ctx.file_id, fmt, raw_sql, trusted)
+            quarantined += merge.finish(con, ctx.file_id, fmt, raw_sql, trusted, secret)
 
         if fmt == SPENDLOGS_CSV:
             n, rejected, columns = read.stage_csv(con, ctx.path, fields.SPENDLOGS_COLUMNS, ctx.file_id, notes)
@@ -209,13 +209,16 @@ class LiteLLMSource:
         else:
             # batch by batch: each is converted and inserted before the next is staged (closing() ends the reader,
             # and its side database, at once when a batch fails)
-            with contextlib.closing(self._json_batches(ctx, fmt, notes)) as batches:
+            hints: list[read.BatchHint] = []      # what a batch of lines cannot hold, from its bytes
+            with contextlib.closing(self._json_batches(ctx, fmt, notes, hints)) as batches:
                 for n in batches:
+                    hint = hints.pop() if hints else read.BatchHint()
+                    hints.clear()
                     # looking through Datadog items costs a slower statement: only when some record may be one
                     (datadog,) = con.execute(
                         "SELECT count(*) FROM _ll_rec WHERE bad IS NULL AND contains(raw, '\"ddsource\"')"
-                    ).fetchone() if kind == "payload" else (0,)
-                    run(_fields_for(kind, bool(datadog)), read.JSON_RAW_SQL, n)
+                    ).fetchone() if kind == "payload" and hint.datadog else (0,)
+                    run(_fields_for(kind, bool(datadog)), read.JSON_RAW_SQL, n, hint.secret)
         (own,) = con.execute("SELECT count(*) FROM llm_requests WHERE file_id = ?", [ctx.file_id]).fetchone()
         # after a failure the driver rolls back, which drops these too
         for table in ("_ll_rec", "_ll_src", "_ll_csv", "_ll_norm", "_ll_ip"):
@@ -224,8 +227,9 @@ class LiteLLMSource:
         return LoadResult(records, loaded, quarantined, merged=loaded - int(own), notes=tuple(notes))
 
     @staticmethod
-    def _json_batches(ctx: LoadContext, fmt: str, notes: list[str]):
-        """Stage the file's JSON records into _ll_rec, one batch at a time; yields each batch's record count."""
+    def _json_batches(ctx: LoadContext, fmt: str, notes: list[str], hints: list[read.BatchHint]):
+        """Stage the file's JSON records into _ll_rec, one batch at a time; yields each batch's record count (and,
+        for lines, appends each batch's hint to `hints`)."""
         if ctx.texts is not None:               # many one-object files at once (forensics.ingest_batch)
             yield read.stage_records(ctx.con, ctx.texts)
             return
@@ -242,7 +246,7 @@ class LiteLLMSource:
         if read.first_char(ctx.path) == "[":
             yield from read.json_value_batches(ctx.con, ctx.path, notes)
         else:
-            yield from read.line_batches(ctx.con, ctx.path, notes, ctx.read)
+            yield from read.line_batches(ctx.con, ctx.path, notes, ctx.read, hints)
 
 
 def _page_notes(pages: list[tuple]) -> list[str]:

@@ -15,6 +15,7 @@ import re
 import tempfile
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -22,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from forensics.duck import query_with, quote_ident
-from forensics.sources.lines import ReadSpec, iter_line_batches
+from forensics.sources.lines import MAY_HOLD_SECRET, ReadSpec, batch_flag, iter_line_batches
 from forensics.sources.litellm.litellm_merge import store_quarantine
 
 LINE_BATCH_BYTES = 32 << 20
@@ -99,17 +100,41 @@ def first_char(path: Path) -> str:
 
 # ---- JSON records -------------------------------------------------------------------------------------------
 
-# {keys} is the record's top-level keys, parsed once (KEYS_SQL): the record is parsed one time for all four checks
-# (measured: json_valid and json_keys each on their own made this statement 3.7x slower)
+# {keys} is the record's top-level keys, parsed once (KEYS_SQL): the record is parsed one time for all the checks
+# (measured: json_valid and json_keys each on their own made this statement 3.7x slower). A key twice at the top level
+# is looked for afterwards, once per distinct list of keys (mark_duplicate_keys): list_unique on every record was half
+# of this statement's time, and a file's records share a few lists of keys.
 _CHECK = """
   CASE WHEN {text} IS NULL THEN 'not valid UTF-8'
        WHEN {keys} IS NULL AND NOT json_valid({text}) THEN 'not valid JSON'
        WHEN NOT starts_with(ltrim({text}, chr(32) || chr(9)), '{{') THEN 'not a JSON object'
-       WHEN list_unique({keys}) <> len({keys}) THEN format(
-         'key "{{}}" appears twice in the object: which value counts is ambiguous (readers differ), not loaded',
-         list_filter({keys}, lambda k: len(list_filter({keys}, lambda j: j = k)) > 1)[1])
   END"""
 KEYS_SQL = "try(json_keys({text})) AS _keys"
+# the record's keys joined with NUL between them (_ks in _ll_rec), what records are grouped by to look for a key twice
+KEY_STRING_SQL = "array_to_string(_keys, chr(0)) AS _ks"
+_DUPLICATE_REASON = """format(
+  'key "{}" appears twice in the object: which value counts is ambiguous (readers differ), not loaded',
+  list_filter(_k, lambda k: len(list_filter(_k, lambda j: j = k)) > 1)[1])"""
+
+
+def mark_duplicate_keys(con: duckdb.DuckDBPyConnection) -> None:
+    """Quarantine the records of _ll_rec with a key twice at the top level (one value would count, readers differ).
+
+    The keys of one record in each group of records with the same _ks are looked at; only the records of a group whose
+    one record has a key twice, or a key holding NUL, are looked at one by one. Exact: when the record looked at has
+    no key holding NUL, its keys are _ks split at NUL, and every record with the same _ks has keys that are runs of
+    those joined by NUL; two equal keys there are two equal runs, so that record would have a key twice as well.
+    """
+    (groups,) = con.execute("""
+        SELECT count(*) FROM (SELECT json_keys(any_value(raw)) AS k FROM _ll_rec WHERE bad IS NULL GROUP BY _ks)
+        WHERE list_unique(k) <> len(k) OR list_bool_or(list_transform(k, lambda x: contains(x, chr(0))))""").fetchone()
+    if groups:       # rare: only then the records one by one
+        con.execute(f"""
+            UPDATE _ll_rec SET bad = d.reason
+            FROM (SELECT record_no, {_DUPLICATE_REASON} AS reason
+                  FROM (SELECT record_no, json_keys(raw) AS _k FROM _ll_rec WHERE bad IS NULL)
+                  WHERE list_unique(_k) <> len(_k)) d
+            WHERE _ll_rec.record_no = d.record_no""")
 
 
 def records_relation() -> str:
@@ -123,20 +148,42 @@ def _stage_texts(con: duckdb.DuckDBPyConnection, texts: pa.Table) -> int:
     if "why" in texts.column_names:
         check = f"coalesce(why, {check})"
     query_with(con, "_ll_texts", texts,
-               f"CREATE OR REPLACE TEMP TABLE _ll_rec AS SELECT record_no, text AS raw, {check} AS bad "
+               f"CREATE OR REPLACE TEMP TABLE _ll_rec AS SELECT record_no, text AS raw, {check} AS bad, {KEY_STRING_SQL} "
                f"FROM (SELECT *, {KEYS_SQL.format(text='text')} FROM _ll_texts)")
+    mark_duplicate_keys(con)
     (n,) = con.execute("SELECT count(*) FROM _ll_rec").fetchone()
     return int(n)
 
 
+@dataclass(frozen=True)
+class BatchHint:
+    """What a batch of lines may hold, from a search of its bytes: False is certain (then the loader skips a step)."""
+
+    secret: bool = True          # a key, JWT or bearer token (secrets.may_hold_secret)
+    datadog: bool = True         # a Datadog log item ('"ddsource"')
+
+
+DATADOG = re.compile(re.escape(b'"ddsource"'))
+
+
+def _may_hold(column: pa.ChunkedArray, needle: re.Pattern) -> bool:
+    """Whether `needle` may match in the text of `column`: searched in the chunks' data buffers, which hold the
+    lines' bytes (a sliced chunk's buffer may hold more lines: then the answer may be True for them, never a wrong
+    False)."""
+    return any(data is not None and needle.search(data) is not None
+               for data in (chunk.buffers()[2] for chunk in column.chunks))
+
+
 def line_batches(con: duckdb.DuckDBPyConnection, path: Path, notes: list[str],
-                 spec: ReadSpec | None = None) -> Iterator[int]:
+                 spec: ReadSpec | None = None, hints: list[BatchHint] | None = None) -> Iterator[int]:
     """Stage NDJSON lines batch by batch into _ll_rec (blank lines are not records); yields each batch's size.
 
     Lines come from the shared line reader (plain or gzip, bounded memory; `spec`: what ingest hashed, where a grown
-    file's new lines start); why it stopped early goes to notes, and how many blank lines there were.
+    file's new lines start); why it stopped early goes to notes, and how many blank lines there were. With `hints`,
+    a BatchHint for each batch is appended to it before the batch is yielded.
     """
-    reader = iter_line_batches(path, LINE_BATCH_BYTES, MAX_LINE_BYTES, skip_empty=True, spec=spec)
+    reader = iter_line_batches(path, LINE_BATCH_BYTES, MAX_LINE_BYTES, flag_secrets=hints is not None,
+                               skip_empty=True, spec=spec)
     seen_invalid = blank = 0
     for batch in reader:
         invalid = reader.invalid_utf8_lines[seen_invalid:]
@@ -154,11 +201,14 @@ def line_batches(con: duckdb.DuckDBPyConnection, path: Path, notes: list[str],
                      f"(not valid JSON, no newline at the end of the file)' ELSE {check} END")
         query_with(con, "_ll_lines", batch, f"""
             CREATE OR REPLACE TEMP TABLE _ll_rec AS
-            SELECT line_no AS record_no, line AS raw, {check} AS bad
+            SELECT line_no AS record_no, line AS raw, {check} AS bad, {KEY_STRING_SQL}
             FROM (SELECT *, {KEYS_SQL.format(text='line')} FROM _ll_lines
                   WHERE strlen(line) > 0 AND NOT (strlen(line) < 64 AND trim(line) = ''))""")
+        mark_duplicate_keys(con)
         (n,) = con.execute("SELECT count(*) FROM _ll_rec").fetchone()
         blank += batch.num_rows - int(n)
+        if hints is not None:
+            hints.append(BatchHint(batch_flag(batch, MAY_HOLD_SECRET), _may_hold(batch.column("line"), DATADOG)))
         yield int(n)
     if blank + reader.empty_lines:
         notes.append(f"{blank + reader.empty_lines:,} blank lines skipped")
