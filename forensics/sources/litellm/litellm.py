@@ -38,6 +38,7 @@ FORMATS = {
     PAYLOAD_NDJSON: "payload", PAYLOAD_ARRAY: "payload", PAYLOAD_OBJECT: "payload", FLAT: "flat",
     SPENDLOGS_DAILY: "daily",
 }
+KEPT = ("_ks", "_kn")        # the columns of the records that line_batches looks at for a key twice, after staging
 PAGE_KEYS = ("total", "page", "page_size", "total_pages")
 DAILY_REFUSED = ("LiteLLM /spend/logs per-day totals (summarize=true), not requests: "
                  "export with summarize=false or use /spend/logs/ui")
@@ -195,10 +196,11 @@ class LiteLLMSource:
         records = quarantined = 0
         notes: list[str] = []
 
-        def run(relation_fields: str, raw_sql: str, n: int, secret: bool = True) -> None:
+        def run(relation_fields: str | None, raw_sql: str, n: int, secret: bool = True) -> None:
             nonlocal records, quarantined
             records += n
-            merge.stage(con, relation_fields, fmt, ctx.file_id, ctx.window)
+            if relation_fields is not None:      # None: _ll_norm is staged already
+                merge.stage(con, relation_fields, fmt, ctx.file_id, ctx.window)
             quarantined += merge.finish(con, ctx.file_id, fmt, raw_sql, trusted, secret)
 
         if fmt == SPENDLOGS_CSV:
@@ -214,6 +216,9 @@ class LiteLLMSource:
                 for n in batches:
                     hint = hints.pop() if hints else read.BatchHint()
                     hints.clear()
+                    if hint.staged:
+                        run(None, read.JSON_RAW_SQL, n, hint.secret)
+                        continue
                     # looking through Datadog items costs a slower statement: only when some record may be one
                     (datadog,) = con.execute(
                         "SELECT count(*) FROM _ll_rec WHERE bad IS NULL AND contains(raw, '\"ddsource\"')"
@@ -246,7 +251,10 @@ class LiteLLMSource:
         if read.first_char(ctx.path) == "[":
             yield from read.json_value_batches(ctx.con, ctx.path, notes)
         else:
-            yield from read.line_batches(ctx.con, ctx.path, notes, ctx.read, hints)
+            # payload lines are checked, converted and typed in one statement (no Datadog item in the batch)
+            stage_sql = (lambda relation: merge.stage_sql(fields.payload_sql(relation, KEPT), fmt, ctx.file_id,
+                                                          ctx.window, KEPT)) if FORMATS[fmt] == "payload" else None
+            yield from read.line_batches(ctx.con, ctx.path, notes, ctx.read, hints, stage_sql)
 
 
 def _page_notes(pages: list[tuple]) -> list[str]:

@@ -68,9 +68,11 @@ def _negative(raw: str, typed: str, label: str) -> str:
     return f"CASE WHEN {typed} < 0 THEN format('{label} \"{{}}\" is negative', left({raw}, 80)) END"
 
 
-def typed_sql(fields: str, fmt: str, file_id: int, window: TimeWindow | None = None) -> str:
+def typed_sql(fields: str, fmt: str, file_id: int, window: TimeWindow | None = None,
+              keep: tuple[str, ...] = ()) -> str:
     """Canonical columns plus `reason` (NULL when the record loads) from a FIELDS relation; `window`: the times a
-    record may carry (a start, end or completion start outside it is quarantined)."""
+    record may carry (a start, end or completion start outside it is quarantined); `keep`: columns of `fields` kept
+    as they are."""
     window = window or TimeWindow.at()
     names = TIME_FIELDS.get(fmt, PAYLOAD_TIME_FIELDS)
     implausible = [window.reason_sql(name, raw, typed, f"{epoch_number_sql(raw)} IS NOT NULL")
@@ -140,14 +142,20 @@ SELECT record_no,
   session_id,
   CASE WHEN json_valid(request_tags) THEN CAST(json(request_tags) AS VARCHAR) ELSE request_tags END AS request_tags,
   spend_logged,
-  '{fmt}' AS source_format, {int(file_id)} AS file_id, record_no
+  '{fmt}' AS source_format, {int(file_id)} AS file_id, record_no{"".join(f", {k}" for k in keep)}
 FROM t"""
+
+
+def stage_sql(fields: str, fmt: str, file_id: int, window: TimeWindow | None = None,
+              keep: tuple[str, ...] = ()) -> str:
+    """The statement that creates temp table _ll_norm: one typed row per record, with its quarantine reason."""
+    return f"CREATE OR REPLACE TEMP TABLE _ll_norm AS {typed_sql(fields, fmt, file_id, window, keep)}"
 
 
 def stage(con: duckdb.DuckDBPyConnection, fields: str, fmt: str, file_id: int,
           window: TimeWindow | None = None) -> None:
     """Create temp table _ll_norm: one typed row per record, with its quarantine reason."""
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _ll_norm AS {typed_sql(fields, fmt, file_id, window)}")
+    con.execute(stage_sql(fields, fmt, file_id, window))
 
 
 def finish(con: duckdb.DuckDBPyConnection, file_id: int, fmt: str, raw_sql: str, trusted: TrustedProxies,
