@@ -42,17 +42,27 @@ NON_NEGATIVE = (("spend_raw", "spend_logged", "spend"), ("prompt_tokens_raw", "p
                 ("cache_write_raw", "cache_write_tokens", "cache_write_tokens"))  # (raw, typed column, name)
 
 
-def epoch_number_sql(text: str) -> str:
-    """The text as an epoch number (DECIMAL), NULL when it is an ISO time or no number."""
-    return f"CASE WHEN try_cast({text} AS TIMESTAMPTZ) IS NULL THEN try_cast({text} AS DECIMAL(38,6)) END"
+def _iso_sql(text: str) -> str:
+    return f"try_cast({text} AS TIMESTAMPTZ)"
 
 
-def timestamp_sql(text: str, window: TimeWindow | None = None) -> str:
+def _number_sql(text: str) -> str:
+    return f"try_cast({text} AS DECIMAL(38,6))"
+
+
+def epoch_number_sql(text: str, iso: str | None = None, number: str | None = None) -> str:
+    """The text as an epoch number (DECIMAL), NULL when it is an ISO time or no number. `iso` and `number`: the text
+    read already as _iso_sql and _number_sql do (columns: each read once for all the uses)."""
+    return f"CASE WHEN {iso or _iso_sql(text)} IS NULL THEN {number or _number_sql(text)} END"
+
+
+def timestamp_sql(text: str, window: TimeWindow | None = None, iso: str | None = None,
+                  number: str | None = None) -> str:
     """A naive UTC TIMESTAMP from ISO text (offset or Z allowed) or an epoch number, read as decimal text in the
-    unit (s, ms, us, ns) that makes it a plausible time (plausible.TimeWindow; else as seconds, for the reason)."""
+    unit (s, ms, us, ns) that makes it a plausible time (plausible.TimeWindow; else as seconds, for the reason).
+    `iso`, `number`: as for epoch_number_sql."""
     window = window or TimeWindow.at()
-    num = f"try_cast({text} AS DECIMAL(38,6))"
-    return f"coalesce(try_cast(try_cast({text} AS TIMESTAMPTZ) AS TIMESTAMP), {window.epoch_sql(num)})"
+    return f"coalesce(try_cast({iso or _iso_sql(text)} AS TIMESTAMP), {window.epoch_sql(number or _number_sql(text))})"
 
 
 def count_sql(text: str) -> str:
@@ -75,9 +85,13 @@ def typed_sql(fields: str, fmt: str, file_id: int, window: TimeWindow | None = N
     as they are."""
     window = window or TimeWindow.at()
     names = TIME_FIELDS.get(fmt, PAYLOAD_TIME_FIELDS)
-    implausible = [window.reason_sql(name, raw, typed, f"{epoch_number_sql(raw)} IS NOT NULL")
-                   for name, raw, typed in zip(names, ("start_raw", "end_raw", "completion_start_raw"),
-                                               ("start_time", "end_time", "completion_start_time"))]
+    raws = ("start_raw", "end_raw", "completion_start_raw")
+    # each time text is read as an ISO time and as a number once (columns _iso_*, _num_*), for all the uses below
+    implausible = [window.reason_sql(name, raw, typed, f"{epoch_number_sql(raw, f'_iso_{raw}', f'_num_{raw}')} "
+                                                       "IS NOT NULL")
+                   for name, raw, typed in zip(names, raws, ("start_time", "end_time", "completion_start_time"))]
+    read_times = ", ".join(f"{_iso_sql(raw)} AS _iso_{raw}, {_number_sql(raw)} AS _num_{raw}" for raw in raws)
+    times = {raw: timestamp_sql(raw, window, f"_iso_{raw}", f"_num_{raw}") for raw in raws}
     negative = [_negative(raw, typed, name) for raw, typed, name in NON_NEGATIVE]
     ua_tag = (
         "list_reduce(list_filter(try(json_extract_string(request_tags, '$[*]')), "
@@ -88,12 +102,12 @@ def typed_sql(fields: str, fmt: str, file_id: int, window: TimeWindow | None = N
     # a key field holding an escaped key is that key, decoded (its hash and hint are the key's)
     keys = ", ".join(f"{secrets.unescaped_key_sql(k)} AS {k}" for k in ("api_key", "meta_key"))
     return f"""
-WITH f AS (SELECT * REPLACE ({keys}) FROM ({fields})),
+WITH f AS (SELECT * REPLACE ({keys}), {read_times} FROM ({fields})),
 t AS (
   SELECT *,
-    {timestamp_sql('start_raw', window)} AS start_time,
-    {timestamp_sql('end_raw', window)} AS end_time,
-    {timestamp_sql('completion_start_raw', window)} AS completion_start_time,
+    {times['start_raw']} AS start_time,
+    {times['end_raw']} AS end_time,
+    {times['completion_start_raw']} AS completion_start_time,
     try_cast(trim(spend_raw) AS DECIMAL(38,12)) AS spend_logged,
     {count_sql('prompt_tokens_raw')} AS prompt_tokens,
     {count_sql('completion_tokens_raw')} AS completion_tokens,
