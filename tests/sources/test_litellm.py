@@ -535,8 +535,9 @@ def test_payload_lines_are_staged_in_one_statement_unless_a_batch_needs_the_old_
     """A batch of payload lines is checked, converted and typed in one statement (hint.staged), but goes the old
     way (_ll_rec first) when a record has a key twice or may be a Datadog item; the rows are the same either way."""
     item = {"ddsource": "litellm", "message": _payload_line(900)}
-    lines = ([_payload_line(i) for i in range(40)] + [_payload_line(40, _raw=', "model": "x"')]
-             + [_payload_line(i) for i in range(41, 80)] + [json.dumps(item)] + [_payload_line(i) for i in range(81, 120)])
+    lines = [_payload_line(i) for i in range(120)]
+    lines[40] = _payload_line(40, _raw=', "model": "x"')
+    lines[80] = json.dumps(item)
     f = tmp_path / "mixed.ndjson"
     f.write_text("\n".join(lines) + "\n")
     monkeypatch.setattr(litellm_read, "LINE_BATCH_BYTES", 2500)

@@ -1,8 +1,9 @@
 """Read LiteLLM files into staging tables: numbered records with their raw text.
 
-JSON records land in temp table _ll_rec(record_no, raw, bad); a CSV export lands in _ll_src with its own columns
-as text. `bad` is why a record cannot be read (not UTF-8, not JSON, not an object, a key twice at the top level). A gzip stream cut short gives
-the records it holds, with a note. DuckDB statements that may fail run on a side connection: a failed statement
+JSON records land in temp table _ll_rec(record_no, raw, bad, _ks, _kn); a CSV export lands in _ll_src with its own
+columns as text. `bad` is why a record cannot be read (not UTF-8, not JSON, not an object, a key twice at the top
+level); _ks and _kn are the record's keys, for the test of a key twice. Payload lines may go from the lines straight
+to the loader's _ll_norm (line_batches). A gzip stream cut short gives the records it holds, with a note. DuckDB statements that may fail run on a side connection: a failed statement
 would abort the case's transaction.
 """
 from __future__ import annotations
@@ -157,8 +158,8 @@ def _stage_texts(con: duckdb.DuckDBPyConnection, texts: pa.Table) -> int:
     if "why" in texts.column_names:
         check = f"coalesce(why, {check})"
     query_with(con, "_ll_texts", texts,
-               f"CREATE OR REPLACE TEMP TABLE _ll_rec AS SELECT record_no, text AS raw, {check} AS bad, {KEY_STRING_SQL} "
-               f"FROM (SELECT *, {KEYS_SQL.format(text='text')} FROM _ll_texts)")
+               f"CREATE OR REPLACE TEMP TABLE _ll_rec AS SELECT record_no, text AS raw, {check} AS bad, "
+               f"{KEY_STRING_SQL} FROM (SELECT *, {KEYS_SQL.format(text='text')} FROM _ll_texts)")
     mark_duplicate_keys(con)
     (n,) = con.execute("SELECT count(*) FROM _ll_rec").fetchone()
     return int(n)
