@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from conftest import examples, run_cli
 from forensics import case, ingest, secrets
 from forensics.sources.litellm import litellm, litellm_read
+from forensics.sources import lines as lines_module
 from forensics.sources.interface import LoadContext, LoadResult
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "litellm"
@@ -497,6 +498,64 @@ def test_crlf_bom_and_invalid_utf8_lines(db, tmp_path):
     assert (r.records, r.loaded, r.quarantined) == (3, 2, 1)
     assert reasons(db)[2].startswith("not valid UTF-8")
 
+
+
+def _payload_line(i: int, **extra) -> str:
+    """A small StandardLoggingPayload line; `extra` keys are added at the end (`_raw`: text pasted in as it is)."""
+    raw = extra.pop("_raw", "")
+    d = {"id": f"chatcmpl-b{i}", "litellm_call_id": f"c{i}", "startTime": 1750615148.0 + i, "response_cost": 0.001,
+         "model": "gpt-4o", **extra}
+    return json.dumps(d)[:-1] + raw + "}"
+
+
+def test_a_key_twice_is_found_in_lines_that_share_their_keys(db, tmp_path, monkeypatch):
+    """Lines are checked for a key twice once per distinct list of keys: a key twice among many records with the same
+    keys, a key holding NUL (the keys joined at NUL would look like other keys) twice or once, and `{}` all come
+    out as one record at a time would."""
+    lines = [_payload_line(i) for i in range(200)]
+    lines[50] = _payload_line(50, _raw=', "model": "gpt-4o-mini"')             # a key twice
+    lines[60] = _payload_line(60, **{"a\u0000b": 1})                        # NUL in a key, once: loads
+    lines[61] = _payload_line(61, a=1, b=2)                                   # the same keys joined at NUL
+    lines[62] = _payload_line(62, _raw=', "a\\u0000b": 1, "a\\u0000b": 2')   # NUL in a key, twice
+    lines[70] = "{}"
+    f = tmp_path / "dup.ndjson"
+    f.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(litellm_read, "LINE_BATCH_BYTES", 4096)            # several batches
+    monkeypatch.setattr(lines_module, "_BLOCK", 1024)
+    r = load(db, f, "litellm.payload_ndjson")
+    assert (r.records, r.loaded, r.quarantined) == (200, 197, 3)
+    got = reasons(db)
+    assert got[51].startswith('key "model" appears twice')
+    assert got[63].startswith('key "a\x00b" appears twice')
+    assert got[71] == "no request_id, id or litellm_call_id"
+    assert row(db, "chatcmpl-b60")["model"] == "gpt-4o" and row(db, "chatcmpl-b61")["model"] == "gpt-4o"
+
+
+def test_payload_lines_are_staged_in_one_statement_unless_a_batch_needs_the_old_way(db, tmp_path, monkeypatch):
+    """A batch of payload lines is checked, converted and typed in one statement (hint.staged), but goes the old
+    way (_ll_rec first) when a record has a key twice or may be a Datadog item; the rows are the same either way."""
+    item = {"ddsource": "litellm", "message": _payload_line(900)}
+    lines = [_payload_line(i) for i in range(120)]
+    lines[40] = _payload_line(40, _raw=', "model": "x"')
+    lines[80] = json.dumps(item)
+    f = tmp_path / "mixed.ndjson"
+    f.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(litellm_read, "LINE_BATCH_BYTES", 2500)
+    monkeypatch.setattr(lines_module, "_BLOCK", 1024)
+    staged = []
+    line_batches = litellm_read.line_batches
+
+    def spy(*args, **kwargs):
+        hints = args[4]
+        for n in line_batches(*args, **kwargs):
+            staged.append(hints[-1].staged)
+            yield n
+    monkeypatch.setattr(litellm_read, "line_batches", spy)
+    r = load(db, f, "litellm.payload_ndjson")
+    assert (r.records, r.loaded, r.quarantined) == (120, 119, 1)
+    assert reasons(db)[41].startswith('key "model" appears twice')
+    assert row(db, "chatcmpl-b900")["spend_logged"] == Decimal("0.001")        # looked through the Datadog item
+    assert len(staged) > 3 and staged.count(False) == 2 and staged[0]
 
 # ---- flat rows and SpendLogs JSON ---------------------------------------------------------------------------
 

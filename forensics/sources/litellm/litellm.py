@@ -38,6 +38,7 @@ FORMATS = {
     PAYLOAD_NDJSON: "payload", PAYLOAD_ARRAY: "payload", PAYLOAD_OBJECT: "payload", FLAT: "flat",
     SPENDLOGS_DAILY: "daily",
 }
+KEPT = ("_ks", "_kn")        # the columns of the records that line_batches looks at for a key twice, after staging
 PAGE_KEYS = ("total", "page", "page_size", "total_pages")
 DAILY_REFUSED = ("LiteLLM /spend/logs per-day totals (summarize=true), not requests: "
                  "export with summarize=false or use /spend/logs/ui")
@@ -195,11 +196,12 @@ class LiteLLMSource:
         records = quarantined = 0
         notes: list[str] = []
 
-        def run(relation_fields: str, raw_sql: str, n: int) -> None:
+        def run(relation_fields: str | None, raw_sql: str, n: int, secret: bool = True) -> None:
             nonlocal records, quarantined
             records += n
-            merge.stage(con, relation_fields, fmt, ctx.file_id, ctx.window)
-            quarantined += merge.finish(con, ctx.file_id, fmt, raw_sql, trusted)
+            if relation_fields is not None:      # None: _ll_norm is staged already
+                merge.stage(con, relation_fields, fmt, ctx.file_id, ctx.window)
+            quarantined += merge.finish(con, ctx.file_id, fmt, raw_sql, trusted, secret)
 
         if fmt == SPENDLOGS_CSV:
             n, rejected, columns = read.stage_csv(con, ctx.path, fields.SPENDLOGS_COLUMNS, ctx.file_id, notes)
@@ -209,13 +211,19 @@ class LiteLLMSource:
         else:
             # batch by batch: each is converted and inserted before the next is staged (closing() ends the reader,
             # and its side database, at once when a batch fails)
-            with contextlib.closing(self._json_batches(ctx, fmt, notes)) as batches:
+            hints: list[read.BatchHint] = []      # what a batch of lines cannot hold, from its bytes
+            with contextlib.closing(self._json_batches(ctx, fmt, notes, hints)) as batches:
                 for n in batches:
+                    hint = hints.pop() if hints else read.BatchHint()
+                    hints.clear()
+                    if hint.staged:
+                        run(None, read.JSON_RAW_SQL, n, hint.secret)
+                        continue
                     # looking through Datadog items costs a slower statement: only when some record may be one
                     (datadog,) = con.execute(
                         "SELECT count(*) FROM _ll_rec WHERE bad IS NULL AND contains(raw, '\"ddsource\"')"
-                    ).fetchone() if kind == "payload" else (0,)
-                    run(_fields_for(kind, bool(datadog)), read.JSON_RAW_SQL, n)
+                    ).fetchone() if kind == "payload" and hint.datadog else (0,)
+                    run(_fields_for(kind, bool(datadog)), read.JSON_RAW_SQL, n, hint.secret)
         (own,) = con.execute("SELECT count(*) FROM llm_requests WHERE file_id = ?", [ctx.file_id]).fetchone()
         # after a failure the driver rolls back, which drops these too
         for table in ("_ll_rec", "_ll_src", "_ll_csv", "_ll_norm", "_ll_ip"):
@@ -224,8 +232,9 @@ class LiteLLMSource:
         return LoadResult(records, loaded, quarantined, merged=loaded - int(own), notes=tuple(notes))
 
     @staticmethod
-    def _json_batches(ctx: LoadContext, fmt: str, notes: list[str]):
-        """Stage the file's JSON records into _ll_rec, one batch at a time; yields each batch's record count."""
+    def _json_batches(ctx: LoadContext, fmt: str, notes: list[str], hints: list[read.BatchHint]):
+        """Stage the file's JSON records into _ll_rec, one batch at a time; yields each batch's record count (and,
+        for lines, appends each batch's hint to `hints`)."""
         if ctx.texts is not None:               # many one-object files at once (forensics.ingest_batch)
             yield read.stage_records(ctx.con, ctx.texts)
             return
@@ -242,7 +251,10 @@ class LiteLLMSource:
         if read.first_char(ctx.path) == "[":
             yield from read.json_value_batches(ctx.con, ctx.path, notes)
         else:
-            yield from read.line_batches(ctx.con, ctx.path, notes, ctx.read)
+            # payload lines are checked, converted and typed in one statement (no Datadog item in the batch)
+            stage_sql = (lambda relation: merge.stage_sql(fields.payload_sql(relation, KEPT), fmt, ctx.file_id,
+                                                          ctx.window, KEPT)) if FORMATS[fmt] == "payload" else None
+            yield from read.line_batches(ctx.con, ctx.path, notes, ctx.read, hints, stage_sql)
 
 
 def _page_notes(pages: list[tuple]) -> list[str]:

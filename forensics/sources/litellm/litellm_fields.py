@@ -163,8 +163,9 @@ def _sql_str(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def fields_sql(spec: dict[str, list[str]], relation: str, docs: dict[str, str], columns: set[str]) -> str:
-    """SELECT record_no, bad and every FIELDS column (VARCHAR, '' as NULL) from `relation`.
+def fields_sql(spec: dict[str, list[str]], relation: str, docs: dict[str, str], columns: set[str],
+               keep: tuple[str, ...] = ()) -> str:
+    """SELECT record_no, bad and every FIELDS column (VARCHAR, '' as NULL) from `relation`, and its columns `keep`.
 
     `docs` maps a source prefix (doc, meta, psr) to the SQL giving that JSON value per row; each is parsed once,
     extracting all its paths in one json_extract_string call. `columns` are the relation's text columns for `col:`.
@@ -202,7 +203,7 @@ def fields_sql(spec: dict[str, list[str]], relation: str, docs: dict[str, str], 
     return (
         f"WITH _p AS (SELECT *{', ' + parsed if parsed else ''} FROM {relation}),\n"
         f"_x AS (SELECT *{', ' + extracts if extracts else ''} FROM _p)\n"
-        f"SELECT record_no, bad,\n  " + ",\n  ".join(select) + "\nFROM _x"
+        f"SELECT record_no, bad,\n  " + ",\n  ".join([*select, *keep]) + "\nFROM _x"
     )
 
 
@@ -225,9 +226,9 @@ def spendlogs_columns_sql(relation: str) -> str:
     )
 
 
-def payload_sql(relation: str) -> str:
+def payload_sql(relation: str, keep: tuple[str, ...] = ()) -> str:
     """Fields from StandardLoggingPayload objects; a cache hit gets SpendLogs' `<id>_cache_hit<time>` id form."""
-    inner = fields_sql(PAYLOAD, relation, {"doc": "doc"}, set())
+    inner = fields_sql(PAYLOAD, relation, {"doc": "doc"}, set(), keep)
     base = "coalesce(CASE WHEN request_id NOT IN ('None', 'null') THEN request_id END, litellm_call_id)"
     # the payload of a cache hit repeats the cached response's id: keep it apart from the original request
     hit = "try_cast(cache_hit_raw AS BOOLEAN) AND request_id NOT LIKE '%\\_cache\\_hit%' ESCAPE '\\'"

@@ -42,17 +42,27 @@ NON_NEGATIVE = (("spend_raw", "spend_logged", "spend"), ("prompt_tokens_raw", "p
                 ("cache_write_raw", "cache_write_tokens", "cache_write_tokens"))  # (raw, typed column, name)
 
 
-def epoch_number_sql(text: str) -> str:
-    """The text as an epoch number (DECIMAL), NULL when it is an ISO time or no number."""
-    return f"CASE WHEN try_cast({text} AS TIMESTAMPTZ) IS NULL THEN try_cast({text} AS DECIMAL(38,6)) END"
+def _iso_sql(text: str) -> str:
+    return f"try_cast({text} AS TIMESTAMPTZ)"
 
 
-def timestamp_sql(text: str, window: TimeWindow | None = None) -> str:
+def _number_sql(text: str) -> str:
+    return f"try_cast({text} AS DECIMAL(38,6))"
+
+
+def epoch_number_sql(text: str, iso: str | None = None, number: str | None = None) -> str:
+    """The text as an epoch number (DECIMAL), NULL when it is an ISO time or no number. `iso` and `number`: the text
+    read already as _iso_sql and _number_sql do (columns: each read once for all the uses)."""
+    return f"CASE WHEN {iso or _iso_sql(text)} IS NULL THEN {number or _number_sql(text)} END"
+
+
+def timestamp_sql(text: str, window: TimeWindow | None = None, iso: str | None = None,
+                  number: str | None = None) -> str:
     """A naive UTC TIMESTAMP from ISO text (offset or Z allowed) or an epoch number, read as decimal text in the
-    unit (s, ms, us, ns) that makes it a plausible time (plausible.TimeWindow; else as seconds, for the reason)."""
+    unit (s, ms, us, ns) that makes it a plausible time (plausible.TimeWindow; else as seconds, for the reason).
+    `iso`, `number`: as for epoch_number_sql."""
     window = window or TimeWindow.at()
-    num = f"try_cast({text} AS DECIMAL(38,6))"
-    return f"coalesce(try_cast(try_cast({text} AS TIMESTAMPTZ) AS TIMESTAMP), {window.epoch_sql(num)})"
+    return f"coalesce(try_cast({iso or _iso_sql(text)} AS TIMESTAMP), {window.epoch_sql(number or _number_sql(text))})"
 
 
 def count_sql(text: str) -> str:
@@ -68,14 +78,20 @@ def _negative(raw: str, typed: str, label: str) -> str:
     return f"CASE WHEN {typed} < 0 THEN format('{label} \"{{}}\" is negative', left({raw}, 80)) END"
 
 
-def typed_sql(fields: str, fmt: str, file_id: int, window: TimeWindow | None = None) -> str:
+def typed_sql(fields: str, fmt: str, file_id: int, window: TimeWindow | None = None,
+              keep: tuple[str, ...] = ()) -> str:
     """Canonical columns plus `reason` (NULL when the record loads) from a FIELDS relation; `window`: the times a
-    record may carry (a start, end or completion start outside it is quarantined)."""
+    record may carry (a start, end or completion start outside it is quarantined); `keep`: columns of `fields` kept
+    as they are."""
     window = window or TimeWindow.at()
     names = TIME_FIELDS.get(fmt, PAYLOAD_TIME_FIELDS)
-    implausible = [window.reason_sql(name, raw, typed, f"{epoch_number_sql(raw)} IS NOT NULL")
-                   for name, raw, typed in zip(names, ("start_raw", "end_raw", "completion_start_raw"),
-                                               ("start_time", "end_time", "completion_start_time"))]
+    raws = ("start_raw", "end_raw", "completion_start_raw")
+    # each time text is read as an ISO time and as a number once (columns _iso_*, _num_*), for all the uses below
+    implausible = [window.reason_sql(name, raw, typed, f"{epoch_number_sql(raw, f'_iso_{raw}', f'_num_{raw}')} "
+                                                       "IS NOT NULL")
+                   for name, raw, typed in zip(names, raws, ("start_time", "end_time", "completion_start_time"))]
+    read_times = ", ".join(f"{_iso_sql(raw)} AS _iso_{raw}, {_number_sql(raw)} AS _num_{raw}" for raw in raws)
+    times = {raw: timestamp_sql(raw, window, f"_iso_{raw}", f"_num_{raw}") for raw in raws}
     negative = [_negative(raw, typed, name) for raw, typed, name in NON_NEGATIVE]
     ua_tag = (
         "list_reduce(list_filter(try(json_extract_string(request_tags, '$[*]')), "
@@ -86,12 +102,12 @@ def typed_sql(fields: str, fmt: str, file_id: int, window: TimeWindow | None = N
     # a key field holding an escaped key is that key, decoded (its hash and hint are the key's)
     keys = ", ".join(f"{secrets.unescaped_key_sql(k)} AS {k}" for k in ("api_key", "meta_key"))
     return f"""
-WITH f AS (SELECT * REPLACE ({keys}) FROM ({fields})),
+WITH f AS (SELECT * REPLACE ({keys}), {read_times} FROM ({fields})),
 t AS (
   SELECT *,
-    {timestamp_sql('start_raw', window)} AS start_time,
-    {timestamp_sql('end_raw', window)} AS end_time,
-    {timestamp_sql('completion_start_raw', window)} AS completion_start_time,
+    {times['start_raw']} AS start_time,
+    {times['end_raw']} AS end_time,
+    {times['completion_start_raw']} AS completion_start_time,
     try_cast(trim(spend_raw) AS DECIMAL(38,12)) AS spend_logged,
     {count_sql('prompt_tokens_raw')} AS prompt_tokens,
     {count_sql('completion_tokens_raw')} AS completion_tokens,
@@ -140,27 +156,37 @@ SELECT record_no,
   session_id,
   CASE WHEN json_valid(request_tags) THEN CAST(json(request_tags) AS VARCHAR) ELSE request_tags END AS request_tags,
   spend_logged,
-  '{fmt}' AS source_format, {int(file_id)} AS file_id, record_no
+  '{fmt}' AS source_format, {int(file_id)} AS file_id, record_no{"".join(f", {k}" for k in keep)}
 FROM t"""
+
+
+def stage_sql(fields: str, fmt: str, file_id: int, window: TimeWindow | None = None,
+              keep: tuple[str, ...] = ()) -> str:
+    """The statement that creates temp table _ll_norm: one typed row per record, with its quarantine reason."""
+    return f"CREATE OR REPLACE TEMP TABLE _ll_norm AS {typed_sql(fields, fmt, file_id, window, keep)}"
 
 
 def stage(con: duckdb.DuckDBPyConnection, fields: str, fmt: str, file_id: int,
           window: TimeWindow | None = None) -> None:
     """Create temp table _ll_norm: one typed row per record, with its quarantine reason."""
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _ll_norm AS {typed_sql(fields, fmt, file_id, window)}")
+    con.execute(stage_sql(fields, fmt, file_id, window))
 
 
-def finish(con: duckdb.DuckDBPyConnection, file_id: int, fmt: str, raw_sql: str, trusted: TrustedProxies) -> int:
+def finish(con: duckdb.DuckDBPyConnection, file_id: int, fmt: str, raw_sql: str, trusted: TrustedProxies,
+           may_hold_secret: bool = True) -> int:
     """Quarantine the records of _ll_norm with a reason and upsert the others; returns how many were quarantined.
 
     One query sizes up the batch first, so that a small file (one S3 object) only pays for the steps it needs.
+    may_hold_secret=False: the batch's bytes hold no key, escaped or not (secrets.may_hold_secret, done by the line
+    reader), so neither do the fields taken from them: the per-row pre-test is skipped.
     """
     text = "concat_ws(chr(1), " + ", ".join(TEXT_COLUMNS) + ")"
+    suspect_sql = secrets.may_hold_secret_sql(text) if may_hold_secret else "false"
     bad, dups, hits, suspect = con.execute(f"""
         SELECT count(*) FILTER (WHERE reason IS NOT NULL),
           count(request_id) FILTER (WHERE reason IS NULL) - count(DISTINCT request_id) FILTER (WHERE reason IS NULL),
           count(*) FILTER (WHERE reason IS NULL AND request_id {CACHE_HIT_LIKE}),
-          count(*) FILTER (WHERE reason IS NULL AND {secrets.may_hold_secret_sql(text)})
+          count(*) FILTER (WHERE reason IS NULL AND {suspect_sql})
         FROM _ll_norm""").fetchone()
     if bad:
         _quarantine(con, file_id, raw_sql)

@@ -1,8 +1,9 @@
 """Read LiteLLM files into staging tables: numbered records with their raw text.
 
-JSON records land in temp table _ll_rec(record_no, raw, bad); a CSV export lands in _ll_src with its own columns
-as text. `bad` is why a record cannot be read (not UTF-8, not JSON, not an object, a key twice at the top level). A gzip stream cut short gives
-the records it holds, with a note. DuckDB statements that may fail run on a side connection: a failed statement
+JSON records land in temp table _ll_rec(record_no, raw, bad, _ks, _kn); a CSV export lands in _ll_src with its own
+columns as text. `bad` is why a record cannot be read (not UTF-8, not JSON, not an object, a key twice at the top
+level); _ks and _kn are the record's keys, for the test of a key twice. Payload lines may go from the lines straight
+to the loader's _ll_norm (line_batches). A gzip stream cut short gives the records it holds, with a note. DuckDB statements that may fail run on a side connection: a failed statement
 would abort the case's transaction.
 """
 from __future__ import annotations
@@ -14,7 +15,8 @@ import os
 import re
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -22,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from forensics.duck import query_with, quote_ident
-from forensics.sources.lines import ReadSpec, iter_line_batches
+from forensics.sources.lines import MAY_HOLD_SECRET, ReadSpec, batch_flag, iter_line_batches
 from forensics.sources.litellm.litellm_merge import store_quarantine
 
 LINE_BATCH_BYTES = 32 << 20
@@ -99,17 +101,50 @@ def first_char(path: Path) -> str:
 
 # ---- JSON records -------------------------------------------------------------------------------------------
 
-# {keys} is the record's top-level keys, parsed once (KEYS_SQL): the record is parsed one time for all four checks
-# (measured: json_valid and json_keys each on their own made this statement 3.7x slower)
+# {keys} is the record's top-level keys, parsed once (KEYS_SQL): the record is parsed one time for all the checks
+# (measured: json_valid and json_keys each on their own made this statement 3.7x slower). A key twice at the top level
+# is looked for afterwards, once per distinct list of keys (duplicate_key_groups): list_unique on every record was
+# half of this statement's time, and a file's records share a few lists of keys.
 _CHECK = """
   CASE WHEN {text} IS NULL THEN 'not valid UTF-8'
        WHEN {keys} IS NULL AND NOT json_valid({text}) THEN 'not valid JSON'
        WHEN NOT starts_with(ltrim({text}, chr(32) || chr(9)), '{{') THEN 'not a JSON object'
-       WHEN list_unique({keys}) <> len({keys}) THEN format(
-         'key "{{}}" appears twice in the object: which value counts is ambiguous (readers differ), not loaded',
-         list_filter({keys}, lambda k: len(list_filter({keys}, lambda j: j = k)) > 1)[1])
   END"""
 KEYS_SQL = "try(json_keys({text})) AS _keys"
+# the record's keys joined with NUL between them, and how many: what records are grouped by to look for a key twice
+KEY_STRING_SQL = "array_to_string(_keys, chr(0)) AS _ks, len(_keys) AS _kn"
+_DUPLICATE_REASON = """format(
+  'key "{}" appears twice in the object: which value counts is ambiguous (readers differ), not loaded',
+  list_filter(_k, lambda k: len(list_filter(_k, lambda j: j = k)) > 1)[1])"""
+
+
+def duplicate_key_groups(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    """How many groups of the records of `table` with the same keys (_ks, _kn; _ks NULL: a record not looked at)
+    must be looked at record by record: those whose keys hold a key twice, or a NUL.
+
+    Exact: _ks split at NUL has _kn elements plus one for each NUL inside a key. Where it has _kn, no key of any record
+    of the group holds a NUL, and the split is every such record's keys, in order: a key twice there is a key twice
+    in each of them, and none there is none in any. A group of `{}` (no keys: '' splits into one) is looked at too.
+    """
+    # `records = 0` (never true) makes the test name the group's count: a test of the keys alone would be pushed
+    # below the grouping, to every record (measured 10x slower)
+    (n,) = con.execute(f"""
+        SELECT count(*) FROM (SELECT _ks, _kn, count(*) AS records FROM {table} WHERE _ks IS NOT NULL GROUP BY ALL)
+        WHERE len(string_split(_ks, chr(0))) <> _kn OR list_unique(string_split(_ks, chr(0))) <> _kn
+              OR records = 0""").fetchone()
+    return int(n)
+
+
+def mark_duplicate_keys(con: duckdb.DuckDBPyConnection) -> None:
+    """Quarantine the records of _ll_rec with a key twice at the top level (one value would count, readers differ);
+    record by record only when duplicate_key_groups finds a group that needs it (rare)."""
+    if duplicate_key_groups(con, "(SELECT _ks, _kn FROM _ll_rec WHERE bad IS NULL)"):
+        con.execute(f"""
+            UPDATE _ll_rec SET bad = d.reason
+            FROM (SELECT record_no, {_DUPLICATE_REASON} AS reason
+                  FROM (SELECT record_no, json_keys(raw) AS _k FROM _ll_rec WHERE bad IS NULL)
+                  WHERE list_unique(_k) <> len(_k)) d
+            WHERE _ll_rec.record_no = d.record_no""")
 
 
 def records_relation() -> str:
@@ -123,20 +158,51 @@ def _stage_texts(con: duckdb.DuckDBPyConnection, texts: pa.Table) -> int:
     if "why" in texts.column_names:
         check = f"coalesce(why, {check})"
     query_with(con, "_ll_texts", texts,
-               f"CREATE OR REPLACE TEMP TABLE _ll_rec AS SELECT record_no, text AS raw, {check} AS bad "
-               f"FROM (SELECT *, {KEYS_SQL.format(text='text')} FROM _ll_texts)")
+               f"CREATE OR REPLACE TEMP TABLE _ll_rec AS SELECT record_no, text AS raw, {check} AS bad, "
+               f"{KEY_STRING_SQL} FROM (SELECT *, {KEYS_SQL.format(text='text')} FROM _ll_texts)")
+    mark_duplicate_keys(con)
     (n,) = con.execute("SELECT count(*) FROM _ll_rec").fetchone()
     return int(n)
 
 
+@dataclass(frozen=True)
+class BatchHint:
+    """What a batch of lines may hold, from a search of its bytes (False is certain: the loader skips a step), and
+    whether line_batches has created _ll_norm itself (`staged`, see line_batches)."""
+
+    secret: bool = True          # a key, JWT or bearer token (secrets.may_hold_secret)
+    datadog: bool = True         # a Datadog log item ('"ddsource"')
+    staged: bool = False
+
+
+DATADOG = re.compile(re.escape(b'"ddsource"'))
+
+
+def _may_hold(column: pa.ChunkedArray, needle: re.Pattern) -> bool:
+    """Whether `needle` may match in the text of `column`: searched in the chunks' data buffers, which hold the
+    lines' bytes (a sliced chunk's buffer may hold more lines: then the answer may be True for them, never a wrong
+    False)."""
+    return any(data is not None and needle.search(data) is not None
+               for data in (chunk.buffers()[2] for chunk in column.chunks))
+
+
 def line_batches(con: duckdb.DuckDBPyConnection, path: Path, notes: list[str],
-                 spec: ReadSpec | None = None) -> Iterator[int]:
+                 spec: ReadSpec | None = None, hints: list[BatchHint] | None = None,
+                 stage_sql: Callable[[str], str] | None = None) -> Iterator[int]:
     """Stage NDJSON lines batch by batch into _ll_rec (blank lines are not records); yields each batch's size.
 
     Lines come from the shared line reader (plain or gzip, bounded memory; `spec`: what ingest hashed, where a grown
-    file's new lines start); why it stopped early goes to notes, and how many blank lines there were.
+    file's new lines start); why it stopped early goes to notes, and how many blank lines there were. With `hints`,
+    a BatchHint for each batch is appended to it before the batch is yielded.
+
+    With `stage_sql` (the loader's statement that creates _ll_norm from a relation like records_relation(), keeping
+    its columns _ks and _kn), a batch is checked, converted and typed in one statement read from the lines as they
+    came (hint.staged): the lines are not copied into _ll_rec first, and each is parsed in that one statement. _ll_rec
+    then holds only the raw text of the records _ll_norm quarantines. A batch where a record may have a key twice, or
+    that may hold a Datadog item, is staged into _ll_rec as without `stage_sql` (and _ll_norm left to the loader).
     """
-    reader = iter_line_batches(path, LINE_BATCH_BYTES, MAX_LINE_BYTES, skip_empty=True, spec=spec)
+    reader = iter_line_batches(path, LINE_BATCH_BYTES, MAX_LINE_BYTES, flag_secrets=hints is not None,
+                               skip_empty=True, spec=spec)
     seen_invalid = blank = 0
     for batch in reader:
         invalid = reader.invalid_utf8_lines[seen_invalid:]
@@ -152,13 +218,31 @@ def line_batches(con: duckdb.DuckDBPyConnection, path: Path, notes: list[str],
             last = batch.column("line_no")[-1].as_py()
             check = (f"CASE WHEN line_no = {last} AND ({check}) = 'not valid JSON' THEN 'last line cut short "
                      f"(not valid JSON, no newline at the end of the file)' ELSE {check} END")
-        query_with(con, "_ll_lines", batch, f"""
-            CREATE OR REPLACE TEMP TABLE _ll_rec AS
-            SELECT line_no AS record_no, line AS raw, {check} AS bad
+        records = f"""SELECT line_no AS record_no, line AS raw, {check} AS bad, {KEY_STRING_SQL}
             FROM (SELECT *, {KEYS_SQL.format(text='line')} FROM _ll_lines
-                  WHERE strlen(line) > 0 AND NOT (strlen(line) < 64 AND trim(line) = ''))""")
-        (n,) = con.execute("SELECT count(*) FROM _ll_rec").fetchone()
+                  WHERE strlen(line) > 0 AND NOT (strlen(line) < 64 AND trim(line) = ''))"""
+        hint = BatchHint(batch_flag(batch, MAY_HOLD_SECRET) if hints is not None else True,
+                         _may_hold(batch.column("line"), DATADOG) if hints is not None else True)
+        staged = False
+        if stage_sql is not None and not hint.datadog:
+            query_with(con, "_ll_lines", batch, stage_sql(
+                "(SELECT record_no, raw, bad, CASE WHEN bad IS NULL THEN raw END AS doc, "
+                f"CASE WHEN bad IS NULL THEN _ks END AS _ks, _kn FROM ({records}))"))
+            staged = not duplicate_key_groups(con, "_ll_norm")
+            if staged:
+                n, bad = con.execute("SELECT count(*), count(reason) FROM _ll_norm").fetchone()
+                con.execute("DROP TABLE IF EXISTS _ll_rec")
+                if bad:      # the raw text of the records that go to quarantine, for the loader's finish()
+                    query_with(con, "_ll_lines", batch, """
+                        CREATE TEMP TABLE _ll_rec AS SELECT line_no AS record_no, line AS raw FROM _ll_lines
+                        WHERE line_no IN (SELECT record_no FROM _ll_norm WHERE reason IS NOT NULL)""")
+        if not staged:
+            query_with(con, "_ll_lines", batch, f"CREATE OR REPLACE TEMP TABLE _ll_rec AS {records}")
+            mark_duplicate_keys(con)
+            (n,) = con.execute("SELECT count(*) FROM _ll_rec").fetchone()
         blank += batch.num_rows - int(n)
+        if hints is not None:
+            hints.append(BatchHint(hint.secret, hint.datadog, staged))
         yield int(n)
     if blank + reader.empty_lines:
         notes.append(f"{blank + reader.empty_lines:,} blank lines skipped")
