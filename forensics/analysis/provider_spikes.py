@@ -38,6 +38,7 @@ class ProviderSpike:
     bucket_minutes: int
     by_model: pd.DataFrame       # model, requests, cost_usd within the spike
     series: dict | None = None   # the whole series it was found in: {bucket_start: cost}
+    rows: pd.DataFrame | None = None   # that series per bucket and model: bucket_start, model, requests, cost_usd
 
 
 def usage_series_step(prices: str = "prices") -> Step:
@@ -185,6 +186,8 @@ def _after_quiet(costs: dict, width: pd.Timedelta, usual: dict, hot: list, floor
             usual[t] = _median(before)
             spike = c > usual[t] * Decimal(SPIKE_FACTOR) and c - usual[t] > floor
         else:
+            if t in lone and t in clean:     # the export's first bucket: its part before the spike is its usual
+                usual[t] = clean[t]
             spike = t in hot
         after_spike = spike or after_spike and c > usual[t]
         if spike:
@@ -228,6 +231,22 @@ def _refine(fine: dict, usual: dict, width: pd.Timedelta, start, end, share: Dec
             and fine[first - width] > usual[first - width] * Decimal(SPIKE_FACTOR):
         first -= width                    # its ramp: a script starting slowly, under the bar but above its usual
     return first, span[1]
+
+
+def _ramped(costs: dict, usual: dict, width: pd.Timedelta, run: list) -> tuple:
+    """A spike found at its series' own width, with the buckets next to it that spend above SPIKE_FACTOR times their
+    usual and above RAMP_SHARE of its mean excess, though under the floor: the hour a script started in at half past,
+    the hour it stopped in. Returns (first, last) bucket."""
+    lead = sum((costs[t] - usual[t] for t in run), Decimal(0)) / len(run) * RAMP_SHARE
+
+    def part(t) -> bool:
+        return t in costs and costs[t] - usual[t] > max(lead, Decimal(0)) and costs[t] > usual[t] * Decimal(SPIKE_FACTOR)
+    first, last = run[0], run[-1]
+    while part(first - width):
+        first -= width
+    while part(last + width):
+        last += width
+    return first, last
 
 
 def _quiet_between(fine: dict, usual: dict, width: pd.Timedelta, after, before) -> bool:
@@ -291,7 +310,7 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
     if lone_usual:
         hot = _after_quiet(coarse, coarse_width, usual, hot, Decimal(SPIKE_FLOOR_USD) * Decimal(str(hours)))
     if coarse_width == width:
-        return usual, [(run[0], run[-1]) for run in _runs(hot, width)]
+        return usual, [_ramped(coarse, usual, width, run) for run in _runs(hot, width)]
     per = Decimal(int(coarse_width / width))
     # a series that spent nothing before its spike: all it spends next to it is the spike's, however thin
     edge = Decimal(0) if new else REFINE_SHARE["whole" if against_busy else "outside_proxy"]
@@ -309,23 +328,29 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
         return usual_fine, spans
 
     usual_fine, spans = refined(usual)
-    if lone_usual and from_fine and (clean := _before_spike(fine, coarse_width, per, spans)):
+    if lone_usual and from_fine and (clean := _before_spike(fine, width, coarse_width, spans)):
         usual = dict(before_after_quiet)  # the preceding window again, without the spike's first minutes
         _after_quiet(coarse, coarse_width, usual, hot, Decimal(SPIKE_FLOOR_USD) * Decimal(str(hours)), clean)
         usual_fine, spans = refined(usual)
     return usual_fine, spans
 
 
-def _before_spike(fine: dict, coarse_width: pd.Timedelta, per: Decimal, spans: list[tuple]) -> dict:
+def _before_spike(fine: dict, width: pd.Timedelta, coarse_width: pd.Timedelta, spans: list[tuple]) -> dict:
     """Per coarse bucket a refined spike starts inside (not at its start): what its buckets before the spike spent,
     at the whole coarse bucket's length. A spike starting at 22:59 puts its first minute into the 22:45 quarter:
-    with a short export that quarter is the whole preceding window, and its usual would be mostly the spike."""
+    with a short export that quarter is the whole preceding window, and its usual would be mostly the spike. The
+    spike's minutes are its refined ones and those just before them spending half its median bucket or more (with
+    the quarter as their usual they did not stand out)."""
     out = {}
-    for first, _ in spans:
-        k = first.floor(coarse_width)
-        before = [c for t, c in fine.items() if k <= t < first]
-        if k < first and sum(before, Decimal(0)):          # a quarter quiet before the spike: left as it was
-            out[k] = sum(before, Decimal(0)) * per / len(before)
+    for first, last in spans:
+        level = _median([fine[t] for t in fine if first <= t <= last]) / 2
+        cut = first
+        while cut - width in fine and fine[cut - width] >= level > 0 and cut - width >= first - coarse_width:
+            cut -= width
+        k = cut.floor(coarse_width)
+        before = [c for t, c in fine.items() if k <= t < cut]
+        if k < cut and sum(before, Decimal(0)):          # a quarter quiet before the spike: left as it was
+            out[k] = sum(before, Decimal(0)) * int(coarse_width / width) / len(before)
     return out
 
 
@@ -512,6 +537,44 @@ def mixed_edges(rows: pd.DataFrame, costs: dict, usual: dict, run: list, width: 
     return out
 
 
+def mixed_neighbours(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta) -> list[MixedEdge]:
+    """The buckets just before and after a coarse spike (widths above DETECTION_MINUTES) whose calls of its main model
+    are MIXED_FACTOR times off the key's usual size, towards the spike's: the spike began late in the bucket before
+    (an attack from 22:00 on a day whose spend stayed near a day's usual) or ended early in the one after. Its calls
+    are split as in `mixed_edges`, the spike's size a call from its own buckets, the usual from the key's other
+    buckets; the spike's part is n_a calls at its cost a call. Only when the bucket holds more calls of that model
+    than the key's usual bucket (the spike's add to them) and the split gives the spike half of them or more: a few
+    calls' mean size is noise."""
+    if not run or not pd.Timedelta(minutes=DETECTION_MINUTES) < width or "input_tokens" not in rows:
+        return []
+    inside = rows[rows["bucket_start"].isin(run)]
+    if inside.empty or not inside["requests"].any():
+        return []
+    model = inside.groupby("model")["cost_usd"].sum().idxmax()
+    mine = rows[rows["model"] == model].groupby("bucket_start")[["requests", "input_tokens", "cost_usd"]].sum()
+    core = mine[mine.index.isin(run) & (mine["requests"] > 0)]
+    if core.empty:
+        return []
+    a = float(core["input_tokens"].sum() / core["requests"].sum())
+    per_call = sum((Decimal(str(c)) for c in core["cost_usd"]), Decimal(0)) / int(core["requests"].sum())
+    out = []
+    for t in (run[0] - width, run[-1] + width):
+        outside = mine[~mine.index.isin([*run, t]) & (mine["requests"] > 0)]
+        if t not in costs or t not in mine.index or not mine.loc[t, "requests"] or outside.empty:
+            continue
+        b = float(outside["input_tokens"].sum() / outside["requests"].sum())
+        n, tokens = int(mine.loc[t, "requests"]), float(mine.loc[t, "input_tokens"])
+        size = tokens / n
+        towards = size * MIXED_FACTOR <= b if a < b else size >= b * MIXED_FACTOR
+        if not towards or abs(b - a) < a * (MIXED_FACTOR - 1):
+            continue
+        n_a = min(max(n - (tokens - n * a) / (b - a), 0.0), float(n))
+        if n_a >= max(n / 2, 1) and n > outside["requests"].median():
+            cost = min(per_call * Decimal(str(round(n_a, 6))), costs[t])
+            out.append(MixedEdge(t, n, size, a, b, n_a, cost))
+    return out
+
+
 def find_provider_spikes(case: Case) -> list[ProviderSpike]:
     """Spikes per provider key id (or project) when the case holds no proxy requests to reconcile with."""
     (proxy,) = case.execute("SELECT count(*) FROM llm_requests").fetchone()
@@ -534,6 +597,8 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
             run = _trimmed(run, other, sizes, costs, usual)
             mixed = mixed_edges(mine_all, costs, usual, run, step)
             run = [t for t in run if not any(m.bucket == t and m.spike_calls < 1 for m in mixed)]
+            mixed += (beside := mixed_neighbours(mine_all, costs, run, step))
+            run = sorted(run + [m.bucket for m in beside])
             spent = costs | {m.bucket: usual[m.bucket] + m.cost for m in mixed}    # an edge: the spike's calls alone
             adjusted = proxy_adjusted(spent, usual, run, step, slots)[2] if slots else 0   # nginx's part alone
             run, excess, _ = proxy_adjusted(spent, usual, run, step, slots, other)
@@ -568,7 +633,8 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
                     f"model at {m.size:,.0f} input tokens a call, against the spike's {m.spike_size:,.0f} in its other "
                     f"buckets and the key's usual {m.usual_size:,.0f}: about {m.spike_calls:,.0f} of them are taken "
                     f"as the spike's (${float(m.cost):,.2f} at its cost a call)"
-                    + ("; the bucket is left out" if m.spike_calls < 1 else ""))
+                    + ("; the bucket is left out" if m.spike_calls < 1 else
+                       "; the bucket is the spike's too" if m in beside else ""))
             if probes:
                 inc.evidence.append(
                     f"it opens with {len(probes)} bucket(s) of tiny calls on the same key from {probes[0]:%H:%M} UTC "
@@ -584,7 +650,8 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
             around = pd.DataFrame({"bucket_start": list(costs), "cost_usd": list(costs.values())})
             found.append(ProviderSpike(inc, provider, series, excess,
                                        around[(around["bucket_start"] >= start) & (around["bucket_start"] < end)]
-                                       .reset_index(drop=True), minutes, by_model, costs))
+                                       .reset_index(drop=True), minutes, by_model, costs,
+                                       mine_all[["bucket_start", "model", "requests", "cost_usd"]].reset_index(drop=True)))
     found.sort(key=lambda s: (s.incident.start, -s.cost_usd))     # at the same time, the larger first
     for i, s in enumerate(found, start=1):
         s.incident.id = f"P-{i}"
