@@ -470,9 +470,9 @@ def _size(rows: pd.DataFrame, buckets: list) -> float:
 def key_test(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta) -> list:
     """The buckets before a spike (sub-daily `run`) that test the key: within DETECTION_MINUTES before it (a quiet
     stretch that long ends a spike), buckets whose calls carry at most PROBE_SHARE of the input tokens a call of the
-    spike's, and fewer than any bucket of the key outside that stretch and the spike ever did (a stolen key is tried
+    spike's and of the smallest the key sent in any bucket outside that stretch and the spike (a stolen key is tried
     with a few tokens before a script spends it; a key whose own work sends calls that small, such as health
-    checks, shows them elsewhere too). Returns those buckets, earliest first; none without call counts."""
+    checks, shows them elsewhere too; a call a little smaller than the key's others is one of them). Returns those buckets, earliest first; none without call counts."""
     if not run or width >= pd.Timedelta(days=1) or "input_tokens" not in rows or not rows["requests"].any():
         return []
     sizes = _sizes(rows)
@@ -482,9 +482,9 @@ def key_test(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta) ->
     rest = sizes[~sizes.index.isin(run) & ~sizes.index.isin(near.index)]
     if spike.empty or near.empty:
         return []
-    floor = float(rest.min()) if len(rest) else float("inf")
+    floor = PROBE_SHARE * float(rest.min()) if len(rest) else float("inf")
     return sorted(t for t, size in near.items()
-                  if t in costs and size <= PROBE_SHARE * float(spike.median()) and size < floor)
+                  if t in costs and size <= PROBE_SHARE * float(spike.median()) and size <= floor)
 
 
 MIXED_FACTOR = 1.5              # an edge bucket whose calls are this far from the spike's size holds another workload
@@ -639,7 +639,7 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
                 inc.evidence.append(
                     f"it opens with {len(probes)} bucket(s) of tiny calls on the same key from {probes[0]:%H:%M} UTC "
                     f"({_size(mine_all, probes):,.0f} input tokens a call against the spike's "
-                    f"{_size(mine_all, run):,.0f}; the key never sent calls that small otherwise): a test that the "
+                    f"{_size(mine_all, run):,.0f}; the key's other calls are ten times larger at least): a test that the "
                     "key works, as a script checks a key before it spends it")
             if adjusted:
                 inc.evidence.append(
