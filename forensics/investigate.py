@@ -307,10 +307,12 @@ PRORATE_MAX_WIDTH = timedelta(hours=1)
 
 
 def _coincidence(a: Incident, spike: Incident) -> float:
-    """The share of a spike's window an incident's overlaps: of two keys' spikes beside an nginx incident, the one
-    that spikes only when it happens (a day) is its spend, not one spiking over the days around it as well."""
+    """How far an incident's window and a spike's coincide: their overlap over their union. Of two keys' spikes
+    beside an nginx incident, the one spiking only the day it happens is its spend, not one spiking over the days
+    around it as well; of two series' spikes in its hour, the one spanning it, not a batch inside it."""
     overlap = (min(a.end, spike.end) - max(a.start, spike.start)).total_seconds()
-    return max(overlap, 0) / max((spike.end - spike.start).total_seconds(), 1)
+    union = (max(a.end, spike.end) - min(a.start, spike.start)).total_seconds()
+    return max(overlap, 0) / max(union, 1)
 
 
 def _prorated(spike: IncidentFindings, inc: Incident, width: timedelta) -> Decimal:
@@ -357,7 +359,7 @@ def _model_calls_priced(case: Case, n: IncidentFindings, s: IncidentFindings, wi
     if not sum(mine.values()):
         return None
     per = rows.assign(cost_usd=rows["cost_usd"].map(lambda v: Decimal(str(v)) if pd.notna(v) else Decimal(0)))
-    touched = sorted(set(per["bucket_start"]) & set(mine))
+    touched = sorted(t for t in set(per["bucket_start"]) if t < n.incident.end and n.incident.start < t + step)
     if not touched:
         return None
     ref = per[~per["bucket_start"].isin(touched)].groupby("model").agg(
@@ -370,14 +372,14 @@ def _model_calls_priced(case: Case, n: IncidentFindings, s: IncidentFindings, wi
         bucket = inside[inside["bucket_start"] == t]
         own = Decimal(0)
         for model, calls in bucket.groupby("model")["requests"].sum().items():
-            other = max(int(calls) - (mine[t] if model == main else 0), 0)
+            other = max(int(calls) - (mine.get(t, 0) if model == main else 0), 0)
             if other and model not in ref.index:
                 return None
             if other:
                 own += ref.loc[model, "cost"] * other / int(ref.loc[model, "requests"])
                 others += other
         cost += max(sum(bucket["cost_usd"], Decimal(0)) - own, Decimal(0))
-    return cost, (f"is counted as the attack's: its {sum(mine[t] for t in touched):,} served call(s) nginx shows "
+    return cost, (f"is counted as the attack's: its {sum(mine.get(t, 0) for t in touched):,} served call(s) nginx shows "
                   f"are taken as {main}'s, the key's other {others:,} call(s) in those bucket(s) (the provider's "
                   "count per model) at each model's spend per call in the buckets the incident does not touch")
 

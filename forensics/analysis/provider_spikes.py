@@ -5,8 +5,10 @@ list prices, at the bucket width covering the longest time) or, without usage, p
 spending SPIKE_FACTOR times its usual (the same time of day on other days) is part of a spike; consecutive spike
 buckets make one incident whose cost is what they spent above their usual. A model new to its key in a spike is
 searched as its own series (`new_models`); where nginx shows the proxy's own calls surging inside a spike, those
-buckets count at the spike's level around them (analysis/proxy_load.py). With provider data alone a planned batch
-and abuse look alike, so a spike is `suspicious`: the evidence says what would tell them apart."""
+buckets count at the spike's level around them (analysis/proxy_load.py). The usage export's calls and input tokens
+per bucket tell workloads apart by their calls' size: a key test opening a spike (`key_test`), a coarse bucket at
+its edge holding its calls and the key's own (`mixed_edges`, `mixed_neighbours`). With provider data alone a planned
+batch and abuse look alike, so a spike is `suspicious`: the evidence says what would tell them apart."""
 from __future__ import annotations
 
 import statistics
@@ -240,7 +242,8 @@ def _ramped(costs: dict, usual: dict, width: pd.Timedelta, run: list) -> tuple:
     lead = sum((costs[t] - usual[t] for t in run), Decimal(0)) / len(run) * RAMP_SHARE
 
     def part(t) -> bool:
-        return t in costs and costs[t] - usual[t] > max(lead, Decimal(0)) and costs[t] > usual[t] * Decimal(SPIKE_FACTOR)
+        return (t in costs and costs[t] - usual[t] > max(lead, Decimal(0))
+                and costs[t] > usual[t] * Decimal(SPIKE_FACTOR))
     first, last = run[0], run[-1]
     while part(first - width):
         first -= width
@@ -282,7 +285,10 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
     `longer`: (series, width) of the same spend over a longer time at a coarser width (an hourly export of the week
     beside a per-minute one of the night): searched instead, its longer past being the better usual. `share(bucket)`:
     the part of a bucket the evidence covers (`covered_share`): such a bucket's usual is that part of a whole one's,
-    and it counts as a whole one in the others' usual."""
+    and it counts as a whole one in the others' usual.
+    A spike found at the series' own width takes the part buckets at its edges (`_ramped`). A short export's
+    preceding window is what it spent before the spike began, not the quarter the spike's first minutes fall in
+    (`_before_spike`)."""
     coarse_width = max(width, pd.Timedelta(minutes=DETECTION_MINUTES))
     coarse: dict = {}
     for t, c in fine.items():
@@ -472,7 +478,8 @@ def key_test(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta) ->
     stretch that long ends a spike), buckets whose calls carry at most PROBE_SHARE of the input tokens a call of the
     spike's and of the smallest the key sent in any bucket outside that stretch and the spike (a stolen key is tried
     with a few tokens before a script spends it; a key whose own work sends calls that small, such as health
-    checks, shows them elsewhere too; a call a little smaller than the key's others is one of them). Returns those buckets, earliest first; none without call counts."""
+    checks, shows them elsewhere too; a call a little smaller than the key's others is one of them). Returns those
+    buckets, earliest first; none without call counts."""
     if not run or width >= pd.Timedelta(days=1) or "input_tokens" not in rows or not rows["requests"].any():
         return []
     sizes = _sizes(rows)
@@ -599,7 +606,7 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
             run = [t for t in run if not any(m.bucket == t and m.spike_calls < 1 for m in mixed)]
             mixed += (beside := mixed_neighbours(mine_all, costs, run, step))
             run = sorted(run + [m.bucket for m in beside])
-            spent = costs | {m.bucket: usual[m.bucket] + m.cost for m in mixed}    # an edge: the spike's calls alone
+            spent = costs | {m.bucket: usual[m.bucket] + m.cost for m in mixed}   # an edge: the spike's calls alone
             adjusted = proxy_adjusted(spent, usual, run, step, slots)[2] if slots else 0   # nginx's part alone
             run, excess, _ = proxy_adjusted(spent, usual, run, step, slots, other)
             if not run:
@@ -629,18 +636,18 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
                     "it is left out, inside it those buckets are taken at the spike's level around them")
             for m in mixed:
                 inc.evidence.append(
-                    f"its bucket at {m.bucket:%Y-%m-%d %H:%M} holds calls of two sizes: {m.calls:,} call(s) of its main "
-                    f"model at {m.size:,.0f} input tokens a call, against the spike's {m.spike_size:,.0f} in its other "
-                    f"buckets and the key's usual {m.usual_size:,.0f}: about {m.spike_calls:,.0f} of them are taken "
-                    f"as the spike's (${float(m.cost):,.2f} at its cost a call)"
+                    f"its bucket at {m.bucket:%Y-%m-%d %H:%M} holds calls of two sizes: {m.calls:,} call(s) of its "
+                    f"main model at {m.size:,.0f} input tokens a call, against the spike's {m.spike_size:,.0f} in its "
+                    f"other buckets and the key's usual {m.usual_size:,.0f}: about {m.spike_calls:,.0f} of them are "
+                    f"taken as the spike's (${float(m.cost):,.2f} at its cost a call)"
                     + ("; the bucket is left out" if m.spike_calls < 1 else
                        "; the bucket is the spike's too" if m in beside else ""))
             if probes:
                 inc.evidence.append(
                     f"it opens with {len(probes)} bucket(s) of tiny calls on the same key from {probes[0]:%H:%M} UTC "
                     f"({_size(mine_all, probes):,.0f} input tokens a call against the spike's "
-                    f"{_size(mine_all, run):,.0f}; the key's other calls are ten times larger at least): a test that the "
-                    "key works, as a script checks a key before it spends it")
+                    f"{_size(mine_all, run):,.0f}; the key's other calls are ten times larger at least): a test that "
+                    "the key works, as a script checks a key before it spends it")
             if adjusted:
                 inc.evidence.append(
                     f"nginx shows the proxy's own calls surging in {adjusted} of these bucket(s) (a batch through the "
@@ -651,7 +658,8 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
             found.append(ProviderSpike(inc, provider, series, excess,
                                        around[(around["bucket_start"] >= start) & (around["bucket_start"] < end)]
                                        .reset_index(drop=True), minutes, by_model, costs,
-                                       mine_all[["bucket_start", "model", "requests", "cost_usd"]].reset_index(drop=True)))
+                                       mine_all[["bucket_start", "model", "requests", "cost_usd"]]
+                                       .reset_index(drop=True)))
     found.sort(key=lambda s: (s.incident.start, -s.cost_usd))     # at the same time, the larger first
     for i, s in enumerate(found, start=1):
         s.incident.id = f"P-{i}"
