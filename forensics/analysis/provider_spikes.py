@@ -236,9 +236,10 @@ def _refine(fine: dict, usual: dict, width: pd.Timedelta, start, end, share: Dec
 
 
 def _ramped(costs: dict, usual: dict, width: pd.Timedelta, run: list) -> tuple:
-    """A spike found at its series' own width, with the buckets next to it that spend above SPIKE_FACTOR times their
-    usual and above RAMP_SHARE of its mean excess, though under the floor: the hour a script started in at half past,
-    the hour it stopped in. Returns (first, last) bucket."""
+    """A spike found at its series' own (sub-daily) width, with the buckets next to it that spend above SPIKE_FACTOR
+    times their usual and above RAMP_SHARE of its mean excess, though under the floor: the hour a script started in
+    at half past, the hour it stopped in. (A day next to a daily spike is another workday unless its calls say
+    otherwise: `mixed_neighbours`.) Returns (first, last) bucket."""
     lead = sum((costs[t] - usual[t] for t in run), Decimal(0)) / len(run) * RAMP_SHARE
 
     def part(t) -> bool:
@@ -316,7 +317,8 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
     if lone_usual:
         hot = _after_quiet(coarse, coarse_width, usual, hot, Decimal(SPIKE_FLOOR_USD) * Decimal(str(hours)))
     if coarse_width == width:
-        return usual, [_ramped(coarse, usual, width, run) for run in _runs(hot, width)]
+        return usual, [_ramped(coarse, usual, width, run) if width < pd.Timedelta(days=1) else (run[0], run[-1])
+                       for run in _runs(hot, width)]
     per = Decimal(int(coarse_width / width))
     # a series that spent nothing before its spike: all it spends next to it is the spike's, however thin
     edge = Decimal(0) if new else REFINE_SHARE["whole" if against_busy else "outside_proxy"]
