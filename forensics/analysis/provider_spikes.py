@@ -5,8 +5,10 @@ list prices, at the bucket width covering the longest time) or, without usage, p
 spending SPIKE_FACTOR times its usual (the same time of day on other days) is part of a spike; consecutive spike
 buckets make one incident whose cost is what they spent above their usual. A model new to its key in a spike is
 searched as its own series (`new_models`); where nginx shows the proxy's own calls surging inside a spike, those
-buckets count at the spike's level around them (analysis/proxy_load.py). With provider data alone a planned batch
-and abuse look alike, so a spike is `suspicious`: the evidence says what would tell them apart."""
+buckets count at the spike's level around them (analysis/proxy_load.py). The usage export's calls and input tokens
+per bucket tell workloads apart by their calls' size: a key test opening a spike (`key_test`), a coarse bucket at
+its edge holding its calls and the key's own (`mixed_edges`, `mixed_neighbours`). With provider data alone a planned
+batch and abuse look alike, so a spike is `suspicious`: the evidence says what would tell them apart."""
 from __future__ import annotations
 
 import statistics
@@ -38,6 +40,7 @@ class ProviderSpike:
     bucket_minutes: int
     by_model: pd.DataFrame       # model, requests, cost_usd within the spike
     series: dict | None = None   # the whole series it was found in: {bucket_start: cost}
+    rows: pd.DataFrame | None = None   # that series per bucket and model: bucket_start, model, requests, cost_usd
 
 
 def usage_series_step(prices: str = "prices") -> Step:
@@ -164,10 +167,13 @@ def _usual(costs: dict, width: pd.Timedelta, hot=frozenset(), fallback=None) -> 
 PRECEDING_MIN_BUCKETS = 1        # the preceding window is a usual when it holds at least this many busy buckets
 
 
-def _after_quiet(costs: dict, width: pd.Timedelta, usual: dict, hot: list, floor: Decimal) -> list:
+def _after_quiet(costs: dict, width: pd.Timedelta, usual: dict, hot: list, floor: Decimal,
+                 clean: dict | None = None) -> list:
     """Buckets with no same time on another day, compared with the preceding window instead: the median of the busy
     buckets before them that were not spikes (a spike filling most of a short export is its own median, and only its
-    peak stood out). `usual` is updated in place for those buckets; the spike buckets are returned."""
+    peak stood out). `usual` is updated in place for those buckets; the spike buckets are returned. `clean`: per
+    bucket a spike starts inside, what it spent before the spike (`_before_spike`): its part of the window."""
+    clean = clean or {}
     days = {t.normalize() for t in costs}
     lone = {t for t in costs if len(days) < 2 or not any(t - t.normalize() + d in costs for d in days
                                                           if d != t.normalize())}
@@ -182,12 +188,14 @@ def _after_quiet(costs: dict, width: pd.Timedelta, usual: dict, hot: list, floor
             usual[t] = _median(before)
             spike = c > usual[t] * Decimal(SPIKE_FACTOR) and c - usual[t] > floor
         else:
+            if t in lone and t in clean:     # the export's first bucket: its part before the spike is its usual
+                usual[t] = clean[t]
             spike = t in hot
         after_spike = spike or after_spike and c > usual[t]
         if spike:
             out.append(t)
-        elif c and not after_spike:
-            before.append(c)
+        elif clean.get(t, c) and not after_spike:
+            before.append(clean.get(t, c))
     return out
 
 
@@ -227,6 +235,24 @@ def _refine(fine: dict, usual: dict, width: pd.Timedelta, start, end, share: Dec
     return first, span[1]
 
 
+def _ramped(costs: dict, usual: dict, width: pd.Timedelta, run: list) -> tuple:
+    """A spike found at its series' own (sub-daily) width, with the buckets next to it that spend above SPIKE_FACTOR
+    times their usual and above RAMP_SHARE of its mean excess, though under the floor: the hour a script started in
+    at half past, the hour it stopped in. (A day next to a daily spike is another workday unless its calls say
+    otherwise: `mixed_neighbours`.) Returns (first, last) bucket."""
+    lead = sum((costs[t] - usual[t] for t in run), Decimal(0)) / len(run) * RAMP_SHARE
+
+    def part(t) -> bool:
+        return (t in costs and costs[t] - usual[t] > max(lead, Decimal(0))
+                and costs[t] > usual[t] * Decimal(SPIKE_FACTOR))
+    first, last = run[0], run[-1]
+    while part(first - width):
+        first -= width
+    while part(last + width):
+        last += width
+    return first, last
+
+
 def _quiet_between(fine: dict, usual: dict, width: pd.Timedelta, after, before) -> bool:
     """Whether the buckets between two spikes hold DETECTION_MINUTES of buckets in a row at or under their usual
     (what ends a spike in `_refine`); if not, the spend never went back to usual: one spike whose rate sagged."""
@@ -260,7 +286,10 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
     `longer`: (series, width) of the same spend over a longer time at a coarser width (an hourly export of the week
     beside a per-minute one of the night): searched instead, its longer past being the better usual. `share(bucket)`:
     the part of a bucket the evidence covers (`covered_share`): such a bucket's usual is that part of a whole one's,
-    and it counts as a whole one in the others' usual."""
+    and it counts as a whole one in the others' usual.
+    A spike found at the series' own width takes the part buckets at its edges (`_ramped`). A short export's
+    preceding window is what it spent before the spike began, not the quarter the spike's first minutes fall in
+    (`_before_spike`)."""
     coarse_width = max(width, pd.Timedelta(minutes=DETECTION_MINUTES))
     coarse: dict = {}
     for t, c in fine.items():
@@ -282,23 +311,55 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
             usual, busy = _usual(coarse, coarse_width, frozenset(hot), (lambda t: Decimal(0)) if new else None)
         bar = max(Decimal(SPIKE_FLOOR_USD) * Decimal(str(hours)), busy if against_busy and not new else Decimal(0))
         hot = [t for t, c in sorted(coarse.items()) if c > usual[t] * Decimal(SPIKE_FACTOR) and c - usual[t] > bar]
-    if not new and coarse_width < pd.Timedelta(days=1):
+    from_fine = coarse_width > width and (longer is None or coarse_width != longer[1])
+    lone_usual = not new and coarse_width < pd.Timedelta(days=1)
+    before_after_quiet = dict(usual)
+    if lone_usual:
         hot = _after_quiet(coarse, coarse_width, usual, hot, Decimal(SPIKE_FLOOR_USD) * Decimal(str(hours)))
     if coarse_width == width:
-        return usual, [(run[0], run[-1]) for run in _runs(hot, width)]
+        return usual, [_ramped(coarse, usual, width, run) if width < pd.Timedelta(days=1) else (run[0], run[-1])
+                       for run in _runs(hot, width)]
     per = Decimal(int(coarse_width / width))
-    usual_fine = _usual(fine, width, fallback=lambda t: usual.get(t.floor(coarse_width), Decimal(0)) / per)[0]
-    spans: list[tuple] = []
     # a series that spent nothing before its spike: all it spends next to it is the spike's, however thin
     edge = Decimal(0) if new else REFINE_SHARE["whole" if against_busy else "outside_proxy"]
-    for first, last in sorted(_refine(fine, usual_fine, width, run[0], run[-1] + coarse_width, edge)
-                              for run in _runs(hot, coarse_width)):
-        if spans and (first <= spans[-1][1] + coarse_width      # two runs refined into one stretch, or spending
-                      or not _quiet_between(fine, usual_fine, width, spans[-1][1], first)):   # above usual between
-            spans[-1] = (spans[-1][0], max(last, spans[-1][1]))
-        else:
-            spans.append((first, last))
+
+    def refined(usual: dict) -> tuple[dict, list]:
+        usual_fine = _usual(fine, width, fallback=lambda t: usual.get(t.floor(coarse_width), Decimal(0)) / per)[0]
+        spans: list[tuple] = []
+        for first, last in sorted(_refine(fine, usual_fine, width, run[0], run[-1] + coarse_width, edge)
+                                  for run in _runs(hot, coarse_width)):
+            if spans and (first <= spans[-1][1] + coarse_width      # two runs refined into one stretch, or spending
+                          or not _quiet_between(fine, usual_fine, width, spans[-1][1], first)):   # above usual between
+                spans[-1] = (spans[-1][0], max(last, spans[-1][1]))
+            else:
+                spans.append((first, last))
+        return usual_fine, spans
+
+    usual_fine, spans = refined(usual)
+    if lone_usual and from_fine and (clean := _before_spike(fine, width, coarse_width, spans)):
+        usual = dict(before_after_quiet)  # the preceding window again, without the spike's first minutes
+        _after_quiet(coarse, coarse_width, usual, hot, Decimal(SPIKE_FLOOR_USD) * Decimal(str(hours)), clean)
+        usual_fine, spans = refined(usual)
     return usual_fine, spans
+
+
+def _before_spike(fine: dict, width: pd.Timedelta, coarse_width: pd.Timedelta, spans: list[tuple]) -> dict:
+    """Per coarse bucket a refined spike starts inside (not at its start): what its buckets before the spike spent,
+    at the whole coarse bucket's length. A spike starting at 22:59 puts its first minute into the 22:45 quarter:
+    with a short export that quarter is the whole preceding window, and its usual would be mostly the spike. The
+    spike's minutes are its refined ones and those just before them spending half its median bucket or more (with
+    the quarter as their usual they did not stand out)."""
+    out = {}
+    for first, last in spans:
+        level = _median([fine[t] for t in fine if first <= t <= last]) / 2
+        cut = first
+        while cut - width in fine and fine[cut - width] >= level > 0 and cut - width >= first - coarse_width:
+            cut -= width
+        k = cut.floor(coarse_width)
+        before = [c for t, c in fine.items() if k <= t < cut]
+        if k < cut and sum(before, Decimal(0)):          # a quarter quiet before the spike: left as it was
+            out[k] = sum(before, Decimal(0)) * int(coarse_width / width) / len(before)
+    return out
 
 
 def new_models(g: pd.DataFrame, spans: list[tuple]) -> set:
@@ -384,17 +445,143 @@ def _trimmed(run: list, other: set, sizes: tuple, costs: dict, usual: dict) -> l
     def edge(order: list) -> int:
         """How many buckets from this end are the other workload's (its calls' size; its thin ends too) or spend
         no more than the bar, when that stretch holds one of its buckets proper, or calls of its size apart from the
-        spike by a quiet bucket (a batch starting after the spike went quiet); else 0."""
+        spike by a quiet bucket nearer the spike (a batch starting after the spike went quiet); else 0."""
         n = 0
         while n < len(order) and (order[n] in large or costs[order[n]] - usual[order[n]] <= bar):
             n += 1
         stretch = order[:n]
-        apart = any(t in large for t in stretch) and any(t not in large for t in stretch)
+        # apart: a thin bucket of the spike's size between calls of that size and the spike (the spike went quiet,
+        # then the batch); a thin first minute outside a large one is the spike's own ramp, not apart from it
+        apart = any(t in large and any(u not in large for u in stretch[i + 1:]) for i, t in enumerate(stretch))
         return n if apart or any(t in other for t in stretch) else 0
 
     hi = len(run) - edge(run[::-1])
     lo = edge(run[:hi])
     return run[lo:hi]
+
+
+PROBE_SHARE = 0.1               # a key test's calls carry at most this share of the input tokens of the spike's calls
+
+
+def _sizes(rows: pd.DataFrame) -> pd.Series:
+    """Input tokens a call per bucket of a series' rows (buckets with calls)."""
+    per = rows.groupby("bucket_start")[["requests", "input_tokens"]].sum()
+    per = per[per["requests"] > 0]
+    return per["input_tokens"] / per["requests"]
+
+
+def _size(rows: pd.DataFrame, buckets: list) -> float:
+    """The median of the input tokens a call of these buckets."""
+    return float(_sizes(rows[rows["bucket_start"].isin(buckets)]).median())
+
+
+def key_test(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta) -> list:
+    """The buckets before a spike (sub-daily `run`) that test the key: within DETECTION_MINUTES before it (a quiet
+    stretch that long ends a spike), buckets whose calls carry at most PROBE_SHARE of the input tokens a call of the
+    spike's and of the smallest the key sent in any bucket outside that stretch and the spike (a stolen key is tried
+    with a few tokens before a script spends it; a key whose own work sends calls that small, such as health
+    checks, shows them elsewhere too; a call a little smaller than the key's others is one of them). Returns those
+    buckets, earliest first; none without call counts."""
+    if not run or width >= pd.Timedelta(days=1) or "input_tokens" not in rows or not rows["requests"].any():
+        return []
+    sizes = _sizes(rows)
+    spike = sizes[sizes.index.isin(run)]
+    lead = max(int(pd.Timedelta(minutes=DETECTION_MINUTES) / width), 1) * width
+    near = sizes[(sizes.index >= run[0] - lead) & (sizes.index < run[0])]
+    rest = sizes[~sizes.index.isin(run) & ~sizes.index.isin(near.index)]
+    if spike.empty or near.empty:
+        return []
+    floor = PROBE_SHARE * float(rest.min()) if len(rest) else float("inf")
+    return sorted(t for t, size in near.items()
+                  if t in costs and size <= PROBE_SHARE * float(spike.median()) and size <= floor)
+
+
+MIXED_FACTOR = 1.5              # an edge bucket whose calls are this far from the spike's size holds another workload
+
+
+@dataclass
+class MixedEdge:
+    bucket: object
+    calls: int                   # the spike's main model's calls in the bucket
+    size: float                  # their input tokens a call
+    spike_size: float            # the spike's calls' elsewhere in it
+    usual_size: float            # the key's calls' of that model outside the spike
+    spike_calls: float           # how many of the bucket's calls are the spike's
+    cost: Decimal                # what they cost at the spike's cost a call
+
+
+def mixed_edges(rows: pd.DataFrame, costs: dict, usual: dict, run: list, width: pd.Timedelta) -> list[MixedEdge]:
+    """A coarse spike's first and last bucket (widths above DETECTION_MINUTES, runs of two buckets or more) when its
+    calls of the spike's main model are MIXED_FACTOR times larger or smaller than in the spike's other buckets: the
+    bucket holds the spike's calls and the key's usual ones (a nightly batch in the hour the attack ended). The
+    provider's usage gives each bucket's calls and input tokens per model: with the spike's size a call (its other
+    buckets) and the key's usual size (its buckets outside the spike) the two counts follow (calls = n_a + n_b,
+    tokens = n_a a + n_b b), and the spike's part is n_a calls at its cost a call elsewhere. None when the export
+    has no call counts, the key has no calls of that model outside the spike, or the two sizes are alike."""
+    if len(run) < 2 or not pd.Timedelta(minutes=DETECTION_MINUTES) < width or "input_tokens" not in rows:
+        return []
+    inside = rows[rows["bucket_start"].isin(run)]
+    if inside.empty or not inside["requests"].any():
+        return []
+    model = inside.groupby("model")["cost_usd"].sum().idxmax()
+    mine = rows[rows["model"] == model].groupby("bucket_start")[["requests", "input_tokens", "cost_usd"]].sum()
+    outside = mine[~mine.index.isin(run) & (mine["requests"] > 0)]
+    if outside.empty:
+        return []
+    b = float(outside["input_tokens"].sum() / outside["requests"].sum())
+    out = []
+    for edge in dict.fromkeys((run[0], run[-1])):
+        core = mine[mine.index.isin([t for t in run if t != edge]) & (mine["requests"] > 0)]
+        if edge not in mine.index or core.empty or not mine.loc[edge, "requests"]:
+            continue
+        n, tokens = int(mine.loc[edge, "requests"]), float(mine.loc[edge, "input_tokens"])
+        a = float(core["input_tokens"].sum() / core["requests"].sum())
+        size = tokens / n
+        if a / MIXED_FACTOR < size < a * MIXED_FACTOR or abs(b - a) < a * (MIXED_FACTOR - 1):
+            continue
+        n_a = min(max(n - (tokens - n * a) / (b - a), 0.0), float(n))
+        per_call = sum((Decimal(str(c)) for c in core["cost_usd"]), Decimal(0)) / int(core["requests"].sum())
+        cost = min(per_call * Decimal(str(round(n_a, 6))), max(costs[edge] - usual[edge], Decimal(0)))
+        out.append(MixedEdge(edge, n, size, a, b, n_a, cost))
+    return out
+
+
+def mixed_neighbours(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta) -> list[MixedEdge]:
+    """The buckets just before and after a coarse spike (widths above DETECTION_MINUTES) whose calls of its main model
+    are MIXED_FACTOR times off the key's usual size, towards the spike's: the spike began late in the bucket before
+    (an attack from 22:00 on a day whose spend stayed near a day's usual) or ended early in the one after. Its calls
+    are split as in `mixed_edges`, the spike's size a call from its own buckets, the usual from the key's other
+    buckets; the spike's part is n_a calls at its cost a call. Only when the bucket holds more calls of that model
+    than the key's usual bucket (the spike's add to them) and the split gives the spike half of them or more: a few
+    calls' mean size is noise."""
+    if not run or not pd.Timedelta(minutes=DETECTION_MINUTES) < width or "input_tokens" not in rows:
+        return []
+    inside = rows[rows["bucket_start"].isin(run)]
+    if inside.empty or not inside["requests"].any():
+        return []
+    model = inside.groupby("model")["cost_usd"].sum().idxmax()
+    mine = rows[rows["model"] == model].groupby("bucket_start")[["requests", "input_tokens", "cost_usd"]].sum()
+    core = mine[mine.index.isin(run) & (mine["requests"] > 0)]
+    if core.empty:
+        return []
+    a = float(core["input_tokens"].sum() / core["requests"].sum())
+    per_call = sum((Decimal(str(c)) for c in core["cost_usd"]), Decimal(0)) / int(core["requests"].sum())
+    out = []
+    for t in (run[0] - width, run[-1] + width):
+        outside = mine[~mine.index.isin([*run, t]) & (mine["requests"] > 0)]
+        if t not in costs or t not in mine.index or not mine.loc[t, "requests"] or outside.empty:
+            continue
+        b = float(outside["input_tokens"].sum() / outside["requests"].sum())
+        n, tokens = int(mine.loc[t, "requests"]), float(mine.loc[t, "input_tokens"])
+        size = tokens / n
+        towards = size * MIXED_FACTOR <= b if a < b else size >= b * MIXED_FACTOR
+        if not towards or abs(b - a) < a * (MIXED_FACTOR - 1):
+            continue
+        n_a = min(max(n - (tokens - n * a) / (b - a), 0.0), float(n))
+        if n_a >= max(n / 2, 1) and n > outside["requests"].median():
+            cost = min(per_call * Decimal(str(round(n_a, 6))), costs[t])
+            out.append(MixedEdge(t, n, size, a, b, n_a, cost))
+    return out
 
 
 def find_provider_spikes(case: Case) -> list[ProviderSpike]:
@@ -417,11 +604,18 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
             run = [t for t in costs if first <= t <= last]
             other, sizes = other_workload(mine_all, costs, usual, run)
             run = _trimmed(run, other, sizes, costs, usual)
-            adjusted = proxy_adjusted(costs, usual, run, step, slots)[2] if slots else 0   # nginx's part alone
-            run, excess, _ = proxy_adjusted(costs, usual, run, step, slots, other)
+            mixed = mixed_edges(mine_all, costs, usual, run, step)
+            run = [t for t in run if not any(m.bucket == t and m.spike_calls < 1 for m in mixed)]
+            mixed += (beside := mixed_neighbours(mine_all, costs, run, step))
+            run = sorted(run + [m.bucket for m in beside])
+            spent = costs | {m.bucket: usual[m.bucket] + m.cost for m in mixed}   # an edge: the spike's calls alone
+            adjusted = proxy_adjusted(spent, usual, run, step, slots)[2] if slots else 0   # nginx's part alone
+            run, excess, _ = proxy_adjusted(spent, usual, run, step, slots, other)
             if not run:
                 continue
-            first, last = run[0], run[-1]
+            probes = key_test(mine_all, costs, run, step)
+            excess += sum((max(costs[t] - usual[t], Decimal(0)) for t in probes), Decimal(0))
+            first, last = (probes or run)[0], run[-1]
             start, end = first, last + step
             mine = frame[(frame["provider"] == provider) & (frame["series"] == series)
                          & (frame["bucket_start"] >= start) & (frame["bucket_start"] < end)]
@@ -442,6 +636,20 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
                     f"UTC) hold calls of another size, {sizes[1]:,.0f} input tokens a call against the spike's "
                     f"{sizes[0]:,.0f}: another workload on the same key (a batch?); where it starts or ends the spike "
                     "it is left out, inside it those buckets are taken at the spike's level around them")
+            for m in mixed:
+                inc.evidence.append(
+                    f"its bucket at {m.bucket:%Y-%m-%d %H:%M} holds calls of two sizes: {m.calls:,} call(s) of its "
+                    f"main model at {m.size:,.0f} input tokens a call, against the spike's {m.spike_size:,.0f} in its "
+                    f"other buckets and the key's usual {m.usual_size:,.0f}: about {m.spike_calls:,.0f} of them are "
+                    f"taken as the spike's (${float(m.cost):,.2f} at its cost a call)"
+                    + ("; the bucket is left out" if m.spike_calls < 1 else
+                       "; the bucket is the spike's too" if m in beside else ""))
+            if probes:
+                inc.evidence.append(
+                    f"it opens with {len(probes)} bucket(s) of tiny calls on the same key from {probes[0]:%H:%M} UTC "
+                    f"({_size(mine_all, probes):,.0f} input tokens a call against the spike's "
+                    f"{_size(mine_all, run):,.0f}; the key's other calls are ten times larger at least): a test that "
+                    "the key works, as a script checks a key before it spends it")
             if adjusted:
                 inc.evidence.append(
                     f"nginx shows the proxy's own calls surging in {adjusted} of these bucket(s) (a batch through the "
@@ -451,7 +659,9 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
             around = pd.DataFrame({"bucket_start": list(costs), "cost_usd": list(costs.values())})
             found.append(ProviderSpike(inc, provider, series, excess,
                                        around[(around["bucket_start"] >= start) & (around["bucket_start"] < end)]
-                                       .reset_index(drop=True), minutes, by_model, costs))
+                                       .reset_index(drop=True), minutes, by_model, costs,
+                                       mine_all[["bucket_start", "model", "requests", "cost_usd"]]
+                                       .reset_index(drop=True)))
     found.sort(key=lambda s: (s.incident.start, -s.cost_usd))     # at the same time, the larger first
     for i, s in enumerate(found, start=1):
         s.incident.id = f"P-{i}"

@@ -114,3 +114,17 @@ def served_calls(case: Case, width: pd.Timedelta, leave_out: set) -> tuple[dict,
     if frame.empty:
         return {}, (None, None)
     return dict(zip(frame["bucket"], frame["calls"])), (frame["first"].min(), frame["last"].max())
+
+
+def incident_calls(case: Case, width: pd.Timedelta, ips: set, start, end) -> dict:
+    """An incident's served calls to the LLM endpoints per bucket of `width` (aligned to UTC midnight): the lines of
+    its addresses from its start to its end. {bucket_start: calls}."""
+    minutes = int(width / pd.Timedelta(minutes=1))
+    frame = case.query(Step("nginx_incident_calls_per_bucket", f"""
+        SELECT time_bucket(INTERVAL {minutes} MINUTE, time, TIMESTAMP '2000-01-01') AS bucket, count(*) AS calls
+        FROM http_requests
+        WHERE time IS NOT NULL AND status < 400 AND {LLM_ENDPOINT_SQL} AND time BETWEEN ? AND ?
+          AND client_ip IN (SELECT unnest(CAST(? AS VARCHAR[])))
+        GROUP BY ALL ORDER BY bucket
+    """), [start, end, sorted(ips)])
+    return {b: int(c) for b, c in zip(frame["bucket"], frame["calls"])}

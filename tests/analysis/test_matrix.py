@@ -78,9 +78,16 @@ def test_the_randomized_matrix_meets_the_criteria_on_50_draws():
 # whose rate sagged, a script's ramp, an office address arriving just before a slow leak, a keyless office starting
 # its day, a key's later session from an address it had used (373, 471: the batch a usual of its slot on other
 # nights, and a key the proxy never uses, found by the first bench of the fixes).
+# Issue #12's provider-export failures after session 7 (seed 3: 496/500; seed 21, never tuned against: 483/500): a
+# spike's first minute in the short export's only preceding quarter (14), a key test before a stuffed key's script
+# (388; 21: 275, 288, 330), an hour or a day holding the spike's calls beside a batch or the key's own (144; 21: 68,
+# 440, 451), a thin first minute beside two large calls (21: 8), a second key's part hours under the floor (21: 256),
+# an nginx incident priced by the provider's calls per model (21: 274, 382); 310 a usual call taken for a key test
+# by a first version of the rule.
 UNTUNED_DRAWS = {1: (14, 29, 34, 59), 2: (0, 5, 8, 23, 24, 34, 38, 41, 47, 48, 50),
                  3: (42, 62, 70, 77, 88, 93, 101, 111, 114, 147, 179, 209, 273, 318, 341, 387, 407, 451, 461, 463,
-                     484, 498, 373, 471)}
+                     484, 498, 373, 471, 14, 144, 388, 310),
+                 21: (8, 68, 256, 274, 275, 288, 330, 382, 440, 451)}
 
 
 @pytest.mark.slow
@@ -163,13 +170,15 @@ def test_a_daily_spike_beside_an_nginx_attack_leaves_the_proxy_its_own_calls(tmp
     """Seed 3, draw 224: credential stuffing through the proxy on a Monday, nginx (combined) plus the provider's
     daily buckets, from a Saturday evening on. The day's usual was the other days' spend (a partial Saturday, a
     Sunday), so the Monday's office traffic counted as the attack's: +68.8 %. The proxy's other served calls that day
-    (nginx, the attackers' addresses left out) at the spend per call of the whole day nginx covers are its usual now.
-    Still -13.6 %, outside the matrix's 10 %: one reference day prices a call only that well (see the report)."""
+    (nginx, the attackers' addresses left out) at the spend per call of the whole day nginx covers were its usual:
+    -13.6 %. Now the provider's own calls per model price it: the key's gpt-4o calls that day less the 1,489 nginx
+    served the attackers, and its gpt-4o-mini calls, at each model's spend per call on the other days. +10.9 %, still
+    outside the matrix's 10 %: the Monday's other gpt-4o calls cost $0.218 each, the other days' $0.191."""
     truth, findings = _investigated(3, 224, tmp_path)
     _, metrics = matrix.check(truth, findings)
-    assert abs(metrics["cost_err_pct"]) < 15
+    assert abs(metrics["cost_err_pct"]) < 12
     (inc,) = [i for i in findings["incidents"] if i["verdict"] == "attack"]
-    assert any("served call(s) nginx shows at $" in e for e in inc["evidence"])
+    assert any("served call(s) nginx shows are taken as gpt-4o's" in e for e in inc["evidence"])
 
 
 @pytest.mark.slow

@@ -156,3 +156,104 @@ def test_a_series_that_usually_spends_nothing_is_not_adjusted_for_the_proxys_loa
     costs = {t0 + i * HOUR: Decimal(c) for i, c in enumerate([20, 22, 24, 26, 30])}
     run = sorted(costs)
     assert proxy_adjusted(costs, dict.fromkeys(costs, Decimal(0)), run, HOUR, {t0 + 4 * HOUR}) == (run, Decimal(122), 0)
+
+
+def test_a_spike_starting_inside_the_first_quarter_of_a_short_export_is_not_its_own_usual():
+    """19 minutes of history, one proxy call of $0.14 in them, then a leaked key's script from the 15th minute of
+    the export (inside its first 15-minute quarter, the whole preceding window). That quarter's spend was mostly the
+    spike's first minute: taken whole it made the usual four times the key's rate and the spike $10 cheaper
+    (matrix seed 3 #14). The usual is what the quarter spent before the spike, at a whole quarter's length."""
+    quiet = [0.0] * 5 + [0.14] + [0.0] * 8
+    _, spans = series_spikes(minutes(quiet + [0.5] * 200 + [0.0] * 20), MINUTE)
+    usual, _ = series_spikes(minutes(quiet + [0.5] * 200 + [0.0] * 20), MINUTE)
+    assert spans == [(T0 + 14 * MINUTE, T0 + 213 * MINUTE)]
+    assert usual[T0 + 100 * MINUTE] == Decimal("0.01")
+
+
+def _rows(buckets: list[tuple]) -> pd.DataFrame:
+    """A series' usage rows: (bucket_start, model, requests, input_tokens, cost_usd) each."""
+    return pd.DataFrame(buckets, columns=["bucket_start", "model", "requests", "input_tokens", "cost_usd"])
+
+
+def test_a_tiny_call_just_before_a_spike_on_a_key_that_never_sends_one_opens_it():
+    """Credential stuffing's hit: one 14-token gpt-4o call at 01:05, the script spending the key from 01:07 (matrix
+    seed 3 #388). The key's own calls carry thousands of tokens: the call is a test that the key works, and the
+    incident starts there. A key whose own work sends calls that small (health checks) shows them elsewhere: no
+    test is read into it."""
+    from forensics.analysis.provider_spikes import key_test
+
+    t0 = pd.Timestamp("2026-11-16 00:00")
+    usual = [(t0 + i * 7 * MINUTE, "gpt-4o-mini", 1, 3000 + 10 * i, 0.0005) for i in range(9)]
+    probe = [(t0 + 65 * MINUTE, "gpt-4o", 1, 14, 0.0001)]
+    spike = [(t0 + (67 + i) * MINUTE, "gpt-4o", 30, 400_000, 2.0) for i in range(30)]
+    rows = _rows(usual + probe + spike)
+    costs = {t0 + i * MINUTE: Decimal(0) for i in range(120)} | {
+        t: Decimal(str(c)) for t, *_, c in usual + probe + spike}
+    run = [t0 + (67 + i) * MINUTE for i in range(30)]
+    assert key_test(rows, costs, run, MINUTE) == [t0 + 65 * MINUTE]
+    checks = [(t0 + 3 * MINUTE + i * 7 * MINUTE, "gpt-4o-mini", 1, 10, 0.00001) for i in range(5)]
+    assert key_test(_rows(usual + checks + probe + spike), costs, run, MINUTE) == []
+
+
+def test_an_edge_hour_holding_the_spike_and_another_workload_counts_only_the_spikes_calls():
+    """Hourly usage of the proxy's own key used outside it (matrix seed 3 #144): the attack's calls carry ~27k input
+    tokens, the key's own ~58k; the spike's last hour holds 334 gpt-4o calls at 44k a call, the attack's tail and a
+    batch. Solving calls = n_a + n_b, tokens = 27k n_a + 58k n_b gives the attack ~154 of them, at its cost a call.
+    An edge hour whose calls are larger still (seed 21 #68: the batch alone, 109k a call) is none of the spike's."""
+    from forensics.analysis.provider_spikes import mixed_edges
+
+    t0 = pd.Timestamp("2026-11-14 22:00")
+    rows = _rows([(t0, "gpt-4o", 4, 234_000, 0.6), (t0 + HOUR, "gpt-4o", 200, 5_400_000, 17.6),
+                  (t0 + 2 * HOUR, "gpt-4o", 250, 6_750_000, 22.0), (t0 + 3 * HOUR, "gpt-4o", 790, 21_330_000, 70.0),
+                  (t0 + 4 * HOUR, "gpt-4o", 334, 14_690_000, 43.2)])
+    costs = {t: Decimal(str(c)) for t, *_, c in rows.itertuples(index=False)}
+    usual = dict.fromkeys(costs, Decimal("0.6"))
+    run = [t0 + h * HOUR for h in range(1, 5)]
+    (edge,) = mixed_edges(rows, costs, usual, run, HOUR)
+    assert edge.bucket == t0 + 4 * HOUR and 150 < edge.spike_calls < 160
+    assert edge.cost == (Decimal("109.6") / 1240 * Decimal(str(round(edge.spike_calls, 6))))
+    batch = rows.assign(input_tokens=rows["input_tokens"].where(rows["bucket_start"] != t0 + 4 * HOUR, 36_300_000))
+    (edge,) = mixed_edges(batch, costs, usual, run, HOUR)
+    assert edge.spike_calls == 0
+
+
+def test_a_day_the_spike_began_late_in_is_the_spikes_by_its_calls():
+    """Daily usage (matrix seed 21 #451): a key's usual days hold ~95 gpt-4o calls of 87k input tokens; a script
+    started at 23:23 on the 14th and ran into the 15th, its calls ~29k. The 14th's spend stayed under twice a day's
+    usual, but it held 174 calls at 36k a call: about 153 of them are the spike's, and the spike starts that day."""
+    from forensics.analysis.provider_spikes import mixed_neighbours
+
+    day = pd.Timedelta(days=1)
+    t0 = pd.Timestamp("2026-11-10")
+    rows = _rows([(t0 + i * day, "gpt-4o", 95, 8_265_000, 21.5) for i in range(4)]
+                 + [(t0 + 4 * day, "gpt-4o", 174, 6_220_000, 18.8), (t0 + 5 * day, "gpt-4o", 1219, 34_970_000, 113.4)])
+    costs = {t: Decimal(str(c)) for t, *_, c in rows.itertuples(index=False)}
+    (day_before,) = mixed_neighbours(rows, costs, [t0 + 5 * day], day)
+    assert day_before.bucket == t0 + 4 * day and 145 < day_before.spike_calls < 160
+    quiet = rows.assign(requests=rows["requests"].where(rows["bucket_start"] != t0 + 4 * day, 60))
+    assert mixed_neighbours(quiet, costs, [t0 + 5 * day], day) == []     # fewer calls than a usual day: not its
+
+
+def test_an_hour_a_script_started_or_stopped_in_is_its_spikes_though_under_the_floor():
+    """A second key only the attacker uses, hourly (matrix seed 21 #256): $0.13 an hour before, the script from
+    21:31 ($4.11 that hour) to 03:08 ($2.72). Both part hours spend far above the key's usual but under the $5 an
+    hour floor: they are the spike's start and end, not a trickle beside it."""
+    t0 = pd.Timestamp("2026-11-14 12:00")
+    spend = [0.13] * 9 + [4.11, 5.26, 8.56, 14.65, 17.61, 16.46, 2.72] + [0.13] * 5
+    costs = {t0 + i * HOUR: Decimal(str(c)) for i, c in enumerate(spend)}
+    _, spans = series_spikes(costs, HOUR, against_busy=False)
+    assert spans == [(t0 + 9 * HOUR, t0 + 15 * HOUR)]
+
+
+def test_a_thin_first_minute_outside_a_minute_of_large_calls_is_the_spikes_ramp():
+    """A script's first minute (one call) then a minute of two large calls, then its full rate (matrix seed 21 #8):
+    not a batch apart from the spike, which starts at its first minute. A batch after the spike went quiet (large
+    calls beyond a thin minute) is still cut off."""
+    from forensics.analysis.provider_spikes import _trimmed
+
+    run = [T0 + i * MINUTE for i in range(12)]
+    costs = dict(zip(run, [Decimal("0.07"), Decimal("0.39")] + [Decimal("0.5")] * 10))
+    usual = dict.fromkeys(run, Decimal(0))
+    assert _trimmed(run, set(), (25_000, 72_000, {run[1]}), costs, usual) == run
+    late = dict(zip(run, [Decimal("0.5")] * 9 + [Decimal("0.01"), Decimal("3"), Decimal("3")]))
+    assert _trimmed(run, set(), (25_000, 110_000, {run[10], run[11]}), late, usual) == run[:9]
