@@ -520,13 +520,9 @@ def mixed_edges(rows: pd.DataFrame, costs: dict, usual: dict, run: list, width: 
     has no call counts, the key has no calls of that model outside the spike, or the two sizes are alike."""
     if len(run) < 2 or not pd.Timedelta(minutes=DETECTION_MINUTES) < width or "input_tokens" not in rows:
         return []
-    inside = rows[rows["bucket_start"].isin(run)]
-    if inside.empty or not inside["requests"].any():
-        return []
-    model = inside.groupby("model")["cost_usd"].sum().idxmax()
-    mine = rows[rows["model"] == model].groupby("bucket_start")[["requests", "input_tokens", "cost_usd"]].sum()
-    outside = mine[~mine.index.isin(run) & (mine["requests"] > 0)]
-    if outside.empty:
+    mine = _main_model_buckets(rows, run)
+    outside = None if mine is None else mine[~mine.index.isin(run) & (mine["requests"] > 0)]
+    if outside is None or outside.empty:
         return []
     b = float(outside["input_tokens"].sum() / outside["requests"].sum())
     out = []
@@ -539,9 +535,8 @@ def mixed_edges(rows: pd.DataFrame, costs: dict, usual: dict, run: list, width: 
         size = tokens / n
         if a / MIXED_FACTOR < size < a * MIXED_FACTOR or abs(b - a) < a * (MIXED_FACTOR - 1):
             continue
-        n_a = min(max(n - (tokens - n * a) / (b - a), 0.0), float(n))
-        per_call = sum((Decimal(str(c)) for c in core["cost_usd"]), Decimal(0)) / int(core["requests"].sum())
-        cost = min(per_call * Decimal(str(round(n_a, 6))), max(costs[edge] - usual[edge], Decimal(0)))
+        n_a = _spike_calls(n, tokens, a, b)
+        cost = min(_per_call(core) * Decimal(str(round(n_a, 6))), max(costs[edge] - usual[edge], Decimal(0)))
         out.append(MixedEdge(edge, n, size, a, b, n_a, cost))
     return out
 
@@ -556,16 +551,12 @@ def mixed_neighbours(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timed
     calls' mean size is noise."""
     if not run or not pd.Timedelta(minutes=DETECTION_MINUTES) < width or "input_tokens" not in rows:
         return []
-    inside = rows[rows["bucket_start"].isin(run)]
-    if inside.empty or not inside["requests"].any():
-        return []
-    model = inside.groupby("model")["cost_usd"].sum().idxmax()
-    mine = rows[rows["model"] == model].groupby("bucket_start")[["requests", "input_tokens", "cost_usd"]].sum()
-    core = mine[mine.index.isin(run) & (mine["requests"] > 0)]
-    if core.empty:
+    mine = _main_model_buckets(rows, run)
+    core = None if mine is None else mine[mine.index.isin(run) & (mine["requests"] > 0)]
+    if core is None or core.empty:
         return []
     a = float(core["input_tokens"].sum() / core["requests"].sum())
-    per_call = sum((Decimal(str(c)) for c in core["cost_usd"]), Decimal(0)) / int(core["requests"].sum())
+    per_call = _per_call(core)
     out = []
     for t in (run[0] - width, run[-1] + width):
         outside = mine[~mine.index.isin([*run, t]) & (mine["requests"] > 0)]
@@ -577,11 +568,31 @@ def mixed_neighbours(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timed
         towards = size * MIXED_FACTOR <= b if a < b else size >= b * MIXED_FACTOR
         if not towards or abs(b - a) < a * (MIXED_FACTOR - 1):
             continue
-        n_a = min(max(n - (tokens - n * a) / (b - a), 0.0), float(n))
+        n_a = _spike_calls(n, tokens, a, b)
         if n_a >= max(n / 2, 1) and n > outside["requests"].median():
             cost = min(per_call * Decimal(str(round(n_a, 6))), costs[t])
             out.append(MixedEdge(t, n, size, a, b, n_a, cost))
     return out
+
+
+def _main_model_buckets(rows: pd.DataFrame, run: list) -> pd.DataFrame | None:
+    """The spike's main model's (its dearest in the run's buckets) calls, input tokens and cost per bucket, over the
+    whole series; None when the export shows no calls in the run."""
+    inside = rows[rows["bucket_start"].isin(run)]
+    if inside.empty or not inside["requests"].any():
+        return None
+    model = inside.groupby("model")["cost_usd"].sum().idxmax()
+    return rows[rows["model"] == model].groupby("bucket_start")[["requests", "input_tokens", "cost_usd"]].sum()
+
+
+def _spike_calls(n: int, tokens: float, a: float, b: float) -> float:
+    """Of a bucket's n calls and their input tokens, the calls of size a (the spike's) beside those of size b:
+    calls = n_a + n_b, tokens = n_a a + n_b b, bounded to 0..n."""
+    return min(max(n - (tokens - n * a) / (b - a), 0.0), float(n))
+
+
+def _per_call(buckets: pd.DataFrame) -> Decimal:
+    return sum((Decimal(str(c)) for c in buckets["cost_usd"]), Decimal(0)) / int(buckets["requests"].sum())
 
 
 def find_provider_spikes(case: Case) -> list[ProviderSpike]:
