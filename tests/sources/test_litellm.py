@@ -546,10 +546,9 @@ def test_payload_lines_are_staged_in_one_statement_unless_a_batch_needs_the_old_
     line_batches = litellm_read.line_batches
 
     def spy(*args, **kwargs):
-        hints = args[4]
-        for n in line_batches(*args, **kwargs):
-            staged.append(hints[-1].staged)
-            yield n
+        for n, hint in line_batches(*args, **kwargs):
+            staged.append(hint.staged)
+            yield n, hint
     monkeypatch.setattr(litellm_read, "line_batches", spy)
     r = load(db, f, "litellm.payload_ndjson")
     assert (r.records, r.loaded, r.quarantined) == (120, 119, 1)

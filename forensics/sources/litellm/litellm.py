@@ -211,11 +211,9 @@ class LiteLLMSource:
         else:
             # batch by batch: each is converted and inserted before the next is staged (closing() ends the reader,
             # and its side database, at once when a batch fails)
-            hints: list[read.BatchHint] = []      # what a batch of lines cannot hold, from its bytes
-            with contextlib.closing(self._json_batches(ctx, fmt, notes, hints)) as batches:
-                for n in batches:
-                    hint = hints.pop() if hints else read.BatchHint()
-                    hints.clear()
+            # each batch with its hint: what a batch of lines cannot hold, from its bytes
+            with contextlib.closing(self._json_batches(ctx, fmt, notes)) as batches:
+                for n, hint in batches:
                     if hint.staged:
                         run(None, read.JSON_RAW_SQL, n, hint.secret)
                         continue
@@ -232,29 +230,30 @@ class LiteLLMSource:
         return LoadResult(records, loaded, quarantined, merged=loaded - int(own), notes=tuple(notes))
 
     @staticmethod
-    def _json_batches(ctx: LoadContext, fmt: str, notes: list[str], hints: list[read.BatchHint]):
-        """Stage the file's JSON records into _ll_rec, one batch at a time; yields each batch's record count (and,
-        for lines, appends each batch's hint to `hints`)."""
+    def _json_batches(ctx: LoadContext, fmt: str, notes: list[str]):
+        """Stage the file's JSON records into _ll_rec, one batch at a time; yields each batch's record count and
+        its read.BatchHint (a batch of lines has its own; any other batch may hold anything)."""
+        unknown = read.BatchHint()
         if ctx.texts is not None:               # many one-object files at once (forensics.ingest_batch)
-            yield read.stage_records(ctx.con, ctx.texts)
+            yield read.stage_records(ctx.con, ctx.texts), unknown
             return
         if fmt in (PAYLOAD_OBJECT, SPENDLOGS_OBJECT):
             n = read.stage_object(ctx.con, ctx.path, notes)
             if n is not None:
-                yield n
+                yield n, unknown
                 return
         if fmt == SPENDLOGS_UI_PAGE:
             pages: list[tuple] = []
-            yield from read.json_value_batches(ctx.con, ctx.path, notes, pages)
+            yield from ((n, unknown) for n in read.json_value_batches(ctx.con, ctx.path, notes, pages))
             notes.extend(_page_notes(pages))
             return
         if read.first_char(ctx.path) == "[":
-            yield from read.json_value_batches(ctx.con, ctx.path, notes)
+            yield from ((n, unknown) for n in read.json_value_batches(ctx.con, ctx.path, notes))
         else:
             # payload lines are checked, converted and typed in one statement (no Datadog item in the batch)
             stage_sql = (lambda relation: merge.stage_sql(fields.payload_sql(relation, KEPT), fmt, ctx.file_id,
                                                           ctx.window, KEPT)) if FORMATS[fmt] == "payload" else None
-            yield from read.line_batches(ctx.con, ctx.path, notes, ctx.read, hints, stage_sql)
+            yield from read.line_batches(ctx.con, ctx.path, notes, ctx.read, stage_sql)
 
 
 def _page_notes(pages: list[tuple]) -> list[str]:

@@ -3,8 +3,8 @@
 JSON records land in temp table _ll_rec(record_no, raw, bad, _ks, _kn); a CSV export lands in _ll_src with its own
 columns as text. `bad` is why a record cannot be read (not UTF-8, not JSON, not an object, a key twice at the top
 level); _ks and _kn are the record's keys, for the test of a key twice. Payload lines may go from the lines straight
-to the loader's _ll_norm (line_batches). A gzip stream cut short gives the records it holds, with a note. DuckDB statements that may fail run on a side connection: a failed statement
-would abort the case's transaction.
+to the loader's _ll_norm (line_batches). A gzip stream cut short gives the records it holds, with a note. DuckDB
+statements that may fail run on a side connection: a failed statement would abort the case's transaction.
 """
 from __future__ import annotations
 
@@ -187,13 +187,13 @@ def _may_hold(column: pa.ChunkedArray, needle: re.Pattern) -> bool:
 
 
 def line_batches(con: duckdb.DuckDBPyConnection, path: Path, notes: list[str],
-                 spec: ReadSpec | None = None, hints: list[BatchHint] | None = None,
-                 stage_sql: Callable[[str], str] | None = None) -> Iterator[int]:
-    """Stage NDJSON lines batch by batch into _ll_rec (blank lines are not records); yields each batch's size.
+                 spec: ReadSpec | None = None,
+                 stage_sql: Callable[[str], str] | None = None) -> Iterator[tuple[int, BatchHint]]:
+    """Stage NDJSON lines batch by batch into _ll_rec (blank lines are not records); yields each batch's size and
+    its BatchHint.
 
     Lines come from the shared line reader (plain or gzip, bounded memory; `spec`: what ingest hashed, where a grown
-    file's new lines start); why it stopped early goes to notes, and how many blank lines there were. With `hints`,
-    a BatchHint for each batch is appended to it before the batch is yielded.
+    file's new lines start); why it stopped early goes to notes, and how many blank lines there were.
 
     With `stage_sql` (the loader's statement that creates _ll_norm from a relation like records_relation(), keeping
     its columns _ks and _kn), a batch is checked, converted and typed in one statement read from the lines as they
@@ -201,8 +201,7 @@ def line_batches(con: duckdb.DuckDBPyConnection, path: Path, notes: list[str],
     then holds only the raw text of the records _ll_norm quarantines. A batch where a record may have a key twice, or
     that may hold a Datadog item, is staged into _ll_rec as without `stage_sql` (and _ll_norm left to the loader).
     """
-    reader = iter_line_batches(path, LINE_BATCH_BYTES, MAX_LINE_BYTES, flag_secrets=hints is not None,
-                               skip_empty=True, spec=spec)
+    reader = iter_line_batches(path, LINE_BATCH_BYTES, MAX_LINE_BYTES, flag_secrets=True, skip_empty=True, spec=spec)
     seen_invalid = blank = 0
     for batch in reader:
         invalid = reader.invalid_utf8_lines[seen_invalid:]
@@ -221,10 +220,9 @@ def line_batches(con: duckdb.DuckDBPyConnection, path: Path, notes: list[str],
         records = f"""SELECT line_no AS record_no, line AS raw, {check} AS bad, {KEY_STRING_SQL}
             FROM (SELECT *, {KEYS_SQL.format(text='line')} FROM _ll_lines
                   WHERE strlen(line) > 0 AND NOT (strlen(line) < 64 AND trim(line) = ''))"""
-        hint = BatchHint(batch_flag(batch, MAY_HOLD_SECRET) if hints is not None else True,
-                         _may_hold(batch.column("line"), DATADOG) if hints is not None else True)
+        secret, datadog = batch_flag(batch, MAY_HOLD_SECRET), _may_hold(batch.column("line"), DATADOG)
         staged = False
-        if stage_sql is not None and not hint.datadog:
+        if stage_sql is not None and not datadog:
             query_with(con, "_ll_lines", batch, stage_sql(
                 "(SELECT record_no, raw, bad, CASE WHEN bad IS NULL THEN raw END AS doc, "
                 f"CASE WHEN bad IS NULL THEN _ks END AS _ks, _kn FROM ({records}))"))
@@ -241,9 +239,7 @@ def line_batches(con: duckdb.DuckDBPyConnection, path: Path, notes: list[str],
             mark_duplicate_keys(con)
             (n,) = con.execute("SELECT count(*) FROM _ll_rec").fetchone()
         blank += batch.num_rows - int(n)
-        if hints is not None:
-            hints.append(BatchHint(hint.secret, hint.datadog, staged))
-        yield int(n)
+        yield int(n), BatchHint(secret, datadog, staged)
     if blank + reader.empty_lines:
         notes.append(f"{blank + reader.empty_lines:,} blank lines skipped")
     if reader.error:
@@ -251,7 +247,7 @@ def line_batches(con: duckdb.DuckDBPyConnection, path: Path, notes: list[str],
         # the unreadable rest of the file is one record, so that the loss shows in the quarantine table
         con.execute("CREATE OR REPLACE TEMP TABLE _ll_rec AS SELECT ?::BIGINT AS record_no, '' AS raw, ? AS bad",
                     [reader.lines + 1, reader.error])
-        yield 1
+        yield 1, BatchHint()
 
 
 NOT_A_PAGE = 'not a page: no "data" list'
