@@ -375,6 +375,7 @@ def _model_calls_priced(case: Case, n: IncidentFindings, s: IncidentFindings, wi
     main = inside.groupby("model")["cost_usd"].apply(lambda c: sum(c, Decimal(0))).idxmax()
     by_main = inside[inside["model"] == main].groupby("bucket_start")[["requests", "cost_usd"]].agg(
         {"requests": "sum", "cost_usd": lambda c: sum(c, Decimal(0))})
+    served = sum(mine.get(t, 0) for t in touched)
     pure = [t for t in touched if t in by_main.index and by_main.loc[t, "requests"]
             and mine.get(t, 0) >= PURE_SHARE * int(by_main.loc[t, "requests"])]
     if pure:
@@ -382,7 +383,7 @@ def _model_calls_priced(case: Case, n: IncidentFindings, s: IncidentFindings, wi
         per_call = sum((by_main.loc[t, "cost_usd"] for t in pure), Decimal(0)) / calls
         cost = sum((min(per_call * mine.get(t, 0), sum(inside.loc[inside["bucket_start"] == t, "cost_usd"],
                                                        Decimal(0))) for t in touched), Decimal(0))
-        return cost, (f"is counted as the attack's: its {sum(mine.get(t, 0) for t in touched):,} served call(s) "
+        return cost, (f"is counted as the attack's: its {served:,} served call(s) "
                       f"nginx shows, at ${float(per_call):,.4f} a call, what {main}'s calls cost where they were "
                       f"nearly all the incident's ({len(pure)} bucket(s), {calls:,} calls)")
     cost, others = Decimal(0), 0
@@ -397,7 +398,7 @@ def _model_calls_priced(case: Case, n: IncidentFindings, s: IncidentFindings, wi
                 own += ref.loc[model, "cost"] * other / int(ref.loc[model, "requests"])
                 others += other
         cost += max(sum(bucket["cost_usd"], Decimal(0)) - own, Decimal(0))
-    return cost, (f"is counted as the attack's: its {sum(mine.get(t, 0) for t in touched):,} served call(s) nginx shows "
+    return cost, (f"is counted as the attack's: its {served:,} served call(s) nginx shows "
                   f"are taken as {main}'s, the key's other {others:,} call(s) in those bucket(s) (the provider's "
                   "count per model) at each model's spend per call in the buckets the incident does not touch")
 

@@ -416,17 +416,16 @@ def other_workload(rows: pd.DataFrame, costs: dict, usual: dict, run: list) -> t
     if not run or "input_tokens" not in rows or not any(usual[t] for t in run):
         return set(), (0, 0, set())      # a series that usually spends nothing there: no other workload shares it
     inside = rows[(rows["bucket_start"] >= run[0]) & (rows["bucket_start"] <= run[-1])]
-    per = inside.groupby("bucket_start")[["requests", "input_tokens"]].sum()
-    per = per[(per["requests"] > 0) & per.index.isin([t for t in run if costs[t] > usual[t]])]
-    if len(per) < 4:
+    size = _sizes(inside)
+    size = size[size.index.isin([t for t in run if costs[t] > usual[t]])]
+    if len(size) < 4:
         return set(), (0, 0, set())
-    size = per["input_tokens"] / per["requests"]
     typical = float(size.median())
-    excess = pd.Series({t: float(costs[t] - usual[t]) for t in per.index})
+    excess = pd.Series({t: float(costs[t] - usual[t]) for t in size.index})
     # of another size, and spending on top of the spike (a few large calls where the spike is thin are its own)
     large = size >= WORKLOAD_FACTOR * typical
     other = size[large & (excess >= WORKLOAD_ON_TOP * float(excess.median()))]
-    if not large.any() or large.sum() > WORKLOAD_MAX_SHARE * len(per):
+    if not large.any() or large.sum() > WORKLOAD_MAX_SHARE * len(size):
         return set(), (0, 0, set())
     return set(other.index), (typical, float(size[large].median()), set(size[large].index))
 
