@@ -25,6 +25,14 @@ INTERNAL_IP_SQL = """(
     OR regexp_matches(lower({col}), '^(::1$|f[cd][0-9a-f]{{2}}:|fe[89ab][0-9a-f]:)'))"""
 
 
+def network_sql(col: str) -> str:
+    """SQL: the network an address belongs to for "the same organisation" (its /24 for IPv4, its /48 for IPv6 written
+    with its first three groups), '' when the text shows neither (an IPv6 address compressed before them)."""
+    return (f"CASE WHEN contains({col}, ':') THEN regexp_extract(lower({col}), "
+            f"'^([0-9a-f]{{1,4}}:[0-9a-f]{{1,4}}:[0-9a-f]{{1,4}}):', 1) "
+            f"ELSE regexp_extract({col}, '^([0-9]+\\.[0-9]+\\.[0-9]+)\\.', 1) END")
+
+
 def internal_ip_sql(col: str) -> str:
     """SQL true when `col` is a private, loopback or link-local address (DEFAULT_TRUSTED): is_internal in SQL."""
     return INTERNAL_IP_SQL.format(col=col)

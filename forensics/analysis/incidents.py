@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from forensics.analysis.incident import SPREAD_MIN_ADDRESSES, Incident
 from forensics.analysis.steps import Step
-from forensics.netaddr import internal_ip_sql
+from forensics.netaddr import internal_ip_sql, network_sql
 
 if TYPE_CHECKING:
     from forensics.api import Case
@@ -104,7 +104,10 @@ def stuffing_step(facts: str) -> Step:
 
 def new_address_step(facts: str) -> Step:
     """Requests of a valid key from addresses it first used a day (a quarter of a shorter history) or more after the
-    key's own first use."""
+    key's own first use, outside the networks (`network_sql`) of the addresses it used in that first day (its
+    holder's office behind a pool of NAT addresses: 198.51.100.24 after 198.51.100.23); sessions per key and per kind of address, internal or public (a key's owner adding a
+    server in its own network while a thief uses the key from the internet are two stories: with minutes of history
+    the second replica of the key's own service is new too, and its calls are not the thief's)."""
     return Step("new_address_candidates", f"""
         WITH grace AS (
             SELECT least(INTERVAL {NEW_ADDRESS_GRACE_HOURS} HOUR, (max(start_time) - min(start_time)) / 4) AS g
@@ -114,12 +117,18 @@ def new_address_step(facts: str) -> Step:
             FROM {facts} WHERE key_valid AND client_ip IS NOT NULL GROUP BY ALL
         ), keys AS (
             SELECT key_hash, min(start_time) AS key_first FROM {facts} WHERE key_valid GROUP BY ALL
+        ), own_networks AS (   -- the networks of the addresses the key used in its grace period: its holder's
+            SELECT DISTINCT p.key_hash, {network_sql('p.client_ip')} AS net FROM pairs p JOIN keys k USING (key_hash)
+            WHERE p.pair_first < k.key_first + (SELECT g FROM grace)
         ), new_pairs AS (
             SELECT p.key_hash, p.client_ip FROM pairs p JOIN keys k USING (key_hash)
             WHERE p.pair_first >= k.key_first + (SELECT g FROM grace)
+              AND NOT EXISTS (SELECT 1 FROM own_networks o WHERE o.key_hash = p.key_hash AND o.net <> ''
+                              AND o.net = {network_sql('p.client_ip')})
         )
         SELECT * FROM ({sessions_sql(f'''(SELECT f.* FROM {facts} f
-                                          JOIN new_pairs USING (key_hash, client_ip))''', 'key_hash',
+                                          JOIN new_pairs USING (key_hash, client_ip))''',
+                                       f"key_hash || CASE WHEN {internal_ip_sql('client_ip')} THEN ' internal' ELSE '' END",
                                        SLOW_GAP_MINUTES)})
     """)
 
@@ -152,7 +161,10 @@ def spread_step(facts: str) -> Step:
 def surge_sql(rows: str) -> str:
     """Sessions of `rows` (request_id, start_time, client_ip, auth_failure, cost_usd) from public addresses first seen
     after the rows' first minute (not rejected for auth) whose cost (or, when nothing is priced, request) rate is SURGE_FACTOR
-    times that of all rows over the lookback before them; a surge with nothing before it counts."""
+    times that of all rows over the lookback before them (a surge with nothing before it counts) and SURGE_FACTOR
+    times that of all the other rows over the rows' whole time (a team whose day starts a minute after the logs do
+    is a newcomer to them and calls many times more than that minute did, but less than the rest of the proxy does
+    meanwhile)."""
     return f"""
         WITH span AS (SELECT min(start_time) AS t0 FROM {rows}),
         newcomers AS (
@@ -176,11 +188,20 @@ def surge_sql(rows: str) -> str:
                    count(f.request_id) AS n_before, coalesce(sum(f.cost_usd), 0) AS cost_before
             FROM lookback l LEFT JOIN {rows} f ON f.start_time >= l.since AND f.start_time < l.s
             GROUP BY l.session_no
+        ), whole AS (
+            SELECT count(*) AS n_all, coalesce(sum(cost_usd), 0) AS cost_all,
+                   epoch(max(start_time) - min(start_time)) AS seconds_all
+            FROM {rows}
         ), hot AS (
-            SELECT session_no FROM before
-            WHERE before_seconds <= 0 OR (CASE WHEN cost > 0 AND cost_before > 0
+            SELECT session_no FROM before, whole
+            WHERE (before_seconds <= 0 OR (CASE WHEN cost > 0 AND cost_before > 0
                     THEN cost / seconds >= {SURGE_FACTOR} * cost_before / before_seconds
-                    ELSE n / seconds >= {SURGE_FACTOR} * n_before / before_seconds END)
+                    ELSE n / seconds >= {SURGE_FACTOR} * n_before / before_seconds END))
+              -- and against the rest of the case's traffic over its whole time: the minute before an office's
+              -- first calls is no usual
+              AND (seconds_all <= 0 OR (CASE WHEN cost > 0 AND cost_all > cost
+                    THEN cost / seconds >= {SURGE_FACTOR} * (cost_all - cost) / seconds_all
+                    ELSE n / seconds >= {SURGE_FACTOR} * (n_all - n) / seconds_all END))
         ), per_address AS (   -- who drove the surge: a newcomer with a fifth of the median address's calls did not
             SELECT c.session_no, c.client_ip, count(*) AS n
             FROM candidates c SEMI JOIN hot h USING (session_no) GROUP BY c.session_no, c.client_ip

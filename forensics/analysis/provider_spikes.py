@@ -58,7 +58,7 @@ def usage_series_step(prices: str = "prices") -> Step:
         )
         SELECT u.provider, coalesce(u.api_key_id, '(no key id)') AS series, u.bucket_start, u.bucket_end,
                coalesce(p.matched_model, u.model) AS model, coalesce(u.requests, 0) AS requests,
-               coalesce(u.input_tokens, 0) AS input_tokens,
+               coalesce(u.input_tokens, 0) AS input_tokens, coalesce(u.output_tokens, 0) AS output_tokens,
                CAST((greatest(coalesce(u.input_tokens, 0) - coalesce(u.cache_read_tokens, 0)
                               - coalesce(u.cache_write_tokens, 0), 0) * p.input_mtok
                      + coalesce(u.cache_read_tokens, 0) * coalesce(p.cache_read_mtok, p.input_mtok)
@@ -77,7 +77,8 @@ def cost_series_step() -> Step:
             SELECT provider, bucket_start, bucket_end, max(file_id) AS file_id FROM provider_costs GROUP BY ALL
         )
         SELECT c.provider, 'project ' || coalesce(c.project_id, '(default)') AS series, c.bucket_start, c.bucket_end,
-               coalesce(c.model, c.line_item) AS model, 0 AS requests, 0 AS input_tokens, c.amount_usd AS cost_usd
+               coalesce(c.model, c.line_item) AS model, 0 AS requests, 0 AS input_tokens, 0 AS output_tokens,
+               c.amount_usd AS cost_usd
         FROM provider_costs c JOIN chosen USING (provider, bucket_start, bucket_end, file_id)
     """)
 
@@ -425,7 +426,12 @@ def other_workload(rows: pd.DataFrame, costs: dict, usual: dict, run: list) -> t
     # of another size, and spending on top of the spike (a few large calls where the spike is thin are its own)
     large = size >= WORKLOAD_FACTOR * typical
     other = size[large & (excess >= WORKLOAD_ON_TOP * float(excess.median()))]
-    if not large.any() or large.sum() > WORKLOAD_MAX_SHARE * len(size):
+    # a stretch of them at either end is a workload before or after the spike (the nightly batch starting minutes
+    # after the attack stopped), however long: only those among the spike's own buckets are held to the share
+    flags = large.tolist()
+    lead = next((i for i, x in enumerate(flags) if not x), len(flags))
+    tail = next((i for i, x in enumerate(flags[::-1]) if not x), len(flags))
+    if not large.any() or large.iloc[lead:len(flags) - tail].sum() > WORKLOAD_MAX_SHARE * len(size):
         return set(), (0, 0, set())
     return set(other.index), (typical, float(size[large].median()), set(size[large].index))
 
@@ -495,6 +501,34 @@ def key_test(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta) ->
                   if t in costs and size <= PROBE_SHARE * float(spike.median()) and size <= floor)
 
 
+def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta) -> list:
+    """The buckets before a spike (sub-daily `run`) that hold its first calls: within DETECTION_MINUTES before it,
+    buckets whose calls of its main model are of its size (within MIXED_FACTOR of its median bucket's) when the
+    key's own calls of that model are not (their median bucket MIXED_FACTOR times off, calls of the spike's size in
+    at most PROBE_SHARE of their buckets). A stolen key's first calls after it was found (a stuffing script's hit,
+    a test with a real prompt) come minutes before the script spends it, too thin to stand out as a spike.
+    Returns those buckets, earliest first."""
+    if not run or width >= pd.Timedelta(days=1) or "input_tokens" not in rows:
+        return []
+    mine = _main_model_buckets(rows, run)
+    if mine is None:
+        return []
+    busy = mine[mine["requests"] > 0]
+    size = busy["input_tokens"] / busy["requests"]
+    lead = max(int(pd.Timedelta(minutes=DETECTION_MINUTES) / width), 1) * width
+    spike = float(size[size.index.isin(run)].median())
+    near = size[(size.index >= run[0] - lead) & (size.index < run[0])]
+    own = size[~size.index.isin(run) & ~size.index.isin(near.index)]
+    if near.empty or own.empty or not spike:
+        return []
+
+    def like(x) -> bool:
+        return spike / MIXED_FACTOR < x < spike * MIXED_FACTOR
+    if like(float(own.median())) or own.map(like).mean() > PROBE_SHARE:
+        return []
+    return sorted(t for t, x in near.items() if t in costs and like(x))
+
+
 MIXED_FACTOR = 1.5              # an edge bucket whose calls are this far from the spike's size holds another workload
 
 
@@ -507,6 +541,7 @@ class MixedEdge:
     usual_size: float            # the key's calls' of that model outside the spike
     spike_calls: float           # how many of the bucket's calls are the spike's
     cost: Decimal                # what they cost at the spike's cost a call
+    by: str = "calls"            # what split them: "calls" (call size) or "output" (output tokens to input)
 
 
 def mixed_edges(rows: pd.DataFrame, costs: dict, usual: dict, run: list, width: pd.Timedelta) -> list[MixedEdge]:
@@ -525,7 +560,10 @@ def mixed_edges(rows: pd.DataFrame, costs: dict, usual: dict, run: list, width: 
         return []
     b = float(outside["input_tokens"].sum() / outside["requests"].sum())
     out = []
-    for edge in dict.fromkeys((run[0], run[-1])):
+    edges = (run[0], run[-1])
+    if len(run) == 2:                    # each the other's core: only the thinner can hold another workload
+        edges = (min(run, key=lambda t: mine["requests"].get(t, 0)),)
+    for edge in edges:
         core = mine[mine.index.isin([t for t in run if t != edge]) & (mine["requests"] > 0)]
         if edge not in mine.index or core.empty or not mine.loc[edge, "requests"]:
             continue
@@ -534,9 +572,9 @@ def mixed_edges(rows: pd.DataFrame, costs: dict, usual: dict, run: list, width: 
         size = tokens / n
         if a / MIXED_FACTOR < size < a * MIXED_FACTOR or abs(b - a) < a * (MIXED_FACTOR - 1):
             continue
-        n_a = _spike_calls(n, tokens, a, b)
+        n_a, by = _split(mine.loc[edge], core, outside, a, b)
         cost = min(_per_call(core) * Decimal(str(round(n_a, 6))), max(costs[edge] - usual[edge], Decimal(0)))
-        out.append(MixedEdge(edge, n, size, a, b, n_a, cost))
+        out.append(MixedEdge(edge, n, size, a, b, n_a, cost, by))
     return out
 
 
@@ -567,11 +605,35 @@ def mixed_neighbours(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timed
         towards = size * MIXED_FACTOR <= b if a < b else size >= b * MIXED_FACTOR
         if not towards or abs(b - a) < a * (MIXED_FACTOR - 1):
             continue
-        n_a = _spike_calls(n, tokens, a, b)
+        n_a, by = _split(mine.loc[t], core, outside, a, b)
         if n_a >= max(n / 2, 1) and n > outside["requests"].median():
             cost = min(per_call * Decimal(str(round(n_a, 6))), costs[t])
-            out.append(MixedEdge(t, n, size, a, b, n_a, cost))
+            out.append(MixedEdge(t, n, size, a, b, n_a, cost, by))
     return out
+
+
+QUIET_LEVEL = 0.75               # a bucket where the key's other models ran under this share of their usual...
+QUIET_MIN_CALLS = 50             # ...counting at least this many calls in their usual bucket (fewer are noise)
+
+
+def quiet_levels(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta) -> dict:
+    """Per bucket of a spike: the share of their usual calls that the key's other models (not the spike's main one)
+    made there, when under QUIET_LEVEL; their usual as the spend's (`_usual`: the same time on other days, else
+    their other buckets), the spike's buckets left out. The key's own work was quieter there (an attack over a
+    weekend after weekday-only history: a weekday's usual taken for a Saturday is two or three times what the key
+    spends then, and the attack's cost comes out a quarter short); the spike's model's usual is taken at that share.
+    Only lowers a usual (an attacker calling those models too raises their level, which says nothing of the
+    key's own work); none without call counts or when the other models' usual bucket holds fewer than
+    QUIET_MIN_CALLS calls."""
+    inside = rows[rows["bucket_start"].isin(run)]
+    if inside.empty or not inside["requests"].any():
+        return {}
+    main = inside.groupby("model")["cost_usd"].sum().idxmax()
+    per = rows[rows["model"] != main].groupby("bucket_start")["requests"].sum()
+    calls = {t: Decimal(int(per.get(t, 0))) for t in costs}
+    usual = _usual(calls, width, frozenset(run))[0]
+    return {t: float(calls[t] / usual[t]) for t in run
+            if usual[t] >= QUIET_MIN_CALLS and calls[t] < usual[t] * Decimal(str(QUIET_LEVEL))}
 
 
 def _main_model_buckets(rows: pd.DataFrame, run: list) -> pd.DataFrame | None:
@@ -581,7 +643,94 @@ def _main_model_buckets(rows: pd.DataFrame, run: list) -> pd.DataFrame | None:
     if inside.empty or not inside["requests"].any():
         return None
     model = inside.groupby("model")["cost_usd"].sum().idxmax()
-    return rows[rows["model"] == model].groupby("bucket_start")[["requests", "input_tokens", "cost_usd"]].sum()
+    return rows[rows["model"] == model].groupby("bucket_start")[
+        ["requests", "input_tokens", "cost_usd", *(["output_tokens"] if "output_tokens" in rows else [])]].sum()
+
+
+def _split(bucket: pd.Series, core: pd.DataFrame, outside: pd.DataFrame, a: float, b: float) -> tuple[float, str]:
+    """How many of a bucket's calls of the spike's main model are the spike's: (calls, what split them).
+
+    By output tokens when the export has them and the spike's calls carry MIXED_FACTOR times more (or less) output a
+    token of input than the key's calls outside it: with the other calls at the key's usual output to input (ratio
+    r) and the spike's at its own (rho, its other buckets), input = I_a + I_b and output = rho I_a + r I_b give its
+    input tokens I_a, its calls I_a / a. The key's other calls may be of any size then (a nightly batch of long
+    documents beside the attack's last hour: its calls twice the key's usual size, its output as thin as the key's).
+    Else by call size (`_spike_calls`), the other calls at the key's usual size b."""
+    by_output = _output_split(bucket, core, outside, a)
+    if by_output is not None:
+        return by_output, "output"
+    return _spike_calls(float(bucket["requests"]), float(bucket["input_tokens"]), a, b), "calls"
+
+
+def _output_split(bucket: pd.Series, core: pd.DataFrame, outside: pd.DataFrame, a: float) -> float | None:
+    """`_split` by output tokens: the spike's calls in the bucket, or None when the export has no output tokens or
+    the spike's output to input is within MIXED_FACTOR of the key's other calls'."""
+    if "output_tokens" not in bucket or not core["input_tokens"].sum() or not outside["input_tokens"].sum():
+        return None
+    rho = float(core["output_tokens"].sum() / core["input_tokens"].sum())
+    r = float(outside["output_tokens"].sum() / outside["input_tokens"].sum())
+    if not (rho and r and max(rho / r, r / rho) >= MIXED_FACTOR):
+        return None
+    tokens = float(bucket["input_tokens"])
+    spike_input = max((float(bucket["output_tokens"]) - r * tokens) / (rho - r), 0.0)
+    if spike_input >= tokens:            # writing as much as the spike's calls or more: all of them its
+        return float(bucket["requests"])
+    return min(spike_input / a, float(bucket["requests"]))
+
+
+def split_by_output(rows: pd.DataFrame, costs: dict, usual: dict, found: list, run: list) -> list[MixedEdge]:
+    """A spike's buckets that hold another workload's calls beside its own, split by output tokens
+    (`_output_split`): those of `run` whose calls of its main model are MIXED_FACTOR times larger or smaller than
+    its own (the median bucket's) and come on top of it (more calls than its median bucket, WORKLOAD_ON_TOP times
+    its median excess), and those it lost at its ends to that workload (`found` against `run`:
+    `_trimmed` cut a nightly batch of long documents that started while the attack still ran), outward from each
+    end while each bucket holds calls and one of the spike's at least, by its output tokens and by its calls' size
+    beside the other workload's (its largest calls a bucket: a bucket of those alone holds none of the spike's). Each is the spike's for its calls at its
+    cost a call. None without output tokens, or when the spike's calls write about as much a token of input as
+    the key's others (`mixed_edges` and the spike's level around such buckets then)."""
+    mine = _main_model_buckets(rows, run) if run else None
+    if mine is None or "output_tokens" not in mine:
+        return []
+    busy = mine[mine.index.isin(run) & (mine["requests"] > 0)]
+    size = busy["input_tokens"] / busy["requests"]
+    typical = float(size.median())
+    # a load on top of the spike: more calls than its median bucket, spending WORKLOAD_ON_TOP times its median excess
+    # (a few calls' mean size is noise: an attacker's prompts vary too)
+    excess = pd.Series({t: float(costs[t] - usual[t]) for t in busy.index})
+    on_top = (busy["requests"] > busy["requests"].median()) & (excess >= WORKLOAD_ON_TOP * float(excess.median()))
+    off = set(size[((size >= typical * MIXED_FACTOR) | (size <= typical / MIXED_FACTOR)) & on_top].index)
+    core = busy[~busy.index.isin(off)]
+    outside = mine[~mine.index.isin(found) & (mine["requests"] > 0)]
+    if core.empty or outside.empty:
+        return []
+    a = float(core["input_tokens"].sum() / core["requests"].sum())
+    b = float(outside["input_tokens"].sum() / outside["requests"].sum())
+    per_call = _per_call(core)
+
+    def edge(t, other: float = 0.0) -> MixedEdge | None:
+        """The bucket split by output tokens; `other`: the other workload's size a call (a bucket of its calls
+        alone holds none of the spike's, whatever their output says)."""
+        n_a = _output_split(mine.loc[t], core, outside, a)
+        if n_a is None:
+            return None
+        n = int(mine.loc[t, "requests"])
+        if other >= a * MIXED_FACTOR:
+            n_a = min(n_a, _spike_calls(n, float(mine.loc[t, "input_tokens"]), a, other))
+        return MixedEdge(t, n, float(mine.loc[t, "input_tokens"]) / n, a, b, n_a,
+                         min(per_call * Decimal(str(round(n_a, 6))), max(costs[t] - usual[t], Decimal(0))), "output")
+    out = [m for t in sorted(off) if (m := edge(t)) is not None]
+    lost = [t for t in found if t not in run]
+    found_busy = mine[mine.index.isin(found) & (mine["requests"] > 0)]
+    other = float((found_busy["input_tokens"] / found_busy["requests"]).max())   # the other workload's calls alone
+    for side in ([t for t in lost if t > run[-1]], [t for t in lost if t < run[0]][::-1]):
+        for t in side:
+            if t not in mine.index or not mine.loc[t, "requests"]:
+                break                 # a quiet bucket: the spike had stopped (a batch after it is not its)
+            m = edge(t, other)
+            if m is None or m.spike_calls < 1:
+                break
+            out.append(m)
+    return sorted(out, key=lambda m: m.bucket)
 
 
 def _spike_calls(n: int, tokens: float, a: float, b: float) -> float:
@@ -611,19 +760,28 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
         step = timedelta(minutes=minutes)
         mine_all = frame[(frame["provider"] == provider) & (frame["series"] == series)]
         for first, last in spans:
-            run = [t for t in costs if first <= t <= last]
-            other, sizes = other_workload(mine_all, costs, usual, run)
-            run = _trimmed(run, other, sizes, costs, usual)
-            mixed = mixed_edges(mine_all, costs, usual, run, step)
+            found_run = [t for t in costs if first <= t <= last]
+            other, sizes = other_workload(mine_all, costs, usual, found_run)
+            run = _trimmed(found_run, other, sizes, costs, usual)
+            by_output = split_by_output(mine_all, costs, usual, found_run, run)
+            tails = [m for m in by_output if m.bucket not in run]
+            mixed = [m for m in mixed_edges(mine_all, costs, usual, run, step)
+                     if m.bucket not in {x.bucket for x in by_output}] + [m for m in by_output if m.bucket in run]
             run = [t for t in run if not any(m.bucket == t and m.spike_calls < 1 for m in mixed)]
-            mixed += (beside := mixed_neighbours(mine_all, costs, run, step))
-            run = sorted(run + [m.bucket for m in beside])
-            spent = costs | {m.bucket: usual[m.bucket] + m.cost for m in mixed}   # an edge: the spike's calls alone
-            adjusted = proxy_adjusted(spent, usual, run, step, slots)[2] if slots else 0   # nginx's part alone
-            run, excess, _ = proxy_adjusted(spent, usual, run, step, slots, other)
+            mixed += (beside := mixed_neighbours(mine_all, costs, run, step)) + tails
+            run = sorted(run + [m.bucket for m in beside + tails])
+            split = {m.bucket for m in mixed}
+            levels = {t: v for t, v in quiet_levels(mine_all, costs, run, step).items() if t not in split}
+            usual_here = usual | {t: usual[t] * Decimal(str(round(v, 6))) for t, v in levels.items()}
+            # a split bucket: the spike's calls alone
+            spent = costs | {m.bucket: usual_here[m.bucket] + m.cost for m in mixed}
+            adjusted = proxy_adjusted(spent, usual_here, run, step, slots)[2] if slots else 0   # nginx's part alone
+            run, excess, _ = proxy_adjusted(spent, usual_here, run, step, slots, other - split)
             if not run:
                 continue
             probes = key_test(mine_all, costs, run, step)
+            first_calls = [t for t in lead_in(mine_all, costs, run, step) if t not in probes]
+            probes = sorted(probes + first_calls)
             excess += sum((max(costs[t] - usual[t], Decimal(0)) for t in probes), Decimal(0))
             first, last = (probes or run)[0], run[-1]
             start, end = first, last + step
@@ -638,7 +796,7 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
             inc.evidence.append(
                 f"{provider} {series}: {len(run)} bucket(s) of {minutes} min, {start:%Y-%m-%d %H:%M} to "
                 f"{end:%H:%M} UTC, spending more than {SPIKE_FACTOR:g}x the usual for that time "
-                f"(${float(sum((usual[t] for t in run), Decimal(0))):,.2f} in all); ${float(excess):,.2f} above it "
+                f"(${float(sum((usual_here[t] for t in run), Decimal(0))):,.2f} in all); ${float(excess):,.2f} above it "
                 "at list prices")
             if other_in := sorted(other | (set(sizes[2]) - set(run))):
                 inc.evidence.append(
@@ -651,15 +809,29 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
                     f"its bucket at {m.bucket:%Y-%m-%d %H:%M} holds calls of two sizes: {m.calls:,} call(s) of its "
                     f"main model at {m.size:,.0f} input tokens a call, against the spike's {m.spike_size:,.0f} in its "
                     f"other buckets and the key's usual {m.usual_size:,.0f}: about {m.spike_calls:,.0f} of them are "
-                    f"taken as the spike's (${float(m.cost):,.2f} at its cost a call)"
+                    f"taken as the spike's (${float(m.cost):,.2f} at its cost a call; split by "
+                    + ("their output tokens, the spike's calls writing far more or less a token of input than the "
+                       "key's" if m.by == "output" else "call size, the key's other calls at their usual size")
+                    + ")"
                     + ("; the bucket is left out" if m.spike_calls < 1 else
-                       "; the bucket is the spike's too" if m in beside else ""))
-            if probes:
+                       "; the bucket is the spike's too" if m in beside or m in tails else ""))
+            if levels:
                 inc.evidence.append(
-                    f"it opens with {len(probes)} bucket(s) of tiny calls on the same key from {probes[0]:%H:%M} UTC "
-                    f"({_size(mine_all, probes):,.0f} input tokens a call against the spike's "
+                    f"the key's other models ran at {min(levels.values()):.0%}"
+                    + (f" to {max(levels.values()):.0%}" if len(levels) > 1 else "")
+                    + f" of their usual calls in {len(levels)} of its bucket(s) (a weekend, a holiday?): the key's "
+                    "own spend there is taken at that share of its usual")
+            if tests := [t for t in probes if t not in first_calls]:
+                inc.evidence.append(
+                    f"it opens with {len(tests)} bucket(s) of tiny calls on the same key from {tests[0]:%H:%M} UTC "
+                    f"({_size(mine_all, tests):,.0f} input tokens a call against the spike's "
                     f"{_size(mine_all, run):,.0f}; the key's other calls are ten times larger at least): a test that "
                     "the key works, as a script checks a key before it spends it")
+            if first_calls:
+                inc.evidence.append(
+                    f"its first calls come in {len(first_calls)} bucket(s) from {first_calls[0]:%H:%M} UTC, before "
+                    f"it stands out: calls of its size ({_size(mine_all, first_calls):,.0f} input tokens a call against "
+                    f"its {_size(mine_all, run):,.0f}) that the key's own work seldom sends")
             if adjusted:
                 inc.evidence.append(
                     f"nginx shows the proxy's own calls surging in {adjusted} of these bucket(s) (a batch through the "

@@ -176,3 +176,53 @@ def test_nginx_newcomers_leave_out_a_bystander_arriving_with_them():
     [n] = find_nginx_incidents(_nginx_case(rows + office + leak))
     assert set(n.by_ip["ip"]) == {f"203.0.113.{60 + a}" for a in range(9)}
     assert n.incident.start == start - timedelta(seconds=2.5)     # the first call began $request_time before
+
+
+def test_a_keys_new_internal_server_is_not_the_thief_using_it_from_the_internet():
+    """Minutes of history (matrix seed 77 #91, #141, #160): the support-bot key had called from 10.0.0.5 only; a
+    stolen copy of it is then spent from five public addresses, and in the same hour its own service's second
+    replica (10.0.0.7) makes two calls. Both addresses are new to the key; the replica's calls are its owner's, not
+    the thief's: the incident names the five public addresses alone, and its cost is theirs."""
+    rows = [(f"a{i}", T0 + timedelta(minutes=i), "k" * 64, "10.0.0.5", "success", None, "0.01") for i in range(20)]
+    start = T0 + timedelta(minutes=25)
+    rows += [(f"x{i}", start + timedelta(seconds=10 * i), "k" * 64, f"203.0.113.{i % 5}", "success", None, "0.05")
+             for i in range(200)]
+    rows += [(f"r{i}", start + timedelta(minutes=3 + 7 * i), "k" * 64, "10.0.0.7", "success", None, "0.01")
+             for i in range(2)]
+    con = _case(rows)
+    [inc] = [i for i in find_incidents(con).incidents if i.verdict == "attack"]
+    ips = {r[0] for r in con.execute(f"SELECT DISTINCT client_ip FROM llm_requests JOIN {inc.table} "
+                                     "USING (request_id)").fetchall()}
+    assert ips == {f"203.0.113.{i}" for i in range(5)}
+    assert inc.requests == 200
+
+
+def test_an_office_starting_its_day_a_minute_after_the_logs_is_no_open_proxy():
+    """A proxy without keys, logs from 12:47 (matrix seed 77 #360, #419): the data team's two office addresses
+    call from 12:49 ($18 an hour of claude), newcomers to logs that began a minute earlier and many times what that
+    minute spent. The rest of the proxy spends $90 an hour meanwhile: the office is no surge, and no attack. The
+    same addresses calling at eight times the rest of the proxy's rate are one."""
+    def rows(office_cost: str):
+        out = [("first", T0, None, "10.0.0.5", "success", None, "0.001")]
+        out += [(f"i{i}", T0 + timedelta(minutes=5, seconds=10 * i), None, f"10.0.0.{5 + i % 3}", "success", None,
+                 "0.25") for i in range(1080)]
+        out += [(f"o{i}", T0 + timedelta(seconds=90 + 60 * i), None, f"198.51.100.{23 + i % 2}", "success", None,
+                 office_cost) for i in range(180)]
+        return out
+    assert [i.verdict for i in find_incidents(_case(rows("0.30"))).incidents if i.verdict == "attack"] == []
+    [inc] = [i for i in find_incidents(_case(rows("12.00"))).incidents if i.verdict == "attack"]
+    assert inc.kind == "unauthenticated_proxy" and inc.requests == 180
+
+
+def test_a_keys_second_office_address_in_the_network_it_used_is_not_a_leak():
+    """The data team's key from 198.51.100.23 for hours, then also from 198.51.100.24 (matrix seed 77 #422): the
+    office's other NAT address, in the network the key always used, is its holder's. An address in another
+    network is still news."""
+    def rows(later: str):
+        out = [(f"a{i}", T0 + timedelta(minutes=5 * i), "d" * 64, "198.51.100.23", "success", None, "0.30")
+               for i in range(120)]
+        return out + [(f"b{i}", T0 + timedelta(hours=8, minutes=2 * i), "d" * 64, later, "success", None, "0.30")
+                      for i in range(60)]
+    assert [i.verdict for i in find_incidents(_case(rows("198.51.100.24"))).incidents] == []
+    [inc] = find_incidents(_case(rows("203.0.113.9"))).incidents
+    assert (inc.kind, inc.verdict) == ("leaked_key", "attack")

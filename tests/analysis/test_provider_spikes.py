@@ -257,3 +257,142 @@ def test_a_thin_first_minute_outside_a_minute_of_large_calls_is_the_spikes_ramp(
     assert _trimmed(run, set(), (25_000, 72_000, {run[1]}), costs, usual) == run
     late = dict(zip(run, [Decimal("0.5")] * 9 + [Decimal("0.01"), Decimal("3"), Decimal("3")]))
     assert _trimmed(run, set(), (25_000, 110_000, {run[10], run[11]}), late, usual) == run[:9]
+
+
+def _usage(buckets: list[tuple]) -> pd.DataFrame:
+    """A series' usage rows with output tokens: (bucket_start, model, requests, input_tokens, output_tokens,
+    cost_usd) each."""
+    return pd.DataFrame(buckets, columns=["bucket_start", "model", "requests", "input_tokens", "output_tokens",
+                                          "cost_usd"])
+
+
+HOURLY_458 = [  # matrix seed 21 #458: the proxy's key used outside it from 21:46 to 03:04; its nightly batch at 02:00
+    *((h, 10, 520_000, 3_400, 1.33) for h in range(7, 19)), (19, 12, 830_895, 5_328, 2.11), (20, 7, 337_347, 3_533, 0.87), (21, 20, 821_144, 33_664, 2.34),
+    (22, 156, 4_326_444, 379_314, 14.06), (23, 216, 5_910_265, 480_546, 18.82), (24, 389, 10_463_817, 936_629, 34.17),
+    (25, 479, 12_804_854, 1_190_687, 42.25), (26, 408, 16_743_648, 933_958, 49.87), (27, 19, 605_246, 43_196, 1.88),
+    (28, 5, 372_662, 1_932, 0.94), (29, 4, 244_521, 1_266, 0.62)]
+
+
+def test_an_edge_hour_holding_a_batch_of_long_documents_is_split_by_output_tokens():
+    """The attack's last full hour (02:00) also holds the proxy's nightly batch, its calls twice the key's usual
+    size: split by call size (the other calls at the usual 52k) it gave the attack 177 of 408 calls, $17 short.
+    The attack's calls write 9 output tokens per 100 of input, the key's own under 1: input = I_a + I_b, output =
+    0.09 I_a + 0.007 I_b give the attack ~345 calls (the truth: ~373). Without output tokens, the call-size split
+    is all there is."""
+    from forensics.analysis.provider_spikes import mixed_edges
+
+    t0 = pd.Timestamp("2026-11-14")
+    rows = _usage([(t0 + h * HOUR, "gpt-4o", n, i, o, c) for h, n, i, o, c in HOURLY_458])
+    costs = {t: Decimal(str(c)) for t, *_, c in rows.itertuples(index=False)}
+    usual = dict.fromkeys(costs, Decimal("1.24"))
+    run = [t0 + h * HOUR for h in range(22, 27)]
+    (edge,) = mixed_edges(rows, costs, usual, run, HOUR)
+    assert edge.bucket == t0 + 26 * HOUR and edge.by == "output" and 330 < edge.spike_calls < 390
+    (edge,) = mixed_edges(rows.drop(columns="output_tokens"), costs, usual, run, HOUR)
+    assert edge.by == "calls" and edge.spike_calls < 200
+
+
+def test_a_two_hour_spike_splits_only_its_thinner_hour():
+    """Two hours of spike (matrix seed 21 #109): 1,196 attack calls at 01:00, then its last 35 minutes beside the
+    nightly batch at 02:00. Each hour is the other's 'rest of the spike': split against 02:00's mixed calls, the
+    pure hour 01:00 came out half the attack's ($14 short). Only the thinner hour can hold another workload."""
+    from forensics.analysis.provider_spikes import mixed_edges
+
+    t0 = pd.Timestamp("2026-11-16")
+    rows = _usage([(t0 - h * HOUR, "gpt-4o", 1, 60_000, 700, 0.16) for h in range(1, 30, 3)]
+                  + [(t0 + HOUR, "gpt-4o", 1196, 15_841_139, 3_110_085, 70.70),
+                     (t0 + 2 * HOUR, "gpt-4o", 195, 4_625_680, 487_893, 16.41),
+                     (t0 + 3 * HOUR, "gpt-4o", 1, 41_164, 950, 0.11)])
+    costs = {t: Decimal(str(c)) for t, *_, c in rows.itertuples(index=False)}
+    usual = dict.fromkeys(costs, Decimal(0)) | {t0 + 2 * HOUR: Decimal("5.04")}
+    edges = mixed_edges(rows, costs, usual, [t0 + HOUR, t0 + 2 * HOUR], HOUR)
+    assert [e.bucket for e in edges] == [t0 + 2 * HOUR]
+
+
+def test_a_weekend_spikes_usual_follows_the_keys_other_models():
+    """Daily usage, three weekdays of history, the attack over Saturday night (matrix seed 21 #141): a weekday's
+    usual ($34) taken for the Saturday and the Sunday made the attack $42 short. The key's gpt-4o-mini calls, which
+    the attack did not use, fell to 88 and 94 from ~200 a day: its own work ran at 43-46 % of a weekday there. An
+    attacker calling gpt-4o-mini as well leaves the usual alone."""
+    from forensics.analysis.provider_spikes import quiet_levels
+
+    day = pd.Timedelta(days=1)
+    t0 = pd.Timestamp("2026-11-10")
+    days = [(21, 3.51, 38), (166, 37.13, 209), (152, 34.12, 308), (157, 34.91, 203), (762, 73.03, 88),
+            (1206, 114.90, 94), (4, 0.48, 4)]
+    rows = _rows([r for i, (n, c, mini) in enumerate(days) for r in (
+        (t0 + i * day, "gpt-4o", n, 86_000 * n, c), (t0 + i * day, "gpt-4o-mini", mini, 2_500 * mini, 0.0004 * mini))])
+    costs = {t0 + i * day: Decimal(str(c + 0.0004 * mini)) for i, (_, c, mini) in enumerate(days)}
+    run = [t0 + 4 * day, t0 + 5 * day]
+    levels = quiet_levels(rows, costs, run, day)
+    assert set(levels) == set(run) and abs(levels[run[0]] - 88 / 203) < 1e-9 and abs(levels[run[1]] - 94 / 203) < 1e-9
+    busy = rows.assign(requests=rows["requests"].where(rows["model"] != "gpt-4o-mini", 400))
+    assert quiet_levels(busy, costs, run, day) == {}
+
+
+def _minute_usage(t0, spec: list[tuple]) -> pd.DataFrame:
+    """Per-minute gpt-4o usage from (first minute, minutes, calls, input a call, output a call) stretches; the
+    calls of stretches that share a minute add up."""
+    per: dict = {}
+    for first, count, n, i, o in spec:
+        for m in range(first, first + count):
+            c = per.setdefault(t0 + m * MINUTE, [0, 0, 0])
+            c[0] += n
+            c[1] += n * i
+            c[2] += n * o
+    return _usage([(t, "gpt-4o", n, i, o, (2.5 * i + 10 * o) / 1e6) for t, (n, i, o) in sorted(per.items())])
+
+
+def test_a_batch_starting_before_the_attack_stops_is_split_off_by_output_tokens():
+    """Per-minute usage (matrix seed 77 #97): the attack's calls (14k input, 2.5k output) at 40 a minute until
+    minute 59; the proxy's nightly batch (110k input, 1.2k output, 12 a minute) from minute 50 to 64. The spike's
+    last ten minutes are mixed and were cut off with the batch (the end 4 minutes early), and the batch's minutes
+    inside a spike were counted whole. By output tokens each mixed minute holds ~40 of the attack's calls; the
+    batch alone holds none, so the spike ends at minute 59."""
+    from forensics.analysis.provider_spikes import _trimmed, other_workload, split_by_output
+
+    t0 = pd.Timestamp("2026-11-16 01:00")
+    rows = _minute_usage(t0, [(m, 1, 1, 70_000, 700) for m in range(0, 10, 2)]
+                         + [(10, 50, 40, 14_000, 2_500), (50, 15, 12, 110_000, 1_200)])
+    costs = {t0 + m * MINUTE: Decimal(0) for m in range(70)} | {
+        t: Decimal(str(round(c, 6))) for t, c in zip(rows["bucket_start"], rows["cost_usd"])}
+    usual = dict.fromkeys(costs, Decimal("0.02"))
+    found = [t0 + m * MINUTE for m in range(10, 65)]
+    run = _trimmed(found, *other_workload(rows, costs, usual, found), costs, usual)
+    assert run[-1] == t0 + 49 * MINUTE
+    tails = split_by_output(rows, costs, usual, found, run)
+    assert [m.bucket for m in tails] == [t0 + m * MINUTE for m in range(50, 60)]
+    assert all(39 < m.spike_calls < 41 for m in tails)
+
+
+def test_a_batch_after_the_attack_went_quiet_is_cut_off_however_long():
+    """The batch started ten quiet minutes after the attack stopped and ran 18 minutes (matrix seed 77 #45): a third
+    of the spike's buckets held its calls, more than the share allowed inside a spike, so none were taken for
+    another workload and the incident ended 28 minutes late at +67 % of its cost. A stretch of them at the spike's
+    end is another workload whatever its length."""
+    from forensics.analysis.provider_spikes import _trimmed, other_workload
+
+    t0 = pd.Timestamp("2026-11-16 01:28")
+    rows = _minute_usage(t0, [(m, 1, 1, 70_000, 700) for m in range(-20, 0, 4)]
+                         + [(0, 38, 42, 13_000, 2_600), (48, 18, 12, 105_000, 1_300)])
+    costs = {t0 + m * MINUTE: Decimal(0) for m in range(-20, 70)} | {
+        t: Decimal(str(round(c, 6))) for t, c in zip(rows["bucket_start"], rows["cost_usd"])}
+    usual = dict.fromkeys(costs, Decimal("0.02"))
+    found = [t0 + m * MINUTE for m in range(0, 66)]
+    assert _trimmed(found, *other_workload(rows, costs, usual, found), costs, usual)[-1] == t0 + 37 * MINUTE
+
+
+def test_a_spikes_first_calls_before_it_stands_out_open_it():
+    """A stuffing script's hit (matrix seed 77 #97): two gpt-4o calls of the attack's size (11k input) four minutes
+    before it spends the key at 40 calls a minute; the key's own calls carry 70k. They are its first calls: the
+    incident starts there, not when the spend stood out. A key whose own calls are that size shows nothing apart."""
+    from forensics.analysis.provider_spikes import lead_in
+
+    t0 = pd.Timestamp("2026-11-16 01:00")
+    spec = [(m, 1, 1, 70_000, 700) for m in range(0, 20, 3)] + [(25, 1, 2, 10_700, 170), (29, 30, 40, 14_000, 2_500)]
+    rows = _minute_usage(t0, spec)
+    costs = {t: Decimal(str(round(c, 6))) for t, c in zip(rows["bucket_start"], rows["cost_usd"])}
+    run = [t0 + m * MINUTE for m in range(29, 59)]
+    assert lead_in(rows, costs, run, MINUTE) == [t0 + 25 * MINUTE]
+    same = _minute_usage(t0, [(m, 1, 1, 15_000, 150) for m in range(0, 20, 3)] + spec[-2:])
+    assert lead_in(same, costs, run, MINUTE) == []
