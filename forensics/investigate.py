@@ -116,11 +116,12 @@ def _split_spikes(buckets: pd.DataFrame, minutes: int, net: pd.DataFrame | None 
     its series against its own usual (provider_spikes.series_spikes: the same time on other days, refined to the
     export's buckets), the rest a trickle. Without such a spike: cut into sessions at quiet gaps (an hour, or three
     buckets), sessions spending OUTSIDE_SPIKE_FACTOR times the median session's rate each a spike, the rest a
-    trickle; one session, or none standing out, all of it one spike. `net`: the signed difference in every bucket
+    trickle; one session, or none standing out, all of it one spike. A first spike the export's first buckets run
+    into without a quiet stretch (DETECTION_MINUTES of buckets, two at least) starts with them. `net`: the signed difference in every bucket
     the logs cover (zero where the proxy explains it all), the series searched when given: its quiet buckets are
     the baseline a key used only by the attacker lacks; `net_span`: (the same, minutes) from the export covering the
     longest time, searched when coarser."""
-    from forensics.analysis.provider_spikes import filled, series_spikes
+    from forensics.analysis.provider_spikes import DETECTION_MINUTES, filled, series_spikes
 
     b = buckets.sort_values("bucket_start").reset_index(drop=True)
     width = pd.Timedelta(minutes=minutes)
@@ -135,6 +136,17 @@ def _split_spikes(buckets: pd.DataFrame, minutes: int, net: pd.DataFrame | None 
         longer = ({t: max(c, Decimal(0)) for t, c in filled(net_span[0].sort_values("bucket_start"), span_width,
                                                              *ranges.get("span", (None, None))).items()}, span_width)
     _, spans = series_spikes(series, width, against_busy=False, longer=longer)
+    if spans and series:
+        # spend from the export's first bucket into the first spike without a quiet stretch between (what ends a
+        # spike): the export began while the spike ramped up (nothing before it says what the key usually
+        # spends), not a trickle
+        first, lead = min(series), spans[0][0]
+        quiet, longest = 0, 0
+        for t in sorted(t for t in series if first <= t < lead):
+            quiet = quiet + 1 if not series[t] else 0
+            longest = max(longest, quiet)
+        if first < lead and longest < max(int(pd.Timedelta(minutes=DETECTION_MINUTES) / width), 2):
+            spans[0] = (first, spans[0][1])
     if spans:
         inside = pd.Series(False, index=b.index)
         parts = []
@@ -381,8 +393,9 @@ def _model_calls_priced(case: Case, n: IncidentFindings, s: IncidentFindings, wi
     if pure:
         calls = sum(int(by_main.loc[t, "requests"]) for t in pure)
         per_call = sum((by_main.loc[t, "cost_usd"] for t in pure), Decimal(0)) / calls
-        cost = sum((min(per_call * mine.get(t, 0), sum(inside.loc[inside["bucket_start"] == t, "cost_usd"],
-                                                       Decimal(0))) for t in touched), Decimal(0))
+        # capped in all, not bucket by bucket: nginx logs a call when it ends and the provider counts it when it
+        # started, so per-minute counts of the two differ by the calls that straddle a minute, both ways
+        cost = min(per_call * served, sum(inside["cost_usd"], Decimal(0)))
         return cost, (f"is counted as the attack's: its {served:,} served call(s) "
                       f"nginx shows, at ${float(per_call):,.4f} a call, what {main}'s calls cost where they were "
                       f"nearly all the incident's ({len(pure)} bucket(s), {calls:,} calls)")

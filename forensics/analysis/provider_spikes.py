@@ -318,8 +318,16 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
     if lone_usual:
         hot = _after_quiet(coarse, coarse_width, usual, hot, Decimal(SPIKE_FLOOR_USD) * Decimal(str(hours)))
     if coarse_width == width:
-        return usual, [_ramped(coarse, usual, width, run) if width < pd.Timedelta(days=1) else (run[0], run[-1])
-                       for run in _runs(hot, width)]
+        spans: list[tuple] = []
+        for first, last in (_ramped(coarse, usual, width, run) if width < pd.Timedelta(days=1) else (run[0], run[-1])
+                            for run in _runs(hot, width)):
+            # two runs with no quiet stretch between: one spike whose middle met a usual inflated by what that hour
+            # spends on other days (the nightly batch at 02:00 it overlaps)
+            if spans and width < pd.Timedelta(days=1) and not _quiet_between(coarse, usual, width, spans[-1][1], first):
+                spans[-1] = (spans[-1][0], max(last, spans[-1][1]))
+            else:
+                spans.append((first, last))
+        return usual, spans
     per = Decimal(int(coarse_width / width))
     # a series that spent nothing before its spike: all it spends next to it is the spike's, however thin
     edge = Decimal(0) if new else REFINE_SHARE["whole" if against_busy else "outside_proxy"]
@@ -480,6 +488,40 @@ def _size(rows: pd.DataFrame, buckets: list) -> float:
     return float(_sizes(rows[rows["bucket_start"].isin(buckets)]).median())
 
 
+def own_edges(rows: pd.DataFrame, run: list, width: pd.Timedelta) -> list:
+    """A fine spike (buckets of DETECTION_MINUTES or less) without its first and last buckets whose calls of its
+    main model are the key's own by their output tokens: output per token of input nearer (on a log scale) the
+    key's usual than the spike's, when the two are MIXED_FACTOR apart. A slow script (three calls a minute) stands
+    out from the key's own minutes by little, and the ramp took in the key's own calls of the minutes before it
+    (matrix seed 77 #202, #326: the start two minutes early). Returns the run; unchanged without output tokens."""
+    if len(run) < 3 or width > pd.Timedelta(minutes=DETECTION_MINUTES) or "output_tokens" not in rows:
+        return run
+    mine = _main_model_buckets(rows, run)
+    busy = None if mine is None else mine[mine["requests"] > 0]
+    if busy is None or busy.empty:
+        return run
+    inside, outside = busy[busy.index.isin(run)], busy[~busy.index.isin(run)]
+    if not inside["input_tokens"].sum() or not outside["input_tokens"].sum():
+        return run
+    rho = float(inside["output_tokens"].sum() / inside["input_tokens"].sum())
+    r = float(outside["output_tokens"].sum() / outside["input_tokens"].sum())
+    if not (rho and r and max(rho / r, r / rho) >= MIXED_FACTOR):
+        return run
+    middle = (rho * r) ** 0.5
+
+    def own(t) -> bool:
+        if t not in busy.index:
+            return True                  # none of its calls there
+        x = float(busy.loc[t, "output_tokens"] / busy.loc[t, "input_tokens"]) if busy.loc[t, "input_tokens"] else 0
+        return x < middle if rho > r else x > middle
+    lo, hi = 0, len(run)
+    while lo < hi - 1 and own(run[lo]):
+        lo += 1
+    while hi - 1 > lo and own(run[hi - 1]):
+        hi -= 1
+    return run[lo:hi]
+
+
 def key_test(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta) -> list:
     """The buckets before a spike (sub-daily `run`) that test the key: within DETECTION_MINUTES before it (a quiet
     stretch that long ends a spike), buckets whose calls carry at most PROBE_SHARE of the input tokens a call of the
@@ -505,9 +547,11 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta) -> 
     """The buckets before a spike (sub-daily `run`) that hold its first calls: within DETECTION_MINUTES before it,
     buckets whose calls of its main model are of its size (within MIXED_FACTOR of its median bucket's) when the
     key's own calls of that model are not (their median bucket MIXED_FACTOR times off, calls of the spike's size in
-    at most PROBE_SHARE of their buckets). A stolen key's first calls after it was found (a stuffing script's hit,
-    a test with a real prompt) come minutes before the script spends it, too thin to stand out as a spike.
-    Returns those buckets, earliest first."""
+    at most PROBE_SHARE of their buckets); and, where the export has output tokens and the spike's calls write
+    MIXED_FACTOR times more (or less) a token of input than the key's others, the buckets that hold half a call of
+    the spike's or more by their output (`_output_split`). A stolen key's first calls after it was found (a
+    stuffing script's hit, a test with a real prompt) come minutes before the script spends it, too thin to stand
+    out as a spike. Returns those buckets, earliest first."""
     if not run or width >= pd.Timedelta(days=1) or "input_tokens" not in rows:
         return []
     mine = _main_model_buckets(rows, run)
@@ -522,11 +566,17 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta) -> 
     if near.empty or own.empty or not spike:
         return []
 
+    core = busy[busy.index.isin(run)]
+    a = float(core["input_tokens"].sum() / core["requests"].sum())
+    others = busy[~busy.index.isin(run) & ~busy.index.isin(near.index)]
+    by_output = {t for t in near.index if t in costs
+                 and (n_a := _output_split(busy.loc[t], core, others, a)) is not None and n_a >= 0.5}
+
     def like(x) -> bool:
         return spike / MIXED_FACTOR < x < spike * MIXED_FACTOR
     if like(float(own.median())) or own.map(like).mean() > PROBE_SHARE:
-        return []
-    return sorted(t for t, x in near.items() if t in costs and like(x))
+        return sorted(by_output)
+    return sorted(by_output | {t for t, x in near.items() if t in costs and like(x)})
 
 
 MIXED_FACTOR = 1.5              # an edge bucket whose calls are this far from the spike's size holds another workload
@@ -618,12 +668,15 @@ QUIET_MIN_CALLS = 50             # ...counting at least this many calls in their
 
 def quiet_levels(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta) -> dict:
     """Per bucket of a spike: the share of their usual calls that the key's other models (not the spike's main one)
-    made there, when under QUIET_LEVEL; their usual as the spend's (`_usual`: the same time on other days, else
+    made there, when under QUIET_LEVEL (or busier, below); their usual as the spend's (`_usual`: the same time on other days, else
     their other buckets), the spike's buckets left out. The key's own work was quieter there (an attack over a
     weekend after weekday-only history: a weekday's usual taken for a Saturday is two or three times what the key
     spends then, and the attack's cost comes out a quarter short); the spike's model's usual is taken at that share.
-    Only lowers a usual (an attacker calling those models too raises their level, which says nothing of the
-    key's own work); none without call counts or when the other models' usual bucket holds fewer than
+    A busier bucket (over 1 / QUIET_LEVEL times their usual: a Monday after history that was mostly a weekend)
+    raises it the same way, but only where those models' calls stay within 1 / QUIET_LEVEL times the most they made
+    in another bucket: an attacker calling
+    them too would lift their level beyond anything the key's own work reached, and the attack's cost would sink
+    into a usual it made. None without call counts or when the other models' usual bucket holds fewer than
     QUIET_MIN_CALLS calls."""
     inside = rows[rows["bucket_start"].isin(run)]
     if inside.empty or not inside["requests"].any():
@@ -632,8 +685,10 @@ def quiet_levels(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta
     per = rows[rows["model"] != main].groupby("bucket_start")["requests"].sum()
     calls = {t: Decimal(int(per.get(t, 0))) for t in costs}
     usual = _usual(calls, width, frozenset(run))[0]
+    seen = max((c for t, c in calls.items() if t not in run), default=Decimal(0))
+    level = Decimal(str(QUIET_LEVEL))
     return {t: float(calls[t] / usual[t]) for t in run
-            if usual[t] >= QUIET_MIN_CALLS and calls[t] < usual[t] * Decimal(str(QUIET_LEVEL))}
+            if usual[t] >= QUIET_MIN_CALLS and (calls[t] < usual[t] * level or usual[t] < calls[t] * level <= seen)}
 
 
 def _main_model_buckets(rows: pd.DataFrame, run: list) -> pd.DataFrame | None:
@@ -762,7 +817,7 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
         for first, last in spans:
             found_run = [t for t in costs if first <= t <= last]
             other, sizes = other_workload(mine_all, costs, usual, found_run)
-            run = _trimmed(found_run, other, sizes, costs, usual)
+            run = own_edges(mine_all, _trimmed(found_run, other, sizes, costs, usual), step)
             by_output = split_by_output(mine_all, costs, usual, found_run, run)
             tails = [m for m in by_output if m.bucket not in run]
             mixed = [m for m in mixed_edges(mine_all, costs, usual, run, step)
@@ -819,8 +874,8 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
                 inc.evidence.append(
                     f"the key's other models ran at {min(levels.values()):.0%}"
                     + (f" to {max(levels.values()):.0%}" if len(levels) > 1 else "")
-                    + f" of their usual calls in {len(levels)} of its bucket(s) (a weekend, a holiday?): the key's "
-                    "own spend there is taken at that share of its usual")
+                    + f" of their usual calls in {len(levels)} of its bucket(s) (a weekend, or a weekday after "
+                    "history that was mostly one?): the key's own spend there is taken at that share of its usual")
             if tests := [t for t in probes if t not in first_calls]:
                 inc.evidence.append(
                     f"it opens with {len(tests)} bucket(s) of tiny calls on the same key from {tests[0]:%H:%M} UTC "

@@ -52,12 +52,14 @@ def surge_slots(case: Case) -> set:
 
 def proxy_adjusted(costs: dict, usual: dict, run: list, width: pd.Timedelta, slots: set,
                    also: set = frozenset()) -> tuple[list, Decimal, int]:
-    """A spike's buckets `run` (sub-daily) and its excess over `usual`, with the buckets in which nginx shows the
+    """A spike's buckets `run` (sub-daily) and its excess over `usual` (none below it), with the buckets in which nginx shows the
     proxy's own surge (`slots`) taken at the spike's level around them (`_around`; never above their own excess):
     (the run, a surge stretch at either edge cut off when the buckets are no finer than a slot, the excess, how
     many buckets were adjusted). Unchanged when no bucket surges, or when half or more do (nginx shows the spike
     itself). `also`: buckets taken the same way for another reason (provider_spikes.other_workload)."""
-    excess = {t: costs[t] - usual[t] for t in run}
+    # a bucket spending less than its usual holds none of the spike's spend, not a negative part: the usual is
+    # what the key spent there on other days (a nightly batch that started five minutes later tonight)
+    excess = {t: max(costs[t] - usual[t], Decimal(0)) for t in run}
     total = sum(excess.values(), Decimal(0))
     if width >= pd.Timedelta(days=1) or not (slots or also) or not any(usual[t] for t in run):
         return run, total, 0      # a series that usually spends nothing there is not the proxy's: its load is not in it

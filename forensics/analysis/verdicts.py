@@ -69,14 +69,20 @@ def classify(case: Case, inc: Incident, facts: str) -> None:
         # calls without a key from new internet addresses are an open proxy (addresses all seen calling before the
         # surge are the proxy's own clients starting their day); a valid key's holder showing up from one or two
         # new addresses (working from home) is not yet a leak: that takes the spread of a key found and shared
+        # ...or of a key from several new public addresses with a client it never used (a thief's script: the holder
+        # working from home brings the same client along)
         inc.verdict = "attack" if f["public_ips"] and (keyless and f["new_ips"]
-                                                       or f["new_ips"] >= SPREAD_MIN_ADDRESSES) else "suspicious"
+                                                       or f["new_ips"] >= SPREAD_MIN_ADDRESSES
+                                                       or f["new_ips"] >= NEW_CLIENT_MIN_ADDRESSES
+                                                       and f["new_key_agents"]) else "suspicious"
         if keyless:
             inc.evidence.append(f"{_keyless(f)} without any virtual key from {f['new_ips']} "
                                 f"public address(es) never seen before: the proxy accepts unauthenticated calls")
         else:
             inc.evidence.append(f"key(s) {', '.join(map(str, f['keys'] or []))} used from {f['new_ips']} "
-                                "public address(es) never seen before")
+                                "public address(es) never seen before"
+                                + (f", with {f['new_key_agents']} client(s) (user agent) the key never used before"
+                                   if f["new_key_agents"] else ""))
         inc.evidence.append(f"{f['n']} requests at {SURGE_TEXT} the whole proxy's rate of the hour before; {cost}")
     elif inc.detector == "spread":
         inc.kind, inc.verdict = "leaked_key", "attack"
@@ -102,5 +108,6 @@ def classify(case: Case, inc: Incident, facts: str) -> None:
                             + f"; {cost}")
 
 
+NEW_CLIENT_MIN_ADDRESSES = 3     # a key's surge from this many new public addresses with a new client is a leak
 RATE_TEXT = "several times"
 SURGE_TEXT = "several times"

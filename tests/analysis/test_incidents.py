@@ -226,3 +226,27 @@ def test_a_keys_second_office_address_in_the_network_it_used_is_not_a_leak():
     assert [i.verdict for i in find_incidents(_case(rows("198.51.100.24"))).incidents] == []
     [inc] = find_incidents(_case(rows("203.0.113.9"))).incidents
     assert (inc.kind, inc.verdict) == ("leaked_key", "attack")
+
+
+def test_a_keys_surge_from_new_public_addresses_with_a_client_it_never_used_is_a_leak():
+    """Half an hour of history (matrix seed 21 #166): the support-bot key from its two servers with the OpenAI
+    client, first seen minutes before (too soon for any address to be new to it); then, at many times the proxy's rate, from four public addresses never seen, with python-requests. One
+    short of a leak's spread (five addresses), but a holder working from home brings his own client along: a new
+    client from several new addresses is a thief's script. The same surge with the key's own client stays
+    suspicious."""
+    def case(agent: str):
+        rows = [(f"j{i}", T0 + timedelta(seconds=60 * i), "j" * 64, "10.0.0.9", "success", None, "0.02",
+                 "OpenAI/Python 1.51.2") for i in range(60)]
+        rows += [(f"a{i}", T0 + timedelta(minutes=25, seconds=40 * i), "k" * 64, f"10.0.0.{5 + i % 2}", "success",
+                  None, "0.02", "OpenAI/Python 1.51.2") for i in range(9)]
+        start = T0 + timedelta(minutes=31)
+        rows += [(f"x{i}", start + timedelta(seconds=2 * i), "k" * 64, f"203.0.113.{10 + i % 4}", "success", None,
+                  "0.06", agent) for i in range(600)]
+        c = _case([r[:7] for r in rows])
+        c.con.register("agents", pd.DataFrame([(r[0], r[7]) for r in rows], columns=["request_id", "ua"]))
+        c.con.execute("UPDATE llm_requests SET user_agent = a.ua FROM agents a WHERE a.request_id = llm_requests.request_id")
+        return c
+    [inc] = find_incidents(case("python-requests/2.31.0")).incidents
+    assert (inc.kind, inc.verdict) == ("leaked_key", "attack")
+    [inc] = find_incidents(case("OpenAI/Python 1.51.2")).incidents
+    assert (inc.kind, inc.verdict) == ("leaked_key", "suspicious")

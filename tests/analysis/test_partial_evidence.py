@@ -135,3 +135,22 @@ def test_a_steady_trickle_outside_the_proxy_is_not_merged_with_the_spike():
     assert len(t) == len(trickle)
     # one session alone, or sessions alike, stay one incident as before
     assert [p for p, _ in _split_spikes(pd.DataFrame(spike, columns=["bucket_start", "cost_usd"]), 1)] == ["spike"]
+
+
+def test_a_spike_the_export_opens_with_starts_at_the_exports_first_minute():
+    """A key only the attacker uses, the export beginning with the script's first slow minutes (matrix seed 77
+    #295): twelve minutes at $0.20, one of them quiet, then the script at full rate. Those minutes were taken as
+    the key's usual and made a trickle of their own: the attack started 12 minutes late. Nothing before the export
+    says what the key usually spends; a quiet stretch (15 minutes) would still set a trickle apart."""
+    import pandas as pd
+
+    from forensics.investigate import _split_spikes
+
+    t0 = pd.Timestamp("2026-11-14 22:21")
+    ramp = [(t0 + pd.Timedelta(minutes=m), Decimal("0.20")) for m in range(12) if m != 7]
+    spike = [(t0 + pd.Timedelta(minutes=12 + m), Decimal("0.60")) for m in range(340)]
+    parts = _split_spikes(pd.DataFrame(ramp + spike, columns=["bucket_start", "cost_usd"]), 1)
+    assert [p for p, _ in parts] == ["spike"] and parts[0][1]["bucket_start"].min() == t0
+    apart = [(t0 - pd.Timedelta(minutes=40) + pd.Timedelta(minutes=m), Decimal("0.20")) for m in range(12)]
+    parts = _split_spikes(pd.DataFrame(apart + spike, columns=["bucket_start", "cost_usd"]), 1)
+    assert [p for p, _ in parts] == ["spike", "trickle"]

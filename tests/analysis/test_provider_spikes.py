@@ -396,3 +396,82 @@ def test_a_spikes_first_calls_before_it_stands_out_open_it():
     assert lead_in(rows, costs, run, MINUTE) == [t0 + 25 * MINUTE]
     same = _minute_usage(t0, [(m, 1, 1, 15_000, 150) for m in range(0, 20, 3)] + spec[-2:])
     assert lead_in(same, costs, run, MINUTE) == []
+
+
+def test_a_weekday_spikes_usual_rises_with_the_keys_other_models_as_far_as_they_went_before():
+    """Daily usage, history of a part day, a Friday and a weekend, the attack on the Monday (matrix seed 77 #487):
+    the usual ($16) came from the weekend, and the attack's cost out 38 % high. The key's gpt-4o-mini calls on the
+    Monday (293) were 2.4 times their usual, as on the Friday (286): its own work ran at a weekday's level, and the
+    usual rises with it. Calls far beyond anything the key made before (an attacker on gpt-4o-mini too) do not
+    raise it."""
+    from forensics.analysis.provider_spikes import quiet_levels
+
+    day = pd.Timedelta(days=1)
+    t0 = pd.Timestamp("2026-11-12")
+    days = [(30, 5.36, 99), (185, 41.86, 286), (86, 16.35, 121), (82, 17.49, 122), (1307, 108.21, 293)]
+    rows = _rows([r for i, (n, c, mini) in enumerate(days) for r in (
+        (t0 + i * day, "gpt-4o", n, 80_000 * n, c), (t0 + i * day, "gpt-4o-mini", mini, 2_300 * mini, 0.0004 * mini))])
+    costs = {t0 + i * day: Decimal(str(c + 0.0004 * mini)) for i, (_, c, mini) in enumerate(days)}
+    monday = t0 + 4 * day
+    assert quiet_levels(rows, costs, [monday], day) == {monday: 293 / 121.5}
+    flooded = rows.assign(requests=rows["requests"].where(
+        (rows["model"] != "gpt-4o-mini") | (rows["bucket_start"] != monday), 1293))
+    assert quiet_levels(flooded, costs, [monday], day) == {}
+
+
+def test_an_hour_whose_usual_is_a_nightly_batch_does_not_split_a_spike():
+    """Hourly usage over days, the proxy's batch at 02:00 every night ($18.50): the attack from 22:00 to 03:59 spent
+    $17.90 more at 02:00 (matrix seed 77 #381), under twice that hour's usual. It split the spike in two, the
+    second with 02:00's attack left out (-44 % of its cost, the end two hours early). Two runs with no quiet hour
+    between are one spike."""
+    t0 = pd.Timestamp("2026-11-11")
+    costs = {t0 + h * HOUR: Decimal("18.5") if h % 24 == 2 else Decimal("1.0") for h in range(4 * 24 + 8)}
+    attack = {22: 10, 23: 11, 24: 13, 25: 15, 26: 17.9, 27: 13}
+    for h, extra in attack.items():
+        costs[t0 + (3 * 24 + h) * HOUR] += Decimal(str(extra))
+    _, spans = series_spikes(costs, HOUR)
+    assert spans == [(t0 + (3 * 24 + 22) * HOUR, t0 + (3 * 24 + 27) * HOUR)]
+
+
+def test_a_slow_scripts_spike_does_not_start_at_the_keys_own_calls_before_it():
+    """Per-minute usage (matrix seed 77 #326): the key's own gpt-4o calls, one a minute at 50k input and 1 %
+    output, then a script at three calls a minute (25k input, 10 % output). Its ramp took in the two minutes of
+    the key's own calls before it: by their output they are the key's, and the spike starts at the script's first
+    minute. Without output tokens nothing is said."""
+    from forensics.analysis.provider_spikes import own_edges
+
+    t0 = pd.Timestamp("2026-11-14 23:00")
+    rows = _minute_usage(t0, [(m, 1, 1, 50_000, 500) for m in range(6)] + [(6, 60, 3, 25_000, 2_500)])
+    run = [t0 + m * MINUTE for m in range(4, 66)]
+    assert own_edges(rows, run, MINUTE) == run[2:]
+    assert own_edges(rows.drop(columns="output_tokens"), run, MINUTE) == run
+
+
+def test_a_bucket_under_its_usual_inside_a_spike_takes_nothing_off_it():
+    """A spike over the minutes of last night's batch (matrix seed 77 #326): the usual of those minutes is the
+    batch's $3.39, tonight's batch started five minutes later. Those minutes spent under their usual: the spike
+    has none of its spend there, not a negative part (-10.4 % of its cost that way)."""
+    from forensics.analysis.proxy_load import proxy_adjusted
+
+    run = [T0 + m * MINUTE for m in range(10)]
+    costs = dict(zip(run, [Decimal("0.3")] * 10))
+    usual = dict.fromkeys(run, Decimal("0.03")) | {run[4]: Decimal("3.39"), run[5]: Decimal("3.39")}
+    assert proxy_adjusted(costs, usual, run, MINUTE, set())[1] == Decimal("0.27") * 8
+
+
+def test_a_spikes_first_calls_are_told_from_the_keys_by_their_output_tokens():
+    """A slow script (three calls a minute, 27k input, 10 % output) whose first calls came at 22:19 and 22:22, the
+    spike standing out from 22:24 (matrix seed 21 #202). The key's own calls are of every size (25k and 75k), so
+    size says nothing; their output is 1 % of their input. By output, 22:19's three calls hold one of the
+    script's, 22:22's is one: the spike opens at 22:19. The key's own calls just before stay out."""
+    from forensics.analysis.provider_spikes import lead_in
+
+    t0 = pd.Timestamp("2026-11-14 22:00")
+    rows = _usage([(t0 + m * MINUTE, "gpt-4o", 1, 25_000 if m % 4 else 75_000, 250 if m % 4 else 750, 0.1)
+                   for m in range(0, 18, 2)]
+                  + [(t0 + 19 * MINUTE, "gpt-4o", 3, 106_319, 3_077, 0.28),
+                     (t0 + 22 * MINUTE, "gpt-4o", 1, 28_965, 2_865, 0.10)]
+                  + [(t0 + m * MINUTE, "gpt-4o", 3, 81_000, 8_100, 0.28) for m in range(24, 60)])
+    costs = {t: Decimal(str(c)) for t, c in zip(rows["bucket_start"], rows["cost_usd"])}
+    run = [t0 + m * MINUTE for m in range(24, 60)]
+    assert lead_in(rows, costs, run, MINUTE) == [t0 + 19 * MINUTE, t0 + 22 * MINUTE]
