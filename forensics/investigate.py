@@ -117,10 +117,10 @@ def _split_spikes(buckets: pd.DataFrame, minutes: int, net: pd.DataFrame | None 
     export's buckets), the rest a trickle. Without such a spike: cut into sessions at quiet gaps (an hour, or three
     buckets), sessions spending OUTSIDE_SPIKE_FACTOR times the median session's rate each a spike, the rest a
     trickle; one session, or none standing out, all of it one spike. A first spike the export's first buckets run
-    into without a quiet stretch (DETECTION_MINUTES of buckets, two at least) starts with them. `net`: the signed difference in every bucket
-    the logs cover (zero where the proxy explains it all), the series searched when given: its quiet buckets are
-    the baseline a key used only by the attacker lacks; `net_span`: (the same, minutes) from the export covering the
-    longest time, searched when coarser."""
+    into without a quiet stretch (DETECTION_MINUTES of buckets, two at least) starts with them. `net`: the signed
+    difference in every bucket the logs cover (zero where the proxy explains it all), the series searched when
+    given: its quiet buckets are the baseline a key used only by the attacker lacks; `net_span`: (the same,
+    minutes) from the export covering the longest time, searched when coarser."""
     from forensics.analysis.provider_spikes import DETECTION_MINUTES, filled, series_spikes
 
     b = buckets.sort_values("bucket_start").reset_index(drop=True)

@@ -104,10 +104,11 @@ def stuffing_step(facts: str) -> Step:
 
 def new_address_step(facts: str) -> Step:
     """Requests of a valid key from addresses it first used a day (a quarter of a shorter history) or more after the
-    key's own first use, outside the networks (`network_sql`) of the addresses it used in that first day (its
-    holder's office behind a pool of NAT addresses: 198.51.100.24 after 198.51.100.23); sessions per key and per kind of address, internal or public (a key's owner adding a
-    server in its own network while a thief uses the key from the internet are two stories: with minutes of history
-    the second replica of the key's own service is new too, and its calls are not the thief's)."""
+    key's own first use, outside the networks (`network_sql`) of the addresses it used in that first day (its holder's
+    office behind a pool of NAT addresses: 198.51.100.24 after 198.51.100.23); sessions per key and per kind of address,
+    internal or public (a key's owner adding a server in its own network while a thief uses the key from the internet
+    are two stories: with minutes of history the second replica of the key's own service is new too, and its calls are
+    not the thief's)."""
     return Step("new_address_candidates", f"""
         WITH grace AS (
             SELECT least(INTERVAL {NEW_ADDRESS_GRACE_HOURS} HOUR, (max(start_time) - min(start_time)) / 4) AS g
@@ -128,8 +129,8 @@ def new_address_step(facts: str) -> Step:
         )
         SELECT * FROM ({sessions_sql(f'''(SELECT f.* FROM {facts} f
                                           JOIN new_pairs USING (key_hash, client_ip))''',
-                                       f"key_hash || CASE WHEN {internal_ip_sql('client_ip')} THEN ' internal' ELSE '' END",
-                                       SLOW_GAP_MINUTES)})
+                                       f"key_hash || CASE WHEN {internal_ip_sql('client_ip')} THEN ' internal' "
+                                       "ELSE '' END", SLOW_GAP_MINUTES)})
     """)
 
 

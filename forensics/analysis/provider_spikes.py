@@ -418,7 +418,8 @@ WORKLOAD_ON_TOP = 1.5            # ...and each spends this many times the spike'
 def other_workload(rows: pd.DataFrame, costs: dict, usual: dict, run: list) -> tuple[set, tuple]:
     """The buckets of a spike (sub-daily `run`) whose calls are of another size: input tokens per call
     WORKLOAD_FACTOR times the median bucket's of the spike, spending WORKLOAD_ON_TOP times its median bucket's excess
-    (a load on top of it), in at most WORKLOAD_MAX_SHARE of its busy buckets, on a series that usually spends there (a
+    (a load on top of it), in at most WORKLOAD_MAX_SHARE of its busy buckets (a stretch of them at either end of the
+    spike, a batch starting after the attack, however long), on a series that usually spends there (a
     nightly batch of long documents on the key the attacker also uses: the provider's usage shows each minute's calls
     and tokens, not whose they were). Returns (those buckets, (the spike's input tokens a call, theirs, every
     bucket of calls that size)); none when the export has no call counts."""
@@ -667,16 +668,15 @@ QUIET_MIN_CALLS = 50             # ...counting at least this many calls in their
 
 
 def quiet_levels(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta) -> dict:
-    """Per bucket of a spike: the share of their usual calls that the key's other models (not the spike's main one)
-    made there, when under QUIET_LEVEL (or busier, below); their usual as the spend's (`_usual`: the same time on other days, else
-    their other buckets), the spike's buckets left out. The key's own work was quieter there (an attack over a
-    weekend after weekday-only history: a weekday's usual taken for a Saturday is two or three times what the key
-    spends then, and the attack's cost comes out a quarter short); the spike's model's usual is taken at that share.
-    A busier bucket (over 1 / QUIET_LEVEL times their usual: a Monday after history that was mostly a weekend)
-    raises it the same way, but only where those models' calls stay within 1 / QUIET_LEVEL times the most they made
-    in another bucket: an attacker calling
-    them too would lift their level beyond anything the key's own work reached, and the attack's cost would sink
-    into a usual it made. None without call counts or when the other models' usual bucket holds fewer than
+    """Per bucket of a spike: the share of their usual calls that the key's other models (not the spike's main one) made
+    there, when under QUIET_LEVEL (or busier, below); their usual as the spend's (`_usual`: the same time on other days,
+    else their other buckets), the spike's buckets left out. The key's own work was quieter there (an attack over a
+    weekend after weekday-only history: a weekday's usual taken for a Saturday is two or three times what the key spends
+    then, and the attack's cost comes out a quarter short); the spike's model's usual is taken at that share. A busier
+    bucket (over 1 / QUIET_LEVEL times their usual: a Monday after history that was mostly a weekend) raises it the same
+    way, but only where those models' calls stay within 1 / QUIET_LEVEL times the most they made in another bucket: an
+    attacker calling them too would lift their level beyond anything the key's own work reached, and the attack's cost
+    would sink into a usual it made. None without call counts or when the other models' usual bucket holds fewer than
     QUIET_MIN_CALLS calls."""
     inside = rows[rows["bucket_start"].isin(run)]
     if inside.empty or not inside["requests"].any():
@@ -734,15 +734,15 @@ def _output_split(bucket: pd.Series, core: pd.DataFrame, outside: pd.DataFrame, 
 
 
 def split_by_output(rows: pd.DataFrame, costs: dict, usual: dict, found: list, run: list) -> list[MixedEdge]:
-    """A spike's buckets that hold another workload's calls beside its own, split by output tokens
-    (`_output_split`): those of `run` whose calls of its main model are MIXED_FACTOR times larger or smaller than
-    its own (the median bucket's) and come on top of it (more calls than its median bucket, WORKLOAD_ON_TOP times
-    its median excess), and those it lost at its ends to that workload (`found` against `run`:
-    `_trimmed` cut a nightly batch of long documents that started while the attack still ran), outward from each
-    end while each bucket holds calls and one of the spike's at least, by its output tokens and by its calls' size
-    beside the other workload's (its largest calls a bucket: a bucket of those alone holds none of the spike's). Each is the spike's for its calls at its
-    cost a call. None without output tokens, or when the spike's calls write about as much a token of input as
-    the key's others (`mixed_edges` and the spike's level around such buckets then)."""
+    """A spike's buckets that hold another workload's calls beside its own, split by output tokens (`_output_split`):
+    those of `run` whose calls of its main model are MIXED_FACTOR times larger or smaller than its own (the median
+    bucket's) and come on top of it (more calls than its median bucket, WORKLOAD_ON_TOP times its median excess), and
+    those it lost at its ends to that workload (`found` against `run`: `_trimmed` cut a nightly batch of long documents
+    that started while the attack still ran), outward from each end while each bucket holds calls and one of the spike's
+    at least, by its output tokens and by its calls' size beside the other workload's (its largest calls a bucket: a
+    bucket of those alone holds none of the spike's). Each is the spike's for its calls at its cost a call. None without
+    output tokens, or when the spike's calls write about as much a token of input as the key's others (`mixed_edges` and
+    the spike's level around such buckets then)."""
     mine = _main_model_buckets(rows, run) if run else None
     if mine is None or "output_tokens" not in mine:
         return []
@@ -851,8 +851,8 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
             inc.evidence.append(
                 f"{provider} {series}: {len(run)} bucket(s) of {minutes} min, {start:%Y-%m-%d %H:%M} to "
                 f"{end:%H:%M} UTC, spending more than {SPIKE_FACTOR:g}x the usual for that time "
-                f"(${float(sum((usual_here[t] for t in run), Decimal(0))):,.2f} in all); ${float(excess):,.2f} above it "
-                "at list prices")
+                f"(${float(sum((usual_here[t] for t in run), Decimal(0))):,.2f} in all); ${float(excess):,.2f} "
+                "above it at list prices")
             if other_in := sorted(other | (set(sizes[2]) - set(run))):
                 inc.evidence.append(
                     f"{len(other_in)} bucket(s) in or next to it ({other_in[0]:%H:%M} to {other_in[-1] + step:%H:%M} "
@@ -885,8 +885,8 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
             if first_calls:
                 inc.evidence.append(
                     f"its first calls come in {len(first_calls)} bucket(s) from {first_calls[0]:%H:%M} UTC, before "
-                    f"it stands out: calls of its size ({_size(mine_all, first_calls):,.0f} input tokens a call against "
-                    f"its {_size(mine_all, run):,.0f}) that the key's own work seldom sends")
+                    f"it stands out: calls of its size ({_size(mine_all, first_calls):,.0f} input tokens a call "
+                    f"against its {_size(mine_all, run):,.0f}) or its output, which the key's own work seldom sends")
             if adjusted:
                 inc.evidence.append(
                     f"nginx shows the proxy's own calls surging in {adjusted} of these bucket(s) (a batch through the "

@@ -52,8 +52,9 @@ def surge_slots(case: Case) -> set:
 
 def proxy_adjusted(costs: dict, usual: dict, run: list, width: pd.Timedelta, slots: set,
                    also: set = frozenset()) -> tuple[list, Decimal, int]:
-    """A spike's buckets `run` (sub-daily) and its excess over `usual` (none below it), with the buckets in which nginx shows the
-    proxy's own surge (`slots`) taken at the spike's level around them (`_around`; never above their own excess):
+    """A spike's buckets `run` (sub-daily) and its excess over `usual` (none below it), with the buckets in which
+    nginx shows the proxy's own surge (`slots`) taken at the spike's level around them (`_around`; never above their
+    own excess):
     (the run, a surge stretch at either edge cut off when the buckets are no finer than a slot, the excess, how
     many buckets were adjusted). Unchanged when no bucket surges, or when half or more do (nginx shows the spike
     itself). `also`: buckets taken the same way for another reason (provider_spikes.other_workload)."""

@@ -230,10 +230,10 @@ def test_a_keys_second_office_address_in_the_network_it_used_is_not_a_leak():
 
 def test_a_keys_surge_from_new_public_addresses_with_a_client_it_never_used_is_a_leak():
     """Half an hour of history (matrix seed 21 #166): the support-bot key from its two servers with the OpenAI
-    client, first seen minutes before (too soon for any address to be new to it); then, at many times the proxy's rate, from four public addresses never seen, with python-requests. One
-    short of a leak's spread (five addresses), but a holder working from home brings his own client along: a new
-    client from several new addresses is a thief's script. The same surge with the key's own client stays
-    suspicious."""
+    client, first seen minutes before (too soon for any address to be new to it); then, at many times the proxy's
+    rate, from four public addresses never seen, with python-requests. One short of a leak's spread (five
+    addresses), but a holder working from home brings his own client along: a new client from several new addresses
+    is a thief's script. The same surge with the key's own client stays suspicious."""
     def case(agent: str):
         rows = [(f"j{i}", T0 + timedelta(seconds=60 * i), "j" * 64, "10.0.0.9", "success", None, "0.02",
                  "OpenAI/Python 1.51.2") for i in range(60)]
@@ -244,7 +244,8 @@ def test_a_keys_surge_from_new_public_addresses_with_a_client_it_never_used_is_a
                   "0.06", agent) for i in range(600)]
         c = _case([r[:7] for r in rows])
         c.con.register("agents", pd.DataFrame([(r[0], r[7]) for r in rows], columns=["request_id", "ua"]))
-        c.con.execute("UPDATE llm_requests SET user_agent = a.ua FROM agents a WHERE a.request_id = llm_requests.request_id")
+        c.con.execute("UPDATE llm_requests SET user_agent = a.ua FROM agents a "
+                      "WHERE a.request_id = llm_requests.request_id")
         return c
     [inc] = find_incidents(case("python-requests/2.31.0")).incidents
     assert (inc.kind, inc.verdict) == ("leaked_key", "attack")
