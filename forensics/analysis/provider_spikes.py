@@ -544,6 +544,9 @@ def key_test(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta) ->
                   if t in costs and size <= PROBE_SHARE * float(spike.median()) and size <= floor)
 
 
+LEAD_GAP_MINUTES = 5             # a spike's first calls come at most this far apart from the next ones
+
+
 def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta) -> list:
     """The buckets before a spike (sub-daily `run`) that hold its first calls: within DETECTION_MINUTES before it,
     buckets whose calls of its main model are of its size (within MIXED_FACTOR of its median bucket's) when the
@@ -552,7 +555,8 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta) -> 
     MIXED_FACTOR times more (or less) a token of input than the key's others, the buckets that hold half a call of
     the spike's or more by their output (`_output_split`). A stolen key's first calls after it was found (a
     stuffing script's hit, a test with a real prompt) come minutes before the script spends it, too thin to stand
-    out as a spike. Returns those buckets, earliest first."""
+    out as a spike. Only those each within LEAD_GAP_MINUTES of the next (the spike's first bucket for the last).
+    Returns those buckets, earliest first."""
     if not run or width >= pd.Timedelta(days=1) or "input_tokens" not in rows:
         return []
     mine = _main_model_buckets(rows, run)
@@ -575,9 +579,17 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta) -> 
 
     def like(x) -> bool:
         return spike / MIXED_FACTOR < x < spike * MIXED_FACTOR
-    if like(float(own.median())) or own.map(like).mean() > PROBE_SHARE:
-        return sorted(by_output)
-    return sorted(by_output | {t for t, x in near.items() if t in costs and like(x)})
+    by_size = set() if like(float(own.median())) or own.map(like).mean() > PROBE_SHARE else {
+        t for t, x in near.items() if t in costs and like(x)}
+    # a chain back from the spike: each within LEAD_GAP_MINUTES of the next (a call ten minutes before a slow
+    # script is the key's own, however much it wrote)
+    out, nxt = [], run[0]
+    for t in sorted(by_output | by_size, reverse=True):
+        if nxt - t > max(pd.Timedelta(minutes=LEAD_GAP_MINUTES), width):
+            break
+        out.append(t)
+        nxt = t
+    return out[::-1]
 
 
 MIXED_FACTOR = 1.5              # an edge bucket whose calls are this far from the spike's size holds another workload

@@ -84,10 +84,18 @@ def test_the_randomized_matrix_meets_the_criteria_on_50_draws():
 # 440, 451), a thin first minute beside two large calls (21: 8), a second key's part hours under the floor (21: 256),
 # an nginx incident priced by the provider's calls per model (21: 274, 382); 310 a usual call taken for a key test
 # by a first version of the rule.
+# Session 10 (seed 21: 492/500; seed 77, fresh: 481/500): an edge hour beside the nightly batch (21: 458) and its
+# two-hour spike (21: 109), split by output tokens; weekend days after weekday history, and a Monday after weekend
+# history, by the key's other models (21: 141, 234, 307, 433; 77: 80, 487); a batch at or after the spike's end (77:
+# 26, 45, 97, 173, 204; 21: 292); a spike split at the batch's hour (77: 381); the key's own calls or first calls at
+# a spike's start (77: 202, 326; 21: 202); the export opening inside a spike (77: 295); nginx-priced calls capped per
+# minute (77: 302); a key's new internal replica, its office's other address, an office arriving after the logs'
+# first minute (77: 91, 141, 160, 422, 360, 419); a stolen key from four addresses with a new client (21: 166).
 UNTUNED_DRAWS = {1: (14, 29, 34, 59), 2: (0, 5, 8, 23, 24, 34, 38, 41, 47, 48, 50),
                  3: (42, 62, 70, 77, 88, 93, 101, 111, 114, 147, 179, 209, 273, 318, 341, 387, 407, 451, 461, 463,
                      484, 498, 373, 471, 14, 144, 388, 310),
-                 21: (8, 68, 256, 274, 275, 288, 330, 382, 440, 451)}
+                 21: (8, 68, 256, 274, 275, 288, 330, 382, 440, 451, 109, 141, 166, 202, 234, 292, 307, 433, 458),
+                 77: (26, 45, 80, 91, 97, 141, 160, 173, 202, 204, 295, 302, 326, 360, 381, 419, 422, 425, 487)}
 
 
 @pytest.mark.slow

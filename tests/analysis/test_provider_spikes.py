@@ -464,13 +464,15 @@ def test_a_spikes_first_calls_are_told_from_the_keys_by_their_output_tokens():
     """A slow script (three calls a minute, 27k input, 10 % output) whose first calls came at 22:19 and 22:22, the
     spike standing out from 22:24 (matrix seed 21 #202). The key's own calls are of every size (25k and 75k), so
     size says nothing; their output is 1 % of their input. By output, 22:19's three calls hold one of the
-    script's, 22:22's is one: the spike opens at 22:19. The key's own calls just before stay out."""
+    script's, 22:22's is one: the spike opens at 22:19. The key's own calls just before stay out, and so does one
+    of its calls that wrote 6 % six minutes before (matrix seed 77 #425: the start ten minutes early that way)."""
     from forensics.analysis.provider_spikes import lead_in
 
     t0 = pd.Timestamp("2026-11-14 22:00")
     rows = _usage([(t0 + m * MINUTE, "gpt-4o", 1, 25_000 if m % 4 else 75_000, 250 if m % 4 else 750, 0.1)
                    for m in range(0, 18, 2)]
-                  + [(t0 + 19 * MINUTE, "gpt-4o", 3, 106_319, 3_077, 0.28),
+                  + [(t0 + 13 * MINUTE, "gpt-4o", 1, 26_840, 1_600, 0.08),
+                     (t0 + 19 * MINUTE, "gpt-4o", 3, 106_319, 3_077, 0.28),
                      (t0 + 22 * MINUTE, "gpt-4o", 1, 28_965, 2_865, 0.10)]
                   + [(t0 + m * MINUTE, "gpt-4o", 3, 81_000, 8_100, 0.28) for m in range(24, 60)])
     costs = {t: Decimal(str(c)) for t, c in zip(rows["bucket_start"], rows["cost_usd"])}
