@@ -318,6 +318,13 @@ def _near(a: Incident, b: Incident, slack: timedelta) -> bool:
 PRORATE_MAX_WIDTH = timedelta(hours=1)
 
 
+def _counts_calls(spike: IncidentFindings) -> bool:
+    """Whether a provider spike's rows count calls (OpenAI's usage does; Anthropic's usage report and cost exports
+    do not)."""
+    rows = spike.provider_rows
+    return rows is not None and not rows.empty and bool(rows["requests"].any())
+
+
 def _coincidence(a: Incident, spike: Incident) -> float:
     """How far an incident's window and a spike's coincide: their overlap over their union. Of two keys' spikes
     beside an nginx incident, the one spiking only the day it happens is its spend, not one spiking over the days
@@ -476,7 +483,9 @@ def _one_campaign(found: list[IncidentFindings], nginx: list[IncidentFindings],
             p.sources.append("nginx")
     kept_spikes = list(spikes)
     for n in kept_nginx:
-        for s in sorted(kept_spikes, key=lambda s: -_coincidence(n.incident, s.incident)):
+        # as close in time, the spike whose export counts calls (it can be matched to nginx's served calls): a
+        # Monday's office traffic on a key without call counts spikes over the same days after weekend history
+        for s in sorted(kept_spikes, key=lambda s: (-_coincidence(n.incident, s.incident), not _counts_calls(s))):
             b = s.provider_buckets
             width = b["bucket_start"].diff().min().to_pytimedelta() if b is not None and len(b) > 1 \
                 else s.incident.end - s.incident.start

@@ -556,8 +556,9 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta) -> 
     the spike's or more by their output (`_output_split`). A stolen key's first calls after it was found (a
     stuffing script's hit, a test with a real prompt) come minutes before the script spends it, too thin to stand
     out as a spike. Only those each within LEAD_GAP_MINUTES of the next (the spike's first bucket for the last).
-    Returns those buckets, earliest first."""
-    if not run or width >= pd.Timedelta(days=1) or "input_tokens" not in rows:
+    Returns those buckets, earliest first; none for buckets wider than DETECTION_MINUTES (an hour before a spike is
+    not its first minutes)."""
+    if not run or width > pd.Timedelta(minutes=DETECTION_MINUTES) or "input_tokens" not in rows:
         return []
     mine = _main_model_buckets(rows, run)
     if mine is None:
