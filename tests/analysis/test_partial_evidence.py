@@ -154,3 +154,36 @@ def test_a_spike_the_export_opens_with_starts_at_the_exports_first_minute():
     apart = [(t0 - pd.Timedelta(minutes=40) + pd.Timedelta(minutes=m), Decimal("0.20")) for m in range(12)]
     parts = _split_spikes(pd.DataFrame(apart + spike, columns=["bucket_start", "cost_usd"]), 1)
     assert [p for p, _ in parts] == ["spike", "trickle"]
+
+
+def test_an_nginx_incident_beside_two_spikes_of_the_same_days_takes_the_one_that_counts_calls():
+    """Daily exports of two keys (matrix seed 3 #224): a stuffed key spent on gpt-4o, the OpenAI key's days spiking,
+    and the Anthropic key's Monday spiking too after weekend-only history (its office's first weekday). Both cover
+    the nginx incident's days alike; the Anthropic report counts no calls, the OpenAI usage does: the incident's
+    cost is the OpenAI spike's, not the office's Monday."""
+    from datetime import datetime
+
+    import pandas as pd
+
+    from forensics.analysis.incident import Incident
+    from forensics.investigate import IncidentFindings, _one_campaign
+
+    empty = pd.DataFrame()
+    day0, day = datetime(2026, 11, 15), pd.Timedelta(days=1)
+
+    def spike(provider: str, calls: int, cost: str) -> IncidentFindings:
+        inc = Incident("P", "other", "suspicious", "provider_spike", day0, day0 + 2 * day, calls, sources=[provider])
+        inc.evidence.append(f"{provider} spike")
+        buckets = pd.DataFrame({"bucket_start": [pd.Timestamp(day0), pd.Timestamp(day0) + day],
+                                "cost_usd": [Decimal("20"), Decimal(cost)]})
+        rows = pd.DataFrame({"bucket_start": buckets["bucket_start"], "model": "m", "requests": [calls // 2] * 2,
+                             "cost_usd": buckets["cost_usd"]})
+        return IncidentFindings(inc, Decimal(cost), [], empty, empty, empty, empty, None, [], None,
+                                provider_buckets=buckets, provider=provider, provider_rows=rows)
+
+    nginx = Incident("N", "credential_stuffing", "attack", "nginx_auth", datetime(2026, 11, 16, 0, 42),
+                     datetime(2026, 11, 16, 2, 2), 3500, sources=["nginx"])
+    n = IncidentFindings(nginx, Decimal(0), [], pd.DataFrame({"ip": ["203.0.113.3"]}), empty, empty, empty, None,
+                         [], None)
+    _one_campaign([], [n], [spike("anthropic", 0, "169"), spike("openai", 1700, "153")])
+    assert n.provider == "openai"
