@@ -220,6 +220,8 @@ def find_nginx_incidents(case: Case) -> list[NginxIncident]:
             mine = case.run(Step(f"nginx_incident_{k}", f"""
                 SELECT c.* FROM {table} c WHERE c.session_no = ?
                   AND NOT EXISTS (SELECT 1 FROM {claimed} x WHERE x.request_id = c.request_id)"""), [session_no])
+            if case.execute(f"SELECT count(*) FROM {mine}").fetchone()[0] < MIN_INCIDENT_REQUESTS:
+                continue     # an earlier surge's continuation took its lines (the sessions were counted before it)
             if detector == "surge":
                 case.statement("nginx_surge_continued", continued_sql(mine, uncovered, claimed, every))
                 count, end, served, body = case.execute(f"""

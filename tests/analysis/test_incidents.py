@@ -251,3 +251,17 @@ def test_a_keys_surge_from_new_public_addresses_with_a_client_it_never_used_is_a
     assert (inc.kind, inc.verdict) == ("leaked_key", "attack")
     [inc] = find_incidents(case("OpenAI/Python 1.51.2")).incidents
     assert (inc.kind, inc.verdict) == ("leaked_key", "suspicious")
+
+
+def test_an_nginx_surge_that_pauses_is_one_incident_and_its_second_burst_no_empty_one():
+    """An open proxy hammered from ten public addresses for five minutes, a twelve-minute pause, five more (matrix
+    seed 5 #126): two surge sessions, the first continued over the pause took the second's lines, and the second
+    became an incident of no lines and no end (the report crashed). One incident of all 200 calls."""
+    from forensics.analysis.nginx_incidents import find_nginx_incidents
+
+    rows = [(T0 + timedelta(minutes=3 * i), f"10.0.0.{5 + i % 2}", 200) for i in range(20 * 20)]
+    start = T0 + timedelta(hours=18)
+    burst = [(start + timedelta(seconds=3 * i), f"203.0.113.{i % 10}", 200) for i in range(100)]
+    burst += [(start + timedelta(minutes=17, seconds=3 * i), f"203.0.113.{i % 10}", 200) for i in range(100)]
+    [n] = find_nginx_incidents(_nginx_case(rows + burst))
+    assert (n.incident.kind, n.incident.verdict, n.incident.requests) == ("unauthenticated_proxy", "attack", 200)
