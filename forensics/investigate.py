@@ -117,7 +117,8 @@ def _split_spikes(buckets: pd.DataFrame, minutes: int, net: pd.DataFrame | None 
     export's buckets), the rest a trickle. Without such a spike: cut into sessions at quiet gaps (an hour, or three
     buckets), sessions spending OUTSIDE_SPIKE_FACTOR times the median session's rate each a spike, the rest a
     trickle; one session, or none standing out, all of it one spike. A first spike the export's first buckets run
-    into without a quiet stretch (DETECTION_MINUTES of buckets, two at least) starts with them. `net`: the signed
+    into without a quiet stretch (DETECTION_MINUTES of buckets, two at least) starts with them; a last spike that
+    runs on so into the export's last buckets ends with them. `net`: the signed
     difference in every bucket the logs cover (zero where the proxy explains it all), the series searched when
     given: its quiet buckets are the baseline a key used only by the attacker lacks; `net_span`: (the same,
     minutes) from the export covering the longest time, searched when coarser."""
@@ -139,14 +140,19 @@ def _split_spikes(buckets: pd.DataFrame, minutes: int, net: pd.DataFrame | None 
     if spans and series:
         # spend from the export's first bucket into the first spike without a quiet stretch between (what ends a
         # spike): the export began while the spike ramped up (nothing before it says what the key usually
-        # spends), not a trickle
-        first, lead = min(series), spans[0][0]
-        quiet, longest = 0, 0
-        for t in sorted(t for t in series if first <= t < lead):
-            quiet = quiet + 1 if not series[t] else 0
-            longest = max(longest, quiet)
-        if first < lead and longest < max(int(pd.Timedelta(minutes=DETECTION_MINUTES) / width), 2):
+        # spends), not a trickle; the same from the last spike to the export's last bucket (it ended while the
+        # spike ran down)
+        def unbroken(lo, hi) -> bool:
+            quiet, longest = 0, 0
+            for t in sorted(t for t in series if lo < t < hi):
+                quiet = quiet + 1 if not series[t] else 0
+                longest = max(longest, quiet)
+            return longest < max(int(pd.Timedelta(minutes=DETECTION_MINUTES) / width), 2)
+        first, last = min(series), max(series)
+        if first < spans[0][0] and unbroken(first - width, spans[0][0]):
             spans[0] = (first, spans[0][1])
+        if spans[-1][1] < last and unbroken(spans[-1][1], last + width):
+            spans[-1] = (spans[-1][0], last)
     if spans:
         inside = pd.Series(False, index=b.index)
         parts = []

@@ -547,17 +547,18 @@ def key_test(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta) ->
 LEAD_GAP_MINUTES = 5             # a spike's first calls come at most this far apart from the next ones
 
 
-def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta) -> list:
+def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, after: bool = False) -> list:
     """The buckets before a spike (sub-daily `run`) that hold its first calls: within DETECTION_MINUTES before it,
     buckets whose calls of its main model are of its size (within MIXED_FACTOR of its median bucket's) when the
     key's own calls of that model are not (their median bucket MIXED_FACTOR times off, calls of the spike's size in
     at most PROBE_SHARE of their buckets); and, where the export has output tokens and the spike's calls write
     MIXED_FACTOR times more (or less) a token of input than the key's others, the buckets that hold half a call of
-    the spike's or more by their output (`_output_split`). A stolen key's first calls after it was found (a
+    the spike's or more by their output (`_output_split`), their calls no MIXED_FACTOR times larger than its. A stolen key's first calls after it was found (a
     stuffing script's hit, a test with a real prompt) come minutes before the script spends it, too thin to stand
     out as a spike. Only those each within LEAD_GAP_MINUTES of the next (the spike's first bucket for the last).
     Returns those buckets, earliest first; none for buckets wider than DETECTION_MINUTES (an hour before a spike is
-    not its first minutes)."""
+    not its first minutes). `after`: the same after the spike, its last calls (a slow script's last call after a
+    quiet minute that ended the refined spike)."""
     if not run or width > pd.Timedelta(minutes=DETECTION_MINUTES) or "input_tokens" not in rows:
         return []
     mine = _main_model_buckets(rows, run)
@@ -567,7 +568,8 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta) -> 
     size = busy["input_tokens"] / busy["requests"]
     lead = max(int(pd.Timedelta(minutes=DETECTION_MINUTES) / width), 1) * width
     spike = float(size[size.index.isin(run)].median())
-    near = size[(size.index >= run[0] - lead) & (size.index < run[0])]
+    near = size[(size.index > run[-1]) & (size.index <= run[-1] + lead)] if after else \
+        size[(size.index >= run[0] - lead) & (size.index < run[0])]
     own = size[~size.index.isin(run) & ~size.index.isin(near.index)]
     if near.empty or own.empty or not spike:
         return []
@@ -575,7 +577,9 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta) -> 
     core = busy[busy.index.isin(run)]
     a = float(core["input_tokens"].sum() / core["requests"].sum())
     others = busy[~busy.index.isin(run) & ~busy.index.isin(near.index)]
-    by_output = {t for t in near.index if t in costs
+    # ...calls no larger than the spike's (a batch of long documents right after it writes more than the key's
+    # usual too)
+    by_output = {t for t in near.index if t in costs and near[t] < spike * MIXED_FACTOR
                  and (n_a := _output_split(busy.loc[t], core, others, a)) is not None and n_a >= 0.5}
 
     def like(x) -> bool:
@@ -584,13 +588,13 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta) -> 
         t for t, x in near.items() if t in costs and like(x)}
     # a chain back from the spike: each within LEAD_GAP_MINUTES of the next (a call ten minutes before a slow
     # script is the key's own, however much it wrote)
-    out, nxt = [], run[0]
-    for t in sorted(by_output | by_size, reverse=True):
-        if nxt - t > max(pd.Timedelta(minutes=LEAD_GAP_MINUTES), width):
+    out, nxt = [], run[-1] if after else run[0]
+    for t in sorted(by_output | by_size, reverse=not after):
+        if abs(nxt - t) > max(pd.Timedelta(minutes=LEAD_GAP_MINUTES), width):
             break
         out.append(t)
         nxt = t
-    return out[::-1]
+    return sorted(out)
 
 
 MIXED_FACTOR = 1.5              # an edge bucket whose calls are this far from the spike's size holds another workload
@@ -850,8 +854,9 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
             probes = key_test(mine_all, costs, run, step)
             first_calls = [t for t in lead_in(mine_all, costs, run, step) if t not in probes]
             probes = sorted(probes + first_calls)
-            excess += sum((max(costs[t] - usual[t], Decimal(0)) for t in probes), Decimal(0))
-            first, last = (probes or run)[0], run[-1]
+            last_calls = lead_in(mine_all, costs, run, step, after=True)
+            excess += sum((max(costs[t] - usual[t], Decimal(0)) for t in probes + last_calls), Decimal(0))
+            first, last = (probes or run)[0], (last_calls or run)[-1]
             start, end = first, last + step
             mine = frame[(frame["provider"] == provider) & (frame["series"] == series)
                          & (frame["bucket_start"] >= start) & (frame["bucket_start"] < end)]
@@ -895,6 +900,10 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
                     f"({_size(mine_all, tests):,.0f} input tokens a call against the spike's "
                     f"{_size(mine_all, run):,.0f}; the key's other calls are ten times larger at least): a test that "
                     "the key works, as a script checks a key before it spends it")
+            if last_calls:
+                inc.evidence.append(
+                    f"its last calls come in {len(last_calls)} bucket(s) to {last_calls[-1] + step:%H:%M} UTC, after "
+                    "its spend thinned out: calls of its size or its output, which the key's own work seldom sends")
             if first_calls:
                 inc.evidence.append(
                     f"its first calls come in {len(first_calls)} bucket(s) from {first_calls[0]:%H:%M} UTC, before "

@@ -119,7 +119,10 @@ def check_incident(t: dict, incidents: list[dict], used: set[int]) -> tuple[list
     metrics: dict = {"basis": basis, "tolerance_s": tol}
     if not candidates:
         return [f"attack not found ({basis} sees {t['kind']} {t['start'][:16]}..{t['end'][11:16]})"], metrics
-    i, _ = max(candidates, key=lambda c: (incidents[c[0]]["verdict"] == "attack", c[1]))
+    # the attack first, then the most overlap, then the tightest window (a day-long spike of another key covers the
+    # attack's minutes as fully as the minute-by-minute incident that is the attack)
+    i, _ = max(candidates, key=lambda c: (incidents[c[0]]["verdict"] == "attack", c[1],
+                                         -(_t(incidents[c[0]]["end"]) - _t(incidents[c[0]]["start"])).total_seconds()))
     used.add(i)
     inc = incidents[i]
     reasons = []

@@ -154,6 +154,10 @@ def test_a_spike_the_export_opens_with_starts_at_the_exports_first_minute():
     apart = [(t0 - pd.Timedelta(minutes=40) + pd.Timedelta(minutes=m), Decimal("0.20")) for m in range(12)]
     parts = _split_spikes(pd.DataFrame(apart + spike, columns=["bucket_start", "cost_usd"]), 1)
     assert [p for p, _ in parts] == ["spike", "trickle"]
+    # the export ending while the spike runs down (seed 5 #329: its last 31 minutes at half its rate, a "trickle")
+    tail = [(spike[-1][0] + pd.Timedelta(minutes=1 + m), Decimal("0.25")) for m in range(31) if m % 9]
+    parts = _split_spikes(pd.DataFrame(spike + tail, columns=["bucket_start", "cost_usd"]), 1)
+    assert [p for p, _ in parts] == ["spike"] and parts[0][1]["bucket_start"].max() == tail[-1][0]
 
 
 def test_an_nginx_incident_beside_two_spikes_of_the_same_days_takes_the_one_that_counts_calls():

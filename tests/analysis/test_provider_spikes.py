@@ -478,3 +478,18 @@ def test_a_spikes_first_calls_are_told_from_the_keys_by_their_output_tokens():
     costs = {t: Decimal(str(c)) for t, c in zip(rows["bucket_start"], rows["cost_usd"])}
     run = [t0 + m * MINUTE for m in range(24, 60)]
     assert lead_in(rows, costs, run, MINUTE) == [t0 + 19 * MINUTE, t0 + 22 * MINUTE]
+
+
+def test_a_slow_scripts_last_call_after_a_quiet_minute_ends_it():
+    """A slow script (three calls a minute, 10 % output) whose refined spike ended at 02:49; its last call came at
+    02:51 after a quiet minute (matrix seed 5 #420: the end two minutes early). By its output it is the script's:
+    the spike ends with it. The key's own call four minutes later (1 % output) is not."""
+    from forensics.analysis.provider_spikes import lead_in
+
+    t0 = pd.Timestamp("2026-11-15 02:00")
+    rows = _minute_usage(t0, [(m, 1, 1, 60_000, 600) for m in range(-40, -20, 3)] + [(0, 50, 3, 27_000, 2_700),
+                                                                                   (51, 1, 2, 20_000, 2_400),
+                                                                                   (55, 1, 1, 60_000, 600)])
+    costs = {t: Decimal(str(round(c, 6))) for t, c in zip(rows["bucket_start"], rows["cost_usd"])}
+    run = [t0 + m * MINUTE for m in range(50)]
+    assert lead_in(rows, costs, run, MINUTE, after=True) == [t0 + 51 * MINUTE]
