@@ -70,16 +70,24 @@ def nginx_surge_step(lines: str) -> Step:
 
 def nginx_auth_burst_step(lines: str) -> Step:
     """Addresses answered 401/403 at least AUTH_BURST_MIN times in a burst on the LLM endpoints; all their lines
-    from the burst on (what they did next), one campaign."""
+    from the burst on (what they did next), one campaign. An internal address (a balancer whose log keeps only its
+    own address: everyone's calls come from it) keeps only its lines with the client software the guesses came
+    with (their user agent), so the proxy's own users calling on after the attack stopped do not stretch it."""
     return Step("nginx_auth_burst_candidates", f"""
         WITH failures AS (
             SELECT * FROM ({sessions_sql(f'(SELECT * FROM {lines} WHERE auth_failure)', 'client_ip')})
         ), bursts AS (
-            SELECT client_ip, min(start_time) AS since FROM failures GROUP BY client_ip, session_no
+            SELECT client_ip, session_no, min(start_time) AS since FROM failures GROUP BY client_ip, session_no
             HAVING count(*) >= {AUTH_BURST_MIN}
-        ), first_burst AS (SELECT client_ip, min(since) AS since FROM bursts GROUP BY client_ip)
+        ), first_burst AS (SELECT client_ip, min(since) AS since FROM bursts GROUP BY client_ip),
+        agents AS (   -- the clients the guesses came with, per address (not a user's expired key some other day)
+            SELECT DISTINCT f.client_ip, f.user_agent FROM failures f JOIN bursts b USING (client_ip, session_no)
+        )
         SELECT * FROM ({sessions_sql(f'''(SELECT l.* FROM {lines} l JOIN first_burst b USING (client_ip)
-                                         WHERE l.start_time >= b.since)''')})
+                                         WHERE l.start_time >= b.since
+                                           AND (NOT {internal_ip_sql('l.client_ip')} OR l.auth_failure
+                                                OR EXISTS (SELECT 1 FROM agents a WHERE a.client_ip = l.client_ip
+                                                    AND a.user_agent IS NOT DISTINCT FROM l.user_agent)))''')})
     """)
 
 

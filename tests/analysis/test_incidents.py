@@ -265,3 +265,28 @@ def test_an_nginx_surge_that_pauses_is_one_incident_and_its_second_burst_no_empt
     burst += [(start + timedelta(minutes=17, seconds=3 * i), f"203.0.113.{i % 10}", 200) for i in range(100)]
     [n] = find_nginx_incidents(_nginx_case(rows + burst))
     assert (n.incident.kind, n.incident.verdict, n.incident.requests) == ("unauthenticated_proxy", "attack", 200)
+
+
+def test_a_balancers_401_burst_ends_with_the_guessers_client_not_with_everyone_behind_it():
+    """nginx behind a balancer that keeps only its own address (matrix seed 11 #246, #330, #431, #494): a script
+    guesses keys (python-requests), finds one and spends it, all from 10.0.0.2, like every user behind the
+    balancer. The proxy's own users calling on after the script stopped (OpenAI's client; one of them answered
+    401 once the day before, an expired key) stretched the incident minutes past the attack: it ends with the
+    guessers' client."""
+    from forensics.analysis.nginx_incidents import find_nginx_incidents
+
+    def lines(rows):
+        c = _nginx_case([r[:3] for r in rows])
+        c.con.register("ua_in", pd.DataFrame([(r[0], r[3]) for r in rows], columns=["time", "ua"]))
+        c.con.execute("UPDATE http_requests SET user_agent = u.ua FROM ua_in u WHERE u.time = http_requests.time")
+        return c
+    users = [(T0 + timedelta(minutes=7 * i, seconds=1), "10.0.0.2", 200, "OpenAI/Python 1.54.0") for i in range(400)]
+    users += [(T0 + timedelta(hours=20, seconds=2), "10.0.0.2", 401, "OpenAI/Python 1.54.0")]
+    start = T0 + timedelta(hours=40)
+    guesses = [(start + timedelta(seconds=2 * i, milliseconds=3), "10.0.0.2", 401, "python-requests/2.31.0")
+               for i in range(300)]
+    spend = [(start + timedelta(minutes=11, seconds=3 * i, milliseconds=5), "10.0.0.2", 200, "python-requests/2.31.0")
+             for i in range(400)]
+    [n] = find_nginx_incidents(lines(users + guesses + spend))
+    assert n.incident.kind == "credential_stuffing"
+    assert n.incident.end == spend[-1][0] - timedelta(seconds=2.5)     # its start: the line less $request_time
