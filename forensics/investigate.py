@@ -122,7 +122,7 @@ def _split_spikes(buckets: pd.DataFrame, minutes: int, net: pd.DataFrame | None 
     difference in every bucket the logs cover (zero where the proxy explains it all), the series searched when
     given: its quiet buckets are the baseline a key used only by the attacker lacks; `net_span`: (the same,
     minutes) from the export covering the longest time, searched when coarser."""
-    from forensics.analysis.provider_spikes import DETECTION_MINUTES, filled, series_spikes
+    from forensics.analysis.provider_spikes import quiet_between, filled, series_spikes
 
     b = buckets.sort_values("bucket_start").reset_index(drop=True)
     width = pd.Timedelta(minutes=minutes)
@@ -142,16 +142,11 @@ def _split_spikes(buckets: pd.DataFrame, minutes: int, net: pd.DataFrame | None 
         # spike): the export began while the spike ramped up (nothing before it says what the key usually
         # spends), not a trickle; the same from the last spike to the export's last bucket (it ended while the
         # spike ran down)
-        def unbroken(lo, hi) -> bool:
-            quiet, longest = 0, 0
-            for t in sorted(t for t in series if lo < t < hi):
-                quiet = quiet + 1 if not series[t] else 0
-                longest = max(longest, quiet)
-            return longest < max(int(pd.Timedelta(minutes=DETECTION_MINUTES) / width), 2)
+        nothing = dict.fromkeys(series, Decimal(0))      # a quiet bucket: one that spent nothing
         first, last = min(series), max(series)
-        if first < spans[0][0] and unbroken(first - width, spans[0][0]):
+        if first < spans[0][0] and not quiet_between(series, nothing, width, first - width, spans[0][0]):
             spans[0] = (first, spans[0][1])
-        if spans[-1][1] < last and unbroken(spans[-1][1], last + width):
+        if spans[-1][1] < last and not quiet_between(series, nothing, width, spans[-1][1], last + width):
             spans[-1] = (spans[-1][0], last)
     if spans:
         inside = pd.Series(False, index=b.index)

@@ -254,7 +254,18 @@ def _ramped(costs: dict, usual: dict, width: pd.Timedelta, run: list) -> tuple:
     return first, last
 
 
-def _quiet_between(fine: dict, usual: dict, width: pd.Timedelta, after, before) -> bool:
+def _joined(spans: list[tuple], apart) -> list[tuple]:
+    """(first, last) spans in order, each joined to the one before unless `apart(its last, this first)`."""
+    out: list[tuple] = []
+    for first, last in spans:
+        if out and not apart(out[-1][1], first):
+            out[-1] = (out[-1][0], max(last, out[-1][1]))
+        else:
+            out.append((first, last))
+    return out
+
+
+def quiet_between(fine: dict, usual: dict, width: pd.Timedelta, after, before) -> bool:
     """Whether the buckets between two spikes hold DETECTION_MINUTES of buckets in a row at or under their usual
     (what ends a spike in `_refine`); if not, the spend never went back to usual: one spike whose rate sagged."""
     gap = max(int(pd.Timedelta(minutes=DETECTION_MINUTES) / width), 2)
@@ -318,31 +329,23 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
     if lone_usual:
         hot = _after_quiet(coarse, coarse_width, usual, hot, Decimal(SPIKE_FLOOR_USD) * Decimal(str(hours)))
     if coarse_width == width:
-        spans: list[tuple] = []
-        for first, last in (_ramped(coarse, usual, width, run) if width < pd.Timedelta(days=1) else (run[0], run[-1])
-                            for run in _runs(hot, width)):
-            # two runs with no quiet stretch between: one spike whose middle met a usual inflated by what that hour
-            # spends on other days (the nightly batch at 02:00 it overlaps)
-            if spans and width < pd.Timedelta(days=1) and not _quiet_between(coarse, usual, width, spans[-1][1], first):
-                spans[-1] = (spans[-1][0], max(last, spans[-1][1]))
-            else:
-                spans.append((first, last))
-        return usual, spans
+        if width >= pd.Timedelta(days=1):
+            return usual, [(run[0], run[-1]) for run in _runs(hot, width)]
+        # two runs with no quiet stretch between: one spike whose middle met a usual inflated by what that hour
+        # spends on other days (the nightly batch at 02:00 it overlaps)
+        return usual, _joined([_ramped(coarse, usual, width, run) for run in _runs(hot, width)],
+                              lambda last, first: quiet_between(coarse, usual, width, last, first))
     per = Decimal(int(coarse_width / width))
     # a series that spent nothing before its spike: all it spends next to it is the spike's, however thin
     edge = Decimal(0) if new else REFINE_SHARE["whole" if against_busy else "outside_proxy"]
 
     def refined(usual: dict) -> tuple[dict, list]:
         usual_fine = _usual(fine, width, fallback=lambda t: usual.get(t.floor(coarse_width), Decimal(0)) / per)[0]
-        spans: list[tuple] = []
-        for first, last in sorted(_refine(fine, usual_fine, width, run[0], run[-1] + coarse_width, edge)
-                                  for run in _runs(hot, coarse_width)):
-            if spans and (first <= spans[-1][1] + coarse_width      # two runs refined into one stretch, or spending
-                          or not _quiet_between(fine, usual_fine, width, spans[-1][1], first)):   # above usual between
-                spans[-1] = (spans[-1][0], max(last, spans[-1][1]))
-            else:
-                spans.append((first, last))
-        return usual_fine, spans
+        # two runs refined into one stretch, or spending above usual between, are one
+        return usual_fine, _joined(sorted(_refine(fine, usual_fine, width, run[0], run[-1] + coarse_width, edge)
+                                          for run in _runs(hot, coarse_width)),
+                                   lambda last, first: first > last + coarse_width
+                                   and quiet_between(fine, usual_fine, width, last, first))
 
     usual_fine, spans = refined(usual)
     if lone_usual and from_fine and (clean := _before_spike(fine, width, coarse_width, spans)):
@@ -477,6 +480,12 @@ def _trimmed(run: list, other: set, sizes: tuple, costs: dict, usual: dict) -> l
 PROBE_SHARE = 0.1               # a key test's calls carry at most this share of the input tokens of the spike's calls
 
 
+def _lead(width: pd.Timedelta) -> pd.Timedelta:
+    """The stretch next to a spike searched for its key test, first or last calls: DETECTION_MINUTES (a quiet
+    stretch that long ends a spike), a bucket at least."""
+    return max(int(pd.Timedelta(minutes=DETECTION_MINUTES) / width), 1) * width
+
+
 def _sizes(rows: pd.DataFrame) -> pd.Series:
     """Input tokens a call per bucket of a series' rows (buckets with calls)."""
     per = rows.groupby("bucket_start")[["requests", "input_tokens"]].sum()
@@ -501,13 +510,10 @@ def own_edges(rows: pd.DataFrame, run: list, width: pd.Timedelta) -> list:
     busy = None if mine is None else mine[mine["requests"] > 0]
     if busy is None or busy.empty:
         return run
-    inside, outside = busy[busy.index.isin(run)], busy[~busy.index.isin(run)]
-    if not inside["input_tokens"].sum() or not outside["input_tokens"].sum():
+    ratios = _output_ratios(busy[busy.index.isin(run)], busy[~busy.index.isin(run)])
+    if ratios is None:
         return run
-    rho = float(inside["output_tokens"].sum() / inside["input_tokens"].sum())
-    r = float(outside["output_tokens"].sum() / outside["input_tokens"].sum())
-    if not (rho and r and max(rho / r, r / rho) >= MIXED_FACTOR):
-        return run
+    rho, r = ratios
     middle = (rho * r) ** 0.5
 
     def own(t) -> bool:
@@ -534,7 +540,7 @@ def key_test(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta) ->
         return []
     sizes = _sizes(rows)
     spike = sizes[sizes.index.isin(run)]
-    lead = max(int(pd.Timedelta(minutes=DETECTION_MINUTES) / width), 1) * width
+    lead = _lead(width)
     near = sizes[(sizes.index >= run[0] - lead) & (sizes.index < run[0])]
     rest = sizes[~sizes.index.isin(run) & ~sizes.index.isin(near.index)]
     if spike.empty or near.empty:
@@ -549,16 +555,16 @@ LEAD_GAP_MINUTES = 5             # a spike's first calls come at most this far a
 
 def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, after: bool = False) -> list:
     """The buckets before a spike (sub-daily `run`) that hold its first calls: within DETECTION_MINUTES before it,
-    buckets whose calls of its main model are of its size (within MIXED_FACTOR of its median bucket's) when the
-    key's own calls of that model are not (their median bucket MIXED_FACTOR times off, calls of the spike's size in
-    at most PROBE_SHARE of their buckets); and, where the export has output tokens and the spike's calls write
-    MIXED_FACTOR times more (or less) a token of input than the key's others, the buckets that hold half a call of
-    the spike's or more by their output (`_output_split`), their calls no MIXED_FACTOR times larger than its. A stolen key's first calls after it was found (a
-    stuffing script's hit, a test with a real prompt) come minutes before the script spends it, too thin to stand
-    out as a spike. Only those each within LEAD_GAP_MINUTES of the next (the spike's first bucket for the last).
-    Returns those buckets, earliest first; none for buckets wider than DETECTION_MINUTES (an hour before a spike is
-    not its first minutes). `after`: the same after the spike, its last calls (a slow script's last call after a
-    quiet minute that ended the refined spike)."""
+    buckets whose calls of its main model are of its size (within MIXED_FACTOR of its median bucket's) when the key's
+    own calls of that model are not (their median bucket MIXED_FACTOR times off, calls of the spike's size in at most
+    PROBE_SHARE of their buckets); and, where the export has output tokens and the spike's calls write MIXED_FACTOR
+    times more (or less) a token of input than the key's others, the buckets that hold half a call of the spike's or
+    more by their output (`_output_split`), their calls no MIXED_FACTOR times larger than its. A stolen key's first
+    calls after it was found (a stuffing script's hit, a test with a real prompt) come minutes before the script spends
+    it, too thin to stand out as a spike. Only those each within LEAD_GAP_MINUTES of the next (the spike's first bucket
+    for the last). Returns those buckets, earliest first; none for buckets wider than DETECTION_MINUTES (an hour before
+    a spike is not its first minutes). `after`: the same after the spike, its last calls (a slow script's last call
+    after a quiet minute that ended the refined spike)."""
     if not run or width > pd.Timedelta(minutes=DETECTION_MINUTES) or "input_tokens" not in rows:
         return []
     mine = _main_model_buckets(rows, run)
@@ -566,17 +572,17 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, aft
         return []
     busy = mine[mine["requests"] > 0]
     size = busy["input_tokens"] / busy["requests"]
-    lead = max(int(pd.Timedelta(minutes=DETECTION_MINUTES) / width), 1) * width
+    lead = _lead(width)
     spike = float(size[size.index.isin(run)].median())
     near = size[(size.index > run[-1]) & (size.index <= run[-1] + lead)] if after else \
         size[(size.index >= run[0] - lead) & (size.index < run[0])]
-    own = size[~size.index.isin(run) & ~size.index.isin(near.index)]
+    others = busy[~busy.index.isin(run) & ~busy.index.isin(near.index)]     # the key's own calls
+    own = size[others.index]
     if near.empty or own.empty or not spike:
         return []
 
     core = busy[busy.index.isin(run)]
     a = float(core["input_tokens"].sum() / core["requests"].sum())
-    others = busy[~busy.index.isin(run) & ~busy.index.isin(near.index)]
     # ...calls no larger than the spike's (a batch of long documents right after it writes more than the key's
     # usual too)
     by_output = {t for t in near.index if t in costs and near[t] < spike * MIXED_FACTOR
@@ -695,10 +701,9 @@ def quiet_levels(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta
     attacker calling them too would lift their level beyond anything the key's own work reached, and the attack's cost
     would sink into a usual it made. None without call counts or when the other models' usual bucket holds fewer than
     QUIET_MIN_CALLS calls."""
-    inside = rows[rows["bucket_start"].isin(run)]
-    if inside.empty or not inside["requests"].any():
+    main = _main_model(rows, run)
+    if main is None:
         return {}
-    main = inside.groupby("model")["cost_usd"].sum().idxmax()
     per = rows[rows["model"] != main].groupby("bucket_start")["requests"].sum()
     calls = {t: Decimal(int(per.get(t, 0))) for t in costs}
     usual = _usual(calls, width, frozenset(run))[0]
@@ -708,13 +713,20 @@ def quiet_levels(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta
             if usual[t] >= QUIET_MIN_CALLS and (calls[t] < usual[t] * level or usual[t] < calls[t] * level <= seen)}
 
 
-def _main_model_buckets(rows: pd.DataFrame, run: list) -> pd.DataFrame | None:
-    """The spike's main model's (its dearest in the run's buckets) calls, input tokens and cost per bucket, over the
-    whole series; None when the export shows no calls in the run."""
+def _main_model(rows: pd.DataFrame, run: list) -> str | None:
+    """The spike's main model: its dearest in the run's buckets; None when the export shows no calls in the run."""
     inside = rows[rows["bucket_start"].isin(run)]
     if inside.empty or not inside["requests"].any():
         return None
-    model = inside.groupby("model")["cost_usd"].sum().idxmax()
+    return inside.groupby("model")["cost_usd"].sum().idxmax()
+
+
+def _main_model_buckets(rows: pd.DataFrame, run: list) -> pd.DataFrame | None:
+    """The spike's main model's (`_main_model`) calls, input and output tokens and cost per bucket, over the whole
+    series; None when the export shows no calls in the run."""
+    model = _main_model(rows, run)
+    if model is None:
+        return None
     return rows[rows["model"] == model].groupby("bucket_start")[
         ["requests", "input_tokens", "cost_usd", *(["output_tokens"] if "output_tokens" in rows else [])]].sum()
 
@@ -734,15 +746,23 @@ def _split(bucket: pd.Series, core: pd.DataFrame, outside: pd.DataFrame, a: floa
     return _spike_calls(float(bucket["requests"]), float(bucket["input_tokens"]), a, b), "calls"
 
 
+def _output_ratios(spike: pd.DataFrame, others: pd.DataFrame) -> tuple[float, float] | None:
+    """(rho, r): output tokens a token of input of the spike's calls and of the key's others, when both are known
+    and MIXED_FACTOR apart (else None: output does not tell them apart)."""
+    if "output_tokens" not in spike or not spike["input_tokens"].sum() or not others["input_tokens"].sum():
+        return None
+    rho = float(spike["output_tokens"].sum() / spike["input_tokens"].sum())
+    r = float(others["output_tokens"].sum() / others["input_tokens"].sum())
+    return (rho, r) if rho and r and max(rho / r, r / rho) >= MIXED_FACTOR else None
+
+
 def _output_split(bucket: pd.Series, core: pd.DataFrame, outside: pd.DataFrame, a: float) -> float | None:
     """`_split` by output tokens: the spike's calls in the bucket, or None when the export has no output tokens or
     the spike's output to input is within MIXED_FACTOR of the key's other calls'."""
-    if "output_tokens" not in bucket or not core["input_tokens"].sum() or not outside["input_tokens"].sum():
+    ratios = _output_ratios(core, outside) if "output_tokens" in bucket else None
+    if ratios is None:
         return None
-    rho = float(core["output_tokens"].sum() / core["input_tokens"].sum())
-    r = float(outside["output_tokens"].sum() / outside["input_tokens"].sum())
-    if not (rho and r and max(rho / r, r / rho) >= MIXED_FACTOR):
-        return None
+    rho, r = ratios
     tokens = float(bucket["input_tokens"])
     spike_input = max((float(bucket["output_tokens"]) - r * tokens) / (rho - r), 0.0)
     if spike_input >= tokens:            # writing as much as the spike's calls or more: all of them its
@@ -836,9 +856,10 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
             other, sizes = other_workload(mine_all, costs, usual, found_run)
             run = own_edges(mine_all, _trimmed(found_run, other, sizes, costs, usual), step)
             by_output = split_by_output(mine_all, costs, usual, found_run, run)
+            by_output_buckets = {m.bucket for m in by_output}
             tails = [m for m in by_output if m.bucket not in run]
             mixed = [m for m in mixed_edges(mine_all, costs, usual, run, step)
-                     if m.bucket not in {x.bucket for x in by_output}] + [m for m in by_output if m.bucket in run]
+                     if m.bucket not in by_output_buckets] + [m for m in by_output if m.bucket in run]
             run = [t for t in run if not any(m.bucket == t and m.spike_calls < 1 for m in mixed)]
             mixed += (beside := mixed_neighbours(mine_all, costs, run, step)) + tails
             run = sorted(run + [m.bucket for m in beside + tails])
