@@ -135,9 +135,10 @@ def new_address_step(facts: str) -> Step:
 
 
 def spread_step(facts: str) -> Step:
-    """Requests of a valid key first seen after the logs begin (no past in them to compare its addresses with) used
-    from SPREAD_MIN_ADDRESSES or more public addresses, more than twice as many as any other key of the case ever
-    used (a key committed to a public repository, used from wherever it was found)."""
+    """Requests of a valid key with no past in the logs to compare its addresses with (first seen after they begin,
+    or seen first in the spread itself: a leak already running when the logs start) used from SPREAD_MIN_ADDRESSES
+    or more public addresses, more than twice as many as any other key of the case ever used (a key committed to a
+    public repository, used from wherever it was found)."""
     return Step("spread_candidates", f"""
         WITH span AS (SELECT min(start_time) AS t0 FROM {facts}),
         spread AS (
@@ -145,17 +146,20 @@ def spread_step(facts: str) -> Step:
                    count(DISTINCT client_ip) FILTER (WHERE NOT {internal_ip_sql('client_ip')}) AS public_ips
             FROM {facts} WHERE key_valid AND client_ip IS NOT NULL GROUP BY ALL
         ), wide AS (
-            SELECT s.key_hash FROM spread s, span
-            WHERE s.key_first > span.t0 AND s.public_ips >= {SPREAD_MIN_ADDRESSES}
+            SELECT s.key_hash, s.key_first, s.key_first > span.t0 AS new_key FROM spread s, span
+            WHERE s.public_ips >= {SPREAD_MIN_ADDRESSES}
               AND s.public_ips > 2 * coalesce((SELECT max(o.public_ips) FROM spread o
                                                WHERE o.key_hash <> s.key_hash), 0)
         ), candidates AS (   -- its calls from public addresses, in sessions that are themselves that spread
             SELECT * FROM ({sessions_sql(f"(SELECT f.* FROM {facts} f SEMI JOIN wide USING (key_hash) "
                                          f"WHERE NOT {internal_ip_sql('f.client_ip')})", 'key_hash', SLOW_GAP_MINUTES)})
+        ), sessions AS (
+            SELECT part, session_no, min(start_time) AS first FROM candidates GROUP BY ALL
+            HAVING count(DISTINCT client_ip) >= {SPREAD_MIN_ADDRESSES}
         )
-        SELECT * FROM candidates c WHERE (c.part, c.session_no) IN (
-            SELECT (part, session_no) FROM candidates GROUP BY ALL
-            HAVING count(DISTINCT client_ip) >= {SPREAD_MIN_ADDRESSES})
+        -- a key there from the logs' first call: only when its first call opens the spread (no past of its own)
+        SELECT c.* FROM candidates c SEMI JOIN sessions USING (part, session_no) JOIN wide w ON w.key_hash = c.part
+        WHERE w.new_key OR EXISTS (SELECT 1 FROM sessions s WHERE s.part = c.part AND s.first = w.key_first)
     """)
 
 

@@ -265,13 +265,14 @@ def _joined(spans: list[tuple], apart) -> list[tuple]:
     return out
 
 
-def quiet_between(fine: dict, usual: dict, width: pd.Timedelta, after, before) -> bool:
+def quiet_between(fine: dict, usual: dict, width: pd.Timedelta, after, before, floor: Decimal = Decimal(0)) -> bool:
     """Whether the buckets between two spikes hold DETECTION_MINUTES of buckets in a row at or under their usual
-    (what ends a spike in `_refine`); if not, the spend never went back to usual: one spike whose rate sagged."""
+    (what ends a spike in `_refine`), or at most `floor` above it; if not, the spend never went back to usual: one
+    spike whose rate sagged."""
     gap = max(int(pd.Timedelta(minutes=DETECTION_MINUTES) / width), 2)
     quiet = 0
     for t in sorted(t for t in fine if after < t < before):
-        quiet = quiet + 1 if fine[t] <= usual[t] else 0
+        quiet = quiet + 1 if fine[t] - usual[t] <= floor else 0
         if quiet >= gap:
             return True
     return False
@@ -332,9 +333,16 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
         if width >= pd.Timedelta(days=1):
             return usual, [(run[0], run[-1]) for run in _runs(hot, width)]
         # two runs with no quiet stretch between: one spike whose middle met a usual inflated by what that hour
-        # spends on other days (the nightly batch at 02:00 it overlaps)
-        return usual, _joined([_ramped(coarse, usual, width, run) for run in _runs(hot, width)],
-                              lambda last, first: quiet_between(coarse, usual, width, last, first))
+        # spends on other days (the nightly batch at 02:00 it overlaps). Quiet: at most RAMP_SHARE of the larger
+        # run's mean excess above the usual (a night hour of a few calls where other nights had none is not a
+        # spike's spend: an attack at 01:00-03:00 and the office's morning ramp are two things)
+        spans = [_ramped(coarse, usual, width, run) for run in _runs(hot, width)]
+        level = {}
+        for first, last in spans:
+            inside = [costs - usual[t] for t, costs in coarse.items() if first <= t <= last]
+            level[first] = level[last] = sum(inside, Decimal(0)) / len(inside) * RAMP_SHARE
+        return usual, _joined(spans, lambda last, first: quiet_between(coarse, usual, width, last, first,
+                                                                       max(level[last], level[first], Decimal(0))))
     per = Decimal(int(coarse_width / width))
     # a series that spent nothing before its spike: all it spends next to it is the spike's, however thin
     edge = Decimal(0) if new else REFINE_SHARE["whole" if against_busy else "outside_proxy"]

@@ -86,9 +86,9 @@ def classify(case: Case, inc: Incident, facts: str) -> None:
         inc.evidence.append(f"{f['n']} requests at {SURGE_TEXT} the whole proxy's rate of the hour before; {cost}")
     elif inc.detector == "spread":
         inc.kind, inc.verdict = "leaked_key", "attack"
-        inc.evidence.append(f"key(s) {', '.join(map(str, f['keys'] or []))}, new to the logs, used from "
-                            f"{f['public_ips']} public addresses, more than twice as many as any other key of the "
-                            f"case ever used; {cost}")
+        inc.evidence.append(f"key(s) {', '.join(map(str, f['keys'] or []))}, with no past in the logs before it, used "
+                            f"from {f['public_ips']} public addresses, more than twice as many as any other key of "
+                            f"the case ever used; {cost}")
     elif inc.detector == "new_address":
         # a public address the key had never used before the incident; one it had used before (the pair's later
         # sessions: an employee's home address on another day) is not news

@@ -83,6 +83,21 @@ def test_a_new_key_used_from_many_public_addresses_is_a_leaked_key_even_with_min
         assert (inc.kind, inc.verdict, inc.detector, inc.requests) == ("leaked_key", "attack", "spread", 150)
 
 
+def test_a_leak_already_running_when_the_logs_begin_is_a_leaked_key():
+    """Matrix seed 42 #103: the logs (a few minutes of history) open with the leaked key's first call; it is used
+    slowly for 7 hours from nine public addresses while the app servers call from inside. No past of its own to
+    compare with, like a key first seen later: its spread is the leak. A key whose first calls came from its own
+    server before the public addresses is judged by its new addresses, not by the spread."""
+    app = [r for r in _baseline(1) if r[1] < T0 + timedelta(hours=8)]
+    leak = [(f"l{i}", T0 + timedelta(minutes=2 * i, seconds=-1), "c" * 64, f"203.0.113.{40 + i % 9}", "success",
+             None, "0.03") for i in range(210)]
+    [inc] = find_incidents(_case(app + leak)).incidents
+    assert (inc.kind, inc.verdict, inc.detector, inc.requests) == ("leaked_key", "attack", "spread", 210)
+    own = [(f"o{i}", T0 + timedelta(minutes=i, seconds=-1), "c" * 64, "10.0.0.7", "success", None, "0.03")
+           for i in range(5)]
+    assert all(i.detector != "spread" for i in find_incidents(_case(app + own + leak[10:])).incidents)
+
+
 def test_a_new_key_from_as_few_addresses_as_the_others_use_is_no_incident():
     # two app servers use one address each: a new key from two public addresses is a new app, not a leak
     assert find_incidents(_leak(20, 2)).incidents == []

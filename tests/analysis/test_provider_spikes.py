@@ -434,6 +434,21 @@ def test_an_hour_whose_usual_is_a_nightly_batch_does_not_split_a_spike():
     assert spans == [(t0 + (3 * 24 + 22) * HOUR, t0 + (3 * 24 + 27) * HOUR)]
 
 
+def test_an_attack_at_night_and_the_mornings_ramp_are_two_spikes():
+    """Hourly usage (matrix seed 42 #5): three days of a key spending ~$1.50 an hour, nothing at 04:00; a stuffed
+    key's $89 and $113 at 01:00-02:00, then a night of a few calls and the office's morning above twice its usual
+    from 07:00. 04:00 and 05:00 spent cents over their usual (nothing on other nights): no quiet hour between by
+    the letter, the attack ran on to 09:00 (+7 h, +52 % of its cost). A bucket a twentieth of the larger run's
+    mean excess above its usual is quiet: the attack ends at 02:00."""
+    t0 = pd.Timestamp("2026-11-13")
+    costs = {t0 + h * HOUR: Decimal(0) if h % 24 == 4 else Decimal("1.5") for h in range(3 * 24 + 12)}
+    night = {25: "89.9", 26: "113.8", 27: "0.28", 28: "0.94", 29: "1.6", 30: "2.6", 31: "5.2", 32: "9.0", 33: "3.0"}
+    for h, c in night.items():
+        costs[t0 + (2 * 24 + h) * HOUR] = Decimal(c)
+    _, spans = series_spikes(costs, HOUR)
+    assert spans[0] == (t0 + (3 * 24 + 1) * HOUR, t0 + (3 * 24 + 2) * HOUR)
+
+
 def test_a_slow_scripts_spike_does_not_start_at_the_keys_own_calls_before_it():
     """Per-minute usage (matrix seed 77 #326): the key's own gpt-4o calls, one a minute at 50k input and 1 %
     output, then a script at three calls a minute (25k input, 10 % output). Its ramp took in the two minutes of
