@@ -146,8 +146,9 @@ def filled(buckets: pd.DataFrame, width: pd.Timedelta, lo=None, hi=None) -> dict
 def _usual(costs: dict, width: pd.Timedelta, hot=frozenset(), fallback=None) -> tuple[dict, Decimal]:
     """Per bucket, its usual cost: the median of the same time of day on the other days (sub-daily buckets), else
     `fallback(bucket)` (a coarser series' usual, spread), else the median of the series' other busy buckets, spikes
-    found so far (`hot`) left out (quiet nights are not the baseline, nor is the spike); and the median busy
-    bucket."""
+    found so far (`hot`) left out (quiet nights are not the baseline, nor is the spike); of the same kind of day
+    (weekday or weekend, UTC) when SAME_KIND_MIN_DAYS of them are busy (a Monday's usual is not a Sunday's, nor
+    the median of a week that is two-sevenths weekend); and the median busy bucket."""
     busy = _median([c for c in costs.values() if c])
     by_slot: dict = {}
     if width < pd.Timedelta(days=1):
@@ -161,8 +162,23 @@ def _usual(costs: dict, width: pd.Timedelta, hot=frozenset(), fallback=None) -> 
         elif fallback is not None:
             usual[t] = fallback(t)
         else:
-            usual[t] = _median([c for u, c in costs.items() if c and u != t and u not in hot])
+            same = _same_kind(costs, t, hot) if width >= pd.Timedelta(days=1) else None
+            usual[t] = _median(same if same is not None else
+                               [c for u, c in costs.items() if c and u != t and u not in hot])
     return usual, busy
+
+
+SAME_KIND_MIN_DAYS = 2           # a daily bucket's usual is its kind of day's (weekday, weekend) with this many busy
+
+
+def _same_kind(values: dict, t, hot=frozenset()) -> list | None:
+    """The busy daily buckets' values of the same kind of day as `t` (weekday or weekend, UTC), `t`, `hot` and the
+    series' first and last bucket left out (the day the history begins in and the day it was collected on are part
+    days); None when fewer than SAME_KIND_MIN_DAYS."""
+    edges = (min(values), max(values))
+    same = [c for u, c in values.items()
+            if c and u != t and u not in hot and u not in edges and (u.day_of_week >= 5) == (t.day_of_week >= 5)]
+    return same if len(same) >= SAME_KIND_MIN_DAYS else None
 
 
 PRECEDING_MIN_BUCKETS = 1        # the preceding window is a usual when it holds at least this many busy buckets
@@ -698,7 +714,7 @@ QUIET_LEVEL = 0.75               # a bucket where the key's other models ran und
 QUIET_MIN_CALLS = 50             # ...counting at least this many calls in their usual bucket (fewer are noise)
 
 
-def quiet_levels(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta) -> dict:
+def quiet_levels(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, share=None) -> dict:
     """Per bucket of a spike: the share of their usual calls that the key's other models (not the spike's main one) made
     there, when under QUIET_LEVEL (or busier, below); their usual as the spend's (`_usual`: the same time on other days,
     else their other buckets), the spike's buckets left out. The key's own work was quieter there (an attack over a
@@ -708,17 +724,20 @@ def quiet_levels(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta
     way, but only where those models' calls stay within 1 / QUIET_LEVEL times the most they made in another bucket: an
     attacker calling them too would lift their level beyond anything the key's own work reached, and the attack's cost
     would sink into a usual it made. None without call counts or when the other models' usual bucket holds fewer than
-    QUIET_MIN_CALLS calls."""
+    QUIET_MIN_CALLS calls. `share(bucket)`: the part of a bucket the evidence covers (`covered_share`): its calls
+    count as a whole bucket's would (the export's last day, collected at 02:00, is not a day of five calls)."""
     main = _main_model(rows, run)
     if main is None:
         return {}
     per = rows[rows["model"] != main].groupby("bucket_start")["requests"].sum()
-    calls = {t: Decimal(int(per.get(t, 0))) for t in costs}
+    calls = {t: Decimal(int(per.get(t, 0))) / (share(t) if share is not None and share(t) else 1) for t in costs}
     usual = _usual(calls, width, frozenset(run))[0]
     seen = max((c for t, c in calls.items() if t not in run), default=Decimal(0))
     level = Decimal(str(QUIET_LEVEL))
+    # a day whose usual is its own kind of day's (`_same_kind`) needs no level: the other models' noise is not news
     return {t: float(calls[t] / usual[t]) for t in run
-            if usual[t] >= QUIET_MIN_CALLS and (calls[t] < usual[t] * level or usual[t] < calls[t] * level <= seen)}
+            if usual[t] >= QUIET_MIN_CALLS and (calls[t] < usual[t] * level or usual[t] < calls[t] * level <= seen)
+            and (width < pd.Timedelta(days=1) or _same_kind(costs, t, frozenset(run)) is None)}
 
 
 def _main_model(rows: pd.DataFrame, run: list) -> str | None:
@@ -854,7 +873,8 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
     if frame.empty:
         return []
     found = []
-    frame, spikes = _spikes(frame, case.query(export_spans_step()))
+    exports = case.query(export_spans_step())
+    frame, spikes = _spikes(frame, exports)
     slots = surge_slots(case)
     for provider, series, minutes, costs, usual, spans in spikes:
         step = timedelta(minutes=minutes)
@@ -872,12 +892,14 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
             mixed += (beside := mixed_neighbours(mine_all, costs, run, step)) + tails
             run = sorted(run + [m.bucket for m in beside + tails])
             split = {m.bucket for m in mixed}
-            levels = {t: v for t, v in quiet_levels(mine_all, costs, run, step).items() if t not in split}
+            share = covered_share(exports, step, min(costs), max(costs))
+            levels = {t: v for t, v in quiet_levels(mine_all, costs, run, step, share).items() if t not in split}
             usual_here = usual | {t: usual[t] * Decimal(str(round(v, 6))) for t, v in levels.items()}
             # a split bucket: the spike's calls alone
             spent = costs | {m.bucket: usual_here[m.bucket] + m.cost for m in mixed}
-            adjusted = proxy_adjusted(spent, usual_here, run, step, slots)[2] if slots else 0   # nginx's part alone
-            run, excess, _ = proxy_adjusted(spent, usual_here, run, step, slots, other - split)
+            settled = {m.bucket for m in mixed if m.by == "output"}
+            adjusted = proxy_adjusted(spent, usual_here, run, step, slots, settled=settled)[2] if slots else 0
+            run, excess, _ = proxy_adjusted(spent, usual_here, run, step, slots, other - split, settled)
             if not run:
                 continue
             probes = key_test(mine_all, costs, run, step)

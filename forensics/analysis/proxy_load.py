@@ -51,13 +51,15 @@ def surge_slots(case: Case) -> set:
 
 
 def proxy_adjusted(costs: dict, usual: dict, run: list, width: pd.Timedelta, slots: set,
-                   also: set = frozenset()) -> tuple[list, Decimal, int]:
+                   also: set = frozenset(), settled: set = frozenset()) -> tuple[list, Decimal, int]:
     """A spike's buckets `run` (sub-daily) and its excess over `usual` (none below it), with the buckets in which
     nginx shows the proxy's own surge (`slots`) taken at the spike's level around them (`_around`; never above their
     own excess):
     (the run, a surge stretch at either edge cut off when the buckets are no finer than a slot, the excess, how
     many buckets were adjusted). Unchanged when no bucket surges, or when half or more do (nginx shows the spike
-    itself). `also`: buckets taken the same way for another reason (provider_spikes.other_workload)."""
+    itself). `also`: buckets taken the same way for another reason (provider_spikes.other_workload). `settled`:
+    buckets whose spike part is already set apart from the rest (split by output tokens, `costs` holding their usual
+    and the spike's part alone): the proxy's surge there is the part taken out, not a reason to cut or level them."""
     # a bucket spending less than its usual holds none of the spike's spend, not a negative part: the usual is
     # what the key spent there on other days (a nightly batch that started five minutes later tonight)
     excess = {t: max(costs[t] - usual[t], Decimal(0)) for t in run}
@@ -65,7 +67,9 @@ def proxy_adjusted(costs: dict, usual: dict, run: list, width: pd.Timedelta, slo
     if width >= pd.Timedelta(days=1) or not (slots or also) or not any(usual[t] for t in run):
         return run, total, 0      # a series that usually spends nothing there is not the proxy's: its load is not in it
     slot = pd.Timedelta(minutes=SLOT_MINUTES)
-    hot = [t in also or any(s in slots for s in pd.date_range(t.floor(slot), t + width - pd.Timedelta(1), freq=slot))
+    hot = [t not in settled and (t in also or any(s in slots for s in pd.date_range(t.floor(slot),
+                                                                                    t + width - pd.Timedelta(1),
+                                                                                    freq=slot)))
            for t in run]
     if not any(hot) or sum(hot) * 2 >= len(run):
         return run, total, 0

@@ -109,6 +109,22 @@ def test_buckets_where_nginx_shows_the_proxy_surging_are_taken_at_the_spike_leve
     assert proxy_adjusted(costs, usual, run, HOUR, everywhere) == (run, Decimal(sum(spend) - 6), 0)
 
 
+def test_a_bucket_split_by_output_keeps_its_part_where_nginx_shows_the_proxy_surging():
+    """Hourly spend of a key used outside the proxy 22:15-02:32 (matrix seed 11 #190); the proxy's nightly batch
+    starts at 02:00 and nginx shows it. The output split already set the attack's part of 02:00 apart ($13.70 of
+    $34.31): cut off as a surge at the spike's edge, the attack came out 17 % short. A settled bucket keeps its
+    part."""
+    from forensics.analysis.proxy_load import proxy_adjusted
+
+    t0 = pd.Timestamp("2026-11-14 22:00")
+    costs = {t0 + i * HOUR: Decimal(c) for i, c in enumerate(["10.64", "15.08", "24.66", "29.48", "14.99"])}
+    usual = dict.fromkeys(costs, Decimal("1.29"))
+    run = sorted(costs)
+    batch = {t0 + 4 * HOUR + pd.Timedelta(minutes=15)}
+    assert proxy_adjusted(costs, usual, run, HOUR, batch)[:2] == (run[:4], Decimal("74.70"))
+    assert proxy_adjusted(costs, usual, run, HOUR, batch, settled={run[4]}) == (run, Decimal("88.40"), 0)
+
+
 def test_a_spike_starts_at_its_ramp():
     """A stolen key's script starting slowly: one minute at a twelfth of its rate, then the full rate for 40
     minutes, over the proxy's quiet night. The slow first minute is above twice its usual and above a twentieth of
@@ -329,6 +345,28 @@ def test_a_weekend_spikes_usual_follows_the_keys_other_models():
     assert set(levels) == set(run) and abs(levels[run[0]] - 88 / 203) < 1e-9 and abs(levels[run[1]] - 94 / 203) < 1e-9
     busy = rows.assign(requests=rows["requests"].where(rows["model"] != "gpt-4o-mini", 400))
     assert quiet_levels(busy, costs, run, day) == {}
+
+
+def test_a_mondays_usual_is_the_other_weekdays():
+    """Daily usage, Monday to Sunday of history, the attack on the next Monday, the export collected early on the
+    Tuesday (matrix seed 11 #278): the median of all days (a week two-sevenths weekend) and the key's gpt-4o-mini
+    calls at 136 % of it (the Tuesday's five calls among them) raised the Monday's usual and took $8 off the attack
+    (-18 %). Its usual is the other weekdays' ($24), the part days at the export's ends left out, and with a
+    usual of its own kind of day the other models' level does not move it. A Saturday after weekdays alone keeps
+    the median of them all."""
+    from forensics.analysis.provider_spikes import _usual, quiet_levels
+
+    day = pd.Timedelta(days=1)
+    t0 = pd.Timestamp("2026-11-09")
+    days = [(112, 23.9, 132), (88, 20.5, 180), (105, 27.2, 157), (105, 23.0, 183), (112, 25.0, 148),
+            (35, 7.3, 70), (38, 7.3, 75), (1302, 90.6, 207), (1, 0.1, 5)]
+    rows = _rows([r for i, (n, c, mini) in enumerate(days) for r in (
+        (t0 + i * day, "gpt-4o", n, 80_000 * n, c), (t0 + i * day, "gpt-4o-mini", mini, 2_300 * mini, 0.0004 * mini))])
+    costs = {t0 + i * day: Decimal(str(c)) for i, (_, c, _) in enumerate(days)}
+    monday = t0 + 7 * day
+    usual = _usual(costs, day, frozenset({monday}))[0]
+    assert usual[monday] == Decimal("24.0") and usual[t0 + 5 * day] == Decimal("23.0")
+    assert quiet_levels(rows, costs, [monday], day) == {}
 
 
 def _minute_usage(t0, spec: list[tuple]) -> pd.DataFrame:
