@@ -303,7 +303,8 @@ RAMP_SHARE = Decimal("0.05")     # before a refined spike, buckets above this sh
 
 
 def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
-                  longer: tuple[dict, pd.Timedelta] | None = None, share=None) -> tuple[dict, list[tuple]]:
+                  longer: tuple[dict, pd.Timedelta] | None = None, share=None,
+                  levels: dict | None = None) -> tuple[dict, list[tuple]]:
     """One series' spikes: (usual cost per bucket, [(first, last) bucket of each spike]).
 
     Searched at the series' width, or at DETECTION_MINUTES when finer: a spike bucket spends SPIKE_FACTOR times its
@@ -318,7 +319,9 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
     and it counts as a whole one in the others' usual.
     A spike found at the series' own width takes the part buckets at its edges (`_ramped`). A short export's
     preceding window is what it spent before the spike began, not the quarter the spike's first minutes fall in
-    (`_before_spike`)."""
+    (`_before_spike`). `levels` (daily series): per bucket, the share of their usual that the key's other models ran
+    at there, when quieter (`quiet_levels`): the bucket is held against its usual at that share (a weekend after
+    weekday-only history: an attack on the Sunday spent 1.7 times a weekday's usual, five times the Sunday's)."""
     coarse_width = max(width, pd.Timedelta(minutes=DETECTION_MINUTES))
     coarse: dict = {}
     for t, c in fine.items():
@@ -339,7 +342,9 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
         else:
             usual, busy = _usual(coarse, coarse_width, frozenset(hot), (lambda t: Decimal(0)) if new else None)
         bar = max(Decimal(SPIKE_FLOOR_USD) * Decimal(str(hours)), busy if against_busy and not new else Decimal(0))
-        hot = [t for t, c in sorted(coarse.items()) if c > usual[t] * Decimal(SPIKE_FACTOR) and c - usual[t] > bar]
+        held = usual | {t: usual[t] * Decimal(str(round(v, 6))) for t, v in (levels or {}).items()
+                        if t in usual and coarse_width == width}
+        hot = [t for t, c in sorted(coarse.items()) if c > held[t] * Decimal(SPIKE_FACTOR) and c - held[t] > bar]
     from_fine = coarse_width > width and (longer is None or coarse_width != longer[1])
     lone_usual = not new and coarse_width < pd.Timedelta(days=1)
     before_after_quiet = dict(usual)
@@ -429,7 +434,11 @@ def _spikes(frame: pd.DataFrame, exports: pd.DataFrame) -> tuple[pd.DataFrame, l
     for (provider, series), g in frame.groupby(["provider", "series"], sort=True):
         export = frame[frame["provider"] == provider]["bucket_start"]
         width, fine = _filled(g, export.min(), export.max())
-        usual, spans = series_spikes(fine, width, share=covered_share(exports, width, min(fine), max(fine)))
+        share = covered_share(exports, width, min(fine), max(fine))
+        levels = None
+        if width >= pd.Timedelta(days=1):   # a quiet day of the key's other models: its own work was quiet too
+            levels = {t: v for t in fine for v in [quiet_levels(g, fine, [t], width, share).get(t)] if v and v < 1}
+        usual, spans = series_spikes(fine, width, share=share, levels=levels)
         if spans and (models := new_models(g, spans)):
             return _spikes(split_new_models(frame, provider, series, models), exports)
         if spans:
@@ -945,6 +954,14 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
                     + (f" to {max(levels.values()):.0%}" if len(levels) > 1 else "")
                     + f" of their usual calls in {len(levels)} of its bucket(s) (a weekend, or a weekday after "
                     "history that was mostly one?): the key's own spend there is taken at that share of its usual")
+            if unlike := [t for t in run if step >= pd.Timedelta(days=1) and _same_kind(costs, t, frozenset(run))
+                          is None]:
+                inc.evidence.append(
+                    "the export holds too few other whole days of the same kind (weekday, weekend) to compare "
+                    + ", ".join(f"{t:%A %Y-%m-%d}" for t in unlike) + " with: the usual there is the other days' (at "
+                    "the other models' level where they show one), and a key's own work on a weekday can be several "
+                    "times a weekend day's: the cost above it is an estimate, not a measurement (finer buckets, or an "
+                    "export reaching further back, settle it)")
             if tests := [t for t in probes if t not in first_calls]:
                 inc.evidence.append(
                     f"it opens with {len(tests)} bucket(s) of tiny calls on the same key from {tests[0]:%H:%M} UTC "

@@ -145,12 +145,14 @@ def check_incident(t: dict, incidents: list[dict], used: set[int]) -> tuple[list
             reasons.append(f"addresses precision {precision:.2f} recall {recall:.2f} < {need} "
                            f"({len(got)} found, {len(expected)} true, {ip_basis})")
     cost_basis = _basis(seen, ("litellm", "provider"))
+    if cost_basis == "provider" and not seen["provider"].get("cost_determined", True):
+        metrics["cost_undetermined"] = True    # daily totals without a whole day of its kind: measured, not judged
     if cost_basis:
         true_cost = Decimal(t["cost_usd"] if cost_basis == "litellm" else seen["provider"]["cost_usd"])
         cost = Decimal(str(inc.get("cost_usd", 0)))
         err = (cost - true_cost) / true_cost if true_cost else Decimal(0) if cost == 0 else Decimal(1)
         metrics |= {"cost": float(cost), "true_cost": float(true_cost), "cost_err_pct": float(err * 100)}
-        if abs(err) > COST_TOLERANCE[cost_basis]:
+        if abs(err) > COST_TOLERANCE[cost_basis] and not metrics.get("cost_undetermined"):
             reasons.append(f"cost ${cost:.2f} vs ${true_cost:.2f} ({float(err) * 100:+.1f} %, tolerance "
                            f"{float(COST_TOLERANCE[cost_basis]) * 100:g} %, {cost_basis})")
     return reasons, metrics

@@ -196,6 +196,25 @@ def provider_baseline(window, bucket: str, first_us: int, last_us: int) -> bool:
     return clean >= w
 
 
+DAY_US = 86400 * US
+
+
+def provider_cost_determined(window, bucket: str, first_us: int, last_us: int) -> bool:
+    """Whether daily buckets can set the incident's cost apart from the key's own spend those days: the export holds,
+    outside the days the incident touches, a whole day (inside the logs' span) of each kind it touches, weekday or
+    weekend (UTC). A Monday's own spend is not in an export whose history is a part Friday and a weekend: the key
+    ran at two or three times the weekend's level, by nothing those totals hold. Finer buckets: always (the same
+    time on other days, the minutes before)."""
+    if bucket != "1d":
+        return True
+    days = range(first_us // DAY_US, last_us // DAY_US + 1)
+    whole = [d for d in range(-(-window.start // DAY_US), window.collected_at // DAY_US) if d not in days]
+
+    def weekend(day: int) -> bool:   # 1970-01-01 was a Thursday: day 2 a Saturday
+        return (day + 3) % 7 >= 5
+    return all(any(weekend(w) == weekend(d) for w in whole) for d in days)
+
+
 def seen_by(rows: pd.DataFrame, dep: Deployment, visible: pd.Series, scenario: str, window=None) -> dict:
     """Per present source: the first and last start of the incident's requests it records, the client addresses it
     shows, and (provider) the cost billed for it. nginx also gives `logged` (first and last line time: all a format
@@ -220,10 +239,12 @@ def seen_by(rows: pd.DataFrame, dep: Deployment, visible: pd.Series, scenario: s
     billed = rows[(rows["outcome"] == "ok") & rows["provider"].isin(dep.providers)]
     if "provider" in dep.sources and len(billed):
         bucket = dep.usage_bucket(billed["provider"].iloc[0])
-        baseline = window is None or provider_baseline(window, bucket, int(billed["t_start"].min()),
-                                                       int(billed["t_start"].max()))
+        first, last = int(billed["t_start"].min()), int(billed["t_start"].max())
+        baseline = window is None or provider_baseline(window, bucket, first, last)
         out["provider"] = _span(billed["t_start"]) | {"cost_usd": _usd(billed["cost_nano"].sum()), "bucket": bucket,
-                                                       "separable": scenario not in PROXY_VISIBLE_ONLY and baseline}
+                                                       "separable": scenario not in PROXY_VISIBLE_ONLY and baseline,
+                                                       "cost_determined": window is None or provider_cost_determined(
+                                                           window, bucket, first, last)}
     return out
 
 
@@ -244,7 +265,10 @@ def deployment_incident_truth(inc: Incident, built: Built, dep: Deployment, visi
                                         "bucket": dep.openai_usage_bucket,
                                         "separable": provider_baseline(built.window, dep.openai_usage_bucket,
                                                                        int(calls["t_start"].min()),
-                                                                       int(calls["t_start"].max()))}
+                                                                       int(calls["t_start"].max())),
+                                        "cost_determined": provider_cost_determined(
+                                            built.window, dep.openai_usage_bucket, int(calls["t_start"].min()),
+                                            int(calls["t_start"].max()))}
     else:
         rows = built.frame[built.frame["incident"] == inc.id]
         t["seen_by"] = seen_by(rows, dep, visible, scenario, built.window)

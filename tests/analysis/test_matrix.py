@@ -9,6 +9,7 @@ and the worst draws; the slow tier runs 50 draws; the default tier checks the ch
 """
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from forensics.simulate import matrix
@@ -63,6 +64,41 @@ def test_provider_data_alone_may_say_suspicious_within_one_bucket():
     # (matrix seed 5 #238: the minute-by-minute incident was right, the checker took the day)
     day = spike | {"start": "2026-11-16T00:00:00Z", "end": "2026-11-17T00:00:00Z", "cost_usd": 150.0}
     assert matrix.check(truth, {"incidents": [day, spike]})[0] == []
+
+
+def test_daily_totals_without_a_whole_day_of_the_attacks_kind_are_judged_by_window_not_cost():
+    """A Monday attack in an export of daily buckets whose history is a part Friday and a weekend (matrix seeds 5
+    #163, #245, 11 #200): the key's own Monday is in no total the export holds (its work ran at two or three times
+    the weekend's level). The truth says so (`cost_determined`, whole days of each kind the attack touches outside
+    it); the checker still asks for the spike within a day and measures its cost, but does not fail it on cost.
+    A whole Friday makes the cost judged again; finer buckets always are."""
+    from forensics.simulate.catalog import Window
+    from forensics.simulate.randomized import provider_cost_determined
+
+    def us(iso: str) -> int:
+        return int(pd.Timestamp(iso).value // 1000)
+    attack = us("2026-11-16T00:52:00Z"), us("2026-11-16T02:09:00Z")
+    part_friday = Window(us("2026-11-13T12:00:00Z"), attack[0], us("2026-11-17T02:00:00Z"))
+    assert not provider_cost_determined(part_friday, "1d", *attack)
+    assert provider_cost_determined(part_friday, "1h", *attack)
+    whole_friday = Window(us("2026-11-12T18:00:00Z"), attack[0], us("2026-11-17T02:00:00Z"))
+    assert provider_cost_determined(whole_friday, "1d", *attack)
+    saturday = us("2026-11-14T22:06:00Z"), us("2026-11-15T01:35:00Z")    # weekdays alone before a weekend attack
+    assert not provider_cost_determined(Window(us("2026-11-12T00:00:00Z"), saturday[0], us("2026-11-16T00:00:00Z")),
+                                        "1d", *saturday)
+
+    seen = {"start": "2026-11-16T00:52:00Z", "end": "2026-11-16T02:09:00Z", "cost_usd": "54.59", "bucket": "1d"}
+    truth = {"scenario": "key_stuffing", "incidents": [{
+        "kind": "credential_stuffing", "verdict": "attack", "start": seen["start"], "end": seen["end"],
+        "cost_usd": "54.59", "seen_by": {"provider": seen | {"cost_determined": False}}}]}
+    spike = {"verdict": "suspicious", "kind": "other", "start": "2026-11-16T00:00:00Z", "end": "2026-11-17T00:00:00Z",
+             "cost_usd": 166.68, "ips": []}
+    reasons, metrics = matrix.check(truth, {"incidents": [spike]})
+    assert reasons == [] and metrics["cost_undetermined"] and round(metrics["cost_err_pct"]) == 205
+    wide = spike | {"start": "2026-11-14T00:00:00Z"}
+    assert matrix.check(truth, {"incidents": [wide]})[0] == ["start off by -172800 s (tolerance 86400 s, provider)"]
+    truth["incidents"][0]["seen_by"]["provider"]["cost_determined"] = True
+    assert matrix.check(truth, {"incidents": [spike]})[0][0].startswith("cost $166.68 vs $54.59")
 
 
 @pytest.mark.slow
@@ -207,3 +243,19 @@ def test_large_first_calls_on_a_key_only_the_attacker_uses_are_the_attack(tmp_pa
     truth, findings = _investigated(3, 20, tmp_path)
     reasons, metrics = matrix.check(truth, findings)
     assert reasons == [] and metrics["start_err_s"] == 0
+
+
+def test_a_monday_spike_after_a_weekend_of_daily_history_says_its_cost_is_an_estimate(tmp_path):
+    """Matrix seed 5 #163: daily buckets from a part Saturday to a part Tuesday, a stuffed key spent on the Monday.
+    No other whole weekday in the export: the report says the spike's cost is an estimate and what would settle it
+    (the truth says the cost is not determined there). Seed 11 #278, five weekdays of history before the Monday:
+    no such line, and the cost within 10 %."""
+    truth, findings = _investigated(5, 163, tmp_path / "a")
+    assert not truth["incidents"][0]["seen_by"]["provider"]["cost_determined"]
+    (monday,) = [i for i in findings["incidents"] if i["start"].startswith("2026-11-15")
+                 and "openai" in i["evidence"][0]]
+    assert any("Monday 2026-11-16 with" in e and "an estimate, not a measurement" in e for e in monday["evidence"])
+    truth, findings = _investigated(11, 278, tmp_path / "b")
+    reasons, metrics = matrix.check(truth, findings)
+    assert reasons == [] and "cost_undetermined" not in metrics
+    assert not any("an estimate, not a measurement" in e for i in findings["incidents"] for e in i["evidence"])

@@ -369,6 +369,28 @@ def test_a_mondays_usual_is_the_other_weekdays():
     assert quiet_levels(rows, costs, [monday], day) == {}
 
 
+def test_a_weekend_attack_after_weekday_history_is_found_in_daily_buckets():
+    """Daily usage of the proxy's key, Thursday to Sunday (matrix seed 11 #363): the key used outside the proxy from
+    Saturday 22:06 to Sunday 01:35. The Sunday spent $90 against a usual of $53 (the median of the other days, two
+    of them weekdays): under twice it, no spike, and the report said nothing was wrong. The key's gpt-4o-mini calls
+    ran at 43 % of their usual that day: its own work was a weekend's, and the Sunday is five times its usual at
+    that level. Without the other model, nothing is found, as before."""
+    from forensics.analysis.provider_spikes import _spikes
+
+    day = pd.Timedelta(days=1)
+    t0 = pd.Timestamp("2026-11-12")
+    days = [(177, 13_519_971, 128_045, 35.08, 274), (232, 20_246_883, 219_069, 52.81, 355),
+            (588, 20_071_752, 1_376_731, 63.95, 153), (847, 28_128_708, 1_960_147, 89.92, 118)]
+    rows = [r for i, (n, inp, out, c, mini) in enumerate(days) for r in (
+        (t0 + i * day, "gpt-4o", n, inp, out, c), (t0 + i * day, "gpt-4o-mini", mini, 2_500 * mini, 230 * mini,
+                                                    0.0005 * mini))]
+    frame = _usage(rows).assign(provider="openai", series="key_1", bucket_end=lambda f: f["bucket_start"] + day)
+    exports = pd.DataFrame({"width": [day], "first": [t0], "last": [t0 + 4 * day]})
+    spikes = _spikes(frame, exports)[1]
+    assert [s[5] for s in spikes] == [[(t0 + 3 * day, t0 + 3 * day)]]
+    assert _spikes(frame[frame["model"] == "gpt-4o"], exports)[1] == []
+
+
 def _minute_usage(t0, spec: list[tuple]) -> pd.DataFrame:
     """Per-minute gpt-4o usage from (first minute, minutes, calls, input a call, output a call) stretches; the
     calls of stretches that share a minute add up."""
