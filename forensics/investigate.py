@@ -218,6 +218,47 @@ def _beyond_logs(rec: reconcile.Reconciliation, buckets: pd.DataFrame, step: pd.
             "is counted from the provider's export alone"]
 
 
+LOGS_END_RATE_MINUTES = 60       # the proxy's own rate past its logs' end: its mean over their last hour
+
+
+def _past_logs_end(spike: pd.DataFrame, k: dict, step: pd.Timedelta) -> tuple[pd.DataFrame, Decimal]:
+    """A spike of use outside the proxy of its own key that runs to the last bucket its logs cover runs on past
+    their end while the export shows the key spending above the proxy's own rate (its mean over the logs' last
+    LOGS_END_RATE_MINUTES) by a tenth of the spike's mean bucket (its refinement's edge, REFINE_SHARE), until
+    DETECTION_MINUTES of buckets (two at least) do not (the spend logs were exported at 02:51, the provider's usage
+    at 03:10: the script ran to 03:06). Returns (those buckets with what they spent above the proxy's rate, that
+    rate a bucket); none when the spike ended before the logs did, or the export's buckets there are of another
+    width."""
+    from forensics.analysis.provider_spikes import DETECTION_MINUTES, REFINE_SHARE
+
+    none = (spike.iloc[0:0], Decimal(0))
+    own, net = k.get("after_logs"), k.get("net_buckets")
+    if own is None or own.empty or net is None or net.empty or not own["after_logs"].any() \
+            or int(own["bucket_minutes"].iloc[0]) != int(step / pd.Timedelta(minutes=1)):
+        return none
+    covered = net["bucket_start"].max()
+    if spike["bucket_start"].max() < covered - step:
+        return none
+    inside = own[~own["after_logs"] & (own["bucket_start"] > covered - pd.Timedelta(minutes=LOGS_END_RATE_MINUTES))]
+    rate = sum((Decimal(str(c)) for c in inside["proxy_cost_usd"].dropna()), Decimal(0)) / max(len(inside), 1)
+    span = (spike["bucket_start"].max() - spike["bucket_start"].min()) / step + 1
+    bar = sum((Decimal(str(c)) for c in spike["cost_usd"]), Decimal(0)) / Decimal(int(span)) \
+        * REFINE_SHARE["outside_proxy"]
+    after = own[own["after_logs"] & (own["bucket_start"] > covered)].set_index("bucket_start")["cost_usd"]
+    gap = max(int(pd.Timedelta(minutes=DETECTION_MINUTES) / step), 2)
+    taken, quiet, t = [], 0, covered + step
+    while t <= after.index.max() and quiet < gap:
+        excess = Decimal(str(after.get(t, 0) or 0)) - rate
+        if excess > bar:
+            taken += [(u, max(Decimal(str(after.get(u, 0) or 0)) - rate, Decimal(0)))
+                      for u in pd.date_range(taken[-1][0] + step if taken else covered + step, t, freq=step)]
+            quiet = 0
+        else:
+            quiet += 1
+        t += step
+    return pd.DataFrame(taken, columns=["bucket_start", "cost_usd"]), rate
+
+
 def _outside_incidents(recs: list[reconcile.Reconciliation], first_number: int, control_set) -> list[IncidentFindings]:
     """Provider key usage the proxy never saw, per key id: each spike an incident (attack), a steady trickle beside
     it another (suspicious); windows and cost from the provider's data."""
@@ -235,13 +276,22 @@ def _outside_incidents(recs: list[reconcile.Reconciliation], first_number: int, 
             spans = [(b["bucket_start"].min(), b["bucket_start"].max() + step) for p, b in parts if p == "spike"]
             rate = _trickle_rate(net, spans, k["buckets"], ranges["net"]) if net is not None and len(parts) > 1 \
                 else Decimal(0)
+            last_spike = max((b["bucket_start"].max() for p, b in parts if p == "spike"), default=None)
             for part, buckets in parts:
+                ran_on = rate_then = None
+                if part == "spike" and buckets["bucket_start"].max() == last_spike:
+                    ran_on, rate_then = _past_logs_end(buckets, k, step)
+                    if len(ran_on):
+                        buckets = pd.concat([buckets, ran_on.assign(
+                            **{c: None for c in buckets.columns if c not in ran_on.columns})[buckets.columns]],
+                            ignore_index=True)
                 cost = sum((Decimal(str(c)) for c in buckets["cost_usd"]), Decimal(0))
                 if rate and part == "spike":       # what the spike spent above the key's usual outside-proxy use
                     start, end = buckets["bucket_start"].min(), buckets["bucket_start"].max() + step
                     within = net[(net["bucket_start"] >= start) & (net["bucket_start"] < end)]
                     hours = Decimal(str((end - start) / pd.Timedelta(hours=1)))
-                    cost = max(sum(within["cost_usd"], Decimal(0)) - rate * hours, Decimal(0))
+                    past = sum(ran_on["cost_usd"], Decimal(0)) if ran_on is not None else Decimal(0)
+                    cost = max(sum(within["cost_usd"], Decimal(0)) + past - rate * hours, Decimal(0))
                 if cost < OUTSIDE_MIN_USD or (part == "trickle" and not cost):
                     continue
                 share = cost / k["cost_usd"] if k["cost_usd"] else Decimal(1)
@@ -259,7 +309,16 @@ def _outside_incidents(recs: list[reconcile.Reconciliation], first_number: int, 
                 inc.evidence.append(
                     f"{rec.provider} key {k['api_key_id']}: usage ({', '.join(k['models'])}) that no proxy request "
                     f"accounts for{what}, ${float(cost):,.2f} at list prices; only the provider saw it")
-                inc.evidence += _beyond_logs(rec, buckets, step)
+                if k.get("after_logs") is None:       # a key the proxy never used: all its use is outside
+                    inc.evidence += _beyond_logs(rec, buckets, step)
+                if ran_on is not None and len(ran_on):
+                    inc.evidence.append(
+                        f"it was still running when the proxy's logs end ({pd.Timestamp(rec.logs_end):%H:%M:%S}); "
+                        f"the provider's export shows the key spending on to "
+                        f"{ran_on['bucket_start'].max() + step:%Y-%m-%d %H:%M} UTC, "
+                        f"${float(sum(ran_on['cost_usd'], Decimal(0))):,.2f} above the proxy's own rate in the logs' "
+                        f"last hour (${float(rate_then):,.4f} a bucket), counted as the spike's: an estimate, the "
+                        "proxy's own calls there not being logged")
                 costs = {b.to_pydatetime(): c for b, c in zip(buckets["bucket_start"], buckets["cost_usd"])}
                 proj = projection.project_buckets(costs, k["bucket_minutes"])
                 empty = pd.DataFrame()

@@ -248,6 +248,38 @@ def outside_usage_step(which: str, src: str, whole: str, proxy_keys: str, prices
     """)
 
 
+def own_after_logs_step(whole: str, proxy_keys: str, prices: str) -> Step:
+    """Per provider and bucket of `whole` (usage_vs_proxy_step's rows over the whole export): the proxy's own key
+    ids' usage at list prices and the proxy's logged part of it, and whether the bucket is past the proxy's logs'
+    end. Past it the proxy's silence is not evidence (its spend logs were exported earlier), but a spike of use
+    outside it that was running when they ended may run on there (`investigate._past_logs_end`)."""
+    def priced(prefix: str) -> str:
+        return (f"(greatest({prefix}input_tokens - {prefix}cache_read_tokens - {prefix}cache_write_tokens, 0) "
+                f"* p.input_mtok + {prefix}cache_read_tokens * coalesce(p.cache_read_mtok, p.input_mtok) "
+                f"+ {prefix}cache_write_tokens * coalesce(p.cache_write_mtok, p.input_mtok) "
+                f"+ {prefix}output_tokens * p.output_mtok) * 0.000001")
+    return Step("own_after_logs", f"""
+        WITH per_model AS (   -- the proxy's key ids summed; its logged tokens once per model
+            SELECT provider, bucket_start, any_value(bucket_end) AS bucket_end, model,
+                   any_value(provider_model) AS provider_model,
+                   sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+                   sum(cache_read_tokens) AS cache_read_tokens, sum(cache_write_tokens) AS cache_write_tokens,
+                   any_value(proxy_input_tokens) AS proxy_input_tokens,
+                   any_value(proxy_output_tokens) AS proxy_output_tokens,
+                   any_value(proxy_cache_read_tokens) AS proxy_cache_read_tokens,
+                   any_value(proxy_cache_write_tokens) AS proxy_cache_write_tokens
+            FROM {whole} JOIN {proxy_keys} USING (provider, api_key_id) GROUP BY provider, bucket_start, model
+        )
+        SELECT m.provider, m.bucket_start, date_diff('minute', m.bucket_start, any_value(m.bucket_end)) AS bucket_minutes,
+               CAST(sum({priced("m.")}) AS DECIMAL(38,12)) AS cost_usd,
+               CAST(sum({priced("m.proxy_")}) AS DECIMAL(38,12)) AS proxy_cost_usd,
+               m.bucket_start > (SELECT last FROM {LOG_WINDOW_SQL}) AS after_logs
+        FROM per_model m LEFT JOIN {prices} p ON p.provider = m.provider AND p.model = m.provider_model
+                                            AND p.day = CAST(m.bucket_start AS DATE)
+        GROUP BY m.provider, m.bucket_start
+    """)
+
+
 def _finest_covering(fine: pd.DataFrame, span: pd.DataFrame) -> pd.DataFrame:
     """The finest export's buckets when they reach both ends of what the widest export shows, else the widest's:
     a window is never narrower than the spend it carries."""
@@ -278,6 +310,7 @@ def reconcile(case: Case) -> list[Reconciliation]:
     net = {which: case.query(outside_usage_step(which, usage[which], whole[which], proxy_keys, prices, net=True))
            for which in ("span", "finest")}
     logs = case.execute(f"SELECT first, last FROM {LOG_WINDOW_SQL}").fetchone()
+    own_after = case.query(own_after_logs_step(whole["finest"], proxy_keys, prices))
     providers = sorted(set(daily["provider"]) | set(outside["provider"]))
     out = []
     for provider in providers:
@@ -314,6 +347,10 @@ def reconcile(case: Case) -> list[Reconciliation]:
                 "finest": w is not g,
                 "beyond_logs_usd": sum((Decimal(str(c)) for c in g.loc[g["beyond_logs"], "cost_usd"].dropna()),
                                        Decimal(0)),
+                # the proxy's own key ids: their usage per finest bucket over the whole export, the proxy's part
+                # beside it, and which buckets lie past its logs' end
+                "after_logs": None if foreign else own_after[own_after["provider"] == provider].sort_values(
+                    "bucket_start").reset_index(drop=True),
             })
         provider_cost = sum((Decimal(str(v)) for v in d["provider_cost_usd"]), Decimal(0))
         proxy_cost = sum((Decimal(str(v)) for v in d["proxy_cost_usd"]), Decimal(0))

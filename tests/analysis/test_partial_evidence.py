@@ -160,6 +160,36 @@ def test_a_spike_the_export_opens_with_starts_at_the_exports_first_minute():
     assert [p for p, _ in parts] == ["spike"] and parts[0][1]["bucket_start"].max() == tail[-1][0]
 
 
+def test_a_spike_on_the_proxys_own_key_runs_on_past_the_end_of_its_logs():
+    """The proxy's own key used outside it at $0.80 a minute (matrix seed 11 #205, #194): its spend logs were
+    exported at 02:51, the provider's usage at 03:10, the script ran to 03:06. Past the logs' end the proxy's
+    silence is no evidence, and the spike stopped at 02:51 (end 15 minutes early). It runs on while the key spends
+    a tenth of the spike's mean minute above the proxy's own rate in the logs' last hour ($0.05), to its last such
+    minute before a quiet quarter hour; a spike that ended before the logs did, and the proxy's own minutes after
+    them, stay as they were."""
+    import pandas as pd
+
+    from forensics.investigate import _past_logs_end
+
+    t0, minute = pd.Timestamp("2026-11-15 00:00"), pd.Timedelta(minutes=1)
+    covered = t0 + 171 * minute                                  # 02:51, the logs' last minute
+    spike = pd.DataFrame({"bucket_start": [t0 + m * minute for m in range(172)], "cost_usd": [Decimal("0.85")] * 172})
+    after = [Decimal("0.80") if m % 4 else Decimal("0.04") for m in range(15)] + [Decimal("0.05")] * 20
+    own = pd.DataFrame({"bucket_start": [t0 + m * minute for m in range(100, 207)], "bucket_minutes": 1,
+                        "cost_usd": [Decimal("0.90")] * 72 + after,
+                        "proxy_cost_usd": [Decimal("0.05")] * 72 + [None] * 35,
+                        "after_logs": [False] * 72 + [True] * 35})
+    k = {"after_logs": own, "net_buckets": spike}
+    ran_on, rate = _past_logs_end(spike, k, minute)
+    assert rate == Decimal("0.05") and ran_on["bucket_start"].tolist() == [covered + m * minute for m in range(1, 16)]
+    assert sum(ran_on["cost_usd"]) == Decimal("0.75") * 11      # its thin minutes at nothing, not below it
+    ended = spike[spike["bucket_start"] < covered - 10 * minute]
+    assert _past_logs_end(ended, k, minute)[0].empty
+    assert _past_logs_end(spike, {"after_logs": own.assign(cost_usd=Decimal("0.06")), "net_buckets": spike},
+                          minute)[0].empty
+    assert _past_logs_end(spike, {"after_logs": None, "net_buckets": spike}, minute)[0].empty
+
+
 def test_an_nginx_incident_beside_two_spikes_of_the_same_days_takes_the_one_that_counts_calls():
     """Daily exports of two keys (matrix seed 3 #224): a stuffed key spent on gpt-4o, the OpenAI key's days spiking,
     and the Anthropic key's Monday spiking too after weekend-only history (its office's first weekday). Both cover
