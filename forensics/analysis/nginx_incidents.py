@@ -110,7 +110,10 @@ def nginx_newcomers_step(lines: str) -> Step:
     """Slow use by addresses the gateway had not seen: sessions (an hour's pause ends one) of served calls from
     public addresses first seen after the lines begin, in which NEWCOMERS_MIN or more such addresses arrive,
     NEWCOMERS_FACTOR times as many as the rate at which new public clients arrived before would give (a key found
-    in a public repository, used from wherever it was found, at a rate no surge rule sees)."""
+    in a public repository, used from wherever it was found, at a rate no surge rule sees). An address calling in
+    the lines' first minute counts as a client from before them, unless it calls with the client software (user
+    agent) of most of such a session's addresses, which no address the gateway knew used: the leak was already
+    running when the log begins."""
     return Step("nginx_newcomer_candidates", f"""
         WITH span AS (SELECT min(start_time) AS t0 FROM {lines}),
         firsts AS (
@@ -122,24 +125,39 @@ def nginx_newcomers_step(lines: str) -> Step:
                                          "WHERE NOT l.auth_failure AND l.status < 400)", "1", SLOW_GAP_MINUTES)})
         ), sessions AS (
             SELECT c.session_no, min(c.start_time) AS s FROM candidates c GROUP BY c.session_no
-        ), arrivals AS (   -- the new addresses whose first call falls in the session: how many, over how long
-            SELECT x.session_no, x.s, count(*) AS arrived, max(f.first_seen) - min(f.first_seen) AS over
-            FROM sessions x JOIN firsts f ON f.first_seen >= x.s
-             AND f.client_ip IN (SELECT client_ip FROM candidates c WHERE c.session_no = x.session_no)
-            GROUP BY x.session_no, x.s
+        ), per_address AS (   -- the new addresses whose first call falls in the session, and their calls in it
+            SELECT c.session_no, c.client_ip, count(*) AS n, any_value(f.first_seen) AS first_seen
+            FROM candidates c JOIN sessions x USING (session_no) JOIN firsts f USING (client_ip)
+            WHERE f.first_seen >= x.s GROUP BY ALL
+        ), typical AS (SELECT session_no, median(n) AS typical FROM per_address GROUP BY session_no),
+        drivers AS (   -- who drove it: a newcomer with a fifth of the median one's calls is a bystander (an office
+                       -- address calling once hours later does not stretch the time the others arrived over)
+            SELECT a.* FROM per_address a JOIN typical t USING (session_no)
+            WHERE a.n * {SURGE_DRIVER_SHARE} >= t.typical
+        ), arrivals AS (   -- how many arrived, over how long
+            SELECT d.session_no, any_value(x.s) AS s, count(*) AS arrived, max(d.first_seen) - min(d.first_seen) AS over
+            FROM drivers d JOIN sessions x USING (session_no) GROUP BY d.session_no
         ), hot AS (
             SELECT a.session_no FROM arrivals a, span
             WHERE a.arrived >= {NEWCOMERS_MIN}
               AND a.arrived >= {NEWCOMERS_FACTOR} * (SELECT count(*) FROM firsts f WHERE f.first_seen < a.s)
                                 * greatest(epoch(a.over), 3600) / greatest(epoch(a.s - span.t0), 3600)
-        ), arrived AS (
-            SELECT c.* FROM candidates c SEMI JOIN hot USING (session_no) JOIN arrivals a USING (session_no)
-            WHERE c.client_ip IN (SELECT client_ip FROM firsts f WHERE f.first_seen >= a.s)   -- those who arrived
-        ), per_address AS (   -- who drove it: a newcomer with a fifth of the median one's calls is a bystander
-            SELECT session_no, client_ip, count(*) AS n FROM arrived GROUP BY ALL
-        ), typical AS (SELECT session_no, median(n) AS typical FROM per_address GROUP BY session_no)
-        SELECT c.* FROM arrived c JOIN per_address a USING (session_no, client_ip) JOIN typical t USING (session_no)
-        WHERE a.n * {SURGE_DRIVER_SHARE} >= t.typical
+        )
+        , early AS (   -- public addresses calling in the lines' first minute: clients from before them, as a rule
+            SELECT client_ip, mode(user_agent) AS agent FROM {lines}, span
+            WHERE client_ip IS NOT NULL AND NOT {internal_ip_sql('client_ip')} GROUP BY client_ip, span.t0
+            HAVING min(start_time) <= span.t0 + INTERVAL {NEWCOMER_GRACE_SECONDS} SECOND
+        ), agents AS (   -- the client software of most of a hot session's drivers, used by no address known before
+            SELECT d.session_no, l.user_agent FROM drivers d SEMI JOIN hot USING (session_no)
+            JOIN {lines} l USING (client_ip) WHERE coalesce(l.user_agent, '') NOT IN ('', '-') GROUP BY ALL
+            HAVING count(DISTINCT d.client_ip) * 2 >= (SELECT count(*) FROM drivers x WHERE x.session_no = d.session_no)
+               AND NOT EXISTS (SELECT 1 FROM {lines} o WHERE o.user_agent = l.user_agent
+                               AND o.client_ip NOT IN (SELECT client_ip FROM drivers)
+                               AND o.client_ip NOT IN (SELECT client_ip FROM early))
+        ), kin AS (SELECT a.session_no, e.client_ip FROM early e JOIN agents a ON e.agent = a.user_agent)
+        SELECT c.* FROM candidates c SEMI JOIN hot USING (session_no) SEMI JOIN drivers USING (session_no, client_ip)
+        UNION ALL BY NAME
+        SELECT l.*, k.session_no FROM {lines} l JOIN kin k USING (client_ip) WHERE NOT l.auth_failure AND l.status < 400
     """)
 
 

@@ -332,7 +332,7 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
     hours = min(coarse_width, pd.Timedelta(hours=1)) / pd.Timedelta(hours=1)
     # a series quiet for a while (a key id unused) before it spends: its own past is nothing, not its busy buckets
     first_spend = min((t for t, c in coarse.items() if c), default=None)
-    new = first_spend is not None and first_spend > min(coarse)
+    new = first_spend is not None and first_spend > min(coarse) or coarse_width > width and starts_late(fine, width)
     hot: list = []
     for _ in range(2):                  # the second time with the spikes of the first left out of the usual
         if share is not None and coarse_width == width:    # partly covered buckets count as whole ones would
@@ -382,6 +382,25 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
         _after_quiet(coarse, coarse_width, usual, hot, Decimal(SPIKE_FLOOR_USD) * Decimal(str(hours)), clean)
         usual_fine, spans = refined(usual)
     return usual_fine, spans
+
+
+LATE_START_BUCKETS = 2           # a series silent this many buckets at least before its first spend...
+LATE_START_FACTOR = 2            # ...and this many times longer than any pause in its first hour began there
+
+
+def starts_late(fine: dict, width: pd.Timedelta) -> bool:
+    """Whether a (fine) series began spending after its export began: silent for LATE_START_BUCKETS buckets or
+    more, LATE_START_FACTOR times longer than any pause in its first hour of spending (a second key the attacker
+    began using eight minutes into the export, ten calls a minute after that: its first quarter hour is not a usual
+    it had before; a key calling every few minutes whose first minute was quiet is no newcomer)."""
+    times = sorted(fine)
+    spent = [t for t in times if fine[t]]
+    if not spent:
+        return False
+    lead = (spent[0] - times[0]) / width
+    hour = [t for t in spent if t < spent[0] + pd.Timedelta(hours=1)]
+    pause = max(((b - a) / width - 1 for a, b in zip(hour, hour[1:])), default=0)
+    return lead >= LATE_START_BUCKETS and lead > LATE_START_FACTOR * pause
 
 
 def _before_spike(fine: dict, width: pd.Timedelta, coarse_width: pd.Timedelta, spans: list[tuple]) -> dict:

@@ -135,6 +135,55 @@ def test_nginx_alone_finds_a_key_used_slowly_from_new_public_addresses():
     assert find_nginx_incidents(_nginx_case(rows)) == []
 
 
+def test_an_office_address_calling_once_hours_later_does_not_hide_a_slow_leak_in_nginx():
+    """Matrix seed 13 #152: an hour and three quarters of app servers (and one call from the office's public
+    address), then nine public addresses arrive within 45 minutes and call every quarter hour for 7 hours; the
+    office's other address calls once near the end. Counted among the newcomers, it stretched their arrivals over
+    seven hours, a rate the office's one newcomer before matched: no incident. It is a bystander (a fifth of the
+    median newcomer's calls), and the nine are the leak."""
+    from forensics.analysis.nginx_incidents import find_nginx_incidents
+
+    rows = [(T0 + timedelta(minutes=3 * i), f"10.0.0.{5 + i % 2}", 200) for i in range(9 * 20)]
+    rows += [(T0 + timedelta(minutes=10), "198.51.100.24", 200), (T0 + timedelta(hours=8, minutes=42),
+                                                                   "198.51.100.23", 200)]
+    start = T0 + timedelta(hours=1, minutes=48)
+    leak = [(start + timedelta(minutes=5 * a + 15 * i), f"203.0.113.{60 + a}", 200) for a in range(9)
+            for i in range(27)]
+    [n] = find_nginx_incidents(_nginx_case(rows + leak))
+    assert (n.incident.kind, n.incident.verdict, n.incident.requests) == ("leaked_key", "attack", len(leak))
+    assert set(n.by_ip["ip"]) == {f"203.0.113.{60 + a}" for a in range(9)}
+
+
+def test_a_slow_leak_already_running_when_the_nginx_log_begins_keeps_its_first_addresses():
+    """Matrix seed 13 #259: twelve minutes of history, and the log opens with the leak: two of its nine addresses
+    call in its first minute, which counts them as clients from before the log (recall 7/9, start 8 minutes late).
+    They call with the client software of the seven newcomers, which no address the gateway knew used: they are
+    the leak's. The same two addresses with the app servers' client stay clients from before."""
+    from forensics.analysis.nginx_incidents import find_nginx_incidents
+    from forensics.api import Case
+
+    def case(early_agent: str):
+        rows = [(T0 + timedelta(seconds=40 + 180 * i), f"10.0.0.{5 + i % 2}", "AsyncOpenAI/Python 1.54.0")
+                for i in range(140)]
+        rows += [(T0 + timedelta(seconds=5 + 20 * a + 900 * i), f"203.0.113.{60 + a}", early_agent)
+                 for a in range(2) for i in range(27)]
+        rows += [(T0 + timedelta(minutes=8 + 4 * a, seconds=900 * i), f"203.0.113.{62 + a}", "python-requests/2.32.3")
+                 for a in range(7) for i in range(25)]
+        c = Case.memory()
+        c.con.register("lines_in", pd.DataFrame(rows, columns=["time", "client_ip", "ua"]))
+        c.con.execute("""INSERT INTO http_requests (file_id, line_no, time, client_ip, status, method, path, user_agent,
+                             body_bytes, request_time)
+                         SELECT 1, row_number() OVER (ORDER BY time), time, client_ip, 200, 'POST',
+                                '/v1/chat/completions', ua, 900, 2.5 FROM lines_in""")
+        c.con.unregister("lines_in")
+        return c
+    [n] = find_nginx_incidents(case("python-requests/2.32.3"))
+    assert set(n.by_ip["ip"]) == {f"203.0.113.{60 + a}" for a in range(9)} and n.incident.start < T0 + timedelta(
+        seconds=10)
+    [n] = find_nginx_incidents(case("AsyncOpenAI/Python 1.54.0"))
+    assert set(n.by_ip["ip"]) == {f"203.0.113.{62 + a}" for a in range(7)}
+
+
 def _keyless_office(heavy_days):
     """A proxy with no keys: two app servers all along, and an office's public address that first calls lightly on
     day 1 (one call every 10 minutes from 09:00 to 17:00) and on `heavy_days` calls hard from 08:00 (120 calls in

@@ -494,6 +494,26 @@ def test_an_hour_whose_usual_is_a_nightly_batch_does_not_split_a_spike():
     assert spans == [(t0 + (3 * 24 + 22) * HOUR, t0 + (3 * 24 + 27) * HOUR)]
 
 
+def test_a_second_key_that_starts_minutes_into_a_short_export_has_no_usual_of_its_own():
+    """Per-minute usage (matrix seed 13 #74): the export of ten minutes' history begins at 21:00, a second key the
+    attacker alone uses starts at 21:08 and spends every minute for six hours, its rate sagging after two. Searched
+    by quarter hours, its first quarter held spend and it looked like a key in use before: its first minutes were
+    its usual, the spike only the hours above twice that (end 3.5 hours early, -69 %). Silent for eight minutes,
+    four times longer than any pause in its first hour, it started there: the whole six hours are the spike. A key
+    calling every few minutes whose first minutes were quiet is no newcomer."""
+    from forensics.analysis.provider_spikes import starts_late
+
+    t0 = pd.Timestamp("2026-11-14 21:00")
+    costs = {t0 + m * MINUTE: Decimal(0) for m in range(8)}
+    costs |= {t0 + (8 + m) * MINUTE: Decimal("1.10" if m < 150 else "0.35") if (m + 1) % 29 else Decimal(0)
+              for m in range(358)}
+    _, spans = series_spikes(costs, MINUTE)
+    assert spans == [(t0 + 8 * MINUTE, t0 + 365 * MINUTE)]
+    assert starts_late(costs, MINUTE)
+    slow = {t0 + m * MINUTE: Decimal("0.3") if m % 4 == 3 else Decimal(0) for m in range(120)}
+    assert not starts_late(slow, MINUTE)
+
+
 def test_an_attack_at_night_and_the_mornings_ramp_are_two_spikes():
     """Hourly usage (matrix seed 42 #5): three days of a key spending ~$1.50 an hour, nothing at 04:00; a stuffed
     key's $89 and $113 at 01:00-02:00, then a night of a few calls and the office's morning above twice its usual
