@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     print("## Failure rate per dimension\n\n" + matrix.marginal_table(results) + "\n")
     print("## Failures by kind\n\n" + matrix.reason_table(results) + "\n")
     print("## Failing draws\n\n" + matrix.failure_table(results) + "\n")
+    print("## Cost measured, not judged (daily totals without a whole day of the attack's kind)\n\n"
+          + matrix.undetermined_table(results) + "\n")
     print("## Worst draws\n\n" + matrix.draw_table(matrix.worst(results)) + "\n")
     print("## Every draw\n\n" + matrix.draw_table(results))
     if args.json:

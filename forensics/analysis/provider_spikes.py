@@ -360,7 +360,7 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
         spans = [_ramped(coarse, usual, width, run) for run in _runs(hot, width)]
         level = {}
         for first, last in spans:
-            inside = [costs - usual[t] for t, costs in coarse.items() if first <= t <= last]
+            inside = [c - usual[t] for t, c in coarse.items() if first <= t <= last]
             level[first] = level[last] = sum(inside, Decimal(0)) / len(inside) * RAMP_SHARE
         return usual, _joined(spans, lambda last, first: quiet_between(coarse, usual, width, last, first,
                                                                        max(level[last], level[first], Decimal(0))))

@@ -321,6 +321,17 @@ def failure_table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def undetermined_table(results: list[Result]) -> str:
+    """The draws whose cost the checker measured but did not judge (daily provider totals without a whole day of
+    each kind the attack touches outside it): how far off the tool's estimate was there."""
+    lines = ["| # | scenario | sources | cost error | pass |", "|---|---|---|---|---|"]
+    for r in results:
+        if r.metrics.get("cost_undetermined"):
+            lines.append(f"| {r.draw.index} | {r.draw.scenario} | {'+'.join(r.draw.deployment.sources)} | "
+                         f"{r.metrics.get('cost_err_pct', float('nan')):+.1f} % | {'yes' if r.ok else 'no'} |")
+    return "\n".join(lines) if len(lines) > 2 else "none"
+
+
 def worst(results: list[Result], n: int = 10) -> list[Result]:
     return sorted((r for r in results if not r.ok), key=lambda r: r.severity, reverse=True)[:n]
 

@@ -99,6 +99,10 @@ def test_daily_totals_without_a_whole_day_of_the_attacks_kind_are_judged_by_wind
     assert matrix.check(truth, {"incidents": [wide]})[0] == ["start off by -172800 s (tolerance 86400 s, provider)"]
     truth["incidents"][0]["seen_by"]["provider"]["cost_determined"] = True
     assert matrix.check(truth, {"incidents": [spike]})[0][0].startswith("cost $166.68 vs $54.59")
+    # the bench lists those draws with their measured error
+    draw = matrix.draws(1, 0)[0]
+    table = matrix.undetermined_table([matrix.Result(draw, metrics=metrics), matrix.Result(draw)])
+    assert table.count("\n") == 2 and "| +205.3 % | yes |" in table
 
 
 @pytest.mark.slow
