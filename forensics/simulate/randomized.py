@@ -215,12 +215,32 @@ def provider_cost_determined(window, bucket: str, first_us: int, last_us: int) -
     return all(any(weekend(w) == weekend(d) for w in whole) for d in days)
 
 
-def seen_by(rows: pd.DataFrame, dep: Deployment, visible: pd.Series, scenario: str, window=None) -> dict:
+PROBE_MAX_TOKENS = 64             # a call this small (a script testing a key)...
+HIDDEN_FACTOR = 100               # ...beside calls of the same model carrying this many times its tokens
+
+
+def provider_hidden(billed: pd.DataFrame, others: pd.DataFrame, bucket: str) -> pd.Series:
+    """Per billed incident call: whether the provider's usage totals cannot show it. A probe (a few tokens, the
+    stuffing script's test of the key it found) in a bucket where the key's own calls of the same model carry a
+    hundred times its tokens is one call more in a count that varies by more, its tokens lost in theirs (matrix seed
+    21 #233, 42 #451: the hit at 01:23:01 beside a 62,503-token call of the key's own in the same minute). Other
+    calls are always shown."""
+    w = BUCKET_US[bucket]
+    own = others[(others["outcome"] == "ok") & others["provider"].isin(billed["provider"].unique())]
+    carried = own.assign(b=own["t_start"] // w).groupby(["provider", "model", "b"])["prompt"].sum()
+    keys = pd.MultiIndex.from_arrays([billed["provider"], billed["model"], billed["t_start"] // w])
+    beside = pd.Series(carried.reindex(keys).fillna(0).to_numpy(), index=billed.index)
+    return (billed["prompt"] <= PROBE_MAX_TOKENS) & (beside >= HIDDEN_FACTOR * billed["prompt"])
+
+
+def seen_by(rows: pd.DataFrame, dep: Deployment, visible: pd.Series, scenario: str, window=None,
+            others: pd.DataFrame | None = None) -> dict:
     """Per present source: the first and last start of the incident's requests it records, the client addresses it
     shows, and (provider) the cost billed for it. nginx also gives `logged` (first and last line time: all a format
     without $request_time tells; a 4000-token answer is logged ~2 minutes after it started). `separable` false:
     the provider's totals hold the incident's calls, but nothing there sets them apart from the baseline (a leaked
-    key spending a few dollars an hour on the proxy's usual models)."""
+    key spending a few dollars an hour on the proxy's usual models). The provider's first and last call are those
+    its totals can show (`provider_hidden`; `others`: the rest of the traffic)."""
     out = {}
     lite = rows[visible.loc[rows.index]]
     if len(lite):
@@ -241,10 +261,11 @@ def seen_by(rows: pd.DataFrame, dep: Deployment, visible: pd.Series, scenario: s
         bucket = dep.usage_bucket(billed["provider"].iloc[0])
         first, last = int(billed["t_start"].min()), int(billed["t_start"].max())
         baseline = window is None or provider_baseline(window, bucket, first, last)
-        out["provider"] = _span(billed["t_start"]) | {"cost_usd": _usd(billed["cost_nano"].sum()), "bucket": bucket,
-                                                       "separable": scenario not in PROXY_VISIBLE_ONLY and baseline,
-                                                       "cost_determined": window is None or provider_cost_determined(
-                                                           window, bucket, first, last)}
+        shown = billed if others is None else billed[~provider_hidden(billed, others, bucket)]
+        out["provider"] = _span((shown if len(shown) else billed)["t_start"]) | {
+            "requests": int(len(billed)), "cost_usd": _usd(billed["cost_nano"].sum()), "bucket": bucket,
+            "separable": scenario not in PROXY_VISIBLE_ONLY and baseline,
+            "cost_determined": window is None or provider_cost_determined(window, bucket, first, last)}
     return out
 
 
@@ -271,7 +292,8 @@ def deployment_incident_truth(inc: Incident, built: Built, dep: Deployment, visi
                                             int(calls["t_start"].max()))}
     else:
         rows = built.frame[built.frame["incident"] == inc.id]
-        t["seen_by"] = seen_by(rows, dep, visible, scenario, built.window)
+        t["seen_by"] = seen_by(rows, dep, visible, scenario, built.window,
+                               built.frame[built.frame["incident"] != inc.id])
         held = rows[visible.loc[rows.index]]
         t["request_ids"] = held["request_id"].tolist()
         t["litellm_call_ids"] = held["call_id"].tolist()

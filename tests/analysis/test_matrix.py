@@ -146,14 +146,17 @@ def test_the_randomized_matrix_meets_the_criteria_on_50_draws():
 # a weekend, whose cost daily totals do not determine (11: 200; 5: 163, 245). Seed 13 (fresh: 497/500): a second key
 # starting minutes into a short export searched by quarter hours (74), an office address calling once hours later
 # counted among a slow leak's newcomers in nginx (152), a slow leak already running when the nginx log begins (259).
+# A stuffing script's probe in the minute of the key's own call, which the provider's totals cannot show (the
+# truth's provider start is the first call they show: 21: 233; 42: 451).
 UNTUNED_DRAWS = {1: (14, 29, 34, 59), 2: (0, 5, 8, 23, 24, 34, 38, 41, 47, 48, 50),
                  3: (42, 62, 70, 77, 88, 93, 101, 111, 114, 147, 179, 209, 273, 318, 341, 387, 407, 451, 461, 463,
                      484, 498, 373, 471, 14, 144, 388, 310),
-                 21: (8, 68, 256, 274, 275, 288, 330, 382, 440, 451, 109, 141, 166, 202, 234, 292, 307, 433, 458),
+                 21: (8, 68, 256, 274, 275, 288, 330, 382, 440, 451, 109, 141, 166, 202, 234, 292, 307, 433, 458,
+                      233),
                  77: (26, 45, 80, 91, 97, 141, 160, 173, 202, 204, 295, 302, 326, 360, 381, 419, 422, 425, 487),
                  5: (126, 178, 238, 329, 420, 163, 245),
                  11: (246, 330, 431, 494, 190, 194, 200, 205, 278, 363),
-                 42: (5, 103),
+                 42: (5, 103, 451),
                  13: (74, 152, 259)}
 
 
@@ -272,3 +275,21 @@ def test_a_monday_spike_after_a_weekend_of_daily_history_says_its_cost_is_an_est
     reasons, metrics = matrix.check(truth, findings)
     assert reasons == [] and "cost_undetermined" not in metrics
     assert not any("an estimate, not a measurement" in e for i in findings["incidents"] for e in i["evidence"])
+
+
+def test_a_probe_beside_the_keys_own_call_in_one_minute_is_not_what_the_provider_shows_first():
+    """Matrix seeds 21 #233, 42 #451: the stuffing script's hit (a 12-token gpt-4o call) at 01:23:01 in the minute
+    of one of the key's own 62,503-token calls, the script's spending from 01:25. The per-minute totals hold two
+    calls and the own call's tokens: nothing there shows the probe, and the provider's view of the attack starts at
+    01:25. Alone in its minute, or beside a call of another model, it is shown (the key test the tool finds)."""
+    from forensics.simulate.randomized import provider_hidden
+
+    def us(iso: str) -> int:
+        return int(pd.Timestamp(iso).value // 1000)
+    billed = pd.DataFrame({"t_start": [us("2026-11-16T01:23:01Z"), us("2026-11-16T01:25:10Z")],
+                           "provider": "openai", "model": "gpt-4o", "prompt": [12, 24_000]})
+    own = pd.DataFrame({"t_start": [us("2026-11-16T01:23:40Z"), us("2026-11-16T01:25:30Z")], "outcome": "ok",
+                        "provider": "openai", "model": "gpt-4o", "prompt": [62_503, 50_000]})
+    assert provider_hidden(billed, own, "1m").tolist() == [True, False]
+    assert provider_hidden(billed, own.assign(model="gpt-4o-mini"), "1m").tolist() == [False, False]
+    assert provider_hidden(billed, own.iloc[1:], "1m").tolist() == [False, False]
