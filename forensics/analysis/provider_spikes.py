@@ -334,7 +334,12 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
     first_spend = min((t for t, c in coarse.items() if c), default=None)
     new = first_spend is not None and first_spend > min(coarse) or coarse_width > width and starts_late(fine, width)
     hot: list = []
-    for _ in range(2):                  # the second time with the spikes of the first left out of the usual
+    # the second time with the spikes of the first left out of the usual; days a third time when the second found
+    # others (the usual of a weekend day is the median of two or three, one of them the attack's other day)
+    for n in range(3 if coarse_width >= pd.Timedelta(days=1) else 2):
+        if n == 2 and hot == last_hot:
+            break
+        last_hot = hot
         if share is not None and coarse_width == width:    # partly covered buckets count as whole ones would
             whole = {t: c / share(t) if share(t) else c for t, c in coarse.items()}
             usual, busy = _usual(whole, coarse_width, frozenset(hot), (lambda t: Decimal(0)) if new else None)

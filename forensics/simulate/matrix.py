@@ -127,6 +127,10 @@ def check_incident(t: dict, incidents: list[dict], used: set[int]) -> tuple[list
     inc = incidents[i]
     reasons = []
     metrics["start_err_s"] = (_t(inc["start"]) - start).total_seconds()
+    shown = seen.get("provider", {}).get("shown_start")
+    if basis == "provider" and shown:      # a probe its totals may not show: its first call, or the first they show
+        later = datetime.fromtimestamp(_t(shown).timestamp() // tol * tol, start.tzinfo)
+        metrics["start_err_s"] = min(metrics["start_err_s"], (_t(inc["start"]) - later).total_seconds(), key=abs)
     metrics["end_err_s"] = (_t(inc["end"]) - end).total_seconds()
     for edge in ("start", "end"):
         err = metrics[f"{edge}_err_s"]

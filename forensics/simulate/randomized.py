@@ -220,11 +220,12 @@ HIDDEN_FACTOR = 100               # ...beside calls of the same model carrying t
 
 
 def provider_hidden(billed: pd.DataFrame, others: pd.DataFrame, bucket: str) -> pd.Series:
-    """Per billed incident call: whether the provider's usage totals cannot show it. A probe (a few tokens, the
+    """Per billed incident call: whether the provider's usage totals may not show it. A probe (a few tokens, the
     stuffing script's test of the key it found) in a bucket where the key's own calls of the same model carry a
     hundred times its tokens is one call more in a count that varies by more, its tokens lost in theirs (matrix seed
-    21 #233, 42 #451: the hit at 01:23:01 beside a 62,503-token call of the key's own in the same minute). Other
-    calls are always shown."""
+    21 #233, 42 #451: the hit at 01:23:01 beside a 62,503-token call of the key's own in the same minute): the
+    attack's start is then its first call or the first they show (the checker takes either). Other calls are always
+    shown."""
     w = BUCKET_US[bucket]
     own = others[(others["outcome"] == "ok") & others["provider"].isin(billed["provider"].unique())]
     carried = own.assign(b=own["t_start"] // w).groupby(["provider", "model", "b"])["prompt"].sum()
@@ -239,8 +240,8 @@ def seen_by(rows: pd.DataFrame, dep: Deployment, visible: pd.Series, scenario: s
     shows, and (provider) the cost billed for it. nginx also gives `logged` (first and last line time: all a format
     without $request_time tells; a 4000-token answer is logged ~2 minutes after it started). `separable` false:
     the provider's totals hold the incident's calls, but nothing there sets them apart from the baseline (a leaked
-    key spending a few dollars an hour on the proxy's usual models). The provider's first and last call are those
-    its totals can show (`provider_hidden`; `others`: the rest of the traffic)."""
+    key spending a few dollars an hour on the proxy's usual models). `shown_start`: the provider's first call its
+    totals can show (`provider_hidden`; `others`: the rest of the traffic)."""
     out = {}
     lite = rows[visible.loc[rows.index]]
     if len(lite):
@@ -262,8 +263,9 @@ def seen_by(rows: pd.DataFrame, dep: Deployment, visible: pd.Series, scenario: s
         first, last = int(billed["t_start"].min()), int(billed["t_start"].max())
         baseline = window is None or provider_baseline(window, bucket, first, last)
         shown = billed if others is None else billed[~provider_hidden(billed, others, bucket)]
-        out["provider"] = _span((shown if len(shown) else billed)["t_start"]) | {
-            "requests": int(len(billed)), "cost_usd": _usd(billed["cost_nano"].sum()), "bucket": bucket,
+        out["provider"] = _span(billed["t_start"]) | {
+            "shown_start": iso_z(int((shown if len(shown) else billed)["t_start"].min())),
+            "cost_usd": _usd(billed["cost_nano"].sum()), "bucket": bucket,
             "separable": scenario not in PROXY_VISIBLE_ONLY and baseline,
             "cost_determined": window is None or provider_cost_determined(window, bucket, first, last)}
     return out

@@ -281,7 +281,8 @@ def test_a_probe_beside_the_keys_own_call_in_one_minute_is_not_what_the_provider
     """Matrix seeds 21 #233, 42 #451: the stuffing script's hit (a 12-token gpt-4o call) at 01:23:01 in the minute
     of one of the key's own 62,503-token calls, the script's spending from 01:25. The per-minute totals hold two
     calls and the own call's tokens: nothing there shows the probe, and the provider's view of the attack starts at
-    01:25. Alone in its minute, or beside a call of another model, it is shown (the key test the tool finds)."""
+    01:25 (or at the probe, where the key's own calls there look like the attack's: the checker takes either). Alone
+    in its minute, or beside a call of another model, it is shown (the key test the tool finds)."""
     from forensics.simulate.randomized import provider_hidden
 
     def us(iso: str) -> int:
@@ -293,3 +294,15 @@ def test_a_probe_beside_the_keys_own_call_in_one_minute_is_not_what_the_provider
     assert provider_hidden(billed, own, "1m").tolist() == [True, False]
     assert provider_hidden(billed, own.assign(model="gpt-4o-mini"), "1m").tolist() == [False, False]
     assert provider_hidden(billed, own.iloc[1:], "1m").tolist() == [False, False]
+
+    seen = {"start": "2026-11-16T01:23:01Z", "shown_start": "2026-11-16T01:25:10Z", "end": "2026-11-16T02:09:00Z",
+            "cost_usd": "63.72", "bucket": "1m"}
+    truth = {"scenario": "key_stuffing", "incidents": [{
+        "kind": "credential_stuffing", "verdict": "attack", "start": seen["start"], "end": seen["end"],
+        "cost_usd": "63.72", "seen_by": {"provider": seen}}]}
+    spike = {"verdict": "suspicious", "kind": "other", "start": "2026-11-16T01:25:00Z", "end": "2026-11-16T02:10:00Z",
+             "cost_usd": 64.39, "ips": []}
+    assert matrix.check(truth, {"incidents": [spike]})[0] == []
+    assert matrix.check(truth, {"incidents": [spike | {"start": "2026-11-16T01:23:00Z"}]})[0] == []
+    assert matrix.check(truth, {"incidents": [spike | {"start": "2026-11-16T01:28:00Z"}]})[0] == [
+        "start off by +180 s (tolerance 60 s, provider)"]

@@ -369,6 +369,20 @@ def test_a_mondays_usual_is_the_other_weekdays():
     assert quiet_levels(rows, costs, [monday], day) == {}
 
 
+def test_a_weekend_attacks_first_day_is_not_the_usual_of_its_second():
+    """Daily usage of a week (matrix seed 77 #80): an attack over Saturday night and Sunday. The first search found
+    only the Sunday; the second, the Sunday left out, found the Saturday too, but the Sunday's usual was still the
+    median of the other weekend days, the Sunday before ($9) and the attacked Saturday ($90): $50, and the attack
+    $23 short (-10.9 %). Days are searched a third time with both left out: the Sunday's usual is $23, not $50."""
+    day = pd.Timedelta(days=1)
+    t0 = pd.Timestamp("2026-11-07")
+    spend = ["0.69", "9.31", "24.14", "24.49", "23.85", "25.19", "22.36", "89.85", "137.33", "11.35"]
+    costs = {t0 + i * day: Decimal(c) for i, c in enumerate(spend)}
+    usual, spans = series_spikes(costs, day)
+    assert spans == [(t0 + 7 * day, t0 + 8 * day)]
+    assert usual[t0 + 8 * day] == usual[t0 + 7 * day] == Decimal("23.105")
+
+
 def test_a_weekend_attack_after_weekday_history_is_found_in_daily_buckets():
     """Daily usage of the proxy's key, Thursday to Sunday (matrix seed 11 #363): the key used outside the proxy from
     Saturday 22:06 to Sunday 01:35. The Sunday spent $90 against a usual of $53 (the median of the other days, two
