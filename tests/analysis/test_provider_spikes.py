@@ -440,6 +440,32 @@ def test_a_batch_starting_before_the_attack_stops_is_split_off_by_output_tokens(
     assert all(39 < m.spike_calls < 41 for m in tails)
 
 
+def test_an_hour_of_the_attack_beside_the_nightly_batch_is_split_though_its_calls_drifted_little():
+    """Hourly usage (matrix seed 8 #15): the key's own evening, then the proxy's key used outside it from 23:19 to
+    03:13; the nightly batch of long documents runs at 02:00 beside it, on the first night of the export (no usual
+    for it). 02:00's calls are 1.37 times the spike's size and write 1.49 times less a token of input, both under
+    MIXED_FACTOR: the whole hour was the attack's, $24 too much (+12.9 %). Both drifted towards the key's own calls,
+    and by output a third of its input is not the attack's: split, the attack gets ~650 of its 741 calls. The same
+    hour with the spike's own profile stays whole."""
+    from forensics.analysis.provider_spikes import split_by_output
+
+    t0 = pd.Timestamp("2026-11-14 16:00")
+    own = [(t0 + h * HOUR, "gpt-4o", n, i, o, c) for h, (n, i, o, c) in enumerate(
+        [(13, 976_529, 8_223, 2.52), (7, 377_360, 3_485, 0.98), (9, 443_230, 4_451, 1.15), (3, 189_980, 881, 0.48),
+         (7, 466_276, 3_740, 1.20), (4, 232_870, 2_892, 0.61), (1, 31_451, 580, 0.08)])]
+    spike = [(404, 11_079_679, 953_347, 37.23), (494, 12_947_879, 1_242_388, 44.79),
+             (456, 12_931_246, 1_111_532, 43.44), (741, 27_588_069, 1_679_408, 85.76), (167, 4_370_843, 423_388, 15.16)]
+    rows = _usage(own + [(t0 + (7 + h) * HOUR, "gpt-4o", *x) for h, x in enumerate(spike)])
+    costs = {t: Decimal(str(c)) for t, c in zip(rows["bucket_start"], rows["cost_usd"])}
+    usual = dict.fromkeys(costs, Decimal("1.1"))
+    run = [t0 + h * HOUR for h in range(7, 12)]
+    [m] = split_by_output(rows, costs, usual, run, run)
+    assert m.bucket == t0 + 10 * HOUR and 620 < m.spike_calls < 680 and m.by == "output"
+    alike = rows.assign(input_tokens=rows["input_tokens"].where(rows["bucket_start"] != m.bucket, 20_000_000),
+                        output_tokens=rows["output_tokens"].where(rows["bucket_start"] != m.bucket, 1_800_000))
+    assert split_by_output(alike, costs, usual, run, run) == []
+
+
 def test_a_batch_after_the_attack_went_quiet_is_cut_off_however_long():
     """The batch started ten quiet minutes after the attack stopped and ran 18 minutes (matrix seed 77 #45): a third
     of the spike's buckets held its calls, more than the share allowed inside a spike, so none were taken for
