@@ -31,7 +31,8 @@ LLM_ENDPOINT_SQL = ("regexp_matches(coalesce(path, ''), "
                     "'^(/openai)?(/v1)?/(chat/completions|completions|embeddings|messages|responses|"
                     "engines/[^/]+/(chat/)?completions|openai/deployments/[^/]+/(chat/)?completions)')")
 PACE_MIN_GAPS = 5                 # an address's answers in a row that time its requests (no $request_time)...
-PACE_MAX_CV = 0.25                # ...when its seconds per response byte between them vary this little
+PACE_MAX_CV = 0.25                # ...when its seconds per response byte between them vary this little...
+PACE_LOOP_SHARE = 0.8             # ...and this share of its lines at least come within SESSION_GAP_MINUTES of the last
 AUTH_BURST_MIN = 20               # 401/403 answers from one address in one burst
 NEWCOMERS_MIN = 5                 # new public addresses arriving in one slow session...
 NEWCOMERS_FACTOR = 4              # ...this many times as many as new clients arrived before
@@ -113,7 +114,9 @@ def nginx_newcomers_step(lines: str) -> Step:
     in a public repository, used from wherever it was found, at a rate no surge rule sees). An address calling in
     the lines' first minute counts as a client from before them, unless it calls with the client software (user
     agent) of most of such a session's addresses, which no address the gateway knew used: the leak was already
-    running when the log begins."""
+    running when the log begins. Within a session, arrivals an hour or more after the one before start a wave of
+    their own, judged on its own (the office's two addresses in the afternoon are not the start of the leak's nine
+    at night)."""
     return Step("nginx_newcomer_candidates", f"""
         WITH span AS (SELECT min(start_time) AS t0 FROM {lines}),
         firsts AS (
@@ -134,30 +137,42 @@ def nginx_newcomers_step(lines: str) -> Step:
                        -- address calling once hours later does not stretch the time the others arrived over)
             SELECT a.* FROM per_address a JOIN typical t USING (session_no)
             WHERE a.n * {SURGE_DRIVER_SHARE} >= t.typical
-        ), arrivals AS (   -- how many arrived, over how long
-            SELECT d.session_no, any_value(x.s) AS s, count(*) AS arrived, max(d.first_seen) - min(d.first_seen) AS over
-            FROM drivers d JOIN sessions x USING (session_no) GROUP BY d.session_no
+        ), starts AS (   -- arrivals an hour or more after the one before start a wave of their own (the office's
+                         -- second address in the afternoon, the leak's nine addresses at night)
+            SELECT d.*, CASE WHEN d.first_seen - lag(d.first_seen) OVER (PARTITION BY d.session_no
+                                                                        ORDER BY d.first_seen, d.client_ip)
+                                  <= INTERVAL {SLOW_GAP_MINUTES} MINUTE THEN 0 ELSE 1 END AS starts_wave
+            FROM drivers d
+        ), waves AS (
+            SELECT *, dense_rank() OVER (ORDER BY session_no, wave) AS wave_no FROM (
+                SELECT *, sum(starts_wave) OVER (PARTITION BY session_no ORDER BY first_seen, client_ip
+                                                 ROWS UNBOUNDED PRECEDING) AS wave FROM starts)
+        ), arrivals AS (   -- how many arrived in a wave, from when, over how long
+            SELECT wave_no, min(first_seen) AS s, count(*) AS arrived, max(first_seen) - min(first_seen) AS over
+            FROM waves GROUP BY wave_no
         ), hot AS (
-            SELECT a.session_no FROM arrivals a, span
+            SELECT a.wave_no FROM arrivals a, span
             WHERE a.arrived >= {NEWCOMERS_MIN}
               AND a.arrived >= {NEWCOMERS_FACTOR} * (SELECT count(*) FROM firsts f WHERE f.first_seen < a.s)
                                 * greatest(epoch(a.over), 3600) / greatest(epoch(a.s - span.t0), 3600)
-        )
-        , early AS (   -- public addresses calling in the lines' first minute: clients from before them, as a rule
+        ), leak AS (SELECT w.session_no, w.client_ip, w.wave_no FROM waves w SEMI JOIN hot USING (wave_no)),
+        early AS (   -- public addresses calling in the lines' first minute: clients from before them, as a rule
             SELECT client_ip, mode(user_agent) AS agent FROM {lines}, span
             WHERE client_ip IS NOT NULL AND NOT {internal_ip_sql('client_ip')} GROUP BY client_ip, span.t0
             HAVING min(start_time) <= span.t0 + INTERVAL {NEWCOMER_GRACE_SECONDS} SECOND
-        ), agents AS (   -- the client software of most of a hot session's drivers, used by no address known before
-            SELECT d.session_no, l.user_agent FROM drivers d SEMI JOIN hot USING (session_no)
+        ), agents AS (   -- the client software of most of a hot wave's addresses, used by no address known before
+            SELECT w.wave_no, l.user_agent FROM leak w
             JOIN {lines} l USING (client_ip) WHERE coalesce(l.user_agent, '') NOT IN ('', '-') GROUP BY ALL
-            HAVING count(DISTINCT d.client_ip) * 2 >= (SELECT count(*) FROM drivers x WHERE x.session_no = d.session_no)
+            HAVING count(DISTINCT w.client_ip) * 2 >= (SELECT count(*) FROM leak x WHERE x.wave_no = w.wave_no)
                AND NOT EXISTS (SELECT 1 FROM {lines} o WHERE o.user_agent = l.user_agent
-                               AND o.client_ip NOT IN (SELECT client_ip FROM drivers)
+                               AND o.client_ip NOT IN (SELECT client_ip FROM leak)
                                AND o.client_ip NOT IN (SELECT client_ip FROM early))
-        ), kin AS (SELECT a.session_no, e.client_ip FROM early e JOIN agents a ON e.agent = a.user_agent)
-        SELECT c.* FROM candidates c SEMI JOIN hot USING (session_no) SEMI JOIN drivers USING (session_no, client_ip)
+        ), kin AS (SELECT a.wave_no, e.client_ip FROM early e JOIN agents a ON e.agent = a.user_agent)
+        SELECT c.* EXCLUDE (session_no), w.wave_no AS session_no
+        FROM candidates c JOIN leak w USING (session_no, client_ip)
         UNION ALL BY NAME
-        SELECT l.*, k.session_no FROM {lines} l JOIN kin k USING (client_ip) WHERE NOT l.auth_failure AND l.status < 400
+        SELECT l.*, k.wave_no AS session_no FROM {lines} l JOIN kin k USING (client_ip)
+        WHERE NOT l.auth_failure AND l.status < 400
     """)
 
 
@@ -167,7 +182,9 @@ def pace_step(mine: str, k: int) -> Step:
     client sends each request when the previous answer arrived (a loop of calls, one at a time) logs its answers one
     request's duration apart: between two of its served lines under SESSION_GAP_MINUTES apart, the gap over the later
     answer's bytes. Addresses with PACE_MIN_GAPS such gaps whose ratio varies by at most PACE_MAX_CV (coefficient of
-    variation) call that way; the median of their medians is the pace. None without such an address (calls spaced by
+    variation), PACE_LOOP_SHARE of their lines or more coming so (a slow leak's address calling every quarter hour at
+    random has a few short gaps that agree by chance: matrix seed 99 #181, its start seven minutes early), call that
+    way; the median of their medians is the pace. None without such an address (calls spaced by
     pauses, several at a time, or request times logged): then nothing is estimated."""
     return Step(f"nginx_incident_{k}_pace", f"""
         WITH served AS (
@@ -177,8 +194,11 @@ def pace_step(mine: str, k: int) -> Step:
         ), ratios AS (
             SELECT client_ip, gap / body_bytes AS r FROM served
             WHERE request_time IS NULL AND body_bytes > 0 AND gap > 0 AND gap < {SESSION_GAP_MINUTES * 60}
+        ), looping AS (   -- most of its lines come one answer after the other, not minutes apart at random
+            SELECT client_ip FROM served WHERE gap IS NOT NULL GROUP BY client_ip
+            HAVING count(*) FILTER (WHERE gap < {SESSION_GAP_MINUTES * 60}) >= {PACE_LOOP_SHARE} * count(*)
         ), steady AS (
-            SELECT client_ip, median(r) AS r FROM ratios GROUP BY client_ip
+            SELECT client_ip, median(r) AS r FROM ratios SEMI JOIN looping USING (client_ip) GROUP BY client_ip
             HAVING count(*) >= {PACE_MIN_GAPS} AND stddev_samp(r) <= {PACE_MAX_CV} * avg(r)
         )
         SELECT median(r) AS seconds_per_byte, count(*) AS addresses FROM steady

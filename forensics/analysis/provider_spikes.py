@@ -148,7 +148,8 @@ def _usual(costs: dict, width: pd.Timedelta, hot=frozenset(), fallback=None) -> 
     `fallback(bucket)` (a coarser series' usual, spread), else the median of the series' other busy buckets, spikes
     found so far (`hot`) left out (quiet nights are not the baseline, nor is the spike); of the same kind of day
     (weekday or weekend, UTC) when SAME_KIND_MIN_DAYS of them are busy (a Monday's usual is not a Sunday's, nor
-    the median of a week that is two-sevenths weekend); and the median busy bucket."""
+    the median of a week that is two-sevenths weekend), and without the export's first and last day (part days)
+    unless nothing else is left; and the median busy bucket."""
     busy = _median([c for c in costs.values() if c])
     by_slot: dict = {}
     if width < pd.Timedelta(days=1):
@@ -162,9 +163,13 @@ def _usual(costs: dict, width: pd.Timedelta, hot=frozenset(), fallback=None) -> 
         elif fallback is not None:
             usual[t] = fallback(t)
         else:
-            same = _same_kind(costs, t, hot) if width >= pd.Timedelta(days=1) else None
-            usual[t] = _median(same if same is not None else
-                               [c for u, c in costs.items() if c and u != t and u not in hot])
+            pool = [c for u, c in costs.items() if c and u != t and u not in hot]
+            if width >= pd.Timedelta(days=1):    # its kind of day's; else the other days, the export's part days at
+                same = _same_kind(costs, t, hot)  # its ends only when nothing else is left
+                inner = [c for u, c in costs.items()
+                         if c and u != t and u not in hot and u not in (min(costs), max(costs))]
+                pool = same if same is not None else inner or pool
+            usual[t] = _median(pool)
     return usual, busy
 
 
@@ -619,9 +624,9 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, aft
     more by their output (`_output_split`), their calls no MIXED_FACTOR times larger than its. A stolen key's first
     calls after it was found (a stuffing script's hit, a test with a real prompt) come minutes before the script spends
     it, too thin to stand out as a spike. Only those each within LEAD_GAP_MINUTES of the next (the spike's first bucket
-    for the last). Returns those buckets, earliest first; none for buckets wider than DETECTION_MINUTES (an hour before
-    a spike is not its first minutes). `after`: the same after the spike, its last calls (a slow script's last call
-    after a quiet minute that ended the refined spike)."""
+    for the last), buckets holding other calls not counted. Returns those buckets, earliest first; none for buckets
+    wider than DETECTION_MINUTES (an hour before a spike is not its first minutes). `after`: the same after the spike,
+    its last calls (a slow script's last call after a quiet minute that ended the refined spike)."""
     if not run or width > pd.Timedelta(minutes=DETECTION_MINUTES) or "input_tokens" not in rows:
         return []
     mine = _main_model_buckets(rows, run)
@@ -650,10 +655,13 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, aft
     by_size = set() if like(float(own.median())) or own.map(like).mean() > PROBE_SHARE else {
         t for t, x in near.items() if t in costs and like(x)}
     # a chain back from the spike: each within LEAD_GAP_MINUTES of the next (a call ten minutes before a slow
-    # script is the key's own, however much it wrote)
+    # script is the key's own, however much it wrote), counting only buckets without calls between: a bucket of
+    # another workload's calls (the nightly batch starting while a slow script still ran) may hold its calls too
     out, nxt = [], run[-1] if after else run[0]
     for t in sorted(by_output | by_size, reverse=not after):
-        if abs(nxt - t) > max(pd.Timedelta(minutes=LEAD_GAP_MINUTES), width):
+        between = pd.date_range(min(t, nxt), max(t, nxt), freq=width)[1:-1]
+        if (sum(u not in busy.index for u in between) + 1) * width > max(pd.Timedelta(minutes=LEAD_GAP_MINUTES),
+                                                                           width):
             break
         out.append(t)
         nxt = t

@@ -270,7 +270,8 @@ def own_after_logs_step(whole: str, proxy_keys: str, prices: str) -> Step:
                    any_value(proxy_cache_write_tokens) AS proxy_cache_write_tokens
             FROM {whole} JOIN {proxy_keys} USING (provider, api_key_id) GROUP BY provider, bucket_start, model
         )
-        SELECT m.provider, m.bucket_start, date_diff('minute', m.bucket_start, any_value(m.bucket_end)) AS bucket_minutes,
+        SELECT m.provider, m.bucket_start,
+               date_diff('minute', m.bucket_start, any_value(m.bucket_end)) AS bucket_minutes,
                CAST(sum({priced("m.")}) AS DECIMAL(38,12)) AS cost_usd,
                CAST(sum({priced("m.proxy_")}) AS DECIMAL(38,12)) AS proxy_cost_usd,
                m.bucket_start > (SELECT last FROM {LOG_WINDOW_SQL}) AS after_logs

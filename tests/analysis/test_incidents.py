@@ -184,6 +184,38 @@ def test_a_slow_leak_already_running_when_the_nginx_log_begins_keeps_its_first_a
     assert set(n.by_ip["ip"]) == {f"203.0.113.{62 + a}" for a in range(7)}
 
 
+def test_a_stolen_keys_addresses_found_by_two_detectors_are_one_incident():
+    """Matrix seed 99 #208: a stolen key spent from four addresses; three surged at 01:25 (the surge rule), the fourth
+    arrived at 01:30 when the proxy's rate was already the attack's and was found as a new address of the key on its
+    own: two incidents, each with part of the addresses and the cost. One key, overlapping times, both about
+    addresses new to it: one incident. Another key's incident at the same time stays its own."""
+    from forensics.analysis.incident import Incident
+    from forensics.analysis.incidents import _one_key_one_story, request_facts_step
+    from forensics.analysis.steps import Step
+
+    start = T0 + timedelta(hours=1, minutes=25)
+    rows = [(f"s{i}", start + timedelta(seconds=3 * i), "k" * 64, f"192.0.2.{11 + i % 3}", "success", None, "0.06")
+            for i in range(600)]
+    rows += [(f"n{i}", start + timedelta(minutes=5, seconds=4 * i), "k" * 64, "203.0.113.28", "success", None, "0.06")
+             for i in range(300)]
+    rows += [(f"o{i}", start + timedelta(seconds=5 * i), "j" * 64, "203.0.113.99", "success", None, "0.01")
+             for i in range(100)]
+    c = _case(rows)
+    facts = c.run(request_facts_step())
+
+    def incident(name: str, detector: str, prefix: str) -> Incident:
+        table = c.run(Step(f"test_{name}", f"SELECT request_id FROM llm_requests WHERE request_id LIKE '{prefix}%'"))
+        first, last, n = c.execute(f"SELECT min(start_time), max(start_time), count(*) FROM llm_requests "
+                                   f"WHERE request_id LIKE '{prefix}%'").fetchone()
+        return Incident(name, "other", "suspicious", detector, first, last, n, table=table)
+    found = _one_key_one_story(c, [incident("A", "surge", "s"), incident("B", "new_address", "n"),
+                                   incident("C", "new_address", "o")], facts)
+    assert sorted((i.id, i.detector, i.requests) for i in found) == [("A", "surge", 900), ("C", "new_address", 100)]
+    (a,) = [i for i in found if i.id == "A"]
+    assert c.execute(f"SELECT count(DISTINCT request_id) FROM {a.table}").fetchone()[0] == 900
+    assert (a.start, a.end) == (start, start + timedelta(seconds=3 * 599))
+
+
 def _keyless_office(heavy_days):
     """A proxy with no keys: two app servers all along, and an office's public address that first calls lightly on
     day 1 (one call every 10 minutes from 09:00 to 17:00) and on `heavy_days` calls hard from 08:00 (120 calls in

@@ -583,6 +583,28 @@ def test_a_slow_scripts_spike_does_not_start_at_the_keys_own_calls_before_it():
     assert own_edges(rows.drop(columns="output_tokens"), run, MINUTE) == run
 
 
+def test_a_slow_scripts_last_calls_after_the_nightly_batch_are_its_own():
+    """Per-minute usage (matrix seed 8 #355): a slow script (two calls a minute, 26k input, 8 % output) until 02:12,
+    the nightly batch (11 calls of 110k a minute, 1 % output) from 02:15 to 02:18, the script's last calls from
+    02:21 to 02:27. The chain of last calls broke at 02:21, nine minutes after the spike: the spike ended 16
+    minutes early. Minutes of the batch's calls are not a pause (they may hold the script's calls too): four empty
+    minutes between, and the last calls are the script's. With nothing at 02:15-02:18 the pause ends it."""
+    from forensics.analysis.provider_spikes import lead_in
+
+    t0 = pd.Timestamp("2026-11-15 01:00")
+    own = [(m, 1, 1, 70_000, 700) for m in range(0, 12, 3)]
+    script = [(12, 61, 2, 26_000, 2_100)]
+    tail = [(m, 1, 1, 30_000, 2_400) for m in (81, 82, 85, 86, 87)]
+    batch = [(75, 4, 11, 110_000, 1_200)]
+    rows = _minute_usage(t0, own + script + batch + tail)
+    costs = {t0 + m * MINUTE: Decimal(0) for m in range(100)} | {
+        t: Decimal(str(round(c, 6))) for t, c in zip(rows["bucket_start"], rows["cost_usd"])}
+    run = [t0 + m * MINUTE for m in range(12, 73)]
+    assert lead_in(rows, costs, run, MINUTE, after=True) == [t0 + m * MINUTE for m in (81, 82, 85, 86, 87)]
+    quiet = _minute_usage(t0, own + script + tail)
+    assert lead_in(quiet, costs, run, MINUTE, after=True) == []
+
+
 def test_a_bucket_under_its_usual_inside_a_spike_takes_nothing_off_it():
     """A spike over the minutes of last night's batch (matrix seed 77 #326): the usual of those minutes is the
     batch's $3.39, tonight's batch started five minutes later. Those minutes spent under their usual: the spike
