@@ -216,6 +216,56 @@ def test_a_stolen_keys_addresses_found_by_two_detectors_are_one_incident():
     assert (a.start, a.end) == (start, start + timedelta(seconds=3 * 599))
 
 
+def test_an_offices_afternoon_addresses_are_not_the_start_of_a_leak_at_night():
+    """Matrix seed 99 #181: the office's two public addresses first call at 15:02 and 15:53 and now and then until
+    late; a leaked key's nine addresses arrive from 19:07 within 40 minutes. With no hour's pause between, all were
+    one session of newcomers: the incident started at 15:02 with eleven addresses. Arrivals an hour or more after
+    the one before are a wave of their own: the nine."""
+    from forensics.analysis.nginx_incidents import find_nginx_incidents
+
+    rows = [(T0 + timedelta(minutes=3 * i), f"10.0.0.{5 + i % 2}", 200) for i in range(12 * 20)]
+    rows += [(T0 + timedelta(minutes=30 + 50 * a + 47 * i), f"198.51.100.{23 + a}", 200) for a in range(2)
+             for i in range(13)]
+    start = T0 + timedelta(hours=4, minutes=37)
+    leak = [(start + timedelta(minutes=5 * a + 15 * i), f"203.0.113.{60 + a}", 200) for a in range(9)
+            for i in range(24)]
+    [n] = find_nginx_incidents(_nginx_case(rows + leak))
+    assert set(n.by_ip["ip"]) == {f"203.0.113.{60 + a}" for a in range(9)}
+    assert n.incident.start == start - timedelta(seconds=2.5)      # its request began 2.5 s before its line
+
+
+def test_the_pace_of_answers_comes_from_an_address_calling_one_request_after_the_other():
+    """nginx without $request_time (matrix seed 99 #181): a slow leak's address calls every few minutes to half an
+    hour at random; five of its short gaps happened to agree per answer byte, and the whole incident was dated seven
+    minutes early by that 'pace'. An address whose lines mostly come one answer after the other gives the pace; one
+    whose lines mostly come minutes apart does not."""
+    from forensics.analysis.nginx_incidents import llm_lines_step, pace_step
+    from forensics.api import Case
+    from forensics.analysis.steps import Step
+
+    def pace(rows):
+        c = Case.memory()
+        c.con.register("lines_in", pd.DataFrame(rows, columns=["time", "client_ip", "bytes"]))
+        c.con.execute("""INSERT INTO http_requests (file_id, line_no, time, client_ip, status, method, path,
+                             user_agent, body_bytes, request_time)
+                         SELECT 1, row_number() OVER (ORDER BY time), time, client_ip, 200, 'POST',
+                                '/v1/chat/completions', 'python-requests/2.32', bytes, NULL FROM lines_in""")
+        lines = c.run(llm_lines_step())
+        mine = c.run(Step("mine", f"SELECT * FROM {lines}"))
+        return c.execute(f"SELECT * FROM {c.run(pace_step(mine, 1))}").fetchone()
+    loop, t = [], T0
+    for i in range(30):                       # back to back: each answer 0.02 s a byte after the last
+        size = 4000 + 500 * (i % 5)
+        t += timedelta(seconds=0.02 * size)
+        loop.append((t, "203.0.113.5", size))
+    assert pace(loop) == (0.02, 1)
+    random, t = [], T0
+    for i, minutes in enumerate([1.6, 25, 1.6, 31, 1.6, 18, 1.6, 22, 1.6, 27, 1.6, 35]):
+        t += timedelta(minutes=minutes)
+        random.append((t, "203.0.113.6", 4800))
+    assert pace(random)[1] == 0
+
+
 def _keyless_office(heavy_days):
     """A proxy with no keys: two app servers all along, and an office's public address that first calls lightly on
     day 1 (one call every 10 minutes from 09:00 to 17:00) and on `heavy_days` calls hard from 08:00 (120 calls in

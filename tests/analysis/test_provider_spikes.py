@@ -369,6 +369,27 @@ def test_a_mondays_usual_is_the_other_weekdays():
     assert quiet_levels(rows, costs, [monday], day) == {}
 
 
+def test_the_part_days_at_a_daily_exports_ends_are_not_its_usual():
+    """Daily usage from a Thursday evening to early Sunday (matrix seed 99 #203): the key used outside the proxy on
+    Saturday night. The Saturday's usual was the median of the Thursday's few hours, the Friday and the Sunday's
+    first hours ($48): $97 was not twice it, and the key's gpt-4o-mini calls (173) were above the median of theirs,
+    the Thursday's 50 among them. Without the part days, the Friday is the usual ($61), the other model ran at half
+    its Friday, and the Saturday is the spike."""
+    from forensics.analysis.provider_spikes import _spikes
+
+    day = pd.Timedelta(days=1)
+    t0 = pd.Timestamp("2026-11-12")
+    days = [(27, 1_651_126, 14_936, 4.28, 50), (263, 23_225_831, 246_179, 60.53, 338),
+            (920, 30_284_004, 2_087_440, 96.58, 173), (400, 15_935_410, 846_992, 48.31, 131)]
+    rows = [r for i, (n, inp, out, c, mini) in enumerate(days) for r in (
+        (t0 + i * day, "gpt-4o", n, inp, out, c), (t0 + i * day, "gpt-4o-mini", mini, 2_800 * mini, 230 * mini,
+                                                    0.0005 * mini))]
+    frame = _usage(rows).assign(provider="openai", series="key_1", bucket_end=lambda f: f["bucket_start"] + day)
+    exports = pd.DataFrame({"width": [day], "first": [t0], "last": [t0 + 4 * day]})
+    [(_, _, _, _, usual, spans)] = _spikes(frame, exports)[1]
+    assert spans[0][0] == t0 + 2 * day and usual[t0 + 2 * day] == Decimal("60.699")     # the Friday, both models
+
+
 def test_a_weekend_attacks_first_day_is_not_the_usual_of_its_second():
     """Daily usage of a week (matrix seed 77 #80): an attack over Saturday night and Sunday. The first search found
     only the Sunday; the second, the Sunday left out, found the Saturday too, but the Sunday's usual was still the
