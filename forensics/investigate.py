@@ -240,17 +240,17 @@ def _past_logs_end(spike: pd.DataFrame, k: dict, step: pd.Timedelta) -> tuple[pd
     if spike["bucket_start"].max() < covered - step:
         return none
     inside = own[~own["after_logs"] & (own["bucket_start"] > covered - pd.Timedelta(minutes=LOGS_END_RATE_MINUTES))]
-    rate = sum((Decimal(str(c)) for c in inside["proxy_cost_usd"].dropna()), Decimal(0)) / max(len(inside), 1)
+    rate = sum((Decimal(str(c)) for c in inside["proxy_cost_usd"] if pd.notna(c)), Decimal(0)) / max(len(inside), 1)
     span = (spike["bucket_start"].max() - spike["bucket_start"].min()) / step + 1
     bar = sum((Decimal(str(c)) for c in spike["cost_usd"]), Decimal(0)) / Decimal(int(span)) \
         * REFINE_SHARE["outside_proxy"]
-    after = own[own["after_logs"] & (own["bucket_start"] > covered)].set_index("bucket_start")["cost_usd"]
+    after = {t: Decimal(str(c)) for t, c, past in zip(own["bucket_start"], own["cost_usd"], own["after_logs"])
+             if past and t > covered and pd.notna(c)}                     # an unpriced bucket: nothing known
     gap = max(int(pd.Timedelta(minutes=DETECTION_MINUTES) / step), 2)
     taken, quiet, t = [], 0, covered + step
-    while t <= after.index.max() and quiet < gap:
-        excess = Decimal(str(after.get(t, 0) or 0)) - rate
-        if excess > bar:
-            taken += [(u, max(Decimal(str(after.get(u, 0) or 0)) - rate, Decimal(0)))
+    while after and t <= max(after) and quiet < gap:
+        if after.get(t, Decimal(0)) - rate > bar:
+            taken += [(u, max(after.get(u, Decimal(0)) - rate, Decimal(0)))
                       for u in pd.date_range(taken[-1][0] + step if taken else covered + step, t, freq=step)]
             quiet = 0
         else:
