@@ -183,8 +183,8 @@ def test_a_spike_on_the_proxys_own_key_runs_on_past_the_end_of_its_logs():
     ran_on, rate = _past_logs_end(spike, k, minute)
     assert rate == Decimal("0.05") and ran_on["bucket_start"].tolist() == [covered + m * minute for m in range(1, 16)]
     assert sum(ran_on["cost_usd"]) == Decimal("0.75") * 11      # its thin minutes at nothing, not below it
-    unpriced = own.astype({"cost_usd": object})
-    unpriced.loc[75, "cost_usd"] = None                          # a model without a price there: nothing known
+    unpriced = own.astype({"cost_usd": float})
+    unpriced.loc[75, "cost_usd"] = float("nan")                  # a model without a price there: nothing known
     ran_on, _ = _past_logs_end(spike, {"after_logs": unpriced, "net_buckets": spike}, minute)
     assert len(ran_on) == 15 and sum(ran_on["cost_usd"]) == Decimal("0.75") * 10
     ended = spike[spike["bucket_start"] < covered - 10 * minute]
