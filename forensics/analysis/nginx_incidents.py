@@ -116,7 +116,8 @@ def nginx_newcomers_step(lines: str) -> Step:
     agent) of most of such a session's addresses, which no address the gateway knew used: the leak was already
     running when the log begins. Within a session, arrivals an hour or more after the one before start a wave of
     their own, judged on its own (the office's two addresses in the afternoon are not the start of the leak's nine
-    at night)."""
+    at night); a newcomer of another wave calling with that client software joins the hot one (the leak's tenth
+    address, arriving after a pause)."""
     return Step("nginx_newcomer_candidates", f"""
         WITH span AS (SELECT min(start_time) AS t0 FROM {lines}),
         firsts AS (
@@ -165,9 +166,15 @@ def nginx_newcomers_step(lines: str) -> Step:
             JOIN {lines} l USING (client_ip) WHERE coalesce(l.user_agent, '') NOT IN ('', '-') GROUP BY ALL
             HAVING count(DISTINCT w.client_ip) * 2 >= (SELECT count(*) FROM leak x WHERE x.wave_no = w.wave_no)
                AND NOT EXISTS (SELECT 1 FROM {lines} o WHERE o.user_agent = l.user_agent
-                               AND o.client_ip NOT IN (SELECT client_ip FROM leak)
+                               AND o.client_ip NOT IN (SELECT client_ip FROM waves)
                                AND o.client_ip NOT IN (SELECT client_ip FROM early))
-        ), kin AS (SELECT a.wave_no, e.client_ip FROM early e JOIN agents a ON e.agent = a.user_agent)
+        ), others AS (   -- the first minute's addresses, and the newcomers of the session's other waves (one more
+                         -- address of the leak arriving after a pause of an hour)
+            SELECT client_ip, agent FROM early
+            UNION
+            SELECT w.client_ip, mode(l.user_agent) FROM waves w JOIN {lines} l USING (client_ip)
+            WHERE w.wave_no NOT IN (SELECT wave_no FROM hot) GROUP BY w.client_ip
+        ), kin AS (SELECT DISTINCT a.wave_no, o.client_ip FROM others o JOIN agents a ON o.agent = a.user_agent)
         SELECT c.* EXCLUDE (session_no), w.wave_no AS session_no
         FROM candidates c JOIN leak w USING (session_no, client_ip)
         UNION ALL BY NAME

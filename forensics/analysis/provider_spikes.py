@@ -624,9 +624,9 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, aft
     more by their output (`_output_split`), their calls no MIXED_FACTOR times larger than its. A stolen key's first
     calls after it was found (a stuffing script's hit, a test with a real prompt) come minutes before the script spends
     it, too thin to stand out as a spike. Only those each within LEAD_GAP_MINUTES of the next (the spike's first bucket
-    for the last), buckets holding other calls not counted. Returns those buckets, earliest first; none for buckets
-    wider than DETECTION_MINUTES (an hour before a spike is not its first minutes). `after`: the same after the spike,
-    its last calls (a slow script's last call after a quiet minute that ended the refined spike)."""
+    for the last). Returns those buckets, earliest first; none for buckets wider than DETECTION_MINUTES (an hour before
+    a spike is not its first minutes). `after`: the same after the spike, its last calls (a slow script's last call
+    after a quiet minute that ended the refined spike)."""
     if not run or width > pd.Timedelta(minutes=DETECTION_MINUTES) or "input_tokens" not in rows:
         return []
     mine = _main_model_buckets(rows, run)
@@ -655,13 +655,10 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, aft
     by_size = set() if like(float(own.median())) or own.map(like).mean() > PROBE_SHARE else {
         t for t, x in near.items() if t in costs and like(x)}
     # a chain back from the spike: each within LEAD_GAP_MINUTES of the next (a call ten minutes before a slow
-    # script is the key's own, however much it wrote), counting only buckets without calls between: a bucket of
-    # another workload's calls (the nightly batch starting while a slow script still ran) may hold its calls too
+    # script is the key's own, however much it wrote)
     out, nxt = [], run[-1] if after else run[0]
     for t in sorted(by_output | by_size, reverse=not after):
-        between = pd.date_range(min(t, nxt), max(t, nxt), freq=width)[1:-1]
-        if (sum(u not in busy.index for u in between) + 1) * width > max(pd.Timedelta(minutes=LEAD_GAP_MINUTES),
-                                                                           width):
+        if abs(nxt - t) > max(pd.Timedelta(minutes=LEAD_GAP_MINUTES), width):
             break
         out.append(t)
         nxt = t

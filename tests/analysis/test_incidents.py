@@ -182,6 +182,16 @@ def test_a_slow_leak_already_running_when_the_nginx_log_begins_keeps_its_first_a
         seconds=10)
     [n] = find_nginx_incidents(case("AsyncOpenAI/Python 1.54.0"))
     assert set(n.by_ip["ip"]) == {f"203.0.113.{62 + a}" for a in range(7)}
+    # matrix seed 13 #50: the leak's tenth address arrives 1.5 hours after the ninth, a wave of its own by the pause;
+    # with the leak's client software, which no known address used, it is the leak's
+    late = case("python-requests/2.32.3")
+    late.con.execute("""INSERT INTO http_requests (file_id, line_no, time, client_ip, status, method, path, user_agent,
+                            body_bytes, request_time)
+                        SELECT 2, i, TIMESTAMP '2026-11-09 02:10:00' + i * INTERVAL 13 MINUTE, '198.19.77.5', 200,
+                               'POST', '/v1/chat/completions', 'python-requests/2.32.3', 900, 2.5
+                        FROM range(20) t(i)""")
+    [n] = find_nginx_incidents(late)
+    assert set(n.by_ip["ip"]) == {f"203.0.113.{60 + a}" for a in range(9)} | {"198.19.77.5"}
 
 
 def test_a_stolen_keys_addresses_found_by_two_detectors_are_one_incident():
