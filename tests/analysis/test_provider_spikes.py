@@ -377,17 +377,23 @@ def test_the_part_days_at_a_daily_exports_ends_are_not_its_usual():
     its Friday, and the Saturday is the spike."""
     from forensics.analysis.provider_spikes import _spikes
 
-    day = pd.Timedelta(days=1)
-    t0 = pd.Timestamp("2026-11-12")
-    days = [(27, 1_651_126, 14_936, 4.28, 50), (263, 23_225_831, 246_179, 60.53, 338),
-            (920, 30_284_004, 2_087_440, 96.58, 173), (400, 15_935_410, 846_992, 48.31, 131)]
-    rows = [r for i, (n, inp, out, c, mini) in enumerate(days) for r in (
-        (t0 + i * day, "gpt-4o", n, inp, out, c), (t0 + i * day, "gpt-4o-mini", mini, 2_800 * mini, 230 * mini,
-                                                    0.0005 * mini))]
-    frame = _usage(rows).assign(provider="openai", series="key_1", bucket_end=lambda f: f["bucket_start"] + day)
-    exports = pd.DataFrame({"width": [day], "first": [t0], "last": [t0 + 4 * day]})
+    day, t0 = pd.Timedelta(days=1), pd.Timestamp("2026-11-12")
+    frame, exports = _daily_export(t0, [(27, 1_651_126, 14_936, 4.28, 50), (263, 23_225_831, 246_179, 60.53, 338),
+                                        (920, 30_284_004, 2_087_440, 96.58, 173),
+                                        (400, 15_935_410, 846_992, 48.31, 131)], mini_input=2_800)
     [(_, _, _, _, usual, spans)] = _spikes(frame, exports)[1]
     assert spans[0][0] == t0 + 2 * day and usual[t0 + 2 * day] == Decimal("60.699")     # the Friday, both models
+
+
+def _daily_export(t0, days: list[tuple], mini_input: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The proxy's key's daily usage (the frame `_spikes` searches) and the export's span: per day (gpt-4o calls,
+    input, output, cost, gpt-4o-mini calls), the mini calls of `mini_input` tokens each."""
+    day = pd.Timedelta(days=1)
+    rows = [r for i, (n, inp, out, c, mini) in enumerate(days) for r in (
+        (t0 + i * day, "gpt-4o", n, inp, out, c), (t0 + i * day, "gpt-4o-mini", mini, mini_input * mini, 230 * mini,
+                                                    0.0005 * mini))]
+    frame = _usage(rows).assign(provider="openai", series="key_1", bucket_end=lambda f: f["bucket_start"] + day)
+    return frame, pd.DataFrame({"width": [day], "first": [t0], "last": [t0 + len(days) * day]})
 
 
 def test_a_weekend_attacks_first_day_is_not_the_usual_of_its_second():
@@ -412,15 +418,10 @@ def test_a_weekend_attack_after_weekday_history_is_found_in_daily_buckets():
     that level. Without the other model, nothing is found, as before."""
     from forensics.analysis.provider_spikes import _spikes
 
-    day = pd.Timedelta(days=1)
-    t0 = pd.Timestamp("2026-11-12")
-    days = [(177, 13_519_971, 128_045, 35.08, 274), (232, 20_246_883, 219_069, 52.81, 355),
-            (588, 20_071_752, 1_376_731, 63.95, 153), (847, 28_128_708, 1_960_147, 89.92, 118)]
-    rows = [r for i, (n, inp, out, c, mini) in enumerate(days) for r in (
-        (t0 + i * day, "gpt-4o", n, inp, out, c), (t0 + i * day, "gpt-4o-mini", mini, 2_500 * mini, 230 * mini,
-                                                    0.0005 * mini))]
-    frame = _usage(rows).assign(provider="openai", series="key_1", bucket_end=lambda f: f["bucket_start"] + day)
-    exports = pd.DataFrame({"width": [day], "first": [t0], "last": [t0 + 4 * day]})
+    day, t0 = pd.Timedelta(days=1), pd.Timestamp("2026-11-12")
+    frame, exports = _daily_export(t0, [(177, 13_519_971, 128_045, 35.08, 274), (232, 20_246_883, 219_069, 52.81, 355),
+                                        (588, 20_071_752, 1_376_731, 63.95, 153),
+                                        (847, 28_128_708, 1_960_147, 89.92, 118)], mini_input=2_500)
     spikes = _spikes(frame, exports)[1]
     assert [s[5] for s in spikes] == [[(t0 + 3 * day, t0 + 3 * day)]]
     assert _spikes(frame[frame["model"] == "gpt-4o"], exports)[1] == []
