@@ -104,6 +104,18 @@ def resolve_prices_sql(where: str) -> str:
     """
 
 
+def token_cost_sql(inp: str, out: str, cache_read: str, cache_write: str, p: str = "p", net: bool = False) -> str:
+    """The list-price cost of token counts (SQL expressions) at price row `p`, a DECIMAL(38,12): uncached input
+    (input less cache reads and writes, at least 0 unless `net`, a signed difference) + cache reads + cache writes
+    + output, $/M tokens. A cache price the table lacks falls back to the input price, as LiteLLM does. Scaling is a
+    multiplication by 0.000001: in DuckDB a DECIMAL divided by anything is a DOUBLE, which would lose the exact cents."""
+    uncached = f"{inp} - {cache_read} - {cache_write}"
+    uncached = f"({uncached})" if net else f"greatest({uncached}, 0)"
+    return (f"CAST(({uncached} * {p}.input_mtok + {cache_read} * coalesce({p}.cache_read_mtok, {p}.input_mtok)"
+            f" + {cache_write} * coalesce({p}.cache_write_mtok, {p}.input_mtok) + {out} * {p}.output_mtok)"
+            f" * 0.000001 AS DECIMAL(38,12))")
+
+
 def repriced_cost_sql(where: str) -> str:
     """Set cost_usd from tokens: uncached input + cache reads + cache writes + output, $/M tokens.
 
@@ -113,12 +125,9 @@ def repriced_cost_sql(where: str) -> str:
     """
     return f"""
         UPDATE llm_requests AS r SET
-            cost_usd = CASE WHEN p.input_mtok IS NULL THEN NULL ELSE CAST((
-                  greatest(coalesce(r.prompt_tokens, 0) - coalesce(r.cache_read_tokens, 0)
-                           - coalesce(r.cache_write_tokens, 0), 0) * p.input_mtok
-                + coalesce(r.cache_read_tokens, 0) * coalesce(p.cache_read_mtok, p.input_mtok)
-                + coalesce(r.cache_write_tokens, 0) * coalesce(p.cache_write_mtok, p.input_mtok)
-                + coalesce(r.completion_tokens, 0) * p.output_mtok) * 0.000001 AS DECIMAL(38,12)) END,
+            cost_usd = CASE WHEN p.input_mtok IS NULL THEN NULL ELSE {token_cost_sql(
+                "coalesce(r.prompt_tokens, 0)", "coalesce(r.completion_tokens, 0)",
+                "coalesce(r.cache_read_tokens, 0)", "coalesce(r.cache_write_tokens, 0)")} END,
             price_status = CASE
                 WHEN p.input_mtok IS NULL THEN 'unknown_model'
                 WHEN r.prompt_tokens IS NULL AND r.completion_tokens IS NULL THEN 'no_tokens'

@@ -22,6 +22,7 @@ import pandas as pd
 from forensics.analysis.incident import Incident
 from forensics.analysis.proxy_load import proxy_adjusted, surge_slots
 from forensics.analysis.steps import Step
+from forensics.pricing import token_cost_sql
 
 if TYPE_CHECKING:
     from forensics.api import Case
@@ -59,11 +60,8 @@ def usage_series_step(prices: str = "prices") -> Step:
         SELECT u.provider, coalesce(u.api_key_id, '(no key id)') AS series, u.bucket_start, u.bucket_end,
                coalesce(p.matched_model, u.model) AS model, coalesce(u.requests, 0) AS requests,
                coalesce(u.input_tokens, 0) AS input_tokens, coalesce(u.output_tokens, 0) AS output_tokens,
-               CAST((greatest(coalesce(u.input_tokens, 0) - coalesce(u.cache_read_tokens, 0)
-                              - coalesce(u.cache_write_tokens, 0), 0) * p.input_mtok
-                     + coalesce(u.cache_read_tokens, 0) * coalesce(p.cache_read_mtok, p.input_mtok)
-                     + coalesce(u.cache_write_tokens, 0) * coalesce(p.cache_write_mtok, p.input_mtok)
-                     + coalesce(u.output_tokens, 0) * p.output_mtok) * 0.000001 AS DECIMAL(38,12)) AS cost_usd
+               {token_cost_sql("coalesce(u.input_tokens, 0)", "coalesce(u.output_tokens, 0)",
+                               "coalesce(u.cache_read_tokens, 0)", "coalesce(u.cache_write_tokens, 0)")} AS cost_usd
         FROM provider_usage u JOIN width w USING (provider, bucket_width)
         JOIN chosen c USING (provider, bucket_start, file_id)
         LEFT JOIN {prices} p ON p.provider = u.provider AND p.model = u.model AND p.day = CAST(u.bucket_start AS DATE)
@@ -163,13 +161,12 @@ def _usual(costs: dict, width: pd.Timedelta, hot=frozenset(), fallback=None) -> 
         elif fallback is not None:
             usual[t] = fallback(t)
         else:
-            pool = [c for u, c in costs.items() if c and u != t and u not in hot]
+            pool = [(u, c) for u, c in costs.items() if c and u != t and u not in hot]
             if width >= pd.Timedelta(days=1):    # its kind of day's; else the other days, the export's part days at
                 same = _same_kind(costs, t, hot)  # its ends only when nothing else is left
-                inner = [c for u, c in costs.items()
-                         if c and u != t and u not in hot and u not in (min(costs), max(costs))]
-                pool = same if same is not None else inner or pool
-            usual[t] = _median(pool)
+                inner = [(u, c) for u, c in pool if u not in (min(costs), max(costs))]
+                pool = [(t, c) for c in same] if same is not None else inner or pool
+            usual[t] = _median([c for _, c in pool])
     return usual, busy
 
 
@@ -827,12 +824,17 @@ def _output_split(bucket: pd.Series, core: pd.DataFrame, outside: pd.DataFrame, 
     ratios = _output_ratios(core, outside) if "output_tokens" in bucket else None
     if ratios is None:
         return None
-    rho, r = ratios
     tokens = float(bucket["input_tokens"])
-    spike_input = max((float(bucket["output_tokens"]) - r * tokens) / (rho - r), 0.0)
+    spike_input = _spike_input(bucket, *ratios)
     if spike_input >= tokens:            # writing as much as the spike's calls or more: all of them its
         return float(bucket["requests"])
     return min(spike_input / a, float(bucket["requests"]))
+
+
+def _spike_input(bucket: pd.Series, rho: float, r: float) -> float:
+    """A bucket's input tokens that are the spike's by its output: input = I_a + I_b, output = rho I_a + r I_b
+    (at least 0; may exceed the bucket's input when it writes more than the spike's calls would)."""
+    return max((float(bucket["output_tokens"]) - r * float(bucket["input_tokens"])) / (rho - r), 0.0)
 
 
 def split_by_output(rows: pd.DataFrame, costs: dict, usual: dict, found: list, run: list) -> list[MixedEdge]:
@@ -910,11 +912,10 @@ def _mixed_on_top(top: pd.DataFrame, core: pd.DataFrame, outside: pd.DataFrame, 
     ratios = _output_ratios(core, outside) if len(top) and len(core) else None
     if ratios is None:
         return set()
-    rho, r = ratios
     out = set()
     for t, x in top.iterrows():
         tokens, size = float(x["input_tokens"]), float(x["input_tokens"] / x["requests"])
-        spike_input = min(max((float(x["output_tokens"]) - r * tokens) / (rho - r), 0.0), tokens)
+        spike_input = min(_spike_input(x, *ratios), tokens)
         drift = (size - typical) / typical * (1 if b > typical else -1)
         if spike_input <= (1 - MIXED_SHARE) * tokens and drift >= MIXED_DRIFT:
             out.add(t)

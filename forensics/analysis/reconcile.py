@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from forensics.analysis.steps import Step
+from forensics.pricing import token_cost_sql
 from forensics.schema import MONEY
 
 if TYPE_CHECKING:
@@ -216,9 +217,6 @@ def outside_usage_step(which: str, src: str, whole: str, proxy_keys: str, prices
         d = f"sum({col}) - any_value(proxy_{col})"
         return d if net else f"greatest({d}, 0)"
 
-    def clip(expr: str) -> str:
-        return f"({expr})" if net else f"greatest({expr}, 0)"
-
     return Step(f"outside_usage_{which}{'_net' if net else ''}", f"""
         WITH proxy_keys AS (SELECT provider, api_key_id FROM {proxy_keys}),
         own AS (   -- the proxy's key ids summed: their usage minus the proxy's, per type
@@ -236,10 +234,8 @@ def outside_usage_step(which: str, src: str, whole: str, proxy_keys: str, prices
               AND (provider, api_key_id) IN (SELECT (provider, api_key_id) FROM {src})
         )
         SELECT o.*, date_diff('minute', o.bucket_start, o.bucket_end) AS bucket_minutes,
-               CAST(({clip("o.input_tokens - o.cache_read_tokens - o.cache_write_tokens")} * p.input_mtok
-                          + o.cache_read_tokens * coalesce(p.cache_read_mtok, p.input_mtok)
-                          + o.cache_write_tokens * coalesce(p.cache_write_mtok, p.input_mtok)
-                          + o.output_tokens * p.output_mtok) * 0.000001 AS DECIMAL(38,12)) AS cost_usd,
+               {token_cost_sql("o.input_tokens", "o.output_tokens", "o.cache_read_tokens", "o.cache_write_tokens",
+                               net=net)} AS cost_usd,
                p.input_mtok IS NULL AS unpriced
         FROM (SELECT * FROM own UNION ALL BY NAME SELECT * FROM foreign_keys) o
         LEFT JOIN {prices} p ON p.provider = o.provider AND p.model = o.provider_model
@@ -254,10 +250,7 @@ def own_after_logs_step(whole: str, proxy_keys: str, prices: str) -> Step:
     end. Past it the proxy's silence is not evidence (its spend logs were exported earlier), but a spike of use
     outside it that was running when they ended may run on there (`investigate._past_logs_end`)."""
     def priced(prefix: str) -> str:
-        return (f"(greatest({prefix}input_tokens - {prefix}cache_read_tokens - {prefix}cache_write_tokens, 0) "
-                f"* p.input_mtok + {prefix}cache_read_tokens * coalesce(p.cache_read_mtok, p.input_mtok) "
-                f"+ {prefix}cache_write_tokens * coalesce(p.cache_write_mtok, p.input_mtok) "
-                f"+ {prefix}output_tokens * p.output_mtok) * 0.000001")
+        return token_cost_sql(*(f"{prefix}{c}_tokens" for c in ("input", "output", "cache_read", "cache_write")))
     return Step("own_after_logs", f"""
         WITH per_model AS (   -- the proxy's key ids summed; its logged tokens once per model
             SELECT provider, bucket_start, any_value(bucket_end) AS bucket_end, model,

@@ -283,15 +283,12 @@ def deployment_incident_truth(inc: Incident, built: Built, dep: Deployment, visi
         t.pop("granularity", None)
         t["seen_by"] = {}
         if "provider" in dep.sources and "openai" in dep.providers and len(calls):
+            span = (built.window, dep.openai_usage_bucket, int(calls["t_start"].min()), int(calls["t_start"].max()))
             t["seen_by"]["provider"] = {"start": t["first_request_at"], "end": t["last_request_at"],
                                         "requests": t["requests"], "cost_usd": t["cost_usd"],
                                         "bucket": dep.openai_usage_bucket,
-                                        "separable": provider_baseline(built.window, dep.openai_usage_bucket,
-                                                                       int(calls["t_start"].min()),
-                                                                       int(calls["t_start"].max())),
-                                        "cost_determined": provider_cost_determined(
-                                            built.window, dep.openai_usage_bucket, int(calls["t_start"].min()),
-                                            int(calls["t_start"].max()))}
+                                        "separable": provider_baseline(*span),
+                                        "cost_determined": provider_cost_determined(*span)}
     else:
         rows = built.frame[built.frame["incident"] == inc.id]
         t["seen_by"] = seen_by(rows, dep, visible, scenario, built.window,
