@@ -376,6 +376,7 @@ def _near(a: Incident, b: Incident, slack: timedelta) -> bool:
 
 
 PRORATE_MAX_WIDTH = timedelta(hours=1)
+CALL_SLACK = timedelta(minutes=5)   # nginx logs a call when it ends: its first line may come this long after LiteLLM's
 
 
 def _counts_calls(spike: IncidentFindings) -> bool:
@@ -522,13 +523,15 @@ def _one_campaign(found: list[IncidentFindings], nginx: list[IncidentFindings],
     there and it rests on nginx too (behind a balancer whose log keeps only its own address: by time alone, the
     nginx incident first). An nginx incident with no cost and a provider spike at the same time (a bucket
     either side): the provider's figure is its cost, and it rests on the provider too; of several such spikes, the
-    one whose window the incident covers most (`_coincidence`)."""
+    one whose window the incident covers most (`_coincidence`). Behind a balancer "first" allows CALL_SLACK: with
+    no $request_time nginx's first line is the first call's end, milliseconds to minutes after LiteLLM's start (matrix
+    seed 123 #92: a stuffing campaign both logged from its first call, nginx's 2 ms later, reported twice)."""
     slack = timedelta(minutes=SLOW_GAP_MINUTES)
     kept_nginx = []
     for n in nginx:
         behind = bool(_ips(n)) and all(is_internal(ip) for ip in _ips(n))   # nginx saw only the balancer
         proxy = next((f for f in found if f.incident.table and _near(f.incident, n.incident, slack)
-                      and (_ips(f) & _ips(n) or behind and f.incident.start >= n.incident.start)), None)
+                      and (_ips(f) & _ips(n) or behind and f.incident.start >= n.incident.start - CALL_SLACK)), None)
         if proxy is None:
             kept_nginx.append(n)
             continue

@@ -168,9 +168,10 @@ def surge_sql(rows: str) -> str:
     """Sessions of `rows` (request_id, start_time, client_ip, auth_failure, cost_usd) from public addresses first seen
     after the rows' first minute (not rejected for auth) whose cost (or, when nothing is priced, request) rate is SURGE_FACTOR
     times that of all rows over the lookback before them (a surge with nothing before it counts) and SURGE_FACTOR
-    times that of all the other rows over the rows' whole time (a team whose day starts a minute after the logs do
-    is a newcomer to them and calls many times more than that minute did, but less than the rest of the proxy does
-    meanwhile)."""
+    times that of all the other rows meanwhile (a team whose day starts a minute after the logs do is a newcomer to
+    them and calls many times more than that minute did, but less than the rest of the proxy does meanwhile). Over
+    the session's own time, not the rows' whole: a nightly batch after a stolen key's third address stopped raised
+    the proxy's mean rate over the case above a quarter of the thief's (matrix seed 123 #416)."""
     return f"""
         WITH span AS (SELECT min(start_time) AS t0 FROM {rows}),
         newcomers AS (
@@ -194,20 +195,22 @@ def surge_sql(rows: str) -> str:
                    count(f.request_id) AS n_before, coalesce(sum(f.cost_usd), 0) AS cost_before
             FROM lookback l LEFT JOIN {rows} f ON f.start_time >= l.since AND f.start_time < l.s
             GROUP BY l.session_no
+        ), meanwhile AS (   -- all rows over the session's own time (its own among them)
+            SELECT x.session_no, count(f.request_id) AS n_during, coalesce(sum(f.cost_usd), 0) AS cost_during
+            FROM sessions x LEFT JOIN {rows} f ON f.start_time >= x.s AND f.start_time <= x.s + x.d
+            GROUP BY x.session_no
         ), whole AS (
-            SELECT count(*) AS n_all, coalesce(sum(cost_usd), 0) AS cost_all,
-                   epoch(max(start_time) - min(start_time)) AS seconds_all
-            FROM {rows}
+            SELECT coalesce(sum(cost_usd), 0) AS cost_all FROM {rows}
         ), hot AS (
-            SELECT session_no FROM before, whole
+            SELECT session_no FROM before JOIN meanwhile USING (session_no), whole
             WHERE (before_seconds <= 0 OR (CASE WHEN cost > 0 AND cost_before > 0
                     THEN cost / seconds >= {SURGE_FACTOR} * cost_before / before_seconds
                     ELSE n / seconds >= {SURGE_FACTOR} * n_before / before_seconds END))
-              -- and against the rest of the case's traffic over its whole time: the minute before an office's
-              -- first calls is no usual
-              AND (seconds_all <= 0 OR (CASE WHEN cost > 0 AND cost_all > cost
-                    THEN cost / seconds >= {SURGE_FACTOR} * (cost_all - cost) / seconds_all
-                    ELSE n / seconds >= {SURGE_FACTOR} * (n_all - n) / seconds_all END))
+              -- and against the rest of the case's traffic meanwhile: the minute before an office's first calls
+              -- is no usual (priced when the case's other traffic is)
+              AND (CASE WHEN cost > 0 AND cost_all > cost
+                    THEN cost >= {SURGE_FACTOR} * (cost_during - cost)
+                    ELSE n >= {SURGE_FACTOR} * (n_during - n) END)
         ), per_address AS (   -- who drove the surge: a newcomer with a fifth of the median address's calls did not
             SELECT c.session_no, c.client_ip, count(*) AS n
             FROM candidates c SEMI JOIN hot h USING (session_no) GROUP BY c.session_no, c.client_ip
@@ -343,7 +346,10 @@ def _one_key_one_story(case: Case, incidents: list[Incident], facts: str) -> lis
     """Incidents of KEY_DETECTORS on one and the same key whose windows overlap (or come within SESSION_GAP_MINUTES)
     as one: a stolen key spent from four addresses, three of them surging at 01:25 and the fourth arriving at 01:30
     when the proxy's rate was already the attack's (its new address found on its own), is one attack (matrix seed 99
-    #208: its addresses and cost split over two incidents). The earlier incident's detector tells the story."""
+    #208: its addresses and cost split over two incidents). The story is told by the first of KEY_DETECTORS among
+    them: the key's own past (addresses it never used) says more than the proxy's rate does (matrix seed 123 #416: a
+    thief's first address, inside the key's grace period, surged with the other two; "a key from three new
+    addresses" is the leak, where the surge alone, with no client the key never used, was only suspicious)."""
     keyed = [i for i in incidents if i.detector in KEY_DETECTORS and i.table]
     keys = {}
     for inc in keyed:
@@ -361,4 +367,5 @@ def _one_key_one_story(case: Case, incidents: list[Incident], facts: str) -> lis
         case.statement(f"merge_{into.id}", f"INSERT INTO {into.table} SELECT request_id FROM {inc.table}")
         into.start, into.end, into.requests = min(into.start, inc.start), max(into.end, inc.end), \
             into.requests + inc.requests
+        into.detector = min(into.detector, inc.detector, key=KEY_DETECTORS.index)
     return out + merged

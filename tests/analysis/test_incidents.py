@@ -220,7 +220,9 @@ def test_a_stolen_keys_addresses_found_by_two_detectors_are_one_incident():
         return Incident(name, "other", "suspicious", detector, first, last, n, table=table)
     found = _one_key_one_story(c, [incident("A", "surge", "s"), incident("B", "new_address", "n"),
                                    incident("C", "new_address", "o")], facts)
-    assert sorted((i.id, i.detector, i.requests) for i in found) == [("A", "surge", 900), ("C", "new_address", 100)]
+    # the key's own past tells the story (addresses it never used), not the proxy's rate
+    assert sorted((i.id, i.detector, i.requests) for i in found) == [("A", "new_address", 900),
+                                                                     ("C", "new_address", 100)]
     (a,) = [i for i in found if i.id == "A"]
     assert c.execute(f"SELECT count(DISTINCT request_id) FROM {a.table}").fetchone()[0] == 900
     assert (a.start, a.end) == (start, start + timedelta(seconds=3 * 599))
@@ -446,3 +448,28 @@ def test_a_balancers_401_burst_ends_with_the_guessers_client_not_with_everyone_b
     [n] = find_nginx_incidents(lines(users + guesses + spend))
     assert n.incident.kind == "credential_stuffing"
     assert n.incident.end == spend[-1][0] - timedelta(seconds=2.5)     # its start: the line less $request_time
+
+
+def test_a_thiefs_first_address_inside_the_keys_grace_joins_the_theft_beside_a_later_batch():
+    """Matrix seed 123 #416: 2 h 40 min of logs, so a key's own addresses are those of its first 40 minutes. The
+    support-bot key was first used at 00:50 from its server; the thief's first address called 12 s before 01:29,
+    inside that grace, the other two after it. The surge of the three newcomers (the proxy's own traffic a few
+    dollars meanwhile) takes the first one; a nightly batch of $62 after the theft, which raised the proxy's mean
+    rate over the whole case above a quarter of the thieves', is no part of "meanwhile"."""
+    rows = [(f"w{i}", T0 + timedelta(minutes=10 * i), "w" * 64, "10.20.1.11", "success", None, "0.05")
+            for i in range(16)]
+    rows += [(f"s{i}", T0 + timedelta(minutes=m), "s" * 64, "10.20.2.22", "success", None, "0.30")
+             for i, m in enumerate((50, 130))]
+    rows.append(("a-first", T0 + timedelta(minutes=88, seconds=44), "s" * 64, "203.0.113.251", "success", None,
+                 "0.06"))
+    for n, ip in enumerate(("203.0.113.251", "192.0.2.161", "192.0.2.232")):
+        rows += [(f"t{n}-{i}", T0 + timedelta(minutes=94, seconds=7 * i + n), "s" * 64, ip, "success", None, "0.06")
+                 for i in range(330)]
+    rows += [(f"b{i}", T0 + timedelta(minutes=138, seconds=5 * i), "b" * 64, "10.20.3.31", "success", None, "0.29")
+             for i in range(214)]
+    con = _case(rows)
+    [inc] = [i for i in find_incidents(con).incidents if i.verdict == "attack"]
+    ips = {r[0] for r in con.execute(f"SELECT DISTINCT client_ip FROM llm_requests JOIN {inc.table} "
+                                     "USING (request_id)").fetchall()}
+    assert ips == {"203.0.113.251", "192.0.2.161", "192.0.2.232"}
+    assert inc.requests == 991 and inc.kind == "leaked_key"

@@ -225,3 +225,33 @@ def test_an_nginx_incident_beside_two_spikes_of_the_same_days_takes_the_one_that
                          [], None)
     _one_campaign([], [n], [spike("anthropic", 0, "169"), spike("openai", 1700, "153")])
     assert n.provider == "openai"
+
+
+def test_a_balancers_nginx_incident_logged_a_call_end_after_litellm_joins_it():
+    """Matrix seed 123 #92: nginx behind a balancer whose log keeps only its own address (10.0.0.2) and no
+    $request_time logs each call when it ends; a stuffing campaign LiteLLM logged from its first call (its 401s
+    too) begins there 2 ms before nginx's first line. One campaign, not a second attack seen in nginx only."""
+    from datetime import datetime, timedelta
+
+    import pandas as pd
+
+    from forensics.analysis.incident import Incident
+    from forensics.investigate import IncidentFindings, _one_campaign
+
+    empty = pd.DataFrame()
+    t0 = datetime(2026, 11, 16, 0, 52, 27, 555000)
+    proxy = Incident("P", "credential_stuffing", "attack", "stuffing", t0, t0 + timedelta(minutes=58), 2031,
+                     table="incident_1")
+    p = IncidentFindings(proxy, Decimal("53.35"), [], pd.DataFrame({"client_ip": ["192.0.2.147", "203.0.113.206"]}),
+                         empty, empty, empty, None, [], None)
+    nginx = Incident("N", "credential_stuffing", "attack", "nginx_auth", t0 + timedelta(milliseconds=2),
+                     t0 + timedelta(minutes=59), 2031, sources=["nginx"])
+    n = IncidentFindings(nginx, Decimal(0), [], pd.DataFrame({"ip": ["10.0.0.2"]}), empty, empty, empty, None, [],
+                         None)
+    assert _one_campaign([p], [n], []) == [p]
+    assert proxy.sources == ["litellm", "nginx"]
+    late = Incident("N", "credential_stuffing", "attack", "nginx_auth", t0 + timedelta(minutes=30),
+                    t0 + timedelta(minutes=59), 900, sources=["nginx"])
+    n2 = IncidentFindings(late, Decimal(0), [], pd.DataFrame({"ip": ["10.0.0.2"]}), empty, empty, empty, None, [],
+                          None)
+    assert len(_one_campaign([p], [n2], [])) == 2     # half an hour after the proxy's incident began: its own story
