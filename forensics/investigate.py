@@ -218,13 +218,16 @@ def _beyond_logs(rec: reconcile.Reconciliation, buckets: pd.DataFrame, step: pd.
             "is counted from the provider's export alone"]
 
 
-LOGS_END_RATE_MINUTES = 60       # the proxy's own rate past its logs' end: its mean over their last hour
+LOGS_END_RATE_MINUTES = 60       # the proxy's own rate past its logs' end: from their last hour...
+LOGS_END_RATE_CHUNK_MINUTES = 10  # ...the median of its 10-minute means (a batch in a third of it sets no rate)
 
 
 def _past_logs_end(spike: pd.DataFrame, k: dict, step: pd.Timedelta) -> tuple[pd.DataFrame, Decimal]:
     """A spike of use outside the proxy of its own key that runs to the last bucket its logs cover runs on past
-    their end while the export shows the key spending above the proxy's own rate (its mean over the logs' last
-    LOGS_END_RATE_MINUTES) by a tenth of the spike's mean bucket (its refinement's edge, REFINE_SHARE), until
+    their end while the export shows the key spending above the proxy's own rate (over the logs' last
+    LOGS_END_RATE_MINUTES, the median of its LOGS_END_RATE_CHUNK_MINUTES means: a batch of $3 a minute for eight of
+    those minutes is no rate the proxy kept up after its logs ended, matrix seed 123 #5, end 8 minutes early) by a
+    tenth of the spike's mean bucket (its refinement's edge, REFINE_SHARE), until
     DETECTION_MINUTES of buckets (two at least) do not (the spend logs were exported at 02:51, the provider's usage
     at 03:10: the script ran to 03:06). Returns (those buckets with what they spent above the proxy's rate, that
     rate a bucket); none when the spike ended before the logs did, or the export's buckets there are of another
@@ -240,7 +243,10 @@ def _past_logs_end(spike: pd.DataFrame, k: dict, step: pd.Timedelta) -> tuple[pd
     if spike["bucket_start"].max() < covered - step:
         return none
     inside = own[~own["after_logs"] & (own["bucket_start"] > covered - pd.Timedelta(minutes=LOGS_END_RATE_MINUTES))]
-    rate = sum((Decimal(str(c)) for c in inside["proxy_cost_usd"] if pd.notna(c)), Decimal(0)) / max(len(inside), 1)
+    chunk = max(pd.Timedelta(minutes=LOGS_END_RATE_CHUNK_MINUTES), step)
+    means = [sum((Decimal(str(c)) for c in g if pd.notna(c)), Decimal(0)) / len(g)
+             for _, g in inside.groupby((covered - inside["bucket_start"]) // chunk)["proxy_cost_usd"]]
+    rate = statistics.median(means) if means else Decimal(0)
     span = (spike["bucket_start"].max() - spike["bucket_start"].min()) / step + 1
     bar = sum((Decimal(str(c)) for c in spike["cost_usd"]), Decimal(0)) / Decimal(int(span)) \
         * REFINE_SHARE["outside_proxy"]
@@ -317,7 +323,8 @@ def _outside_incidents(recs: list[reconcile.Reconciliation], first_number: int, 
                         f"the provider's export shows the key spending on to "
                         f"{ran_on['bucket_start'].max() + step:%Y-%m-%d %H:%M} UTC, "
                         f"${float(sum(ran_on['cost_usd'], Decimal(0))):,.2f} above the proxy's own rate in the logs' "
-                        f"last hour (${float(rate_then):,.4f} a bucket), counted as the spike's: an estimate, the "
+                        f"last hour (${float(rate_then):,.4f} a bucket, the median of its {LOGS_END_RATE_CHUNK_MINUTES}"
+                        f"-minute means), counted as the spike's: an estimate, the "
                         "proxy's own calls there not being logged")
                 costs = {b.to_pydatetime(): c for b, c in zip(buckets["bucket_start"], buckets["cost_usd"])}
                 proj = projection.project_buckets(costs, k["bucket_minutes"])

@@ -41,6 +41,7 @@ SPIKE_FLOOR_FACTOR = 10.0         # ...and this many times the median 15 minutes
 SPIKE_ACTOR_SHARE = 0.25          # actors who made at least this share of a spike's spend are its cause
 SURGE_FACTOR = 4.0                # newcomers spending this many times the whole proxy's rate just before them
 SURGE_LOOKBACK_MINUTES = 60       # "just before": at least this long (as long as the surge itself when longer)
+SURGE_SLICE_MINUTES = 15          # "meanwhile": the rest of the proxy's rate in the median slice this long
 NEWCOMER_GRACE_SECONDS = 60      # an address calling in the logs' first minute was a client before they begin
 SURGE_DRIVER_SHARE = 5            # an address in a surge with a fifth of the median address's calls is a bystander
 
@@ -169,9 +170,11 @@ def surge_sql(rows: str) -> str:
     after the rows' first minute (not rejected for auth) whose cost (or, when nothing is priced, request) rate is SURGE_FACTOR
     times that of all rows over the lookback before them (a surge with nothing before it counts) and SURGE_FACTOR
     times that of all the other rows meanwhile (a team whose day starts a minute after the logs do is a newcomer to
-    them and calls many times more than that minute did, but less than the rest of the proxy does meanwhile). Over
-    the session's own time, not the rows' whole: a nightly batch after a stolen key's third address stopped raised
-    the proxy's mean rate over the case above a quarter of the thief's (matrix seed 123 #416)."""
+    them and calls many times more than that minute did, but less than the rest of the proxy does meanwhile): their
+    rate in the median SURGE_SLICE_MINUTES of the session's own time. Not over the rows' whole time, nor the
+    session's mean: a nightly batch after a thief's third address stopped raised the proxy's mean rate over the
+    case above a quarter of the thief's (matrix seed 123 #416), one in the last ten minutes of an hour's theft its
+    mean meanwhile (123 #222)."""
     return f"""
         WITH span AS (SELECT min(start_time) AS t0 FROM {rows}),
         newcomers AS (
@@ -195,10 +198,21 @@ def surge_sql(rows: str) -> str:
                    count(f.request_id) AS n_before, coalesce(sum(f.cost_usd), 0) AS cost_before
             FROM lookback l LEFT JOIN {rows} f ON f.start_time >= l.since AND f.start_time < l.s
             GROUP BY l.session_no
-        ), meanwhile AS (   -- all rows over the session's own time (its own among them)
-            SELECT x.session_no, count(f.request_id) AS n_during, coalesce(sum(f.cost_usd), 0) AS cost_during
-            FROM sessions x LEFT JOIN {rows} f ON f.start_time >= x.s AND f.start_time <= x.s + x.d
-            GROUP BY x.session_no
+        ), slices AS (   -- the session's own time in SURGE_SLICE_MINUTES slices (the last one may be shorter)
+            SELECT session_no, s + k * INTERVAL {SURGE_SLICE_MINUTES} MINUTE AS lo,
+                   least(s + (k + 1) * INTERVAL {SURGE_SLICE_MINUTES} MINUTE, s + d + INTERVAL 1 MICROSECOND) AS hi
+            FROM (SELECT session_no, s, d,
+                         unnest(range(0, CAST(ceil(epoch(d) / {60 * SURGE_SLICE_MINUTES}) AS BIGINT))) AS k
+                  FROM sessions)
+        ), others AS (
+            SELECT * FROM {rows} f WHERE NOT EXISTS (SELECT 1 FROM candidates c WHERE c.request_id = f.request_id)
+        ), meanwhile AS (   -- the rest of the traffic's rate a second in its median slice
+            SELECT session_no, median(n_rest / seconds) AS n_rate, median(cost_rest / seconds) AS cost_rate
+            FROM (SELECT sl.session_no, sl.lo, greatest(epoch(sl.hi - sl.lo), 1) AS seconds,
+                         count(o.request_id) AS n_rest, coalesce(sum(o.cost_usd), 0) AS cost_rest
+                  FROM slices sl LEFT JOIN others o ON o.start_time >= sl.lo AND o.start_time < sl.hi
+                  GROUP BY ALL)
+            GROUP BY session_no
         ), whole AS (
             SELECT coalesce(sum(cost_usd), 0) AS cost_all FROM {rows}
         ), hot AS (
@@ -209,8 +223,8 @@ def surge_sql(rows: str) -> str:
               -- and against the rest of the case's traffic meanwhile: the minute before an office's first calls
               -- is no usual (priced when the case's other traffic is)
               AND (CASE WHEN cost > 0 AND cost_all > cost
-                    THEN cost >= {SURGE_FACTOR} * (cost_during - cost)
-                    ELSE n >= {SURGE_FACTOR} * (n_during - n) END)
+                    THEN cost / seconds >= {SURGE_FACTOR} * cost_rate
+                    ELSE n / seconds >= {SURGE_FACTOR} * n_rate END)
         ), per_address AS (   -- who drove the surge: a newcomer with a fifth of the median address's calls did not
             SELECT c.session_no, c.client_ip, count(*) AS n
             FROM candidates c SEMI JOIN hot h USING (session_no) GROUP BY c.session_no, c.client_ip

@@ -51,7 +51,8 @@ def surge_slots(case: Case) -> set:
 
 
 def proxy_adjusted(costs: dict, usual: dict, run: list, width: pd.Timedelta, slots: set,
-                   also: set = frozenset(), settled: set = frozenset()) -> tuple[list, Decimal, int]:
+                   also: set = frozenset(), settled: set = frozenset(),
+                   unsplit: dict | None = None) -> tuple[list, Decimal, int]:
     """A spike's buckets `run` (sub-daily) and its excess over `usual` (none below it), with the buckets in which
     nginx shows the proxy's own surge (`slots`) taken at the spike's level around them (`_around`; never above their
     own excess):
@@ -59,7 +60,12 @@ def proxy_adjusted(costs: dict, usual: dict, run: list, width: pd.Timedelta, slo
     many buckets were adjusted). Unchanged when no bucket surges, or when half or more do (nginx shows the spike
     itself). `also`: buckets taken the same way for another reason (provider_spikes.other_workload). `settled`:
     buckets whose spike part is already set apart from the rest (split by output tokens, `costs` holding their usual
-    and the spike's part alone): the proxy's surge there is the part taken out, not a reason to cut or level them."""
+    and the spike's part alone): the proxy's surge there is the part taken out, not a reason to cut or level them.
+    `unsplit`: such a bucket's whole spend, before the split: where the proxy surges or the other workload runs
+    there inside the run (not at its edges), the spike's part is at least its level around it (no more than the
+    bucket's excess): a spike does not stop for the minutes another workload runs beside it, and a split by output
+    of a bucket the other workload fills is mostly that workload's noise (matrix seed 123 #218: six minutes of the
+    nightly batch beside a slow leak's two calls a minute, split to none of them)."""
     # a bucket spending less than its usual holds none of the spike's spend, not a negative part: the usual is
     # what the key spent there on other days (a nightly batch that started five minutes later tonight)
     excess = {t: max(costs[t] - usual[t], Decimal(0)) for t in run}
@@ -67,22 +73,32 @@ def proxy_adjusted(costs: dict, usual: dict, run: list, width: pd.Timedelta, slo
     if width >= pd.Timedelta(days=1) or not (slots or also) or not any(usual[t] for t in run):
         return run, total, 0      # a series that usually spends nothing there is not the proxy's: its load is not in it
     slot = pd.Timedelta(minutes=SLOT_MINUTES)
-    hot = [t not in settled and (t in also or any(s in slots for s in pd.date_range(t.floor(slot),
-                                                                                    t + width - pd.Timedelta(1),
-                                                                                    freq=slot)))
-           for t in run]
-    if not any(hot) or sum(hot) * 2 >= len(run):
+    surged = surging(run, width, slots)
+    loaded = [t in also or t in surged for t in run]
+    hot = [h and t not in settled for t, h in zip(run, loaded)]
+    if not any(hot) and not (unsplit and any(loaded)) or sum(hot) * 2 >= len(run):
         return run, total, 0
     lo, hi = 0, len(run)
     if width >= slot:
-        while hot[lo]:
+        while lo < hi and hot[lo]:
             lo += 1
-        while hot[hi - 1]:
+        while hi > lo and hot[hi - 1]:
             hi -= 1
     values = [excess[t] for t in run]
     level = _around(values, hot)
-    adjusted = sum((min(v, level[i]) if hot[i] else v for i, v in enumerate(values[lo:hi], start=lo)), Decimal(0))
+    around = _around(values, loaded) if unsplit else {}
+    floor = {i: min(max(unsplit[t] - usual[t], Decimal(0)), around[i]) for i, t in enumerate(run)
+             if unsplit and t in unsplit and loaded[i] and 0 < i < len(run) - 1}
+    adjusted = sum((min(v, level[i]) if hot[i] else max(v, floor.get(i, v))
+                    for i, v in enumerate(values[lo:hi], start=lo)), Decimal(0))
     return run[lo:hi], adjusted, sum(hot[lo:hi]) + len(run) - (hi - lo)
+
+
+def surging(buckets, width: pd.Timedelta, slots: set) -> set:
+    """The buckets (of `width`) holding a slot in which nginx shows the proxy's own surge (`surge_slots`)."""
+    slot = pd.Timedelta(minutes=SLOT_MINUTES)
+    return {t for t in buckets
+            if any(s in slots for s in pd.date_range(t.floor(slot), t + width - pd.Timedelta(1), freq=slot))}
 
 
 def _around(values: list[Decimal], hot: list[bool]) -> dict[int, Decimal]:

@@ -473,3 +473,18 @@ def test_a_thiefs_first_address_inside_the_keys_grace_joins_the_theft_beside_a_l
                                      "USING (request_id)").fetchall()}
     assert ips == {"203.0.113.251", "192.0.2.161", "192.0.2.232"}
     assert inc.requests == 991 and inc.kind == "leaked_key"
+
+
+def test_a_theft_with_a_batch_in_its_last_minutes_is_still_a_surge():
+    """Matrix seed 123 #222: the support-bot key's first call in the logs is the thief's (01:27), three addresses
+    spend $97 in an hour; the nightly batch ($44) runs in the theft's last minutes. The rest of the proxy's mean
+    rate meanwhile is a third of the thieves' (the batch); its rate in the median quarter hour is a few cents."""
+    rows = [(f"w{i}", T0 + timedelta(minutes=10 * i), "w" * 64, "10.20.1.11", "success", None, "0.05")
+            for i in range(18)]
+    for n, ip in enumerate(("203.0.113.13", "192.0.2.108", "192.0.2.165")):
+        rows += [(f"t{n}-{i}", T0 + timedelta(minutes=88, seconds=6 * i + n), "s" * 64, ip, "success", None, "0.06")
+                 for i in range(550)]
+    rows += [(f"b{i}", T0 + timedelta(minutes=131, seconds=5 * i), "b" * 64, "10.20.3.31", "success", None, "0.276")
+             for i in range(161)]
+    [inc] = find_incidents(_case(rows)).incidents    # (an attack with the thief's client, which these rows lack)
+    assert (inc.detector, inc.kind, inc.requests) == ("surge", "leaked_key", 1650)

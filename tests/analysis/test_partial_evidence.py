@@ -192,6 +192,12 @@ def test_a_spike_on_the_proxys_own_key_runs_on_past_the_end_of_its_logs():
     assert _past_logs_end(spike, {"after_logs": own.assign(cost_usd=Decimal("0.06")), "net_buckets": spike},
                           minute)[0].empty
     assert _past_logs_end(spike, {"after_logs": None, "net_buckets": spike}, minute)[0].empty
+    # a batch of the proxy's own in its last hour (matrix seed 123 #5: $3.50 a minute for 8 minutes, its mean
+    # $0.44 a minute, over what the script spent past the logs' end): the median of its 10-minute means
+    batch = own.copy()
+    batch.loc[20:27, "proxy_cost_usd"] = Decimal("3.50")
+    ran_on, rate = _past_logs_end(spike, {"after_logs": batch, "net_buckets": spike}, minute)
+    assert rate == Decimal("0.05") and len(ran_on) == 15
 
 
 def test_an_nginx_incident_beside_two_spikes_of_the_same_days_takes_the_one_that_counts_calls():

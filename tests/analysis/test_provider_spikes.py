@@ -125,6 +125,29 @@ def test_a_bucket_split_by_output_keeps_its_part_where_nginx_shows_the_proxy_sur
     assert proxy_adjusted(costs, usual, run, HOUR, batch, settled={run[4]}) == (run, Decimal("88.40"), 0)
 
 
+def test_a_bucket_inside_a_spike_split_to_nothing_where_a_batch_runs_keeps_the_spikes_level():
+    """Per-minute spend of the proxy's key used outside it, two calls a minute for five hours (matrix seed 123
+    #218); the nightly batch runs six minutes in the middle (nginx shows it). Split by output, those minutes hold
+    none of the spike's calls: the batch's long documents write thinner output than the key's usual, and the
+    spike's two calls are lost in its noise. A spike does not stop while the batch runs: the minutes keep the
+    spike's level around them (never more than their excess); a split at the spike's edge keeps its part."""
+    from forensics.analysis.proxy_load import proxy_adjusted
+
+    t0 = pd.Timestamp("2026-11-15 02:00")
+    raw = [Decimal("0.30")] * 5 + [Decimal("3.50")] * 6 + [Decimal("0.30")] * 5
+    costs = {t0 + i * MINUTE: c for i, c in enumerate(raw)}
+    usual = dict.fromkeys(costs, Decimal("0.02"))
+    run = sorted(costs)
+    batch = set(run[5:11])
+    spent = costs | dict.fromkeys(batch, Decimal("0.02"))            # split by output: none of the spike's
+    assert proxy_adjusted(spent, usual, run, MINUTE, set(), batch, batch)[1] == Decimal("2.80")
+    kept, excess, _ = proxy_adjusted(spent, usual, run, MINUTE, set(), batch, batch, costs)
+    assert kept == run and excess == Decimal("2.80") + 6 * Decimal("0.28")
+    edge = run[:11]                                                   # the batch at the spike's end: its split stays
+    assert proxy_adjusted(spent, usual, edge, MINUTE, set(), batch, batch, costs)[1] == Decimal("1.40") \
+        + 5 * Decimal("0.28")
+
+
 def test_a_spike_starts_at_its_ramp():
     """A stolen key's script starting slowly: one minute at a twelfth of its rate, then the full rate for 40
     minutes, over the proxy's quiet night. The slow first minute is above twice its usual and above a twentieth of
@@ -650,3 +673,28 @@ def test_a_slow_scripts_last_call_after_a_quiet_minute_ends_it():
     costs = {t: Decimal(str(round(c, 6))) for t, c in zip(rows["bucket_start"], rows["cost_usd"])}
     run = [t0 + m * MINUTE for m in range(50)]
     assert lead_in(rows, costs, run, MINUTE, after=True) == [t0 + 51 * MINUTE]
+
+
+def test_the_attacks_peak_hour_where_nginx_shows_the_proxys_batch_is_split_by_output():
+    """Hourly usage (matrix seed 123 #482): the proxy's key used outside it from 22:41 to 02:47, accelerating; its
+    peak hour 02:00 (906 of the attack's calls) also holds the proxy's nightly batch (88 calls, which nginx shows).
+    Its calls are 1.24 times the spike's size and a quarter of its input the batch's by output, under every
+    threshold of a mixed bucket: the spike ended at 02:00, the hour cut off whole as the proxy's surge (-41 %).
+    nginx says another workload is there: split by output, the attack gets ~900 of its 993 calls."""
+    from forensics.analysis.provider_spikes import split_by_output
+
+    t0 = pd.Timestamp("2026-11-14 16:00")
+    own = [(t0 + h * HOUR, "gpt-4o", n, i, o, c) for h, (n, i, o, c) in enumerate(
+        [(11, 700_000, 6_000, 1.81), (9, 520_000, 5_100, 1.35), (12, 810_000, 7_400, 2.10), (10, 640_000, 5_900, 1.66),
+         (8, 500_000, 4_300, 1.29), (11, 690_000, 6_500, 1.79)])]
+    spike = [(71, 1_900_000, 170_000, 6.45), (282, 7_574_796, 678_384, 25.72), (505, 13_466_979, 1_281_457, 46.48),
+             (534, 14_721_672, 1_316_595, 49.97), (985, 32_613_942, 2_337_997, 104.91)]
+    after = [(1, 49_997, 531, 0.13), (3, 291_847, 2_488, 0.75)]
+    rows = _usage(own + [(t0 + (6 + h) * HOUR, "gpt-4o", *x) for h, x in enumerate(spike + after)])
+    costs = {t: Decimal(str(c)) for t, c in zip(rows["bucket_start"], rows["cost_usd"])}
+    usual = dict.fromkeys(costs, Decimal("1.6"))
+    run = [t0 + h * HOUR for h in range(6, 11)]
+    peak = t0 + 10 * HOUR
+    assert split_by_output(rows, costs, usual, run, run) == []
+    [m] = split_by_output(rows, costs, usual, run, run, {peak})
+    assert m.bucket == peak and m.by == "output" and 850 < m.spike_calls < 960
