@@ -29,7 +29,8 @@ PARTITION = "day"
 NO_DAY = "none"
 # the time each table is partitioned by (its UTC day)
 DAY_OF = {"llm_requests": "start_time", "http_requests": "time", "nginx_errors": "time",
-          "provider_usage": "bucket_start", "provider_costs": "bucket_start", "litellm_log": "time"}
+          "provider_usage": "bucket_start", "provider_costs": "bucket_start", "provider_buckets": "bucket_start",
+          "litellm_log": "time"}
 
 
 def is_folder(path: str | Path) -> bool:

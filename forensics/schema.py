@@ -21,6 +21,7 @@ CASE_TABLES: tuple[str, ...] = (
     "nginx_errors",
     "provider_usage",
     "provider_costs",
+    "provider_buckets",
     "litellm_log",
     "prices",
     "case_meta",
@@ -36,10 +37,13 @@ META_TABLE = "case_meta"
 
 # tables added to version 2 without a version bump: a case made before them lacks them until it is next opened for
 # writing (connect() creates them); a reader of such a case finds no rows (see has_table in the readers)
-ADDED_IN_VERSION_2: tuple[str, ...] = ("litellm_log", "nginx_errors")
+ADDED_IN_VERSION_2: tuple[str, ...] = ("litellm_log", "nginx_errors", "provider_buckets")
+
+# written by a family beside its records but holding none: what its files cover (a family package's COVERAGE)
+COVERAGE_TABLES: tuple[str, ...] = ("provider_buckets",)
 
 # the tables log families load records into (each declared by exactly one family package)
-FAMILY_TABLES: tuple[str, ...] = tuple(t for t in CASE_TABLES if t not in CASE_OWN_TABLES)
+FAMILY_TABLES: tuple[str, ...] = tuple(t for t in CASE_TABLES if t not in CASE_OWN_TABLES + COVERAGE_TABLES)
 
 SEQUENCES_SQL = "CREATE SEQUENCE IF NOT EXISTS file_id_seq START 1;"
 
@@ -224,6 +228,19 @@ CREATE TABLE IF NOT EXISTS provider_costs (
     raw             VARCHAR,
     file_id         INTEGER,
     record_no       BIGINT
+);""",
+
+    "provider_buckets": """\
+-- every bucket a provider's API page listed, whether it held results or not: the time the export covers. An empty
+-- bucket is evidence that nothing was used then (provider_usage and provider_costs hold only what was). Not records:
+-- a file's rows here are not counted in its loaded / quarantined
+CREATE TABLE IF NOT EXISTS provider_buckets (
+    provider      VARCHAR NOT NULL,    -- openai | anthropic
+    kind          VARCHAR NOT NULL,    -- usage | costs
+    bucket_start  TIMESTAMP NOT NULL,  -- inclusive, UTC
+    bucket_end    TIMESTAMP NOT NULL,  -- exclusive, UTC
+    results       INTEGER NOT NULL,    -- the result records it held (0: an empty bucket)
+    file_id       INTEGER
 );""",
 
     "litellm_log": """\

@@ -81,13 +81,34 @@ def cost_series_step() -> Step:
     """)
 
 
-def export_spans_step() -> Step:
+def has_listed(case: Case) -> bool:
+    """Whether the case holds provider_buckets (a case made before it was added lacks it until opened for writing)."""
+    return bool(case.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'provider_buckets'")
+                .fetchone()[0])
+
+
+def listed_step(kind: str, listed: bool = True) -> Step:
+    """Per provider and bucket width, the first and last bucket start its API pages of `kind` (usage | costs)
+    listed, empty buckets included: the time the export covers, which a key quiet at its start does not show in its
+    usage rows (matrix seed 123 #469: an export from 21:37, the first usage at 21:53)."""
+    return Step(f"provider_listed_{kind}", f"""
+        SELECT provider, bucket_end - bucket_start AS width, min(bucket_start) AS first, max(bucket_start) AS last
+        FROM provider_buckets WHERE kind = '{kind}' AND bucket_end > bucket_start GROUP BY ALL
+    """ if listed else """
+        SELECT NULL::VARCHAR AS provider, NULL::INTERVAL AS width, NULL::TIMESTAMP AS first, NULL::TIMESTAMP AS last
+        WHERE false
+    """)
+
+
+def export_spans_step(listed: bool = True) -> Step:
     """The time each kind of evidence covers: per bucket width of the provider exports, their first bucket start and
-    last bucket end; the proxy's and nginx's lines as width 0."""
-    return Step("provider_export_spans", """
+    last bucket end (the buckets the API pages listed, empty ones too, `listed`); the proxy's and nginx's lines as
+    width 0."""
+    pages = "UNION ALL SELECT bucket_start, bucket_end FROM provider_buckets" if listed else ""
+    return Step("provider_export_spans", f"""
         SELECT bucket_end - bucket_start AS width, min(bucket_start) AS first, max(bucket_end) AS last
         FROM (SELECT bucket_start, bucket_end FROM provider_usage
-              UNION ALL SELECT bucket_start, bucket_end FROM provider_costs)
+              UNION ALL SELECT bucket_start, bucket_end FROM provider_costs {pages})
         WHERE bucket_end > bucket_start GROUP BY ALL
         UNION ALL
         SELECT INTERVAL 0 SECOND, min(start_time), max(coalesce(end_time, start_time)) FROM llm_requests
@@ -450,23 +471,31 @@ def split_new_models(frame: pd.DataFrame, provider: str, series: str, models: se
     return frame.assign(series=frame["series"].where(~mine, frame["series"] + " " + frame["model"]))
 
 
-def _spikes(frame: pd.DataFrame, exports: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple]]:
+def _spikes(frame: pd.DataFrame, exports: pd.DataFrame,
+            listed: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[tuple]]:
     """(the series as searched, [(provider, series, bucket_minutes, filled series, usual cost per bucket,
     [(first, last) bucket of each spike])] per series with a spike (`series_spikes`)); `exports`: the time each
     export width covers (`export_spans_step`). A spike holding a model new to its series (`new_models`): that
     model is searched as a series of its own (its whole spend the spike's, its usual nothing) and the series'
-    usual models without it, so the usual models' own surge at the same time is not counted as the new model's."""
+    usual models without it, so the usual models' own surge at the same time is not counted as the new model's.
+    `listed` (`listed_step`): the buckets the export's pages listed; a sub-daily series is filled from the first
+    (the export's quiet start is the key's past). Not a daily one: its first and last day are part days, left out of
+    its usual, and an empty day the pages list before the history began is no part day of it."""
     out = []
     for (provider, series), g in frame.groupby(["provider", "series"], sort=True):
         export = frame[frame["provider"] == provider]["bucket_start"]
-        width, fine = _filled(g, export.min(), export.max())
+        lo, native = export.min(), (g["bucket_end"] - g["bucket_start"]).iloc[0]
+        if listed is not None and len(listed) and native < pd.Timedelta(days=1):
+            same = listed[(listed["provider"] == provider) & (listed["width"] == native)]
+            lo = min(lo, same["first"].min()) if len(same) else lo
+        width, fine = _filled(g, lo, export.max())
         share = covered_share(exports, width, min(fine), max(fine))
         levels = None
         if width >= pd.Timedelta(days=1):   # a quiet day of the key's other models: its own work was quiet too
             levels = {t: v for t in fine for v in [quiet_levels(g, fine, [t], width, share).get(t)] if v and v < 1}
         usual, spans = series_spikes(fine, width, share=share, levels=levels)
         if spans and (models := new_models(g, spans)):
-            return _spikes(split_new_models(frame, provider, series, models), exports)
+            return _spikes(split_new_models(frame, provider, series, models), exports, listed)
         if spans:
             out.append((provider, series, int(width / timedelta(minutes=1)), fine, usual, spans))
     return frame, out
@@ -941,14 +970,15 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
     (proxy,) = case.execute("SELECT count(*) FROM llm_requests").fetchone()
     if proxy:
         return []
-    frame = case.query(usage_series_step(case.tables.get("usage_prices", "prices")))
+    frame, kind = case.query(usage_series_step(case.tables.get("usage_prices", "prices"))), "usage"
     if frame.empty:
-        frame = case.query(cost_series_step())
+        frame, kind = case.query(cost_series_step()), "costs"
     if frame.empty:
         return []
     found = []
-    exports = case.query(export_spans_step())
-    frame, spikes = _spikes(frame, exports)
+    pages = has_listed(case)
+    exports = case.query(export_spans_step(pages))
+    frame, spikes = _spikes(frame, exports, case.query(listed_step(kind, pages)))
     slots = surge_slots(case)
     for provider, series, minutes, costs, usual, spans in spikes:
         step = timedelta(minutes=minutes)

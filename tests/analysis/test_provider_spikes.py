@@ -698,3 +698,23 @@ def test_the_attacks_peak_hour_where_nginx_shows_the_proxys_batch_is_split_by_ou
     assert split_by_output(rows, costs, usual, run, run) == []
     [m] = split_by_output(rows, costs, usual, run, run, {peak})
     assert m.bucket == peak and m.by == "output" and 850 < m.spike_calls < 960
+
+
+def test_a_keys_quiet_start_the_export_listed_is_its_past():
+    """Per-minute usage of the proxy's key (matrix seed 123 #469): the export's pages list every minute from 21:37,
+    the key used outside the proxy from 21:53 for four and a half hours, fastest in its first minutes (the proxy's own
+    calls a few cents an hour). Usage rows begin at 21:53: without the empty minutes the attack's first hours were its own usual, and only
+    its later surge stood out (start +2.6 h, -82 %). With them the key spent nothing for 16 minutes: the spike starts
+    at 21:53."""
+    from forensics.analysis.provider_spikes import _spikes
+
+    t0, minute = pd.Timestamp("2026-11-14 21:53"), pd.Timedelta(minutes=1)
+    spend = [1.2] * 7 + [0.95] * 53 + [0.55 if m % 3 else 0.45 for m in range(180)] + [1.25] * 30
+    rows = _usage([(t0 + m * minute, "gpt-4o", 10, 200_000, 18_000, c) for m, c in enumerate(spend)])
+    frame = rows.assign(provider="openai", series="key_1", bucket_end=lambda f: f["bucket_start"] + minute)
+    exports = pd.DataFrame({"width": [minute], "first": [t0], "last": [t0 + len(spend) * minute]})
+    listed = pd.DataFrame({"provider": ["openai"], "width": [minute], "first": [t0 - 16 * minute],
+                           "last": [t0 + (len(spend) - 1) * minute]})
+    [(*_, spans)] = _spikes(frame, exports.assign(first=t0 - 16 * minute), listed)[1]
+    assert spans == [(t0, t0 + (len(spend) - 1) * minute)]
+    assert all(first > t0 + 60 * minute for first, _ in _spikes(frame, exports)[1][0][5])

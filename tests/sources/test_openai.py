@@ -109,6 +109,10 @@ def test_grouped_pages_give_one_row_per_result_and_none_for_empty_buckets(con):
     ]
     assert {x["bucket_width"] for x in rows} == {"1h"}
     assert datetime(2024, 11, 1, 1) not in {x["bucket_start"] for x in rows}       # the empty bucket
+    # ...listed in provider_buckets, beside the others: the time the export covers (not records: not counted)
+    listed = con.execute("SELECT bucket_start, results FROM provider_buckets WHERE provider = 'openai' "
+                         "AND kind = 'usage' ORDER BY bucket_start").fetchall()
+    assert (datetime(2024, 11, 1, 1), 0) in listed and sum(n for _, n in listed) == 3
     new, old = rows[0], rows[2]
     assert (new["cache_write_tokens"], new["uncached_input_tokens"], new["service_tier"]) == (200, 3000, "default")
     # 2025-04 shape: no uncached/cache-write fields; input_tokens stays the provider's total, nothing rebuilt

@@ -7,5 +7,6 @@ from forensics.sources.provider.provider_stage import TABLES as _STAGE_TABLES
 
 SOURCES = (openai.SOURCE, anthropic.SOURCE)    # in detection order
 TABLES: tuple[str, ...] = tuple(_STAGE_TABLES.values())   # provider_usage, provider_costs
+COVERAGE: tuple[str, ...] = ("provider_buckets",)          # every bucket a page listed (provider_pages)
 
-__all__ = ["SOURCES", "TABLES"]
+__all__ = ["SOURCES", "TABLES", "COVERAGE"]

@@ -290,6 +290,16 @@ SELECT *, CASE WHEN reason IS NULL THEN len(results) ELSE 1 END AS n_records FRO
 """
 
 
+def listed_sql(pf: PageFormat) -> str:
+    """Every good bucket of the file into provider_buckets, empty ones too (the API lists every bucket of the range
+    asked for: one without results says nothing was used then). Parameter: the file's id."""
+    return f"""
+INSERT INTO provider_buckets
+SELECT '{pf.provider}', '{pf.default_table}', make_timestamp(start_us), make_timestamp(end_us), len(results), ?
+FROM {BUCKETS} WHERE reason IS NULL
+"""
+
+
 # record numbers: a running count over the (narrow) bucket index, joined back; the window never sees the results
 OFFSETS_SQL = f"""
 CREATE OR REPLACE TEMP TABLE {OFFSETS} AS
@@ -369,6 +379,7 @@ def load_pages(ctx: LoadContext, pf: PageFormat) -> LoadResult:
     try:
         max_object = read_pages(con, ctx.path, pf)
         step(buckets_sql(pf, ctx.window))
+        con.execute(listed_sql(pf), [ctx.file_id])
         step(OFFSETS_SQL)
         if max_object and con.execute(f"SELECT count(*) FROM {BUCKETS} b JOIN {PAGES} d ON d.rowid = b.doc_no "
                                       "WHERE b.reason IS NOT NULL AND d.page IS NULL").fetchall()[0][0]:
