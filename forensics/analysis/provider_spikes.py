@@ -327,7 +327,7 @@ RAMP_SHARE = Decimal("0.05")     # before a refined spike, buckets above this sh
 
 def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
                   longer: tuple[dict, pd.Timedelta] | None = None, share=None,
-                  levels: dict | None = None) -> tuple[dict, list[tuple]]:
+                  levels: dict | None = None, late: bool = False) -> tuple[dict, list[tuple]]:
     """One series' spikes: (usual cost per bucket, [(first, last) bucket of each spike]).
 
     Searched at the series' width, or at DETECTION_MINUTES when finer: a spike bucket spends SPIKE_FACTOR times its
@@ -344,7 +344,8 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
     preceding window is what it spent before the spike began, not the quarter the spike's first minutes fall in
     (`_before_spike`). `levels` (daily series): per bucket, the share of their usual that the key's other models ran
     at there, when quieter (`quiet_levels`): the bucket is held against its usual at that share (a weekend after
-    weekday-only history: an attack on the Sunday spent 1.7 times a weekday's usual, five times the Sunday's)."""
+    weekday-only history: an attack on the Sunday spent 1.7 times a weekday's usual, five times the Sunday's).
+    `late`: the series is known to have begun spending after its export began (`_spikes`' listed buckets)."""
     coarse_width = max(width, pd.Timedelta(minutes=DETECTION_MINUTES))
     coarse: dict = {}
     for t, c in fine.items():
@@ -355,7 +356,8 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
     hours = min(coarse_width, pd.Timedelta(hours=1)) / pd.Timedelta(hours=1)
     # a series quiet for a while (a key id unused) before it spends: its own past is nothing, not its busy buckets
     first_spend = min((t for t, c in coarse.items() if c), default=None)
-    new = first_spend is not None and first_spend > min(coarse) or coarse_width > width and starts_late(fine, width)
+    new = first_spend is not None and (first_spend > min(coarse) or late) \
+        or coarse_width > width and starts_late(fine, width)
     hot: list = []
     # the second time with the spikes of the first left out of the usual; days a third time when the second found
     # others (the usual of a weekend day is the median of two or three, one of them the attack's other day)
@@ -478,22 +480,27 @@ def _spikes(frame: pd.DataFrame, exports: pd.DataFrame,
     export width covers (`export_spans_step`). A spike holding a model new to its series (`new_models`): that
     model is searched as a series of its own (its whole spend the spike's, its usual nothing) and the series'
     usual models without it, so the usual models' own surge at the same time is not counted as the new model's.
-    `listed` (`listed_step`): the buckets the export's pages listed; a sub-daily series is filled from the first
-    (the export's quiet start is the key's past). Not a daily one: its first and last day are part days, left out of
-    its usual, and an empty day the pages list before the history began is no part day of it."""
+    `listed` (`listed_step`): the buckets the export's pages listed; a sub-daily series that was quiet in the
+    export's first listed buckets, for longer than it paused in its first hour (`starts_late`), had nothing as its
+    past (matrix seed 123 #469; five quiet minutes before a key calling every few minutes are no such start, 123
+    #319). Not a daily one: its first and last day are part days, and an empty day the pages list before the history
+    began is no part day of it."""
     out = []
     for (provider, series), g in frame.groupby(["provider", "series"], sort=True):
         export = frame[frame["provider"] == provider]["bucket_start"]
-        lo, native = export.min(), (g["bucket_end"] - g["bucket_start"]).iloc[0]
-        if listed is not None and len(listed) and native < pd.Timedelta(days=1):
-            same = listed[(listed["provider"] == provider) & (listed["width"] == native)]
-            lo = min(lo, same["first"].min()) if len(same) else lo
-        width, fine = _filled(g, lo, export.max())
+        width, fine = _filled(g, export.min(), export.max())
+        late = False
+        if listed is not None and len(listed) and width < pd.Timedelta(days=1):
+            same = listed[(listed["provider"] == provider) & (listed["width"] == width)]
+            first = same["first"].min() if len(same) else None
+            if first is not None and first < min(fine) and (min(fine) - first) % width == pd.Timedelta(0):
+                late = starts_late(dict.fromkeys(pd.date_range(first, min(fine) - width, freq=width), Decimal(0))
+                                   | fine, width)
         share = covered_share(exports, width, min(fine), max(fine))
         levels = None
         if width >= pd.Timedelta(days=1):   # a quiet day of the key's other models: its own work was quiet too
             levels = {t: v for t in fine for v in [quiet_levels(g, fine, [t], width, share).get(t)] if v and v < 1}
-        usual, spans = series_spikes(fine, width, share=share, levels=levels)
+        usual, spans = series_spikes(fine, width, share=share, levels=levels, late=late)
         if spans and (models := new_models(g, spans)):
             return _spikes(split_new_models(frame, provider, series, models), exports, listed)
         if spans:

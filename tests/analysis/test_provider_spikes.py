@@ -718,3 +718,14 @@ def test_a_keys_quiet_start_the_export_listed_is_its_past():
     [(*_, spans)] = _spikes(frame, exports.assign(first=t0 - 16 * minute), listed)[1]
     assert spans == [(t0, t0 + (len(spend) - 1) * minute)]
     assert all(first > t0 + 60 * minute for first, _ in _spikes(frame, exports)[1][0][5])
+    # 123 #319: the pages list five quiet minutes before a key that calls every few minutes (pauses up to eight),
+    # its attack 50 minutes later (the five minutes a quarter hour of their own): no late start, the key's own calls
+    # are its usual
+    t1 = pd.Timestamp("2026-11-14 22:01")
+    own = [(t1 + m * minute, "gpt-4o", 1, 30_000, 300, 0.08 if m % 8 else 0.4) for m in range(0, 48, 4)]
+    attack = [(t1 + (50 + m) * minute, "gpt-4o", 8, 200_000, 18_000, 0.9) for m in range(120)]
+    frame = _usage(own + attack).assign(provider="openai", series="key_1",
+                                        bucket_end=lambda f: f["bucket_start"] + minute)
+    listed = listed.assign(first=t1 - 5 * minute)
+    [(*_, spans)] = _spikes(frame, exports.assign(first=t1 - 5 * minute), listed)[1]
+    assert spans[0][0] == t1 + 50 * minute
