@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from forensics.analysis.incident import Incident
-from forensics.analysis.proxy_load import proxy_adjusted, surge_slots, surging
+from forensics.analysis.proxy_load import proxy_adjusted, served_calls, surge_slots, surging
 from forensics.analysis.steps import Step
 from forensics.pricing import token_cost_sql
 
@@ -648,7 +648,25 @@ def key_test(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta) ->
 LEAD_GAP_MINUTES = 5             # a spike's first calls come at most this far apart from the next ones
 
 
-def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, after: bool = False) -> list:
+PROXY_SERIES_SHARE = 0.5         # a series with calls in this share of the buckets nginx served the proxy's calls in
+
+
+def proxy_explained(rows: pd.DataFrame, run: list, width: pd.Timedelta, served: dict) -> set:
+    """The buckets of a sub-daily series whose calls the proxy's, as nginx shows them served (`served`:
+    proxy_load.served_calls), account for: no more calls than nginx served there, when the series carries the
+    proxy's calls (outside `run` it holds calls in PROXY_SERIES_SHARE of the buckets nginx served any in; another
+    key's calls are not the proxy's). Empty without call counts or nginx."""
+    if not served or not run or width > pd.Timedelta(minutes=DETECTION_MINUTES) or "requests" not in rows:
+        return set()
+    calls = rows.groupby("bucket_start")["requests"].sum()
+    outside = [t for t, n in served.items() if n and not run[0] <= t <= run[-1]]
+    if not outside or sum(calls.get(t, 0) > 0 for t in outside) < PROXY_SERIES_SHARE * len(outside):
+        return set()
+    return {t for t, n in calls.items() if 0 < n <= served.get(t, 0)}
+
+
+def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, after: bool = False,
+            explained: set = frozenset()) -> list:
     """The buckets before a spike (sub-daily `run`) that hold its first calls: within DETECTION_MINUTES before it,
     buckets whose calls of its main model are of its size (within MIXED_FACTOR of its median bucket's) when the key's
     own calls of that model are not (their median bucket MIXED_FACTOR times off, calls of the spike's size in at most
@@ -659,7 +677,9 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, aft
     it, too thin to stand out as a spike. Only those each within LEAD_GAP_MINUTES of the next (the spike's first bucket
     for the last). Returns those buckets, earliest first; none for buckets wider than DETECTION_MINUTES (an hour before
     a spike is not its first minutes). `after`: the same after the spike, its last calls (a slow script's last call
-    after a quiet minute that ended the refined spike)."""
+    after a quiet minute that ended the refined spike). `explained`: buckets whose calls nginx shows the proxy
+    serving (`proxy_explained`): none of them is the spike's (matrix seed 123 #218: the proxy's own call three
+    minutes before a slow leak, of its size and output, was taken as its first, start -3 min)."""
     if not run or width > pd.Timedelta(minutes=DETECTION_MINUTES) or "input_tokens" not in rows:
         return []
     mine = _main_model_buckets(rows, run)
@@ -680,13 +700,13 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, aft
     a = float(core["input_tokens"].sum() / core["requests"].sum())
     # ...calls no larger than the spike's (a batch of long documents right after it writes more than the key's
     # usual too)
-    by_output = {t for t in near.index if t in costs and near[t] < spike * MIXED_FACTOR
+    by_output = {t for t in near.index if t in costs and t not in explained and near[t] < spike * MIXED_FACTOR
                  and (n_a := _output_split(busy.loc[t], core, others, a)) is not None and n_a >= 0.5}
 
     def like(x) -> bool:
         return spike / MIXED_FACTOR < x < spike * MIXED_FACTOR
     by_size = set() if like(float(own.median())) or own.map(like).mean() > PROBE_SHARE else {
-        t for t, x in near.items() if t in costs and like(x)}
+        t for t, x in near.items() if t in costs and t not in explained and like(x)}
     # a chain back from the spike: each within LEAD_GAP_MINUTES of the next (a call ten minutes before a slow
     # script is the key's own, however much it wrote)
     out, nxt = [], run[-1] if after else run[0]
@@ -987,6 +1007,13 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
     exports = case.query(export_spans_step(pages))
     frame, spikes = _spikes(frame, exports, case.query(listed_step(kind, pages)))
     slots = surge_slots(case)
+    per_width: dict = {}
+
+    def served(width: timedelta) -> dict:
+        """nginx's served LLM calls per bucket of `width` (none without nginx)."""
+        if width not in per_width:
+            per_width[width] = served_calls(case, pd.Timedelta(width), set())[0] if slots is not None else {}
+        return per_width[width]
     for provider, series, minutes, costs, usual, spans in spikes:
         step = timedelta(minutes=minutes)
         mine_all = frame[(frame["provider"] == provider) & (frame["series"] == series)]
@@ -1019,9 +1046,10 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
             if not run:
                 continue
             probes = key_test(mine_all, costs, run, step)
-            first_calls = [t for t in lead_in(mine_all, costs, run, step) if t not in probes]
+            explained = proxy_explained(mine_all, run, step, served(step))
+            first_calls = [t for t in lead_in(mine_all, costs, run, step, explained=explained) if t not in probes]
             probes = sorted(probes + first_calls)
-            last_calls = lead_in(mine_all, costs, run, step, after=True)
+            last_calls = lead_in(mine_all, costs, run, step, after=True, explained=explained)
             excess += sum((max(costs[t] - usual[t], Decimal(0)) for t in probes + last_calls), Decimal(0))
             first, last = (probes or run)[0], (last_calls or run)[-1]
             start, end = first, last + step

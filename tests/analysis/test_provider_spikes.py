@@ -729,3 +729,27 @@ def test_a_keys_quiet_start_the_export_listed_is_its_past():
     listed = listed.assign(first=t1 - 5 * minute)
     [(*_, spans)] = _spikes(frame, exports.assign(first=t1 - 5 * minute), listed)[1]
     assert spans[0][0] == t1 + 50 * minute
+
+
+def test_a_call_before_a_spike_that_nginx_shows_the_proxy_serving_is_not_its_first():
+    """Per-minute usage of the proxy's key beside nginx (matrix seed 123 #218): the proxy's own calls at 22:32 and
+    22:37, of the size a slow leak from 22:40 sends, were taken as the leak's first calls (start -3 min). nginx
+    shows the proxy serving exactly those calls: the series carries the proxy's calls (it holds calls wherever nginx
+    served some outside the spike), and none of those buckets is the spike's. Another key's series, quiet where the
+    proxy served, is not explained by it."""
+    from forensics.analysis.provider_spikes import lead_in, proxy_explained
+
+    t0 = pd.Timestamp("2026-11-14 22:00")
+    own = [(t0 + m * MINUTE, "gpt-4o", 1, 60_000, 400, 0.16) for m in (0, 7, 13, 20)]
+    own += [(t0 + 32 * MINUTE, "gpt-4o", 2, 54_000, 4_800, 0.18), (t0 + 37 * MINUTE, "gpt-4o", 1, 27_500, 2_400, 0.09)]
+    spike = [(t0 + (40 + m) * MINUTE, "gpt-4o", 5, 135_000, 12_000, 0.46) for m in range(60)]
+    rows = _usage(own + spike)
+    costs = {t: Decimal(str(c)) for t, c in zip(rows["bucket_start"], rows["cost_usd"])}
+    run = [t0 + (40 + m) * MINUTE for m in range(60)]
+    served = {t0 + m * MINUTE: n for m, n in ((0, 1), (7, 1), (13, 1), (20, 1), (32, 2), (37, 1))}
+    assert lead_in(rows, costs, run, MINUTE) == [t0 + 32 * MINUTE, t0 + 37 * MINUTE]
+    explained = proxy_explained(rows, run, MINUTE, served)
+    assert explained == set(served)
+    assert lead_in(rows, costs, run, MINUTE, explained=explained) == []
+    foreign = rows[rows["bucket_start"] >= t0 + 37 * MINUTE]
+    assert proxy_explained(foreign, run, MINUTE, served) == set()
