@@ -371,10 +371,15 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
             usual = {t: u * share(t) for t, u in usual.items()}
         else:
             usual, busy = _usual(coarse, coarse_width, frozenset(hot), (lambda t: Decimal(0)) if new else None)
-        bar = max(Decimal(SPIKE_FLOOR_USD) * Decimal(str(hours)), busy if against_busy and not new else Decimal(0))
-        held = usual | {t: usual[t] * Decimal(str(round(v, 6))) for t, v in (levels or {}).items()
-                        if t in usual and coarse_width == width}
-        hot = [t for t, c in sorted(coarse.items()) if c > held[t] * Decimal(SPIKE_FACTOR) and c - held[t] > bar]
+        floor = Decimal(SPIKE_FLOOR_USD) * Decimal(str(hours))
+        bar = max(floor, busy if against_busy and not new else Decimal(0))
+        level = {t: Decimal(str(round(v, 6))) for t, v in (levels or {}).items() if t in usual and coarse_width == width}
+        held = usual | {t: usual[t] * v for t, v in level.items()}
+        # a quiet whole day's bar is the busy day's at its level too (the key's own work that day ran at that share);
+        # not a part day at the export's ends, whose level says how much of the day the export holds
+        inner = {t for t in level if min(coarse) < t < max(coarse)}
+        hot = [t for t, c in sorted(coarse.items()) if c > held[t] * Decimal(SPIKE_FACTOR)
+               and c - held[t] > (max(floor, bar * level[t]) if t in inner else bar)]
     from_fine = coarse_width > width and (longer is None or coarse_width != longer[1])
     lone_usual = not new and coarse_width < pd.Timedelta(days=1)
     before_after_quiet = dict(usual)

@@ -438,7 +438,10 @@ def test_a_weekend_attack_after_weekday_history_is_found_in_daily_buckets():
     Saturday 22:06 to Sunday 01:35. The Sunday spent $90 against a usual of $53 (the median of the other days, two
     of them weekdays): under twice it, no spike, and the report said nothing was wrong. The key's gpt-4o-mini calls
     ran at 43 % of their usual that day: its own work was a weekend's, and the Sunday is five times its usual at
-    that level. Without the other model, nothing is found, as before."""
+    that level. The Saturday, its other model at half a weekday's, spent $64 against $23 at that level: $41 above
+    it, under the median busy day ($53), the bar a spike must clear, but the attack's first two hours (514 calls) are
+    there; at the Saturday's level the bar is $23 too (matrix seed 7 #208: an attack on a Saturday after a Friday
+    of long documents, not found at all). Without the other model, nothing is found, as before."""
     from forensics.analysis.provider_spikes import _spikes
 
     day, t0 = pd.Timedelta(days=1), pd.Timestamp("2026-11-12")
@@ -446,8 +449,24 @@ def test_a_weekend_attack_after_weekday_history_is_found_in_daily_buckets():
                                         (588, 20_071_752, 1_376_731, 63.95, 153),
                                         (847, 28_128_708, 1_960_147, 89.92, 118)], mini_input=2_500)
     spikes = _spikes(frame, exports)[1]
-    assert [s[5] for s in spikes] == [[(t0 + 3 * day, t0 + 3 * day)]]
+    assert [s[5] for s in spikes] == [[(t0 + 2 * day, t0 + 3 * day)]]
     assert _spikes(frame[frame["model"] == "gpt-4o"], exports)[1] == []
+
+
+def test_a_saturday_attack_after_a_friday_of_long_documents_clears_the_bar_at_its_level():
+    """Daily usage, a part Thursday, a Friday of long documents ($71), the attack from Saturday 21:33 to Sunday 02:54
+    (matrix seed 7 #208): the Saturday spent $76, its other model at 46 % of the Friday's, so its own work at about
+    $33; $43 above that, more than twice it, but under the median busy day ($60) a spike had to clear: not found,
+    "inconclusive". On a quiet whole day the bar is at its level too: the Saturday is the spike (the Sunday, the
+    export's last and part day, is held to the whole bar as before)."""
+    from forensics.analysis.provider_spikes import _spikes
+
+    day, t0 = pd.Timedelta(days=1), pd.Timestamp("2026-11-12")
+    frame, exports = _daily_export(t0, [(31, 1_907_667, 16_368, 4.92, 88), (325, 27_443_911, 286_209, 71.34, 509),
+                                        (702, 24_964_977, 1_528_183, 75.58, 235),
+                                        (422, 15_859_325, 1_026_122, 48.56, 19)], mini_input=2_400)
+    [(*_, spans)] = _spikes(frame, exports)[1]
+    assert spans == [(t0 + 2 * day, t0 + 2 * day)]
 
 
 def _minute_usage(t0, spec: list[tuple]) -> pd.DataFrame:

@@ -300,3 +300,30 @@ def test_a_page_loaded_after_its_continuation_has_no_cursor_note(con, tmp_path):
     (tmp_path / "page2.json").write_text(lines[1])
     assert load(con, tmp_path / "page2.json").notes == ()
     assert load(con, tmp_path / "page1.json").notes == ()   # its next bucket (02:00, 1h) is already in the case
+
+
+def test_a_case_made_before_provider_buckets_is_read_merged_and_completed(tmp_path):
+    """provider_buckets came without a new schema version: a case written before it is read (the provider-only
+    search runs on its usage rows), merged, and gains the table when opened read-write."""
+    from forensics.analysis.provider_spikes import find_provider_spikes, has_listed
+    from forensics.api import Case
+
+    with Case.open(tmp_path / "old.duckdb") as old:
+        old.ingest([ASSETS / "usage_completions_grouped_1h.ndjson"])
+        assert old.execute("SELECT count(*) FROM provider_buckets").fetchone()[0] > 0
+        old.execute("DROP TABLE provider_buckets")
+    with Case.open(tmp_path / "old.duckdb", read_only=True) as old:
+        assert old.schema_version == 2 and not has_listed(old)
+        assert find_provider_spikes(old) == []
+    with Case.open(tmp_path / "new.duckdb") as new:
+        assert [r.format for r in new.merge([tmp_path / "old.duckdb"])] == ["openai.usage_completions"]
+        assert has_listed(new) and new.execute("SELECT count(*) FROM provider_usage").fetchone()[0] == 3
+    with Case.open(tmp_path / "old.duckdb") as old:
+        assert old.execute("SELECT count(*) FROM provider_buckets").fetchone() == (0,)
+    with Case.open(tmp_path / "cur.duckdb") as cur:                # a current case: its listed buckets merge across
+        cur.ingest([ASSETS / "usage_completions_grouped_1h.ndjson"])
+        listed = cur.execute("SELECT count(*) FROM provider_buckets").fetchone()[0]
+    with Case.open(tmp_path / "new2.duckdb") as new:
+        new.merge([tmp_path / "cur.duckdb"])
+        assert new.execute("SELECT count(*) FROM provider_buckets b JOIN ingest_files f USING (file_id) "
+                           "WHERE f.status = 'loaded'").fetchone()[0] == listed
