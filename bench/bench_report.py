@@ -1,13 +1,19 @@
 """Time `report` on sample_logs/ (or any INPUT): ingest per format, then the investigation, against the 10 s target.
 
-    python bench/bench_report.py [INPUT ...] [--repeat N]
+    python bench/bench_report.py [INPUT ...] [--repeat N] [--baseline CHECKOUT]
 
-Each run starts from an empty case in a temporary folder, so nothing is skipped as already loaded.
+Each run starts from an empty case in a temporary folder, so nothing is skipped as already loaded. `--baseline`: the
+same runs with the forensics of another checkout (an earlier commit: `git worktree add /tmp/base <rev>`), side by
+side, with the ratio of each phase (this tree / baseline).
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -30,40 +36,55 @@ def one_run(inputs: list[Path]) -> dict[str, float]:
         inv = case.investigate()
         result = findings.build(inv)
         t2 = time.perf_counter()
-        pm = postmortem.prepare(case, inv, result, run_detector=False)
+        pm = postmortem.prepare(case, inv, result)
         model = report.build_model(inv, result, pm, case.steps)
         t3 = time.perf_counter()
-        from forensics.detect.summary import summarize
-
-        model["detector"] = report.detector_section(summarize(case, result))
-        t4 = time.perf_counter()
         report.write(Path(tmp) / "out", model)
-        t5 = time.perf_counter()
+        t4 = time.perf_counter()
         case.close()
     per_format: dict[str, float] = defaultdict(float)
     for r in reports:
         per_format[f"  ingest {r.format}"] += r.seconds
-    return {"ingest": t1 - t0, **per_format, "investigate": t2 - t1, "figures and tables": t3 - t2,
-            "detector (train + score)": t4 - t3, "render html + md": t5 - t4, "report total": t5 - t0,
+    return {"ingest": t1 - t0, **per_format, "investigate": t2 - t1,
+            "postmortem, detector, figures, tables": t3 - t2, "render html + md": t4 - t3, "report total": t4 - t0,
             "records": sum(r.records for r in reports)}
+
+
+def medians(inputs: list[Path], repeat: int) -> dict[str, float]:
+    runs = [one_run(inputs) for _ in range(repeat)]
+    return {key: statistics.median(r.get(key, 0.0) for r in runs) for key in runs[0]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("inputs", nargs="*", type=Path, default=[ROOT / "sample_logs"])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--baseline", type=Path, help="a checkout of another commit, run the same way beside this one")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)    # one child run's medians
     args = parser.parse_args()
-    runs = [one_run(args.inputs) for _ in range(args.repeat)]
-    print(f"report on {', '.join(map(str, args.inputs))}: {int(runs[0]['records']):,} records, "
-          f"median of {args.repeat} runs")
-    print(f"{'phase':<36}{'seconds':>10}{'share':>8}")
-    total = statistics.median(r["report total"] for r in runs)
-    for key in runs[0]:
+    here = medians(args.inputs, args.repeat)
+    if args.json:
+        print(json.dumps(here))
+        return
+    base = None
+    if args.baseline is not None:
+        env = os.environ | {"PYTHONPATH": str(args.baseline.resolve())}
+        out = subprocess.run([sys.executable, __file__, *map(str, args.inputs), "--repeat", str(args.repeat), "--json"],
+                             env=env, capture_output=True, text=True, check=True, cwd=args.baseline)
+        base = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"report on {', '.join(map(str, args.inputs))}: {int(here['records']):,} records, "
+          f"median of {args.repeat} runs" + (f", beside the baseline {args.baseline}" if base else ""))
+    print(f"{'phase':<40}{'seconds':>10}{'share':>8}" + (f"{'baseline':>10}{'ratio':>8}" if base else ""))
+    total = here["report total"]
+    for key, med in here.items():
         if key == "records":
             continue
-        med = statistics.median(r[key] for r in runs)
-        print(f"{key:<36}{med:>10.2f}{med / total:>8.0%}")
-    print(f"{'target (issue: report < 10 s)':<36}{TARGET_SECONDS:>10.2f}   ratio total/target = {total / TARGET_SECONDS:.2f}")
+        line = f"{key:<40}{med:>10.2f}{med / total:>8.0%}"
+        if base:
+            b = base.get(key)
+            line += f"{b:>10.2f}{med / b:>8.2f}" if b else f"{'-':>10}{'-':>8}"
+        print(line)
+    print(f"{'target (issue: report < 10 s)':<40}{TARGET_SECONDS:>10.2f}   ratio total/target = {total / TARGET_SECONDS:.2f}")
 
 
 if __name__ == "__main__":
