@@ -460,13 +460,20 @@ def _before_spike(fine: dict, width: pd.Timedelta, coarse_width: pd.Timedelta, s
 def new_models(g: pd.DataFrame, spans: list[tuple]) -> set:
     """The models a series spends on in one of its spikes that it never spent on before that spike (a key that only
     ever ran gpt-4o-mini and gpt-4o, then gpt-4 in volume), when it also spends on others there: the new model is its
-    own workload (the spike's signature), the usual models beside it another (a nightly batch at the same hour)."""
+    own workload (the spike's signature), the usual models beside it another (a nightly batch at the same hour).
+    Sub-daily, "before" is before the DETECTION_MINUTES ahead of the spike: its model's first thin minutes, before it
+    stood out, are its own (matrix seed 31 #316: gpt-4 from 02:00, the spike from 02:02; the nightly batch on gpt-4o
+    counted with it, +16 %)."""
     spent = g[g["cost_usd"].fillna(0) > 0]
     first = spent.groupby("model")["bucket_start"].min()
+    width = (g["bucket_end"] - g["bucket_start"]).min() if "bucket_end" in g else \
+        g["bucket_start"].drop_duplicates().sort_values().diff().min()
+    width = width if pd.notna(width) else pd.Timedelta(days=1)
+    ahead = _lead(width) if width < pd.Timedelta(days=1) else pd.Timedelta(0)
     out = set()
     for start, last in spans:
         inside = set(spent.loc[(spent["bucket_start"] >= start) & (spent["bucket_start"] <= last), "model"])
-        new = {m for m in inside if first[m] >= start}
+        new = {m for m in inside if first[m] >= start - ahead}
         if new and inside - new and first.min() < start:
             out |= new
     return out
@@ -651,6 +658,7 @@ def key_test(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta) ->
 
 
 LEAD_GAP_MINUTES = 5             # a spike's first calls come at most this far apart from the next ones
+LEAD_MAX_MINUTES = 60            # ...in a chain reaching this far at most
 
 
 PROXY_SERIES_SHARE = 0.5         # a series with calls in this share of the buckets nginx served the proxy's calls in
@@ -672,12 +680,13 @@ def proxy_explained(rows: pd.DataFrame, run: list, width: pd.Timedelta, served: 
 
 def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, after: bool = False,
             explained: set = frozenset()) -> list:
-    """The buckets before a spike (sub-daily `run`) that hold its first calls: within DETECTION_MINUTES before it,
+    """The buckets before a spike (sub-daily `run`) that hold its first calls: within LEAD_MAX_MINUTES before it,
     buckets whose calls of its main model are of its size (within MIXED_FACTOR of its median bucket's) when the key's
     own calls of that model are not (their median bucket MIXED_FACTOR times off, calls of the spike's size in at most
     PROBE_SHARE of their buckets); and, where the export has output tokens and the spike's calls write MIXED_FACTOR
     times more (or less) a token of input than the key's others, the buckets that hold half a call of the spike's or
-    more by their output (`_output_split`), their calls no MIXED_FACTOR times larger than its. A stolen key's first
+    more by their output (`_output_split`), their calls no MIXED_FACTOR times larger than its (the key's own calls:
+    those outside the spike and the DETECTION_MINUTES next to it). A stolen key's first
     calls after it was found (a stuffing script's hit, a test with a real prompt) come minutes before the script spends
     it, too thin to stand out as a spike. Only those each within LEAD_GAP_MINUTES of the next (the spike's first bucket
     for the last). Returns those buckets, earliest first; none for buckets wider than DETECTION_MINUTES (an hour before
@@ -700,6 +709,11 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, aft
     own = size[others.index]
     if near.empty or own.empty or not spike:
         return []
+    # the chain may go on further, through buckets like the spike's: a script starting slowly (matrix seed 31 #20:
+    # one to four calls a minute for 25 minutes before it stood out, start +11 min)
+    reach = pd.Timedelta(minutes=LEAD_MAX_MINUTES)
+    near = size[(size.index > run[-1]) & (size.index <= run[-1] + reach)] if after else \
+        size[(size.index >= run[0] - reach) & (size.index < run[0])]
 
     core = busy[busy.index.isin(run)]
     a = float(core["input_tokens"].sum() / core["requests"].sum())

@@ -70,6 +70,13 @@ def test_a_model_new_to_its_key_in_a_spike_is_a_series_of_its_own():
     assert split.loc[split["series"] == "key_A gpt-4", "cost_usd"].tolist() == [347.0]
     alone = frame[frame["model"] != "gpt-4"]         # no new model: the key's own spike, nothing split
     assert new_models(alone, [(t0 + 10 * HOUR, t0 + 10 * HOUR)]) == set()
+    # per minute (matrix seed 31 #316): gpt-4's first thin minutes at 02:00 and 02:01, the spike found from 02:02
+    t1 = pd.Timestamp("2026-11-16 01:00")
+    rows = [("openai", "key_A", t1 + m * MINUTE, "gpt-4o", 0.05) for m in range(0, 60, 3)]
+    rows += [("openai", "key_A", t1 + m * MINUTE, "gpt-4", 0.6 if m < 62 else 8.0) for m in range(60, 105)]
+    rows += [("openai", "key_A", t1 + m * MINUTE, "gpt-4o", 3.3) for m in range(75, 91)]
+    frame = pd.DataFrame(rows, columns=["provider", "series", "bucket_start", "model", "cost_usd"])
+    assert new_models(frame, [(t1 + 62 * MINUTE, t1 + 104 * MINUTE)]) == {"gpt-4"}
 
 
 def test_a_key_that_spent_nothing_before_keeps_the_thin_tail_of_its_spike():
@@ -561,6 +568,24 @@ def test_a_spikes_first_calls_before_it_stands_out_open_it():
     assert lead_in(rows, costs, run, MINUTE) == [t0 + 25 * MINUTE]
     same = _minute_usage(t0, [(m, 1, 1, 15_000, 150) for m in range(0, 20, 3)] + spec[-2:])
     assert lead_in(same, costs, run, MINUTE) == []
+
+
+def test_a_script_starting_slowly_is_followed_back_past_a_quarter_hour():
+    """Per-minute usage (matrix seed 31 #20): the key's own 70k-token calls every few minutes, the script's calls
+    (14k, thick output) one to three a minute for 25 minutes, then 40 a minute. The chain of its first calls stopped
+    at the quarter hour searched before the spike (start +11 min); it goes on while each is within five minutes of the
+    next, an hour at most."""
+    from forensics.analysis.provider_spikes import lead_in
+
+    t0 = pd.Timestamp("2026-11-14 23:00")
+    spec = [(m, 1, 1, 70_000, 700) for m in range(0, 28, 3)]
+    spec += [(30 + m, 1, 1 + m % 3, 14_000, 2_500) for m in range(26) if m % 7 != 6]
+    spec += [(56, 40, 40, 14_000, 2_500)]
+    rows = _minute_usage(t0, spec)
+    costs = {t: Decimal(str(round(c, 6))) for t, c in zip(rows["bucket_start"], rows["cost_usd"])}
+    run = [t0 + m * MINUTE for m in range(56, 96)]
+    first = lead_in(rows, costs, run, MINUTE)
+    assert first[0] == t0 + 30 * MINUTE and len(first) == 23
 
 
 def test_a_weekday_spikes_usual_rises_with_the_keys_other_models_as_far_as_they_went_before():
