@@ -84,7 +84,8 @@ def main() -> None:
             b = base.get(key)
             line += f"{b:>10.2f}{med / b:>8.2f}" if b else f"{'-':>10}{'-':>8}"
         print(line)
-    print(f"{'target (issue: report < 10 s)':<40}{TARGET_SECONDS:>10.2f}   ratio total/target = {total / TARGET_SECONDS:.2f}")
+    print(f"{'target (issue: report < 10 s)':<40}{TARGET_SECONDS:>10.2f}   "
+          f"ratio total/target = {total / TARGET_SECONDS:.2f}")
 
 
 if __name__ == "__main__":

@@ -108,7 +108,8 @@ def token_cost_sql(inp: str, out: str, cache_read: str, cache_write: str, p: str
     """The list-price cost of token counts (SQL expressions) at price row `p`, a DECIMAL(38,12): uncached input
     (input less cache reads and writes, at least 0 unless `net`, a signed difference) + cache reads + cache writes
     + output, $/M tokens. A cache price the table lacks falls back to the input price, as LiteLLM does. Scaling is a
-    multiplication by 0.000001: in DuckDB a DECIMAL divided by anything is a DOUBLE, which would lose the exact cents."""
+    multiplication by 0.000001: in DuckDB a DECIMAL divided by anything is a DOUBLE, which would lose the exact
+    cents."""
     uncached = f"{inp} - {cache_read} - {cache_write}"
     uncached = f"({uncached})" if net else f"greatest({uncached}, 0)"
     return (f"CAST(({uncached} * {p}.input_mtok + {cache_read} * coalesce({p}.cache_read_mtok, {p}.input_mtok)"

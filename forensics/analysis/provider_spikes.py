@@ -373,7 +373,8 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
             usual, busy = _usual(coarse, coarse_width, frozenset(hot), (lambda t: Decimal(0)) if new else None)
         floor = Decimal(SPIKE_FLOOR_USD) * Decimal(str(hours))
         bar = max(floor, busy if against_busy and not new else Decimal(0))
-        level = {t: Decimal(str(round(v, 6))) for t, v in (levels or {}).items() if t in usual and coarse_width == width}
+        level = {t: Decimal(str(round(v, 6))) for t, v in (levels or {}).items()
+                 if t in usual and coarse_width == width}
         held = usual | {t: usual[t] * v for t, v in level.items()}
         # a quiet whole day's bar is the busy day's at its level too (the key's own work that day ran at that share);
         # not a part day at the export's ends, whose level says how much of the day the export holds

@@ -747,9 +747,9 @@ def test_the_attacks_peak_hour_where_nginx_shows_the_proxys_batch_is_split_by_ou
 def test_a_keys_quiet_start_the_export_listed_is_its_past():
     """Per-minute usage of the proxy's key (matrix seed 123 #469): the export's pages list every minute from 21:37,
     the key used outside the proxy from 21:53 for four and a half hours, fastest in its first minutes (the proxy's own
-    calls a few cents an hour). Usage rows begin at 21:53: without the empty minutes the attack's first hours were its own usual, and only
-    its later surge stood out (start +2.6 h, -82 %). With them the key spent nothing for 16 minutes: the spike starts
-    at 21:53."""
+    calls a few cents an hour). Usage rows begin at 21:53: without the empty minutes the attack's first hours were
+    its own usual, and only its later surge stood out (start +2.6 h, -82 %). With them the key spent nothing for 16
+    minutes: the spike starts at 21:53."""
     from forensics.analysis.provider_spikes import _spikes
 
     t0, minute = pd.Timestamp("2026-11-14 21:53"), pd.Timedelta(minutes=1)
