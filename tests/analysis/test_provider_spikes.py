@@ -354,6 +354,16 @@ def test_a_two_hour_spike_splits_only_its_thinner_hour():
     usual = dict.fromkeys(costs, Decimal(0)) | {t0 + 2 * HOUR: Decimal("5.04")}
     edges = mixed_edges(rows, costs, usual, [t0 + HOUR, t0 + 2 * HOUR], HOUR)
     assert [e.bucket for e in edges] == [t0 + 2 * HOUR]
+    # matrix seed 55 #25: the two hours hold about as many calls (1,083 and 1,109); the mixed one is the hour whose
+    # calls drifted towards the key's own size (29k against the attack's 13.6k and the key's 64k), not the fewer
+    rows = _usage([(t0 - h * HOUR, "gpt-4o", 4, 255_000, 1_500, 0.65) for h in range(1, 30, 3)]
+                  + [(t0 + HOUR, "gpt-4o", 1083, 14_765_834, 2_788_668, 64.80),
+                     (t0 + 2 * HOUR, "gpt-4o", 1109, 32_235_511, 2_638_759, 106.98),
+                     (t0 + 3 * HOUR, "gpt-4o", 3, 226_744, 968, 0.58)])
+    costs = {t: Decimal(str(c)) for t, *_, c in rows.itertuples(index=False)}
+    usual = dict.fromkeys(costs, Decimal("0.6"))
+    [edge] = mixed_edges(rows, costs, usual, [t0 + HOUR, t0 + 2 * HOUR], HOUR)
+    assert edge.bucket == t0 + 2 * HOUR and 800 < edge.spike_calls < 1050      # of its 1,109
 
 
 def test_a_weekend_spikes_usual_follows_the_keys_other_models():
