@@ -467,9 +467,7 @@ def new_models(g: pd.DataFrame, spans: list[tuple]) -> set:
     counted with it, +16 %)."""
     spent = g[g["cost_usd"].fillna(0) > 0]
     first = spent.groupby("model")["bucket_start"].min()
-    width = (g["bucket_end"] - g["bucket_start"]).min() if "bucket_end" in g else \
-        g["bucket_start"].drop_duplicates().sort_values().diff().min()
-    width = width if pd.notna(width) else pd.Timedelta(days=1)
+    width = (g["bucket_end"] - g["bucket_start"]).min()
     ahead = _lead(width) if width < pd.Timedelta(days=1) else pd.Timedelta(0)
     out = set()
     for start, last in spans:
@@ -1037,7 +1035,7 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
     def served(width: timedelta) -> dict:
         """nginx's served LLM calls per bucket of `width` (none without nginx)."""
         if width not in per_width:
-            per_width[width] = served_calls(case, pd.Timedelta(width), set())[0] if slots is not None else {}
+            per_width[width] = served_calls(case, pd.Timedelta(width), set())[0]
         return per_width[width]
     for provider, series, minutes, costs, usual, spans in spikes:
         step = timedelta(minutes=minutes)
@@ -1046,14 +1044,15 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
             found_run = [t for t in costs if first <= t <= last]
             other, sizes = other_workload(mine_all, costs, usual, found_run)
             run = own_edges(mine_all, _trimmed(found_run, other, sizes, costs, usual), step)
-            by_output = split_by_output(mine_all, costs, usual, found_run, run, surging(run, step, slots))
+            surged = surging(run, step, slots)
+            by_output = split_by_output(mine_all, costs, usual, found_run, run, surged)
             by_output_buckets = {m.bucket for m in by_output}
             tails = [m for m in by_output if m.bucket not in run]
             mixed = [m for m in mixed_edges(mine_all, costs, usual, run, step)
                      if m.bucket not in by_output_buckets] + [m for m in by_output if m.bucket in run]
             # a bucket split to none of the spike's calls is left out, unless another workload is known to fill
             # it inside the spike (its level around it then: proxy_adjusted's `unsplit`)
-            loaded = other | surging(run, step, slots)
+            loaded = other | surged
             run = [t for i, t in enumerate(run) if not any(m.bucket == t and m.spike_calls < 1 for m in mixed)
                    or t in loaded and 0 < i < len(run) - 1]
             mixed += (beside := mixed_neighbours(mine_all, costs, run, step)) + tails

@@ -63,6 +63,7 @@ def test_a_model_new_to_its_key_in_a_spike_is_a_series_of_its_own():
             for m, c in (("gpt-4o-mini", 0.1), ("gpt-4o", 1.5))]
     rows += [("openai", "key_A", t0 + 10 * HOUR, "gpt-4o", 58.0), ("openai", "key_A", t0 + 10 * HOUR, "gpt-4", 347.0)]
     frame = pd.DataFrame(rows, columns=["provider", "series", "bucket_start", "model", "cost_usd"])
+    frame["bucket_end"] = frame["bucket_start"] + HOUR
     assert new_models(frame, [(t0 + 10 * HOUR, t0 + 10 * HOUR)]) == {"gpt-4"}
     assert new_models(frame, [(t0 + 2 * HOUR, t0 + 10 * HOUR)]) == {"gpt-4"}
     split = split_new_models(frame, "openai", "key_A", {"gpt-4"})
@@ -76,6 +77,7 @@ def test_a_model_new_to_its_key_in_a_spike_is_a_series_of_its_own():
     rows += [("openai", "key_A", t1 + m * MINUTE, "gpt-4", 0.6 if m < 62 else 8.0) for m in range(60, 105)]
     rows += [("openai", "key_A", t1 + m * MINUTE, "gpt-4o", 3.3) for m in range(75, 91)]
     frame = pd.DataFrame(rows, columns=["provider", "series", "bucket_start", "model", "cost_usd"])
+    frame["bucket_end"] = frame["bucket_start"] + MINUTE
     assert new_models(frame, [(t1 + 62 * MINUTE, t1 + 104 * MINUTE)]) == {"gpt-4"}
 
 
