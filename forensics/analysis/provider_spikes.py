@@ -250,17 +250,22 @@ def _runs(hot: list, step: pd.Timedelta) -> list[list]:
     return runs
 
 
-def _refine(fine: dict, usual: dict, width: pd.Timedelta, start, end, share: Decimal) -> tuple:
+def _refine(fine: dict, usual: dict, width: pd.Timedelta, start, end, share: Decimal, after=None,
+            before=None) -> tuple:
     """The spike's own buckets at the export's resolution, inside a coarse spike window widened by its length each
-    side: the stretch with the largest excess over the usual (same minute on other days) counting only what exceeds
-    `share` of the spike's mean excess per bucket (Kadane's maximum subarray), never across DETECTION_MINUTES
-    of buckets at or under their usual. Returns (first, last) bucket."""
+    side (not into the coarse spikes found before and after it, ending at `after` and starting at `before`: a
+    larger one 30 minutes away is the other's stretch, matrix seed 55 #336): the stretch with the largest excess
+    over the usual (same minute on other days) counting only what exceeds `share` of the spike's mean excess per
+    bucket (Kadane's maximum subarray), never across DETECTION_MINUTES of buckets at or under their usual. Returns
+    (first, last) bucket."""
     pad = max(end - start, width)
     inside = [t for t in fine if start <= t < end]
     bar = sum((fine[t] - usual[t] for t in inside), Decimal(0)) / max(len(inside), 1) * share
     best, span, run, run_start = Decimal(0), (inside[0], inside[-1]), Decimal(0), inside[0]
     quiet, gap = 0, max(int(pd.Timedelta(minutes=DETECTION_MINUTES) / width), 2)
-    for t in sorted(t for t in fine if start - pad <= t < end + pad):
+    lo = start - pad if after is None else max(start - pad, after)
+    hi = end + pad if before is None else min(end + pad, before)
+    for t in sorted(t for t in fine if lo <= t < hi):
         quiet = quiet + 1 if fine[t] <= usual[t] else 0
         if run <= 0 or quiet >= gap:      # a quiet stretch ends a spike: what follows it is something else
             run, run_start = Decimal(0), t
@@ -407,8 +412,11 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
     def refined(usual: dict) -> tuple[dict, list]:
         usual_fine = _usual(fine, width, fallback=lambda t: usual.get(t.floor(coarse_width), Decimal(0)) / per)[0]
         # two runs refined into one stretch, or spending above usual between, are one
-        return usual_fine, _joined(sorted(_refine(fine, usual_fine, width, run[0], run[-1] + coarse_width, edge)
-                                          for run in _runs(hot, coarse_width)),
+        runs = _runs(hot, coarse_width)
+        return usual_fine, _joined(sorted(_refine(fine, usual_fine, width, run[0], run[-1] + coarse_width, edge,
+                                                  runs[i - 1][-1] + coarse_width if i else None,
+                                                  runs[i + 1][0] if i + 1 < len(runs) else None)
+                                          for i, run in enumerate(runs)),
                                    lambda last, first: first > last + coarse_width
                                    and quiet_between(fine, usual_fine, width, last, first))
 
@@ -824,6 +832,45 @@ def mixed_neighbours(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timed
     return out
 
 
+USUAL_SHARE = 0.25               # a spike's bucket whose usual is this share of its spend at least...
+
+
+def mixed_usual(rows: pd.DataFrame, costs: dict, usual: dict, run: list, width: pd.Timedelta,
+                skip=frozenset()) -> list[MixedEdge]:
+    """A sub-daily spike's buckets whose usual is another workload of its own size: USUAL_SHARE of the bucket's
+    spend or more, most of it the spike's main model, whose calls at that time on the other days are WORKLOAD_FACTOR
+    times larger or smaller than the spike's (its buckets with a small usual). The usual is the median of the other
+    days; the bucket's own calls and tokens say how much of that workload ran this day (matrix seed 55 #4: the
+    nightly batch beside the attack's 02:00 on a Sunday ran 21 calls, the usual was a weekday's 68, -15 %). Split as
+    in `mixed_edges`, the other calls at their size at that time on the other days; the spike's part is its calls at
+    its cost a call, the rest of the bucket the key's. `skip`: buckets split or adjusted otherwise."""
+    if width >= pd.Timedelta(days=1) or "input_tokens" not in rows:
+        return []
+    mine = _main_model_buckets(rows, run)
+    if mine is None:
+        return []
+    busy = mine[mine.index.isin(run) & (mine["requests"] > 0) & ~mine.index.isin(skip)]
+    loaded = [t for t in busy.index if usual[t] and usual[t] >= Decimal(str(USUAL_SHARE)) * costs[t]]
+    core = busy[~busy.index.isin(loaded)]
+    if core.empty or not loaded:
+        return []
+    a = float(core["input_tokens"].sum() / core["requests"].sum())
+    per_call = _per_call(core)
+    slot_of = mine.index - mine.index.normalize()
+    out = []
+    for t in loaded:
+        slot = mine[(slot_of == t - t.normalize()) & ~mine.index.isin(run) & (mine["requests"] > 0)]
+        if slot.empty or _median([Decimal(str(c)) for c in slot["cost_usd"]]) * 2 < usual[t]:
+            continue                      # the usual there is not that model's calls
+        b = float(slot["input_tokens"].sum() / slot["requests"].sum())
+        if max(a / b, b / a) < WORKLOAD_FACTOR:
+            continue
+        n, tokens = int(mine.loc[t, "requests"]), float(mine.loc[t, "input_tokens"])
+        n_a, by = _split(mine.loc[t], core, slot, a, b)
+        out.append(MixedEdge(t, n, tokens / n, a, b, n_a, min(per_call * Decimal(str(round(n_a, 6))), costs[t]), by))
+    return out
+
+
 QUIET_LEVEL = 0.75               # a bucket where the key's other models ran under this share of their usual...
 QUIET_MIN_CALLS = 50             # ...counting at least this many calls in their usual bucket (fewer are noise)
 
@@ -1050,6 +1097,7 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
             tails = [m for m in by_output if m.bucket not in run]
             mixed = [m for m in mixed_edges(mine_all, costs, usual, run, step)
                      if m.bucket not in by_output_buckets] + [m for m in by_output if m.bucket in run]
+            mixed += mixed_usual(mine_all, costs, usual, run, step, {m.bucket for m in mixed} | other | surged)
             # a bucket split to none of the spike's calls is left out, unless another workload is known to fill
             # it inside the spike (its level around it then: proxy_adjusted's `unsplit`)
             loaded = other | surged

@@ -34,6 +34,18 @@ def test_a_quiet_stretch_ends_a_spike_and_what_follows_is_another():
     assert all(first >= T0 + 180 * MINUTE for first, _ in spans[1:])
 
 
+def test_a_spike_is_refined_inside_its_own_window_not_the_larger_one_beside_it():
+    """Matrix seed 55 #336 (per-minute usage of 19 hours): a stolen key used through the proxy for 36 minutes ($52),
+    then 26 quiet minutes with the key's odd small call, then the proxy's nightly batch for 16 minutes ($53). Each
+    coarse spike was refined within its length on either side, and the attack's window reached the batch: both
+    refined to the batch, and the attack was never found. Each is its own."""
+    quiet = [0.02 if i % 3 else 0.0 for i in range(60)]
+    gap = [0.02 if i in (2, 22) else 0.0 for i in range(26)]
+    costs = quiet * 3 + [1.45] * 36 + gap + [3.3] * 16 + quiet[:20]
+    _, spans = series_spikes(minutes(costs), MINUTE)
+    assert spans == [(T0 + 180 * MINUTE, T0 + 215 * MINUTE), (T0 + 242 * MINUTE, T0 + 257 * MINUTE)]
+
+
 def test_the_day_the_evidence_was_collected_counts_only_its_covered_part():
     """A daily series whose last day a finer export (or nginx) ends at 09:00: that day's usual is 9/24 of a whole
     day's; every other day is whole, and nothing is cut when nothing finer ends inside a bucket."""
@@ -809,3 +821,37 @@ def test_a_call_before_a_spike_that_nginx_shows_the_proxy_serving_is_not_its_fir
     assert lead_in(rows, costs, run, MINUTE, explained=explained) == []
     foreign = rows[rows["bucket_start"] >= t0 + 37 * MINUTE]
     assert proxy_explained(foreign, run, MINUTE, served) == set()
+
+
+def test_an_hour_of_the_attack_beside_a_smaller_nightly_batch_than_usual_counts_the_batch_it_holds():
+    """Hourly usage (matrix seed 55 #4): the proxy's key used outside it from Saturday 22:05 to Sunday 03:15; the
+    nightly batch of long documents (~105k input tokens a call) runs at 02:00, 68 and 71 calls on weekdays, 27 on
+    Saturday. 02:00's usual was the median night's (68 calls, $18): the Sunday batch ran ~21 and the attack's hour
+    came out $12 short (-15 %). The hour's own calls and tokens say how much of the batch ran: by output (the
+    attack writes 9 output tokens per 100 of input, the batch 1), ~245 of its 271 calls are the attack's."""
+    from forensics.analysis.provider_spikes import mixed_usual
+
+    t0, day = pd.Timestamp("2026-11-12"), pd.Timedelta(days=1)
+    batch = [(0, 68, 7_003_278, 78_161, 18.29), (1, 71, 7_305_882, 84_866, 19.11), (2, 27, 2_947_194, 34_532, 7.71)]
+    spike = [(-2, 136, 3_589_678, 333_711, 12.31), (-1, 178, 4_889_050, 453_539, 16.76),
+             (0, 152, 4_035_667, 344_625, 13.53), (1, 168, 4_634_855, 409_060, 15.68),
+             (2, 271, 8_932_329, 633_716, 28.67), (3, 82, 2_252_504, 228_190, 7.91)]
+    rows = _usage([(t0 + d * day + 2 * HOUR, "gpt-4o", *x) for d, *x in batch]
+                  + [(t0 + d * day + h * HOUR, "gpt-4o", 5, 150_000, 1_800, 0.39) for d in range(3)
+                     for h in (-2, -1, 0, 1, 3)]
+                  + [(t0 + 3 * day + h * HOUR, "gpt-4o", *x) for h, *x in spike])
+    costs = {t: Decimal(str(c)) for t, c in zip(rows["bucket_start"], rows["cost_usd"])}
+    usual = dict.fromkeys(costs, Decimal("0.39")) | {t0 + 3 * day + 2 * HOUR: Decimal("18.29")}
+    run = [t0 + 3 * day + h * HOUR for h in range(-2, 4)]
+    [m] = mixed_usual(rows, costs, usual, run, HOUR)
+    assert m.bucket == t0 + 3 * day + 2 * HOUR and m.by == "output" and 235 < m.spike_calls < 260
+    assert Decimal(21) < m.cost < Decimal(23)            # against $10.38 above the median night's batch
+    # the same night with the attack's calls in that hour alone: all of them its (no batch ran)
+    alone = rows.assign(input_tokens=rows["input_tokens"].where(rows["bucket_start"] != m.bucket, 7_436_000),
+                        output_tokens=rows["output_tokens"].where(rows["bucket_start"] != m.bucket, 691_000))
+    [m] = mixed_usual(alone, costs, usual, run, HOUR)
+    assert m.spike_calls > 265
+    # a usual of the attack's own size (an office's calls at that hour) is not another workload's
+    office = rows["requests"].isin([68, 71, 27])
+    assert mixed_usual(rows.assign(input_tokens=rows["input_tokens"].where(~office, rows["requests"] * 27_000)),
+                       costs, usual, run, HOUR) == []
