@@ -214,7 +214,9 @@ def pace_step(mine: str, k: int) -> Step:
 
 def continued_sql(mine: str, lines: str, claimed: str, every: str) -> str:
     """Adds to a surge's lines the later served calls of its public addresses, as long as none pauses for more than
-    SLOW_GAP_MINUTES (a slow leak goes quiet for a quarter of an hour, then goes on: the same campaign). Its
+    SLOW_GAP_MINUTES (a slow leak goes quiet for a quarter of an hour, then goes on: the same campaign), and their
+    earlier ones the same way (a slow leak's first three calls in the quarter hour before its rate stood out, each
+    more than SESSION_GAP_MINUTES after the last: matrix seed 55 #440, its start 13 minutes late). Its
     addresses include those that join it later: public addresses never seen on the LLM endpoints (`every`: all
     their lines) before the surge began, every call of which comes from the surge's own client software (user
     agent) and none refused for auth (a key passed on to a new machine, an attacker's next proxy address)."""
@@ -236,11 +238,16 @@ def continued_sql(mine: str, lines: str, claimed: str, every: str) -> str:
             SELECT l.request_id, l.start_time FROM {lines} l SEMI JOIN addresses USING (client_ip)
             WHERE l.start_time > (SELECT max(start_time) FROM {mine}) AND NOT l.auth_failure AND l.status < 400
               AND NOT EXISTS (SELECT 1 FROM {claimed} x WHERE x.request_id = l.request_id)
+            UNION ALL
+            SELECT l.request_id, l.start_time FROM {lines} l SEMI JOIN own USING (client_ip)
+            WHERE l.start_time < (SELECT min(start_time) FROM {mine}) AND NOT l.auth_failure AND l.status < 400
+              AND NOT EXISTS (SELECT 1 FROM {claimed} x WHERE x.request_id = l.request_id)
         ), chained AS ({sessions_sql('pool', '1', SLOW_GAP_MINUTES)})
         SELECT l.*, 1 AS part, 0 AS starts_session, (SELECT any_value(session_no) FROM {mine}) AS session_no
         FROM {lines} l
         WHERE l.request_id IN (SELECT request_id FROM chained
-                               WHERE session_no = (SELECT session_no FROM chained ORDER BY start_time LIMIT 1))
+                               WHERE session_no = (SELECT c.session_no FROM chained c SEMI JOIN {mine} m
+                                                   USING (request_id) ORDER BY c.start_time LIMIT 1))
           AND l.request_id NOT IN (SELECT request_id FROM {mine})
     """
 
@@ -277,8 +284,9 @@ def find_nginx_incidents(case: Case) -> list[NginxIncident]:
                 continue     # an earlier surge's continuation took its lines (the sessions were counted before it)
             if detector == "surge":
                 case.statement("nginx_surge_continued", continued_sql(mine, uncovered, claimed, every))
-                count, end, served, body = case.execute(f"""
-                    SELECT count(*), max(start_time), count(*) FILTER (WHERE status < 400), coalesce(sum(body_bytes), 0)
+                count, start, end, served, body = case.execute(f"""
+                    SELECT count(*), min(start_time), max(start_time), count(*) FILTER (WHERE status < 400),
+                           coalesce(sum(body_bytes), 0)
                     FROM {mine}""").fetchone()
             paced = _paced(case, mine, k)
             if paced:

@@ -648,20 +648,22 @@ def key_test(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta) ->
     stretch that long ends a spike), buckets whose calls carry at most PROBE_SHARE of the input tokens a call of the
     spike's and of the smallest the key sent in any bucket outside that stretch and the spike (a stolen key is tried
     with a few tokens before a script spends it; a key whose own work sends calls that small, such as health
-    checks, shows them elsewhere too; a call a little smaller than the key's others is one of them). Returns those
-    buckets, earliest first; none without call counts."""
+    checks, shows them elsewhere too, and beside them, in that stretch; a call a little smaller than the key's others
+    is one of them: matrix seed 55 #365, an export beginning 16 minutes before the spike, the key's own small calls
+    of 1,900 to 2,900 input tokens in them, 2,700 the bar). Returns those buckets, earliest first; none without call
+    counts."""
     if not run or width >= pd.Timedelta(days=1) or "input_tokens" not in rows or not rows["requests"].any():
         return []
     sizes = _sizes(rows)
     spike = sizes[sizes.index.isin(run)]
     lead = _lead(width)
     near = sizes[(sizes.index >= run[0] - lead) & (sizes.index < run[0])]
-    rest = sizes[~sizes.index.isin(run) & ~sizes.index.isin(near.index)]
     if spike.empty or near.empty:
         return []
+    small = near[near <= PROBE_SHARE * float(spike.median())]
+    rest = sizes[~sizes.index.isin(run) & ~sizes.index.isin(small.index)]
     floor = PROBE_SHARE * float(rest.min()) if len(rest) else float("inf")
-    return sorted(t for t, size in near.items()
-                  if t in costs and size <= PROBE_SHARE * float(spike.median()) and size <= floor)
+    return sorted(t for t, size in small.items() if t in costs and size <= floor)
 
 
 LEAD_GAP_MINUTES = 5             # a spike's first calls come at most this far apart from the next ones

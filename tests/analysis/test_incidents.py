@@ -425,6 +425,25 @@ def test_an_nginx_surge_that_pauses_is_one_incident_and_its_second_burst_no_empt
     assert (n.incident.kind, n.incident.verdict, n.incident.requests) == ("unauthenticated_proxy", "attack", 200)
 
 
+def test_an_nginx_surges_addresses_calling_before_it_stood_out_open_it():
+    """A slow leak seen in nginx alone (matrix seed 55 #440): the leak's first three calls at 19:04 and 19:08, then a
+    ten-minute pause, then nine addresses every few seconds. The surge session began at 19:18 and continued forward
+    over pauses; its earlier calls, from its own addresses, were left out and the start was 13 minutes late (and the
+    start stayed the first session's even where the continuation reached further). They open it."""
+    from forensics.analysis.nginx_incidents import find_nginx_incidents
+
+    rows = [(T0 + timedelta(minutes=9 * i), "10.20.1.13", 200) for i in range(140)]
+    start = T0 + timedelta(hours=19, minutes=4)
+    early = [(start, "203.0.113.112", 200), (start + timedelta(seconds=50), "203.0.113.112", 200),
+             (start + timedelta(minutes=4), "198.19.77.115", 200)]
+    surge = [(start + timedelta(minutes=14, seconds=30 + 4 * i), f"192.0.2.{i % 9}", 200) for i in range(150)]
+    surge += [(start + timedelta(minutes=15, seconds=4 * i + 1), ip, 200) for i, ip in
+              enumerate(("203.0.113.112", "198.19.77.115") * 5)]
+    [n] = find_nginx_incidents(_nginx_case(rows + early + surge))
+    assert n.incident.kind == "unauthenticated_proxy" and n.incident.requests == 163
+    assert n.incident.start == start - timedelta(seconds=2.5)     # its first line less $request_time
+
+
 def test_a_balancers_401_burst_ends_with_the_guessers_client_not_with_everyone_behind_it():
     """nginx behind a balancer that keeps only its own address (matrix seed 11 #246, #330, #431, #494): a script
     guesses keys (python-requests), finds one and spends it, all from 10.0.0.2, like every user behind the

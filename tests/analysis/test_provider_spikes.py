@@ -253,6 +253,18 @@ def test_a_tiny_call_just_before_a_spike_on_a_key_that_never_sends_one_opens_it(
     assert key_test(rows, costs, run, MINUTE) == [t0 + 65 * MINUTE]
     checks = [(t0 + 3 * MINUTE + i * 7 * MINUTE, "gpt-4o-mini", 1, 10, 0.00001) for i in range(5)]
     assert key_test(_rows(usual + checks + probe + spike), costs, run, MINUTE) == []
+    # matrix seed 55 #365: the export begins 16 minutes before the spike (nothing else to compare with) and holds the
+    # key's own gpt-4o-mini calls of 1,900 to 2,900 tokens; the spike's calls are 27k, its bar 2.7k: not tests
+    t1 = pd.Timestamp("2026-11-14 23:10")
+    own = [(t1, "gpt-4o-mini", 1, 2926, 0.0005), (t1 + MINUTE, "gpt-4o", 1, 114_990, 0.29),
+           (t1 + 2 * MINUTE, "gpt-4o-mini", 1, 1997, 0.0004), (t1 + 6 * MINUTE, "gpt-4o-mini", 1, 1932, 0.0004),
+           (t1 + 7 * MINUTE, "gpt-4o", 1, 127_289, 0.33)]
+    spike = [(t1 + (15 + i) * MINUTE, "gpt-4o", 11, 297_000, 0.95) for i in range(60)]
+    costs = {t1 + i * MINUTE: Decimal(0) for i in range(75)} | {t: Decimal(str(c)) for t, *_, c in own + spike}
+    run = [t1 + (15 + i) * MINUTE for i in range(60)]
+    assert key_test(_rows(own + spike), costs, run, MINUTE) == []
+    assert key_test(_rows(own + [(t1 + 12 * MINUTE, "gpt-4o", 1, 12, 0.0001)] + spike), costs, run,
+                    MINUTE) == [t1 + 12 * MINUTE]      # a 12-token call there is one
 
 
 def test_an_edge_hour_holding_the_spike_and_another_workload_counts_only_the_spikes_calls():
