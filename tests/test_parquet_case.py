@@ -128,3 +128,15 @@ def test_report_and_detect_on_the_folder_equal_those_on_the_case(parquet_folder,
     assert run_cli("detect", out, "--out", tmp_path / "a.csv").returncode == 0
     assert run_cli("detect", sample_case_copy, "--out", tmp_path / "b.csv").returncode == 0
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+
+
+def test_the_folders_tables_are_the_cases_own(parquet_folder):
+    """A case exported to Parquet is views: the analyses that ask whether the case holds a table (the provider's
+    listed buckets, nginx's error log, LiteLLM's stdout log) see them (`duckdb_tables()` lists no views: the
+    listed buckets were read as missing and a key quiet at its export's start began where it first spent)."""
+    from forensics.analysis.provider_spikes import has_listed
+
+    out, _ = parquet_folder
+    with Case.open(out, read_only=True) as pq:
+        assert all(pq.has_table(t) for t in CASE_TABLES)
+        assert not pq.has_table("no_such_table") and has_listed(pq)

@@ -83,8 +83,7 @@ def cost_series_step() -> Step:
 
 def has_listed(case: Case) -> bool:
     """Whether the case holds provider_buckets (a case made before it was added lacks it until opened for writing)."""
-    return bool(case.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'provider_buckets'")
-                .fetchone()[0])
+    return case.has_table("provider_buckets")
 
 
 def listed_step(kind: str, listed: bool = True) -> Step:

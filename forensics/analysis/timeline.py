@@ -141,9 +141,7 @@ def phases(minutes: pd.DataFrame) -> pd.DataFrame:
 
 def has_error_log(case: Case) -> bool:
     """Whether the case holds nginx error-log entries (a case of schema version 2 has no such table)."""
-    return bool(case.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'nginx_errors' "
-                             "AND schema_name = 'main' AND database_name = current_database()").fetchone()[0]
-                and case.execute("SELECT count(*) > 0 FROM nginx_errors").fetchone()[0])
+    return case.has_table("nginx_errors") and bool(case.execute("SELECT count(*) > 0 FROM nginx_errors").fetchone()[0])
 
 
 def timeline(case: Case, incident_table: str, prefix: str) -> Timeline:

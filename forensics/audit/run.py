@@ -102,8 +102,7 @@ def for_report(case, inv, configs=()) -> AuditResult | None:
 
     money = from_investigation(inv)
     result = audit(configs, money=money) if configs else AuditResult([], [])
-    present = case.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'litellm_log' "
-                           "AND table_schema = 'main' AND table_catalog = current_database()").fetchone()[0]
+    present = case.has_table("litellm_log")
     logs: dict[str, list[dict]] = {}
     if present:
         for path, line_no, level, cls, message in case.execute(
