@@ -48,7 +48,9 @@ def test_timings_name_each_phase_and_the_slowest_steps(sample_report):
     assert {"searching the proxy's requests for incidents", "writing the report and its figures"} <= \
         {name for _, name in phases}
     seconds = [float(s) for s, _ in phases]
-    assert seconds[-1] == pytest.approx(sum(seconds[:-1]), abs=0.05) and seconds[-1] <= _progress(run.stderr)[-1][0] + 1
+    # each printed to the hundredth: their sum is off the total by half a hundredth a phase at most
+    assert seconds[-1] == pytest.approx(sum(seconds[:-1]), abs=0.005 * len(phases))
+    assert seconds[-1] <= _progress(run.stderr)[-1][0] + 1
     named = set(re.findall(r"^-- step: (\S+)$", (out / "steps.sql").read_text(), re.M))
     slowest = [line.split(None, 1) for line in lines[steps_at + 1:steps_at + 16]]
     assert len(slowest) == 15 and {name for _, name in slowest} <= named
