@@ -624,6 +624,27 @@ def test_a_script_starting_slowly_is_followed_back_past_a_quarter_hour():
     assert first[0] == t0 + 30 * MINUTE and len(first) == 23
 
 
+def test_a_slow_scripts_last_calls_go_on_past_the_nightly_batch():
+    """Per-minute usage (matrix seed 8 #355): the key's own 70k-token calls every few minutes, a slow script's calls
+    (27k, 9 output tokens per 100 of input) one or two a minute until 02:12, the nightly batch (111k, thin output)
+    11 a minute from 02:15 to 02:18, the script's calls again from 02:21 to 02:28. Its last calls stopped at the
+    batch (end -16 min); the chain goes on through the batch's minutes, which are none of its."""
+    from forensics.analysis.provider_spikes import lead_in
+
+    t0 = pd.Timestamp("2026-11-15 00:00")
+    spec = [(m, 1, 1, 70_000, 700) for m in range(0, 60, 4)]
+    spec += [(60 + m, 1, 1 + m % 2, 27_000, 2_400) for m in range(73)]          # 01:00 to 02:12
+    spec += [(135, 4, 11, 111_000, 1_200)]                                      # the batch, 02:15 to 02:18
+    spec += [(141 + m, 1, 1, 27_000, 2_400) for m in (0, 1, 4, 5, 6, 7)]        # 02:21 to 02:28
+    rows = _minute_usage(t0, spec)
+    costs = {t: Decimal(str(round(c, 6))) for t, c in zip(rows["bucket_start"], rows["cost_usd"])}
+    run = [t0 + m * MINUTE for m in range(60, 133)]
+    last = lead_in(rows, costs, run, MINUTE, after=True)
+    assert last[-1] == t0 + 148 * MINUTE and not set(last) & {t0 + m * MINUTE for m in range(135, 139)}
+    # the batch alone after the script: nothing of it is the script's
+    assert lead_in(_minute_usage(t0, spec[:-6]), costs, run, MINUTE, after=True) == []
+
+
 def test_a_weekday_spikes_usual_rises_with_the_keys_other_models_as_far_as_they_went_before():
     """Daily usage, history of a part day, a Friday and a weekend, the attack on the Monday (matrix seed 77 #487):
     the usual ($16) came from the weekend, and the attack's cost out 38 % high. The key's gpt-4o-mini calls on the
