@@ -252,25 +252,32 @@ def _runs(hot: list, step: pd.Timedelta) -> list[list]:
 def _refine(fine: dict, usual: dict, width: pd.Timedelta, start, end, share: Decimal, after=None,
             before=None) -> tuple:
     """The spike's own buckets at the export's resolution, inside a coarse spike window widened by its length each
-    side (not into the coarse spikes found before and after it, ending at `after` and starting at `before`: a
-    larger one 30 minutes away is the other's stretch, matrix seed 55 #336): the stretch with the largest excess
-    over the usual (same minute on other days) counting only what exceeds `share` of the spike's mean excess per
-    bucket (Kadane's maximum subarray), never across DETECTION_MINUTES of buckets at or under their usual. Returns
-    (first, last) bucket."""
+    side: the stretch with the largest excess over the usual (same minute on other days) counting only what exceeds
+    `share` of the spike's mean excess per bucket (Kadane's maximum subarray), never across DETECTION_MINUTES
+    of buckets at or under their usual. A stretch that misses the coarse spike is another's (a larger spike 30
+    minutes away, matrix seed 55 #336: both refined to it and the first was never found): then the search stops at
+    the coarse spikes found before and after it (ending at `after`, starting at `before`); else it may reach over
+    them (a script thinning out in its last hour, a quarter hour of it not standing out: its spikes are joined).
+    Returns (first, last) bucket."""
     pad = max(end - start, width)
     inside = [t for t in fine if start <= t < end]
     bar = sum((fine[t] - usual[t] for t in inside), Decimal(0)) / max(len(inside), 1) * share
-    best, span, run, run_start = Decimal(0), (inside[0], inside[-1]), Decimal(0), inside[0]
-    quiet, gap = 0, max(int(pd.Timedelta(minutes=DETECTION_MINUTES) / width), 2)
-    lo = start - pad if after is None else max(start - pad, after)
-    hi = end + pad if before is None else min(end + pad, before)
-    for t in sorted(t for t in fine if lo <= t < hi):
-        quiet = quiet + 1 if fine[t] <= usual[t] else 0
-        if run <= 0 or quiet >= gap:      # a quiet stretch ends a spike: what follows it is something else
-            run, run_start = Decimal(0), t
-        run += fine[t] - usual[t] - bar
-        if run > best:
-            best, span = run, (run_start, t)
+    gap = max(int(pd.Timedelta(minutes=DETECTION_MINUTES) / width), 2)
+
+    def stretch(lo, hi) -> tuple:
+        best, span, run, run_start, quiet = Decimal(0), (inside[0], inside[-1]), Decimal(0), inside[0], 0
+        for t in sorted(t for t in fine if lo <= t < hi):
+            quiet = quiet + 1 if fine[t] <= usual[t] else 0
+            if run <= 0 or quiet >= gap:      # a quiet stretch ends a spike: what follows it is something else
+                run, run_start = Decimal(0), t
+            run += fine[t] - usual[t] - bar
+            if run > best:
+                best, span = run, (run_start, t)
+        return span
+    span = stretch(start - pad, end + pad)
+    if (span[1] < start or span[0] >= end) and (after is not None or before is not None):
+        span = stretch(start - pad if after is None else max(start - pad, after),
+                       end + pad if before is None else min(end + pad, before))
     lead = bar / share * RAMP_SHARE if share else Decimal(0)
     first = span[0]
     while first - width in fine and fine[first - width] - usual[first - width] > max(lead, Decimal(0)) \

@@ -46,6 +46,17 @@ def test_a_spike_is_refined_inside_its_own_window_not_the_larger_one_beside_it()
     assert spans == [(T0 + 180 * MINUTE, T0 + 215 * MINUTE), (T0 + 242 * MINUTE, T0 + 257 * MINUTE)]
 
 
+def test_a_spike_thinning_out_past_a_quarter_hour_that_did_not_stand_out_ends_with_its_last_call():
+    """Matrix seed 2026 #49 (per-minute use of a second key outside the proxy, nothing before it): five hours of
+    attack, a quarter hour that dipped under the bar, a quarter hour over it, then its last calls every few minutes
+    for twenty. Two coarse spikes; bounded by each other, the second's window ended a quarter hour after it and its
+    last calls were left out (end -20 min). A refinement that meets its own coarse spike may reach over the other."""
+    tail = [0.1 if m in (4, 5, 7, 8, 9, 11, 15, 19) else 0.0 for m in range(20)]
+    costs = [0.0] * 480 + [0.25] * 300 + [0.03 if m % 3 == 0 else 0.0 for m in range(15)] + [0.25] * 15 + tail
+    _, spans = series_spikes(minutes(costs + [0.0] * 200), MINUTE, against_busy=False)
+    assert spans == [(T0 + 480 * MINUTE, T0 + (480 + 300 + 30 + 19) * MINUTE)]
+
+
 def test_the_day_the_evidence_was_collected_counts_only_its_covered_part():
     """A daily series whose last day a finer export (or nginx) ends at 09:00: that day's usual is 9/24 of a whole
     day's; every other day is whole, and nothing is cut when nothing finer ends inside a bucket."""
