@@ -556,6 +556,14 @@ def test_a_batch_starting_before_the_attack_stops_is_split_off_by_output_tokens(
     tails = split_by_output(rows, costs, usual, found, run)
     assert [m.bucket for m in tails] == [t0 + m * MINUTE for m in range(50, 60)]
     assert all(39 < m.spike_calls < 41 for m in tails)
+    # matrix seed 2026 #464: the batch's calls vary in size and output; where they alone run, the splits give a call
+    # or two of the spike's, noise beside the 40 a minute it ran at: the spike still ends at minute 59
+    rows = _minute_usage(t0, [(m, 1, 1, 70_000, 700) for m in range(0, 10, 2)]
+                         + [(10, 50, 40, 14_000, 2_500), (50, 10, 12, 110_000, 1_200), (60, 3, 12, 100_000, 1_800),
+                            (63, 2, 12, 110_000, 1_200)])
+    costs = costs | {t: Decimal(str(round(c, 6))) for t, c in zip(rows["bucket_start"], rows["cost_usd"])}
+    tails = split_by_output(rows, costs, usual, found, run)
+    assert [m.bucket for m in tails] == [t0 + m * MINUTE for m in range(50, 60)]
 
 
 def test_an_hour_of_the_attack_beside_the_nightly_batch_is_split_though_its_calls_drifted_little():
