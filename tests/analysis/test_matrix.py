@@ -153,6 +153,11 @@ def test_the_randomized_matrix_meets_the_criteria_on_50_draws():
 # attack beside the nightly batch whose calls drifted less than MIXED_FACTOR (15). Seed 99 (fresh: 496/500): a stolen key's addresses found by two detectors (208), an office's afternoon
 # addresses in a slow leak's wave at night and a pace from a leak's random calls (181), a weekend attack's Saturday
 # against a usual of part days (203).
+# Session 13 (seed 55 on session 12's code: 496/500; seed 2026, fresh: 497/500): a Sunday's nightly batch beside the
+# attack's hour against a weekday's (55: 4), an attack refined to the larger batch half an hour later (336), the key's
+# own small calls read as a key test (365), a slow leak's first calls before its nginx surge (440); a slow script's
+# last calls after the nightly batch (8: 355); a second key's thinning tail cut at a neighbouring quarter hour (2026:
+# 49), the batch's minutes after a stuffing script split into a call or two of it (464).
 UNTUNED_DRAWS = {1: (14, 29, 34, 59), 2: (0, 5, 8, 23, 24, 34, 38, 41, 47, 48, 50),
                  3: (42, 62, 70, 77, 88, 93, 101, 111, 114, 147, 179, 209, 273, 318, 341, 387, 407, 451, 461, 463,
                      484, 498, 373, 471, 14, 144, 388, 310),
@@ -163,12 +168,13 @@ UNTUNED_DRAWS = {1: (14, 29, 34, 59), 2: (0, 5, 8, 23, 24, 34, 38, 41, 47, 48, 5
                  11: (246, 330, 431, 494, 190, 194, 200, 205, 278, 363),
                  42: (5, 103, 451),
                  13: (74, 152, 259, 50),
-                 8: (15,),
+                 8: (15, 355),
                  99: (181, 203, 208),
                  123: (5, 92, 218, 222, 319, 416, 469, 482),
                  7: (208,),
                  31: (20, 316),
-                 55: (25,)}
+                 55: (25, 4, 336, 365, 440),
+                 2026: (49, 464)}
 
 
 @pytest.mark.slow
