@@ -623,14 +623,23 @@ def own_edges(rows: pd.DataFrame, run: list, width: pd.Timedelta) -> list:
     main model are the key's own by their output tokens: output per token of input nearer (on a log scale) the
     key's usual than the spike's, when the two are MIXED_FACTOR apart. A slow script (three calls a minute) stands
     out from the key's own minutes by little, and the ramp took in the key's own calls of the minutes before it
-    (matrix seed 77 #202, #326: the start two minutes early). Returns the run; unchanged without output tokens."""
+    (matrix seed 77 #202, #326: the start two minutes early). A series with no calls outside the spike (a model new
+    to its key): calls writing MIXED_FACTOR cubed times less a token of input than the spike's. Returns the run;
+    unchanged without output tokens."""
     if len(run) < 3 or width > pd.Timedelta(minutes=DETECTION_MINUTES) or "output_tokens" not in rows:
         return run
     mine = _main_model_buckets(rows, run)
     busy = None if mine is None else mine[mine["requests"] > 0]
     if busy is None or busy.empty:
         return run
-    ratios = _output_ratios(busy[busy.index.isin(run)], busy[~busy.index.isin(run)])
+    outside = busy[~busy.index.isin(run)]
+    ratios = _output_ratios(busy[busy.index.isin(run)], outside)
+    if ratios is None and outside.empty and busy["input_tokens"].sum():
+        # a model new to its key (its series holds the spike alone): a call at an edge writing MIXED_FACTOR cubed
+        # times less (or more) a token of input than the spike is the key's own (matrix seed 11 #116: the proxy's
+        # gpt-4o call three minutes after the attack, 0.7 output tokens per 100 of input against its 9; end +3 min)
+        rho = float(busy["output_tokens"].sum() / busy["input_tokens"].sum())
+        ratios = (rho, rho / MIXED_FACTOR ** 6) if rho else None
     if ratios is None:
         return run
     rho, r = ratios

@@ -746,6 +746,13 @@ def test_a_slow_scripts_spike_does_not_start_at_the_keys_own_calls_before_it():
     run = [t0 + m * MINUTE for m in range(4, 66)]
     assert own_edges(rows, run, MINUTE) == run[2:]
     assert own_edges(rows.drop(columns="output_tokens"), run, MINUTE) == run
+    # matrix seed 11 #116: a model new to its key (no call of it outside the spike to compare with); the proxy's own
+    # gpt-4o call three minutes after the attack writes 0.7 output tokens per 100 of input against the attack's 9
+    rows = _minute_usage(t0, [(0, 60, 4, 27_000, 2_500), (62, 1, 1, 57_877, 389)])
+    run = [t0 + m * MINUTE for m in range(63)]
+    assert own_edges(rows, run, MINUTE) == run[:60]
+    thin = _minute_usage(t0, [(0, 60, 4, 27_000, 2_500), (62, 1, 1, 27_000, 1_400)])   # an attack call writing less
+    assert own_edges(thin, run, MINUTE) == run
 
 
 def test_a_bucket_under_its_usual_inside_a_spike_takes_nothing_off_it():
