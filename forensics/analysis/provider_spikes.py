@@ -1081,6 +1081,37 @@ def _mixed_on_top(top: pd.DataFrame, core: pd.DataFrame, outside: pd.DataFrame, 
     return out
 
 
+MIXED_LINES = 3                  # more buckets of two sizes than this are told in one line
+
+
+def _mixed_evidence(mixed: list[MixedEdge], added: list[MixedEdge], step: timedelta) -> list[str]:
+    """The evidence lines of a spike's buckets holding calls of two sizes: one a bucket, or one for them all when
+    more than MIXED_LINES (a per-minute spike beside the nightly batch splits a dozen minutes)."""
+    def how(by: str) -> str:
+        return ("their output tokens, the spike's calls writing far more or less a token of input than the key's"
+                if by == "output" else "call size, the key's other calls at their usual size")
+    if len(mixed) > MIXED_LINES:
+        first, last = min(m.bucket for m in mixed), max(m.bucket for m in mixed)
+        by = sorted({m.by for m in mixed})
+        sizes = f"{min(m.size for m in mixed):,.0f} to {max(m.size for m in mixed):,.0f}"
+        return [f"{len(mixed)} of its buckets from {first:%Y-%m-%d %H:%M} to {last + step:%H:%M} UTC hold calls of "
+                f"two sizes: {sum(m.calls for m in mixed):,} call(s) of its main model at {sizes} input tokens a "
+                f"call, against the spike's {mixed[0].spike_size:,.0f} in its other buckets and the key's usual "
+                f"{mixed[0].usual_size:,.0f}: about {sum(m.spike_calls for m in mixed):,.0f} of them are taken as the "
+                "spike's "
+                f"(${float(sum((m.cost for m in mixed), Decimal(0))):,.2f} at its cost a call; split by "
+                + " or ".join(how(b) for b in by) + ")"
+                + (f"; {n} bucket(s) left out" if (n := sum(m.spike_calls < 1 for m in mixed)) else "")
+                + (f"; {n} bucket(s) beside it are the spike's too" if (n := sum(m in added for m in mixed)) else "")]
+    return [f"its bucket at {m.bucket:%Y-%m-%d %H:%M} holds calls of two sizes: {m.calls:,} call(s) of its main model "
+            f"at {m.size:,.0f} input tokens a call, against the spike's {m.spike_size:,.0f} in its other buckets and "
+            f"the key's usual {m.usual_size:,.0f}: about {m.spike_calls:,.0f} of them are taken as the spike's "
+            f"(${float(m.cost):,.2f} at its cost a call; split by {how(m.by)})"
+            + ("; the bucket is left out" if m.spike_calls < 1 else
+               "; the bucket is the spike's too" if m in added else "")
+            for m in mixed]
+
+
 def _spike_calls(n: int, tokens: float, a: float, b: float) -> float:
     """Of a bucket's n calls and their input tokens, the calls of size a (the spike's) beside those of size b:
     calls = n_a + n_b, tokens = n_a a + n_b b, bounded to 0..n."""
@@ -1173,17 +1204,7 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
                     f"UTC) hold calls of another size, {sizes[1]:,.0f} input tokens a call against the spike's "
                     f"{sizes[0]:,.0f}: another workload on the same key (a batch?); where it starts or ends the spike "
                     "it is left out, inside it those buckets are taken at the spike's level around them")
-            for m in mixed:
-                inc.evidence.append(
-                    f"its bucket at {m.bucket:%Y-%m-%d %H:%M} holds calls of two sizes: {m.calls:,} call(s) of its "
-                    f"main model at {m.size:,.0f} input tokens a call, against the spike's {m.spike_size:,.0f} in its "
-                    f"other buckets and the key's usual {m.usual_size:,.0f}: about {m.spike_calls:,.0f} of them are "
-                    f"taken as the spike's (${float(m.cost):,.2f} at its cost a call; split by "
-                    + ("their output tokens, the spike's calls writing far more or less a token of input than the "
-                       "key's" if m.by == "output" else "call size, the key's other calls at their usual size")
-                    + ")"
-                    + ("; the bucket is left out" if m.spike_calls < 1 else
-                       "; the bucket is the spike's too" if m in beside or m in tails else ""))
+            inc.evidence += _mixed_evidence(mixed, beside + tails, step)
             if levels:
                 inc.evidence.append(
                     f"the key's other models ran at {min(levels.values()):.0%}"

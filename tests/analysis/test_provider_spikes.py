@@ -914,3 +914,17 @@ def test_an_hour_of_the_attack_beside_a_smaller_nightly_batch_than_usual_counts_
     office = rows["requests"].isin([68, 71, 27])
     assert mixed_usual(rows.assign(input_tokens=rows["input_tokens"].where(~office, rows["requests"] * 27_000)),
                        costs, usual, run, HOUR) == []
+
+
+def test_a_dozen_minutes_of_two_sizes_are_told_in_one_line():
+    """Matrix seed 55 #336: fourteen minutes of the nightly batch, each split by output, made fourteen evidence lines
+    in the report. More than MIXED_LINES are told in one line with their totals; a few, one line each."""
+    from forensics.analysis.provider_spikes import MIXED_LINES, MixedEdge, _mixed_evidence
+
+    t0 = pd.Timestamp("2026-11-16 02:16")
+    mixed = [MixedEdge(t0 + i * MINUTE, 13, 100_000 + 1_000 * i, 110_416, 19_840, 12.5, Decimal("3.50"), "output")
+             for i in range(14)]
+    [line] = _mixed_evidence(mixed, [], MINUTE)
+    assert line.startswith("14 of its buckets from 2026-11-16 02:16 to 02:30 UTC hold calls of two sizes: 182 call(s)")
+    assert "100,000 to 113,000 input tokens" in line and "about 175 of them" in line and "$49.00" in line
+    assert len(_mixed_evidence(mixed[:MIXED_LINES], [], MINUTE)) == MIXED_LINES
