@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from forensics.analysis.incident import Incident
-from forensics.analysis.proxy_load import proxy_adjusted, served_calls, surge_slots, surging
+from forensics.analysis.proxy_load import LOAD_MIN_CALLS, proxy_adjusted, served_calls, surge_slots, surging
 from forensics.analysis.steps import Step
 from forensics.pricing import token_cost_sql
 
@@ -693,13 +693,29 @@ def proxy_explained(rows: pd.DataFrame, run: list, width: pd.Timedelta, served: 
     proxy_load.served_calls), account for: no more calls than nginx served there, when the series carries the
     proxy's calls (outside `run` it holds calls in PROXY_SERIES_SHARE of the buckets nginx served any in; another
     key's calls are not the proxy's). Empty without call counts or nginx."""
-    if not served or not run or width > pd.Timedelta(minutes=DETECTION_MINUTES) or "requests" not in rows:
+    if not run or width > pd.Timedelta(minutes=DETECTION_MINUTES) or not carries_proxy(rows, run, served):
         return set()
     calls = rows.groupby("bucket_start")["requests"].sum()
-    outside = [t for t, n in served.items() if n and not run[0] <= t <= run[-1]]
-    if not outside or sum(calls.get(t, 0) > 0 for t in outside) < PROXY_SERIES_SHARE * len(outside):
-        return set()
     return {t for t, n in calls.items() if 0 < n <= served.get(t, 0)}
+
+
+def carries_proxy(rows: pd.DataFrame, run: list, served: dict, surged=frozenset()) -> bool:
+    """Whether a series carries the proxy's calls (`served`: nginx's served calls at its width, from
+    proxy_load.served_calls): outside `run` it holds calls in PROXY_SERIES_SHARE of the buckets nginx served any in
+    (another key's calls are not the proxy's); or, where nginx covers no time outside it, in the buckets of `run` in
+    which nginx shows the proxy surging (`surged`) its calls rose above its median bucket by PROXY_SERIES_SHARE of
+    the calls nginx served there at least. False without call counts or nginx."""
+    if not served or not run or "requests" not in rows:
+        return False
+    calls = rows.groupby("bucket_start")["requests"].sum()
+    outside = [t for t, n in served.items() if n and not run[0] <= t <= run[-1]]
+    if outside:
+        return sum(calls.get(t, 0) > 0 for t in outside) >= PROXY_SERIES_SHARE * len(outside)
+    inside = [t for t in run if t in surged]
+    typical = float(calls[calls.index.isin(run)].median()) if calls.index.isin(run).any() else 0.0
+    proxy = sum(served.get(t, 0) for t in inside)
+    rose = sum(max(float(calls.get(t, 0)) - typical, 0.0) for t in inside)
+    return proxy >= LOAD_MIN_CALLS and rose >= PROXY_SERIES_SHARE * proxy
 
 
 def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, after: bool = False,
@@ -1172,9 +1188,14 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
             # a split bucket: the spike's calls alone
             spent = costs | {m.bucket: usual_here[m.bucket] + m.cost for m in mixed}
             settled = {m.bucket for m in mixed if m.by == "output"}
-            adjusted = proxy_adjusted(spent, usual_here, run, step, slots, settled=settled)[2] if slots else 0
+            # a series nginx shows carrying the proxy's calls is the proxy's, though it usually spends nothing (an
+            # export of minutes before the spike: matrix seed 2026 #427, the nightly batch inside it, +10.5 %)
+            proxys = bool(surged) and step <= timedelta(minutes=DETECTION_MINUTES) \
+                and carries_proxy(mine_all, run, served(step), surged)
+            adjusted = proxy_adjusted(spent, usual_here, run, step, slots, settled=settled, proxys=proxys)[2] \
+                if slots else 0
             run, excess, _ = proxy_adjusted(spent, usual_here, run, step, slots, other - split, settled,
-                                            {t: costs[t] for t in settled})
+                                            {t: costs[t] for t in settled}, proxys=proxys)
             if not run:
                 continue
             probes = key_test(mine_all, costs, run, step)

@@ -52,7 +52,7 @@ def surge_slots(case: Case) -> set:
 
 def proxy_adjusted(costs: dict, usual: dict, run: list, width: pd.Timedelta, slots: set,
                    also: set = frozenset(), settled: set = frozenset(),
-                   unsplit: dict | None = None) -> tuple[list, Decimal, int]:
+                   unsplit: dict | None = None, proxys: bool = False) -> tuple[list, Decimal, int]:
     """A spike's buckets `run` (sub-daily) and its excess over `usual` (none below it), with the buckets in which
     nginx shows the proxy's own surge (`slots`) taken at the spike's level around them (`_around`; never above their
     own excess):
@@ -65,12 +65,13 @@ def proxy_adjusted(costs: dict, usual: dict, run: list, width: pd.Timedelta, slo
     there inside the run (not at its edges), the spike's part is at least its level around it (no more than the
     bucket's excess): a spike does not stop for the minutes another workload runs beside it, and a split by output
     of a bucket the other workload fills is mostly that workload's noise (matrix seed 123 #218: six minutes of the
-    nightly batch beside a slow leak's two calls a minute, split to none of them)."""
+    nightly batch beside a slow leak's two calls a minute, split to none of them). A series that usually spends
+    nothing in the run is not the proxy's, unless `proxys` (nginx shows it carrying the proxy's calls)."""
     # a bucket spending less than its usual holds none of the spike's spend, not a negative part: the usual is
     # what the key spent there on other days (a nightly batch that started five minutes later tonight)
     excess = {t: max(costs[t] - usual[t], Decimal(0)) for t in run}
     total = sum(excess.values(), Decimal(0))
-    if width >= pd.Timedelta(days=1) or not (slots or also) or not any(usual[t] for t in run):
+    if width >= pd.Timedelta(days=1) or not (slots or also) or not (proxys or any(usual[t] for t in run)):
         return run, total, 0      # a series that usually spends nothing there is not the proxy's: its load is not in it
     slot = pd.Timedelta(minutes=SLOT_MINUTES)
     surged = surging(run, width, slots)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pandas as pd
+import pytest
 
 from forensics.analysis.provider_spikes import covered_share, series_spikes
 
@@ -227,6 +228,33 @@ def test_a_series_that_usually_spends_nothing_is_not_adjusted_for_the_proxys_loa
     costs = {t0 + i * HOUR: Decimal(c) for i, c in enumerate([20, 22, 24, 26, 30])}
     run = sorted(costs)
     assert proxy_adjusted(costs, dict.fromkeys(costs, Decimal(0)), run, HOUR, {t0 + 4 * HOUR}) == (run, Decimal(122), 0)
+
+
+def test_a_series_nginx_shows_carrying_the_proxys_surge_is_adjusted_though_it_usually_spends_nothing():
+    """Matrix seed 2026 #427: per-minute usage beginning 12 minutes before the proxy's key is used outside it (so its
+    usual is nothing), nginx's log beginning with the attack. The proxy's nightly batch runs inside the attack from
+    02:15; nginx shows it (75 served calls) and the key's calls rise by 86 there: the series carries the proxy's
+    calls, and the batch's minutes are taken at the spike's level around them (they were counted whole, +10.5 %).
+    Where the key's calls do not rise with nginx's, it is another key and nothing is adjusted."""
+    from forensics.analysis.provider_spikes import carries_proxy
+    from forensics.analysis.proxy_load import proxy_adjusted
+
+    t0 = pd.Timestamp("2026-11-15 01:30")
+    calls = [14] * 45 + [20, 33, 21, 27, 30, 34, 19] + [14] * 23
+    rows = _usage([(t0 + m * MINUTE, "gpt-4o", n, n * 27_000, n * 2_400, n * 0.09) for m, n in enumerate(calls)])
+    run = [t0 + m * MINUTE for m in range(len(calls))]
+    surged = {t0 + m * MINUTE for m in range(45, 60)}
+    served = {t0 + m * MINUTE: n for m, n in zip(range(45, 53), (1, 13, 10, 11, 14, 13, 8, 5))}
+    assert carries_proxy(rows, run, served, surged)
+    flat = _usage([(t, "gpt-4o", 14, 378_000, 33_600, 1.26) for t in run])
+    assert not carries_proxy(flat, run, served, surged)
+    costs = {t: Decimal(str(round(n * 0.09, 6))) for t, n in zip(run, calls)}
+    nothing = dict.fromkeys(costs, Decimal(0))
+    slots = {t0 + 45 * MINUTE}
+    _, whole, _ = proxy_adjusted(costs, nothing, run, MINUTE, slots)
+    _, excess, adjusted = proxy_adjusted(costs, nothing, run, MINUTE, slots, proxys=True)
+    assert whole == sum(costs.values()) and adjusted == 15
+    assert excess == pytest.approx(Decimal(str(round(14 * 0.09, 6))) * len(calls), abs=Decimal("0.01"))
 
 
 def test_a_spike_starting_inside_the_first_quarter_of_a_short_export_is_not_its_own_usual():
