@@ -758,8 +758,14 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, aft
     core = busy[busy.index.isin(run)]
     a = float(core["input_tokens"].sum() / core["requests"].sum())
     # ...calls no larger than the spike's (a batch of long documents right after it writes more than the key's
-    # usual too)
-    by_output = {t for t in near.index if t in costs and t not in explained and near[t] < spike * MIXED_FACTOR
+    # usual too), unless by their size beside the key's largest calls half a call of them at least is the spike's
+    # too (matrix seed 11 #19: the attack's last calls in the minute the nightly batch began, end -2 min)
+    b = float(own.max())
+
+    def sized(t) -> bool:
+        return near[t] < spike * MIXED_FACTOR or a < near[t] < b and _spike_calls(
+            int(busy.loc[t, "requests"]), float(busy.loc[t, "input_tokens"]), a, b) >= 0.5
+    by_output = {t for t in near.index if t in costs and t not in explained and sized(t)
                  and (n_a := _output_split(busy.loc[t], core, others, a)) is not None and n_a >= 0.5}
 
     def like(x) -> bool:
@@ -772,7 +778,8 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, aft
     # script's calls going on beside and after it, matrix seed 8 #355, end -16 min), which are no link of it; not
     # the key's own odd large call (matrix seed 21 #202)
     many = float(core["requests"].median())
-    through = {t for t, x in near.items() if x >= spike * WORKLOAD_FACTOR and busy.loc[t, "requests"] > many}
+    through = {t for t, x in near.items() if x >= spike * WORKLOAD_FACTOR and busy.loc[t, "requests"] > many} \
+        - by_output - by_size
     out, nxt = [], run[-1] if after else run[0]
     for t in sorted(by_output | by_size | through, reverse=not after):
         if abs(nxt - t) > max(pd.Timedelta(minutes=LEAD_GAP_MINUTES), width):
