@@ -758,15 +758,20 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, aft
     core = busy[busy.index.isin(run)]
     a = float(core["input_tokens"].sum() / core["requests"].sum())
     # ...calls no larger than the spike's (a batch of long documents right after it writes more than the key's
-    # usual too), unless by their size beside the key's largest calls half a call of them at least is the spike's
-    # too (matrix seed 11 #19: the attack's last calls in the minute the nightly batch began, end -2 min)
+    # usual too), unless a MIXED_SHARE of them at least are the spike's by their size beside the key's largest calls
+    # and by their output (matrix seed 11 #19: three of the seven calls in the minute the nightly batch began, end
+    # -2 min; the batch's own minutes, their calls' size and output varying, split to a call or two: 55 #271)
     b = float(own.max())
 
-    def sized(t) -> bool:
-        return near[t] < spike * MIXED_FACTOR or a < near[t] < b and _spike_calls(
-            int(busy.loc[t, "requests"]), float(busy.loc[t, "input_tokens"]), a, b) >= 0.5
-    by_output = {t for t in near.index if t in costs and t not in explained and sized(t)
-                 and (n_a := _output_split(busy.loc[t], core, others, a)) is not None and n_a >= 0.5}
+    def part(t) -> float:
+        n = int(busy.loc[t, "requests"])
+        if near[t] < spike * MIXED_FACTOR:
+            return 0.0
+        if not a < near[t] < b or _spike_calls(n, float(busy.loc[t, "input_tokens"]), a, b) < MIXED_SHARE * n:
+            return float("inf")
+        return MIXED_SHARE * n
+    by_output = {t for t in near.index if t in costs and t not in explained and part(t) < float("inf")
+                 and (n_a := _output_split(busy.loc[t], core, others, a)) is not None and n_a >= max(0.5, part(t))}
 
     def like(x) -> bool:
         return spike / MIXED_FACTOR < x < spike * MIXED_FACTOR
@@ -889,16 +894,18 @@ def mixed_usual(rows: pd.DataFrame, costs: dict, usual: dict, run: list, width: 
     days; the bucket's own calls and tokens say how much of that workload ran this day (matrix seed 55 #4: the
     nightly batch beside the attack's 02:00 on a Sunday ran 21 calls, the usual was a weekday's 68, -15 %). Split as
     in `mixed_edges`, the other calls at their size at that time on the other days; the spike's part is its calls at
-    its cost a call, the rest of the bucket the key's. Only buckets of MIXED_MIN_CALLS calls or more: a minute of
-    five calls beside a usual of two is noise either way. `skip`: buckets split or adjusted otherwise."""
+    its cost a call, the rest of the bucket the key's. Buckets of DETECTION_MINUTES or less only when they hold
+    MIXED_MIN_CALLS calls or more: a minute of five calls beside a usual of two is noise either way. `skip`: buckets
+    split or adjusted otherwise."""
     if width >= pd.Timedelta(days=1) or "input_tokens" not in rows:
         return []
     mine = _main_model_buckets(rows, run)
     if mine is None:
         return []
     busy = mine[mine.index.isin(run) & (mine["requests"] > 0) & ~mine.index.isin(skip)]
+    fine = width <= pd.Timedelta(minutes=DETECTION_MINUTES)
     loaded = [t for t in busy.index if usual[t] and usual[t] >= Decimal(str(USUAL_SHARE)) * costs[t]
-              and busy.loc[t, "requests"] >= MIXED_MIN_CALLS]
+              and (busy.loc[t, "requests"] >= MIXED_MIN_CALLS or not fine)]
     core = busy[~busy.index.isin(loaded)]
     if core.empty or not loaded:
         return []
