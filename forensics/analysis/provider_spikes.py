@@ -758,20 +758,9 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, aft
     core = busy[busy.index.isin(run)]
     a = float(core["input_tokens"].sum() / core["requests"].sum())
     # ...calls no larger than the spike's (a batch of long documents right after it writes more than the key's
-    # usual too), unless a MIXED_SHARE of them at least are the spike's by their size beside the key's largest calls
-    # and by their output (matrix seed 11 #19: three of the seven calls in the minute the nightly batch began, end
-    # -2 min; the batch's own minutes, their calls' size and output varying, split to a call or two: 55 #271)
-    b = float(own.max())
-
-    def part(t) -> float:
-        n = int(busy.loc[t, "requests"])
-        if near[t] < spike * MIXED_FACTOR:
-            return 0.0
-        if not a < near[t] < b or _spike_calls(n, float(busy.loc[t, "input_tokens"]), a, b) < MIXED_SHARE * n:
-            return float("inf")
-        return MIXED_SHARE * n
-    by_output = {t for t in near.index if t in costs and t not in explained and part(t) < float("inf")
-                 and (n_a := _output_split(busy.loc[t], core, others, a)) is not None and n_a >= max(0.5, part(t))}
+    # usual too)
+    by_output = {t for t in near.index if t in costs and t not in explained and near[t] < spike * MIXED_FACTOR
+                 and (n_a := _output_split(busy.loc[t], core, others, a)) is not None and n_a >= 0.5}
 
     def like(x) -> bool:
         return spike / MIXED_FACTOR < x < spike * MIXED_FACTOR
@@ -783,8 +772,7 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, aft
     # script's calls going on beside and after it, matrix seed 8 #355, end -16 min), which are no link of it; not
     # the key's own odd large call (matrix seed 21 #202)
     many = float(core["requests"].median())
-    through = {t for t, x in near.items() if x >= spike * WORKLOAD_FACTOR and busy.loc[t, "requests"] > many} \
-        - by_output - by_size
+    through = {t for t, x in near.items() if x >= spike * WORKLOAD_FACTOR and busy.loc[t, "requests"] > many}
     out, nxt = [], run[-1] if after else run[0]
     for t in sorted(by_output | by_size | through, reverse=not after):
         if abs(nxt - t) > max(pd.Timedelta(minutes=LEAD_GAP_MINUTES), width):

@@ -692,30 +692,6 @@ def test_a_slow_scripts_last_calls_go_on_past_the_nightly_batch():
     assert lead_in(_minute_usage(t0, spec[:-6]), costs, run, MINUTE, after=True) == []
 
 
-def test_the_attacks_last_calls_in_the_minute_the_nightly_batch_began_end_it():
-    """Per-minute usage (matrix seed 11 #19): the key's own calls of 30k to 127k input, 1 % output; the attack's (27k,
-    9 % output) three a minute until 02:13; at 02:15 seven calls of 77k on average (the batch's first long documents
-    and the attack's last calls), 2.4 % output. Larger than the attack's calls, the minute was left out (end -2 min);
-    by their size beside the key's largest calls and by their output, three of them are the attack's. A minute of
-    the batch alone (its calls the key's largest) is not."""
-    from forensics.analysis.provider_spikes import lead_in
-
-    t0 = pd.Timestamp("2026-11-15 00:00")
-    spec = [(m, 1, 1, 30_000 + 6_000 * (m % 17), 400) for m in range(0, 60, 4)] + [(70, 1, 1, 127_000, 1_200)]
-    spec += [(80, 54, 3, 27_000, 2_430)]                                         # 01:20 to 02:13
-    mixed = [(135, 1, 3, 27_000, 2_430), (135, 1, 4, 114_000, 1_100)]          # 02:15
-    rows = _minute_usage(t0, spec + mixed)
-    costs = {t: Decimal(str(round(c, 6))) for t, c in zip(rows["bucket_start"], rows["cost_usd"])}
-    run = [t0 + m * MINUTE for m in range(80, 134)]
-    assert lead_in(rows, costs, run, MINUTE, after=True) == [t0 + 135 * MINUTE]
-    batch = _minute_usage(t0, spec + [(135, 1, 7, 125_000, 1_200)])
-    assert lead_in(batch, costs, run, MINUTE, after=True) == []
-    # matrix seed 55 #271: the batch's own minutes vary in size and output; split, one of twelve calls is the attack's
-    # by size and one by output: noise, not its last calls
-    noisy = _minute_usage(t0, spec + [(135, 1, 11, 115_000, 1_200), (135, 1, 1, 27_000, 2_430)])
-    assert lead_in(noisy, costs, run, MINUTE, after=True) == []
-
-
 def test_a_weekday_spikes_usual_rises_with_the_keys_other_models_as_far_as_they_went_before():
     """Daily usage, history of a part day, a Friday and a weekend, the attack on the Monday (matrix seed 77 #487):
     the usual ($16) came from the weekend, and the attack's cost out 38 % high. The key's gpt-4o-mini calls on the
