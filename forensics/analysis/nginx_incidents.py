@@ -312,13 +312,6 @@ def find_nginx_incidents(case: Case) -> list[NginxIncident]:
                 inc.evidence.append(f"{count} requests to the LLM endpoints from {ips} address(es) never seen "
                                     f"before ({public} public), at several times the gateway's rate of the hour "
                                     f"before; {served} served, {body:,} response bytes")
-                refused, by = _refused_before(case, every, mine, start)
-                if refused and served:
-                    inc.kind = "leaked_key"
-                    inc.evidence.append(
-                        f"the gateway checks keys: it answered {refused} call(s) to the LLM endpoints 401/403 before "
-                        f"(from {by} other address(es)); it served these, so they carried a key that works (a leaked "
-                        "key, not an open proxy)")
             if paced:
                 inc.evidence.append(paced)
             inc.evidence.append("seen in nginx only: who held which key and what it cost is unknown without "
@@ -326,17 +319,6 @@ def find_nginx_incidents(case: Case) -> list[NginxIncident]:
             found.append(NginxIncident(inc, mine, case.query(by_ip_step(mine, f"nginx_incident_{k}_by_ip")),
                                        case.query(by_user_agent_step(mine, f"nginx_incident_{k}_by_user_agent"))))
     return _merged(case, found)
-
-
-def _refused_before(case: Case, every: str, mine: str, start) -> tuple[int, int]:
-    """(calls, addresses): the LLM-endpoint calls nginx shows answered 401/403 before `start`, from addresses other
-    than the incident's (`mine`): a gateway that checks keys (a user's mistyped key, an expired one). An open proxy
-    answers none; after the incident the responder may have turned auth on, and the attacker's own are its own."""
-    return case.execute(f"""
-        SELECT count(*), count(DISTINCT client_ip) FROM {every}
-        WHERE auth_failure AND start_time < ?
-          AND coalesce(client_ip, '') NOT IN (SELECT client_ip FROM {mine} WHERE client_ip IS NOT NULL)""",
-                        [start]).fetchone()
 
 
 def _paced(case: Case, mine: str, k: int) -> str | None:

@@ -444,27 +444,6 @@ def test_an_nginx_surges_addresses_calling_before_it_stood_out_open_it():
     assert n.incident.start == start - timedelta(seconds=2.5)     # its first line less $request_time
 
 
-def test_an_nginx_surge_on_a_gateway_that_checks_keys_is_a_leaked_key():
-    """nginx alone (matrix seeds 13 #146, #232, 123 #397, 55 #440): new public addresses served at several times the
-    gateway's rate were named an open proxy, though the gateway had answered an office's mistyped key 401 the day
-    before: it checks keys, and what it served them carried one that works. A gateway that never refused a call
-    (no authentication to fail) may be open: the name stays."""
-    from forensics.analysis.nginx_incidents import find_nginx_incidents
-
-    rows = [(T0 + timedelta(minutes=3 * i), f"10.0.0.{5 + i % 2}", 200) for i in range(20 * 20)]
-    start = T0 + timedelta(hours=18)
-    burst = [(start + timedelta(seconds=3 * i), f"203.0.113.{i % 10}", 200) for i in range(100)]
-    typos = [(T0 + timedelta(hours=4, seconds=20 * i), "10.0.0.5", 401) for i in range(3)]
-    [n] = find_nginx_incidents(_nginx_case(rows + typos + burst))
-    assert (n.incident.kind, n.incident.verdict) == ("leaked_key", "attack")
-    assert "checks keys: it answered 3 call(s)" in n.incident.evidence[1]
-    [n] = find_nginx_incidents(_nginx_case(rows + burst))
-    assert n.incident.kind == "unauthenticated_proxy"
-    after = [(start + timedelta(hours=1, seconds=20 * i), "10.0.0.5", 401) for i in range(3)]
-    [n] = find_nginx_incidents(_nginx_case(rows + burst + after))     # auth turned on after it: it was open
-    assert n.incident.kind == "unauthenticated_proxy"
-
-
 def test_a_balancers_401_burst_ends_with_the_guessers_client_not_with_everyone_behind_it():
     """nginx behind a balancer that keeps only its own address (matrix seed 11 #246, #330, #431, #494): a script
     guesses keys (python-requests), finds one and spends it, all from 10.0.0.2, like every user behind the
