@@ -239,9 +239,7 @@ class Case:
     def has_table(self, name: str) -> bool:
         """Whether the case's own catalog holds table `name` (or a view: a case exported to Parquet is views), not a
         temp table or another attached database's (`duckdb_tables()` lists no views)."""
-        return bool(self.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ? "
-                                 "AND table_schema = 'main' AND table_catalog = current_database()",
-                                 [name]).fetchone()[0])
+        return name in case_db._tables(self.con, case_db._catalog(self.con))
 
     # --- the investigation -----------------------------------------------------------------------------------------
 
