@@ -161,13 +161,15 @@ def filled(buckets: pd.DataFrame, width: pd.Timedelta, lo=None, hi=None) -> dict
                                                                                 buckets["cost_usd"])}
 
 
-def _usual(costs: dict, width: pd.Timedelta, hot=frozenset(), fallback=None) -> tuple[dict, Decimal]:
+def _usual(costs: dict, width: pd.Timedelta, hot=frozenset(), fallback=None,
+           kind_days: int | None = None) -> tuple[dict, Decimal]:
     """Per bucket, its usual cost: the median of the same time of day on the other days (sub-daily buckets), else
     `fallback(bucket)` (a coarser series' usual, spread), else the median of the series' other busy buckets, spikes
     found so far (`hot`) left out (quiet nights are not the baseline, nor is the spike); of the same kind of day
     (weekday or weekend, UTC) when SAME_KIND_MIN_DAYS of them are busy (a Monday's usual is not a Sunday's, nor
     the median of a week that is two-sevenths weekend), and without the export's first and last day (part days)
-    unless nothing else is left; and the median busy bucket."""
+    unless nothing else is left; and the median busy bucket. `kind_days`: how many busy days of its kind make
+    that usual (SAME_KIND_MIN_DAYS unless said)."""
     busy = _median([c for c in costs.values() if c])
     by_slot: dict = {}
     if width < pd.Timedelta(days=1):
@@ -183,24 +185,25 @@ def _usual(costs: dict, width: pd.Timedelta, hot=frozenset(), fallback=None) -> 
         else:
             pool = [(u, c) for u, c in costs.items() if c and u != t and u not in hot]
             if width >= pd.Timedelta(days=1):    # its kind of day's; else the other days, the export's part days at
-                same = _same_kind(costs, t, hot)  # its ends only when nothing else is left
+                same = _same_kind(costs, t, hot, kind_days)  # its ends only when nothing else is left
                 inner = [(u, c) for u, c in pool if u not in (min(costs), max(costs))]
                 pool = [(t, c) for c in same] if same is not None else inner or pool
             usual[t] = _median([c for _, c in pool])
     return usual, busy
 
 
-SAME_KIND_MIN_DAYS = 2           # a daily bucket's usual is its kind of day's (weekday, weekend) with this many busy
+SAME_KIND_MIN_DAYS = 1           # a daily bucket's usual is its kind of day's (weekday, weekend) with this many busy
+SAME_KIND_FIRST_DAYS = 2         # ...in a daily series' first search: one day of its kind may be the attack's other
 
 
-def _same_kind(values: dict, t, hot=frozenset()) -> list | None:
+def _same_kind(values: dict, t, hot=frozenset(), days: int | None = None) -> list | None:
     """The busy daily buckets' values of the same kind of day as `t` (weekday or weekend, UTC), `t`, `hot` and the
     series' first and last bucket left out (the day the history begins in and the day it was collected on are part
-    days); None when fewer than SAME_KIND_MIN_DAYS."""
+    days); None when fewer than `days` (SAME_KIND_MIN_DAYS)."""
     edges = (min(values), max(values))
     same = [c for u, c in values.items()
             if c and u != t and u not in hot and u not in edges and (u.day_of_week >= 5) == (t.day_of_week >= 5)]
-    return same if len(same) >= SAME_KIND_MIN_DAYS else None
+    return same if len(same) >= (days or SAME_KIND_MIN_DAYS) else None
 
 
 PRECEDING_MIN_BUCKETS = 1        # the preceding window is a usual when it holds at least this many busy buckets
@@ -376,15 +379,19 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
         if n == 2 and hot == last_hot:
             break
         last_hot = hot
+        # the first search of days asks SAME_KIND_FIRST_DAYS of a kind: an attack over a weekend whose two days are
+        # each other's usual is found against the weekdays first (matrix seed 99 #266); then one day of its kind
+        # is the usual, the spikes left out (a Monday's is the one Friday of a short export, not its weekend: 99 #156)
+        days = SAME_KIND_FIRST_DAYS if n == 0 else SAME_KIND_MIN_DAYS
         if share is not None and coarse_width == width:    # partly covered buckets count as whole ones would
             whole = {t: c / share(t) if share(t) else c for t, c in coarse.items()}
-            usual, busy = _usual(whole, coarse_width, frozenset(hot), (lambda t: Decimal(0)) if new else None)
+            usual, busy = _usual(whole, coarse_width, frozenset(hot), (lambda t: Decimal(0)) if new else None, days)
             usual = {t: u * share(t) for t, u in usual.items()}
         else:
-            usual, busy = _usual(coarse, coarse_width, frozenset(hot), (lambda t: Decimal(0)) if new else None)
+            usual, busy = _usual(coarse, coarse_width, frozenset(hot), (lambda t: Decimal(0)) if new else None, days)
         floor = Decimal(SPIKE_FLOOR_USD) * Decimal(str(hours))
         bar = max(floor, busy if against_busy and not new else Decimal(0))
-        level = {t: Decimal(str(round(v, 6))) for t, v in (levels or {}).items()
+        level = {t: Decimal(str(round(v, 6))) for t, v in (levels(frozenset(hot), days) if levels else {}).items()
                  if t in usual and coarse_width == width}
         held = usual | {t: usual[t] * v for t, v in level.items()}
         # a quiet whole day's bar is the busy day's at its level too (the key's own work that day ran at that share);
@@ -485,9 +492,17 @@ def new_models(g: pd.DataFrame, spans: list[tuple]) -> set:
     ahead = _lead(width) if width < pd.Timedelta(days=1) else pd.Timedelta(0)
     out = set()
     for start, last in spans:
-        inside = set(spent.loc[(spent["bucket_start"] >= start) & (spent["bucket_start"] <= last), "model"])
+        span = spent[(spent["bucket_start"] >= start) & (spent["bucket_start"] <= last)]
+        inside = set(span["model"])
         new = {m for m in inside if first[m] >= start - ahead}
-        if new and inside - new and first.min() < start:
+        if inside and new == inside:
+            # an export beginning minutes before the spike, every model first seen in them (the spike found from
+            # the export's first minute): the spike's main model (its dearest) is new when the key spent on another
+            # before it (matrix seed 777 #282, #20: 12 minutes of export, gpt-4o-mini and one gpt-4o call, then
+            # gpt-4 at 40 calls a minute beside the nightly batch's gpt-4o, +17 %)
+            main = span.groupby("model")["cost_usd"].sum().idxmax()
+            new = {main} if first[main] > first.min() else set()
+        if new and inside - new and first.min() < min(first[m] for m in new):
             out |= new
     return out
 
@@ -523,8 +538,9 @@ def _spikes(frame: pd.DataFrame, exports: pd.DataFrame,
                                    | fine, width)
         share = covered_share(exports, width, min(fine), max(fine))
         levels = None
-        if width >= pd.Timedelta(days=1):   # a quiet day of the key's other models: its own work was quiet too
-            levels = {t: v for t in fine for v in [quiet_levels(g, fine, [t], width, share).get(t)] if v and v < 1}
+        if width >= pd.Timedelta(days=1):   # a quiet (busy) day of the key's other models: its own work was too
+            def levels(hot: frozenset, days: int, g=g, fine=fine, share=share) -> dict:
+                return {t: v for t in fine for v in [quiet_levels(g, fine, [t], width, share, hot, days).get(t)] if v}
         usual, spans = series_spikes(fine, width, share=share, levels=levels, late=late)
         if spans and (models := new_models(g, spans)):
             return _spikes(split_new_models(frame, provider, series, models), exports, listed)
@@ -669,16 +685,25 @@ def key_test(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta) ->
     counts."""
     if not run or width >= pd.Timedelta(days=1) or "input_tokens" not in rows or not rows["requests"].any():
         return []
-    sizes = _sizes(rows)
-    spike = sizes[sizes.index.isin(run)]
     lead = _lead(width)
-    near = sizes[(sizes.index >= run[0] - lead) & (sizes.index < run[0])]
-    if spike.empty or near.empty:
-        return []
-    small = near[near <= PROBE_SHARE * float(spike.median())]
-    rest = sizes[~sizes.index.isin(run) & ~sizes.index.isin(small.index)]
-    floor = PROBE_SHARE * float(rest.min()) if len(rest) else float("inf")
-    return sorted(t for t, size in small.items() if t in costs and size <= floor)
+
+    def tests(sizes: pd.Series, own: bool = False) -> set:
+        spike = sizes[sizes.index.isin(run)]
+        near = sizes[(sizes.index >= run[0] - lead) & (sizes.index < run[0])]
+        if spike.empty or near.empty:
+            return set()
+        small = near[near <= PROBE_SHARE * float(spike.median())]
+        rest = sizes[~sizes.index.isin(run) & ~sizes.index.isin(small.index)]
+        if own and rest.empty:           # no calls of its own on that model to hold it against
+            return set()
+        floor = PROBE_SHARE * float(rest.min()) if len(rest) else float("inf")
+        return {t for t, size in small.items() if t in costs and size <= floor}
+    # the key's calls of every model, and of the spike's main model alone: a test on that model in a minute with the
+    # key's own call of a small model (matrix seed 777 #45: a 12-token gpt-4o call beside a 2,650-token gpt-4o-mini
+    # one, 1,331 a call, three minutes before the script; the key's own gpt-4o calls carry 19k to 68k; start +3 min),
+    # when the key made calls of that model outside the spike
+    main = _main_model(rows, run)
+    return sorted(tests(_sizes(rows)) | (tests(_sizes(rows[rows["model"] == main]), True) if main is not None else set()))
 
 
 LEAD_GAP_MINUTES = 5             # a spike's first calls come at most this far apart from the next ones
@@ -764,8 +789,12 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, aft
 
     def like(x) -> bool:
         return spike / MIXED_FACTOR < x < spike * MIXED_FACTOR
-    by_size = set() if like(float(own.median())) or own.map(like).mean() > PROBE_SHARE else {
-        t for t, x in near.items() if t in costs and t not in explained and like(x)}
+    # ...and only where the key's own calls are enough to say so: one in 1 / PROBE_SHARE buckets of the spike's size
+    # is no rare call among two (matrix seed 31 #438: an export of half an hour before the spike, the key's own
+    # gpt-4o calls in two of its minutes, 49k to 127k input tokens, then one of 25k two minutes before a script's
+    # 27k calls, writing as little as the key's own: start -2 min)
+    by_size = set() if len(own) < 1 / PROBE_SHARE or like(float(own.median())) or own.map(like).mean() > PROBE_SHARE \
+        else {t for t, x in near.items() if t in costs and t not in explained and like(x)}
     # a chain back from the spike: each within LEAD_GAP_MINUTES of the next (a call ten minutes before a slow
     # script is the key's own, however much it wrote); through another workload's minutes (calls WORKLOAD_FACTOR
     # times the spike's, more of them than its median bucket holds: the nightly batch for four minutes, the slow
@@ -918,7 +947,8 @@ QUIET_LEVEL = 0.75               # a bucket where the key's other models ran und
 QUIET_MIN_CALLS = 50             # ...counting at least this many calls in their usual bucket (fewer are noise)
 
 
-def quiet_levels(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, share=None) -> dict:
+def quiet_levels(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, share=None,
+                 hot=frozenset(), kind_days: int | None = None) -> dict:
     """Per bucket of a spike: the share of their usual calls that the key's other models (not the spike's main one) made
     there, when under QUIET_LEVEL (or busier, below); their usual as the spend's (`_usual`: the same time on other days,
     else their other buckets), the spike's buckets left out. The key's own work was quieter there (an attack over a
@@ -935,13 +965,13 @@ def quiet_levels(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta
         return {}
     per = rows[rows["model"] != main].groupby("bucket_start")["requests"].sum()
     calls = {t: Decimal(int(per.get(t, 0))) / (share(t) if share is not None and share(t) else 1) for t in costs}
-    usual = _usual(calls, width, frozenset(run))[0]
+    usual = _usual(calls, width, frozenset(run) | hot, kind_days=kind_days)[0]
     seen = max((c for t, c in calls.items() if t not in run), default=Decimal(0))
     level = Decimal(str(QUIET_LEVEL))
     # a day whose usual is its own kind of day's (`_same_kind`) needs no level: the other models' noise is not news
     return {t: float(calls[t] / usual[t]) for t in run
             if usual[t] >= QUIET_MIN_CALLS and (calls[t] < usual[t] * level or usual[t] < calls[t] * level <= seen)
-            and (width < pd.Timedelta(days=1) or _same_kind(costs, t, frozenset(run)) is None)}
+            and (width < pd.Timedelta(days=1) or _same_kind(costs, t, frozenset(run) | hot, kind_days) is None)}
 
 
 def _main_model(rows: pd.DataFrame, run: list) -> str | None:

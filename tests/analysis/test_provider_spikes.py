@@ -103,6 +103,20 @@ def test_a_model_new_to_its_key_in_a_spike_is_a_series_of_its_own():
     frame = pd.DataFrame(rows, columns=["provider", "series", "bucket_start", "model", "cost_usd"])
     frame["bucket_end"] = frame["bucket_start"] + MINUTE
     assert new_models(frame, [(t1 + 62 * MINUTE, t1 + 104 * MINUTE)]) == {"gpt-4"}
+    # an export of 12 minutes before the spike (matrix seed 777 #282, #20): a gpt-4o-mini call, a gpt-4o one, then
+    # gpt-4 beside the nightly gpt-4o batch, the spike found from the export's first minute; every model's first
+    # minute was within the 15 before it, none counted as new, and the batch was the spike's (+17 %). Its main model
+    # is new: the key called another before it
+    t2 = pd.Timestamp("2026-11-16 01:53")
+    rows = [("openai", "key_A", t2, "gpt-4o-mini", 0.0004), ("openai", "key_A", t2 + 3 * MINUTE, "gpt-4o", 0.13)]
+    rows += [("openai", "key_A", t2 + m * MINUTE, "gpt-4", 8.0) for m in range(7, 52)]
+    rows += [("openai", "key_A", t2 + m * MINUTE, "gpt-4o", 3.5) for m in range(33, 41)]
+    frame = pd.DataFrame(rows, columns=["provider", "series", "bucket_start", "model", "cost_usd"])
+    frame["bucket_end"] = frame["bucket_start"] + MINUTE
+    assert new_models(frame, [(t2, t2 + 51 * MINUTE)]) == {"gpt-4"}
+    first = frame[frame["model"] != "gpt-4o-mini"]      # the spike's model in the export's first minute: not new
+    assert new_models(first.assign(model=first["model"].where(first["bucket_start"] != t2 + 3 * MINUTE, "gpt-4")),
+                      [(t2 + 3 * MINUTE, t2 + 51 * MINUTE)]) == set()
 
 
 def test_a_key_that_spent_nothing_before_keeps_the_thin_tail_of_its_spike():
@@ -292,6 +306,12 @@ def test_a_tiny_call_just_before_a_spike_on_a_key_that_never_sends_one_opens_it(
     assert key_test(rows, costs, run, MINUTE) == [t0 + 65 * MINUTE]
     checks = [(t0 + 3 * MINUTE + i * 7 * MINUTE, "gpt-4o-mini", 1, 10, 0.00001) for i in range(5)]
     assert key_test(_rows(usual + checks + probe + spike), costs, run, MINUTE) == []
+    # matrix seed 777 #45: the test call (12 tokens, gpt-4o) in a minute with the key's own gpt-4o-mini call (2,650
+    # tokens): 1,331 a call in all, above the bar of the key's smallest (its gpt-4o-mini calls of 1,700). On the
+    # spike's model alone, against the key's own gpt-4o calls (19k and more), it is a test (start +3 min)
+    mixed = _rows(usual + [(t0 + i * 7 * MINUTE, "gpt-4o", 1, 19_000 + 10 * i, 0.05) for i in range(9)]
+                  + [(t0 + 65 * MINUTE, "gpt-4o-mini", 1, 2650, 0.0004)] + probe + spike)
+    assert key_test(mixed, costs, run, MINUTE) == [t0 + 65 * MINUTE]
     # matrix seed 55 #365: the export begins 16 minutes before the spike (nothing else to compare with) and holds the
     # key's own gpt-4o-mini calls of 1,900 to 2,900 tokens; the spike's calls are 27k, its bar 2.7k: not tests
     t1 = pd.Timestamp("2026-11-14 23:10")
@@ -457,8 +477,8 @@ def test_a_mondays_usual_is_the_other_weekdays():
     Tuesday (matrix seed 11 #278): the median of all days (a week two-sevenths weekend) and the key's gpt-4o-mini
     calls at 136 % of it (the Tuesday's five calls among them) raised the Monday's usual and took $8 off the attack
     (-18 %). Its usual is the other weekdays' ($24), the part days at the export's ends left out, and with a
-    usual of its own kind of day the other models' level does not move it. A Saturday after weekdays alone keeps
-    the median of them all."""
+    usual of its own kind of day the other models' level does not move it. A Saturday's is the one whole Sunday's;
+    in a series' first search, which asks two days of a kind, the median of them all."""
     from forensics.analysis.provider_spikes import _usual, quiet_levels
 
     day = pd.Timedelta(days=1)
@@ -470,7 +490,8 @@ def test_a_mondays_usual_is_the_other_weekdays():
     costs = {t0 + i * day: Decimal(str(c)) for i, (_, c, _) in enumerate(days)}
     monday = t0 + 7 * day
     usual = _usual(costs, day, frozenset({monday}))[0]
-    assert usual[monday] == Decimal("24.0") and usual[t0 + 5 * day] == Decimal("23.0")
+    assert usual[monday] == Decimal("24.0") and usual[t0 + 5 * day] == Decimal("7.3")
+    assert _usual(costs, day, frozenset({monday}), kind_days=2)[0][t0 + 5 * day] == Decimal("23.0")
     assert quiet_levels(rows, costs, [monday], day) == {}
 
 
@@ -505,14 +526,15 @@ def test_a_weekend_attacks_first_day_is_not_the_usual_of_its_second():
     """Daily usage of a week (matrix seed 77 #80): an attack over Saturday night and Sunday. The first search found
     only the Sunday; the second, the Sunday left out, found the Saturday too, but the Sunday's usual was still the
     median of the other weekend days, the Sunday before ($9) and the attacked Saturday ($90): $50, and the attack
-    $23 short (-10.9 %). Days are searched a third time with both left out: the Sunday's usual is $24, not $50."""
+    $23 short (-10.9 %). Days are searched a third time with both left out: the Sunday's usual is the Sunday
+    before's ($9.31, one whole day of its kind; $24, the weekdays', when two were asked), not $50."""
     day = pd.Timedelta(days=1)
     t0 = pd.Timestamp("2026-11-07")
     spend = ["0.69", "9.31", "24.14", "24.49", "23.85", "25.19", "22.36", "89.85", "137.33", "11.35"]
     costs = {t0 + i * day: Decimal(c) for i, c in enumerate(spend)}
     usual, spans = series_spikes(costs, day)
     assert spans == [(t0 + 7 * day, t0 + 8 * day)]
-    assert usual[t0 + 8 * day] == usual[t0 + 7 * day] == Decimal("23.995")
+    assert usual[t0 + 8 * day] == usual[t0 + 7 * day] == Decimal("9.31")
 
 
 def test_a_weekend_attack_after_weekday_history_is_found_in_daily_buckets():
@@ -533,6 +555,36 @@ def test_a_weekend_attack_after_weekday_history_is_found_in_daily_buckets():
     spikes = _spikes(frame, exports)[1]
     assert [s[5] for s in spikes] == [[(t0 + 2 * day, t0 + 3 * day)]]
     assert _spikes(frame[frame["model"] == "gpt-4o"], exports)[1] == []
+
+
+def test_a_monday_attack_after_a_friday_and_a_weekend_is_held_against_the_friday():
+    """Daily usage from a Thursday evening to early Tuesday, the key used outside the proxy on the Monday (matrix seed
+    99 #156): one whole weekday before it, the Friday ($41), and a weekend at half that. A usual of its own kind of
+    day needed two such days, so the Monday's was the weekend's and the Friday's too; the Friday, twice a weekend day,
+    came out a spike joined to the Monday over the weekend (cost +79 %). One day of its kind is the usual of a day;
+    a day with none is held at its other models' level against the days it is compared with, busier as well as
+    quieter (the Friday's gpt-4o-mini calls at 2.7 times the weekend's). The Monday alone is the spike, against the
+    Friday."""
+    from forensics.analysis.provider_spikes import _spikes
+
+    day, t0 = pd.Timedelta(days=1), pd.Timestamp("2026-11-12")
+    frame, exports = _daily_export(t0, [(2, 118_860, 535, 0.30, 6), (179, 15_922_793, 165_144, 41.46, 325),
+                                        (89, 7_131_670, 71_546, 18.55, 122), (97, 8_360_612, 81_224, 21.71, 115),
+                                        (1228, 31_522_931, 2_900_225, 107.81, 378), (1, 43_303, 289, 0.11, 8)],
+                                   mini_input=2_100)
+    [(_, _, _, _, usual, spans)] = _spikes(frame, exports)[1]
+    assert spans == [(t0 + 4 * day, t0 + 4 * day)] and usual[t0 + 4 * day] == Decimal("41.6225")   # the Friday's
+    # matrix seed 99 #266: a week from a Sunday evening, the attack over Saturday night and Sunday ($97, $88): the
+    # two days of the weekend are each other's usual, and with one day of a kind enough nothing was found. The first
+    # search asks two, and finds the weekend against the weekdays
+    t1 = pd.Timestamp("2026-11-08")
+    frame, exports = _daily_export(t1, [(17, 829_280, 10_738, 2.16, 53), (109, 9_064_915, 80_709, 23.34, 186),
+                                        (128, 11_122_335, 114_677, 28.80, 168), (125, 11_155_245, 110_533, 28.84, 161),
+                                        (98, 8_375_576, 77_154, 21.60, 143), (113, 9_744_865, 101_096, 25.25, 177),
+                                        (1024, 30_135_851, 2_479_750, 96.62, 58), (940, 27_236_631, 2_327_836, 88.14, 83),
+                                        (3, 272_012, 915, 0.69, 2)], mini_input=2_700)
+    [(_, _, _, _, usual, spans)] = _spikes(frame, exports)[1]
+    assert spans == [(t1 + 6 * day, t1 + 7 * day)]
 
 
 def test_a_saturday_attack_after_a_friday_of_long_documents_clears_the_bar_at_its_level():
@@ -639,18 +691,38 @@ def test_a_batch_after_the_attack_went_quiet_is_cut_off_however_long():
 
 def test_a_spikes_first_calls_before_it_stands_out_open_it():
     """A stuffing script's hit (matrix seed 77 #97): two gpt-4o calls of the attack's size (11k input) four minutes
-    before it spends the key at 40 calls a minute; the key's own calls carry 70k. They are its first calls: the
-    incident starts there, not when the spend stood out. A key whose own calls are that size shows nothing apart."""
+    before it spends the key at 40 calls a minute; the key's own calls carry 70k (in 134 minutes of the draw's
+    day; here 20). They are its first calls: the incident starts there, not when the spend stood out. A key whose own
+    calls are that size shows nothing apart."""
     from forensics.analysis.provider_spikes import lead_in
 
     t0 = pd.Timestamp("2026-11-16 01:00")
-    spec = [(m, 1, 1, 70_000, 700) for m in range(0, 20, 3)] + [(25, 1, 2, 10_700, 170), (29, 30, 40, 14_000, 2_500)]
+    spec = [(m, 1, 1, 70_000, 700) for m in range(-40, 20, 3)] + [(25, 1, 2, 10_700, 170), (29, 30, 40, 14_000, 2_500)]
     rows = _minute_usage(t0, spec)
     costs = {t: Decimal(str(round(c, 6))) for t, c in zip(rows["bucket_start"], rows["cost_usd"])}
     run = [t0 + m * MINUTE for m in range(29, 59)]
     assert lead_in(rows, costs, run, MINUTE) == [t0 + 25 * MINUTE]
-    same = _minute_usage(t0, [(m, 1, 1, 15_000, 150) for m in range(0, 20, 3)] + spec[-2:])
+    same = _minute_usage(t0, [(m, 1, 1, 15_000, 150) for m in range(-40, 20, 3)] + spec[-2:])
     assert lead_in(same, costs, run, MINUTE) == []
+
+
+def test_a_call_of_a_spikes_size_is_no_first_call_when_the_keys_own_calls_are_too_few_to_say():
+    """Per-minute usage of half an hour before a leak (matrix seed 31 #438): the key's own gpt-4o calls in four of
+    its minutes (49k to 177k input tokens, thin output), one more of 25k two minutes before a script's 27k calls,
+    writing as little as the key's own. Two minutes of the key's own calls outside the stretch next to the spike do
+    not show that it never sends calls of that size: the call is not taken as the spike's first (start -2 min). With
+    an hour of them it is."""
+    from forensics.analysis.provider_spikes import lead_in
+
+    t0 = pd.Timestamp("2026-11-14 22:49")
+    own = [(9, 1, 1, 127_000, 700), (13, 1, 2, 88_000, 540), (16, 1, 1, 126_000, 550), (21, 1, 1, 49_000, 850)]
+    spec = own + [(29, 1, 1, 24_500, 207), (31, 60, 14, 27_000, 2_400)]
+    rows = _minute_usage(t0, spec)
+    costs = {t: Decimal(str(round(c, 6))) for t, c in zip(rows["bucket_start"], rows["cost_usd"])}
+    run = [t0 + m * MINUTE for m in range(31, 91)]
+    assert lead_in(rows, costs, run, MINUTE) == []
+    longer = _minute_usage(t0, [(m, 1, 1, 90_000, 600) for m in range(-60, 0, 4)] + spec)
+    assert lead_in(longer, costs, run, MINUTE) == [t0 + 29 * MINUTE]
 
 
 def test_a_script_starting_slowly_is_followed_back_past_a_quarter_hour():
@@ -696,8 +768,9 @@ def test_a_weekday_spikes_usual_rises_with_the_keys_other_models_as_far_as_they_
     """Daily usage, history of a part day, a Friday and a weekend, the attack on the Monday (matrix seed 77 #487):
     the usual ($16) came from the weekend, and the attack's cost out 38 % high. The key's gpt-4o-mini calls on the
     Monday (293) were 2.4 times their usual, as on the Friday (286): its own work ran at a weekday's level, and the
-    usual rises with it. Calls far beyond anything the key made before (an attacker on gpt-4o-mini too) do not
-    raise it."""
+    usual rises with it (in the first search, which asks two days of a kind; after it the one Friday is the
+    Monday's usual, and the level is not needed). Calls far beyond anything the key made before (an attacker on
+    gpt-4o-mini too) do not raise it."""
     from forensics.analysis.provider_spikes import quiet_levels
 
     day = pd.Timedelta(days=1)
@@ -707,10 +780,11 @@ def test_a_weekday_spikes_usual_rises_with_the_keys_other_models_as_far_as_they_
         (t0 + i * day, "gpt-4o", n, 80_000 * n, c), (t0 + i * day, "gpt-4o-mini", mini, 2_300 * mini, 0.0004 * mini))])
     costs = {t0 + i * day: Decimal(str(c + 0.0004 * mini)) for i, (_, c, mini) in enumerate(days)}
     monday = t0 + 4 * day
-    assert quiet_levels(rows, costs, [monday], day) == {monday: 293 / 122}   # the part Thursday left out
+    assert quiet_levels(rows, costs, [monday], day, kind_days=2) == {monday: 293 / 122}   # the part Thursday left out
+    assert quiet_levels(rows, costs, [monday], day) == {}
     flooded = rows.assign(requests=rows["requests"].where(
         (rows["model"] != "gpt-4o-mini") | (rows["bucket_start"] != monday), 1293))
-    assert quiet_levels(flooded, costs, [monday], day) == {}
+    assert quiet_levels(flooded, costs, [monday], day, kind_days=2) == {}
 
 
 def test_an_hour_whose_usual_is_a_nightly_batch_does_not_split_a_spike():
