@@ -163,7 +163,9 @@ def filled(buckets: pd.DataFrame, width: pd.Timedelta, lo=None, hi=None) -> dict
 
 def _usual(costs: dict, width: pd.Timedelta, hot=frozenset(), fallback=None,
            kind_days: int | None = None) -> tuple[dict, Decimal]:
-    """Per bucket, its usual cost: the median of the same time of day on the other days (sub-daily buckets), else
+    """Per bucket, its usual cost: the median of the same time of day on the other days (sub-daily buckets; on
+    the other days of its kind, weekday or weekend, where `kind_days` of them hold that time: a weekday's office
+    hours are not a weekend's, matrix seed 99 #156), else
     `fallback(bucket)` (a coarser series' usual, spread), else the median of the series' other busy buckets, spikes
     found so far (`hot`) left out (quiet nights are not the baseline, nor is the spike); of the same kind of day
     (weekday or weekend, UTC) when SAME_KIND_MIN_DAYS of them are busy (a Monday's usual is not a Sunday's, nor
@@ -177,9 +179,10 @@ def _usual(costs: dict, width: pd.Timedelta, hot=frozenset(), fallback=None,
             by_slot.setdefault(t - t.normalize(), []).append((t, c))
     usual = {}
     for t in costs:
-        others = [x for u, x in by_slot.get(t - t.normalize(), []) if u.normalize() != t.normalize()]
+        others = [(u, x) for u, x in by_slot.get(t - t.normalize(), []) if u.normalize() != t.normalize()]
+        same = [x for u, x in others if (u.day_of_week >= 5) == (t.day_of_week >= 5)]
         if others:
-            usual[t] = _median(others)
+            usual[t] = _median(same if len(same) >= (kind_days or SAME_KIND_MIN_DAYS) else [x for _, x in others])
         elif fallback is not None:
             usual[t] = fallback(t)
         else:
@@ -442,7 +445,7 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
 
 
 LATE_START_BUCKETS = 2           # a series silent this many buckets at least before its first spend...
-LATE_START_FACTOR = 2            # ...and this many times longer than any pause in its first hour began there
+LATE_START_FACTOR = 3            # ...and this many times longer than any pause in its first hour began there
 
 
 def starts_late(fine: dict, width: pd.Timedelta) -> bool:
@@ -494,7 +497,14 @@ def new_models(g: pd.DataFrame, spans: list[tuple]) -> set:
     for start, last in spans:
         span = spent[(spent["bucket_start"] >= start) & (spent["bucket_start"] <= last)]
         inside = set(span["model"])
-        new = {m for m in inside if first[m] >= start - ahead}
+
+        def ramp(m) -> bool:
+            """Its buckets before the spike follow each other to it, a bucket apart at most: a script's first thin
+            minutes, not the key's own calls minutes apart (matrix seed 4242 #189: the key's gpt-4o calls 9 and 5
+            minutes before a leak, 17 minutes of export; taken as the leak's, start -9 min)."""
+            ts = sorted(spent.loc[(spent["model"] == m) & (spent["bucket_start"] < start), "bucket_start"]) + [start]
+            return all(b - a <= 2 * width for a, b in zip(ts, ts[1:]))
+        new = {m for m in inside if first[m] >= start or first[m] >= start - ahead and ramp(m)}
         if inside and new == inside:
             # an export beginning minutes before the spike, every model first seen in them (the spike found from
             # the export's first minute): the spike's main model (its dearest) is new when the key spent on another

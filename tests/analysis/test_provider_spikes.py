@@ -114,9 +114,36 @@ def test_a_model_new_to_its_key_in_a_spike_is_a_series_of_its_own():
     frame = pd.DataFrame(rows, columns=["provider", "series", "bucket_start", "model", "cost_usd"])
     frame["bucket_end"] = frame["bucket_start"] + MINUTE
     assert new_models(frame, [(t2, t2 + 51 * MINUTE)]) == {"gpt-4"}
+    # matrix seed 4242 #189: the key's own gpt-4o calls 9 and 5 minutes before a leak on gpt-4o, no ramp of it: the
+    # key's, and gpt-4o not new (split off, its whole spend was the leak's: start -9 min)
+    t3 = pd.Timestamp("2026-11-14 22:37")
+    rows = [("openai", "key_A", t3 + m * MINUTE, "gpt-4o-mini", 0.0005) for m in (0, 1, 2, 6, 15, 16, 18)]
+    rows += [("openai", "key_A", t3 + m * MINUTE, "gpt-4o", 0.07 if m < 17 else 1.0)
+             for m in [8, 12, *range(17, 60)]]
+    frame = pd.DataFrame(rows, columns=["provider", "series", "bucket_start", "model", "cost_usd"])
+    frame["bucket_end"] = frame["bucket_start"] + MINUTE
+    assert new_models(frame, [(t3 + 17 * MINUTE, t3 + 59 * MINUTE)]) == set()
     first = frame[frame["model"] != "gpt-4o-mini"]      # the spike's model in the export's first minute: not new
     assert new_models(first.assign(model=first["model"].where(first["bucket_start"] != t2 + 3 * MINUTE, "gpt-4")),
                       [(t2 + 3 * MINUTE, t2 + 51 * MINUTE)]) == set()
+
+
+def test_a_weekdays_office_hours_are_held_against_the_other_weekdays_hours():
+    """Hourly usage of a key the office uses, from a Thursday evening to early Tuesday (matrix seed 99 #156's
+    Anthropic key; in 100k input tokens an hour at $0.30 each): its weekdays' office hours spend five times its
+    weekend's. Each hour's usual was the median of that hour on the other days, the weekend two of three: the
+    Friday's and the Monday's office hours were each a spike ($67 "above the usual"), on a key nobody attacked. An
+    hour's usual is that hour on the other days of its kind (weekday, weekend) where there is one."""
+    day, t0 = pd.Timedelta(days=1), pd.Timestamp("2026-11-13")
+    hours = [[0, 1, 0, 0, 3, 3, 9, 25, 25, 29, 38, 24, 33, 20, 29, 18, 24, 19, 10, 8, 0, 1, 0, 0],
+             [0, 0, 0, 0, 0, 3, 3, 1, 2, 6, 9, 5, 2, 3, 5, 6, 1, 0, 3, 1, 0, 0, 0, 0],
+             [0, 0, 0, 0, 0, 1, 4, 7, 3, 5, 4, 4, 4, 8, 1, 6, 5, 2, 1, 1, 0, 0, 0, 1],
+             [0, 0, 0, 0, 1, 6, 9, 17, 26, 33, 33, 30, 36, 27, 31, 29, 22, 18, 3, 5, 4, 4, 1, 0]]
+    costs = {t0 - 3 * HOUR + h * HOUR: Decimal("0.3") for h in range(3)}       # the Thursday evening
+    costs |= {t0 + d * day + h * HOUR: Decimal(str(x)) * Decimal("0.3") for d, row in enumerate(hours)
+              for h, x in enumerate(row)}
+    costs |= {t0 + 4 * day + h * HOUR: Decimal("0.3") * (h % 2) for h in range(2)}     # the Tuesday's first hours
+    assert series_spikes(costs, HOUR)[1] == []
 
 
 def test_a_key_that_spent_nothing_before_keeps_the_thin_tail_of_its_spike():
@@ -819,6 +846,13 @@ def test_a_second_key_that_starts_minutes_into_a_short_export_has_no_usual_of_it
     assert starts_late(costs, MINUTE)
     slow = {t0 + m * MINUTE: Decimal("0.3") if m % 4 == 3 else Decimal(0) for m in range(120)}
     assert not starts_late(slow, MINUTE)
+    # matrix seed 4242 #438: the export's first minute 22:03, the key's own calls from 22:11 at 22:13, 22:17, 22:19,
+    # 22:21 (three quiet minutes at most), a leak from 22:25. Eight quiet minutes are not twice three by enough to
+    # say the key began there: its own calls of the quarter hour before the leak were taken as the leak's (-8 min)
+    t1 = pd.Timestamp("2026-11-14 22:03")
+    own = {t1 + m * MINUTE: Decimal(0) for m in range(120)} | {t1 + m * MINUTE: Decimal("0.25") for m in (8, 10, 14, 16,
+                                                                                                          18)}
+    assert not starts_late(own | {t1 + m * MINUTE: Decimal("0.8") for m in range(22, 120)}, MINUTE)
 
 
 def test_an_attack_at_night_and_the_mornings_ramp_are_two_spikes():
