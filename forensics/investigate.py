@@ -110,8 +110,8 @@ OUTSIDE_SPIKE_FACTOR = 4         # a session of outside-proxy use at this many t
 
 
 def _split_spikes(buckets: pd.DataFrame, minutes: int, net: pd.DataFrame | None = None,
-                  net_span: tuple[pd.DataFrame, int] | None = None, ranges: dict | None = None
-                  ) -> list[tuple[str, pd.DataFrame]]:
+                  net_span: tuple[pd.DataFrame, int] | None = None, ranges: dict | None = None,
+                  foreign: bool = False) -> list[tuple[str, pd.DataFrame]]:
     """A key's outside-proxy buckets as ('spike', buckets) parts and at most one ('trickle', buckets): the spikes of
     its series against its own usual (provider_spikes.series_spikes: the same time on other days, refined to the
     export's buckets), the rest a trickle. Without such a spike: cut into sessions at quiet gaps (an hour, or three
@@ -121,7 +121,10 @@ def _split_spikes(buckets: pd.DataFrame, minutes: int, net: pd.DataFrame | None 
     runs on so into the export's last buckets ends with them. `net`: the signed
     difference in every bucket the logs cover (zero where the proxy explains it all), the series searched when
     given: its quiet buckets are the baseline a key used only by the attacker lacks; `net_span`: (the same,
-    minutes) from the export covering the longest time, searched when coarser."""
+    minutes) from the export covering the longest time, searched when coarser. `foreign`: a key the proxy does not
+    use; when it spent nothing before its first spike (the attacker's own key), what it spends after its last one is
+    that spike thinning out, not a trickle beside it (matrix seed 4242 #145: a second key's calls one every few
+    minutes for 1.7 hours after the script slowed, reported as a trickle: end 1.7 hours early, -11 %)."""
     from forensics.analysis.provider_spikes import quiet_between, filled, series_spikes
 
     b = buckets.sort_values("bucket_start").reset_index(drop=True)
@@ -148,6 +151,9 @@ def _split_spikes(buckets: pd.DataFrame, minutes: int, net: pd.DataFrame | None 
             spans[0] = (first, spans[0][1])
         if spans[-1][1] < last and not quiet_between(series, nothing, width, spans[-1][1], last + width):
             spans[-1] = (spans[-1][0], last)
+        after = [t for t, c in series.items() if c and t > spans[-1][1]]
+        if foreign and after and not any(c for t, c in series.items() if t < spans[0][0]):
+            spans[-1] = (spans[-1][0], max(after))
     if spans:
         inside = pd.Series(False, index=b.index)
         parts = []
@@ -277,7 +283,8 @@ def _outside_incidents(recs: list[reconcile.Reconciliation], first_number: int, 
             er = k.get("export_range", {})
             ranges = {"net": er.get("finest" if k.get("finest") else "span", (None, None)),
                       "span": er.get("span", (None, None))}
-            parts = _split_spikes(k["buckets"], k["bucket_minutes"], net, k.get("net_span"), ranges)
+            parts = _split_spikes(k["buckets"], k["bucket_minutes"], net, k.get("net_span"), ranges,
+                                  foreign=k.get("after_logs") is None)
             step = pd.Timedelta(minutes=k["bucket_minutes"])
             spans = [(b["bucket_start"].min(), b["bucket_start"].max() + step) for p, b in parts if p == "spike"]
             rate = _trickle_rate(net, spans, k["buckets"], ranges["net"]) if net is not None and len(parts) > 1 \

@@ -160,6 +160,28 @@ def test_a_spike_the_export_opens_with_starts_at_the_exports_first_minute():
     assert [p for p, _ in parts] == ["spike"] and parts[0][1]["bucket_start"].max() == tail[-1][0]
 
 
+def test_a_key_only_the_attacker_uses_thinning_out_after_its_spike_is_still_the_spike():
+    """A second key the proxy never uses (matrix seed 4242 #145): nothing before the script, 2.8 hours at full rate,
+    then a call every few minutes to 20 minutes for 1.7 hours. That tail was reported as a "steady trickle beside the
+    spike" (a colleague?): the attack ended 1.7 hours early and $9 short (-11 %). A key that spent nothing before its
+    spike thins out into its tail; the proxy's own key (not `foreign`) keeps its trickle apart."""
+    import pandas as pd
+
+    from forensics.investigate import _split_spikes
+
+    t0 = pd.Timestamp("2026-11-14 22:13")
+    spike = [(t0 + pd.Timedelta(minutes=m), Decimal("0.42")) for m in range(168)]
+    tail = [(t0 + pd.Timedelta(minutes=168 + m), Decimal("0.09")) for m in (0, 3, 8, 16, 25, 38, 46, 58, 78, 92, 104)]
+    buckets = pd.DataFrame(spike + tail, columns=["bucket_start", "cost_usd"])
+    assert [p for p, _ in _split_spikes(buckets, 1)] == ["spike", "trickle"]
+    parts = _split_spikes(buckets, 1, foreign=True)
+    assert [p for p, _ in parts] == ["spike"] and parts[0][1]["bucket_start"].max() == tail[-1][0]
+    # with use of its own before the spike, a tail is as likely that use again: apart
+    before = [(t0 - pd.Timedelta(hours=5) + pd.Timedelta(minutes=17 * m), Decimal("0.09")) for m in range(8)]
+    parts = _split_spikes(pd.DataFrame(before + spike + tail, columns=["bucket_start", "cost_usd"]), 1, foreign=True)
+    assert [p for p, _ in parts] == ["spike", "trickle"]
+
+
 def test_a_spike_on_the_proxys_own_key_runs_on_past_the_end_of_its_logs():
     """The proxy's own key used outside it at $0.80 a minute (matrix seed 11 #205, #194): its spend logs were
     exported at 02:51, the provider's usage at 03:10, the script ran to 03:06. Past the logs' end the proxy's
