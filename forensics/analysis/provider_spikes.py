@@ -713,7 +713,8 @@ def key_test(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta) ->
     # one, 1,331 a call, three minutes before the script; the key's own gpt-4o calls carry 19k to 68k; start +3 min),
     # when the key made calls of that model outside the spike
     main = _main_model(rows, run)
-    return sorted(tests(_sizes(rows)) | (tests(_sizes(rows[rows["model"] == main]), True) if main is not None else set()))
+    on_main = tests(_sizes(rows[rows["model"] == main]), True) if main is not None else set()
+    return sorted(tests(_sizes(rows)) | on_main)
 
 
 LEAD_GAP_MINUTES = 5             # a spike's first calls come at most this far apart from the next ones
