@@ -359,9 +359,11 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
     and it counts as a whole one in the others' usual.
     A spike found at the series' own width takes the part buckets at its edges (`_ramped`). A short export's
     preceding window is what it spent before the spike began, not the quarter the spike's first minutes fall in
-    (`_before_spike`). `levels` (daily series): per bucket, the share of their usual that the key's other models ran
-    at there, when quieter (`quiet_levels`): the bucket is held against its usual at that share (a weekend after
-    weekday-only history: an attack on the Sunday spent 1.7 times a weekday's usual, five times the Sunday's).
+    (`_before_spike`). `levels(hot, days)` (daily series): per bucket, the share of their usual that the key's other
+    models ran at there, against the same days as the usual (the spikes found so far, `hot`, left out; `days` of a
+    kind asked), when quieter or busier (`quiet_levels`): the bucket is held against its usual at that share (a
+    weekend after weekday-only history: an attack on the Sunday spent 1.7 times a weekday's usual, five times the
+    Sunday's; a Friday beside a weekend, its other models at 2.7 times theirs, matrix seed 99 #156).
     `late`: the series is known to have begun spending after its export began (`_spikes`' listed buckets)."""
     coarse_width = max(width, pd.Timedelta(minutes=DETECTION_MINUTES))
     coarse: dict = {}
@@ -970,7 +972,9 @@ def quiet_levels(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta
     attacker calling them too would lift their level beyond anything the key's own work reached, and the attack's cost
     would sink into a usual it made. None without call counts or when the other models' usual bucket holds fewer than
     QUIET_MIN_CALLS calls. `share(bucket)`: the part of a bucket the evidence covers (`covered_share`): its calls
-    count as a whole bucket's would (the export's last day, collected at 02:00, is not a day of five calls)."""
+    count as a whole bucket's would (the export's last day, collected at 02:00, is not a day of five calls). `hot`:
+    buckets left out of the usual besides the run's (the spikes a search found so far); `kind_days`: the days of a
+    kind `_usual` asks."""
     main = _main_model(rows, run)
     if main is None:
         return {}
