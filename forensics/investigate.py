@@ -151,8 +151,8 @@ def _split_spikes(buckets: pd.DataFrame, minutes: int, net: pd.DataFrame | None 
             spans[0] = (first, spans[0][1])
         if spans[-1][1] < last and not quiet_between(series, nothing, width, spans[-1][1], last + width):
             spans[-1] = (spans[-1][0], last)
-        after = [t for t, c in series.items() if c and t > spans[-1][1]]
-        if foreign and after and not any(c for t, c in series.items() if t < spans[0][0]):
+        after = [t for t, c in series.items() if c and t > spans[-1][1]] if foreign else []
+        if after and not any(c for t, c in series.items() if t < spans[0][0]):
             spans[-1] = (spans[-1][0], max(after))
     if spans:
         inside = pd.Series(False, index=b.index)

@@ -12,6 +12,7 @@ batch and abuse look alike, so a spike is `suspicious`: the evidence says what w
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -199,14 +200,14 @@ SAME_KIND_MIN_DAYS = 1           # a daily bucket's usual is its kind of day's (
 SAME_KIND_FIRST_DAYS = 2         # ...in a daily series' first search: one day of its kind may be the attack's other
 
 
-def _same_kind(values: dict, t, hot=frozenset(), days: int | None = None) -> list | None:
+def _same_kind(values: dict, t, hot=frozenset(), kind_days: int | None = None) -> list | None:
     """The busy daily buckets' values of the same kind of day as `t` (weekday or weekend, UTC), `t`, `hot` and the
     series' first and last bucket left out (the day the history begins in and the day it was collected on are part
-    days); None when fewer than `days` (SAME_KIND_MIN_DAYS)."""
+    days); None when fewer than `kind_days` (SAME_KIND_MIN_DAYS)."""
     edges = (min(values), max(values))
     same = [c for u, c in values.items()
             if c and u != t and u not in hot and u not in edges and (u.day_of_week >= 5) == (t.day_of_week >= 5)]
-    return same if len(same) >= (days or SAME_KIND_MIN_DAYS) else None
+    return same if len(same) >= (kind_days or SAME_KIND_MIN_DAYS) else None
 
 
 PRECEDING_MIN_BUCKETS = 1        # the preceding window is a usual when it holds at least this many busy buckets
@@ -344,7 +345,8 @@ RAMP_SHARE = Decimal("0.05")     # before a refined spike, buckets above this sh
 
 def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
                   longer: tuple[dict, pd.Timedelta] | None = None, share=None,
-                  levels: dict | None = None, late: bool = False) -> tuple[dict, list[tuple]]:
+                  levels: Callable[[frozenset, int], dict] | None = None,
+                  late: bool = False) -> tuple[dict, list[tuple]]:
     """One series' spikes: (usual cost per bucket, [(first, last) bucket of each spike]).
 
     Searched at the series' width, or at DETECTION_MINUTES when finer: a spike bucket spends SPIKE_FACTOR times its
