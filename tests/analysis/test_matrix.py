@@ -283,6 +283,20 @@ def test_large_first_calls_on_a_key_only_the_attacker_uses_are_the_attack(tmp_pa
     assert reasons == [] and metrics["start_err_s"] == 0
 
 
+def test_an_attacks_served_calls_count_in_the_hour_they_began(tmp_path):
+    """Matrix seed 4242 #297: credential stuffing through the proxy from 00:57 to 02:25, nginx (ingress format, with
+    $request_time) and the provider's hourly export; the nightly batch (~120k-token gpt-4o calls) through the proxy
+    from 02:00. nginx writes a line when a call ends, 38 s on average here, and the provider counts the call when
+    it began: by nginx's times 557 of the 587 gpt-4o calls of 01:00 were the attack's (94.9 %), so no hour was nearly
+    all the attack's and the batch's calls were priced at the key's average call: +24.6 %. Counted in the hour each
+    call began (its line's time less $request_time), 01:00 is the attack's and prices its calls: +1.1 %."""
+    truth, findings = _investigated(4242, 297, tmp_path)
+    reasons, metrics = matrix.check(truth, findings)
+    assert reasons == [] and abs(metrics["cost_err_pct"]) < 3, (reasons, metrics)
+    (inc,) = [i for i in findings["incidents"] if i["verdict"] == "attack"]
+    assert any("where they were nearly all the incident's (1 bucket(s)" in e for e in inc["evidence"])
+
+
 def test_a_monday_spike_after_a_weekend_of_daily_history_says_its_cost_is_an_estimate(tmp_path):
     """Matrix seed 5 #163: daily buckets from a part Saturday to a part Tuesday, a stuffed key spent on the Monday.
     No other whole weekday in the export: the report says the spike's cost is an estimate and what would settle it
