@@ -47,6 +47,7 @@ class IncidentFindings:
     limits: pd.DataFrame | None = None               # nginx limits in force during it (error log; limits.limits_seen)
     provider_series: dict | None = None              # a provider spike: its key's whole series {bucket_start: cost}
     provider_rows: pd.DataFrame | None = None        # ...per bucket and model: bucket_start, model, requests, cost_usd
+    nginx_lines: str | None = None                   # an nginx incident: temp table of its lines (start_time, status)
 
 
 @dataclass
@@ -350,7 +351,7 @@ def _nginx_findings(case: Case) -> list[IncidentFindings]:
 
     empty = pd.DataFrame()
     return [IncidentFindings(n.incident, Decimal(0), [], n.by_ip, empty, empty, n.by_user_agent, None, [], None,
-                             limits=limits.limits_seen(case, n.incident.start, n.incident.end))
+                             limits=limits.limits_seen(case, n.incident.start, n.incident.end), nginx_lines=n.lines)
             for n in find_nginx_incidents(case)]
 
 
@@ -445,17 +446,22 @@ def _model_calls_priced(case: Case, n: IncidentFindings, s: IncidentFindings, wi
     does not touch; the rest of the bucket is the attack's. Neither the time the incident covers in a bucket nor
     another day's spend is its usual: a bucket the attack left after 18 minutes still holds all its calls, a
     Monday's office calls are counted, not taken from a Sunday. None without call counts, without the incident's
-    served calls in nginx, with addresses that are the balancer's, or when a model's calls have no reference.
+    served calls in nginx, with addresses that are the balancer's (but for keys being guessed: the guessers' lines
+    are then told by their client software, `nginx_auth_burst_step`, and counted as its calls; matrix seed 31337
+    #435, -33.5 % prorated by time), or when a model's calls have no reference.
     Where a bucket's calls of that model are nearly all the incident's (PURE_SHARE), its calls are priced at their
     own cost a call there instead, in every bucket: a nightly batch's large calls beside the attack's last minutes
     are then not priced at the key's average call (matrix seed 0 #9: +26.7 % that way, -0.1 % this)."""
     rows, ips = s.provider_rows, _ips(n)
-    if rows is None or rows.empty or not rows["requests"].any() or not ips or any(is_internal(ip) for ip in ips):
+    guessed = n.nginx_lines is not None and n.incident.detector == "nginx_auth_burst"
+    if rows is None or rows.empty or not rows["requests"].any() or not ips \
+            or any(is_internal(ip) for ip in ips) and not guessed:
         return None
     from forensics.analysis.proxy_load import incident_calls
 
     step = pd.Timedelta(width)
-    mine = incident_calls(case, step, ips, n.incident.start, n.incident.end)
+    behind = any(is_internal(ip) for ip in ips)
+    mine = incident_calls(case, step, ips, n.incident.start, n.incident.end, n.nginx_lines if behind else None)
     if not sum(mine.values()):
         return None
     per = rows.assign(cost_usd=rows["cost_usd"].map(lambda v: Decimal(str(v)) if pd.notna(v) else Decimal(0)))

@@ -297,6 +297,33 @@ def test_an_attacks_served_calls_count_in_the_hour_they_began(tmp_path):
     assert any("where they were nearly all the incident's (1 bucket(s)" in e for e in inc["evidence"])
 
 
+def test_guessed_keys_calls_behind_a_balancer_are_counted_by_their_client_software(tmp_path):
+    """Matrix seed 31337 #435 (fresh): credential stuffing through the proxy behind a balancer whose nginx log
+    ("timings") keeps only the balancer's address, and the provider's hourly export. The guessers' lines are told by
+    their client software (the auth-burst rule), but the provider's spend was only prorated by time: the attack's
+    served calls began half an hour after its 401s, so its hour of spend was cut to the minutes nginx shows the
+    campaign in (-33.5 %). Its own lines' served calls per hour price it as an attack's from public addresses is."""
+    truth, findings = _investigated(31337, 435, tmp_path)
+    reasons, metrics = matrix.check(truth, findings)
+    assert reasons == [] and abs(metrics["cost_err_pct"]) < 2, (reasons, metrics)
+    (inc,) = [i for i in findings["incidents"] if i["verdict"] == "attack"]
+    assert any("nearly all the incident's" in e for e in inc["evidence"])
+
+
+def test_an_attacks_tail_after_its_spike_is_not_the_keys_own_output(tmp_path):
+    """Matrix seed 31337 #305 (fresh): a provider key used outside the proxy from 22:10 to 04:04, the hourly export
+    alone from 20:46, the nightly batch at 02:00. The spike's buckets ended at 03:00; the hour after it (the attack's
+    last 15 calls) and the one hour before were the key's own calls' reference: their output a token of input came
+    out near the spike's, so the batch's hour could not be split by output and counted whole (+17.7 %). The bucket
+    next to the spike that writes like it is its tail, not the key's reference: 251 of the 313 calls of 02:00 are
+    the attack's by output (+2.3 %)."""
+    truth, findings = _investigated(31337, 305, tmp_path)
+    reasons, metrics = matrix.check(truth, findings)
+    assert reasons == [] and abs(metrics["cost_err_pct"]) < 5, (reasons, metrics)
+    (inc,) = findings["incidents"]
+    assert any("its bucket at 2026-11-15 02:00 holds calls of two sizes" in e for e in inc["evidence"])
+
+
 def test_a_monday_spike_after_a_weekend_of_daily_history_says_its_cost_is_an_estimate(tmp_path):
     """Matrix seed 5 #163: daily buckets from a part Saturday to a part Tuesday, a stuffed key spent on the Monday.
     No other whole weekday in the export: the report says the spike's cost is an estimate and what would settle it
