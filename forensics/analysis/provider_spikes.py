@@ -449,14 +449,19 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
 
 
 LATE_START_BUCKETS = 2           # a series silent this many buckets at least before its first spend...
-LATE_START_FACTOR = 3            # ...and this many times longer than any pause in its first hour began there
+LATE_START_FACTOR = 3            # ...and this many times longer than any pause in its first hour began there,
+LATE_START_SHARE = Decimal("0.25")  # ...when its first quarter hour spent this share of its busiest one at least
 
 
 def starts_late(fine: dict, width: pd.Timedelta) -> bool:
     """Whether a (fine) series began spending after its export began: silent for LATE_START_BUCKETS buckets or
     more, LATE_START_FACTOR times longer than any pause in its first hour of spending (a second key the attacker
     began using eight minutes into the export, ten calls a minute after that: its first quarter hour is not a usual
-    it had before; a key calling every few minutes whose first minute was quiet is no newcomer)."""
+    it had before; a key calling every few minutes whose first minute was quiet is no newcomer), and spending in its
+    first DETECTION_MINUTES LATE_START_SHARE of what it spent in its busiest ones at least: a key whose own calls
+    came every minute or two for a quarter hour before an attack on it began (matrix seed 8086 #161: $0.8 against
+    the attack's $12 a quarter hour) had those calls as its usual, not nothing (its nightly batch inside the attack
+    was then the attack's, and a call of its own 6 minutes after it: +12.3 %, end +6 min)."""
     times = sorted(fine)
     spent = [t for t in times if fine[t]]
     if not spent:
@@ -464,7 +469,14 @@ def starts_late(fine: dict, width: pd.Timedelta) -> bool:
     lead = (spent[0] - times[0]) / width
     hour = [t for t in spent if t < spent[0] + pd.Timedelta(hours=1)]
     pause = max(((b - a) / width - 1 for a, b in zip(hour, hour[1:])), default=0)
-    return lead >= LATE_START_BUCKETS and lead > LATE_START_FACTOR * pause
+    if lead < LATE_START_BUCKETS or lead <= LATE_START_FACTOR * pause:
+        return False
+    quarter = pd.Timedelta(minutes=DETECTION_MINUTES)
+    first = sum((fine[t] for t in spent if t < spent[0] + quarter), Decimal(0))
+    busiest: dict = {}
+    for t in spent:
+        busiest[t.floor(quarter)] = busiest.get(t.floor(quarter), Decimal(0)) + fine[t]
+    return first >= LATE_START_SHARE * max(busiest.values())
 
 
 def _before_spike(fine: dict, width: pd.Timedelta, coarse_width: pd.Timedelta, spans: list[tuple]) -> dict:
@@ -886,9 +898,10 @@ def mixed_neighbours(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timed
     are MIXED_FACTOR times off the key's usual size, towards the spike's: the spike began late in the bucket before
     (an attack from 22:00 on a day whose spend stayed near a day's usual) or ended early in the one after. Its calls
     are split as in `mixed_edges`, the spike's size a call from its own buckets, the usual from the key's other
-    buckets; the spike's part is n_a calls at its cost a call. Only when the bucket holds more calls of that model
-    than the key's usual bucket (the spike's add to them) and the split gives the spike half of them or more: a few
-    calls' mean size is noise."""
+    buckets; the spike's part is n_a calls at its cost a call. Split by output tokens (`_output_split`), the calls'
+    size may lie anywhere: the other workload beside the spike's last calls may be of any size (the nightly batch).
+    Only when the bucket holds more calls of that model than the key's usual bucket (the spike's add to them) and the
+    split gives the spike half of them or more: a few calls' mean size is noise."""
     if not run or not pd.Timedelta(minutes=DETECTION_MINUTES) < width or "input_tokens" not in rows:
         return []
     mine = _main_model_buckets(rows, run)
@@ -906,9 +919,14 @@ def mixed_neighbours(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timed
         n, tokens = int(mine.loc[t, "requests"]), float(mine.loc[t, "input_tokens"])
         size = tokens / n
         towards = size * MIXED_FACTOR <= b if a < b else size >= b * MIXED_FACTOR
-        if not towards or abs(b - a) < a * (MIXED_FACTOR - 1):
+        # split by output tokens, the calls' size may lie anywhere (matrix seed 8086 #490: the attack's last
+        # quarter hour beside the nightly batch, 160 calls of 57k tokens against its 27k and the key's usual 69k)
+        if (n_a := _output_split(mine.loc[t], core, outside, a)) is not None:
+            by = "output"
+        elif not towards or abs(b - a) < a * (MIXED_FACTOR - 1):
             continue
-        n_a, by = _split(mine.loc[t], core, outside, a, b)
+        else:
+            n_a, by = _split(mine.loc[t], core, outside, a, b)
         if n_a >= max(n / 2, 1) and n > outside["requests"].median():
             cost = min(per_call * Decimal(str(round(n_a, 6))), costs[t])
             out.append(MixedEdge(t, n, size, a, b, n_a, cost, by))
@@ -1082,7 +1100,9 @@ def split_by_output(rows: pd.DataFrame, costs: dict, usual: dict, found: list, r
     if outside.empty:
         return []
     b = float(outside["input_tokens"].sum() / outside["requests"].sum())
-    off |= _mixed_on_top(busy[on_top & ~busy.index.isin(off)], busy[~on_top], outside, typical, b)
+    # by both measures, a bucket need not be on top: the attack slowing as the nightly batch starts (matrix seed
+    # 8086 #217: 343 calls at 02:00 against the spike's median 386, 1.73 times its size, half its output a token)
+    off |= _mixed_on_top(busy[~busy.index.isin(off)], busy[~on_top], outside, typical, b)
     core = busy[~busy.index.isin(off)]
     if core.empty:
         return []
@@ -1144,10 +1164,11 @@ MIXED_MIN_CALLS = 50              # ...holding this many calls at least (a minut
 
 
 def _mixed_on_top(top: pd.DataFrame, core: pd.DataFrame, outside: pd.DataFrame, typical: float, b: float) -> set:
-    """Buckets on top of a spike (more calls and spend than its median bucket) whose calls drifted towards the key's
-    own by both measures, though less than MIXED_FACTOR by either: a MIXED_SHARE of their input tokens or more
-    another workload's by their output tokens (`_output_ratios` of the spike's other buckets and the key's calls
-    outside it), their calls' mean size MIXED_DRIFT or more from the spike's towards the key's (`b`). An attack's
+    """Buckets of a spike (`top`: on top of it or not; more calls and spend than its median bucket, or the attack
+    slowing as another workload began) whose calls drifted towards the key's own by both measures, though less than
+    MIXED_FACTOR by either: a MIXED_SHARE of their input tokens or more another workload's by their output tokens
+    (`_output_ratios` of the spike's other buckets and the key's calls outside it), their calls' mean size
+    MIXED_DRIFT or more from the spike's towards the key's (`b`). An attack's
     02:00 beside the proxy's nightly batch (matrix seed 8 #15, hourly): calls 1.37 times the spike's size, output
     1.49 times thinner, a third of its input the batch's by output and $24 of the attack's cost. A bucket of the
     spike's own calls varies by a tenth either way, when it holds MIXED_MIN_CALLS calls or more."""

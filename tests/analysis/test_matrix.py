@@ -161,6 +161,11 @@ def test_the_randomized_matrix_meets_the_criteria_on_50_draws():
 # model new to its key minutes after the attack (11: 116; 8: 198); the nightly batch inside an attack on an export
 # of minutes before it, nginx showing the batch (2026: 427); the nightly batch's minutes after an attack, split to a
 # call or two of it by a rule tried and dropped the same session (55: 271; 2026: 31, 32, 276).
+# Session 15 (seed 4242 #297 on session 14's code; seeds 31337 and 8086, fresh: 498 and 497/500): an hour 94.9 % the
+# attack's by nginx's line times, 100 % by its calls' start (4242: 297); behind a balancer, the guessers' calls
+# counted by their client software (31337: 435); the attack's tail after its spike taken as the key's own output
+# (305); a key's own calls a quarter hour before a leak taken for its start (8086: 161); the batch's hour split by
+# output though not on top of the spike (217) or not towards it by size (490).
 UNTUNED_DRAWS = {0: (148,), 1: (14, 29, 34, 59), 2: (0, 5, 8, 23, 24, 34, 38, 41, 47, 48, 50),
                  3: (42, 62, 70, 77, 88, 93, 101, 111, 114, 147, 179, 209, 273, 318, 341, 387, 407, 451, 461, 463,
                      484, 498, 373, 471, 14, 144, 388, 310),
@@ -179,7 +184,9 @@ UNTUNED_DRAWS = {0: (148,), 1: (14, 29, 34, 59), 2: (0, 5, 8, 23, 24, 34, 38, 41
                  55: (25, 4, 336, 365, 440, 271),
                  2026: (49, 464, 427, 31, 32, 276),
                  777: (20, 45, 282),
-                 4242: (189, 438, 145)}
+                 4242: (189, 438, 145, 297),
+                 31337: (305, 435),
+                 8086: (161, 217, 490)}
 
 
 @pytest.mark.slow
@@ -322,6 +329,21 @@ def test_an_attacks_tail_after_its_spike_is_not_the_keys_own_output(tmp_path):
     assert reasons == [] and abs(metrics["cost_err_pct"]) < 5, (reasons, metrics)
     (inc,) = findings["incidents"]
     assert any("its bucket at 2026-11-15 02:00 holds calls of two sizes" in e for e in inc["evidence"])
+
+
+@pytest.mark.parametrize("index, bucket", [(217, "2026-11-15 02:00"), (490, "2026-11-15 02:00")])
+def test_the_attacks_hour_beside_the_nightly_batch_is_split_by_output(index, bucket, tmp_path):
+    """Matrix seed 8086 (fresh), hourly provider exports alone, the proxy's nightly batch at 02:00 beside the leak.
+    #217: the leak slowing as the batch started, 343 calls against its median hour's 386, so not "on top" of the
+    spike and not split: the batch counted whole (+10.7 %). #490: the leak's last quarter hour in the batch's hour
+    after its spike, the hour's calls 57k tokens against the leak's 27k and the key's usual 69k, not "towards" the
+    leak by size: missed (-10.8 %). Their output a token of input (half the leak's) splits both."""
+    truth, findings = _investigated(8086, index, tmp_path)
+    reasons, metrics = matrix.check(truth, findings)
+    assert reasons == [] and abs(metrics["cost_err_pct"]) < 3, (reasons, metrics)
+    (inc,) = [i for i in findings["incidents"] if "openai" in i["evidence"][0]]
+    assert any(f"its bucket at {bucket} holds calls of two sizes" in e and "split by their output tokens" in e
+               for e in inc["evidence"])
 
 
 def test_a_monday_spike_after_a_weekend_of_daily_history_says_its_cost_is_an_estimate(tmp_path):

@@ -856,6 +856,22 @@ def test_a_second_key_that_starts_minutes_into_a_short_export_has_no_usual_of_it
     assert not starts_late(own | {t1 + m * MINUTE: Decimal("0.8") for m in range(22, 120)}, MINUTE)
 
 
+def test_a_key_whose_own_calls_came_before_an_attack_on_it_did_not_start_with_it():
+    """Matrix seed 8086 #161: per-minute usage from 22:20, the key silent for eight minutes, then its own calls every
+    minute or two ($0.2 or less each) for a quarter hour, then a leak spending every minute for hours. Eight quiet
+    minutes are more than three times its longest pause (two), but its first quarter hour spent a tenth of the
+    leak's: its own calls were its usual, not nothing (as nothing, its nightly batch inside the leak was the leak's)."""
+    from forensics.analysis.provider_spikes import starts_late
+
+    t0 = pd.Timestamp("2026-11-14 22:20")
+    costs = {t0 + m * MINUTE: Decimal(0) for m in range(240)}
+    costs |= {t0 + m * MINUTE: Decimal("0.2") for m in (8, 9, 10, 13, 16, 18, 21)}
+    costs |= {t0 + m * MINUTE: Decimal("0.8") for m in range(23, 240)}
+    assert not starts_late(costs, MINUTE)
+    # the same minutes the leak's own, as dense as the rest of it: it started there
+    assert starts_late(costs | {t0 + m * MINUTE: Decimal("0.8") for m in range(8, 23)}, MINUTE)
+
+
 def test_an_attack_at_night_and_the_mornings_ramp_are_two_spikes():
     """Hourly usage (matrix seed 42 #5): three days of a key spending ~$1.50 an hour, nothing at 04:00; a stuffed
     key's $89 and $113 at 01:00-02:00, then a night of a few calls and the office's morning above twice its usual
