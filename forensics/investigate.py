@@ -451,7 +451,8 @@ def _model_calls_priced(case: Case, n: IncidentFindings, s: IncidentFindings, wi
     #435, -33.5 % prorated by time), or when a model's calls have no reference.
     Where a bucket's calls of that model are nearly all the incident's (PURE_SHARE), its calls are priced at their
     own cost a call there instead, in every bucket: a nightly batch's large calls beside the attack's last minutes
-    are then not priced at the key's average call (matrix seed 0 #9: +26.7 % that way, -0.1 % this)."""
+    are then not priced at the key's average call (matrix seed 0 #9: +26.7 % that way, -0.1 % this); the few other
+    calls of that model there at the key's usual cost a call left out of it."""
     rows, ips = s.provider_rows, _ips(n)
     guessed = n.nginx_lines is not None and n.incident.detector == "nginx_auth_burst"
     if rows is None or rows.empty or not rows["requests"].any() or not ips \
@@ -480,13 +481,25 @@ def _model_calls_priced(case: Case, n: IncidentFindings, s: IncidentFindings, wi
             and mine.get(t, 0) >= PURE_SHARE * int(by_main.loc[t, "requests"])]
     if pure:
         calls = sum(int(by_main.loc[t, "requests"]) for t in pure)
-        per_call = sum((by_main.loc[t, "cost_usd"] for t in pure), Decimal(0)) / calls
+        theirs = sum(min(mine.get(t, 0), int(by_main.loc[t, "requests"])) for t in pure)
+        # the few other calls of that model there (up to 1 - PURE_SHARE of them) at the median bucket's spend per
+        # call of that model elsewhere (a nightly batch of long documents is a few buckets' calls, not the key's
+        # usual one): a day's 80 calls of the key's own beside an attack's 2,209 cost three times as much a call
+        # (matrix seed 4242 #162: +10.6 % with them)
+        elsewhere = per[~per["bucket_start"].isin(touched) & (per["model"] == main) & (per["requests"] > 0)]
+        usual_call = statistics.median([c / int(k) for c, k in zip(elsewhere["cost_usd"], elsewhere["requests"])]) \
+            if len(elsewhere) else None
+        spent = sum((by_main.loc[t, "cost_usd"] for t in pure), Decimal(0))
+        own = usual_call * (calls - theirs) if usual_call is not None and theirs else Decimal(0)
+        per_call = (spent - min(own, spent)) / (theirs if own else calls)
         # capped in all, not bucket by bucket: nginx logs a call when it ends and the provider counts it when it
         # started, so per-minute counts of the two differ by the calls that straddle a minute, both ways
         cost = min(per_call * served, sum(inside["cost_usd"], Decimal(0)))
         return cost, (f"is counted as the attack's: its {served:,} served call(s) "
                       f"nginx shows, at ${float(per_call):,.4f} a call, what {main}'s calls cost where they were "
-                      f"nearly all the incident's ({len(pure)} bucket(s), {calls:,} calls)")
+                      f"nearly all the incident's ({len(pure)} bucket(s), {calls:,} calls"
+                      + (f"; the other {calls - theirs:,} at ${float(usual_call):,.4f} a call, the key's usual"
+                         if own else "") + ")")
     cost, others = Decimal(0), 0
     for t in touched:
         bucket = inside[inside["bucket_start"] == t]

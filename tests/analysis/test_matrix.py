@@ -165,7 +165,8 @@ def test_the_randomized_matrix_meets_the_criteria_on_50_draws():
 # attack's by nginx's line times, 100 % by its calls' start (4242: 297); behind a balancer, the guessers' calls
 # counted by their client software (31337: 435); the attack's tail after its spike taken as the key's own output
 # (305); a key's own calls a quarter hour before a leak taken for its start (8086: 161); the batch's hour split by
-# output though not on top of the spike (217) or not towards it by size (490).
+# output though not on top of the spike (217) or not towards it by size (490); a day of the key's own calls nearly
+# all the attack's, the rest priced in its calls (4242: 162, a regression of the balancer rule, found by re-running).
 UNTUNED_DRAWS = {0: (148,), 1: (14, 29, 34, 59), 2: (0, 5, 8, 23, 24, 34, 38, 41, 47, 48, 50),
                  3: (42, 62, 70, 77, 88, 93, 101, 111, 114, 147, 179, 209, 273, 318, 341, 387, 407, 451, 461, 463,
                      484, 498, 373, 471, 14, 144, 388, 310),
@@ -184,7 +185,7 @@ UNTUNED_DRAWS = {0: (148,), 1: (14, 29, 34, 59), 2: (0, 5, 8, 23, 24, 34, 38, 41
                  55: (25, 4, 336, 365, 440, 271),
                  2026: (49, 464, 427, 31, 32, 276),
                  777: (20, 45, 282),
-                 4242: (189, 438, 145, 297),
+                 4242: (189, 438, 145, 297, 162),
                  31337: (305, 435),
                  8086: (161, 217, 490)}
 
@@ -302,6 +303,18 @@ def test_an_attacks_served_calls_count_in_the_hour_they_began(tmp_path):
     assert reasons == [] and abs(metrics["cost_err_pct"]) < 3, (reasons, metrics)
     (inc,) = [i for i in findings["incidents"] if i["verdict"] == "attack"]
     assert any("where they were nearly all the incident's (1 bucket(s)" in e for e in inc["evidence"])
+
+
+def test_the_keys_own_calls_in_a_day_nearly_all_the_attacks_are_priced_as_its_own(tmp_path):
+    """Matrix seed 4242 #162: credential stuffing behind a balancer (nginx `combined`: the balancer's address, no
+    $request_time), the provider's daily export. Counted by the guessers' own lines, 2,209 of the day's 2,289 gpt-4o
+    calls were the attack's: nearly all, so the day priced its calls, the key's own 80 (three times the attack's
+    size) in that price (+10.6 %). They are priced at the key's usual call on the other days and left out (+1.2 %)."""
+    truth, findings = _investigated(4242, 162, tmp_path)
+    reasons, metrics = matrix.check(truth, findings)
+    assert reasons == [] and abs(metrics["cost_err_pct"]) < 3, (reasons, metrics)
+    (inc,) = [i for i in findings["incidents"] if i["verdict"] == "attack"]
+    assert any("(1 bucket(s), 2,289 calls; the other 80 at $" in e for e in inc["evidence"])
 
 
 def test_guessed_keys_calls_behind_a_balancer_are_counted_by_their_client_software(tmp_path):
