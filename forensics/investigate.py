@@ -481,7 +481,8 @@ def _model_calls_priced(case: Case, n: IncidentFindings, s: IncidentFindings, wi
             and mine.get(t, 0) >= PURE_SHARE * int(by_main.loc[t, "requests"])]
     if pure:
         calls = sum(int(by_main.loc[t, "requests"]) for t in pure)
-        theirs = sum(min(mine.get(t, 0), int(by_main.loc[t, "requests"])) for t in pure)
+        # in all, not bucket by bucket: a call near a minute's edge may fall on either side of it in the two counts
+        theirs = min(sum(mine.get(t, 0) for t in pure), calls)
         # the few other calls of that model there (up to 1 - PURE_SHARE of them) at the median bucket's spend per
         # call of that model elsewhere (a nightly batch of long documents is a few buckets' calls, not the key's
         # usual one): a day's 80 calls of the key's own beside an attack's 2,209 cost three times as much a call
