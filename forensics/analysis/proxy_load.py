@@ -144,15 +144,15 @@ def incident_calls(case: Case, width: pd.Timedelta, ips: set, start, end, lines:
     """An incident's served calls to the LLM endpoints per bucket of `width` (aligned to UTC midnight): the lines of
     its addresses from its start to its end, each in the bucket its call began in where nginx logs $request_time
     or $upstream_response_time (nginx writes a line when the call ends, a provider counts the call when it began:
-    calls of 38 s on average put a twentieth of an hour's calls in the next hour, matrix seed 4242 #297). `lines`: the incident's own lines (a
-    temp table with start_time and status, nginx_incidents.llm_lines_step's columns) are counted instead, whoever
-    they came from (behind a balancer whose log keeps only its own address, the guessers' lines are told by their
-    client software). {bucket_start: calls}."""
+    calls of 38 s on average put a twentieth of an hour's calls in the next hour, matrix seed 4242 #297).
+    `lines`: the incident's own lines (a temp table with start_time and status, nginx_incidents.llm_lines_step's
+    columns) are counted instead, whoever they came from (behind a balancer whose log keeps only its own address,
+    the guessers' lines are told by their client software). {bucket_start: calls}."""
     minutes = int(width / pd.Timedelta(minutes=1))
     params: list = []
     if lines is None:
-        lines = f"""(SELECT time - to_microseconds(CAST(round(coalesce(request_time, upstream_time, 0) * 1e6) AS BIGINT))
-                              AS start_time, status
+        took = "to_microseconds(CAST(round(coalesce(request_time, upstream_time, 0) * 1e6) AS BIGINT))"
+        lines = f"""(SELECT time - {took} AS start_time, status
                      FROM http_requests
                      WHERE time IS NOT NULL AND {LLM_ENDPOINT_SQL} AND time BETWEEN ? AND ?
                        AND client_ip IN (SELECT unnest(CAST(? AS VARCHAR[]))))"""
