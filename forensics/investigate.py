@@ -454,14 +454,13 @@ def _model_calls_priced(case: Case, n: IncidentFindings, s: IncidentFindings, wi
     are then not priced at the key's average call (matrix seed 0 #9: +26.7 % that way, -0.1 % this); the few other
     calls of that model there at the key's usual cost a call left out of it."""
     rows, ips = s.provider_rows, _ips(n)
+    behind = any(is_internal(ip) for ip in ips)
     guessed = n.nginx_lines is not None and n.incident.detector == "nginx_auth_burst"
-    if rows is None or rows.empty or not rows["requests"].any() or not ips \
-            or any(is_internal(ip) for ip in ips) and not guessed:
+    if rows is None or rows.empty or not rows["requests"].any() or not ips or behind and not guessed:
         return None
     from forensics.analysis.proxy_load import incident_calls
 
     step = pd.Timedelta(width)
-    behind = any(is_internal(ip) for ip in ips)
     mine = incident_calls(case, step, ips, n.incident.start, n.incident.end, n.nginx_lines if behind else None)
     if not sum(mine.values()):
         return None
@@ -491,7 +490,7 @@ def _model_calls_priced(case: Case, n: IncidentFindings, s: IncidentFindings, wi
         usual_call = statistics.median([c / int(k) for c, k in zip(elsewhere["cost_usd"], elsewhere["requests"])]) \
             if len(elsewhere) else None
         spent = sum((by_main.loc[t, "cost_usd"] for t in pure), Decimal(0))
-        own = usual_call * (calls - theirs) if usual_call is not None and theirs else Decimal(0)
+        own = usual_call * (calls - theirs) if usual_call is not None else Decimal(0)
         per_call = (spent - min(own, spent)) / (theirs if own else calls)
         # capped in all, not bucket by bucket: nginx logs a call when it ends and the provider counts it when it
         # started, so per-minute counts of the two differ by the calls that straddle a minute, both ways

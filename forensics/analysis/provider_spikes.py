@@ -918,15 +918,15 @@ def mixed_neighbours(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timed
         b = float(outside["input_tokens"].sum() / outside["requests"].sum())
         n, tokens = int(mine.loc[t, "requests"]), float(mine.loc[t, "input_tokens"])
         size = tokens / n
-        towards = size * MIXED_FACTOR <= b if a < b else size >= b * MIXED_FACTOR
         # split by output tokens, the calls' size may lie anywhere (matrix seed 8086 #490: the attack's last
-        # quarter hour beside the nightly batch, 160 calls of 57k tokens against its 27k and the key's usual 69k)
-        if (n_a := _output_split(mine.loc[t], core, outside, a)) is not None:
-            by = "output"
-        elif not towards or abs(b - a) < a * (MIXED_FACTOR - 1):
-            continue
-        else:
-            n_a, by = _split(mine.loc[t], core, outside, a, b)
+        # quarter hour beside the nightly batch, 160 calls of 57k tokens against its 27k and the key's usual 69k);
+        # else by call size (`_split`'s fallback), when their size is off the key's usual towards the spike's
+        n_a, by = _output_split(mine.loc[t], core, outside, a), "output"
+        if n_a is None:
+            towards = size * MIXED_FACTOR <= b if a < b else size >= b * MIXED_FACTOR
+            if not towards or abs(b - a) < a * (MIXED_FACTOR - 1):
+                continue
+            n_a, by = _spike_calls(n, tokens, a, b), "calls"
         if n_a >= max(n / 2, 1) and n > outside["requests"].median():
             cost = min(per_call * Decimal(str(round(n_a, 6))), costs[t])
             out.append(MixedEdge(t, n, size, a, b, n_a, cost, by))
