@@ -18,6 +18,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from forensics.analysis.incident import Incident
@@ -735,6 +736,8 @@ def key_test(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta) ->
 
 LEAD_GAP_MINUTES = 5             # a spike's first calls come at most this far apart from the next ones
 LEAD_MAX_MINUTES = 60            # ...in a chain reaching this far at most
+LEAD_SLOW_GAP_MINUTES = 8        # ...or this far, a slow leak's among the key's own calls
+LEAD_OWN_BEYOND = 2              # ...whose first is known by the key's own calls before it, in this many buckets
 
 
 PROXY_SERIES_SHARE = 0.5         # a series with calls in this share of the buckets nginx served the proxy's calls in
@@ -768,6 +771,29 @@ def carries_proxy(rows: pd.DataFrame, run: list, served: dict, surged=frozenset(
     proxy = sum(served.get(t, 0) for t in inside)
     rose = sum(max(float(calls.get(t, 0)) - typical, 0.0) for t in inside)
     return proxy >= LOAD_MIN_CALLS and rose >= PROXY_SERIES_SHARE * proxy
+
+
+def slow_start_usual(rows: pd.DataFrame, costs: dict, usual: dict, run: list, width: pd.Timedelta,
+                     served: dict) -> dict:
+    """`usual` for a spike (`run`, sub-daily) whose first calls (`lead_in`) began DETECTION_MINUTES or more before it
+    stood out, in an export of less than a day (its usual the median quarter hour of the rest): those quarter hours
+    are the spike's, not the key's usual. A slow leak for 37 minutes before it stood out was half the quarter hours
+    of a 50-minute history, and its usual $0.07 a minute against the key's own $0.017 (matrix seed 2718 #215: -21 %).
+    Unchanged otherwise, and for a series whose usual in the run is nothing (new)."""
+    quarter = pd.Timedelta(minutes=DETECTION_MINUTES)
+    if not run or width >= quarter or max(costs) - min(costs) >= pd.Timedelta(days=1) \
+            or not any(usual.get(t) for t in run):
+        return usual
+    first = lead_in(rows, costs, run, width, explained=proxy_explained(rows, run, width, served))
+    if not first or run[0] - first[0] < quarter:
+        return usual
+    coarse: dict = {}
+    for t, c in costs.items():
+        coarse[t.floor(quarter)] = coarse.get(t.floor(quarter), Decimal(0)) + c
+    hot = frozenset(k for k in coarse if first[0] < k + quarter and k <= run[-1])
+    usual_coarse = _usual(coarse, quarter, hot)[0]
+    per = Decimal(int(quarter / width))
+    return _usual(costs, width, fallback=lambda t: usual_coarse.get(t.floor(quarter), Decimal(0)) / per)[0]
 
 
 def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, after: bool = False,
@@ -809,13 +835,21 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, aft
 
     core = busy[busy.index.isin(run)]
     a = float(core["input_tokens"].sum() / core["requests"].sum())
-    # ...calls no larger than the spike's (a batch of long documents right after it writes more than the key's
-    # usual too)
-    by_output = {t for t in near.index if t in costs and t not in explained and near[t] < spike * MIXED_FACTOR
-                 and (n_a := _output_split(busy.loc[t], core, others, a)) is not None and n_a >= 0.5}
 
     def like(x) -> bool:
         return spike / MIXED_FACTOR < x < spike * MIXED_FACTOR
+    # the key's own calls for the split by output: those outside the spike and the stretch next to it; when they do
+    # not write apart from the spike's, without the buckets of the hour next to it whose calls are of the spike's
+    # size and write like them. A slow leak, one or two calls a minute among the key's own for 37 minutes before it
+    # stood out, was half the key's "own" calls, so output told nothing (matrix seed 2718 #215, start +37 min)
+    reference, slow = others, False
+    if _output_ratios(core, others) is None and "output_tokens" in busy:
+        own_calls = _own_cluster(core, others)
+        reference, slow = (others.loc[own_calls], True) if own_calls is not None else (others, False)
+    # ...calls no larger than the spike's (a batch of long documents right after it writes more than the key's
+    # usual too)
+    by_output = {t for t in near.index if t in costs and t not in explained and near[t] < spike * MIXED_FACTOR
+                 and (n_a := _output_split(busy.loc[t], core, reference, a)) is not None and n_a >= 0.5}
     # ...and only where the key's own calls are enough to say so: one in 1 / PROBE_SHARE buckets of the spike's size
     # is no rare call among two (matrix seed 31 #438: an export of half an hour before the spike, the key's own
     # gpt-4o calls in two of its minutes, 49k to 127k input tokens, then one of 25k two minutes before a script's
@@ -830,16 +864,69 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, aft
     many = float(core["requests"].median())
     through = {t for t, x in near.items() if x >= spike * WORKLOAD_FACTOR and busy.loc[t, "requests"] > many}
     out, nxt = [], run[-1] if after else run[0]
+    gap = pd.Timedelta(minutes=LEAD_SLOW_GAP_MINUTES if slow else LEAD_GAP_MINUTES)
     for t in sorted(by_output | by_size | through, reverse=not after):
-        if abs(nxt - t) > max(pd.Timedelta(minutes=LEAD_GAP_MINUTES), width):
+        if abs(nxt - t) > max(gap, width):
             break
         if t not in through:
             out.append(t)
         nxt = t
+    # a slow leak's chain, found against a reference without its like, stops where the key's own calls go on
+    # without it: in the hour further out than its last link the key made calls (in LEAD_OWN_BEYOND buckets at
+    # least: one is no way of calling), all of them writing nearer its own
+    # way than the spike's (a chain that runs to the export's end, or past calls like the spike's, is the key's own
+    # way of calling: one kind of calls, their output spread)
+    if slow and out:
+        edge = max(out) if after else min(out)
+        beyond = busy[(busy.index > edge) & (busy.index <= edge + reach)] if after else \
+            busy[(busy.index < edge) & (busy.index >= edge - reach)]
+        if len(beyond) < LEAD_OWN_BEYOND or _nearer(beyond, core, reference).any():
+            return []
     return sorted(out)
 
 
+def _nearer(buckets: pd.DataFrame, spike: pd.DataFrame, own: pd.DataFrame) -> pd.Series:
+    """Per bucket, whether its calls write (output tokens a token of input, in logs) nearer the spike's than the
+    key's own calls (`own`)."""
+    def log(x) -> float:
+        return float(np.log(x["output_tokens"].sum() / x["input_tokens"].sum()))
+    ratio = np.log((buckets["output_tokens"].clip(lower=1) / buckets["input_tokens"]).astype(float))
+    return (ratio - log(spike)).abs() < (ratio - log(own)).abs()
+
+
 MIXED_FACTOR = 1.5              # an edge bucket whose calls are this far from the spike's size holds another workload
+OWN_APART = 3                   # the key's own calls and a spike's are two kinds when this many times fewer of the
+#                                 spike's buckets than of the key's others write the key's own way
+
+
+def _own_cluster(core: pd.DataFrame, others: pd.DataFrame) -> list | None:
+    """The buckets of `others` (a key's calls of the spike's main model outside it) that write their own way, apart
+    from the spike's calls (`core`), when the two do not tell apart as wholes (`_output_ratios`): others hold some of
+    the spike's calls. Output tokens a token of input, per bucket, in logs: the key's own (r) start at the bucket that
+    writes farthest from the spike's (rho), and are those nearer r than rho, r their mean, until that settles (two
+    means, the spike's fixed). None when r ends within MIXED_FACTOR twice over of rho (calls of one kind whose output
+    varies have a tail that far out), or the spike's own buckets write nearer r in more than 1 / OWN_APART the share
+    the others do (such a tail inside the spike as outside it)."""
+    busy = others[(others["input_tokens"] > 0) & (others["output_tokens"] > 0)]
+    inside = core[core["input_tokens"] > 0]
+    if busy.empty or inside.empty or not core["output_tokens"].sum():
+        return None
+    spike = float(np.log(core["output_tokens"].sum() / core["input_tokens"].sum()))
+
+    def logs(x: pd.DataFrame) -> pd.Series:
+        return np.log((x["output_tokens"].clip(lower=1) / x["input_tokens"]).astype(float))
+    ratio = logs(busy)
+    centre, own = float(ratio[(ratio - spike).abs().idxmax()]), None
+    for _ in range(len(busy)):
+        mine = ratio[(ratio - centre).abs() < (ratio - spike).abs()].index
+        if own is not None and mine.equals(own):
+            break
+        own = mine
+        centre = float(np.log(busy.loc[own, "output_tokens"].sum() / busy.loc[own, "input_tokens"].sum()))
+    theirs = logs(inside)
+    tail = float(((theirs - centre).abs() < (theirs - spike).abs()).mean())
+    apart = abs(centre - spike) >= 2 * np.log(MIXED_FACTOR) and tail * OWN_APART <= len(own) / len(busy)
+    return list(own) if apart else None
 
 
 @dataclass
@@ -1249,11 +1336,12 @@ def find_provider_spikes(case: Case) -> list[ProviderSpike]:
         if width not in per_width:
             per_width[width] = served_calls(case, pd.Timedelta(width), set())[0]
         return per_width[width]
-    for provider, series, minutes, costs, usual, spans in spikes:
+    for provider, series, minutes, costs, series_usual, spans in spikes:
         step = timedelta(minutes=minutes)
         mine_all = frame[(frame["provider"] == provider) & (frame["series"] == series)]
         for first, last in spans:
             found_run = [t for t in costs if first <= t <= last]
+            usual = slow_start_usual(mine_all, costs, series_usual, found_run, step, served(step))
             other, sizes = other_workload(mine_all, costs, usual, found_run)
             run = own_edges(mine_all, _trimmed(found_run, other, sizes, costs, usual), step)
             surged = surging(run, step, slots)

@@ -187,7 +187,8 @@ UNTUNED_DRAWS = {0: (148,), 1: (14, 29, 34, 59), 2: (0, 5, 8, 23, 24, 34, 38, 41
                  777: (20, 45, 282),
                  4242: (189, 438, 145, 297, 162),
                  31337: (305, 435),
-                 8086: (161, 217, 490)}
+                 8086: (161, 217, 490),
+                 2718: (215,)}
 
 
 @pytest.mark.slow
@@ -328,6 +329,19 @@ def test_guessed_keys_calls_behind_a_balancer_are_counted_by_their_client_softwa
     assert reasons == [] and abs(metrics["cost_err_pct"]) < 2, (reasons, metrics)
     (inc,) = [i for i in findings["incidents"] if i["verdict"] == "attack"]
     assert any("nearly all the incident's" in e for e in inc["evidence"])
+
+
+def test_a_slow_leak_found_late_starts_at_its_first_call_and_leaves_the_usual(tmp_path):
+    """Matrix seed 2718 #215 (fresh): a provider key used outside the proxy from 22:06, one or two calls a minute
+    among the key's own for 37 minutes, then faster until 02:29; per-minute export alone, from 21:53. The spike stood
+    out at 22:43 (start +37 min), and its usual was the median quarter hour of a history that was mostly the leak:
+    $0.07 a minute against the key's own $0.017 (-23 %). The key's own calls write apart from the leak's (1-3 % output
+    against 9 %): its first calls are followed back to 22:06, and those quarter hours leave the usual."""
+    truth, findings = _investigated(2718, 215, tmp_path)
+    reasons, metrics = matrix.check(truth, findings)
+    assert reasons == [] and metrics["start_err_s"] == 0 and abs(metrics["cost_err_pct"]) < 2, (reasons, metrics)
+    (inc,) = findings["incidents"]
+    assert any("its first calls come in 18 bucket(s) from 22:06 UTC" in e for e in inc["evidence"])
 
 
 def test_an_attacks_tail_after_its_spike_is_not_the_keys_own_output(tmp_path):

@@ -955,6 +955,37 @@ def test_a_slow_scripts_last_call_after_a_quiet_minute_ends_it():
     assert lead_in(rows, costs, run, MINUTE, after=True) == [t0 + 51 * MINUTE]
 
 
+def test_a_slow_leak_among_the_keys_own_calls_is_followed_back_to_its_first_call():
+    """Per-minute usage of 13 minutes before a slow leak (matrix seed 2718 #215): the key's own calls (60k input,
+    1 % output) every five minutes, the leak's (25k, 9 % output) three or four a minute for 37 minutes with a pause
+    of seven, then four a minute. The leak's early minutes were most of the key's calls outside the spike, so the
+    key's own calls seemed to write like the spike's and output told nothing (start +37 min). Its own calls are the
+    buckets that write apart from the spike's (two means); the chain then bridges the pause (eight minutes at most
+    for such a leak) and ends where the key's own calls went on without it. When the leak is there from the export's
+    first minute nothing shows where it began: no first calls. A key whose own calls are the spike's kind, their
+    output spread, has no such two kinds."""
+    import random
+
+    from forensics.analysis.provider_spikes import lead_in
+
+    t0 = pd.Timestamp("2026-11-14 21:53")
+    own = [(m, 1, 1, 60_000 + 2_000 * (m % 9), 500 + 60 * (m % 7)) for m in range(3, 175, 5)]
+    leak = [(m, 1, 3 + m % 2, 25_000, 1_800 + 300 * (m % 4)) for m in range(13, 50) if not 21 <= m <= 27]
+    spike = [(50, 120, 4, 25_000, 2_500)]
+    run = [t0 + m * MINUTE for m in range(50, 170)]
+
+    def first_calls(spec) -> list[int]:
+        rows = _minute_usage(t0, spec)
+        costs = {t: Decimal(str(round(c, 6))) for t, c in zip(rows["bucket_start"], rows["cost_usd"])}
+        return [int((t - t0) / MINUTE) for t in lead_in(rows, costs, run, MINUTE)]
+    assert first_calls(own + leak + spike) == [*range(13, 21), *range(28, 50)]
+    assert first_calls(own[2:] + leak + spike) == []
+    draw = random.Random(1)
+    same = [(m, 1, 1, 25_000, int(2_500 * draw.lognormvariate(0, 0.6))) for m in range(0, 50, 2)]
+    same += [(m, 1, 4, 25_000, int(2_500 * draw.lognormvariate(0, 0.3))) for m in range(50, 170)]
+    assert first_calls(same) == []
+
+
 def test_the_attacks_peak_hour_where_nginx_shows_the_proxys_batch_is_split_by_output():
     """Hourly usage (matrix seed 123 #482): the proxy's key used outside it from 22:41 to 02:47, accelerating; its
     peak hour 02:00 (906 of the attack's calls) also holds the proxy's nightly batch (88 calls, which nginx shows).
