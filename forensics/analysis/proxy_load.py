@@ -87,9 +87,10 @@ def proxy_adjusted(costs: dict, usual: dict, run: list, width: pd.Timedelta, slo
             hi -= 1
     values = [excess[t] for t in run]
     level = _around(values, hot)
-    around = _around(values, loaded) if unsplit else {}
+    # (none when every bucket of the run is loaded: no level around them to hold them to; matrix seed 9001 #187)
+    around = _around(values, loaded) if unsplit and not all(loaded) else {}
     floor = {i: min(max(unsplit[t] - usual[t], Decimal(0)), around[i]) for i, t in enumerate(run)
-             if unsplit and t in unsplit and loaded[i] and 0 < i < len(run) - 1}
+             if i in around and t in unsplit and 0 < i < len(run) - 1}
     adjusted = sum((min(v, level[i]) if hot[i] else max(v, floor.get(i, v))
                     for i, v in enumerate(values[lo:hi], start=lo)), Decimal(0))
     return run[lo:hi], adjusted, sum(hot[lo:hi]) + len(run) - (hi - lo)

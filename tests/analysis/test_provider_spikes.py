@@ -199,6 +199,21 @@ def test_a_bucket_split_by_output_keeps_its_part_where_nginx_shows_the_proxy_sur
     assert proxy_adjusted(costs, usual, run, HOUR, batch, settled={run[4]}) == (run, Decimal("88.40"), 0)
 
 
+def test_a_spike_whose_every_bucket_holds_another_workload_is_levelled_by_its_settled_ones_alone():
+    """Hourly spend (matrix seed 9001 #187, a crash: "no median for empty data"): every bucket of a three-hour spike
+    holds another workload, its first and last split by output. No bucket is free of that workload to hold the split
+    ones to their level around them; the one unsplit bucket is held to the level of its settled neighbours."""
+    from forensics.analysis.proxy_load import proxy_adjusted
+
+    t0 = pd.Timestamp("2026-11-16 00:00")
+    costs = {t0 + i * HOUR: Decimal(c) for i, c in enumerate(["10", "30", "12"])}
+    usual = dict.fromkeys(costs, Decimal("2"))
+    run = sorted(costs)
+    settled = {run[0], run[2]}
+    assert proxy_adjusted(costs, usual, run, HOUR, set(), set(run), settled, {t: costs[t] for t in settled}) == \
+        (run, Decimal("27"), 1)
+
+
 def test_a_bucket_inside_a_spike_split_to_nothing_where_a_batch_runs_keeps_the_spikes_level():
     """Per-minute spend of the proxy's key used outside it, two calls a minute for five hours (matrix seed 123
     #218); the nightly batch runs six minutes in the middle (nginx shows it). Split by output, those minutes hold
