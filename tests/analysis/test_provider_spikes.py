@@ -807,6 +807,29 @@ def test_a_slow_scripts_last_calls_go_on_past_the_nightly_batch():
     assert lead_in(_minute_usage(t0, spec[:-6]), costs, run, MINUTE, after=True) == []
 
 
+def test_a_slow_leaks_last_calls_in_the_nightly_batchs_first_minute_end_it():
+    """Per-minute usage (matrix seed 11 #19): a slow leak's calls (27k input, 9 % output) until 02:13, its last three
+    in 02:15 beside four of the nightly batch (115k, 1.1 % output), which ran at 02:15 the night before too. Its
+    last calls stopped at 02:13 (end -2 min): the batch's minute was passed through as another workload's. Split by
+    its calls' size and by output, with the batch's own from the night before, both give three of the leak's calls:
+    the leak ends there. The batch's minute alone holds none of them; without the batch's other night nothing says
+    how it writes, and the minute is passed through as before."""
+    from forensics.analysis.provider_spikes import lead_in
+
+    t0 = pd.Timestamp("2026-11-15 00:00")
+    night_before = [(m - 1440, 1, 5, 115_000, 1_265) for m in range(135, 139)]
+    spec = [(m, 1, 1, 70_000, 700) for m in range(0, 60, 4)]
+    spec += [(60 + m, 1, 1 + m % 2, 27_000, 2_430) for m in range(73)]          # 01:00 to 02:12
+    batch = [(135, 4, 5, 115_000, 1_265)]
+    rows = _minute_usage(t0, night_before + spec + batch + [(135, 1, 3, 27_000, 2_430)])
+    costs = {t: Decimal(str(round(c, 6))) for t, c in zip(rows["bucket_start"], rows["cost_usd"])}
+    run = [t0 + m * MINUTE for m in range(60, 133)]
+    assert lead_in(rows, costs, run, MINUTE, after=True) == [t0 + 135 * MINUTE]
+    assert lead_in(_minute_usage(t0, night_before + spec + batch), costs, run, MINUTE, after=True) == []
+    assert lead_in(_minute_usage(t0, spec + batch + [(135, 1, 3, 27_000, 2_430)]), costs, run, MINUTE,
+                   after=True) == []
+
+
 def test_a_weekday_spikes_usual_rises_with_the_keys_other_models_as_far_as_they_went_before():
     """Daily usage, history of a part day, a Friday and a weekend, the attack on the Monday (matrix seed 77 #487):
     the usual ($16) came from the weekend, and the attack's cost out 38 % high. The key's gpt-4o-mini calls on the
