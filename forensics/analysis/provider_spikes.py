@@ -839,9 +839,9 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, aft
     def like(x) -> bool:
         return spike / MIXED_FACTOR < x < spike * MIXED_FACTOR
     # the key's own calls for the split by output: those outside the spike and the stretch next to it; when they do
-    # not write apart from the spike's, without the buckets of the hour next to it whose calls are of the spike's
-    # size and write like them. A slow leak, one or two calls a minute among the key's own for 37 minutes before it
-    # stood out, was half the key's "own" calls, so output told nothing (matrix seed 2718 #215, start +37 min)
+    # not write apart from the spike's as a whole, those of them that do (`_own_cluster`). A slow leak, one or two
+    # calls a minute among the key's own for 37 minutes before it stood out, was half the key's "own" calls, so
+    # output told nothing (matrix seed 2718 #215, start +37 min)
     reference, slow = others, False
     if _output_ratios(core, others) is None and "output_tokens" in busy:
         own_calls = _own_cluster(core, others)
@@ -873,11 +873,11 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, aft
         if t not in through or t in shared:
             out.append(t)
         nxt = t
-    # a slow leak's chain, found against a reference without its like, stops where the key's own calls go on
+    # a slow leak's chain, found against the key's own calls picked out of the rest, stops where those go on
     # without it: in the hour further out than its last link the key made calls (in LEAD_OWN_BEYOND buckets at
-    # least: one is no way of calling), all of them writing nearer its own
-    # way than the spike's (a chain that runs to the export's end, or past calls like the spike's, is the key's own
-    # way of calling: one kind of calls, their output spread)
+    # least: one is no way of calling), all of them writing nearer its own way than the spike's (a chain that runs
+    # to the export's end, or past calls like the spike's, is the key's own way of calling: one kind of calls,
+    # their output spread)
     if slow and out:
         edge = max(out) if after else min(out)
         beyond = busy[(busy.index > edge) & (busy.index <= edge + reach)] if after else \
@@ -914,13 +914,21 @@ def _shared(busy: pd.DataFrame, through: set, work: pd.DataFrame, core: pd.DataF
     return out
 
 
+def _log_writes(buckets: pd.DataFrame) -> pd.Series:
+    """Per bucket, the log of its output tokens a token of input (an output of 0 counted as 1)."""
+    return np.log((buckets["output_tokens"].clip(lower=1) / buckets["input_tokens"]).astype(float))
+
+
+def _log_write(buckets: pd.DataFrame) -> float:
+    """The log of the output tokens a token of input of all `buckets`' calls."""
+    return float(np.log(buckets["output_tokens"].sum() / buckets["input_tokens"].sum()))
+
+
 def _nearer(buckets: pd.DataFrame, spike: pd.DataFrame, own: pd.DataFrame) -> pd.Series:
     """Per bucket, whether its calls write (output tokens a token of input, in logs) nearer the spike's than the
     key's own calls (`own`)."""
-    def log(x) -> float:
-        return float(np.log(x["output_tokens"].sum() / x["input_tokens"].sum()))
-    ratio = np.log((buckets["output_tokens"].clip(lower=1) / buckets["input_tokens"]).astype(float))
-    return (ratio - log(spike)).abs() < (ratio - log(own)).abs()
+    ratio = _log_writes(buckets)
+    return (ratio - _log_write(spike)).abs() < (ratio - _log_write(own)).abs()
 
 
 MIXED_FACTOR = 1.5              # an edge bucket whose calls are this far from the spike's size holds another workload
@@ -940,19 +948,16 @@ def _own_cluster(core: pd.DataFrame, others: pd.DataFrame) -> list | None:
     inside = core[core["input_tokens"] > 0]
     if busy.empty or inside.empty or not core["output_tokens"].sum():
         return None
-    spike = float(np.log(core["output_tokens"].sum() / core["input_tokens"].sum()))
-
-    def logs(x: pd.DataFrame) -> pd.Series:
-        return np.log((x["output_tokens"].clip(lower=1) / x["input_tokens"]).astype(float))
-    ratio = logs(busy)
+    spike = _log_write(core)
+    ratio = _log_writes(busy)
     centre, own = float(ratio[(ratio - spike).abs().idxmax()]), None
     for _ in range(len(busy)):
         mine = ratio[(ratio - centre).abs() < (ratio - spike).abs()].index
         if own is not None and mine.equals(own):
             break
         own = mine
-        centre = float(np.log(busy.loc[own, "output_tokens"].sum() / busy.loc[own, "input_tokens"].sum()))
-    theirs = logs(inside)
+        centre = _log_write(busy.loc[own])
+    theirs = _log_writes(inside)
     tail = float(((theirs - centre).abs() < (theirs - spike).abs()).mean())
     apart = abs(centre - spike) >= 2 * np.log(MIXED_FACTOR) and tail * OWN_APART <= len(own) / len(busy)
     return list(own) if apart else None
