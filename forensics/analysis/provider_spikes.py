@@ -369,10 +369,7 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
     Sunday's; a Friday beside a weekend, its other models at 2.7 times theirs, matrix seed 99 #156).
     `late`: the series is known to have begun spending after its export began (`_spikes`' listed buckets)."""
     coarse_width = max(width, pd.Timedelta(minutes=DETECTION_MINUTES))
-    coarse: dict = {}
-    for t, c in fine.items():
-        k = t.floor(coarse_width) if coarse_width > width else t
-        coarse[k] = coarse.get(k, Decimal(0)) + c
+    coarse = _coarse(fine, width, coarse_width)
     if longer is not None and longer[1] > coarse_width and longer[0]:
         coarse, coarse_width = longer
     hours = min(coarse_width, pd.Timedelta(hours=1)) / pd.Timedelta(hours=1)
@@ -426,12 +423,11 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
             level[first] = level[last] = sum(inside, Decimal(0)) / len(inside) * RAMP_SHARE
         return usual, _joined(spans, lambda last, first: quiet_between(coarse, usual, width, last, first,
                                                                        max(level[last], level[first], Decimal(0))))
-    per = Decimal(int(coarse_width / width))
     # a series that spent nothing before its spike: all it spends next to it is the spike's, however thin
     edge = Decimal(0) if new else REFINE_SHARE["whole" if against_busy else "outside_proxy"]
 
     def refined(usual: dict) -> tuple[dict, list]:
-        usual_fine = _usual(fine, width, fallback=lambda t: usual.get(t.floor(coarse_width), Decimal(0)) / per)[0]
+        usual_fine = _spread(fine, width, usual, coarse_width)
         # two runs refined into one stretch, or spending above usual between, are one
         runs = _runs(hot, coarse_width)
         return usual_fine, _joined(sorted(_refine(fine, usual_fine, width, run[0], run[-1] + coarse_width, edge,
@@ -447,6 +443,22 @@ def series_spikes(fine: dict, width: pd.Timedelta, against_busy: bool = True,
         hot = _after_quiet(coarse, coarse_width, usual, hot, Decimal(SPIKE_FLOOR_USD) * Decimal(str(hours)), clean)
         usual_fine, spans = refined(usual)
     return usual_fine, spans
+
+
+def _coarse(fine: dict, width: pd.Timedelta, coarse_width: pd.Timedelta) -> dict:
+    """A series' cost per bucket summed into buckets of `coarse_width` (the same buckets when it is no coarser)."""
+    coarse: dict = {}
+    for t, c in fine.items():
+        k = t.floor(coarse_width) if coarse_width > width else t
+        coarse[k] = coarse.get(k, Decimal(0)) + c
+    return coarse
+
+
+def _spread(fine: dict, width: pd.Timedelta, usual_coarse: dict, coarse_width: pd.Timedelta) -> dict:
+    """Per bucket of a fine series, its usual (`_usual`): the same time on other days, else its coarse bucket's
+    usual (`usual_coarse`, buckets of `coarse_width`) spread evenly over the fine buckets it holds."""
+    per = Decimal(int(coarse_width / width))
+    return _usual(fine, width, fallback=lambda t: usual_coarse.get(t.floor(coarse_width), Decimal(0)) / per)[0]
 
 
 LATE_START_BUCKETS = 2           # a series silent this many buckets at least before its first spend...
@@ -787,13 +799,9 @@ def slow_start_usual(rows: pd.DataFrame, costs: dict, usual: dict, run: list, wi
     first = lead_in(rows, costs, run, width, explained=proxy_explained(rows, run, width, served))
     if not first or run[0] - first[0] < quarter:
         return usual
-    coarse: dict = {}
-    for t, c in costs.items():
-        coarse[t.floor(quarter)] = coarse.get(t.floor(quarter), Decimal(0)) + c
+    coarse = _coarse(costs, width, quarter)
     hot = frozenset(k for k in coarse if first[0] < k + quarter and k <= run[-1])
-    usual_coarse = _usual(coarse, quarter, hot)[0]
-    per = Decimal(int(quarter / width))
-    return _usual(costs, width, fallback=lambda t: usual_coarse.get(t.floor(quarter), Decimal(0)) / per)[0]
+    return _spread(costs, width, _usual(coarse, quarter, hot)[0], quarter)
 
 
 def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, after: bool = False,
@@ -842,10 +850,10 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, aft
     # not write apart from the spike's as a whole, those of them that do (`_own_cluster`). A slow leak, one or two
     # calls a minute among the key's own for 37 minutes before it stood out, was half the key's "own" calls, so
     # output told nothing (matrix seed 2718 #215, start +37 min)
-    reference, slow = others, False
-    if _output_ratios(core, others) is None and "output_tokens" in busy:
-        own_calls = _own_cluster(core, others)
-        reference, slow = (others.loc[own_calls], True) if own_calls is not None else (others, False)
+    own_calls = _own_cluster(core, others) if _output_ratios(core, others) is None and "output_tokens" in busy \
+        else None
+    slow = own_calls is not None
+    reference = others.loc[own_calls] if slow else others
     # ...calls no larger than the spike's (a batch of long documents right after it writes more than the key's
     # usual too)
     by_output = {t for t in near.index if t in costs and t not in explained and near[t] < spike * MIXED_FACTOR
@@ -898,13 +906,12 @@ def _shared(busy: pd.DataFrame, through: set, work: pd.DataFrame, core: pd.DataF
     A slow leak's last call in the first minute of the nightly batch (matrix seed 11 #19: 7 calls, 537k input tokens,
     2.4 % output; the batch's 115k calls at 1.1 % on other nights, the leak's 27k at 9 %: 3.0 calls by size, 3.3 by
     output; the end 2 minutes early). None without output tokens or such a workload elsewhere."""
-    if not through or work.empty or "output_tokens" not in busy or not work["input_tokens"].sum():
+    if not through or work.empty or (ratios := _output_ratios(core, work)) is None:
         return set()
     b = float(work["input_tokens"].sum() / work["requests"].sum())
-    r = float(work["output_tokens"].sum() / work["input_tokens"].sum())
-    rho = float(core["output_tokens"].sum() / core["input_tokens"].sum())
-    if b <= a or not r or not rho or max(rho / r, r / rho) < MIXED_FACTOR:
+    if b <= a:
         return set()
+    rho, r = ratios
     out = set()
     for t in through:
         by_size = _spike_calls(int(busy.loc[t, "requests"]), float(busy.loc[t, "input_tokens"]), a, b)
