@@ -747,9 +747,10 @@ def key_test(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta) ->
 
 
 LEAD_GAP_MINUTES = 5             # a spike's first calls come at most this far apart from the next ones
+LEAD_BRIDGE_MINUTES = 8          # ...or this far, to one with another within LEAD_GAP_MINUTES beyond it
 LEAD_MAX_MINUTES = 60            # ...in a chain reaching this far at most
-LEAD_SLOW_GAP_MINUTES = 8        # ...or this far, a slow leak's among the key's own calls
-LEAD_OWN_BEYOND = 2              # ...whose first is known by the key's own calls before it, in this many buckets
+LEAD_OWN_BEYOND = 2              # a slow leak's first call is known by the key's own calls before it, in this many
+#                                  buckets
 
 
 PROXY_SERIES_SHARE = 0.5         # a series with calls in this share of the buckets nginx served the proxy's calls in
@@ -864,19 +865,25 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, aft
     # 27k calls, writing as little as the key's own: start -2 min)
     by_size = set() if len(own) < 1 / PROBE_SHARE or like(float(own.median())) or own.map(like).mean() > PROBE_SHARE \
         else {t for t, x in near.items() if t in costs and t not in explained and like(x)}
-    # a chain back from the spike: each within LEAD_GAP_MINUTES of the next (a call ten minutes before a slow
-    # script is the key's own, however much it wrote); through another workload's minutes (calls WORKLOAD_FACTOR
-    # times the spike's, more of them than its median bucket holds: the nightly batch for four minutes, the slow
-    # script's calls going on beside and after it, matrix seed 8 #355, end -16 min), which are no link of it; not
-    # the key's own odd large call (matrix seed 21 #202)
+    # a chain back from the spike: each within LEAD_GAP_MINUTES of the next, or LEAD_BRIDGE_MINUTES when the chain
+    # goes on beyond it (a call of the key's own that wrote 6 % before a slow script is no link, alone; matrix seed
+    # 77 #425, start -10 min; a leak of one or two calls a minute, three of its minutes on end writing like the
+    # key's own, left a gap of six: seed 5151 #335, start +26 min; a slow leak's pause of seven, 2718 #215);
+    # through another workload's minutes (calls WORKLOAD_FACTOR times the spike's, more of them than its median
+    # bucket holds: the nightly batch for four minutes, the slow script's calls going on beside and after it, matrix
+    # seed 8 #355, end -16 min), which are no link of it; not the key's own odd large call (matrix seed 21 #202)
     many = float(core["requests"].median())
     through = {t for t, x in near.items() if x >= spike * WORKLOAD_FACTOR and busy.loc[t, "requests"] > many}
     shared = _shared(busy, through, busy[~busy.index.isin(run) & ~busy.index.isin(near.index)
                                          & (size >= spike * WORKLOAD_FACTOR)], core, a)
     out, nxt = [], run[-1] if after else run[0]
-    gap = pd.Timedelta(minutes=LEAD_SLOW_GAP_MINUTES if slow else LEAD_GAP_MINUTES)
-    for t in sorted(by_output | by_size | through, reverse=not after):
-        if abs(nxt - t) > max(gap, width):
+    gap, bridge = (max(pd.Timedelta(minutes=m), width) for m in (LEAD_GAP_MINUTES, LEAD_BRIDGE_MINUTES))
+    links = (by_output | by_size) - (through - shared)
+    chain = sorted(links | through, reverse=not after)
+    for k, t in enumerate(chain):
+        step = abs(nxt - t)
+        if step > bridge or step > gap and not (t in links and k + 1 < len(chain) and chain[k + 1] in links
+                                                and abs(t - chain[k + 1]) <= gap):
             break
         if t not in through or t in shared:
             out.append(t)

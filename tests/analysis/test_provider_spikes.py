@@ -998,10 +998,10 @@ def test_a_slow_leak_among_the_keys_own_calls_is_followed_back_to_its_first_call
     1 % output) every five minutes, the leak's (25k, 9 % output) three or four a minute for 37 minutes with a pause
     of seven, then four a minute. The leak's early minutes were most of the key's calls outside the spike, so the
     key's own calls seemed to write like the spike's and output told nothing (start +37 min). Its own calls are the
-    buckets that write apart from the spike's (two means); the chain then bridges the pause (eight minutes at most
-    for such a leak) and ends where the key's own calls went on without it. When the leak is there from the export's
-    first minute nothing shows where it began: no first calls. A key whose own calls are the spike's kind, their
-    output spread, has no such two kinds."""
+    buckets that write apart from the spike's (two means); the chain then bridges the pause (eight minutes at most,
+    the leak going on beyond it) and ends where the key's own calls went on without it. When the leak is there from
+    the export's first minute nothing shows where it began: no first calls. A key whose own calls are the spike's
+    kind, their output spread, has no such two kinds."""
     import random
 
     from forensics.analysis.provider_spikes import lead_in
@@ -1022,6 +1022,29 @@ def test_a_slow_leak_among_the_keys_own_calls_is_followed_back_to_its_first_call
     same = [(m, 1, 1, 25_000, int(2_500 * draw.lognormvariate(0, 0.6))) for m in range(0, 50, 2)]
     same += [(m, 1, 4, 25_000, int(2_500 * draw.lognormvariate(0, 0.3))) for m in range(50, 170)]
     assert first_calls(same) == []
+
+
+def test_a_leaks_first_calls_are_followed_back_past_minutes_that_wrote_like_the_keys_own():
+    """Per-minute usage (matrix seed 5151 #335, fresh): the key's own gpt-4o calls (46k-70k input, under 1 % output)
+    every eight minutes; a leak from minute 120, one to three calls a minute (25k-41k, 8-14 % output) with quiet
+    minutes, three of its minutes on end writing like the key's own (40k, 1.5 %); then eight calls a minute from
+    minute 178. The spike's first calls were a chain back from it with links five minutes apart at most: the six
+    minutes around those three ended it 26 minutes after the leak began. A link up to eight minutes away bridges
+    them when the chain goes on beyond it (another within five minutes): the chain reaches the leak's first minute.
+    A lone call six minutes out stays no link (matrix seed 77 #425, above)."""
+    from forensics.analysis.provider_spikes import lead_in
+
+    t0 = pd.Timestamp("2026-11-14 20:24")
+    own = [(m, 1, 1, 46_000 + 3_000 * (m % 9), 300 + 40 * (m % 5)) for m in range(3, 400, 8)]
+    quiet = (2, 3, 4, 6, 8, 14, 15, 16, 17, 21, 22, 23, 24, 25, 27, 30, 36, 41, 42, 43, 45, 51, 53, 55, 57)
+    leak = [(120 + m, 1, 1 + m % 3, 25_000 + 1_000 * (m % 17), 2_000 + 250 * (m % 7))
+            for m in range(57) if m not in quiet]
+    leak += [(120 + m, 1, 1, 40_000, 600) for m in (21, 24, 25)]
+    rows = _minute_usage(t0, own + leak + [(178, 200, 8, 27_000, 2_600)])
+    costs = {t: Decimal(str(round(c, 6))) for t, c in zip(rows["bucket_start"], rows["cost_usd"])}
+    run = [t0 + m * MINUTE for m in range(178, 378)]
+    first = lead_in(rows, costs, run, MINUTE)
+    assert first[0] == t0 + 120 * MINUTE and first[-1] == t0 + 176 * MINUTE
 
 
 def test_the_attacks_peak_hour_where_nginx_shows_the_proxys_batch_is_split_by_output():
