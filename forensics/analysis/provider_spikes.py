@@ -600,9 +600,13 @@ def other_workload(rows: pd.DataFrame, costs: dict, usual: dict, run: list) -> t
     spike, a batch starting after the attack, however long), on a series that usually spends there (a
     nightly batch of long documents on the key the attacker also uses: the provider's usage shows each minute's calls
     and tokens, not whose they were). Returns (those buckets, (the spike's input tokens a call, theirs, every
-    bucket of calls that size)); none when the export has no call counts."""
-    if not run or "input_tokens" not in rows or not any(usual[t] for t in run):
-        return set(), (0, 0, set())      # a series that usually spends nothing there: no other workload shares it
+    bucket of calls that size)); none when the export has no call counts. On a series that usually spends nothing
+    there, only calls that write apart from the spike's too (`_output_ratios`): another kind of calls, not the
+    spike's own larger ones (matrix seed 6007 #89: a quarter hour of history in which the key called only
+    gpt-4o-mini, then a leak on gpt-4o; the key's nightly batch inside it, 83k input tokens a call at 1.8 % output
+    against the leak's 27k at 9 %, counted whole: +11.8 %)."""
+    if not run or "input_tokens" not in rows:
+        return set(), (0, 0, set())
     inside = rows[(rows["bucket_start"] >= run[0]) & (rows["bucket_start"] <= run[-1])]
     size = _sizes(inside)
     size = size[size.index.isin([t for t in run if costs[t] > usual[t]])]
@@ -620,6 +624,11 @@ def other_workload(rows: pd.DataFrame, costs: dict, usual: dict, run: list) -> t
     tail = next((i for i, x in enumerate(flags[::-1]) if not x), len(flags))
     if not large.any() or large.iloc[lead:len(flags) - tail].sum() > WORKLOAD_MAX_SHARE * len(size):
         return set(), (0, 0, set())
+    if not any(usual[t] for t in run):
+        per = inside.groupby("bucket_start")[["input_tokens", "output_tokens"]].sum() \
+            if "output_tokens" in inside else None
+        if per is None or _output_ratios(per[~per.index.isin(size[large].index)], per.loc[size[large].index]) is None:
+            return set(), (0, 0, set())
     return set(other.index), (typical, float(size[large].median()), set(size[large].index))
 
 

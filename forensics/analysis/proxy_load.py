@@ -71,10 +71,12 @@ def proxy_adjusted(costs: dict, usual: dict, run: list, width: pd.Timedelta, slo
     # what the key spent there on other days (a nightly batch that started five minutes later tonight)
     excess = {t: max(costs[t] - usual[t], Decimal(0)) for t in run}
     total = sum(excess.values(), Decimal(0))
-    if width >= pd.Timedelta(days=1) or not (slots or also) or not (proxys or any(usual[t] for t in run)):
-        return run, total, 0      # a series that usually spends nothing there is not the proxy's: its load is not in it
+    # a series that usually spends nothing there is not the proxy's: its load is not in it
+    proxy = proxys or any(usual[t] for t in run)
+    if width >= pd.Timedelta(days=1) or not (slots and proxy or also):
+        return run, total, 0
     slot = pd.Timedelta(minutes=SLOT_MINUTES)
-    surged = surging(run, width, slots)
+    surged = surging(run, width, slots) if proxy else set()
     loaded = [t in also or t in surged for t in run]
     hot = [h and t not in settled for t, h in zip(run, loaded)]
     if not any(hot) and not (unsplit and any(loaded)) or sum(hot) * 2 >= len(run):

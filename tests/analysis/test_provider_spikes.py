@@ -732,6 +732,35 @@ def test_a_batch_after_the_attack_went_quiet_is_cut_off_however_long():
     assert _trimmed(found, *other_workload(rows, costs, usual, found), costs, usual)[-1] == t0 + 37 * MINUTE
 
 
+def test_a_batch_inside_a_leak_on_a_model_new_to_the_key_is_levelled_when_it_writes_apart():
+    """Per-minute usage (matrix seed 6007 #89, fresh): a quarter hour of history in which the key called only
+    gpt-4o-mini, then a leak on gpt-4o (27k input, 9 % output, six calls a minute) for hours; the key's nightly
+    batch inside it (83k, 1.8 %, 18 a minute, five minutes). The series usually spends nothing, so no other
+    workload was looked for and the batch counted whole (+11.8 %). Calls three times the spike's size that write a
+    fifth of its output a token of input are another kind of calls: those minutes are taken at the spike's level
+    around them. Larger calls that write like the spike's are its own (an attacker's longer prompts)."""
+    from forensics.analysis.provider_spikes import other_workload
+    from forensics.analysis.proxy_load import proxy_adjusted
+
+    t0 = pd.Timestamp("2026-11-15 02:00")
+    leak = [(0, 40, 6, 27_000, 2_430)]
+
+    def levelled(batch_output: int) -> tuple[set, Decimal, Decimal]:
+        rows = _minute_usage(t0, leak + [(16, 5, 18, 83_000, batch_output)])
+        costs = {t: Decimal(str(round(c, 6))) for t, c in zip(rows["bucket_start"], rows["cost_usd"])}
+        usual = dict.fromkeys(costs, Decimal(0))
+        run = sorted(costs)
+        other, _ = other_workload(rows, costs, usual, run)
+        return other, sum(costs.values(), Decimal(0)), proxy_adjusted(costs, usual, run, MINUTE, set(), other)[1]
+    other, whole, excess = levelled(1_500)
+    assert other == {t0 + m * MINUTE for m in range(16, 21)}
+    leak_cost = 40 * 6 * Decimal(str((2.5 * 27_000 + 10 * 2_430) / 1e6))
+    assert abs(excess - leak_cost) < Decimal("0.01") < whole - leak_cost
+    other, whole, excess = levelled(7_470)
+    assert other == set() and excess == whole
+
+
+
 def test_a_spikes_first_calls_before_it_stands_out_open_it():
     """A stuffing script's hit (matrix seed 77 #97): two gpt-4o calls of the attack's size (11k input) four minutes
     before it spends the key at 40 calls a minute; the key's own calls carry 70k (in 134 minutes of the draw's
