@@ -797,17 +797,20 @@ def carries_proxy(rows: pd.DataFrame, run: list, served: dict, surged=frozenset(
 
 def slow_start_usual(rows: pd.DataFrame, costs: dict, usual: dict, run: list, width: pd.Timedelta,
                      served: dict) -> dict:
-    """`usual` for a spike (`run`, sub-daily) whose first calls (`lead_in`) began DETECTION_MINUTES or more before it
-    stood out, in an export of less than a day (its usual the median quarter hour of the rest): those quarter hours
-    are the spike's, not the key's usual. A slow leak for 37 minutes before it stood out was half the quarter hours
-    of a 50-minute history, and its usual $0.07 a minute against the key's own $0.017 (matrix seed 2718 #215: -21 %).
-    Unchanged otherwise, and for a series whose usual in the run is nothing (new)."""
+    """`usual` for a spike (`run`, sub-daily) whose first calls (`lead_in`) began in a quarter hour before the one it
+    stood out in, in an export of less than a day (its usual the quarter hours of the rest): those quarter hours are
+    the spike's, not the key's usual, and the usual is the median of the others. A slow leak for 37 minutes before it
+    stood out was half the quarter hours of a 50-minute history, and its usual $0.07 a minute against the key's own
+    $0.017 (matrix seed 2718 #215: -21 %); a leak's first three minutes in the export's first quarter hour, the
+    preceding window of a spike that stood out at 23:32, made it $1.55 against cents (6007 #319: -15.8 %). Unchanged
+    otherwise (the quarter hour it stood out in is `_before_spike`'s), and for a series whose usual in the run is
+    nothing (new)."""
     quarter = pd.Timedelta(minutes=DETECTION_MINUTES)
     if not run or width >= quarter or max(costs) - min(costs) >= pd.Timedelta(days=1) \
             or not any(usual.get(t) for t in run):
         return usual
     first = lead_in(rows, costs, run, width, explained=proxy_explained(rows, run, width, served))
-    if not first or run[0] - first[0] < quarter:
+    if not first or first[0].floor(quarter) == run[0].floor(quarter):
         return usual
     coarse = _coarse(costs, width, quarter)
     hot = frozenset(k for k in coarse if first[0] < k + quarter and k <= run[-1])

@@ -1053,6 +1053,35 @@ def test_a_slow_leak_among_the_keys_own_calls_is_followed_back_to_its_first_call
     assert first_calls(same) == []
 
 
+def test_a_leaks_first_minutes_in_the_quarter_hour_before_it_stood_out_leave_the_usual():
+    """Per-minute usage of a key (matrix seed 6007 #319, fresh; its nginx shows only the proxy's own calls): an
+    export from 23:19, the key's own gpt-4o-mini calls every four minutes and a gpt-4o call at 23:20; a leak from
+    23:27, three calls a minute, then four, then ten from 02:00, until 04:58. The export's first quarter hour is the
+    short history's usual, and three of its minutes were the leak's first: its usual $1.55 a quarter hour against the
+    key's own cents (-15.8 %). The leak's first calls are found (`lead_in`) in that quarter, before the one it stood
+    out in: that quarter is the spike's, and the usual is the rest's."""
+    from forensics.analysis.provider_spikes import slow_start_usual
+
+    t0 = pd.Timestamp("2026-11-14 23:19")
+
+    def call(m: int, model: str, n: int, i: int, o: int) -> tuple:
+        per_m = (0.15, 0.6) if model == "gpt-4o-mini" else (2.5, 10)
+        return t0 + m * MINUTE, model, n, n * i, n * o, n * (per_m[0] * i + per_m[1] * o) / 1e6
+    own = [call(m, "gpt-4o-mini", 1, 3_000, 300) for m in range(0, 346, 4)]
+    own += [call(1, "gpt-4o", 1, 34_616, 405), call(346, "gpt-4o", 1, 127_676, 324)]
+    leak = [call(m, "gpt-4o", 3 if m < 48 else 4 if m < 161 else 10, 27_000, 2_700) for m in range(8, 340)]
+    rows = _usage(own + leak)
+    per = rows.groupby("bucket_start")["cost_usd"].sum()
+    fine = {t0 + m * MINUTE: Decimal(str(round(per.get(t0 + m * MINUTE, 0), 6))) for m in range(347)}
+    usual, [(first, last)] = series_spikes(fine, MINUTE)
+    run = [t for t in fine if first <= t <= last]
+    before = sum((usual[t] for t in run), Decimal(0))
+    after = sum((slow_start_usual(rows, fine, usual, run, MINUTE, {})[t] for t in run), Decimal(0))
+    assert first == t0 + 11 * MINUTE and before > 15
+    assert after < before / 2 and after < 8
+
+
+
 def test_a_leaks_first_calls_are_followed_back_past_minutes_that_wrote_like_the_keys_own():
     """Per-minute usage (matrix seed 5151 #335, fresh): the key's own gpt-4o calls (46k-70k input, under 1 % output)
     every eight minutes; a leak from minute 120, one to three calls a minute (25k-41k, 8-14 % output) with quiet
