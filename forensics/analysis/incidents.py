@@ -42,7 +42,9 @@ SPIKE_ACTOR_SHARE = 0.25          # actors who made at least this share of a spi
 SURGE_FACTOR = 4.0                # newcomers spending this many times the whole proxy's rate just before them
 SURGE_LOOKBACK_MINUTES = 60       # "just before": at least this long (as long as the surge itself when longer)
 SURGE_SLICE_MINUTES = 15          # "meanwhile": the rest of the proxy's rate in the median slice this long
-NEWCOMER_GRACE_SECONDS = 60      # an address calling in the logs' first minute was a client before they begin
+NEWCOMER_GRACE_SECONDS = 60      # an address calling in the logs' first minute was a client before they begin...
+SURGE_KIN_MIN = 2                # ...unless it calls with the client software of this many newcomers, that no
+#                                  address the proxy knew uses (the surge began as the logs did)
 SURGE_DRIVER_SHARE = 5            # an address in a surge with a fifth of the median address's calls is a bystander
 
 def request_facts_step() -> Step:
@@ -177,10 +179,17 @@ def surge_sql(rows: str) -> str:
     mean meanwhile (123 #222)."""
     return f"""
         WITH span AS (SELECT min(start_time) AS t0 FROM {rows}),
-        newcomers AS (
-            SELECT client_ip FROM {rows}, span WHERE client_ip IS NOT NULL GROUP BY client_ip, span.t0
-            HAVING min(start_time) > span.t0 + INTERVAL {NEWCOMER_GRACE_SECONDS} SECOND
-               AND NOT {internal_ip_sql('client_ip')}
+        firsts AS (   -- public addresses: whether first seen after the rows' first minute, and their client software
+            SELECT client_ip, min(start_time) > span.t0 + INTERVAL {NEWCOMER_GRACE_SECONDS} SECOND AS late,
+                   mode(user_agent) AS agent
+            FROM {rows}, span WHERE client_ip IS NOT NULL AND NOT {internal_ip_sql('client_ip')}
+            GROUP BY client_ip, span.t0
+        ), kin AS (   -- client software of SURGE_KIN_MIN newcomers or more, used by no address the proxy knew
+            SELECT agent FROM firsts f WHERE late AND coalesce(agent, '') NOT IN ('', '-') GROUP BY agent
+            HAVING count(*) >= {SURGE_KIN_MIN} AND NOT EXISTS (
+                SELECT 1 FROM {rows} o ANTI JOIN firsts x USING (client_ip) WHERE o.user_agent = f.agent)
+        ), newcomers AS (
+            SELECT client_ip FROM firsts WHERE late OR agent IN (SELECT agent FROM kin)
         ), candidates AS (
             SELECT * FROM ({sessions_sql(f"(SELECT f.* FROM {rows} f SEMI JOIN newcomers n USING (client_ip) "
                                          "WHERE NOT f.auth_failure)")})

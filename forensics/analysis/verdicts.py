@@ -33,11 +33,12 @@ def _facts(case: Case, inc: Incident, facts: str) -> dict:
                 (SELECT (key_hash, user_agent) FROM before WHERE key_hash IS NOT NULL)) AS new_key_agents,
             list(DISTINCT coalesce(key_alias, key_hash)) FILTER (WHERE key_valid AND status = 'success') AS keys,
             sum(cost_usd) AS cost,
-            count(*) FILTER (WHERE key_hash IS NULL AND NOT auth_failure AND status = 'success') AS keyless_ok
+            count(*) FILTER (WHERE key_hash IS NULL AND NOT auth_failure AND status = 'success') AS keyless_ok,
+            (SELECT count(*) FROM before) AS earlier
         FROM mine
     """).fetchone()
     names = ["n", "ok", "rejected", "rejected_keys", "keyless", "ips", "new_ips", "public_ips", "new_key_ip_pairs",
-             "new_key_models", "new_key_agents", "keys", "cost", "keyless_ok"]
+             "new_key_models", "new_key_agents", "keys", "cost", "keyless_ok", "earlier"]
     return dict(zip(names, row))
 
 
@@ -83,7 +84,10 @@ def classify(case: Case, inc: Incident, facts: str) -> None:
                                 "public address(es) never seen before"
                                 + (f", with {f['new_key_agents']} client(s) (user agent) the key never used before"
                                    if f["new_key_agents"] else ""))
-        inc.evidence.append(f"{f['n']} requests at {SURGE_TEXT} the whole proxy's rate of the hour before; {cost}")
+        inc.evidence.append(f"{f['n']} requests at {SURGE_TEXT} the whole proxy's rate of the hour before; {cost}"
+                            if f["earlier"] else
+                            f"{f['n']} requests from the logs' first minute (nothing before them to compare with), at "
+                            f"{SURGE_TEXT} the rate of the rest of the proxy's traffic meanwhile; {cost}")
     elif inc.detector == "spread":
         inc.kind, inc.verdict = "leaked_key", "attack"
         inc.evidence.append(f"key(s) {', '.join(map(str, f['keys'] or []))}, with no past in the logs before it, used "

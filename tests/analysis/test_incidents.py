@@ -507,3 +507,39 @@ def test_a_theft_with_a_batch_in_its_last_minutes_is_still_a_surge():
              for i in range(161)]
     [inc] = find_incidents(_case(rows)).incidents    # (an attack with the thief's client, which these rows lack)
     assert (inc.detector, inc.kind, inc.requests) == ("surge", "leaked_key", 1650)
+
+
+def test_an_open_proxy_attack_the_logs_begin_with_takes_its_first_minutes_addresses():
+    """Matrix seed 7331 #210 (fresh): a proxy without keys whose spend logs begin with the attack: six public
+    addresses call gpt-4 in the logs' first minute, 27 more arrive in the next four, all with curl; the proxy's own
+    servers call with their SDK, the nightly batch among them. An address calling in the first minute counts as a
+    client from before the logs, so the six were the rest of the proxy "meanwhile", and the 27 newcomers spent
+    less than four times what the rest did: no incident at all ("nothing abnormal"). They call with the client
+    software of the newcomers, which no address the proxy knew uses: they are the surge's, which the logs begin
+    with. When one of the proxy's own servers uses that software too, the first minute's addresses stay clients."""
+    def case(server_agent: str):
+        rows = [(f"s{i}", T0 + timedelta(seconds=20 + 120 * i), None, "10.20.1.11", "success", None, "0.01")
+                for i in range(24)]
+        rows += [(f"b{i}", T0 + timedelta(minutes=15, seconds=5 * i), None, "10.20.3.31", "success", None, "0.25")
+                 for i in range(200)]
+        early = [f"203.0.113.{n}" for n in range(1, 7)]
+        late = [f"192.0.2.{n}" for n in range(1, 28)]
+        for n, ip in enumerate(early + late):
+            first = 8 * n if n < 6 else 60 + 8 * n
+            rows += [(f"a{n}-{i}", T0 + timedelta(seconds=first + 75 * i), None, ip, "success", None, "0.30")
+                     for i in range((2700 - first) // 75)]
+        c = _case(rows)
+        c.execute("UPDATE llm_requests SET user_agent = CASE WHEN client_ip = '10.20.3.31' THEN 'AsyncOpenAI/1.54.0' "
+                  f"WHEN client_ip = '10.20.1.11' THEN '{server_agent}' ELSE 'curl/8.5.0' END")
+        return c, early, late
+
+    def addresses(c) -> set:
+        return {ip for inc in find_incidents(c).incidents if inc.verdict == "attack" for (ip,) in c.execute(
+            f"SELECT DISTINCT client_ip FROM llm_requests JOIN {inc.table} USING (request_id)").fetchall()}
+    c, early, late = case("OpenAI/Python 1.51.2")
+    [inc] = [i for i in find_incidents(c).incidents if i.verdict == "attack"]
+    assert inc.kind == "unauthenticated_proxy" and inc.start == T0
+    assert addresses(c) == set(early + late)
+    assert any("from the logs' first minute (nothing before them" in e for e in inc.evidence)
+    c, early, late = case("curl/8.5.0")
+    assert not addresses(c) & set(early)
