@@ -167,9 +167,12 @@ def test_the_randomized_matrix_meets_the_criteria_on_50_draws():
 # (305); a key's own calls a quarter hour before a leak taken for its start (8086: 161); the batch's hour split by
 # output though not on top of the spike (217) or not towards it by size (490); a day of the key's own calls nearly
 # all the attack's, the rest priced in its calls (4242: 162, a regression of the balancer rule, found by re-running).
-# Sessions 16-17 (seeds 2718, 9001 and 5151, fresh: 499/500 each): a slow leak among the key's own calls, which
-# seemed to write like it, found 37 minutes late (2718: 215); a crash on an empty median (9001: 187); a leak's first
-# calls linked back five minutes at most, ended by three minutes that wrote like the key's own (5151: 335).
+# Sessions 16-17 (seeds 2718, 9001, 5151 and 7331, fresh: 499/500 each; 6007, fresh: 498/500): a slow leak among
+# the key's own calls, which seemed to write like it, found 37 minutes late (2718: 215); a crash on an empty median
+# (9001: 187); a leak's first calls linked back five minutes at most, ended by three minutes that wrote like the
+# key's own (5151: 335); the key's nightly batch inside a leak on a model new to it (6007: 89); a leak's first
+# minutes in the quarter hour before it stood out taken as the usual (319); a keyless proxy's logs beginning with
+# the attack, its first minute's addresses taken for clients from before them: no incident (7331: 210).
 UNTUNED_DRAWS = {0: (148,), 1: (14, 29, 34, 59), 2: (0, 5, 8, 23, 24, 34, 38, 41, 47, 48, 50),
                  3: (42, 62, 70, 77, 88, 93, 101, 111, 114, 147, 179, 209, 273, 318, 341, 387, 407, 451, 461, 463,
                      484, 498, 373, 471, 14, 144, 388, 310),
@@ -193,7 +196,9 @@ UNTUNED_DRAWS = {0: (148,), 1: (14, 29, 34, 59), 2: (0, 5, 8, 23, 24, 34, 38, 41
                  8086: (161, 217, 490),
                  2718: (215,),
                  9001: (187,),
-                 5151: (335,)}
+                 5151: (335,),
+                 6007: (89, 319),
+                 7331: (210,)}
 
 
 @pytest.mark.slow
