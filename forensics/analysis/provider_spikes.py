@@ -625,9 +625,14 @@ def other_workload(rows: pd.DataFrame, costs: dict, usual: dict, run: list) -> t
     if not large.any() or large.iloc[lead:len(flags) - tail].sum() > WORKLOAD_MAX_SHARE * len(size):
         return set(), (0, 0, set())
     if not any(usual[t] for t in run):
+        # ...and only inside it: at its ends, on a key with no past, they are its own first or last calls (matrix
+        # seed 3 #20: a few calls of 75k input tokens in a new key's first minutes, start +2 min when cut off)
+        large &= pd.Series(range(len(flags)), index=size.index).between(lead, len(flags) - tail - 1)
+        other = other[other.index.isin(size[large].index)]
         per = inside.groupby("bucket_start")[["input_tokens", "output_tokens"]].sum() \
             if "output_tokens" in inside else None
-        if per is None or _output_ratios(per[~per.index.isin(size[large].index)], per.loc[size[large].index]) is None:
+        if other.empty or per is None \
+                or _output_ratios(per[~per.index.isin(size[large].index)], per.loc[size[large].index]) is None:
             return set(), (0, 0, set())
     return set(other.index), (typical, float(size[large].median()), set(size[large].index))
 

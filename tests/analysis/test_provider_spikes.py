@@ -738,15 +738,16 @@ def test_a_batch_inside_a_leak_on_a_model_new_to_the_key_is_levelled_when_it_wri
     batch inside it (83k, 1.8 %, 18 a minute, five minutes). The series usually spends nothing, so no other
     workload was looked for and the batch counted whole (+11.8 %). Calls three times the spike's size that write a
     fifth of its output a token of input are another kind of calls: those minutes are taken at the spike's level
-    around them. Larger calls that write like the spike's are its own (an attacker's longer prompts)."""
+    around them. Larger calls that write like the spike's are its own (an attacker's longer prompts), and so are
+    such calls in its first minutes, on a key with no past (matrix seed 3 #20: cut off, the start 2 minutes late)."""
     from forensics.analysis.provider_spikes import other_workload
     from forensics.analysis.proxy_load import proxy_adjusted
 
     t0 = pd.Timestamp("2026-11-15 02:00")
     leak = [(0, 40, 6, 27_000, 2_430)]
 
-    def levelled(batch_output: int) -> tuple[set, Decimal, Decimal]:
-        rows = _minute_usage(t0, leak + [(16, 5, 18, 83_000, batch_output)])
+    def levelled(batch_output: int, first: int = 16) -> tuple[set, Decimal, Decimal]:
+        rows = _minute_usage(t0, leak + [(first, 5, 18, 83_000, batch_output)])
         costs = {t: Decimal(str(round(c, 6))) for t, c in zip(rows["bucket_start"], rows["cost_usd"])}
         usual = dict.fromkeys(costs, Decimal(0))
         run = sorted(costs)
@@ -758,6 +759,7 @@ def test_a_batch_inside_a_leak_on_a_model_new_to_the_key_is_levelled_when_it_wri
     assert abs(excess - leak_cost) < Decimal("0.01") < whole - leak_cost
     other, whole, excess = levelled(7_470)
     assert other == set() and excess == whole
+    assert levelled(1_500, first=0)[0] == set()
 
 
 
