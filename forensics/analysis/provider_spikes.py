@@ -627,12 +627,11 @@ def other_workload(rows: pd.DataFrame, costs: dict, usual: dict, run: list) -> t
     if not any(usual[t] for t in run):
         # ...and only inside it: at its ends, on a key with no past, they are its own first or last calls (matrix
         # seed 3 #20: a few calls of 75k input tokens in a new key's first minutes, start +2 min when cut off)
-        large &= pd.Series(range(len(flags)), index=size.index).between(lead, len(flags) - tail - 1)
+        large &= size.index.isin(size.index[lead:len(flags) - tail])
         other = other[other.index.isin(size[large].index)]
-        per = inside.groupby("bucket_start")[["input_tokens", "output_tokens"]].sum() \
-            if "output_tokens" in inside else None
-        if other.empty or per is None \
-                or _output_ratios(per[~per.index.isin(size[large].index)], per.loc[size[large].index]) is None:
+        per = inside.groupby("bucket_start")[[c for c in ("input_tokens", "output_tokens") if c in inside]].sum()
+        theirs = per.index.isin(size[large].index)
+        if other.empty or _output_ratios(per[~theirs], per[theirs]) is None:
             return set(), (0, 0, set())
     return set(other.index), (typical, float(size[large].median()), set(size[large].index))
 
@@ -897,10 +896,10 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, aft
     gap, bridge = (max(pd.Timedelta(minutes=m), width) for m in (LEAD_GAP_MINUTES, LEAD_BRIDGE_MINUTES))
     links = (by_output | by_size) - (through - shared)
     chain = sorted(links | through, reverse=not after)
-    for k, t in enumerate(chain):
+    for t, beyond in zip(chain, chain[1:] + [None]):
         step = abs(nxt - t)
-        if step > bridge or step > gap and not (t in links and k + 1 < len(chain) and chain[k + 1] in links
-                                                and abs(t - chain[k + 1]) <= gap):
+        bridged = t in links and beyond in links and abs(t - beyond) <= gap
+        if step > bridge or step > gap and not bridged:
             break
         if t not in through or t in shared:
             out.append(t)
