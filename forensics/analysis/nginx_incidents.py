@@ -36,6 +36,7 @@ PACE_LOOP_SHARE = 0.8             # ...and this share of its lines at least come
 AUTH_BURST_MIN = 20               # 401/403 answers from one address in one burst
 NEWCOMERS_MIN = 5                 # new public addresses arriving in one slow session...
 NEWCOMERS_FACTOR = 4              # ...this many times as many as new clients arrived before
+STRAY_SHARE = 2                   # a hot wave's newcomer under 1/this of its median calls, without the wave's software
 
 
 @dataclass
@@ -117,7 +118,9 @@ def nginx_newcomers_step(lines: str) -> Step:
     running when the log begins. Within a session, arrivals an hour or more after the one before start a wave of
     their own, judged on its own (the office's two addresses in the afternoon are not the start of the leak's nine
     at night); a newcomer of another wave calling with that client software joins the hot one (the leak's tenth
-    address, arriving after a pause)."""
+    address, arriving after a pause). A newcomer of a hot wave that never calls with that software and calls under
+    1/STRAY_SHARE as often as the wave's median newcomer is a stray, not of the wave (the office's address, new to a
+    short log, calling five times in a leak's seven hours)."""
     return Step("nginx_newcomer_candidates", f"""
         WITH span AS (SELECT min(start_time) AS t0 FROM {lines}),
         firsts AS (
@@ -168,6 +171,13 @@ def nginx_newcomers_step(lines: str) -> Step:
                AND NOT EXISTS (SELECT 1 FROM {lines} o WHERE o.user_agent = l.user_agent
                                AND o.client_ip NOT IN (SELECT client_ip FROM waves)
                                AND o.client_ip NOT IN (SELECT client_ip FROM early))
+        ), strays AS (   -- a newcomer that arrived in a hot wave but is not of it: none of its calls come with the
+                         -- software that marks the wave, and it called under 1/STRAY_SHARE as often as the median
+                         -- newcomer (the office's address, new to a short log, during a leak's seven hours)
+            SELECT w.client_ip FROM waves w SEMI JOIN hot USING (wave_no) JOIN typical t USING (session_no)
+            WHERE w.n * {STRAY_SHARE} < t.typical AND w.wave_no IN (SELECT wave_no FROM agents)
+              AND NOT EXISTS (SELECT 1 FROM {lines} l JOIN agents a USING (user_agent)
+                              WHERE l.client_ip = w.client_ip AND a.wave_no = w.wave_no)
         ), others AS (   -- the first minute's addresses, and the newcomers of the session's other waves (one more
                          -- address of the leak arriving after a pause of an hour)
             SELECT client_ip, agent FROM early
@@ -177,6 +187,7 @@ def nginx_newcomers_step(lines: str) -> Step:
         ), kin AS (SELECT DISTINCT a.wave_no, o.client_ip FROM others o JOIN agents a ON o.agent = a.user_agent)
         SELECT c.* EXCLUDE (session_no), w.wave_no AS session_no
         FROM candidates c JOIN leak w USING (session_no, client_ip)
+        WHERE c.client_ip NOT IN (SELECT client_ip FROM strays)
         UNION ALL BY NAME
         SELECT l.*, k.wave_no AS session_no FROM {lines} l JOIN kin k USING (client_ip)
         WHERE NOT l.auth_failure AND l.status < 400

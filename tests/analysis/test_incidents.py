@@ -116,6 +116,18 @@ def _nginx_case(rows):
     return c
 
 
+def _nginx_agents_case(rows):
+    """A case holding only nginx lines: (time, client_ip, user agent), all served, on /v1/chat/completions."""
+    c = Case.memory()
+    c.con.register("lines_in", pd.DataFrame(rows, columns=["time", "client_ip", "ua"]))
+    c.con.execute("""INSERT INTO http_requests (file_id, line_no, time, client_ip, status, method, path, user_agent,
+                         body_bytes, request_time)
+                     SELECT 1, row_number() OVER (ORDER BY time), time, client_ip, 200, 'POST',
+                            '/v1/chat/completions', ua, 900, 2.5 FROM lines_in""")
+    c.con.unregister("lines_in")
+    return c
+
+
 def test_nginx_alone_finds_a_key_used_slowly_from_new_public_addresses():
     """The matrix's nginx-only leaked_virtual_key draws: two app servers and one known public partner call all day;
     then nine public addresses never seen arrive within 40 minutes and call every few minutes for 6 hours, at a
@@ -169,14 +181,7 @@ def test_a_slow_leak_already_running_when_the_nginx_log_begins_keeps_its_first_a
                  for a in range(2) for i in range(27)]
         rows += [(T0 + timedelta(minutes=8 + 4 * a, seconds=900 * i), f"203.0.113.{62 + a}", "python-requests/2.32.3")
                  for a in range(7) for i in range(25)]
-        c = Case.memory()
-        c.con.register("lines_in", pd.DataFrame(rows, columns=["time", "client_ip", "ua"]))
-        c.con.execute("""INSERT INTO http_requests (file_id, line_no, time, client_ip, status, method, path, user_agent,
-                             body_bytes, request_time)
-                         SELECT 1, row_number() OVER (ORDER BY time), time, client_ip, 200, 'POST',
-                                '/v1/chat/completions', ua, 900, 2.5 FROM lines_in""")
-        c.con.unregister("lines_in")
-        return c
+        return _nginx_agents_case(rows)
     [n] = find_nginx_incidents(case("python-requests/2.32.3"))
     assert set(n.by_ip["ip"]) == {f"203.0.113.{60 + a}" for a in range(9)} and n.incident.start < T0 + timedelta(
         seconds=10)
@@ -192,6 +197,36 @@ def test_a_slow_leak_already_running_when_the_nginx_log_begins_keeps_its_first_a
                         FROM range(20) t(i)""")
     [n] = find_nginx_incidents(late)
     assert set(n.by_ip["ip"]) == {f"203.0.113.{60 + a}" for a in range(9)} | {"198.19.77.5"}
+
+
+def test_a_newcomer_without_the_leaks_client_software_calling_a_few_times_is_not_the_leaks():
+    """Matrix seed 8888 #474: an hour and three quarters of app servers, then nine public addresses never seen arrive
+    within 25 minutes and call every quarter hour for six hours, all with python-requests. Among them the office's
+    address, new to so short a log, calls five times with langchain, the last two minutes after the leak's end. It
+    made more than a fifth of the median newcomer's calls, so it counted as a driver: precision 0.9 and the end 141 s
+    late. It never calls with the software that marks the wave and calls under half as often as the median newcomer:
+    not the leak's. With the leak's software, or at the leak's rate, it stays the leak's."""
+    from forensics.analysis.nginx_incidents import find_nginx_incidents
+
+    def case(office_agent: str, office_calls: int):
+        rows = [(T0 + timedelta(seconds=40 + 180 * i), f"10.0.0.{5 + i % 2}", "AsyncOpenAI/Python 1.54.0")
+                for i in range(35)]
+        start = T0 + timedelta(hours=1, minutes=45)
+        rows += [(start + timedelta(minutes=3 * a + 15 * i), f"203.0.113.{60 + a}", "python-requests/2.32.3")
+                 for a in range(9) for i in range(24)]
+        end = start + timedelta(minutes=24 + 15 * 23)
+        step = (end + timedelta(minutes=2) - (start + timedelta(minutes=11))) / (office_calls - 1)
+        rows += [(start + timedelta(minutes=11) + step * i, "198.51.100.23", office_agent)
+                 for i in range(office_calls)]
+        return _nginx_agents_case(rows), start, end
+    leak = {f"203.0.113.{60 + a}" for a in range(9)}
+    c, start, end = case("langchain/0.3.7", 5)
+    [n] = find_nginx_incidents(c)
+    assert set(n.by_ip["ip"]) == leak
+    assert n.incident.end == end - timedelta(seconds=2.5) and n.incident.requests == 9 * 24   # began 2.5 s before
+    for agent, calls in (("python-requests/2.32.3", 5), ("langchain/0.3.7", 20)):
+        [n] = find_nginx_incidents(case(agent, calls)[0])
+        assert set(n.by_ip["ip"]) == leak | {"198.51.100.23"}
 
 
 def test_a_stolen_keys_addresses_found_by_two_detectors_are_one_incident():
