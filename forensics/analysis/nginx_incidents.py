@@ -74,17 +74,25 @@ def nginx_auth_burst_step(lines: str) -> Step:
     """Addresses answered 401/403 at least AUTH_BURST_MIN times in a burst on the LLM endpoints; all their lines
     from the burst on (what they did next), one campaign. An internal address (a balancer whose log keeps only its
     own address: everyone's calls come from it) keeps only its lines with the client software the guesses came
-    with (their user agent), so the proxy's own users calling on after the attack stopped do not stretch it."""
+    with (their user agent), so the proxy's own users calling on after the attack stopped do not stretch it; where
+    one client software made a burst's worth of them, the burst is that software's (a user's two mistyped keys
+    through the same balancer seven minutes before the script's first guess do not start it)."""
     return Step("nginx_auth_burst_candidates", f"""
         WITH failures AS (
             SELECT * FROM ({sessions_sql(f'(SELECT * FROM {lines} WHERE auth_failure)', 'client_ip')})
         ), bursts AS (
             SELECT client_ip, session_no, min(start_time) AS since FROM failures GROUP BY client_ip, session_no
             HAVING count(*) >= {AUTH_BURST_MIN}
-        ), first_burst AS (SELECT client_ip, min(since) AS since FROM bursts GROUP BY client_ip),
-        agents AS (   -- the clients the guesses came with, per address (not a user's expired key some other day)
-            SELECT DISTINCT f.client_ip, f.user_agent FROM failures f JOIN bursts b USING (client_ip, session_no)
-        )
+        ), tried AS (   -- each client software's guesses in a burst
+            SELECT f.client_ip, f.session_no, f.user_agent, count(*) AS n, min(f.start_time) AS since
+            FROM failures f JOIN bursts b USING (client_ip, session_no) GROUP BY ALL
+        ), agents AS (   -- the clients the guesses came with, per address (not a user's expired key some other day);
+                         -- at an internal address, those with a burst's worth of guesses, when any has
+            SELECT * FROM tried t
+            WHERE NOT {internal_ip_sql('t.client_ip')} OR t.n >= {AUTH_BURST_MIN}
+               OR NOT EXISTS (SELECT 1 FROM tried x WHERE (x.client_ip, x.session_no) = (t.client_ip, t.session_no)
+                                                      AND x.n >= {AUTH_BURST_MIN})
+        ), first_burst AS (SELECT client_ip, min(since) AS since FROM agents GROUP BY client_ip)
         SELECT * FROM ({sessions_sql(f'''(SELECT l.* FROM {lines} l JOIN first_burst b USING (client_ip)
                                          WHERE l.start_time >= b.since
                                            AND (NOT {internal_ip_sql('l.client_ip')} OR l.auth_failure

@@ -502,6 +502,16 @@ def test_a_balancers_401_burst_ends_with_the_guessers_client_not_with_everyone_b
     [n] = find_nginx_incidents(lines(users + guesses + spend))
     assert n.incident.kind == "credential_stuffing"
     assert n.incident.end == spend[-1][0] - timedelta(seconds=2.5)     # its start: the line less $request_time
+    # matrix seed 2468 #240: a user's two mistyped keys through the balancer seven minutes before the first guess
+    # (langchain, then OpenAI's client) started the burst there (start -452 s); it starts with the guessers' client
+    typos = [(start - timedelta(minutes=7, seconds=s), "10.0.0.2", 401, ua)
+             for s, ua in ((31, "langchain/0.3.7"), (11, "OpenAI/Python 1.54.0"))]
+    [n] = find_nginx_incidents(lines(users + typos + guesses + spend))
+    assert n.incident.start == guesses[0][0] - timedelta(seconds=2.5) and n.incident.requests == 700
+    # a script that sends another client name with every guess has no software of its own: the burst is everyone's
+    rotating = [(t, ip, status, f"agent-{i}") for i, (t, ip, status, _) in enumerate(guesses)]
+    [n] = find_nginx_incidents(lines(users + typos + rotating + spend))
+    assert n.incident.kind == "credential_stuffing" and n.incident.start == typos[0][0] - timedelta(seconds=2.5)
 
 
 def test_a_thiefs_first_address_inside_the_keys_grace_joins_the_theft_beside_a_later_batch():

@@ -520,7 +520,8 @@ def test_a_mondays_usual_is_the_other_weekdays():
     calls at 136 % of it (the Tuesday's five calls among them) raised the Monday's usual and took $8 off the attack
     (-18 %). Its usual is the other weekdays' ($24), the part days at the export's ends left out, and with a
     usual of its own kind of day the other models' level does not move it. A Saturday's is the one whole Sunday's;
-    in a series' first search, which asks two days of a kind, the median of them all."""
+    in a series' first search, which asks two days of a kind, the weekdays' (not a median of weekdays and the one
+    Sunday, which may be the attack's other day: matrix seed 2468 #184)."""
     from forensics.analysis.provider_spikes import _usual, quiet_levels
 
     day = pd.Timedelta(days=1)
@@ -533,7 +534,7 @@ def test_a_mondays_usual_is_the_other_weekdays():
     monday = t0 + 7 * day
     usual = _usual(costs, day, frozenset({monday}))[0]
     assert usual[monday] == Decimal("24.0") and usual[t0 + 5 * day] == Decimal("7.3")
-    assert _usual(costs, day, frozenset({monday}), kind_days=2)[0][t0 + 5 * day] == Decimal("23.0")
+    assert _usual(costs, day, frozenset({monday}), kind_days=2)[0][t0 + 5 * day] == Decimal("24.0")
     assert quiet_levels(rows, costs, [monday], day) == {}
 
 
@@ -628,6 +629,25 @@ def test_a_monday_attack_after_a_friday_and_a_weekend_is_held_against_the_friday
                                         (3, 272_012, 915, 0.69, 2)], mini_input=2_700)
     [(_, _, _, _, usual, spans)] = _spikes(frame, exports)[1]
     assert spans == [(t1 + 6 * day, t1 + 7 * day)]
+
+
+def test_a_weekend_attack_after_one_weekday_is_held_against_the_weekday_at_its_level():
+    """Daily usage from a Thursday evening to early Monday, the proxy's key used outside it from Saturday 21:48 to
+    Sunday 02:59 (matrix seed 2468 #184): one whole weekday, the Friday ($57), and the attack's two days ($68, $73).
+    The first search asks two days of a kind; the weekend has one other, so the Saturday's usual was the median of
+    the Friday and the Sunday ($65), and its other model's level against that mix (58 %): $38, and $68 was not twice
+    it: the Saturday was missed (in the draw, the key's own weekend a little busier, the Sunday too, and the report
+    had "suspicious" on the other key only). Against the weekday alone, its gpt-4o-mini calls at 40 % of the
+    Friday's, both weekend days are the spike."""
+    from forensics.analysis.provider_spikes import _spikes
+
+    day, t0 = pd.Timedelta(days=1), pd.Timestamp("2026-11-12")
+    frame, exports = _daily_export(t0, [(17, 1_307_667, 8_518, 3.33, 32), (249, 22_138_456, 227_959, 57.29, 444),
+                                        (674, 22_178_749, 1_496_298, 68.23, 179),
+                                        (700, 23_948_127, 1_546_873, 73.07, 175),
+                                        (67, 6_865_279, 82_207, 17.89, 11)], mini_input=2_700)
+    [(_, _, _, _, usual, spans)] = _spikes(frame, exports)[1]
+    assert spans == [(t0 + 2 * day, t0 + 3 * day)]
 
 
 def test_a_saturday_attack_after_a_friday_of_long_documents_clears_the_bar_at_its_level():
@@ -877,7 +897,8 @@ def test_a_weekday_spikes_usual_rises_with_the_keys_other_models_as_far_as_they_
         (t0 + i * day, "gpt-4o", n, 80_000 * n, c), (t0 + i * day, "gpt-4o-mini", mini, 2_300 * mini, 0.0004 * mini))])
     costs = {t0 + i * day: Decimal(str(c + 0.0004 * mini)) for i, (_, c, mini) in enumerate(days)}
     monday = t0 + 4 * day
-    assert quiet_levels(rows, costs, [monday], day, kind_days=2) == {monday: 293 / 122}   # the part Thursday left out
+    # against the weekend's calls (the Friday, its one day of a kind, is too few), the part Thursday left out
+    assert quiet_levels(rows, costs, [monday], day, kind_days=2) == {monday: 293 / 121.5}
     assert quiet_levels(rows, costs, [monday], day) == {}
     flooded = rows.assign(requests=rows["requests"].where(
         (rows["model"] != "gpt-4o-mini") | (rows["bucket_start"] != monday), 1293))
