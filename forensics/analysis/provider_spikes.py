@@ -189,13 +189,14 @@ def _usual(costs: dict, width: pd.Timedelta, hot=frozenset(), fallback=None,
             usual[t] = fallback(t)
         else:
             pool = [(u, c) for u, c in costs.items() if c and u != t and u not in hot]
-            if width >= pd.Timedelta(days=1):    # its kind of day's; else the days of the other kind, else the
-                same = _same_kind(costs, t, hot, kind_days)  # other days, the export's part days at its ends only
-                inner = [(u, c) for u, c in pool if u not in (min(costs), max(costs))]  # when nothing else is left
-                # (too few Saturdays and Sundays: the weekdays, which `quiet_levels` scales, not a median of a Friday
-                # and the attack's other day: matrix seed 2468 #184)
-                unlike = [(u, c) for u, c in inner if (u.day_of_week >= 5) != (t.day_of_week >= 5)]
-                pool = [(t, c) for c in same] if same is not None else unlike or inner or pool
+            if width >= pd.Timedelta(days=1):    # its kind of day's; else the other days, the export's part days at
+                same = _same_kind(costs, t, hot, kind_days)  # its ends only when nothing else is left
+                inner = [(u, c) for u, c in pool if u not in (min(costs), max(costs))]
+                # a weekend day with too few of its kind: the weekdays' (which `quiet_levels` scales), not a median of
+                # a Friday and the attack's other day (matrix seed 2468 #184). A weekday is not held against weekend
+                # days alone: where nothing scales them, a Thursday's own work is a spike against a Saturday (#279)
+                weekdays = [(u, c) for u, c in inner if u.day_of_week < 5] if t.day_of_week >= 5 else []
+                pool = [(t, c) for c in same] if same is not None else weekdays or inner or pool
             usual[t] = _median([c for _, c in pool])
     return usual, busy
 

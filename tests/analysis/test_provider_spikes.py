@@ -638,7 +638,8 @@ def test_a_weekend_attack_after_one_weekday_is_held_against_the_weekday_at_its_l
     the Friday and the Sunday ($65), and its other model's level against that mix (58 %): $38, and $68 was not twice
     it: the Saturday was missed (in the draw, the key's own weekend a little busier, the Sunday too, and the report
     had "suspicious" on the other key only). Against the weekday alone, its gpt-4o-mini calls at 40 % of the
-    Friday's, both weekend days are the spike."""
+    Friday's, both weekend days are the spike; a weekday with too few of its kind is not held against weekend days
+    alone."""
     from forensics.analysis.provider_spikes import _spikes
 
     day, t0 = pd.Timedelta(days=1), pd.Timestamp("2026-11-12")
@@ -648,6 +649,11 @@ def test_a_weekend_attack_after_one_weekday_is_held_against_the_weekday_at_its_l
                                         (67, 6_865_279, 82_207, 17.89, 11)], mini_input=2_700)
     [(_, _, _, _, usual, spans)] = _spikes(frame, exports)[1]
     assert spans == [(t0 + 2 * day, t0 + 3 * day)]
+    # not the other way round (2468 #279): a support key's business days, Thursday and Friday ($112, $109), beside
+    # one Saturday ($19) and no call counts to scale it: the weekdays held against the Saturday alone were a spike
+    t1 = pd.Timestamp("2026-11-11")
+    spend = ["2.56", "111.62", "109.45", "19.34", "16.27"]
+    assert series_spikes({t1 + i * day: Decimal(c) for i, c in enumerate(spend)}, day)[1] == []
 
 
 def test_a_saturday_attack_after_a_friday_of_long_documents_clears_the_bar_at_its_level():
@@ -897,8 +903,7 @@ def test_a_weekday_spikes_usual_rises_with_the_keys_other_models_as_far_as_they_
         (t0 + i * day, "gpt-4o", n, 80_000 * n, c), (t0 + i * day, "gpt-4o-mini", mini, 2_300 * mini, 0.0004 * mini))])
     costs = {t0 + i * day: Decimal(str(c + 0.0004 * mini)) for i, (_, c, mini) in enumerate(days)}
     monday = t0 + 4 * day
-    # against the weekend's calls (the Friday, its one day of a kind, is too few), the part Thursday left out
-    assert quiet_levels(rows, costs, [monday], day, kind_days=2) == {monday: 293 / 121.5}
+    assert quiet_levels(rows, costs, [monday], day, kind_days=2) == {monday: 293 / 122}   # the part Thursday left out
     assert quiet_levels(rows, costs, [monday], day) == {}
     flooded = rows.assign(requests=rows["requests"].where(
         (rows["model"] != "gpt-4o-mini") | (rows["bucket_start"] != monday), 1293))
