@@ -171,8 +171,8 @@ def _usual(costs: dict, width: pd.Timedelta, hot=frozenset(), fallback=None,
     `fallback(bucket)` (a coarser series' usual, spread), else the median of the series' other busy buckets, spikes
     found so far (`hot`) left out (quiet nights are not the baseline, nor is the spike); of the same kind of day
     (weekday or weekend, UTC) when SAME_KIND_MIN_DAYS of them are busy (a Monday's usual is not a Sunday's, nor
-    the median of a week that is two-sevenths weekend), and without the export's first and last day (part days)
-    unless nothing else is left; and the median busy bucket. `kind_days`: how many busy days of its kind make
+    the median of a week that is two-sevenths weekend; a weekend day with too few, the weekdays'), and without the
+    export's first and last day (part days) unless nothing else is left; and the median busy bucket. `kind_days`: how many busy days of its kind make
     that usual (SAME_KIND_MIN_DAYS unless said)."""
     busy = _median([c for c in costs.values() if c])
     by_slot: dict = {}
@@ -877,14 +877,18 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, aft
     reference = others.loc[own_calls] if slow else others
     # ...calls no larger than the spike's (a batch of long documents right after it writes more than the key's
     # usual too)
-    by_output = {t for t in near.index if t in costs and t not in explained and near[t] < spike * MIXED_FACTOR
-                 and (n_a := _output_split(busy.loc[t], core, reference, a)) is not None and n_a >= 0.5}
+    told = {t: _output_split(busy.loc[t], core, reference, a) for t in near.index
+            if t in costs and t not in explained and near[t] < spike * MIXED_FACTOR}
+    by_output = {t for t, n_a in told.items() if n_a is not None and n_a >= 0.5}
     # ...and only where the key's own calls are enough to say so: one in 1 / PROBE_SHARE buckets of the spike's size
     # is no rare call among two (matrix seed 31 #438: an export of half an hour before the spike, the key's own
     # gpt-4o calls in two of its minutes, 49k to 127k input tokens, then one of 25k two minutes before a script's
-    # 27k calls, writing as little as the key's own: start -2 min)
+    # 27k calls, writing as little as the key's own: start -2 min). After the spike, only where output does not
+    # tell: a script's last calls write as its others did (a call of its size five minutes after it, writing 1.2 %
+    # as the key's own calls do against the script's 19 %, is the key's: matrix seed 7777 #61, end +5 min), where
+    # its first may not (a stuffing script's hit, a test of the key with a prompt of its own: 77 #97)
     by_size = set() if len(own) < 1 / PROBE_SHARE or like(float(own.median())) or own.map(like).mean() > PROBE_SHARE \
-        else {t for t, x in near.items() if t in costs and t not in explained and like(x)}
+        else {t for t, x in near.items() if t in told and like(x) and not (after and told[t] is not None)}
     # a chain back from the spike: each within LEAD_GAP_MINUTES of the next, or LEAD_BRIDGE_MINUTES when the chain
     # goes on beyond it (a call of the key's own that wrote 6 % before a slow script is no link, alone; matrix seed
     # 77 #425, start -10 min; a leak of one or two calls a minute, three of its minutes on end writing like the

@@ -806,6 +806,23 @@ def test_a_spikes_first_calls_before_it_stands_out_open_it():
     assert lead_in(same, costs, run, MINUTE) == []
 
 
+def test_a_call_of_a_spikes_size_after_it_that_writes_as_the_keys_own_is_not_its_last():
+    """Per-minute usage (matrix seed 7777 #61): a script's calls (13k input, 19 % output) at 35 a minute, then five
+    minutes after its last one call of 18.9k writing 1.2 %, as the key's own calls do (their 70k, 1 %). Its size is
+    the script's, its output the key's; a script's last calls write as its others did: it is not the spike's last,
+    and the incident ends with the script (end +5 min). The same call writing as the script did is its last; before
+    the spike, a call of its size is its first whatever it writes (a test of the key, test above)."""
+    from forensics.analysis.provider_spikes import lead_in
+
+    t0 = pd.Timestamp("2026-11-16 01:00")
+    spec = [(m, 1, 1, 70_000, 700) for m in range(-60, 0, 3)] + [(0, 30, 35, 13_000, 2_500)]
+    run = [t0 + m * MINUTE for m in range(30)]
+    for output, last in ((220, []), (3_600, [t0 + 34 * MINUTE])):
+        rows = _minute_usage(t0, spec + [(34, 1, 1, 18_900, output)])
+        costs = {t: Decimal(str(round(c, 6))) for t, c in zip(rows["bucket_start"], rows["cost_usd"])}
+        assert lead_in(rows, costs, run, MINUTE, after=True) == last
+
+
 def test_a_call_of_a_spikes_size_is_no_first_call_when_the_keys_own_calls_are_too_few_to_say():
     """Per-minute usage of half an hour before a leak (matrix seed 31 #438): the key's own gpt-4o calls in four of
     its minutes (49k to 177k input tokens, thin output), one more of 25k two minutes before a script's 27k calls,
