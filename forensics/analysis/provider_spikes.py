@@ -11,6 +11,8 @@ its edge holding its calls and the key's own (`mixed_edges`, `mixed_neighbours`)
 batch and abuse look alike, so a spike is `suspicious`: the evidence says what would tell them apart."""
 from __future__ import annotations
 
+import math
+
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -927,6 +929,7 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, aft
 
 
 SHARED_AGREE = 2                # two splits of a bucket agree when their counts are at most this many times apart
+SHARED_NOISE = 2                # ...and the count by size is this many times what the workload's own spread makes
 
 
 def _shared(busy: pd.DataFrame, through: set, work: pd.DataFrame, core: pd.DataFrame, a: float) -> set:
@@ -936,18 +939,29 @@ def _shared(busy: pd.DataFrame, through: set, work: pd.DataFrame, core: pd.DataF
     size (`_spike_calls`) and by output tokens (`_spike_input`), the two counts within SHARED_AGREE of each other.
     A slow leak's last call in the first minute of the nightly batch (matrix seed 11 #19: 7 calls, 537k input tokens,
     2.4 % output; the batch's 115k calls at 1.1 % on other nights, the leak's 27k at 9 %: 3.0 calls by size, 3.3 by
-    output; the end 2 minutes early). None without output tokens or such a workload elsewhere."""
+    output; the end 2 minutes early). The count by size is more than SHARED_NOISE standard errors that the
+    workload's own calls, their size varying as it does elsewhere, would give a bucket of that many calls without
+    any of the spike's, the spread of its calls seen in its buckets of one call (matrix seed 6161 #347: five of the
+    nightly batch's calls five minutes after a leak's last, 86k a call against 101k elsewhere, its single calls of 75k
+    to 128k: 1.02 calls by size, 0.69 the standard error; the end 5 minutes late). None without output tokens or
+    such a workload elsewhere."""
     if not through or work.empty or (ratios := _output_ratios(core, work)) is None:
         return set()
     b = float(work["input_tokens"].sum() / work["requests"].sum())
     if b <= a:
         return set()
+    # the spread of the workload's call sizes, seen in its buckets of one call
+    single = work.loc[work["requests"] == 1, "input_tokens"].astype(float)
+    spread = float(single.std()) if len(single) > 1 else 0.0
     rho, r = ratios
     out = set()
     for t in through:
-        by_size = _spike_calls(int(busy.loc[t, "requests"]), float(busy.loc[t, "input_tokens"]), a, b)
-        by_output = min(_spike_input(busy.loc[t], rho, r) / a, float(busy.loc[t, "requests"]))
-        if min(by_size, by_output) >= 1 and max(by_size, by_output) <= SHARED_AGREE * min(by_size, by_output):
+        n = int(busy.loc[t, "requests"])
+        by_size = _spike_calls(n, float(busy.loc[t, "input_tokens"]), a, b)
+        by_output = min(_spike_input(busy.loc[t], rho, r) / a, float(n))
+        noise = SHARED_NOISE * math.sqrt(n) * spread / (b - a)
+        if min(by_size, by_output) >= 1 and by_size > noise \
+                and max(by_size, by_output) <= SHARED_AGREE * min(by_size, by_output):
             out.add(t)
     return out
 

@@ -904,6 +904,28 @@ def test_a_slow_leaks_last_calls_in_the_nightly_batchs_first_minute_end_it():
                    after=True) == []
 
 
+def test_a_nightly_batch_minute_after_a_leak_holds_none_of_its_calls_within_the_noise_of_its_own_sizes():
+    """Per-minute usage (matrix seed 6161 #347): a leak's calls (27k input, 9 % output) until 02:11, the key's own
+    large calls one at a time (75k to 128k, under 1 % output), its nightly batch at 02:15 the night before (six
+    calls, 93k a call, 1.5 %), and at 02:16 five of its calls (86k a call, 1.5 %). Split by size against the key's
+    101k a call, the minute holds 1.02 of the leak's calls, by output 1.10: they agreed, and the leak ended at 02:17
+    (+5 min). Calls of 75k to 128k make a five-call minute's count by size uncertain by 0.7 of a call: 1.02 is not
+    one of the leak's calls. Two of the leak's calls in that minute are (3.0 by size, its standard error 0.8)."""
+    from forensics.analysis.provider_spikes import lead_in
+
+    t0 = pd.Timestamp("2026-11-15 01:11")
+    own = [(m, 1, 1, i, i // 150) for m, i in ((-1000, 74_506), (-960, 117_855), (-570, 127_560), (-518, 127_582),
+                                               (480, 106_869), (540, 76_551), (830, 127_288))]
+    night_before = [(65 - 1440, 1, 6, 93_459, 1_418)]
+    leak = [(m, 1, 1 + m % 2, 27_000, 2_450) for m in range(61)]
+    batch = (65, 1, 5, 86_266, 1_332)
+    run = [t0 + m * MINUTE for m in range(61)]
+    for extra, last in (([], []), ([(65, 1, 2, 27_000, 2_450)], [t0 + 65 * MINUTE])):
+        rows = _minute_usage(t0, own + night_before + leak + [batch] + extra)
+        costs = {t: Decimal(str(round(c, 6))) for t, c in zip(rows["bucket_start"], rows["cost_usd"])}
+        assert lead_in(rows, costs, run, MINUTE, after=True) == last
+
+
 def test_a_weekday_spikes_usual_rises_with_the_keys_other_models_as_far_as_they_went_before():
     """Daily usage, history of a part day, a Friday and a weekend, the attack on the Monday (matrix seed 77 #487):
     the usual ($16) came from the weekend, and the attack's cost out 38 % high. The key's gpt-4o-mini calls on the
