@@ -81,7 +81,7 @@ def nginx_auth_burst_step(lines: str) -> Step:
         WITH failures AS (
             SELECT * FROM ({sessions_sql(f'(SELECT * FROM {lines} WHERE auth_failure)', 'client_ip')})
         ), bursts AS (
-            SELECT client_ip, session_no, min(start_time) AS since FROM failures GROUP BY client_ip, session_no
+            SELECT client_ip, session_no FROM failures GROUP BY client_ip, session_no
             HAVING count(*) >= {AUTH_BURST_MIN}
         ), tried AS (   -- each client software's guesses in a burst
             SELECT f.client_ip, f.session_no, f.user_agent, count(*) AS n, min(f.start_time) AS since

@@ -12,7 +12,6 @@ batch and abuse look alike, so a spike is `suspicious`: the evidence says what w
 from __future__ import annotations
 
 import math
-
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -174,8 +173,8 @@ def _usual(costs: dict, width: pd.Timedelta, hot=frozenset(), fallback=None,
     found so far (`hot`) left out (quiet nights are not the baseline, nor is the spike); of the same kind of day
     (weekday or weekend, UTC) when SAME_KIND_MIN_DAYS of them are busy (a Monday's usual is not a Sunday's, nor
     the median of a week that is two-sevenths weekend; a weekend day with too few, the weekdays'), and without the
-    export's first and last day (part days) unless nothing else is left; and the median busy bucket. `kind_days`: how many busy days of its kind make
-    that usual (SAME_KIND_MIN_DAYS unless said)."""
+    export's first and last day (part days) unless nothing else is left; and the median busy bucket. `kind_days`:
+    how many busy days of its kind make that usual (SAME_KIND_MIN_DAYS unless said)."""
     busy = _median([c for c in costs.values() if c])
     by_slot: dict = {}
     if width < pd.Timedelta(days=1):
