@@ -767,6 +767,7 @@ def key_test(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta) ->
 LEAD_GAP_MINUTES = 5             # a spike's first calls come at most this far apart from the next ones
 LEAD_BRIDGE_MINUTES = 8          # ...or this far, to one with another within LEAD_GAP_MINUTES beyond it
 LEAD_MAX_MINUTES = 60            # ...in a chain reaching this far at most
+ALONE_QUANTILE = 0.95            # a call alone no larger than this share of a spike's calls alone is of its size
 LEAD_OWN_BEYOND = 2              # a slow leak's first call is known by the key's own calls before it, in this many
 #                                  buckets
 
@@ -834,7 +835,8 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, aft
     PROBE_SHARE of their buckets); and, where the export has output tokens and the spike's calls write MIXED_FACTOR
     times more (or less) a token of input than the key's others, the buckets that hold half a call of the spike's or
     more by their output (`_output_split`), their calls no MIXED_FACTOR times larger than its (the key's own calls:
-    those outside the spike and the DETECTION_MINUTES next to it). A stolen key's first
+    those outside the spike and the DETECTION_MINUTES next to it), and buckets of one call of its size that writes
+    nearer its way than the key's, in logs, where the key's own calls alone seldom do both. A stolen key's first
     calls after it was found (a stuffing script's hit, a test with a real prompt) come minutes before the script spends
     it, too thin to stand out as a spike. Only those each within LEAD_GAP_MINUTES of the next (the spike's first bucket
     for the last). Returns those buckets, earliest first; none for buckets wider than DETECTION_MINUTES (an hour before
@@ -877,9 +879,14 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, aft
     slow = own_calls is not None
     reference = others.loc[own_calls] if slow else others
     # ...calls no larger than the spike's (a batch of long documents right after it writes more than the key's
-    # usual too)
+    # usual too); a call alone no larger than the ALONE_QUANTILE of the spike's calls alone, when it has 1 /
+    # PROBE_SHARE of them at least: a script's prompts vary more than its minutes' means do (its last call but two,
+    # 39.6k writing 6.3 %, against its median minute's 24.8k, its calls alone 12.9k to 73.6k: matrix seed 1234 #115,
+    # end -10 min)
+    ones = size[size.index.isin(run) & (busy["requests"] == 1)]
+    cap = {1: max(spike * MIXED_FACTOR, float(ones.quantile(ALONE_QUANTILE)))} if len(ones) >= 1 / PROBE_SHARE else {}
     told = {t: _output_split(busy.loc[t], core, reference, a) for t in near.index
-            if t in costs and t not in explained and near[t] < spike * MIXED_FACTOR}
+            if t in costs and t not in explained and near[t] < cap.get(busy.loc[t, "requests"], spike * MIXED_FACTOR)}
     by_output = {t for t, n_a in told.items() if n_a is not None and n_a >= 0.5}
     # ...and only where the key's own calls are enough to say so: one in 1 / PROBE_SHARE buckets of the spike's size
     # is no rare call among two (matrix seed 31 #438: an export of half an hour before the spike, the key's own
@@ -890,6 +897,17 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, aft
     # its first may not (a stuffing script's hit, a test of the key with a prompt of its own: 77 #97)
     by_size = set() if len(own) < 1 / PROBE_SHARE or like(float(own.median())) or own.map(like).mean() > PROBE_SHARE \
         else {t for t, x in near.items() if t in told and like(x) and not (after and told[t] is not None)}
+    # a call alone is one kind or the other, not a mix of the two that the split by output weighs: of the spike's
+    # size and writing nearer its way than the key's (in logs: output a token of input spreads by factors), where the
+    # key's own calls seldom do both (in at most PROBE_SHARE of their buckets of one call). A leak's last call, 26k
+    # writing 3.9 % against its 9 % and the key's 0.8 % (0.36 of a call by the split), eight minutes after its
+    # others and a minute before another; the key's calls, 9k to 128k, of the spike's size in a fifth of their
+    # minutes, doing both in 2 % (matrix seed 1234 #115: end -10 min)
+    alone = sorted(t for t, n_a in told.items() if n_a is not None and busy.loc[t, "requests"] == 1 and like(near[t]))
+    single = others[others["requests"] == 1]
+    both = (_nearer(single, core, others) & single["input_tokens"].map(like)).sum() if alone and not slow else 0
+    by_call = set() if not alone or slow or len(single) < 1 / PROBE_SHARE or both > PROBE_SHARE * len(single) \
+        else {t for t, nearer in zip(alone, _nearer(busy.loc[alone], core, others)) if nearer}
     # a chain back from the spike: each within LEAD_GAP_MINUTES of the next, or LEAD_BRIDGE_MINUTES when the chain
     # goes on beyond it (a call of the key's own that wrote 6 % before a slow script is no link, alone; matrix seed
     # 77 #425, start -10 min; a leak of one or two calls a minute, three of its minutes on end writing like the
@@ -903,7 +921,7 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, aft
                                          & (size >= spike * WORKLOAD_FACTOR)], core, a)
     out, nxt = [], run[-1] if after else run[0]
     gap, bridge = (max(pd.Timedelta(minutes=m), width) for m in (LEAD_GAP_MINUTES, LEAD_BRIDGE_MINUTES))
-    links = (by_output | by_size) - (through - shared)
+    links = (by_output | by_size | by_call) - (through - shared)
     chain = sorted(links | through, reverse=not after)
     for t, beyond in zip(chain, chain[1:] + [None]):
         step = abs(nxt - t)

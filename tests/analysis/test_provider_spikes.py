@@ -823,6 +823,36 @@ def test_a_call_of_a_spikes_size_after_it_that_writes_as_the_keys_own_is_not_its
         assert lead_in(rows, costs, run, MINUTE, after=True) == last
 
 
+def test_a_leaks_last_calls_alone_are_taken_by_its_calls_alone_not_by_its_minutes_mean():
+    """Per-minute usage (matrix seed 1234 #115): a leak's calls (9 % output) in minutes of one call (13k to 73k
+    input) and of four (25k); the key's own calls (9k to 128k, 0.8 %) of the leak's size in a quarter of their
+    minutes, so size alone tells nothing. Its last calls: one of 42k writing 6.3 %, two minutes after its others,
+    larger than 1.5 times its median minute; eight minutes later one of 26k writing 3.9 %, 0.36 of a call by the
+    split of its output (a mix of the two kinds), and one of 32.5k writing 7.2 %. The incident ended at the first of
+    them (-10 min). A call alone is one kind or the other: its size is held against the leak's calls alone, and one
+    of the leak's size writing nearer the leak's way (in logs) is the leak's, where the key's own seldom do both.
+    Where a fifth of the key's calls of the leak's size write 4 %, or the call writes 2 %, the chain stops at 42k."""
+    from forensics.analysis.provider_spikes import lead_in
+
+    t0 = pd.Timestamp("2026-11-15 01:00")
+    sizes = [9_000, 20_000, 30_000, 45_000, 60_000, 80_000, 100_000, 128_000]
+    own = [(m, 1, 1, sizes[k % 8], sizes[k % 8] * 8 // 1000) for k, m in enumerate(range(-120, 0, 3))]
+    own[5] = (own[5][0], 1, 1, 19_000, 880)                                         # one of the key's own, 4.6 %
+    alone = [13_000, 18_000, 22_000, 25_000, 30_000, 35_000, 42_000, 50_000, 60_000, 73_000]
+    leak = [(m, 1, 4, 25_000, 2_250) for m in range(0, 60, 2)]
+    leak += [(m, 1, 1, alone[k % 10], alone[k % 10] * 9 // 100) for k, m in enumerate(range(1, 60, 2))]
+    run = [t0 + m * MINUTE for m in range(60)]
+
+    def last(third_output: int, own_calls: list = own) -> list:
+        tail = [(61, 1, 1, 42_000, 2_650), (69, 1, 1, 26_000, third_output), (70, 1, 1, 32_500, 2_350)]
+        rows = _minute_usage(t0, own_calls + leak + tail)
+        costs = {t: Decimal(str(round(c, 6))) for t, c in zip(rows["bucket_start"], rows["cost_usd"])}
+        return [int((t - t0) / MINUTE) for t in lead_in(rows, costs, run, MINUTE, after=True)]
+    assert last(1_010) == [61, 69, 70]
+    assert last(520) == [61]
+    assert last(1_010, [(x[0], 1, 1, 30_000, 1_200) if k % 5 == 2 else x for k, x in enumerate(own)]) == [61]
+
+
 def test_a_call_of_a_spikes_size_is_no_first_call_when_the_keys_own_calls_are_too_few_to_say():
     """Per-minute usage of half an hour before a leak (matrix seed 31 #438): the key's own gpt-4o calls in four of
     its minutes (49k to 177k input tokens, thin output), one more of 25k two minutes before a script's 27k calls,
