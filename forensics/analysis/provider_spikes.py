@@ -767,6 +767,7 @@ def key_test(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta) ->
 LEAD_GAP_MINUTES = 5             # a spike's first calls come at most this far apart from the next ones
 LEAD_BRIDGE_MINUTES = 8          # ...or this far, to one with another within LEAD_GAP_MINUTES beyond it
 LEAD_MAX_MINUTES = 60            # ...in a chain reaching this far at most
+LEAD_PAIR_CALLS = 1.5            # ...or to one holding this many of its calls by output (two, rounded)
 ALONE_QUANTILE = 0.95            # a call alone no larger than this share of a spike's calls alone is of its size
 LEAD_OWN_BEYOND = 2              # a slow leak's first call is known by the key's own calls before it, in this many
 #                                  buckets
@@ -909,7 +910,7 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, aft
     by_call = set() if not alone or slow or len(single) < 1 / PROBE_SHARE or both > PROBE_SHARE * len(single) \
         else {t for t, nearer in zip(alone, _nearer(busy.loc[alone], core, others)) if nearer}
     # a chain back from the spike: each within LEAD_GAP_MINUTES of the next, or LEAD_BRIDGE_MINUTES when the chain
-    # goes on beyond it (a call of the key's own that wrote 6 % before a slow script is no link, alone; matrix seed
+    # goes on beyond it, or the bucket holds two of its calls by output (a call of the key's own that wrote 6 % before a slow script is no link, alone; matrix seed
     # 77 #425, start -10 min; a leak of one or two calls a minute, three of its minutes on end writing like the
     # key's own, left a gap of six: seed 5151 #335, start +26 min; a slow leak's pause of seven, 2718 #215);
     # through another workload's minutes (calls WORKLOAD_FACTOR times the spike's, more of them than its median
@@ -922,10 +923,14 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, aft
     out, nxt = [], run[-1] if after else run[0]
     gap, bridge = (max(pd.Timedelta(minutes=m), width) for m in (LEAD_GAP_MINUTES, LEAD_BRIDGE_MINUTES))
     links = (by_output | by_size | by_call) - (through - shared)
+    # ...or a bucket that holds two of the spike's calls by their output (LEAD_PAIR_CALLS, rounded): two links a
+    # minute apart and two calls in one minute are alike (a leak thinning out, two calls writing 11.7 % six minutes
+    # after its last, two writing 8.8 % six minutes later, against the key's 1 %: matrix seed 8642 #113, end -12 min)
+    pairs = {t for t, n_a in told.items() if n_a is not None and n_a >= LEAD_PAIR_CALLS}
     chain = sorted(links | through, reverse=not after)
     for t, beyond in zip(chain, chain[1:] + [None]):
         step = abs(nxt - t)
-        bridged = t in links and beyond in links and abs(t - beyond) <= gap
+        bridged = t in links and (t in pairs or beyond in links and abs(t - beyond) <= gap)
         if step > bridge or step > gap and not bridged:
             break
         if t not in through or t in shared:

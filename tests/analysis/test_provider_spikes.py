@@ -260,6 +260,25 @@ def _nginx_lines(rows):
     return c
 
 
+def test_nginxs_served_calls_count_in_the_minute_they_began_as_a_providers_do():
+    """nginx writes a line when the call ends; a provider counts the call in the minute it began (matrix seed 1357
+    #42: the nightly batch's last call, logged at 02:21:03 after 19.6 s, is the provider's 02:20; counted at 02:21 it
+    "explained" a leak's last call there, the end 7 minutes early). A line without $request_time or
+    $upstream_response_time counts where it was logged; the span of the lines is still where they were logged."""
+    from forensics.analysis.proxy_load import served_calls
+
+    c = _nginx_lines([(pd.Timestamp("2026-11-15 02:20:52.451"), "10.20.3.31"),
+                      (pd.Timestamp("2026-11-15 02:21:03.381"), "10.20.3.31"),
+                      (pd.Timestamp("2026-11-15 02:24:08.641"), "10.20.1.11"),
+                      (pd.Timestamp("2026-11-15 02:26:30"), "10.20.1.12")])
+    c.con.execute("""UPDATE http_requests SET request_time = CASE line_no WHEN 1 THEN 11.347 WHEN 2 THEN 19.584
+                     ELSE NULL END, upstream_time = CASE line_no WHEN 3 THEN 4.925 ELSE NULL END""")
+    calls, span = served_calls(c, MINUTE, {"10.20.1.12"})
+    assert {t: n for t, n in calls.items() if n} == {pd.Timestamp("2026-11-15 02:20"): 2,
+                                                     pd.Timestamp("2026-11-15 02:24"): 1}
+    assert span == (pd.Timestamp("2026-11-15 02:20:52.451"), pd.Timestamp("2026-11-15 02:26:30"))
+
+
 def test_the_proxys_nightly_batch_is_a_surge_in_nginx_only_where_no_other_night_shows_it():
     """App servers calling every 3 minutes, and a batch client 60 times from 02:15 each night. With one night in the
     lines its slot surges; with three nights the batch is that slot's usual, as a provider usual of the same hour
@@ -851,6 +870,29 @@ def test_a_leaks_last_calls_alone_are_taken_by_its_calls_alone_not_by_its_minute
     assert last(1_010) == [61, 69, 70]
     assert last(520) == [61]
     assert last(1_010, [(x[0], 1, 1, 30_000, 1_200) if k % 5 == 2 else x for k, x in enumerate(own)]) == [61]
+
+
+def test_a_thinning_leaks_minutes_of_two_calls_six_minutes_apart_are_its_last():
+    """Per-minute usage (matrix seed 8642 #113): the key's own calls (80k input, 1 % output) every few minutes, a
+    leak's (26k, 9.5 %) two to four a minute, then thinning out: two minutes after its last a minute of the key's own
+    call beside two of its calls (47k a call, larger than the chain takes), then two of its calls writing 11.7 % six
+    minutes after its last, and two writing 8.8 % six minutes later. A step of six minutes was a link only with
+    another link within five minutes beyond it (end -12 min); a minute holding two of its calls by output is that
+    much. One such call alone six minutes out, or two writing the key's way, is no last call of the leak."""
+    from forensics.analysis.provider_spikes import lead_in
+
+    t0 = pd.Timestamp("2026-11-15 00:00")
+    own = [(m, 1, 1, 80_000, 800) for m in range(-90, 0, 4)]
+    leak = [(m, 1, 2 + m % 3, 26_000, 2_470) for m in range(60)]
+    run = [t0 + m * MINUTE for m in range(60)]
+
+    def last(tail: list) -> list:
+        rows = _minute_usage(t0, own + leak + [(63, 1, 1, 80_000, 800), (63, 1, 2, 30_500, 1_800)] + tail)
+        costs = {t: Decimal(str(round(c, 6))) for t, c in zip(rows["bucket_start"], rows["cost_usd"])}
+        return [int((t - t0) / MINUTE) for t in lead_in(rows, costs, run, MINUTE, after=True)]
+    assert last([(65, 1, 2, 16_800, 1_960), (71, 1, 2, 26_300, 2_310)]) == [65, 71]
+    assert last([(65, 1, 1, 16_800, 1_960)]) == []
+    assert last([(65, 1, 2, 16_800, 170), (71, 1, 2, 26_300, 260)]) == []
 
 
 def test_a_call_of_a_spikes_size_is_no_first_call_when_the_keys_own_calls_are_too_few_to_say():
