@@ -26,6 +26,19 @@ def test_a_spike_filling_most_of_a_short_export_is_found_whole():
     assert spans == [(T0 + 22 * MINUTE, T0 + (22 + 209) * MINUTE)]
 
 
+def test_a_spike_rising_inside_a_short_exports_first_quarter_hour_is_found():
+    """Matrix seed 2222 #181 (per-minute usage, the key's first row 5 minutes before a leak): the key's gpt-4o-mini
+    calls for five minutes, then a leak's gpt-4o calls for 3.5 hours, then the key's own again. The first quarter
+    hour held the leak's first ten minutes and was the preceding window of every other: nothing was found at all.
+    Its minutes before the rise are its usual. A key spending steadily, its minutes varying, shows no rise."""
+    T1 = pd.Timestamp("2026-11-14 22:15")
+    costs = [0.0001, 0.0, 0.0002, 0.0, 0.0001] + [0.55 + 0.2 * (i % 3) for i in range(209)] + [0.0001, 0.0] * 2
+    _, spans = series_spikes({T1 + i * MINUTE: Decimal(str(c)) for i, c in enumerate(costs)}, MINUTE)
+    assert spans == [(T1 + 5 * MINUTE, T1 + 213 * MINUTE)]
+    steady = [0.3 if i % 5 == 0 else 0.55 + 0.2 * (i % 3) for i in range(220)]
+    assert series_spikes({T1 + i * MINUTE: Decimal(str(c)) for i, c in enumerate(steady)}, MINUTE)[1] == []
+
+
 def test_a_quiet_stretch_ends_a_spike_and_what_follows_is_another():
     """A spike, half an hour with nothing, then a nightly batch: the refined spike stops at its last minute and never
     reaches the batch, which is a spike of its own."""
@@ -1198,7 +1211,9 @@ def test_a_leaks_first_minutes_in_the_quarter_hour_before_it_stood_out_leave_the
     23:27, three calls a minute, then four, then ten from 02:00, until 04:58. The export's first quarter hour is the
     short history's usual, and three of its minutes were the leak's first: its usual $1.55 a quarter hour against the
     key's own cents (-15.8 %). The leak's first calls are found (`lead_in`) in that quarter, before the one it stood
-    out in: that quarter is the spike's, and the usual is the rest's."""
+    out in: that quarter is the spike's, and the usual is the rest's. The search itself now sees the leak rise inside
+    that first quarter (`_first_rise`, matrix seed 2222 #181) and starts it at 23:27 against the key's own cents;
+    `slow_start_usual` still mends a usual taken from such a quarter."""
     from forensics.analysis.provider_spikes import slow_start_usual
 
     t0 = pd.Timestamp("2026-11-14 23:19")
@@ -1214,10 +1229,13 @@ def test_a_leaks_first_minutes_in_the_quarter_hour_before_it_stood_out_leave_the
     fine = {t0 + m * MINUTE: Decimal(str(round(per.get(t0 + m * MINUTE, 0), 6))) for m in range(347)}
     usual, [(first, last)] = series_spikes(fine, MINUTE)
     run = [t for t in fine if first <= t <= last]
-    before = sum((usual[t] for t in run), Decimal(0))
-    after = sum((slow_start_usual(rows, fine, usual, run, MINUTE, {})[t] for t in run), Decimal(0))
-    assert first == t0 + 11 * MINUTE and before > 15
-    assert after < before / 2 and after < 8
+    assert first == t0 + 8 * MINUTE and sum((usual[t] for t in run), Decimal(0)) < 8
+    # the usual the search took before: the first quarter's $1.55 spread over the export
+    inflated = dict.fromkeys(fine, Decimal("1.55") / 15)
+    run = [t for t in fine if t0 + 11 * MINUTE <= t <= last]
+    before = sum((inflated[t] for t in run), Decimal(0))
+    after = sum((slow_start_usual(rows, fine, inflated, run, MINUTE, {})[t] for t in run), Decimal(0))
+    assert before > 15 and after < before / 2 and after < 8
 
 
 
