@@ -530,10 +530,12 @@ def _first_rise(fine: dict, width: pd.Timedelta, coarse_width: pd.Timedelta) -> 
     (what the key's own calls spend steadily, noise, is no rise). A short export whose first quarter hour held five
     minutes of the key's gpt-4o-mini calls and a leak's first ten: that quarter was the preceding window of every
     other, and no spike was found at all (matrix seed 2222 #181). {} otherwise."""
+    if coarse_width <= width:
+        return {}
     k = min(fine).floor(coarse_width)
     nxt = k + coarse_width
     span = sorted(t for t in fine if nxt <= t < nxt + coarse_width)
-    if not span or coarse_width <= width:
+    if not span:
         return {}
     cut = _rise(fine, width, coarse_width, span[0], span[-1])
     before = [c for t, c in fine.items() if k <= t < cut]
@@ -541,7 +543,7 @@ def _first_rise(fine: dict, width: pd.Timedelta, coarse_width: pd.Timedelta) -> 
     if not before or not after or not sum(before, Decimal(0)):
         return {}
     rate = sum(before, Decimal(0)) / len(before)
-    if sum(after, Decimal(0)) / len(after) < Decimal(str(SPIKE_FACTOR)) * rate:
+    if sum(after, Decimal(0)) / len(after) < Decimal(SPIKE_FACTOR) * rate:
         return {}
     return {k: rate * int(coarse_width / width)}
 
@@ -936,13 +938,16 @@ def lead_in(rows: pd.DataFrame, costs: dict, run: list, width: pd.Timedelta, aft
     # minutes, doing both in 2 % (matrix seed 1234 #115: end -10 min)
     alone = sorted(t for t, n_a in told.items() if n_a is not None and busy.loc[t, "requests"] == 1 and like(near[t]))
     single = others[others["requests"] == 1]
-    both = (_nearer(single, core, others) & single["input_tokens"].map(like)).sum() if alone and not slow else 0
-    by_call = set() if not alone or slow or len(single) < 1 / PROBE_SHARE or both > PROBE_SHARE * len(single) \
-        else {t for t, nearer in zip(alone, _nearer(busy.loc[alone], core, others)) if nearer}
+    by_call = set()
+    if alone and not slow and len(single) >= 1 / PROBE_SHARE:
+        both = (_nearer(single, core, others) & single["input_tokens"].map(like)).sum()
+        if both <= PROBE_SHARE * len(single):
+            by_call = {t for t, nearer in zip(alone, _nearer(busy.loc[alone], core, others)) if nearer}
     # a chain back from the spike: each within LEAD_GAP_MINUTES of the next, or LEAD_BRIDGE_MINUTES when the chain
-    # goes on beyond it, or the bucket holds two of its calls by output (a call of the key's own that wrote 6 % before a slow script is no link, alone; matrix seed
-    # 77 #425, start -10 min; a leak of one or two calls a minute, three of its minutes on end writing like the
-    # key's own, left a gap of six: seed 5151 #335, start +26 min; a slow leak's pause of seven, 2718 #215);
+    # goes on beyond it, or the bucket holds two of its calls by output (a call of the key's own that wrote 6 %
+    # before a slow script is no link, alone; matrix seed 77 #425, start -10 min; a leak of one or two calls a
+    # minute, three of its minutes on end writing like the key's own, left a gap of six: seed 5151 #335, start
+    # +26 min; a slow leak's pause of seven, 2718 #215);
     # through another workload's minutes (calls WORKLOAD_FACTOR times the spike's, more of them than its median
     # bucket holds: the nightly batch for four minutes, the slow script's calls going on beside and after it, matrix
     # seed 8 #355, end -16 min), which are no link of it; not the key's own odd large call (matrix seed 21 #202)

@@ -31,12 +31,12 @@ def test_a_spike_rising_inside_a_short_exports_first_quarter_hour_is_found():
     calls for five minutes, then a leak's gpt-4o calls for 3.5 hours, then the key's own again. The first quarter
     hour held the leak's first ten minutes and was the preceding window of every other: nothing was found at all.
     Its minutes before the rise are its usual. A key spending steadily, its minutes varying, shows no rise."""
-    T1 = pd.Timestamp("2026-11-14 22:15")
+    t0 = pd.Timestamp("2026-11-14 22:15")
     costs = [0.0001, 0.0, 0.0002, 0.0, 0.0001] + [0.55 + 0.2 * (i % 3) for i in range(209)] + [0.0001, 0.0] * 2
-    _, spans = series_spikes({T1 + i * MINUTE: Decimal(str(c)) for i, c in enumerate(costs)}, MINUTE)
-    assert spans == [(T1 + 5 * MINUTE, T1 + 213 * MINUTE)]
+    _, spans = series_spikes({t0 + i * MINUTE: Decimal(str(c)) for i, c in enumerate(costs)}, MINUTE)
+    assert spans == [(t0 + 5 * MINUTE, t0 + 213 * MINUTE)]
     steady = [0.3 if i % 5 == 0 else 0.55 + 0.2 * (i % 3) for i in range(220)]
-    assert series_spikes({T1 + i * MINUTE: Decimal(str(c)) for i, c in enumerate(steady)}, MINUTE)[1] == []
+    assert series_spikes({t0 + i * MINUTE: Decimal(str(c)) for i, c in enumerate(steady)}, MINUTE)[1] == []
 
 
 def test_a_quiet_stretch_ends_a_spike_and_what_follows_is_another():
